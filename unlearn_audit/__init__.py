@@ -1,0 +1,22 @@
+"""unlearn-audit: a pytest plugin that audits machine-unlearning methods against data poisoning.
+
+Public API (imported lazily so that `import unlearn_audit` stays cheap and torch-free):
+`Unlearner`, `UnlearningRequest`, `ExampleSet`, `Budget`, `TrainingRecipe`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_PUBLIC = {"Unlearner", "UnlearningRequest", "ExampleSet", "Budget", "TrainingRecipe"}
+
+
+def __getattr__(name: str):  # PEP 562
+    if name in _PUBLIC:
+        from . import protocol
+
+        return getattr(protocol, name)
+    raise AttributeError(f"module 'unlearn_audit' has no attribute {name!r}")
+
+
+__all__ = sorted(_PUBLIC | {"__version__"})

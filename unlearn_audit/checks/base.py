@@ -1,0 +1,82 @@
+"""What a check returns, and what it is given."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..fixture import Fixture
+    from ..runner import UnlearnOutcome
+
+Verdict = Literal["pass", "fail", "xfail", "skip"]
+
+
+@dataclass
+class CheckResult:
+    """A score with its uncertainty, the retrain reference under the same measurement, and the rule."""
+
+    check: str
+    verdict: Verdict
+    score: float | None
+    stderr: float | None
+    reference: float | None
+    reference_stderr: float | None
+    direction: Literal["lower_is_better", "higher_is_better"]
+    rule: str
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        return clean(asdict(self))
+
+    def explain(self) -> str:
+        """The text a failing test shows: score, uncertainty, reference, rule."""
+        def fmt(v: float | None, se: float | None) -> str:
+            if v is None:
+                return "n/a"
+            return f"{v:.4g} ± {se:.2g}" if se is not None else f"{v:.4g}"
+
+        lines = [
+            f"{self.check}: {self.verdict.upper()}",
+            f"  score      {fmt(self.score, self.stderr)}  ({self.direction.replace('_', ' ')})",
+            f"  retrain    {fmt(self.reference, self.reference_stderr)}",
+            f"  rule       {self.rule}",
+        ]
+        if self.message:
+            lines.append(f"  why        {self.message}")
+        shown = {k: v for k, v in self.details.items() if not isinstance(v, (list, dict))}
+        if shown:
+            lines.append("  details    " + ", ".join(f"{k}={_short(v)}" for k, v in shown.items()))
+        return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@dataclass
+class CheckContext:
+    """Everything a check may look at. `measure` memoises measurements per (model, name)."""
+
+    fixture: "Fixture"
+    outcome: "UnlearnOutcome"
+    options: dict[str, Any]
+    measure: Callable[["nn.Module", str, Callable[[], Any]], Any]
+
+    @property
+    def model(self) -> "nn.Module":
+        assert self.outcome.model is not None
+        return self.outcome.model

@@ -1,0 +1,69 @@
+"""`gaussian_leakage`: does the unlearned model still depend on the secret Gaussian noise?
+
+Score: the mean Gaussian Unlearning Score over the forget-set poisons (Pawelczyk et al.).
+Under "no leakage" every per-poison score is exactly N(0, 1), so the mean of k scores has
+standard error 1/sqrt(k) and a one-sided z-test is exact. Also reported: the membership
+inference TPR at FPR 1% (threshold at the N(0, 1) quantile, which is exact under the null),
+the original model's score (the test's power) and retrain's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy import stats as st
+
+from ..metrics import gaussian_unlearning_scores
+from ..stats import Proportion, unit_normal_mean_test
+from .base import CheckContext, CheckResult
+from .utility import clean_test_accuracy
+
+NAME = "gaussian_leakage"
+
+
+def gus_scores(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
+    t = ctx.fixture.tensors
+    idx = ctx.fixture.forget_indices
+
+    def compute() -> torch.Tensor:
+        s = gaussian_unlearning_scores(model, t["clean_train_x"][idx], t["train_y"][idx], t["secret.noise"])
+        return s[~s.isnan()]
+
+    return ctx.measure(model, "gus", compute)
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    alpha = float(ctx.options.get("alpha", 0.01))
+    fpr = float(ctx.options.get("tpr_at_fpr", 0.01))
+    threshold = float(st.norm.isf(fpr))
+    scores = gus_scores(ctx, ctx.model)
+    test = unit_normal_mean_test(scores.tolist(), alpha)
+    ref = unit_normal_mean_test(gus_scores(ctx, ctx.fixture.retrain).tolist(), alpha)
+    orig = unit_normal_mean_test(gus_scores(ctx, ctx.fixture.original).tolist(), alpha)
+    tpr = Proportion(int((scores > threshold).sum()), len(scores))
+    details = {
+        "z": test.z,
+        "p_value": test.p_value,
+        "num_poisons": test.n,
+        f"tpr_at_fpr_{fpr:g}": tpr.value,
+        "tpr_interval_95": list(tpr.interval),
+        "original_gus": orig.mean,
+        "original_z": orig.z,
+        "retrain_gus": ref.mean,
+        "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
+    }
+    rule = (
+        f"fail if mean GUS > 0 by a one-sided z-test at alpha={alpha:g} "
+        f"(per-poison scores are exactly N(0,1) when the model does not depend on the noise; se = 1/sqrt({test.n}))"
+    )
+    verdict = "fail" if test.rejected else "pass"
+    message = (
+        f"the model still depends on the forget-set noise: mean GUS {test.mean:.3f} (z = {test.z:.2f}, "
+        f"p = {test.p_value:.2g}); retrain {ref.mean:.3f}, original {orig.mean:.3f}"
+        if test.rejected
+        else ""
+    )
+    if not math.isfinite(test.mean):
+        verdict, message = "fail", "no usable GUS values (every input gradient was zero)"
+    return CheckResult(NAME, verdict, test.mean, test.stderr, ref.mean, ref.stderr, "lower_is_better", rule, message, details)

@@ -1,0 +1,59 @@
+"""`targeted_removed`: is the targeted poison's effect gone, as it is after retraining?
+
+Score: attack success rate on held-out triggered inputs of the non-target classes, with a
+Wilson interval; compared with retrain's rate on the same inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..attacks import apply_trigger
+from ..metrics import hits_target
+from ..stats import Proportion, excess_test
+from .base import CheckContext, CheckResult
+from .utility import clean_test_accuracy
+
+NAME = "targeted_removed"
+
+
+def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
+    a = ctx.fixture.recipe.attack
+    t = ctx.fixture.tensors
+
+    def compute() -> torch.Tensor:
+        mask = t["test_y"] != a["target_class"]
+        triggered = apply_trigger(t["test_x"][mask], a["patch_size"], a["patch_value"])
+        return hits_target(model, triggered, a["target_class"])
+
+    return ctx.measure(model, "attack_hits", compute)
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    alpha = float(ctx.options.get("alpha", 0.01))
+    margin = float(ctx.options.get("margin", 0.05))
+    mine = attack_hits(ctx, ctx.model)
+    ref = attack_hits(ctx, ctx.fixture.retrain)
+    orig = attack_hits(ctx, ctx.fixture.original)
+    a = Proportion(int(mine.sum()), len(mine))
+    b = Proportion(int(ref.sum()), len(ref))
+    test = excess_test(a, b, margin, alpha)
+    rule = (
+        f"fail if attack success exceeds retrain's by more than {margin:g}, one-sided at alpha={alpha:g} "
+        f"(Newcombe-Wilson interval of the difference, n={len(mine)} triggered test inputs)"
+    )
+    message = (
+        f"the poison still works: attack success {a.value:.3f} vs retrain {b.value:.3f} "
+        f"(lower bound of the excess {test.lower_bound:.3f} > {margin:g}); original {orig.float().mean():.3f}"
+        if test.rejected
+        else ""
+    )
+    details = {
+        "excess_lower_bound": test.lower_bound,
+        "interval_95": list(a.interval),
+        "original_attack_success": float(orig.float().mean()),
+        "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
+    }
+    return CheckResult(
+        NAME, "fail" if test.rejected else "pass", a.value, a.stderr, b.value, b.stderr, "lower_is_better", rule, message, details
+    )

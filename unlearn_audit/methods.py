@@ -1,0 +1,90 @@
+"""Reference unlearners: the calibration anchors of the suite.
+
+`Retrain` must pass every check and `NoOp` must fail every removal check; `GradientDescent`
+and `GradientAscent` are the simplest approximate methods evaluated by Pawelczyk et al.
+(App. A.2). Each spends at most `request.budget.example_gradients` (except `Retrain`, the
+exempt gold standard) and draws randomness only from `request.generator`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .protocol import UnlearningRequest
+from .training import train
+
+
+class NoOp:
+    """Returns the poisoned model unchanged: the floor every removal check must catch."""
+
+    def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module:
+        return model
+
+
+class Retrain:
+    """Retrains from a fresh initialisation on the retain set with the original recipe.
+
+    Exact unlearning, the gold standard; it spends a full training's compute, so it is exempt
+    from the budget check.
+    """
+
+    exempt_from_budget = True
+
+    def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module:
+        fresh = request.model_factory()
+        return train(fresh, request.retain, request.recipe, generator=request.generator, device=request.device)
+
+
+@dataclass
+class GradientDescent:
+    """GD (Pawelczyk et al., App. A.2.1): keep training on the retain set with the original recipe.
+
+    Runs the recipe's optimizer at `lr_scale` times the original learning rate for as many
+    example-gradients as the budget allows (`budget_use` of it), i.e. `fraction * epochs` epochs.
+    """
+
+    lr_scale: float = 1.0
+    budget_use: float = 1.0
+
+    def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module:
+        recipe = request.recipe
+        examples = int(self.budget_use * request.budget.example_gradients)
+        epochs = -(-examples // max(1, len(request.retain)))
+        scaled = type(recipe)(**{**recipe.__dict__, "lr": recipe.lr * self.lr_scale})
+        return train(model, request.retain, scaled, generator=request.generator, epochs=epochs,
+                     max_examples=examples, device=request.device)
+
+
+@dataclass
+class GradientAscent:
+    """GA (Pawelczyk et al., App. A.2.3; Jang et al. 2022): maximise the loss on the forget set.
+
+    The paper uses GD's hyperparameters with a smaller learning rate; we choose plain SGD (no
+    momentum) at `lr_scale` = 0.1 times the recipe's rate for `epochs` passes over the forget set,
+    capped by the budget. Tuned on nothing the audit measures; expect it to cost accuracy.
+    """
+
+    lr_scale: float = 0.1
+    epochs: int = 5
+
+    def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=request.recipe.lr * self.lr_scale)
+        budget = request.budget.example_gradients
+        spent = 0
+        for _ in range(self.epochs):
+            for x, y in request.forget.batches(request.recipe.batch_size, generator=request.generator, device=request.device):
+                if spent + len(y) > budget:
+                    return model.eval()
+                optimizer.zero_grad(set_to_none=True)
+                (-F.cross_entropy(model(x), y)).backward()
+                optimizer.step()
+                spent += len(y)
+        return model.eval()
+
+
+__all__ = ["GradientAscent", "GradientDescent", "NoOp", "Retrain"]

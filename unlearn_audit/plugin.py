@@ -1,0 +1,271 @@
+"""The pytest plugin: `pytest --unlearner pkg.mod:Method` runs the conformance suite on a method.
+
+Loaded by every pytest run in an environment where unlearn-audit is installed, so this module
+imports neither torch nor anything heavy; without `--unlearner` it does nothing but add its
+options. The heavy `AuditSession` is created on the first audit test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .case import AuditCase, AuditCaseParams
+
+if TYPE_CHECKING:
+    from .report import ReportCollector
+    from .session import AuditSession
+
+CONFORMANCE_DIR = Path(__file__).parent / "conformance"
+CHECK_MARKER = "audit_check"
+
+session_key = pytest.StashKey["AuditSession"]()
+collector_key = pytest.StashKey["ReportCollector"]()
+settings_key = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("unlearn-audit", "audit machine-unlearning methods against data poisoning")
+    group.addoption("--unlearner", action="append", default=[], metavar="SPEC",
+                    help="unlearning method to audit: 'package.module:Attr' (class, instance, factory or "
+                         "function (model, request) -> model) or a name registered in the entry-point group "
+                         "'unlearn_audit.unlearners'. Repeatable. Without it the plugin does nothing.")
+    group.addoption("--audit-profile", default="tiny", metavar="NAME",
+                    help="fixture profile: data, model and scenarios (default: tiny, CPU, minutes).")
+    group.addoption("--audit-seeds", default="1", metavar="N",
+                    help="number of seeds (fixtures and unlearner runs), seeds 0..N-1 (default: 1).")
+    group.addoption("--audit-report", default=None, metavar="PATH",
+                    help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.")
+    group.addoption("--audit-cache", default=None, metavar="DIR",
+                    help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir).")
+    group.addoption("--audit-timeout", default=None, metavar="SECONDS",
+                    help="time limit of one unlearn() call (default: 10x the fixture's original training time, "
+                         "at least 60 s); an unlearner over it fails its tests.")
+    group.addoption("--audit-budget", default="0.1", metavar="FRACTION",
+                    help="compute budget as a fraction of the original training (default: 0.1, as in Pawelczyk et al.).")
+    group.addoption("--audit-device", default=None, metavar="DEVICE",
+                    help="torch device for unlearning and evaluation (default: cuda if available, else cpu).")
+
+
+def _usage(message: str) -> pytest.UsageError:
+    return pytest.UsageError(f"unlearn-audit: {message}")
+
+
+def _parse_settings(config: pytest.Config) -> dict[str, Any]:
+    from .recipes import load_profile_recipes, profile_names
+    from .specs import SpecError, check_spec
+
+    specs = [s.strip() for s in config.getoption("unlearner")]
+    for spec in specs:
+        try:
+            check_spec(spec)
+        except SpecError as exc:
+            raise _usage(str(exc)) from None
+    if len(set(specs)) != len(specs):
+        raise _usage(f"--unlearner given twice for the same spec: {specs}")
+    profile = config.getoption("audit_profile")
+    try:
+        recipes = load_profile_recipes(profile)
+    except KeyError:
+        raise _usage(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
+    seeds_text = config.getoption("audit_seeds")
+    try:
+        seeds = int(seeds_text)
+        if seeds < 1:
+            raise ValueError
+    except ValueError:
+        raise _usage(f"--audit-seeds must be a positive integer, got {seeds_text!r}") from None
+    budget_text = config.getoption("audit_budget")
+    try:
+        budget = float(budget_text)
+        if not 0 < budget <= 1:
+            raise ValueError
+    except ValueError:
+        raise _usage(f"--audit-budget must be a fraction in (0, 1], got {budget_text!r}") from None
+    timeout_text = config.getoption("audit_timeout")
+    timeout = None
+    if timeout_text is not None:
+        try:
+            timeout = float(timeout_text)
+            if timeout <= 0:
+                raise ValueError
+        except ValueError:
+            raise _usage(f"--audit-timeout must be a positive number of seconds, got {timeout_text!r}") from None
+    cache = config.getoption("audit_cache")
+    return {
+        "unlearners": specs,
+        "profile": profile,
+        "scenarios": {name: list(r.checks) for name, r in recipes.items()},
+        "seeds": list(range(seeds)),
+        "budget_fraction": budget,
+        "timeout": timeout,
+        "cache_dir": str(Path(cache).expanduser().resolve()) if cache else None,
+        "device": config.getoption("audit_device"),
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{CHECK_MARKER}(name): a conformance test judging the named unlearn-audit check")
+    if not config.getoption("unlearner", default=None):
+        return
+    settings = _parse_settings(config)
+    config.stash[settings_key] = settings
+    # Run the conformance suite: alone when no paths were given, else beside the given paths.
+    conformance = str(CONFORMANCE_DIR)
+    if conformance not in config.args:
+        explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+        config.args = [*config.args, conformance] if explicit else [conformance]
+    # Under xdist, keep all checks of one (unlearner, scenario, seed) on one worker so that
+    # they share one unlearn() call (cases carry an xdist_group mark).
+    if getattr(config.option, "dist", "no") == "load":
+        config.option.dist = "loadgroup"
+    if not hasattr(config, "workerinput"):
+        from .report import ReportCollector
+
+        config.stash[collector_key] = ReportCollector(options={k: v for k, v in settings.items() if k != "scenarios"})
+        config.pluginmanager.register(_ReportHooks(config), "unlearn-audit-report")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if settings_key not in config.stash and CONFORMANCE_DIR in (collection_path, *collection_path.parents):
+        return True  # the conformance suite only runs with --unlearner
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker(CHECK_MARKER)
+    if marker is None or "audit_case" not in metafunc.fixturenames:
+        return
+    check = marker.args[0]
+    settings = metafunc.config.stash.get(settings_key, None)
+    if settings is None:
+        return
+    params = []
+    for spec in settings["unlearners"]:
+        for scenario, checks in settings["scenarios"].items():
+            if check not in checks:
+                continue
+            for seed in settings["seeds"]:
+                case = AuditCaseParams(spec, settings["profile"], scenario, seed, check)
+                params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
+    if not params:
+        reason = f"no scenario of profile {settings['profile']!r} applies check {check!r}"
+        params = [pytest.param(None, id=f"{settings['profile']}-not-applicable", marks=pytest.mark.skip(reason=reason))]
+    metafunc.parametrize("audit_case", params, indirect=True)
+
+
+@pytest.fixture
+def audit_case(request: pytest.FixtureRequest) -> AuditCase:
+    """The (unlearner, scenario, seed, check) this conformance test judges."""
+    return AuditCase(request.param, request.config, request.node)
+
+
+def get_audit_session(config: pytest.Config) -> "AuditSession":
+    """The session's single AuditSession (created on first use; imports torch)."""
+    if session_key not in config.stash:
+        from .session import AuditOptions, AuditSession, configure_threads_for_worker
+
+        s = config.stash[settings_key]
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput:
+            configure_threads_for_worker(int(workerinput.get("workercount", 1)))
+        config.stash[session_key] = AuditSession(
+            AuditOptions(
+                profile=s["profile"],
+                cache_dir=Path(s["cache_dir"]) if s["cache_dir"] else None,
+                budget_fraction=s["budget_fraction"],
+                timeout=s["timeout"],
+                device=s["device"],
+            ),
+        )
+    return config.stash[session_key]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the fixtures the selected tests need before the first test, with visible progress.
+
+    Under xdist the controller does not collect; it builds everything in `pytest_sessionstart`
+    instead, and workers find the cache filled (the file lock covers any race).
+    """
+    config = session.config
+    if settings_key not in config.stash or hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    if getattr(config.option, "dist", "no") != "no":
+        return
+    needed = set()
+    for item in session.items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("audit_case")
+        if isinstance(case, AuditCaseParams):
+            needed.add((case.scenario, case.seed))
+    _build_fixtures(config, sorted(needed))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if settings_key not in config.stash or hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    if getattr(config.option, "dist", "no") == "no":
+        return
+    settings = config.stash[settings_key]
+    _build_fixtures(config, [(sc, seed) for sc in settings["scenarios"] for seed in settings["seeds"]])
+
+
+def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> None:
+    if not needed:
+        return
+    from .progress import build_with_progress
+
+    capman = config.pluginmanager.getplugin("capturemanager")
+    audit = get_audit_session(config)
+    if capman is not None:
+        with capman.global_and_fixture_disabled():
+            build_with_progress(audit, needed)
+    else:
+        build_with_progress(audit, needed)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    settings = config.stash.get(settings_key, None)
+    if settings is None:
+        return None
+    cache = settings["cache_dir"] or os.environ.get("UNLEARN_AUDIT_CACHE") or "(platform user cache dir)"
+    return [
+        f"unlearn-audit: profile {settings['profile']}, seeds {settings['seeds']}, budget {settings['budget_fraction']:g}, "
+        f"unlearners {settings['unlearners']}",
+        f"unlearn-audit: fixture cache {cache}",
+    ]
+
+
+class _ReportHooks:
+    """Controller-side hooks; registered as a separate plugin object so they see every report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        collector = self.config.stash.get(collector_key, None)
+        if collector is not None:
+            collector.add(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        collector = self.config.stash.get(collector_key, None)
+        if collector is None or not collector.results:
+            return
+        tr = terminalreporter
+        tr.section("unlearn-audit")
+        tr.write(collector.table(width=tr._tw.fullwidth, color=tr.hasmarkup))
+        path = self.config.getoption("audit_report")
+        if path:
+            tr.write_line(f"unlearn-audit: JSON report written to {path}")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        collector = self.config.stash.get(collector_key, None)
+        path = self.config.getoption("audit_report")
+        if collector is not None and path:
+            collector.write(Path(path))

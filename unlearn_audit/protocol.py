@@ -1,0 +1,128 @@
+"""The `Unlearner` protocol (v1) and the request the harness hands to it.
+
+Everything a method may use to unlearn is in `UnlearningRequest`; everything else (the
+poison's secret material, the held-out evaluation sets, the retrain reference) stays with
+the harness so that a method cannot, even by accident, optimise against the audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # torch is imported lazily so that the pytest plugin stays light.
+    import torch
+    from torch import nn
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How the original model was trained, so that a method can reuse it."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    epochs: int = 30
+    loss: str = "cross_entropy"
+    augmentation: str = "none"
+
+    def example_gradients(self, num_train: int) -> int:
+        """Example-gradients the original training spent: one per example per epoch."""
+        return self.epochs * num_train
+
+    def make_optimizer(self, params: Any, lr: float | None = None) -> "torch.optim.Optimizer":
+        """Build this recipe's optimizer (optionally with another learning rate)."""
+        import torch
+
+        lr = self.lr if lr is None else lr
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
+        raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Compute an unlearner may spend.
+
+    `fraction` is relative to the original training's compute (Pawelczyk et al. allow 10%);
+    `example_gradients` is the same budget as a count of per-example forward+backward passes,
+    which is what the harness counts while the method runs.
+    """
+
+    fraction: float
+    example_gradients: int
+
+
+@dataclass(frozen=True)
+class ExampleSet:
+    """Inputs and labels, exactly as the model was trained on them.
+
+    Behaves like a map-style dataset (`len`, indexing) and offers `batches()` for a quick
+    training loop. The tensors are the harness's copies: modifying them in place is detected
+    and fails the audit.
+    """
+
+    inputs: "torch.Tensor"
+    labels: "torch.Tensor"
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+        return self.inputs[index], self.labels[index]
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: "torch.Generator | None" = None,
+        device: "torch.device | str | None" = None,
+    ) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+        """Yield one epoch of (inputs, labels) mini-batches."""
+        import torch
+
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x, y = self.inputs[idx], self.labels[idx]
+            if device is not None:
+                x, y = x.to(device), y.to(device)
+            yield x, y
+
+
+@dataclass(frozen=True)
+class UnlearningRequest:
+    """What the papers give an unlearner: the poisons to forget, the rest, and a budget."""
+
+    forget: ExampleSet
+    retain: ExampleSet
+    budget: Budget
+    recipe: TrainingRecipe
+    model_factory: Callable[[], "nn.Module"]
+    num_classes: int
+    device: "torch.device"
+    seed: int
+    generator: "torch.Generator" = field(repr=False, compare=False)
+    profile: str = "tiny"
+
+
+@runtime_checkable
+class Unlearner(Protocol):
+    """A method under audit.
+
+    The harness calls `unlearn` with a private deep copy of the poisoned model, already on
+    `request.device`. Return a model of the same architecture; returning the same object
+    (modified in place) is fine.
+    """
+
+    def unlearn(self, model: "nn.Module", request: UnlearningRequest) -> "nn.Module": ...

@@ -1,0 +1,96 @@
+"""Scenario recipes: the declarative TOML files under `unlearn_audit/fixtures/<profile>/`.
+
+A recipe says how to build one poisoned fixture (data, model, training, attack) and how to
+judge methods against it (the `[checks.*]` tables). Only the build part enters the cache key,
+so that re-calibrating a threshold does not rebuild models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .protocol import TrainingRecipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FIXTURE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ScenarioRecipe:
+    """One poisoned training run and the rules its checks apply."""
+
+    profile: str
+    name: str
+    description: str
+    checks: tuple[str, ...]
+    data: dict[str, Any]
+    model: dict[str, Any]
+    training: TrainingRecipe
+    attack: dict[str, Any]
+    check_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def build_spec(self, seed: int) -> dict[str, Any]:
+        """Everything that determines the built fixture (and nothing else)."""
+        return {
+            "format": FIXTURE_FORMAT_VERSION,
+            "profile": self.profile,
+            "scenario": self.name,
+            "seed": seed,
+            "data": self.data,
+            "model": self.model,
+            "training": self.training.__dict__,
+            "attack": self.attack,
+        }
+
+    def cache_key(self, seed: int) -> str:
+        blob = json.dumps(self.build_spec(seed), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def options(self, check: str) -> dict[str, Any]:
+        return dict(self.check_options.get(check, {}))
+
+
+def parse_recipe(profile: str, text: str, source: str = "<recipe>") -> ScenarioRecipe:
+    raw = tomllib.loads(text)
+    try:
+        scenario = raw["scenario"]
+        return ScenarioRecipe(
+            profile=profile,
+            name=scenario["name"],
+            description=scenario.get("description", ""),
+            checks=tuple(scenario["checks"]),
+            data=dict(raw["data"]),
+            model=dict(raw["model"]),
+            training=TrainingRecipe(**raw["training"]),
+            attack=dict(raw["attack"]),
+            check_options={k: dict(v) for k, v in raw.get("checks", {}).items()},
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"invalid recipe {source}: {exc!r}") from exc
+
+
+def profile_names() -> list[str]:
+    root = resources.files("unlearn_audit") / "fixtures"
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def load_profile_recipes(profile: str) -> dict[str, ScenarioRecipe]:
+    """All scenario recipes of a profile, by scenario name."""
+    root = resources.files("unlearn_audit") / "fixtures" / profile
+    if not root.is_dir():
+        raise KeyError(profile)
+    recipes = {}
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            recipe = parse_recipe(profile, entry.read_text(), source=str(entry))
+            recipes[recipe.name] = recipe
+    return recipes

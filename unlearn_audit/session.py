@@ -1,0 +1,142 @@
+"""The audit session: fixtures, one `unlearn()` per (unlearner, scenario, seed), checks.
+
+Created lazily by the plugin on the first audit test (this is where torch is imported), and
+kept in the pytest config's stash, so that every check of a case reuses the same unlearned
+model and every measurement of the fixture's reference models is computed once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .cache import FixtureCache
+from .checks import CheckContext, CheckResult, get_check
+from .fixture import Fixture
+from .recipes import ScenarioRecipe, load_profile_recipes
+from .runner import UnlearnOutcome, run_unlearner
+from .scenario_build import derived_seed
+from .specs import resolve_unlearner
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    profile: str = "tiny"
+    cache_dir: Path | None = None
+    budget_fraction: float = 0.10
+    timeout: float | None = None  # None: derived from the fixture's training time
+    device: str | None = None  # None: CUDA if available, else CPU
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def derived_timeout(fixture: Fixture) -> float:
+    """Ten times what training the original model took when the fixture was built, at least 60 s."""
+    seconds = float(fixture.meta.get("train_seconds", {}).get("original", 30.0))
+    return max(60.0, 10.0 * seconds)
+
+
+@dataclass
+class AuditSession:
+    options: AuditOptions
+    progress: Callable[[str, int, int, float], None] | None = None
+    _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
+    _outcomes: dict[tuple[str, str, int], UnlearnOutcome] = field(default_factory=dict)
+    _measurements: dict[tuple[int, str], Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
+        self.cache = FixtureCache(self.options.cache_dir)
+        self.device = torch.device(self.options.device) if self.options.device else default_device()
+
+    # -- fixtures ---------------------------------------------------------------------------
+    def fixture(self, scenario: str, seed: int) -> Fixture:
+        key = (scenario, seed)
+        if key not in self._fixtures:
+            recipe = self.recipes[scenario]
+            path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed))
+            self._fixtures[key] = Fixture.load(recipe, seed, path)
+        return self._fixtures[key]
+
+    def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda stage, done, total, secs: report(f"{scenario} seed {seed}: {stage} model", done, total, secs)
+
+    # -- the unlearner ----------------------------------------------------------------------
+    def outcome(self, spec: str, scenario: str, seed: int) -> UnlearnOutcome:
+        key = (spec, scenario, seed)
+        if key not in self._outcomes:
+            from .methods import Retrain
+
+            fixture = self.fixture(scenario, seed)
+            unlearner = resolve_unlearner(spec)
+            self._outcomes[key] = run_unlearner(
+                unlearner,
+                fixture,
+                budget_fraction=self.options.budget_fraction,
+                # Independent of every seed used to build the fixture (and of the retrain reference's).
+                seed=derived_seed(seed, f"unlearner:{scenario}") % (2**31),
+                timeout=self.options.timeout or derived_timeout(fixture),
+                device=self.device,
+                exempt_from_budget=isinstance(unlearner, Retrain),
+            )
+            problems = self.cache.verify_path(fixture.path)
+            if problems and self._outcomes[key].ok:
+                o = self._outcomes[key]
+                o.error = "the cached fixture changed on disk while unlearn() ran: " + "; ".join(problems)
+                o.model = None
+        return self._outcomes[key]
+
+    # -- checks -----------------------------------------------------------------------------
+    def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
+        key = (id(model), name)
+        if key not in self._measurements:
+            self._measurements[key] = compute()
+        return self._measurements[key]
+
+    def run_check(self, check: str, spec: str, scenario: str, seed: int) -> tuple[CheckResult, dict[str, Any]]:
+        """The check's result and run metadata (timings, budget, fixture)."""
+        started = time.perf_counter()
+        outcome = self.outcome(spec, scenario, seed)
+        fixture = self.fixture(scenario, seed)
+        recipe = fixture.recipe
+        meta = {
+            "recipe_hash": recipe.cache_key(seed),
+            "fixture": str(fixture.path),
+            "budget_fraction": outcome.budget.fraction,
+            "budget_example_gradients": outcome.budget.example_gradients,
+            "example_gradients": outcome.example_gradients,
+            "unlearn_seconds": outcome.seconds,
+            "device": str(self.device),
+        }
+        validation = fixture.meta.get("validation", {})
+        if not validation.get("effective", True) and check != "budget_respected":
+            result = CheckResult(check, "xfail", None, None, None, None, "lower_is_better",
+                                 f"fixture validation: {validation.get('rule')}",
+                                 "the attack did not work on this fixture's poisoned model, so it cannot judge removal",
+                                 {"validation": validation})
+        elif not outcome.ok:
+            result = CheckResult(check, "fail", None, None, None, None, "lower_is_better",
+                                 "the unlearner must return a finite model of the same architecture in time, "
+                                 "leaving its inputs unmodified", outcome.error or "")
+        else:
+            ctx = CheckContext(fixture, outcome, recipe.options(check), self.measure)
+            result = get_check(check)(ctx)
+        meta["check_seconds"] = time.perf_counter() - started
+        return result, meta
+
+
+def configure_threads_for_worker(worker_count: int | None) -> None:
+    """Under xdist, share the cores between workers instead of oversubscribing them."""
+    if worker_count and worker_count > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // worker_count))

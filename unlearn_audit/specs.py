@@ -1,0 +1,118 @@
+"""Resolve `--unlearner` specs: `package.module:Attr` or a name registered as an entry point.
+
+`Attr` may be a class (instantiated without arguments), an instance with `unlearn`, a factory
+returning such an instance, or a plain function `(model, request) -> model`. Specs stay
+strings until an audit runs; `check_spec` validates one cheaply at startup so that a typo is
+a one-line usage error, not a traceback wall in every test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+ENTRY_POINT_GROUP = "unlearn_audit.unlearners"
+SPEC_HELP = (
+    "a valid spec is 'package.module:Attr' (a class, instance, factory or function "
+    f"(model, request) -> model) or a name registered in the entry-point group '{ENTRY_POINT_GROUP}'"
+)
+
+
+class SpecError(ValueError):
+    """A spec that does not import or resolve; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class FunctionUnlearner:
+    """Adapts a plain function `(model, request) -> model` to the protocol."""
+
+    function: Callable[..., Any]
+
+    def unlearn(self, model: Any, request: Any) -> Any:
+        return self.function(model, request)
+
+
+def registered_names() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _load_target(spec: str) -> Any:
+    spec = spec.strip()
+    if not spec:
+        raise SpecError(f"empty --unlearner spec; {SPEC_HELP}")
+    if ":" not in spec:
+        matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
+        if not matches:
+            known = ", ".join(registered_names()) or "none"
+            raise SpecError(f"--unlearner {spec!r}: no ':' and no entry point of that name (registered: {known}); {SPEC_HELP}")
+        try:
+            return matches[0].load()
+        except Exception as exc:  # noqa: BLE001
+            raise SpecError(f"--unlearner {spec!r}: entry point {matches[0].value!r} failed to load: {type(exc).__name__}: {exc}") from exc
+    module_name, _, attr_path = spec.partition(":")
+    if not module_name or not attr_path:
+        raise SpecError(f"--unlearner {spec!r}: module or attribute missing; {SPEC_HELP}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import-time failure is the spec's problem
+        raise SpecError(f"--unlearner {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SpecError(f"--unlearner {spec!r}: module {module_name!r} has no attribute {attr_path!r}; {SPEC_HELP}") from None
+    return obj
+
+
+def _required_positional(fn: Callable[..., Any]) -> int | None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    return sum(
+        1
+        for p in sig.parameters.values()
+        if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
+
+
+def check_spec(spec: str) -> str:
+    """Validate without instantiating; returns a short description of what the spec names."""
+    target = _load_target(spec)
+    if inspect.isclass(target):
+        if not callable(getattr(target, "unlearn", None)):
+            raise SpecError(f"--unlearner {spec!r}: class {target.__name__} has no unlearn(model, request) method")
+        if _required_positional(target) not in (0, None):
+            raise SpecError(f"--unlearner {spec!r}: class {target.__name__} cannot be instantiated without arguments; "
+                            "expose an instance or a factory instead")
+        return "class"
+    if callable(getattr(target, "unlearn", None)):
+        return "instance"
+    if callable(target):
+        n = _required_positional(target)
+        if n == 2:
+            return "function"
+        if n == 0:
+            return "factory"
+        raise SpecError(f"--unlearner {spec!r}: callable takes {n} required arguments; expected a factory with none "
+                        "or a function (model, request) -> model")
+    raise SpecError(f"--unlearner {spec!r}: {type(target).__name__} object is not an unlearner; {SPEC_HELP}")
+
+
+def resolve_unlearner(spec: str) -> Any:
+    """An object with `unlearn(model, request)` for the spec (instantiating classes and factories)."""
+    kind = check_spec(spec)
+    target = _load_target(spec)
+    if kind == "class":
+        return target()
+    if kind == "instance":
+        return target
+    if kind == "function":
+        return FunctionUnlearner(target)
+    made = target()
+    if not callable(getattr(made, "unlearn", None)):
+        raise SpecError(f"--unlearner {spec!r}: factory returned {type(made).__name__}, which has no unlearn(model, request)")
+    return made

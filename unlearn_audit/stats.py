@@ -1,0 +1,108 @@
+"""Estimates with uncertainties, and the declared tests that turn them into verdicts.
+
+Every verdict in the suite comes from one of these functions, so that the rule printed next
+to a score is the rule that was applied.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from scipy import stats as _st
+
+
+@dataclass(frozen=True)
+class Proportion:
+    """k successes out of n, with the Wilson score interval at the given confidence."""
+
+    successes: int
+    trials: int
+    confidence: float = 0.95
+
+    @property
+    def value(self) -> float:
+        return self.successes / self.trials if self.trials else float("nan")
+
+    @property
+    def stderr(self) -> float:
+        p = self.value
+        return math.sqrt(p * (1 - p) / self.trials) if self.trials else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.trials, self.confidence)
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided Wilson score interval for a binomial proportion."""
+    if trials == 0:
+        return (0.0, 1.0)
+    z = _st.norm.ppf(0.5 + confidence / 2)
+    p = successes / trials
+    denom = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denom
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def newcombe_difference_interval(a: Proportion, b: Proportion, confidence: float) -> tuple[float, float]:
+    """Interval for p_a - p_b by Newcombe's hybrid score method (method 10), from Wilson intervals."""
+    la, ua = wilson_interval(a.successes, a.trials, confidence)
+    lb, ub = wilson_interval(b.successes, b.trials, confidence)
+    pa, pb = a.value, b.value
+    d = pa - pb
+    lower = d - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    upper = d + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    return (lower, upper)
+
+
+@dataclass(frozen=True)
+class ExcessTest:
+    """One-sided test that proportion `a` exceeds proportion `b` by more than `margin`.
+
+    H0: p_a - p_b <= margin. Rejected (the check fails) when the lower end of the one-sided
+    (1 - alpha) Newcombe interval for p_a - p_b lies above the margin.
+    """
+
+    difference: float
+    lower_bound: float
+    margin: float
+    alpha: float
+
+    @property
+    def rejected(self) -> bool:
+        return self.lower_bound > self.margin
+
+
+def excess_test(a: Proportion, b: Proportion, margin: float, alpha: float) -> ExcessTest:
+    # A two-sided interval at confidence 1 - 2 alpha has a one-sided lower bound at level 1 - alpha.
+    lower, _ = newcombe_difference_interval(a, b, confidence=1 - 2 * alpha)
+    return ExcessTest(a.value - b.value, lower, margin, alpha)
+
+
+@dataclass(frozen=True)
+class ZTest:
+    """One-sided z-test of H0: mean = 0 against H1: mean > 0 for unit-variance samples."""
+
+    mean: float
+    stderr: float
+    n: int
+    z: float
+    p_value: float
+    alpha: float
+
+    @property
+    def rejected(self) -> bool:
+        return self.p_value < self.alpha
+
+
+def unit_normal_mean_test(values: "list[float]", alpha: float) -> ZTest:
+    """Exact when the values are i.i.d. N(0, 1) under H0 (the GUS null): z = mean * sqrt(n)."""
+    n = len(values)
+    if n == 0:
+        return ZTest(float("nan"), float("nan"), 0, float("nan"), 1.0, alpha)
+    mean = sum(values) / n
+    se = 1 / math.sqrt(n)
+    z = mean / se
+    return ZTest(mean, se, n, z, float(_st.norm.sf(z)), alpha)
