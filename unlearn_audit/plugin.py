@@ -258,7 +258,7 @@ class _ReportHooks:
             return
         tr = terminalreporter
         tr.section("unlearn-audit")
-        tr.write(collector.table(width=tr._tw.fullwidth, color=tr.hasmarkup))
+        tr.write(collector.table(width=max(tr._tw.fullwidth, 120), color=tr.hasmarkup))
         path = self.config.getoption("audit_report")
         if path:
             tr.write_line(f"unlearn-audit: JSON report written to {path}")

@@ -106,18 +106,20 @@ class ReportCollector:
     def table(self, width: int | None = None, color: bool = False) -> str:
         from io import StringIO
 
+        from rich import box
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="unlearn-audit summary", show_lines=False)
-        for col in ("unlearner", "check", "scenario", "seed", "score ± se", "retrain", "original", "verdict"):
-            table.add_column(col, justify="right" if col in ("seed", "score ± se", "retrain", "original") else "left")
+        table = Table(title="unlearn-audit: score ± stderr against the retrain reference (rules in the JSON report and failure messages)",
+                      box=box.SIMPLE_HEAD, title_justify="left")
+        for col in ("unlearner", "check", "scenario", "seed", "score ± se", "retrain", "original", "outcome"):
+            table.add_column(col, justify="right" if col in ("seed", "score ± se", "retrain", "original") else "left", no_wrap=True)
         styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
         for r in self.document()["results"]:
             d = r.get("details") or {}
             original = d.get("original_gus", d.get("original_attack_success", d.get("original_accuracy")))
             table.add_row(
-                str(r["unlearner"]), str(r["check"]), str(r["scenario"]), str(r["seed"]),
+                str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]), str(r["seed"]),
                 _pm(r.get("score"), r.get("stderr")), _num(r.get("reference")), _num(original),
                 f"[{styles.get(r['outcome'], 'white')}]{r['outcome']}[/]",
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,7 +51,7 @@ class AuditSession:
     progress: Callable[[str, int, int, float], None] | None = None
     _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
     _outcomes: dict[tuple[str, str, int], UnlearnOutcome] = field(default_factory=dict)
-    _measurements: dict[tuple[int, str], Any] = field(default_factory=dict)
+    _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
@@ -99,10 +100,11 @@ class AuditSession:
 
     # -- checks -----------------------------------------------------------------------------
     def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
-        key = (id(model), name)
-        if key not in self._measurements:
-            self._measurements[key] = compute()
-        return self._measurements[key]
+        """Memoised per model object (weakly held, so a freed model's entry cannot be reused)."""
+        cached = self._measurements.setdefault(model, {})
+        if name not in cached:
+            cached[name] = compute()
+        return cached[name]
 
     def run_check(self, check: str, spec: str, scenario: str, seed: int) -> tuple[CheckResult, dict[str, Any]]:
         """The check's result and run metadata (timings, budget, fixture)."""

@@ -1,0 +1,104 @@
+"""`unlearn-audit` console script: manage the fixture cache.
+
+    unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR]
+    unlearn-audit fixtures list   [--cache DIR]
+    unlearn-audit fixtures verify [--cache DIR]
+    unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None,
+                   help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearn-audit", description="Audit machine-unlearning methods against data poisoning. "
+                                     "Run audits with `pytest --unlearner pkg.mod:Method`; this command manages fixtures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fx = sub.add_parser("fixtures", help="build, list, verify or clean the cached poisoned fixture models")
+    fsub = fx.add_subparsers(dest="action", required=True)
+    b = fsub.add_parser("build", help="build (or find) the fixtures of a profile")
+    b.add_argument("--profile", default="tiny")
+    b.add_argument("--seeds", type=int, default=1, help="build seeds 0..N-1 (default 1)")
+    b.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
+    _add_cache(b)
+    for name, text in (("list", "list cached fixtures"), ("verify", "check every cached fixture against its checksums")):
+        _add_cache(fsub.add_parser(name, help=text))
+    c = fsub.add_parser("clean", help="delete cached fixtures")
+    c.add_argument("--profile", default=None, help="only this profile")
+    _add_cache(c)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    from .cache import FixtureCache
+
+    cache = FixtureCache(args.cache)
+    if args.action == "build":
+        from .progress import build_with_progress
+        from .recipes import load_profile_recipes, profile_names
+        from .session import AuditOptions, AuditSession
+
+        try:
+            recipes = load_profile_recipes(args.profile)
+        except KeyError:
+            console.print(f"[red]unknown profile {args.profile!r}[/]; available: {', '.join(profile_names())}")
+            return 2
+        scenarios = args.scenario or list(recipes)
+        unknown = sorted(set(scenarios) - set(recipes))
+        if unknown or args.seeds < 1:
+            console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})" if unknown else "[red]--seeds must be >= 1[/]")
+            return 2
+        audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root))
+        build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+        for s in scenarios:
+            for seed in range(args.seeds):
+                f = audit.fixture(s, seed)
+                v = f.meta.get("validation", {})
+                ok = "[green]attack effective[/]" if v.get("effective") else f"[red]ATTACK NOT EFFECTIVE[/] ({v.get('rule')})"
+                console.print(f"{args.profile}/{s} seed {seed}: {f.path.name}  original acc {v.get('original_test_accuracy', 0):.3f}, "
+                              f"retrain acc {v.get('retrain_test_accuracy', 0):.3f}, {ok}")
+        return 0
+    if args.action == "list":
+        entries = cache.entries()
+        table = Table(title=f"fixtures in {cache.root}")
+        for col in ("profile", "scenario", "seed", "key", "built", "build s", "attack effective"):
+            table.add_column(col)
+        for e in entries:
+            m = e.meta
+            table.add_row(str(m.get("profile")), str(m.get("scenario")), str(m.get("seed")), str(m.get("recipe_hash", ""))[:16],
+                          str(m.get("created")), f"{m.get('build_seconds', 0):.1f}", str(m.get("validation", {}).get("effective")))
+        console.print(table if entries else f"no fixtures in {cache.root}")
+        return 0
+    if args.action == "verify":
+        entries = cache.entries()
+        bad = 0
+        for e in entries:
+            problems = cache.verify_path(e.path)
+            bad += bool(problems)
+            console.print(f"[{'red' if problems else 'green'}]{'CORRUPT' if problems else 'ok'}[/] {e.label}: {e.path}")
+            for p in problems:
+                console.print(f"    {p}")
+        console.print(f"{len(entries) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else ""))
+        return 1 if bad else 0
+    if args.action == "clean":
+        n = cache.clean(args.profile)
+        console.print(f"removed {n} fixture(s) from {cache.root}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
