@@ -6,6 +6,11 @@ Public API (imported lazily so that `import unlearn_audit` stays cheap and torch
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers; at runtime the names load lazily below
+    from .protocol import Budget, ExampleSet, TrainingRecipe, Unlearner, UnlearningRequest
+
 __version__ = "0.1.0"
 
 _PUBLIC = {"Unlearner", "UnlearningRequest", "ExampleSet", "Budget", "TrainingRecipe"}

@@ -8,6 +8,7 @@ exempt gold standard) and draws randomness only from `request.generator`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +55,7 @@ class GradientDescent:
         recipe = request.recipe
         examples = int(self.budget_use * request.budget.example_gradients)
         epochs = -(-examples // max(1, len(request.retain)))
-        scaled = type(recipe)(**{**recipe.__dict__, "lr": recipe.lr * self.lr_scale})
+        scaled = dataclasses.replace(recipe, lr=recipe.lr * self.lr_scale)
         return train(model, request.retain, scaled, generator=request.generator, epochs=epochs,
                      max_examples=examples, device=request.device)
 

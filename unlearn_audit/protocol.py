@@ -34,17 +34,15 @@ class TrainingRecipe:
         """Example-gradients the original training spent: one per example per epoch."""
         return self.epochs * num_train
 
-    def make_optimizer(self, params: Any, lr: float | None = None) -> "torch.optim.Optimizer":
-        """Build this recipe's optimizer (optionally with another learning rate)."""
+    def make_optimizer(self, params: Any, **overrides: Any) -> "torch.optim.Optimizer":
+        """Build this recipe's optimizer; `overrides` replace recipe fields (lr, momentum, weight_decay)."""
         import torch
 
-        lr = self.lr if lr is None else lr
+        opts = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, **overrides}
         if self.optimizer == "sgd":
-            return torch.optim.SGD(
-                params, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay
-            )
+            return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"])
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
+            return torch.optim.Adam(params, lr=opts["lr"], weight_decay=opts["weight_decay"])
         raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
 
 

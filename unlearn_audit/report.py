@@ -110,10 +110,10 @@ class ReportCollector:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="unlearn-audit: score ± stderr against the retrain reference (rules in the JSON report and failure messages)",
+        table = Table(title="unlearn-audit: score ± stderr; reference = retrain under the same measurement (the budget for budget_respected)",
                       box=box.SIMPLE_HEAD, title_justify="left")
-        for col in ("unlearner", "check", "scenario", "seed", "score ± se", "retrain", "original", "outcome"):
-            table.add_column(col, justify="right" if col in ("seed", "score ± se", "retrain", "original") else "left", no_wrap=True)
+        for col in ("unlearner", "check", "scenario", "seed", "score ± se", "reference", "original", "outcome"):
+            table.add_column(col, justify="right" if col in ("seed", "score ± se", "reference", "original") else "left", no_wrap=True)
         styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
         for r in self.document()["results"]:
             d = r.get("details") or {}
@@ -129,7 +129,9 @@ class ReportCollector:
 
 
 def _num(v: Any) -> str:
-    return "" if v is None else f"{v:.3f}"
+    if v is None:
+        return ""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
 
 
 def _pm(v: Any, se: Any) -> str:

@@ -22,7 +22,12 @@ SPEC_HELP = (
 
 
 class SpecError(ValueError):
-    """A spec that does not import or resolve; the message says what was wrong."""
+    """A spec that does not import or resolve; the message says what was wrong and what a valid spec looks like."""
+
+    def __init__(self, message: str) -> None:
+        if "package.module:Attr" not in message:
+            message = f"{message}; {SPEC_HELP}"
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,253 @@
+"""The pytest plugin, driven through pytester: options, ids, usage errors, reports, xdist."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+METHODS = "unlearn_audit.methods"
+
+
+def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    out = result.stdout.str()
+    for opt in ("--unlearner", "--audit-profile", "--audit-seeds", "--audit-report", "--audit-cache",
+                "--audit-timeout", "--audit-budget", "--audit-device"):
+        assert opt in out
+
+
+def test_inert_without_unlearner(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one():\n    assert True\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert "unlearn-audit:" not in result.stdout.str()
+    assert "test_gaussian_leakage" not in result.stdout.str()
+
+
+def test_plugin_module_does_not_import_torch() -> None:
+    code = "import sys, unlearn_audit.plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("no_such_pkg.mod:Thing", "cannot import module 'no_such_pkg.mod'"),
+        (f"{METHODS}:DoesNotExist", "has no attribute 'DoesNotExist'"),
+        ("not-registered-name", "unlearn_audit.unlearners"),
+        (f"{METHODS}:", "module or attribute missing"),
+        ("unlearn_audit.methods:__all__", "is not an unlearner"),
+    ],
+)
+def test_bad_spec_is_a_usage_error(pytester: pytest.Pytester, spec: str, expected: str) -> None:
+    result = pytester.runpytest("--unlearner", spec)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert expected in err
+    assert "package.module:Attr" in err
+    assert "Traceback" not in err + result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--audit-profile", "nope"], "unknown --audit-profile 'nope'; available: tiny"),
+        (["--audit-seeds", "0"], "--audit-seeds must be a positive integer"),
+        (["--audit-budget", "2"], "--audit-budget must be a fraction"),
+        (["--audit-timeout", "-1"], "--audit-timeout must be a positive number"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
+    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert expected in result.stderr.str()
+
+
+def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    cache = tmp_path / "empty-cache"
+    result = pytester.runpytest("--collect-only", "-q", "--unlearner", f"{METHODS}:NoOp",
+                                "--unlearner", f"{METHODS}:Retrain", "--audit-seeds", "2", "--audit-cache", str(cache))
+    out = result.stdout.str()
+    assert "test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seed0]" in out
+    assert "test_targeted_removed[unlearn_audit.methods:Retrain-tiny-backdoor-seed1]" in out
+    # 2 unlearners x 2 seeds x (gaussian: 3 checks + backdoor: 3 checks)
+    assert "24 tests collected" in out
+    assert not cache.exists(), "collection must not build fixtures"
+
+
+def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytester, audit_env: Path) -> None:
+    report = pytester.path / "audit.json"
+    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--audit-report", str(report), "-rA")
+    result.assert_outcomes(passed=4, failed=2)
+    out = result.stdout.str()
+    for needle in ("gaussian_leakage: FAIL", "targeted_removed: FAIL", "score", "retrain", "rule", "one-sided z-test",
+                   "unlearn-audit: score"):
+        assert needle in out
+    doc = json.loads(report.read_text())
+    assert doc["schema_version"] == 1
+    assert {"unlearn_audit", "torch", "python"} <= set(doc["versions"])
+    by_check = {(r["check"], r["scenario"]): r for r in doc["results"]}
+    assert len(by_check) == 6
+    for r in doc["results"]:
+        for key in ("unlearner", "check", "scenario", "profile", "seed", "outcome", "score", "stderr", "reference", "rule"):
+            assert key in r
+        assert r["meta"]["recipe_hash"] and r["meta"]["device"] == "cpu"
+    gauss = by_check[("gaussian_leakage", "gaussian")]
+    assert gauss["outcome"] == "failed" and gauss["score"] > 0.3 and gauss["stderr"] == pytest.approx(150 ** -0.5)
+    assert by_check[("targeted_removed", "backdoor")]["outcome"] == "failed"
+    assert by_check[("utility_preserved", "gaussian")]["outcome"] == "passed"
+
+
+def test_retrain_passes_and_is_exempt_from_budget(pytester: pytest.Pytester, audit_env: Path) -> None:
+    result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs")
+    result.assert_outcomes(passed=4, skipped=2)
+    assert "exempt" in result.stdout.str()
+
+
+def test_junit_xml_carries_scores(pytester: pytest.Pytester, audit_env: Path) -> None:
+    xml = pytester.path / "out.xml"
+    pytester.runpytest("--unlearner", f"{METHODS}:NoOp", f"--junitxml={xml}", "-k", "gaussian_leakage")
+    props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
+    assert "audit.score" in props and float(props["audit.score"]) > 0
+    assert "unlearn_audit" in props and json.loads(props["unlearn_audit"])["check"] == "gaussian_leakage"
+
+
+HOSTILE = textwrap.dedent(
+    '''
+    import copy, time
+    import torch
+    from torch import nn
+
+    class Raises:
+        def unlearn(self, model, request):
+            raise RuntimeError("boom from the method")
+
+    def returns_nan(model, request):
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return model
+
+    def wrong_architecture(model, request):
+        return nn.Sequential(nn.Flatten(), nn.Linear(1024, 10))
+
+    def returns_none(model, request):
+        return None
+
+    def mutates_data(model, request):
+        request.retain.inputs.mul_(0)
+        return model
+
+    def hangs(model, request):
+        x = request.retain.inputs[:8].to(request.device)
+        while True:
+            model(x)  # forward passes let the harness stop it at the deadline
+
+    def overspends(model, request):
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        for _ in range(5):  # 5 epochs of the retain set > 10% of 30 epochs
+            for x, y in request.retain.batches(64, generator=request.generator):
+                opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+        return model
+    '''
+)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("hostile:Raises", "raised RuntimeError: boom from the method"),
+        ("hostile:returns_nan", "NaN/Inf"),
+        ("hostile:wrong_architecture", "another architecture"),
+        ("hostile:returns_none", "expected a torch.nn.Module, got NoneType"),
+        ("hostile:mutates_data", "modified the request's forget/retain data"),
+    ],
+)
+def test_hostile_unlearner_fails_cleanly(pytester: pytest.Pytester, audit_env: Path, name: str, message: str) -> None:
+    pytester.makepyfile(hostile=HOSTILE)
+    pytester.syspathinsert()
+    result = pytester.runpytest("--unlearner", name, "--unlearner", f"{METHODS}:Retrain", "-k", "gaussian")
+    # every check of the hostile method fails with the message; the session goes on and Retrain still passes
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") == 3 and outcomes.get("passed") == 2, result.stdout.str()
+    assert message in result.stdout.str()
+
+
+def test_hanging_unlearner_is_stopped_by_timeout(pytester: pytest.Pytester, audit_env: Path) -> None:
+    pytester.makepyfile(hostile=HOSTILE)
+    pytester.syspathinsert()
+    result = pytester.runpytest("--unlearner", "hostile:hangs", "--audit-timeout", "2", "-k", "gaussian_leakage")
+    result.assert_outcomes(failed=1)
+    assert "did not finish within the time limit of 2 s" in result.stdout.str()
+
+
+def test_overspending_fails_budget_only(pytester: pytest.Pytester, audit_env: Path) -> None:
+    pytester.makepyfile(hostile=HOSTILE)
+    pytester.syspathinsert()
+    result = pytester.runpytest("--unlearner", "hostile:overspends", "-k", "budget and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "example-gradients" in result.stdout.str()
+
+
+def test_cached_fixture_is_unchanged_after_hostile_runs(pytester: pytest.Pytester, audit_env: Path) -> None:
+    from unlearn_audit.cache import FixtureCache
+
+    pytester.makepyfile(hostile=HOSTILE)
+    pytester.syspathinsert()
+    pytester.runpytest("--unlearner", "hostile:mutates_data", "--unlearner", "hostile:returns_nan")
+    cache = FixtureCache(audit_env)
+    assert cache.entries() and all(not cache.verify_path(e.path) for e in cache.entries())
+
+
+def test_function_and_instance_specs(pytester: pytest.Pytester, audit_env: Path) -> None:
+    pytester.makepyfile(
+        mine=textwrap.dedent(
+            '''
+            from unlearn_audit.methods import NoOp
+            def noop(model, request):
+                return model
+            INSTANCE = NoOp()
+            def make():
+                return NoOp()
+            '''
+        )
+    )
+    pytester.syspathinsert()
+    result = pytester.runpytest("--unlearner", "mine:noop", "--unlearner", "mine:INSTANCE", "--unlearner", "mine:make",
+                                "-k", "targeted")
+    result.assert_outcomes(failed=3)
+
+
+def test_first_run_builds_with_progress_then_reuses_cache(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    args = ("--unlearner", f"{METHODS}:NoOp", "--audit-cache", str(cache), "-k", "budget and gaussian")
+    first = pytester.runpytest_subprocess(*args)
+    first.assert_outcomes(passed=1)
+    assert "building 1 fixture(s)" in first.stderr.str()
+    assert "gaussian seed 0: original model" in first.stderr.str()
+    second = pytester.runpytest_subprocess(*args)
+    second.assert_outcomes(passed=1)
+    assert "building" not in second.stderr.str()
+
+
+def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path) -> None:
+    pytest.importorskip("xdist")
+    args = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientAscent"]
+    serial_report = pytester.path / "serial.json"
+    xdist_report = pytester.path / "xdist.json"
+    pytester.runpytest_subprocess(*args, "--audit-report", str(serial_report))
+    pytester.runpytest_subprocess(*args, "-n", "2", "--audit-report", str(xdist_report))
+
+    def verdicts(path: Path) -> dict[str, tuple[str, float]]:
+        doc = json.loads(path.read_text())
+        return {r["nodeid"].rpartition("::")[2]: (r["outcome"], round(r["score"], 6)) for r in doc["results"]}
+
+    serial, parallel = verdicts(serial_report), verdicts(xdist_report)
+    assert len(serial) == 12
+    assert serial == parallel
