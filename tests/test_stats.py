@@ -46,7 +46,7 @@ def test_wilson_matches_scipy(k: int, n: int, confidence: float) -> None:
     assert hi == pytest.approx(ci.high, abs=1e-9)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(n=hst.integers(1, 5000), data=hst.data(), confidence=hst.floats(0.5, 0.999))
 def test_wilson_matches_scipy_property(n: int, data: hst.DataObject, confidence: float) -> None:
     k = data.draw(hst.integers(0, n))
@@ -60,7 +60,7 @@ def test_wilson_no_trials_is_uninformative() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(n=hst.integers(1, 100_000), data=hst.data(), confidence=hst.floats(0.5, 0.9999))
 def test_wilson_interval_bounds_and_contains_estimate(n: int, data: hst.DataObject, confidence: float) -> None:
     k = data.draw(hst.integers(0, n))
@@ -88,7 +88,7 @@ def test_wilson_interval_exact_at_boundaries() -> None:
             assert wilson_interval(n, n, confidence)[1] == 1.0, (n, confidence)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(n=hst.integers(1, 2000), data=hst.data(), factor=hst.integers(2, 50))
 def test_wilson_interval_narrows_with_n(n: int, data: hst.DataObject, factor: int) -> None:
     """Same observed proportion, more trials: a strictly narrower interval."""
@@ -98,7 +98,7 @@ def test_wilson_interval_narrows_with_n(n: int, data: hst.DataObject, factor: in
     assert hi2 - lo2 < hi1 - lo1
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(n=hst.integers(1, 2000), data=hst.data())
 def test_wilson_interval_widens_with_confidence(n: int, data: hst.DataObject) -> None:
     k = data.draw(hst.integers(0, n))
@@ -136,7 +136,7 @@ def test_newcombe_reference_values(a, b, expected) -> None:
     assert hi == pytest.approx(expected[1], abs=1e-3)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(
     na=hst.integers(1, 3000),
     nb=hst.integers(1, 3000),

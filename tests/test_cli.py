@@ -1,0 +1,40 @@
+"""`unlearn-audit fixtures build|list|verify|clean`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from unlearn_audit.cache import WEIGHTS_FILE, FixtureCache
+from unlearn_audit.cli import main
+
+
+def test_build_list_verify_clean(tmp_path: Path, capsys) -> None:
+    cache = tmp_path / "c"
+    assert main(["fixtures", "build", "--cache", str(cache), "--scenario", "gaussian"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny/gaussian seed 0" in out and "attack effective" in out
+    assert main(["fixtures", "list", "--cache", str(cache)]) == 0
+    assert "gaussian" in capsys.readouterr().out
+    assert main(["fixtures", "verify", "--cache", str(cache)]) == 0
+    assert "1 intact, 0 corrupt" in capsys.readouterr().out
+    entry = FixtureCache(cache).entries()[0]
+    (entry.path / WEIGHTS_FILE).write_bytes(b"tampered")
+    assert main(["fixtures", "verify", "--cache", str(cache)]) == 1
+    assert "CORRUPT" in capsys.readouterr().out
+    assert main(["fixtures", "clean", "--cache", str(cache)]) == 0
+    assert "removed 1 fixture" in capsys.readouterr().out
+    assert FixtureCache(cache).entries() == []
+
+
+def test_bad_arguments(tmp_path: Path, capsys) -> None:
+    assert main(["fixtures", "build", "--cache", str(tmp_path), "--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().out
+    assert main(["fixtures", "build", "--cache", str(tmp_path), "--scenario", "nope"]) == 2
+    assert "unknown scenario" in capsys.readouterr().out
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([sys.executable, "-m", "unlearn_audit.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "fixtures" in out.stdout

@@ -1,0 +1,134 @@
+"""The defensive runner: budget counting, request plumbing, reference methods on edge cases."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from unlearn_audit.cache import FixtureCache
+from unlearn_audit.fixture import Fixture
+from unlearn_audit.methods import GradientAscent, GradientDescent, NoOp, Retrain
+from unlearn_audit.protocol import ExampleSet
+from unlearn_audit.recipes import load_profile_recipes
+from unlearn_audit.runner import ExampleGradientCounter, run_unlearner, strip_counter_hooks
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def gaussian_fixture(tiny_cache) -> Fixture:
+    recipe = load_profile_recipes("tiny")["gaussian"]
+    return Fixture.load(recipe, 0, FixtureCache(tiny_cache).get_or_build(recipe, 0))
+
+
+def run(method, fixture, **kw):
+    return run_unlearner(method, fixture, budget_fraction=kw.pop("budget", 0.1), seed=kw.pop("seed", 7),
+                         timeout=kw.pop("timeout", 60), device=CPU, **kw)
+
+
+def test_counter_counts_examples_with_autograd_only() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    counter = ExampleGradientCounter(deadline=float("inf"))
+    counter.attach(model)
+    x = torch.randn(5, 4)
+    model(x)
+    with torch.no_grad():
+        model(torch.randn(100, 4))
+    assert counter.total == 5
+    # training only the head on precomputed features is counted too
+    model[3](torch.randn(7, 3))
+    assert counter.total == 12
+    # deep copies (e.g. a teacher) carry the hooks and count into the same budget
+    copy.deepcopy(model)(torch.randn(2, 4))
+    assert counter.total == 14
+    strip_counter_hooks(model)
+    model(x)
+    assert counter.total == 14
+
+
+def test_gradient_descent_spends_exactly_its_budget(gaussian_fixture: Fixture) -> None:
+    outcome = run(GradientDescent(), gaussian_fixture)
+    assert outcome.ok
+    assert outcome.example_gradients == outcome.budget.example_gradients == int(0.1 * 30 * gaussian_fixture.num_train)
+
+
+def test_noop_spends_nothing_and_returns_an_equal_copy(gaussian_fixture: Fixture) -> None:
+    outcome = run(NoOp(), gaussian_fixture)
+    assert outcome.ok and outcome.example_gradients == 0
+    assert outcome.model is not gaussian_fixture.original
+    for a, b in zip(outcome.model.state_dict().values(), gaussian_fixture.original.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not any(m._forward_pre_hooks for m in outcome.model.modules()), "counter hooks must be removed"
+
+
+def test_retrain_is_flagged_exempt_and_spends_a_full_training(gaussian_fixture: Fixture) -> None:
+    outcome = run(Retrain(), gaussian_fixture, exempt_from_budget=True)
+    assert outcome.ok and outcome.exempt_from_budget
+    assert outcome.example_gradients == 30 * len(gaussian_fixture.retain_set())
+
+
+def test_unlearner_seed_is_reproducible(gaussian_fixture: Fixture) -> None:
+    a = run(GradientDescent(budget_use=0.2), gaussian_fixture, seed=3).model
+    b = run(GradientDescent(budget_use=0.2), gaussian_fixture, seed=3).model
+    c = run(GradientDescent(budget_use=0.2), gaussian_fixture, seed=4).model
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+class Recorder:
+    """Checks what the request promises, and records it."""
+
+    def unlearn(self, model, request):
+        self.seen = (len(request.forget), len(request.retain), request.budget, request.num_classes, request.seed)
+        fresh = request.model_factory()
+        assert type(fresh) is type(model) and fresh is not model
+        assert next(model.parameters()).device == request.device
+        return model
+
+
+def test_request_carries_protocol_fields(gaussian_fixture: Fixture) -> None:
+    rec = Recorder()
+    outcome = run(rec, gaussian_fixture, budget=0.05)
+    assert outcome.ok, outcome.error
+    n_forget, n_retain, budget, classes, seed = rec.seen
+    assert n_forget == 150 and n_forget + n_retain == gaussian_fixture.num_train
+    assert budget.fraction == 0.05 and budget.example_gradients == int(0.05 * 30 * gaussian_fixture.num_train)
+    assert classes == 10 and seed == 7
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 40), batch=st.integers(1, 16), shuffle=st.booleans(), seed=st.integers(0, 2**16))
+def test_batches_cover_every_example_once_and_leave_data_unmodified(n: int, batch: int, shuffle: bool, seed: int) -> None:
+    x = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)
+    y = torch.arange(n)
+    data = ExampleSet(x.clone(), y.clone())
+    seen = []
+    for bx, by in data.batches(batch, shuffle=shuffle, generator=torch.Generator().manual_seed(seed)):
+        assert len(bx) == len(by) <= batch
+        assert torch.equal(bx[:, 0], by.float() * 3)
+        seen.extend(by.tolist())
+    assert sorted(seen) == list(range(n))
+    assert torch.equal(data.inputs, x) and torch.equal(data.labels, y) and len(data) == n
+
+
+@pytest.mark.parametrize("size", [0, 1])
+@pytest.mark.parametrize("method", [GradientDescent(), GradientAscent(), NoOp()], ids=lambda m: type(m).__name__)
+def test_reference_methods_handle_tiny_forget_sets(method, size: int) -> None:
+    """Empty and one-sample forget sets: no crash, finite weights, same architecture."""
+    from unlearn_audit.models import nonfinite_tensors
+    from unlearn_audit.protocol import Budget, TrainingRecipe, UnlearningRequest
+
+    gen = torch.Generator().manual_seed(0)
+    factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3))  # noqa: E731
+    retain = ExampleSet(torch.randn(30, 6, generator=gen), torch.randint(0, 3, (30,), generator=gen))
+    forget = ExampleSet(torch.randn(size, 6, generator=gen), torch.randint(0, 3, (size,), generator=gen))
+    request = UnlearningRequest(forget, retain, Budget(0.1, 20), TrainingRecipe(batch_size=8, epochs=5), factory, 3, CPU, 0, gen)
+    before = (forget.inputs.clone(), retain.inputs.clone())
+    out = method.unlearn(factory(), request)
+    assert isinstance(out, nn.Module) and not nonfinite_tensors(out)
+    assert torch.equal(before[0], forget.inputs) and torch.equal(before[1], retain.inputs)
