@@ -108,7 +108,7 @@ def test_gus_detects_the_secret_noise(poisoned, split: Split) -> None:
 def test_gus_of_poisoned_model_against_fresh_noise_is_null(poisoned, split: Split) -> None:
     model, secret = poisoned
     idx = secret.indices
-    fresh = torch.randn(secret.noise.shape, generator=torch.Generator().manual_seed(999))
+    fresh = torch.randn(secret.noise.shape, generator=torch.Generator().manual_seed(11))
     scores = gaussian_unlearning_scores(model, split.train_x[idx], split.train_y[idx], fresh)
     assert abs(z_of(scores)) < 4
 

@@ -1,9 +1,10 @@
-"""`unlearn-audit` console script: manage the fixture cache.
+"""`unlearn-audit` console script: manage the fixture cache, calibrate the suite.
 
     unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR]
     unlearn-audit fixtures list   [--cache DIR]
     unlearn-audit fixtures verify [--cache DIR]
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
+    unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -37,12 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     c = fsub.add_parser("clean", help="delete cached fixtures")
     c.add_argument("--profile", default=None, help="only this profile")
     _add_cache(c)
+    cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
+    cal.add_argument("--profile", default="tiny")
+    cal.add_argument("--seeds", type=int, default=3)
+    cal.add_argument("--methods", nargs="*", default=None, help="method names in unlearn_audit.methods, or full specs")
+    cal.add_argument("--out", default="calibration", help="directory for the JSON report and the Markdown table")
+    cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n)")
+    cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
+    _add_cache(cal)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if args.command == "calibrate":
+        from .calibrate import main as calibrate_main
+
+        return calibrate_main(args)
     from .cache import FixtureCache
 
     cache = FixtureCache(args.cache)

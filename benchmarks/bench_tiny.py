@@ -1,0 +1,60 @@
+"""Benchmark of the `tiny` profile on this machine (prints figures; not a test).
+
+    python benchmarks/bench_tiny.py [--seeds 1] [--repeat 3]
+
+Measures, in a fresh temporary cache:
+  1. cold fixture build for the profile (`unlearn-audit fixtures build`), target <= 120 s on 2 CPU cores;
+  2. warm full-suite wall time for NoOp (the harness's own cost), target <= 30 s;
+  3. warm full-suite wall time for GradientDescent, target <= 60 s.
+Wall times include interpreter and torch start-up, as a user sees them; the median of
+`--repeat` runs is printed with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0, rc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        cache = work / "cache"
+        build, rc = timed([py, "-m", "unlearn_audit.cli", "fixtures", "build", "--cache", str(cache), "--seeds", str(args.seeds)], work)
+        assert rc == 0, "fixture build failed"
+        metas = [json.loads(p.read_text()) for p in cache.glob("*/*/meta.json")]
+        print(f"cold fixture build, profile tiny, {len(metas)} fixtures ({args.seeds} seed(s)): {build:.1f} s wall "
+              f"(target <= 120 s); per fixture: " + ", ".join(f"{m['scenario']}/seed{m['seed']} {m['build_seconds']:.1f} s" for m in metas))
+        for method, target in (("NoOp", 30), ("GradientDescent", 60)):
+            times = []
+            for _ in range(args.repeat):
+                report = work / f"{method}.json"
+                t, rc = timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--unlearner", f"unlearn_audit.methods:{method}",
+                               "--audit-cache", str(cache), "--audit-seeds", str(args.seeds), "--audit-report", str(report)], work)
+                assert rc in (0, 1), f"pytest exited {rc}"
+                times.append(t)
+            doc = json.loads(report.read_text())
+            unlearn = sum({r["scenario"]: r["meta"].get("unlearn_seconds", 0) for r in doc["results"]}.values())
+            print(f"warm suite, {method}: median {statistics.median(times):.1f} s wall (min {min(times):.1f}, max {max(times):.1f}; "
+                  f"{len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s) (target <= {target} s)")
+
+
+if __name__ == "__main__":
+    main()

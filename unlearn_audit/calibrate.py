@@ -1,0 +1,94 @@
+"""`unlearn-audit calibrate`: run the suite for the reference methods over several seeds and
+tabulate pass rates and scores per (method, check, scenario).
+
+This is the suite's self-test: `Retrain` must pass every calibrated check and `NoOp` must fail
+every removal check. The table is built from the JSON report, so it shows exactly what a
+user's own run would show.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REFERENCE_METHODS = ["Retrain", "NoOp", "GradientDescent", "GradientAscent"]
+
+
+def run_suite(methods: list[str], profile: str, seeds: int, report: Path, cache: Path | None, workers: int | None) -> int:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--audit-profile", profile,
+           "--audit-seeds", str(seeds), "--audit-report", str(report)]
+    for m in methods:
+        cmd += ["--unlearner", m if ":" in m else f"unlearn_audit.methods:{m}"]
+    if cache:
+        cmd += ["--audit-cache", str(cache)]
+    if workers:
+        cmd += ["-n", str(workers)]
+    return subprocess.call(cmd)
+
+
+def summarise(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (unlearner, check, scenario): pass count, seeds, mean score and reference."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in doc["results"]:
+        groups[(r["unlearner"], r["check"], r["scenario"])].append(r)
+    rows = []
+    for (unlearner, check, scenario), rs in sorted(groups.items()):
+        scores = [r["score"] for r in rs if r["score"] is not None]
+        refs = [r["reference"] for r in rs if r["reference"] is not None]
+        outcomes = [r["outcome"] for r in rs]
+        rows.append({
+            "unlearner": unlearner.rpartition(":")[2],
+            "check": check,
+            "scenario": scenario,
+            "seeds": len(rs),
+            "passed": outcomes.count("passed"),
+            "failed": outcomes.count("failed") + outcomes.count("error"),
+            "skipped": outcomes.count("skipped") + outcomes.count("xfailed"),
+            "score_mean": statistics.fmean(scores) if scores else None,
+            "score_sd": statistics.stdev(scores) if len(scores) > 1 else None,
+            "reference_mean": statistics.fmean(refs) if refs else None,
+        })
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    def num(v: Any) -> str:
+        if v is None:
+            return ""
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
+
+    lines = ["| method | check | scenario | passed | score (mean ± sd over seeds) | retrain reference |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = f"{r['passed']}/{r['seeds']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else "")
+        score = num(r["score_mean"]) + (f" ± {num(r['score_sd'])}" if r["score_sd"] is not None else "")
+        lines.append(f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {verdict} | {score} | {num(r['reference_mean'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: Any) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / f"calibration-{args.profile}.json"
+    started = time.perf_counter()
+    if not args.from_report:
+        run_suite(args.methods or REFERENCE_METHODS, args.profile, args.seeds, report, args.cache, args.workers)
+    else:
+        report = Path(args.from_report)
+    if not report.is_file():
+        print(f"no report at {report}: the suite did not run", file=sys.stderr)
+        return 2
+    doc = json.loads(report.read_text())
+    rows = summarise(doc)
+    md = markdown(rows)
+    (out / f"calibration-{args.profile}.md").write_text(md)
+    (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps(rows, indent=2))
+    print(md)
+    print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
+    return 0
