@@ -75,12 +75,6 @@ def test_wilson_interval_bounds_and_contains_estimate(n: int, data: hst.DataObje
     assert hi - lo > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: wilson_interval(0, n) can return a lower bound of ~1e-19 > 0 and "
-    "wilson_interval(n, n) an upper bound of 1 - 2**-53 < 1 (rounding), so the interval excludes "
-    "the observed proportion; it should return exactly 0.0 / 1.0 at the boundaries",
-)
 def test_wilson_interval_exact_at_boundaries() -> None:
     for n in range(1, 200):
         for confidence in (0.5, 0.9, 0.95, 0.99):

@@ -43,7 +43,9 @@ def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tu
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lower = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the boundaries, not rounded
+    upper = 1.0 if successes == trials else min(1.0, centre + half)
+    return (lower, upper)
 
 
 def newcombe_difference_interval(a: Proportion, b: Proportion, confidence: float) -> tuple[float, float]:
