@@ -24,15 +24,18 @@ class AuditCaseParams:
     scenario: str
     seed: int
     check: str
+    budget: float = 0.1
+    show_budget: bool = False  # put the budget in the test id (when several budgets run)
 
     @property
     def id(self) -> str:
-        return f"{self.spec}-{self.profile}-{self.scenario}-seed{self.seed}"
+        suffix = f"-budget{self.budget:g}" if self.show_budget else ""
+        return f"{self.spec}-{self.profile}-{self.scenario}-seed{self.seed}{suffix}"
 
     @property
     def group(self) -> str:
         """Cases that share one unlearn() call run on the same xdist worker."""
-        return f"{self.spec}|{self.profile}|{self.scenario}|{self.seed}"
+        return f"{self.spec}|{self.profile}|{self.scenario}|{self.seed}|{self.budget:g}"
 
 
 @dataclass
@@ -47,15 +50,28 @@ class AuditCase:
         from .plugin import get_audit_session
 
         p = self.params
-        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seed)
+        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seed, p.budget)
 
     def judge(self) -> "CheckResult":
+        from .plugin import settings_key
+
         result, meta = self.run()
-        record = {**asdict(self.params), "result": result.to_json(), "meta": meta}
+        params = {k: v for k, v in asdict(self.params).items() if k != "show_budget"}
+        record = {**params, "result": result.to_json(), "meta": meta}
+        settings = self.config.stash[settings_key]
+        comparison = None
+        if settings.get("baseline") and not settings.get("update_baseline"):
+            from .baseline import compare_with_baseline
+
+            comparison = compare_with_baseline(record, settings["baseline"])
+            record["baseline"] = comparison
         self.node.user_properties.append((PROPERTY_KEY, json.dumps(record)))
         for key in ("score", "stderr", "reference", "rule"):
             self.node.user_properties.append((f"audit.{key}", getattr(result, key)))
         text = result.explain()
+        if comparison is not None and comparison.get("regressed"):
+            text += "\n" + comparison["message"]
+            pytest.fail(text, pytrace=False)
         if result.verdict == "fail":
             pytest.fail(text, pytrace=False)
         if result.verdict == "xfail":

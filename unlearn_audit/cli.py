@@ -46,12 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n)")
     cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
     _add_cache(cal)
+    cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
+    cmp.add_argument("old", type=Path)
+    cmp.add_argument("new", type=Path)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if args.command == "compare":
+        return compare_main(args, console)
     if args.command == "calibrate":
         from .calibrate import main as calibrate_main
 
@@ -111,6 +116,34 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"removed {n} fixture(s) from {cache.root}")
         return 0
     return 2
+
+
+def compare_main(args: argparse.Namespace, console: Console) -> int:
+    from .baseline import BaselineError, compare_reports
+
+    try:
+        rows = compare_reports(args.old, args.new)
+    except BaselineError as exc:
+        console.print(f"[red]{exc}[/]".replace("--audit-baseline ", ""))
+        return 2
+    table = Table(title=f"{args.old} -> {args.new}")
+    for col in ("unlearner", "check", "scenario", "seed", "budget", "old", "new", "z", "status"):
+        table.add_column(col)
+    colour = {"regressed": "red", "improved": "green", "missing": "yellow", "new": "yellow"}
+
+    def fmt(v, se):  # noqa: ANN001
+        return "" if v is None else (f"{v:.3f} ± {se:.3f}" if se else f"{v:.4g}")
+
+    for r in rows:
+        z = r.get("z")
+        table.add_row(str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]), str(r["seed"]),
+                      f"{r['budget']:g}" if r.get("budget") is not None else "",
+                      fmt(r.get("baseline_score"), r.get("baseline_stderr")), fmt(r.get("new_score"), r.get("new_stderr")),
+                      "" if z is None or z != z else f"{z:.2f}", f"[{colour.get(r['status'], 'white')}]{r['status']}[/]")
+    console.print(table)
+    regressed = sum(1 for r in rows if r.get("regressed"))
+    console.print(f"{regressed} significant regression(s) (one-sided z-test at alpha 0.01 per result)")
+    return 1 if regressed else 0
 
 
 if __name__ == "__main__":

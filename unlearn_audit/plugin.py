@@ -44,8 +44,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-timeout", default=None, metavar="SECONDS",
                     help="time limit of one unlearn() call (default: 10x the fixture's original training time, "
                          "at least 60 s); an unlearner over it fails its tests.")
-    group.addoption("--audit-budget", default="0.1", metavar="FRACTION",
-                    help="compute budget as a fraction of the original training (default: 0.1, as in Pawelczyk et al.).")
+    group.addoption("--audit-budget", default="0.1", metavar="FRACTIONS",
+                    help="compute budget as a fraction of the original training (default: 0.1, as in Pawelczyk et al.); "
+                         "a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.")
+    group.addoption("--audit-baseline", default=None, metavar="PATH",
+                    help="a previous --audit-report: fail a test when its score is significantly worse than the "
+                         "baseline's (one-sided z-test on the two scores and their standard errors).")
+    group.addoption("--audit-update-baseline", action="store_true", default=False,
+                    help="write this run's report to --audit-baseline instead of comparing with it.")
     group.addoption("--audit-device", default=None, metavar="DEVICE",
                     help="torch device for unlearning and evaluation (default: cuda if available, else cpu).")
 
@@ -80,11 +86,22 @@ def _parse_settings(config: pytest.Config) -> dict[str, Any]:
         raise _usage(f"--audit-seeds must be a positive integer, got {seeds_text!r}") from None
     budget_text = config.getoption("audit_budget")
     try:
-        budget = float(budget_text)
-        if not 0 < budget <= 1:
+        budgets = [float(b) for b in budget_text.split(",")]
+        if not budgets or not all(0 < b <= 1 for b in budgets) or len(set(budgets)) != len(budgets):
             raise ValueError
     except ValueError:
-        raise _usage(f"--audit-budget must be a fraction in (0, 1], got {budget_text!r}") from None
+        raise _usage(f"--audit-budget must be distinct fractions in (0, 1], comma-separated, got {budget_text!r}") from None
+    baseline = config.getoption("audit_baseline")
+    update_baseline = config.getoption("audit_update_baseline")
+    if update_baseline and not baseline:
+        raise _usage("--audit-update-baseline needs --audit-baseline PATH (where to write the new baseline)")
+    if baseline and not update_baseline:
+        from .baseline import BaselineError, load_baseline
+
+        try:
+            load_baseline(Path(baseline))
+        except BaselineError as exc:
+            raise _usage(str(exc)) from None
     timeout_text = config.getoption("audit_timeout")
     timeout = None
     if timeout_text is not None:
@@ -100,7 +117,9 @@ def _parse_settings(config: pytest.Config) -> dict[str, Any]:
         "profile": profile,
         "scenarios": {name: list(r.checks) for name, r in recipes.items()},
         "seeds": list(range(seeds)),
-        "budget_fraction": budget,
+        "budgets": budgets,
+        "baseline": str(Path(baseline).expanduser().resolve()) if baseline else None,
+        "update_baseline": bool(update_baseline),
         "timeout": timeout,
         "cache_dir": str(Path(cache).expanduser().resolve()) if cache else None,
         "device": config.getoption("audit_device"),
@@ -150,8 +169,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if check not in checks:
                 continue
             for seed in settings["seeds"]:
-                case = AuditCaseParams(spec, settings["profile"], scenario, seed, check)
-                params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
+                for budget in settings["budgets"]:
+                    case = AuditCaseParams(spec, settings["profile"], scenario, seed, check, budget,
+                                           show_budget=len(settings["budgets"]) > 1)
+                    params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
     if not params:
         reason = f"no scenario of profile {settings['profile']!r} applies check {check!r}"
         params = [pytest.param(None, id=f"{settings['profile']}-not-applicable", marks=pytest.mark.skip(reason=reason))]
@@ -177,7 +198,6 @@ def get_audit_session(config: pytest.Config) -> "AuditSession":
             AuditOptions(
                 profile=s["profile"],
                 cache_dir=Path(s["cache_dir"]) if s["cache_dir"] else None,
-                budget_fraction=s["budget_fraction"],
                 timeout=s["timeout"],
                 device=s["device"],
             ),
@@ -235,7 +255,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None
     cache = settings["cache_dir"] or os.environ.get("UNLEARN_AUDIT_CACHE") or "(platform user cache dir)"
     return [
-        f"unlearn-audit: profile {settings['profile']}, seeds {settings['seeds']}, budget {settings['budget_fraction']:g}, "
+        f"unlearn-audit: profile {settings['profile']}, seeds {settings['seeds']}, budgets {settings['budgets']}, "
         f"unlearners {settings['unlearners']}",
         f"unlearn-audit: fixture cache {cache}",
     ]
@@ -262,10 +282,21 @@ class _ReportHooks:
         path = self.config.getoption("audit_report")
         if path:
             tr.write_line(f"unlearn-audit: JSON report written to {path}")
+        settings = self.config.stash[settings_key]
+        if settings["update_baseline"]:
+            tr.write_line(f"unlearn-audit: baseline written to {settings['baseline']}")
+        elif settings["baseline"]:
+            regressed = [r for r in collector.results.values() if (r.get("baseline") or {}).get("regressed")]
+            tr.write_line(f"unlearn-audit: compared with baseline {settings['baseline']}: {len(regressed)} significant regression(s)")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         collector = self.config.stash.get(collector_key, None)
+        if collector is None:
+            return
         path = self.config.getoption("audit_report")
-        if collector is not None and path:
+        if path:
             collector.write(Path(path))
+        settings = self.config.stash[settings_key]
+        if settings["update_baseline"] and collector.results:
+            collector.write(Path(settings["baseline"]))

@@ -59,6 +59,7 @@ class ReportCollector:
             scenario=record.get("scenario"),
             profile=record.get("profile"),
             seed=record.get("seed"),
+            budget=record.get("budget"),
             outcome=outcome,
             verdict=result.get("verdict"),
             score=result.get("score"),
@@ -70,6 +71,7 @@ class ReportCollector:
             message=result.get("message") or (_longrepr_head(report) if outcome in ("failed", "error") else ""),
             details=result.get("details", {}),
             meta=record.get("meta", {}),
+            baseline=record.get("baseline"),
             duration=entry.get("duration", 0.0) + getattr(report, "duration", 0.0),
         )
 
@@ -150,8 +152,14 @@ def _case_from_nodeid(nodeid: str) -> dict[str, Any] | None:
     if "[" not in nodeid or "::test_" not in nodeid:
         return None
     name, _, rest = nodeid.rpartition("::")[2].partition("[")
-    parts = rest.rstrip("]").rsplit("-", 3)
+    rest = rest.rstrip("]")
+    budget = None
+    if "-budget" in rest:
+        rest, _, b = rest.rpartition("-budget")
+        budget = float(b)
+    parts = rest.rsplit("-", 3)
     if len(parts) != 4 or not parts[3].startswith("seed"):
         return None
     spec, profile, scenario, seed = parts
-    return {"spec": spec, "profile": profile, "scenario": scenario, "seed": int(seed[4:]), "check": name[len("test_"):]}
+    return {"spec": spec, "profile": profile, "scenario": scenario, "seed": int(seed[4:]), "check": name[len("test_"):],
+            "budget": budget}

@@ -50,7 +50,7 @@ class AuditSession:
     options: AuditOptions
     progress: Callable[[str, int, int, float], None] | None = None
     _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
-    _outcomes: dict[tuple[str, str, int], UnlearnOutcome] = field(default_factory=dict)
+    _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
     _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
@@ -74,8 +74,9 @@ class AuditSession:
         return lambda stage, done, total, secs: report(f"{scenario} seed {seed}: {stage} model", done, total, secs)
 
     # -- the unlearner ----------------------------------------------------------------------
-    def outcome(self, spec: str, scenario: str, seed: int) -> UnlearnOutcome:
-        key = (spec, scenario, seed)
+    def outcome(self, spec: str, scenario: str, seed: int, budget: float | None = None) -> UnlearnOutcome:
+        budget = self.options.budget_fraction if budget is None else budget
+        key = (spec, scenario, seed, budget)
         if key not in self._outcomes:
             from .methods import Retrain
 
@@ -84,7 +85,7 @@ class AuditSession:
             self._outcomes[key] = run_unlearner(
                 unlearner,
                 fixture,
-                budget_fraction=self.options.budget_fraction,
+                budget_fraction=budget,
                 # Independent of every seed used to build the fixture (and of the retrain reference's).
                 seed=derived_seed(seed, f"unlearner:{scenario}") % (2**31),
                 timeout=self.options.timeout or derived_timeout(fixture),
@@ -106,10 +107,12 @@ class AuditSession:
             cached[name] = compute()
         return cached[name]
 
-    def run_check(self, check: str, spec: str, scenario: str, seed: int) -> tuple[CheckResult, dict[str, Any]]:
+    def run_check(
+        self, check: str, spec: str, scenario: str, seed: int, budget: float | None = None
+    ) -> tuple[CheckResult, dict[str, Any]]:
         """The check's result and run metadata (timings, budget, fixture)."""
         started = time.perf_counter()
-        outcome = self.outcome(spec, scenario, seed)
+        outcome = self.outcome(spec, scenario, seed, budget)
         fixture = self.fixture(scenario, seed)
         recipe = fixture.recipe
         meta = {

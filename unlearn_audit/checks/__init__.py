@@ -12,6 +12,8 @@ CHECK_MODULES = {
     "targeted_removed": "targeted_removed",
     "utility_preserved": "utility",
     "budget_respected": "budget",
+    "relearning_resistant": "relearning",
+    "not_mode_connected": "mode_connectivity",
 }
 
 

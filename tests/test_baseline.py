@@ -1,0 +1,91 @@
+"""The regression gate: --audit-baseline / --audit-update-baseline and `unlearn-audit compare`."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from unlearn_audit.baseline import compare
+from unlearn_audit.cli import main as cli_main
+
+METHOD = textwrap.dedent(
+    '''
+    import dataclasses, os
+    from unlearn_audit.training import train
+
+    class ShortRetrain:
+        """Retrain from scratch; with MAKE_IT_WORSE set, for only 3 of the recipe's epochs."""
+        def unlearn(self, model, request):
+            epochs = 3 if os.environ.get("MAKE_IT_WORSE") else request.recipe.epochs
+            return train(request.model_factory(), request.retain, request.recipe, generator=request.generator,
+                         epochs=epochs, device=request.device)
+    '''
+)
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest("--unlearner", "mymethod:ShortRetrain", "-k", "utility and gaussian", *args)
+
+
+def test_same_method_passes_its_own_baseline_and_a_worse_one_fails(
+    pytester: pytest.Pytester, audit_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(mymethod=METHOD)
+    pytester.syspathinsert()
+    baseline = pytester.path / "baseline.json"
+    first = run(pytester, "--audit-baseline", str(baseline), "--audit-update-baseline")
+    first.assert_outcomes(passed=1)
+    assert "baseline written to" in first.stdout.str()
+    assert json.loads(baseline.read_text())["results"][0]["check"] == "utility_preserved"
+
+    again = run(pytester, "--audit-baseline", str(baseline))
+    again.assert_outcomes(passed=1)
+    assert "0 significant regression(s)" in again.stdout.str()
+
+    monkeypatch.setenv("MAKE_IT_WORSE", "1")
+    report = pytester.path / "worse.json"
+    worse = run(pytester, "--audit-baseline", str(baseline), "--audit-report", str(report))
+    worse.assert_outcomes(failed=1)
+    out = worse.stdout.str()
+    # the check alone would still pass (accuracy within the margin): the gate is what fails it
+    assert "utility_preserved: PASS" in out and "regression against baseline" in out
+    assert cli_main(["compare", str(baseline), str(report)]) == 1
+    assert cli_main(["compare", str(baseline), str(baseline)]) == 0
+
+
+def test_bad_baseline_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    missing = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-baseline", str(tmp_path / "nope.json"))
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR and "no such file" in missing.stderr.str()
+    junk = tmp_path / "junk.json"
+    junk.write_text("{}")
+    bad = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-baseline", str(junk))
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR and "not an unlearn-audit JSON report" in bad.stderr.str()
+    alone = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-update-baseline")
+    assert alone.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def result(score, stderr, outcome="passed", direction="lower_is_better"):
+    return {"score": score, "stderr": stderr, "outcome": outcome, "direction": direction}
+
+
+@pytest.mark.parametrize(
+    "new, old, regressed",
+    [
+        (result(0.5, 0.08), result(0.5, 0.08), False),  # identical rerun
+        (result(0.55, 0.08), result(0.5, 0.08), False),  # noise
+        (result(0.9, 0.02), result(0.1, 0.02), True),  # much worse (lower is better)
+        (result(0.1, 0.02), result(0.9, 0.02), False),  # much better
+        (result(0.80, 0.01, direction="higher_is_better"), result(0.95, 0.01, direction="higher_is_better"), True),
+        (result(5000, 0.0, "failed"), result(4000, 0.0), True),  # exact score, pass -> fail
+        (result(4300, 0.0), result(4000, 0.0), False),  # exact score, still within budget
+    ],
+)
+def test_compare_rule(new, old, regressed) -> None:
+    assert compare(new, old)["regressed"] is regressed
+
+
+def test_new_case_is_not_a_regression() -> None:
+    assert compare(result(0.9, 0.01), None) == {"regressed": False, "status": "new", "message": "not in the baseline"}

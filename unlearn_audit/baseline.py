@@ -1,0 +1,104 @@
+"""Compare a run with a stored report: the regression gate of a method's CI.
+
+A result regresses when its score is significantly worse than the baseline's for the same
+(unlearner, check, scenario, profile, seed, budget): a one-sided z-test on the difference of
+the two scores with standard error sqrt(se_new^2 + se_old^2), at `ALPHA`. Scores without an
+uncertainty (exact counts such as the budget) regress only when their verdict goes from pass
+to fail. An identical rerun therefore never regresses; a change that moves a score by noise
+does not either; a real degradation does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from scipy import stats as st
+
+ALPHA = 0.01
+KEY_FIELDS = ("unlearner", "check", "scenario", "profile", "seed", "budget")
+
+
+class BaselineError(ValueError):
+    """The baseline file is missing or is not an unlearn-audit report."""
+
+
+def load_baseline(path: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
+    if not path.is_file():
+        raise BaselineError(f"--audit-baseline {path}: no such file (create one with --audit-update-baseline)")
+    try:
+        doc = json.loads(path.read_text())
+        results = doc["results"]
+        version = doc["schema_version"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BaselineError(f"--audit-baseline {path}: not an unlearn-audit JSON report ({exc!r})") from None
+    if version != 1:
+        raise BaselineError(f"--audit-baseline {path}: report schema {version} is not supported (expected 1)")
+    return {key_of(r): r for r in results}
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return load_baseline(Path(path))
+
+
+def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
+    budget = r.get("budget")
+    return tuple(round(budget, 6) if k == "budget" and budget is not None else r.get(k) for k in KEY_FIELDS)
+
+
+def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPHA) -> dict[str, Any]:
+    """Regression verdict for one result; both arguments are report results (flat records)."""
+    if old is None:
+        return {"regressed": False, "status": "new", "message": "not in the baseline"}
+    s_new, s_old = new.get("score"), old.get("score")
+    se_new, se_old = new.get("stderr") or 0.0, old.get("stderr") or 0.0
+    direction = new.get("direction") or old.get("direction") or "lower_is_better"
+    rule = (f"regression if the score is worse than the baseline's by a one-sided z-test at alpha={alpha:g} "
+            f"(se = sqrt(se_new^2 + se_old^2)); exact scores regress only when the verdict turns to fail")
+    out: dict[str, Any] = {"baseline_score": s_old, "baseline_stderr": old.get("stderr"), "baseline_outcome": old.get("outcome"),
+                           "rule": rule}
+    if s_new is None or s_old is None:
+        worse = old.get("outcome") == "passed" and new.get("outcome") in ("failed", "error")
+        return {**out, "regressed": worse, "status": "regressed" if worse else "incomparable",
+                "message": f"regression against baseline: outcome {old.get('outcome')} -> {new.get('outcome')}" if worse else ""}
+    sign = 1.0 if direction == "lower_is_better" else -1.0
+    worsening = sign * (s_new - s_old)
+    se = math.sqrt(se_new**2 + se_old**2)
+    if se == 0:
+        worse = worsening > 0 and old.get("outcome") == "passed" and new.get("outcome") in ("failed", "error")
+        z, p = (math.inf if worsening > 0 else 0.0), (0.0 if worsening > 0 else 1.0)
+    else:
+        z = worsening / se
+        p = float(st.norm.sf(z))
+        worse = p < alpha
+    status = "regressed" if worse else ("improved" if (se and -worsening / se > st.norm.isf(alpha)) else "same")
+    message = (f"regression against baseline: score {s_new:.4g} ± {se_new:.2g} vs baseline {s_old:.4g} ± {se_old:.2g} "
+               f"({direction.replace('_', ' ')}; z = {z:.2f}, p = {p:.2g} < {alpha:g})") if worse else ""
+    return {**out, "regressed": worse, "status": status, "z": z, "p_value": p, "message": message}
+
+
+def compare_with_baseline(record: dict[str, Any], baseline_path: str) -> dict[str, Any]:
+    """Compare a case record (as built by `AuditCase.judge`) with the baseline file."""
+    result = record["result"]
+    flat = {"unlearner": record["spec"], "check": record["check"], "scenario": record["scenario"],
+            "profile": record["profile"], "seed": record["seed"], "budget": record.get("budget"),
+            "score": result.get("score"), "stderr": result.get("stderr"), "direction": result.get("direction"),
+            "outcome": {"pass": "passed", "fail": "failed", "xfail": "xfailed", "skip": "skipped"}[result["verdict"]]}
+    return compare(flat, _cached(baseline_path).get(key_of(flat)))
+
+
+def compare_reports(old_path: Path, new_path: Path) -> list[dict[str, Any]]:
+    """Every result of the new report next to the old one (for `unlearn-audit compare`)."""
+    old = load_baseline(old_path)
+    new = load_baseline(new_path)
+    rows = []
+    for key, r in sorted(new.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+        rows.append({**dict(zip(KEY_FIELDS, key)), "new_score": r.get("score"), "new_stderr": r.get("stderr"),
+                     "new_outcome": r.get("outcome"), **compare(r, old.get(key))})
+    for key in sorted(set(old) - set(new), key=lambda k: tuple(str(x) for x in k)):
+        rows.append({**dict(zip(KEY_FIELDS, key)), "status": "missing", "regressed": False, "message": "only in the old report"})
+    return rows

@@ -1,0 +1,47 @@
+"""The poison metric of each scenario, shared by the checks that re-measure the poison
+(relearning, interpolation paths): attack success rate for a targeted poison, mean GUS for
+Gaussian poisons. Larger means more poison left in the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..attacks import apply_trigger
+from ..metrics import gaussian_unlearning_scores, hits_target
+from ..stats import Proportion, unit_normal_mean_test
+from .base import CheckContext
+
+
+@dataclass(frozen=True)
+class PoisonMeasurement:
+    value: float
+    stderr: float
+    n: int
+    hits: int | None = None  # for proportions (attack success)
+
+
+def poison_name(ctx: CheckContext) -> str:
+    return {"gaussian": "mean GUS", "backdoor": "attack success"}[ctx.fixture.recipe.attack["kind"]]
+
+
+def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: torch.Tensor | None = None) -> PoisonMeasurement:
+    """Poison left in `model`. For Gaussian poisons, only on `forget_positions` (indices into the forget set)."""
+    kind = ctx.fixture.recipe.attack["kind"]
+    t = ctx.fixture.tensors
+    if kind == "backdoor":
+        a = ctx.fixture.recipe.attack
+        mask = t["test_y"] != a["target_class"]
+        hits = hits_target(model, apply_trigger(t["test_x"][mask], a["patch_size"], a["patch_value"]), a["target_class"])
+        p = Proportion(int(hits.sum()), len(hits))
+        return PoisonMeasurement(p.value, p.stderr, p.trials, p.successes)
+    if kind == "gaussian":
+        idx = ctx.fixture.forget_indices
+        noise = t["secret.noise"]
+        if forget_positions is not None:
+            idx, noise = idx[forget_positions], noise[forget_positions]
+        s = gaussian_unlearning_scores(model, t["clean_train_x"][idx], t["train_y"][idx], noise)
+        test = unit_normal_mean_test(s[~s.isnan()].tolist(), alpha=0.01)
+        return PoisonMeasurement(test.mean, test.stderr, test.n)
+    raise ValueError(f"no poison metric for attack kind {kind!r}")
