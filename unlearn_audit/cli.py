@@ -5,6 +5,8 @@
     unlearn-audit fixtures verify [--cache DIR]
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
     unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
+    unlearn-audit compare OLD.json NEW.json
+    unlearn-audit plot REPORT.json [--out DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n)")
     cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
     _add_cache(cal)
+    plot = sub.add_parser("plot", help="draw the curves of a JSON report into PNG files (needs the [plot] extra)")
+    plot.add_argument("report", type=Path)
+    plot.add_argument("--out", type=Path, default=None, help="output directory (default: <report stem>-plots/ next to it)")
     cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
     cmp.add_argument("old", type=Path)
     cmp.add_argument("new", type=Path)
@@ -55,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if args.command == "plot":
+        from .plot import main as plot_main
+
+        return plot_main(args)
     if args.command == "compare":
         return compare_main(args, console)
     if args.command == "calibrate":
