@@ -52,6 +52,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "original_z": orig.z,
         "retrain_gus": ref.mean,
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
+        "scores": [round(v, 4) for v in scores.tolist()],  # per-poison GUS, for plots (N(0,1) under the null)
     }
     rule = (
         f"fail if mean GUS > 0 by a one-sided z-test at alpha={alpha:g} "
