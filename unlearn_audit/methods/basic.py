@@ -1,4 +1,4 @@
-"""Reference unlearners: the calibration anchors of the suite.
+"""The calibration anchors: `NoOp`, `Retrain`, and the simplest approximate methods, GD and GA.
 
 `Retrain` must pass every check and `NoOp` must fail every removal check; `GradientDescent`
 and `GradientAscent` are the simplest approximate methods evaluated by Pawelczyk et al.
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .protocol import UnlearningRequest
-from .training import train
+from ..protocol import UnlearningRequest
+from ..training import train
 
 
 class NoOp:

@@ -1,0 +1,38 @@
+"""Reference unlearners: the calibration anchors of the suite and the methods the papers evaluate.
+
+`Retrain` must pass every check and `NoOp` must fail every removal check. The others are the
+approximate methods evaluated by Pawelczyk et al. (App. A.2) -- GD, NGD, GA, NegGrad+, EU-k, CF-k,
+SCRUB -- plus SalUn and SSD, two popular methods of the same generation. Each is a dataclass whose
+defaults follow its paper where the paper says, and whose docstring records what we chose where it
+does not. Each spends at most `request.budget.example_gradients` as the harness counts them
+(every example forwarded with autograd enabled; `Retrain`, the exempt gold standard, excepted),
+draws randomness only from `request.generator`, works on `request.device`, leaves the request's
+data untouched and returns a model of the same architecture.
+
+Use them as `--unlearner unlearn_audit.methods:SCRUB`, or with other settings from your own module,
+e.g. `NGD = lambda: NoisyGradientDescent(sigma=0.03)`.
+"""
+
+from __future__ import annotations
+
+from .basic import GradientAscent, GradientDescent, NoOp, Retrain, forget_accuracy
+from .last_layers import CatastrophicForgettingK, ExactUnlearningK
+from .neggrad import NegGradPlus
+from .noisy import NoisyGradientDescent
+from .salun import SalUn
+from .scrub import SCRUB
+from .ssd import SSD
+
+__all__ = [
+    "SCRUB",
+    "SSD",
+    "CatastrophicForgettingK",
+    "ExactUnlearningK",
+    "GradientAscent",
+    "GradientDescent",
+    "NegGradPlus",
+    "NoOp",
+    "NoisyGradientDescent",
+    "Retrain",
+    "SalUn",
+]
