@@ -17,6 +17,9 @@ import unlearn_audit.methods  # noqa: F401
 import unlearn_audit.progress  # noqa: F401
 import unlearn_audit.session  # noqa: F401
 
+# One torch thread: robust on a busy 2-core CI machine (see unlearn_audit.session.configure_threads).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

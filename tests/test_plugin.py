@@ -18,7 +18,8 @@ def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     out = result.stdout.str()
     for opt in ("--unlearner", "--audit-profile", "--audit-seeds", "--audit-report", "--audit-cache",
-                "--audit-timeout", "--audit-budget", "--audit-device"):
+                "--audit-timeout", "--audit-budget", "--audit-device", "--audit-baseline", "--audit-update-baseline",
+                "--audit-threads"):
         assert opt in out
 
 
@@ -60,7 +61,10 @@ def test_bad_spec_is_a_usage_error(pytester: pytest.Pytester, spec: str, expecte
     [
         (["--audit-profile", "nope"], "unknown --audit-profile 'nope'; available: tiny"),
         (["--audit-seeds", "0"], "--audit-seeds must be a positive integer"),
-        (["--audit-budget", "2"], "--audit-budget must be a fraction"),
+        (["--audit-budget", "2"], "--audit-budget must be distinct fractions"),
+        (["--audit-budget", "0.1,0.1"], "--audit-budget must be distinct fractions"),
+        (["--audit-update-baseline"], "--audit-update-baseline needs --audit-baseline"),
+        (["--audit-threads", "0"], "--audit-threads must be a positive integer"),
         (["--audit-timeout", "-1"], "--audit-timeout must be a positive number"),
     ],
 )
@@ -77,24 +81,24 @@ def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytes
     out = result.stdout.str()
     assert "test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seed0]" in out
     assert "test_targeted_removed[unlearn_audit.methods:Retrain-tiny-backdoor-seed1]" in out
-    # 2 unlearners x 2 seeds x (gaussian: 3 checks + backdoor: 3 checks)
-    assert "24 tests collected" in out
+    # 2 unlearners x 2 seeds x (gaussian: 5 checks + backdoor: 5 checks)
+    assert "40 tests collected" in out
     assert not cache.exists(), "collection must not build fixtures"
 
 
 def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "audit.json"
     result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--audit-report", str(report), "-rA")
-    result.assert_outcomes(passed=4, failed=2)
+    result.assert_outcomes(passed=4, failed=6)
     out = result.stdout.str()
-    for needle in ("gaussian_leakage: FAIL", "targeted_removed: FAIL", "score", "retrain", "rule", "one-sided z-test",
+    for needle in ("gaussian_leakage: FAIL", "targeted_removed: FAIL", "score", "retrain", "rule", "two-sided z-test",
                    "unlearn-audit: score"):
         assert needle in out
     doc = json.loads(report.read_text())
     assert doc["schema_version"] == 1
     assert {"unlearn_audit", "torch", "python"} <= set(doc["versions"])
     by_check = {(r["check"], r["scenario"]): r for r in doc["results"]}
-    assert len(by_check) == 6
+    assert len(by_check) == 10
     for r in doc["results"]:
         for key in ("unlearner", "check", "scenario", "profile", "seed", "outcome", "score", "stderr", "reference", "rule"):
             assert key in r
@@ -102,12 +106,19 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
     gauss = by_check[("gaussian_leakage", "gaussian")]
     assert gauss["outcome"] == "failed" and gauss["score"] > 0.3 and gauss["stderr"] == pytest.approx(150 ** -0.5)
     assert by_check[("targeted_removed", "backdoor")]["outcome"] == "failed"
+    for scenario in ("gaussian", "backdoor"):
+        assert by_check[("relearning_resistant", scenario)]["outcome"] == "failed"
+        assert by_check[("not_mode_connected", scenario)]["outcome"] == "failed"
+        curves = by_check[("relearning_resistant", scenario)]["details"]["relearning"]
+        assert [c["k"] for c in curves] == [0, 10, 50] and len(curves[0]["method_curve"]) == 6
+        path = by_check[("not_mode_connected", scenario)]["details"]["path"]
+        assert len(path["alphas"]) == len(path["test_accuracy"]) == len(path["poison"]) == 11
     assert by_check[("utility_preserved", "gaussian")]["outcome"] == "passed"
 
 
 def test_retrain_passes_and_is_exempt_from_budget(pytester: pytest.Pytester, audit_env: Path) -> None:
     result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs")
-    result.assert_outcomes(passed=4, skipped=2)
+    result.assert_outcomes(passed=8, skipped=2)
     assert "exempt" in result.stdout.str()
 
 
@@ -172,7 +183,8 @@ HOSTILE = textwrap.dedent(
 def test_hostile_unlearner_fails_cleanly(pytester: pytest.Pytester, audit_env: Path, name: str, message: str) -> None:
     pytester.makepyfile(hostile=HOSTILE)
     pytester.syspathinsert()
-    result = pytester.runpytest("--unlearner", name, "--unlearner", f"{METHODS}:Retrain", "-k", "gaussian")
+    result = pytester.runpytest("--unlearner", name, "--unlearner", f"{METHODS}:Retrain",
+                                "-k", "gaussian and not relearning and not mode_connected")
     # every check of the hostile method fails with the message; the session goes on and Retrain still passes
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed") == 3 and outcomes.get("passed") == 2, result.stdout.str()
@@ -249,5 +261,5 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path)
         return {r["nodeid"].rpartition("::")[2]: (r["outcome"], round(r["score"], 6)) for r in doc["results"]}
 
     serial, parallel = verdicts(serial_report), verdicts(xdist_report)
-    assert len(serial) == 12
+    assert len(serial) == 20
     assert serial == parallel

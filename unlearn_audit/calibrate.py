@@ -17,7 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-REFERENCE_METHODS = ["Retrain", "NoOp", "GradientDescent", "GradientAscent"]
+REFERENCE_METHODS = [
+    "Retrain", "NoOp", "GradientDescent", "NoisyGradientDescent", "GradientAscent", "NegGradPlus",
+    "ExactUnlearningK", "CatastrophicForgettingK", "SCRUB", "SalUn", "SSD",
+]
 
 
 def run_suite(methods: list[str], profile: str, seeds: int, report: Path, cache: Path | None, workers: int | None) -> int:

@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "build":
         from .progress import build_with_progress
         from .recipes import load_profile_recipes, profile_names
-        from .session import AuditOptions, AuditSession
+        from .session import AuditOptions, AuditSession, configure_threads
 
+        configure_threads(None, None)
         try:
             recipes = load_profile_recipes(args.profile)
         except KeyError:

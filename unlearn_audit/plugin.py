@@ -52,6 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "baseline's (one-sided z-test on the two scores and their standard errors).")
     group.addoption("--audit-update-baseline", action="store_true", default=False,
                     help="write this run's report to --audit-baseline instead of comparing with it.")
+    group.addoption("--audit-threads", default=None, metavar="N",
+                    help="torch CPU threads per process (default: 1, or the cores divided among xdist workers; "
+                         "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
     group.addoption("--audit-device", default=None, metavar="DEVICE",
                     help="torch device for unlearning and evaluation (default: cuda if available, else cpu).")
 
@@ -111,8 +114,18 @@ def _parse_settings(config: pytest.Config) -> dict[str, Any]:
                 raise ValueError
         except ValueError:
             raise _usage(f"--audit-timeout must be a positive number of seconds, got {timeout_text!r}") from None
+    threads_text = config.getoption("audit_threads")
+    threads = None
+    if threads_text is not None:
+        try:
+            threads = int(threads_text)
+            if threads < 1:
+                raise ValueError
+        except ValueError:
+            raise _usage(f"--audit-threads must be a positive integer, got {threads_text!r}") from None
     cache = config.getoption("audit_cache")
     return {
+        "threads": threads,
         "unlearners": specs,
         "profile": profile,
         "scenarios": {name: list(r.checks) for name, r in recipes.items()},
@@ -188,12 +201,11 @@ def audit_case(request: pytest.FixtureRequest) -> AuditCase:
 def get_audit_session(config: pytest.Config) -> "AuditSession":
     """The session's single AuditSession (created on first use; imports torch)."""
     if session_key not in config.stash:
-        from .session import AuditOptions, AuditSession, configure_threads_for_worker
+        from .session import AuditOptions, AuditSession, configure_threads
 
         s = config.stash[settings_key]
         workerinput = getattr(config, "workerinput", None)
-        if workerinput:
-            configure_threads_for_worker(int(workerinput.get("workercount", 1)))
+        configure_threads(s["threads"], int(workerinput.get("workercount", 1)) if workerinput else None)
         config.stash[session_key] = AuditSession(
             AuditOptions(
                 profile=s["profile"],

@@ -85,7 +85,7 @@ def excess_test(a: Proportion, b: Proportion, margin: float, alpha: float) -> Ex
 
 @dataclass(frozen=True)
 class ZTest:
-    """One-sided z-test of H0: mean = 0 against H1: mean > 0 for unit-variance samples."""
+    """z-test of H0: mean = 0 for unit-variance samples (one-sided H1: mean > 0, or two-sided)."""
 
     mean: float
     stderr: float
@@ -99,12 +99,18 @@ class ZTest:
         return self.p_value < self.alpha
 
 
-def unit_normal_mean_test(values: "list[float]", alpha: float) -> ZTest:
-    """Exact when the values are i.i.d. N(0, 1) under H0 (the GUS null): z = mean * sqrt(n)."""
+def unit_normal_mean_test(values: "list[float]", alpha: float, alternative: str = "greater") -> ZTest:
+    """Exact when the values are i.i.d. N(0, 1) under H0 (the GUS null): z = mean * sqrt(n).
+
+    `alternative` is "greater" (H1: mean > 0) or "two-sided" (H1: mean != 0).
+    """
+    if alternative not in ("greater", "two-sided"):
+        raise ValueError(f"alternative must be 'greater' or 'two-sided', got {alternative!r}")
     n = len(values)
     if n == 0:
         return ZTest(float("nan"), float("nan"), 0, float("nan"), 1.0, alpha)
     mean = sum(values) / n
     se = 1 / math.sqrt(n)
     z = mean / se
-    return ZTest(mean, se, n, z, float(_st.norm.sf(z)), alpha)
+    p = float(_st.norm.sf(z)) if alternative == "greater" else float(2 * _st.norm.sf(abs(z)))
+    return ZTest(mean, se, n, z, p, alpha)

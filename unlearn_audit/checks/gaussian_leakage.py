@@ -2,7 +2,9 @@
 
 Score: the mean Gaussian Unlearning Score over the forget-set poisons (Pawelczyk et al.).
 Under "no leakage" every per-poison score is exactly N(0, 1), so the mean of k scores has
-standard error 1/sqrt(k) and a one-sided z-test is exact. Also reported: the membership
+standard error 1/sqrt(k) and a z-test is exact. The test is two-sided: training on the poisons
+makes the mean positive, but a method that over-corrects (e.g. pushes the model *against* the
+noise) still depends on the secret noise, and a strongly negative mean is leakage too. Also reported: the membership
 inference TPR at FPR 1% (threshold at the N(0, 1) quantile, which is exact under the null),
 the original model's score (the test's power) and retrain's.
 """
@@ -38,8 +40,8 @@ def run(ctx: CheckContext) -> CheckResult:
     fpr = float(ctx.options.get("tpr_at_fpr", 0.01))
     threshold = float(st.norm.isf(fpr))
     scores = gus_scores(ctx, ctx.model)
-    test = unit_normal_mean_test(scores.tolist(), alpha)
-    ref = unit_normal_mean_test(gus_scores(ctx, ctx.fixture.retrain).tolist(), alpha)
+    test = unit_normal_mean_test(scores.tolist(), alpha, alternative="two-sided")
+    ref = unit_normal_mean_test(gus_scores(ctx, ctx.fixture.retrain).tolist(), alpha, alternative="two-sided")
     orig = unit_normal_mean_test(gus_scores(ctx, ctx.fixture.original).tolist(), alpha)
     tpr = Proportion(int((scores > threshold).sum()), len(scores))
     details = {
@@ -55,7 +57,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "scores": [round(v, 4) for v in scores.tolist()],  # per-poison GUS, for plots (N(0,1) under the null)
     }
     rule = (
-        f"fail if mean GUS > 0 by a one-sided z-test at alpha={alpha:g} "
+        f"fail if mean GUS != 0 by a two-sided z-test at alpha={alpha:g} "
         f"(per-poison scores are exactly N(0,1) when the model does not depend on the noise; se = 1/sqrt({test.n}))"
     )
     verdict = "fail" if test.rejected else "pass"

@@ -10,7 +10,7 @@ forget-set poisons that were *not* given to the attacker (Gaussian; exact N(0,1)
 
 Rule: at each k, a one-sided test at alpha / len(sizes) (Bonferroni), as in the removal checks:
 backdoor, excess of attack success over retrain's beyond `margin` (Newcombe-Wilson); Gaussian,
-mean GUS > 0 (exact z-test). The check fails if any k fails.
+mean GUS != 0 (exact two-sided z-test, as in `gaussian_leakage`). The check fails if any k fails.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run(ctx: CheckContext) -> CheckResult:
             failed, strength = test.rejected, test.lower_bound - margin
         else:
             z = m.value * math.sqrt(m.n)  # exact: held-out scores are N(0, 1) when the poison is gone
-            failed, strength = float(st.norm.sf(z)) < level, z - float(st.norm.isf(level))
+            failed, strength = float(2 * st.norm.sf(abs(z))) < level, abs(z) - float(st.norm.isf(level / 2))
         entry = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
                  "failed": failed, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
         per_size.append(entry)
@@ -95,7 +95,7 @@ def run(ctx: CheckContext) -> CheckResult:
                 f"(Newcombe-Wilson)")
     else:
         rule = (f"after {steps} steps of fine-tuning on the retain set + k forget examples (k in {sizes}), fail if the mean GUS "
-                f"of the {len(held_out)} held-out poisons is > 0 at any k, exact one-sided z-test at alpha={alpha:g}/{len(sizes)}")
+                f"of the {len(held_out)} held-out poisons is != 0 at any k, exact two-sided z-test at alpha={alpha:g}/{len(sizes)}")
     message = ""
     if failed_any:
         bad = ", ".join(f"k={e['k']}: {e['method']:.3f} vs retrain {e['retrain']:.3f}" for e in per_size if e["failed"])
