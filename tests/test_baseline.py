@@ -56,6 +56,17 @@ def test_same_method_passes_its_own_baseline_and_a_worse_one_fails(
     assert cli_main(["compare", str(baseline), str(baseline)]) == 0
 
 
+def test_known_failures_are_xfail_against_the_baseline(pytester: pytest.Pytester, audit_env: Path) -> None:
+    """NoOp fails its removal checks; against its own baseline those are known failures, so the gate is green."""
+    baseline = pytester.path / "noop.json"
+    args = ("--unlearner", "unlearn_audit.methods:NoOp", "-k", "gaussian and not relearning and not mode_connected")
+    pytester.runpytest(*args, "--audit-baseline", str(baseline), "--audit-update-baseline").assert_outcomes(passed=2, failed=1)
+    gated = pytester.runpytest(*args, "--audit-baseline", str(baseline), "-rx")
+    gated.assert_outcomes(passed=2, xfailed=1)
+    assert gated.ret == pytest.ExitCode.OK
+    assert "known failure" in gated.stdout.str()
+
+
 def test_bad_baseline_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
     missing = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-baseline", str(tmp_path / "nope.json"))
     assert missing.ret == pytest.ExitCode.USAGE_ERROR and "no such file" in missing.stderr.str()
