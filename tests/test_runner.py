@@ -132,3 +132,12 @@ def test_reference_methods_handle_tiny_forget_sets(method, size: int) -> None:
     out = method.unlearn(factory(), request)
     assert isinstance(out, nn.Module) and not nonfinite_tensors(out)
     assert torch.equal(before[0], forget.inputs) and torch.equal(before[1], retain.inputs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 30), batch=st.integers(1, 8), limit=st.integers(0, 100), epochs=st.sampled_from([None, 1, 3]))
+def test_batches_respect_max_examples_across_epochs(n: int, batch: int, limit: int, epochs) -> None:
+    data = ExampleSet(torch.zeros(n, 2), torch.arange(n))
+    sizes = [len(y) for _, y in data.batches(batch, generator=torch.Generator().manual_seed(0), epochs=epochs, max_examples=limit)]
+    expected = min(limit, n * epochs) if epochs is not None else (limit if n else 0)
+    assert sum(sizes) == expected and all(0 < s <= batch for s in sizes)

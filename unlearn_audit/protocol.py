@@ -84,18 +84,36 @@ class ExampleSet:
         shuffle: bool = True,
         generator: "torch.Generator | None" = None,
         device: "torch.device | str | None" = None,
+        epochs: int | None = 1,
+        max_examples: int | None = None,
     ) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
-        """Yield one epoch of (inputs, labels) mini-batches."""
+        """Yield (inputs, labels) mini-batches for `epochs` passes, reshuffled each pass.
+
+        With `max_examples` (e.g. `request.budget.example_gradients`), stop once that many
+        examples were yielded, cutting the last batch short; `epochs=None` then means "as many
+        passes as the limit allows". This is the budget-keeping loop most methods need.
+        """
         import torch
 
         n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            x, y = self.inputs[idx], self.labels[idx]
-            if device is not None:
-                x, y = x.to(device), y.to(device)
-            yield x, y
+        if n == 0 or (epochs is None and max_examples is None):
+            return
+        yielded = 0
+        epoch = 0
+        while epochs is None or epoch < epochs:
+            order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                if max_examples is not None:
+                    if yielded >= max_examples:
+                        return
+                    idx = idx[: max_examples - yielded]
+                x, y = self.inputs[idx], self.labels[idx]
+                if device is not None:
+                    x, y = x.to(device), y.to(device)
+                yielded += len(idx)
+                yield x, y
+            epoch += 1
 
 
 @dataclass(frozen=True)

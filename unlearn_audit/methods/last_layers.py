@@ -87,17 +87,11 @@ def _train_tail(
         for m in tail:
             m.train()
         optimizer = recipe.make_optimizer(params)
-        spent = 0
-        for _ in range(epochs):
-            for x, y in data.batches(recipe.batch_size, generator=request.generator, device=request.device):
-                if spent >= limit:
-                    return
-                if spent + len(y) > limit:
-                    x, y = x[: limit - spent], y[: limit - spent]
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
-                optimizer.step()
-                spent += len(y)
+        for x, y in data.batches(recipe.batch_size, generator=request.generator, device=request.device,
+                                 epochs=epochs, max_examples=limit):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)

@@ -47,22 +47,16 @@ class NoisyGradientDescent:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = recipe.make_optimizer(params, lr=recipe.lr * self.lr_scale)
         noise_gen = device_generator(request)
-        spent = 0
-        while spent < limit:
-            for x, y in retain.batches(recipe.batch_size, generator=request.generator, device=request.device):
-                if spent >= limit:
-                    break
-                if spent + len(y) > limit:
-                    x, y = x[: limit - spent], y[: limit - spent]
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(x), y).backward()
-                with torch.no_grad():
-                    for p in params:
-                        noise = torch.randn(p.shape, generator=noise_gen, device=p.device, dtype=p.dtype)
-                        if p.grad is None:
-                            p.grad = noise.mul_(self.sigma)
-                        else:
-                            p.grad.add_(noise, alpha=self.sigma)
-                optimizer.step()
-                spent += len(y)
+        for x, y in retain.batches(recipe.batch_size, generator=request.generator, device=request.device,
+                                   epochs=None, max_examples=limit):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            with torch.no_grad():
+                for p in params:
+                    noise = torch.randn(p.shape, generator=noise_gen, device=p.device, dtype=p.dtype)
+                    if p.grad is None:
+                        p.grad = noise.mul_(self.sigma)
+                    else:
+                        p.grad.add_(noise, alpha=self.sigma)
+            optimizer.step()
         return model.eval()
