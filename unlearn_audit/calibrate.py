@@ -75,6 +75,34 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def matrix_markdown(rows: list[dict[str, Any]]) -> str:
+    """Compact scoreboard: one row per method, one column per (check, scenario): passed/seeds (mean score)."""
+    columns = sorted({(r["check"], r["scenario"]) for r in rows}, key=lambda c: (CHECK_ORDER.get(c[0], 99), c[1]))
+    methods = sorted({r["unlearner"] for r in rows}, key=lambda m: (METHOD_ORDER.get(m, 99), m))
+    cell = {(r["unlearner"], r["check"], r["scenario"]): r for r in rows}
+    head = "| method | " + " | ".join(f"{c} ({sc})" for c, sc in columns) + " |"
+    lines = [head, "|---" * (len(columns) + 1) + "|"]
+    for m in methods:
+        parts = []
+        for c, sc in columns:
+            r = cell.get((m, c, sc))
+            if r is None:
+                parts.append("")
+            elif r["skipped"] == r["seeds"]:
+                parts.append("exempt")
+            else:
+                mean = r["score_mean"]
+                shown = "" if mean is None else (f" ({mean:.0f})" if abs(mean) >= 100 else f" ({mean:.2f})")
+                parts.append(f"{r['passed']}/{r['seeds']}{shown}")
+        lines.append(f"| {m} | " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+CHECK_ORDER = {"gaussian_leakage": 0, "targeted_removed": 1, "relearning_resistant": 2, "not_mode_connected": 3,
+               "utility_preserved": 4, "budget_respected": 5}
+METHOD_ORDER = {m: i for i, m in enumerate(REFERENCE_METHODS + ["WeightDistortion", "WeightDistReg", "CBFT"])}
+
+
 def main(args: Any) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,8 +118,9 @@ def main(args: Any) -> int:
     doc = json.loads(report.read_text())
     rows = summarise(doc)
     md = markdown(rows)
-    (out / f"calibration-{args.profile}.md").write_text(md)
+    matrix = matrix_markdown(rows)
+    (out / f"calibration-{args.profile}.md").write_text(matrix + "\n" + md)
     (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps(rows, indent=2))
-    print(md)
+    print(matrix)
     print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
     return 0
