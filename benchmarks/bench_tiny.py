@@ -42,17 +42,20 @@ def main() -> None:
         metas = [json.loads(p.read_text()) for p in cache.glob("*/*/meta.json")]
         print(f"cold fixture build, profile tiny, {len(metas)} fixtures ({args.seeds} seed(s)): {build:.1f} s wall "
               f"(target <= 120 s); per fixture: " + ", ".join(f"{m['scenario']}/seed{m['seed']} {m['build_seconds']:.1f} s" for m in metas))
-        for method, target in (("NoOp", 30), ("GradientDescent", 60)):
+        runs = (("NoOp", 30, []), ("GradientDescent", 60, []),
+                ("NoOp", 30, ["-k", "not relearning_resistant and not not_mode_connected"]))
+        for method, target, extra in runs:
             times = []
             for _ in range(args.repeat):
                 report = work / f"{method}.json"
                 t, rc = timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--unlearner", f"unlearn_audit.methods:{method}",
-                               "--audit-cache", str(cache), "--audit-seeds", str(args.seeds), "--audit-report", str(report)], work)
+                               "--audit-cache", str(cache), "--audit-seeds", str(args.seeds), "--audit-report", str(report), *extra], work)
                 assert rc in (0, 1), f"pytest exited {rc}"
                 times.append(t)
             doc = json.loads(report.read_text())
             unlearn = sum({r["scenario"]: r["meta"].get("unlearn_seconds", 0) for r in doc["results"]}.values())
-            print(f"warm suite, {method}: median {statistics.median(times):.1f} s wall (min {min(times):.1f}, max {max(times):.1f}; "
+            label = f"{method}, foundation checks only (no relearning / mode connectivity)" if extra else method
+            print(f"warm suite, {label}: median {statistics.median(times):.1f} s wall (min {min(times):.1f}, max {max(times):.1f}; "
                   f"{len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s) (target <= {target} s)")
 
 
