@@ -263,3 +263,13 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path)
     serial, parallel = verdicts(serial_report), verdicts(xdist_report)
     assert len(serial) == 20
     assert serial == parallel
+
+
+def test_budget_sweep_is_a_parametrization(pytester: pytest.Pytester, audit_env: Path) -> None:
+    report = pytester.path / "sweep.json"
+    result = pytester.runpytest("--unlearner", f"{METHODS}:GradientDescent", "--audit-budget", "0.02,0.1",
+                                "-k", "budget_respected and gaussian", "--audit-report", str(report), "-v")
+    result.assert_outcomes(passed=2)
+    assert "GradientDescent-tiny-gaussian-seed0-budget0.02]" in result.stdout.str()
+    spent = {r["budget"]: r["meta"]["example_gradients"] for r in json.loads(report.read_text())["results"]}
+    assert spent == {0.02: int(0.02 * 30 * 1437), 0.1: int(0.1 * 30 * 1437)}
