@@ -63,6 +63,24 @@ def _usage(message: str) -> pytest.UsageError:
     return pytest.UsageError(f"unlearn-audit: {message}")
 
 
+def _option(config: pytest.Config, name: str, convert: Any, valid: Any, requirement: str) -> Any:
+    """The converted option value (None when unset), or a usage error that says what was expected."""
+    text = config.getoption(name)
+    if text is None:
+        return None
+    try:
+        value = convert(text)
+        if not valid(value):
+            raise ValueError
+    except ValueError:
+        raise _usage(f"--{name.replace('_', '-')} must be {requirement}, got {text!r}") from None
+    return value
+
+
+def _fractions(text: str) -> list[float]:
+    return [float(b) for b in text.split(",")]
+
+
 def _parse_settings(config: pytest.Config) -> dict[str, Any]:
     from .recipes import load_profile_recipes, profile_names
     from .specs import SpecError, check_spec
@@ -80,20 +98,12 @@ def _parse_settings(config: pytest.Config) -> dict[str, Any]:
         recipes = load_profile_recipes(profile)
     except KeyError:
         raise _usage(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
-    seeds_text = config.getoption("audit_seeds")
-    try:
-        seeds = int(seeds_text)
-        if seeds < 1:
-            raise ValueError
-    except ValueError:
-        raise _usage(f"--audit-seeds must be a positive integer, got {seeds_text!r}") from None
-    budget_text = config.getoption("audit_budget")
-    try:
-        budgets = [float(b) for b in budget_text.split(",")]
-        if not budgets or not all(0 < b <= 1 for b in budgets) or len(set(budgets)) != len(budgets):
-            raise ValueError
-    except ValueError:
-        raise _usage(f"--audit-budget must be distinct fractions in (0, 1], comma-separated, got {budget_text!r}") from None
+    seeds = _option(config, "audit_seeds", int, lambda n: n >= 1, "a positive integer")
+    budgets = _option(config, "audit_budget", _fractions,
+                      lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
+                      "distinct fractions in (0, 1], comma-separated")
+    timeout = _option(config, "audit_timeout", float, lambda t: t > 0, "a positive number of seconds")
+    threads = _option(config, "audit_threads", int, lambda n: n >= 1, "a positive integer")
     baseline = config.getoption("audit_baseline")
     update_baseline = config.getoption("audit_update_baseline")
     if update_baseline and not baseline:
@@ -105,24 +115,6 @@ def _parse_settings(config: pytest.Config) -> dict[str, Any]:
             load_baseline(Path(baseline))
         except BaselineError as exc:
             raise _usage(str(exc)) from None
-    timeout_text = config.getoption("audit_timeout")
-    timeout = None
-    if timeout_text is not None:
-        try:
-            timeout = float(timeout_text)
-            if timeout <= 0:
-                raise ValueError
-        except ValueError:
-            raise _usage(f"--audit-timeout must be a positive number of seconds, got {timeout_text!r}") from None
-    threads_text = config.getoption("audit_threads")
-    threads = None
-    if threads_text is not None:
-        try:
-            threads = int(threads_text)
-            if threads < 1:
-                raise ValueError
-        except ValueError:
-            raise _usage(f"--audit-threads must be a positive integer, got {threads_text!r}") from None
     cache = config.getoption("audit_cache")
     return {
         "threads": threads,
