@@ -103,6 +103,23 @@ CHECK_ORDER = {"gaussian_leakage": 0, "targeted_removed": 1, "relearning_resista
 METHOD_ORDER = {m: i for i, m in enumerate(REFERENCE_METHODS + ["WeightDistortion", "WeightDistReg", "CBFT"])}
 
 
+def print_scoreboard(rows: list[dict[str, Any]]) -> None:
+    """The scoreboard as a rich table on the terminal (passed/seeds, mean score; red where none passed)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    lines = matrix_markdown(rows).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    table = Table(title="unlearn-audit calibration: seeds passed (mean score)")
+    for h in header:
+        table.add_column(h.replace(" (", "\n("), justify="left" if h == "method" else "right", no_wrap=h == "method")
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        styled = [cells[0]] + [f"[red]{c}[/]" if c.startswith("0/") else c for c in cells[1:]]
+        table.add_row(*styled)
+    Console().print(table)
+
+
 def main(args: Any) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +138,6 @@ def main(args: Any) -> int:
     matrix = matrix_markdown(rows)
     (out / f"calibration-{args.profile}.md").write_text(matrix + "\n" + md)
     (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps(rows, indent=2))
-    print(matrix)
+    print_scoreboard(rows)
     print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
     return 0
