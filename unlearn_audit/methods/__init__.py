@@ -22,8 +22,10 @@ from .noisy import NoisyGradientDescent
 from .salun import SalUn
 from .scrub import SCRUB
 from .ssd import SSD
+from .tamper_resistant import CBFT, WeightDistortion, WeightDistReg
 
 __all__ = [
+    "CBFT",
     "SCRUB",
     "SSD",
     "CatastrophicForgettingK",
@@ -35,4 +37,6 @@ __all__ = [
     "NoisyGradientDescent",
     "Retrain",
     "SalUn",
+    "WeightDistReg",
+    "WeightDistortion",
 ]
