@@ -93,7 +93,8 @@ def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytes
 
 def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "audit.json"
-    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--audit-report", str(report), "-rA")
+    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--audit-report", str(report), "-rA",
+                                "-k", "not gradient_canceling")
     result.assert_outcomes(passed=4, failed=6)
     out = result.stdout.str()
     for needle in ("gaussian_leakage: FAIL", "targeted_removed: FAIL", "score", "retrain", "rule", "two-sided z-test",
@@ -122,7 +123,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
 
 
 def test_retrain_passes_and_is_exempt_from_budget(pytester: pytest.Pytester, audit_env: Path) -> None:
-    result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs")
+    result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs", "-k", "not gradient_canceling")
     result.assert_outcomes(passed=8, skipped=2)
     assert "exempt" in result.stdout.str()
 
@@ -255,7 +256,7 @@ def test_first_run_builds_with_progress_then_reuses_cache(pytester: pytest.Pytes
 
 def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path) -> None:
     pytest.importorskip("xdist")
-    args = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientAscent"]
+    args = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientAscent", "-k", "not gradient_canceling"]
     serial_report = pytester.path / "serial.json"
     xdist_report = pytester.path / "xdist.json"
     pytester.runpytest_subprocess(*args, "--audit-report", str(serial_report))

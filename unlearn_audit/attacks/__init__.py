@@ -2,5 +2,25 @@
 
 from .backdoor import TriggerBackdoor, apply_trigger, make_backdoor
 from .gaussian import GaussianPoison, make_gaussian_poison
+from .gradient_canceling import (
+    GradientCancelingAttack,
+    GradientCancelingPoison,
+    canceling_objective,
+    gradient_canceling_attack,
+    gradpc,
+    make_gradient_canceling,
+)
 
-__all__ = ["GaussianPoison", "TriggerBackdoor", "apply_trigger", "make_backdoor", "make_gaussian_poison"]
+__all__ = [
+    "GaussianPoison",
+    "GradientCancelingAttack",
+    "GradientCancelingPoison",
+    "TriggerBackdoor",
+    "apply_trigger",
+    "canceling_objective",
+    "gradient_canceling_attack",
+    "gradpc",
+    "make_backdoor",
+    "make_gaussian_poison",
+    "make_gradient_canceling",
+]

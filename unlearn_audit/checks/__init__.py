@@ -10,6 +10,7 @@ from .base import CheckContext, CheckResult
 CHECK_MODULES = {
     "gaussian_leakage": "gaussian_leakage",
     "targeted_removed": "targeted_removed",
+    "indiscriminate_restored": "indiscriminate",
     "utility_preserved": "utility",
     "budget_respected": "budget",
     "relearning_resistant": "relearning",

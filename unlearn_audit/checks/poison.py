@@ -1,6 +1,7 @@
 """The poison metric of each scenario, shared by the checks that re-measure the poison
 (relearning, interpolation paths): attack success rate for a targeted poison, mean GUS for
-Gaussian poisons. Larger means more poison left in the model."""
+Gaussian poisons, clean test error for an indiscriminate poison (Gradient Canceling). Larger
+means more poison left in the model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attacks import apply_trigger
-from ..metrics import gaussian_unlearning_scores, hits_target
+from ..metrics import correct, gaussian_unlearning_scores, hits_target
 from ..stats import Proportion, unit_normal_mean_test
 from .base import CheckContext
 
@@ -23,7 +24,8 @@ class PoisonMeasurement:
 
 
 def poison_name(ctx: CheckContext) -> str:
-    return {"gaussian": "mean GUS", "backdoor": "attack success"}[ctx.fixture.recipe.attack["kind"]]
+    return {"gaussian": "mean GUS", "backdoor": "attack success",
+            "gradient_canceling": "clean test error"}[ctx.fixture.recipe.attack["kind"]]
 
 
 def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: torch.Tensor | None = None) -> PoisonMeasurement:
@@ -44,4 +46,8 @@ def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: 
         s = gaussian_unlearning_scores(model, t["clean_train_x"][idx], t["train_y"][idx], noise)
         test = unit_normal_mean_test(s[~s.isnan()].tolist(), alpha=0.01)
         return PoisonMeasurement(test.mean, test.stderr, test.n)
+    if kind == "gradient_canceling":
+        errors = ~correct(model, t["test_x"], t["test_y"])
+        p = Proportion(int(errors.sum()), len(errors))
+        return PoisonMeasurement(p.value, p.stderr, p.trials, p.successes)
     raise ValueError(f"no poison metric for attack kind {kind!r}")
