@@ -100,3 +100,21 @@ def test_compare_rule(new, old, regressed) -> None:
 
 def test_new_case_is_not_a_regression() -> None:
     assert compare(result(0.9, 0.01), None) == {"regressed": False, "status": "new", "message": "not in the baseline"}
+
+
+def test_exact_score_regression_keeps_the_report_valid(tmp_path: Path) -> None:
+    """A worse exact score (budget count) has no z-statistic; the report must still be strict JSON."""
+    from unlearn_audit.report import ReportCollector
+
+    out = compare(result(5000, 0.0, "failed"), result(4000, 0.0))
+    assert out["regressed"] and out["z"] is None
+    collector = ReportCollector(options={})
+    collector.results["x"] = {"nodeid": "x", "unlearner": "a", "check": "b", "scenario": "c", "seed": 0,
+                              "baseline": {**out, "weird": float("inf")}}
+    collector.write(tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["baseline"]["weird"] is None
+
+
+def test_turning_to_fail_is_a_regression_even_if_the_score_moved_the_other_way() -> None:
+    out = compare(result(-0.5, 0.08, "failed"), result(0.0, 0.08, "passed"))
+    assert out["regressed"]

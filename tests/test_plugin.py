@@ -264,11 +264,18 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path)
 
     def verdicts(path: Path) -> dict[str, tuple[str, float]]:
         doc = json.loads(path.read_text())
-        return {r["nodeid"].rpartition("::")[2]: (r["outcome"], round(r["score"], 6)) for r in doc["results"]}
+        return {r["nodeid"].rpartition("::")[2].partition("@")[0]: (r["outcome"], round(r["score"], 6))
+                for r in doc["results"]}
 
     serial, parallel = verdicts(serial_report), verdicts(xdist_report)
     assert len(serial) == 20
     assert serial == parallel
+    # all checks of one (unlearner, scenario, seed) ran on one worker, sharing one unlearn() call
+    workers: dict[tuple, set] = {}
+    for r in json.loads(xdist_report.read_text())["results"]:
+        workers.setdefault((r["unlearner"], r["scenario"], r["seed"]), set()).add(r["meta"]["worker"])
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert set().union(*workers.values()) <= {"gw0", "gw1"}
 
 
 def test_budget_sweep_is_a_parametrization(pytester: pytest.Pytester, audit_env: Path) -> None:

@@ -141,3 +141,73 @@ def test_batches_respect_max_examples_across_epochs(n: int, batch: int, limit: i
     sizes = [len(y) for _, y in data.batches(batch, generator=torch.Generator().manual_seed(0), epochs=epochs, max_examples=limit)]
     expected = min(limit, n * epochs) if epochs is not None else (limit if n else 0)
     assert sum(sizes) == expected and all(0 < s <= batch for s in sizes)
+
+
+class TouchesFixtureThroughFactory:
+    """Tries to reach the harness's fixture through the model factory's closure."""
+
+    def unlearn(self, model, request):
+        cells = [c.cell_contents for c in (request.model_factory.__closure__ or ())]
+        for cell in cells:
+            for value in (cell, *[getattr(cell, "__closure__", None) or ()]):
+                if hasattr(value, "retrain"):
+                    with torch.no_grad():
+                        for p in value.retrain.parameters():
+                            p.zero_()
+        raise RuntimeError("raised after tampering")
+
+
+def test_fixture_is_not_reachable_from_the_request(gaussian_fixture: Fixture) -> None:
+    before = gaussian_fixture.fingerprint()
+    outcome = run(TouchesFixtureThroughFactory(), gaussian_fixture)
+    assert not outcome.ok and "raised RuntimeError" in (outcome.error or "")
+    assert gaussian_fixture.fingerprint() == before
+
+
+class SharedModel:
+    """Returns one module object for every request (e.g. a cached model): the audit must copy it."""
+
+    def __init__(self) -> None:
+        self.model = None
+
+    def unlearn(self, model, request):
+        if self.model is None:
+            self.model = model
+        return self.model
+
+
+def test_returned_model_is_copied_and_unfrozen(gaussian_fixture: Fixture) -> None:
+    method = SharedModel()
+    first = run(method, gaussian_fixture).model
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.zero_()
+            p.requires_grad_(False)
+    assert first is not method.model and any(float(p.detach().abs().sum()) > 0 for p in first.parameters())
+    assert all(p.requires_grad for p in first.parameters())
+
+
+def test_only_the_reference_retrain_is_exempt(tiny_cache) -> None:
+    from unlearn_audit.session import AuditOptions, AuditSession
+
+    class MyRetrain(Retrain):
+        pass
+
+    import sys
+    import types
+
+    module = types.ModuleType("exempt_probe")
+    module.MyRetrain = MyRetrain
+    sys.modules["exempt_probe"] = module
+    try:
+        audit = AuditSession(AuditOptions(cache_dir=tiny_cache))
+        assert audit.outcome("unlearn_audit.methods:Retrain", "gaussian", 0).exempt_from_budget
+        assert not audit.outcome("exempt_probe:MyRetrain", "gaussian", 0).exempt_from_budget
+    finally:
+        del sys.modules["exempt_probe"]
+
+
+def test_budget_is_not_lost_to_float_rounding() -> None:
+    import math
+
+    assert int(0.7 * 43110) == 30176 and math.floor(0.7 * 43110 + 1e-9) == 30177

@@ -266,3 +266,18 @@ def test_unit_normal_mean_test_has_power() -> None:
     samples = rng.standard_normal((500, 150)) + 0.3
     rate = sum(unit_normal_mean_test(row.tolist(), alpha=0.05).rejected for row in samples) / len(samples)
     assert rate > 0.9, rate
+
+
+def test_two_sided_unit_normal_mean_test() -> None:
+    from scipy import stats as st
+
+    from unlearn_audit.stats import unit_normal_mean_test
+
+    values = [-0.4] * 100  # z = -4: leakage in the "wrong" direction
+    one = unit_normal_mean_test(values, 0.01)
+    two = unit_normal_mean_test(values, 0.01, alternative="two-sided")
+    assert not one.rejected and two.rejected
+    assert two.p_value == pytest.approx(2 * st.norm.sf(4.0))
+    assert unit_normal_mean_test([0.4] * 100, 0.01, alternative="two-sided").p_value == pytest.approx(two.p_value)
+    with pytest.raises(ValueError):
+        unit_normal_mean_test(values, 0.01, alternative="less")

@@ -68,16 +68,21 @@ def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPH
     sign = 1.0 if direction == "lower_is_better" else -1.0
     worsening = sign * (s_new - s_old)
     se = math.sqrt(se_new**2 + se_old**2)
+    turned_failing = old.get("outcome") == "passed" and new.get("outcome") in ("failed", "error")
     if se == 0:
-        worse = worsening > 0 and old.get("outcome") == "passed" and new.get("outcome") in ("failed", "error")
-        z, p = (math.inf if worsening > 0 else 0.0), (0.0 if worsening > 0 else 1.0)
+        # Exact scores: no z-statistic (None, so the JSON report stays valid); only the verdict counts.
+        z, p = None, (0.0 if worsening > 0 else 1.0)
+        worse = worsening > 0 and turned_failing
     else:
         z = worsening / se
         p = float(st.norm.sf(z))
-        worse = p < alpha
+        # A verdict that turns from pass to fail is a regression even when the score moved the
+        # other way (e.g. a GUS that overshoots to a strongly negative mean fails the two-sided test).
+        worse = p < alpha or turned_failing
     status = "regressed" if worse else ("improved" if (se and -worsening / se > st.norm.isf(alpha)) else "same")
+    zp = f"z = {z:.2f}, p = {p:.2g}" if z is not None else "exact score"
     message = (f"regression against baseline: score {s_new:.4g} ± {se_new:.2g} vs baseline {s_old:.4g} ± {se_old:.2g} "
-               f"({direction.replace('_', ' ')}; z = {z:.2f}, p = {p:.2g} < {alpha:g})") if worse else ""
+               f"({direction.replace('_', ' ')}; {zp}; outcome {old.get('outcome')} -> {new.get('outcome')})") if worse else ""
     return {**out, "regressed": worse, "status": status, "z": z, "p_value": p, "message": message}
 
 

@@ -143,15 +143,28 @@ def pytest_configure(config: pytest.Config) -> None:
     if conformance not in config.args:
         explicit = config.args_source == pytest.Config.ArgsSource.ARGS
         config.args = [*config.args, conformance] if explicit else [conformance]
-    # Under xdist, keep all checks of one (unlearner, scenario, seed) on one worker so that
-    # they share one unlearn() call (cases carry an xdist_group mark).
-    if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"
+    # Under xdist, all checks of one (unlearner, scenario, seed, budget) go to one worker so that
+    # they share one unlearn() call: see pytest_xdist_make_scheduler below.
     if not hasattr(config, "workerinput"):
         from .report import ReportCollector
 
         config.stash[collector_key] = ReportCollector(options={k: v for k, v in settings.items() if k != "scenarios"})
         config.pluginmanager.register(_ReportHooks(config), "unlearn-audit-report")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule audit cases by their parameter id, so that each case's checks share a worker.
+
+    xdist's own `--dist loadgroup` relies on rewriting node ids, which pytest 9 no longer allows
+    (xdist 3.8 writes `item._nodeid`, pytest 9 reads `item._id`), so we group by the id instead.
+    Other tests (a user's own, run beside the suite) are scheduled one by one, as with `--dist load`.
+    """
+    if settings_key not in config.stash or config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from .xdist_scheduling import AuditCaseScheduling
+
+    return AuditCaseScheduling(config, log)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -100,9 +100,10 @@ class ReportCollector:
         }
 
     def write(self, path: Path) -> None:
+        """Atomically write the report; non-finite numbers become null (strict JSON)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.document(), indent=2, allow_nan=False))
+        tmp.write_text(json.dumps(_finite(self.document()), indent=2, allow_nan=False))
         tmp.replace(path)
 
     def table(self, width: int | None = None, color: bool = False) -> str:
@@ -130,6 +131,16 @@ class ReportCollector:
         return buf.getvalue()
 
 
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
+
+
 def _num(v: Any) -> str:
     if v is None:
         return ""
@@ -151,7 +162,7 @@ def _case_from_nodeid(nodeid: str) -> dict[str, Any] | None:
     """Best effort for tests that errored before the case recorded itself: parse the test id."""
     if "[" not in nodeid or "::test_" not in nodeid:
         return None
-    name, _, rest = nodeid.rpartition("::")[2].partition("[")
+    name, _, rest = nodeid.rpartition("::")[2].partition("@")[0].partition("[")
     rest = rest.rstrip("]")
     budget = None
     if "-budget" in rest:

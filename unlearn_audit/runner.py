@@ -11,6 +11,7 @@ hang, return NaN weights or another architecture, modify its inputs) ends as an
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 import traceback
@@ -63,9 +64,13 @@ class ExampleGradientCounter:
 
     def _hook_for(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            # Cancellation outlives the run: a timed-out method that keeps going is stopped at
+            # its next forward pass, even after the harness has stopped counting.
+            if self.cancelled:
+                raise UnlearnerCancelled("unlearner exceeded its time limit")
             if not self.active:
                 return
-            if self.cancelled or time.monotonic() > self.deadline:
+            if time.monotonic() > self.deadline:
                 self.cancelled = True
                 raise UnlearnerCancelled("unlearner exceeded its time limit")
             if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
@@ -104,11 +109,13 @@ def run_unlearner(
     device: torch.device,
     exempt_from_budget: bool = False,
 ) -> UnlearnOutcome:
-    budget = Budget(budget_fraction, int(budget_fraction * fixture.recipe.training.example_gradients(fixture.num_train)))
+    total = fixture.recipe.training.example_gradients(fixture.num_train)
+    budget = Budget(budget_fraction, math.floor(budget_fraction * total + 1e-9))  # 0.7 * 43110 is 30176.999...
     counter = ExampleGradientCounter(deadline=time.monotonic() + timeout)
+    build = fixture.factory  # the closure must not reach the fixture (its secret, its reference models)
 
     def counted_factory() -> nn.Module:
-        return counter.attach(fixture.factory()).to(device)
+        return counter.attach(build()).to(device)
 
     forget, retain = fixture.forget_set(), fixture.retain_set()
     data_before = tensor_fingerprint({"fx": forget.inputs, "fy": forget.labels, "rx": retain.inputs, "ry": retain.labels})
@@ -150,6 +157,9 @@ def run_unlearner(
     def failed(message: str) -> UnlearnOutcome:
         return UnlearnOutcome(None, spent, seconds, budget, message, exempt_from_budget)
 
+    # Checked first and on every path: a method that raised or hung may still have touched it.
+    if fixture.fingerprint() != fixture_before:
+        return failed("the fixture held by the harness changed while unlearn() ran; a method must not touch it")
     if counter.cancelled or thread.is_alive():
         note = "" if not thread.is_alive() else " (it is still running in a background thread and could not be stopped)"
         return failed(f"unlearn() did not finish within the time limit of {timeout:.0f} s (--audit-timeout){note}")
@@ -160,13 +170,17 @@ def run_unlearner(
     arch_problem = same_architecture(returned, fixture.original)
     if arch_problem:
         return failed(f"unlearn() returned an unusable model: {arch_problem}")
-    strip_counter_hooks(returned)
     bad = nonfinite_tensors(returned)
     if bad:
         return failed(f"unlearn() returned a model with NaN/Inf values in {len(bad)} tensors, e.g. {bad[:3]}")
     data_after = tensor_fingerprint({"fx": forget.inputs, "fy": forget.labels, "rx": retain.inputs, "ry": retain.labels})
     if data_after != data_before:
         return failed("unlearn() modified the request's forget/retain data in place; a method must treat it as read-only")
-    if fixture.fingerprint() != fixture_before:
-        return failed("the fixture held by the harness changed while unlearn() ran; a method must not touch it")
-    return UnlearnOutcome(returned.eval(), spent, seconds, budget, None, exempt_from_budget)
+    # Audit a private copy of the returned weights in a fresh model of the fixture's architecture:
+    # no hooks, frozen flags, dtype or shared identity of the method's object survive into the checks.
+    try:
+        audited = build().to(device)
+        audited.load_state_dict(returned.state_dict())
+    except (RuntimeError, TypeError, ValueError) as exc:
+        return failed(f"unlearn() returned weights that do not load into the architecture: {exc}")
+    return UnlearnOutcome(audited.eval(), spent, seconds, budget, None, exempt_from_budget)

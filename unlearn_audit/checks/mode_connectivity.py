@@ -22,6 +22,7 @@ import torch
 from scipy import stats as st
 
 from ..interpolation import interpolate, parameter_distance, per_sample_loss
+from ..training import predict
 from .base import CheckContext, CheckResult
 from .poison import measure_poison
 
@@ -33,15 +34,14 @@ def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[s
     x, y = f.tensors["test_x"], f.tensors["test_y"]
 
     def compute() -> dict[str, Any]:
-        start = f.original.to(next(end.parameters()).device)
+        start = f.original  # never moved: the path lives on its device (interpolate copies `end` there)
         alphas = [i / (points - 1) for i in range(points)]
         losses, accs, poison = [], [], []
         for a in alphas:
             m = interpolate(start, end, a)
             ls = per_sample_loss(m, x, y)
             losses.append(ls)
-            with torch.no_grad():
-                accs.append(float((m(x.to(next(m.parameters()).device)).argmax(1).cpu() == y).float().mean()))
+            accs.append(float((predict(m, x) == y).float().mean()))
             poison.append(measure_poison(ctx, m).value)
         l0, l1 = losses[0], losses[-1]
         excess = [ls - ((1 - a) * l0 + a * l1) for a, ls in zip(alphas, losses)]

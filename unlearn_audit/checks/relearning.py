@@ -8,8 +8,8 @@ reference undergoes the identical attack (same examples, same batch order). The 
 then measured again: attack success on held-out triggered inputs (backdoor), or mean GUS on the
 forget-set poisons that were *not* given to the attacker (Gaussian; exact N(0,1) null for retrain).
 
-Rule: at each k, a one-sided test at alpha / len(sizes) (Bonferroni), as in the removal checks:
-backdoor, excess of attack success over retrain's beyond `margin` (Newcombe-Wilson); Gaussian,
+Rule: at each k, a test at alpha / len(sizes) (Bonferroni), as in the removal checks: backdoor,
+one-sided excess of attack success over retrain's beyond `margin` (Newcombe-Wilson); Gaussian,
 mean GUS != 0 (exact two-sided z-test, as in `gaussian_leakage`). The check fails if any k fails.
 """
 
@@ -45,8 +45,9 @@ def relearn_curves(ctx: CheckContext, model: torch.nn.Module, k: int, positions:
             last["final"] = pm
             return pm.value
 
+        # The attack runs on the audited model's device for method and retrain alike.
         curve = relearn(model, data, f.recipe.training, steps=steps, seed=derived_seed(f.seed, f"relearn-{k}"),
-                        measure=measure, eval_every=eval_every, device=next(model.parameters()).device)
+                        measure=measure, eval_every=eval_every, device=next(ctx.model.parameters()).device)
         return {"curve": curve, "final": last["final"]}
 
     return ctx.measure(model, f"relearn-{k}-{steps}", compute)
@@ -79,7 +80,10 @@ def run(ctx: CheckContext) -> CheckResult:
             failed, strength = test.rejected, test.lower_bound - margin
         else:
             z = m.value * math.sqrt(m.n)  # exact: held-out scores are N(0, 1) when the poison is gone
-            failed, strength = float(2 * st.norm.sf(abs(z))) < level, abs(z) - float(st.norm.isf(level / 2))
+            if not math.isfinite(z):  # no usable score: cannot show the poison is gone
+                failed, strength = True, math.inf
+            else:
+                failed, strength = float(2 * st.norm.sf(abs(z))) < level, abs(z) - float(st.norm.isf(level / 2))
         entry = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
                  "failed": failed, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
         per_size.append(entry)
