@@ -22,7 +22,7 @@ from .checks import CheckContext, CheckResult, get_check
 from .fixture import Fixture
 from .recipes import ScenarioRecipe, load_profile_recipes
 from .runner import UnlearnOutcome, run_unlearner
-from .scenario_build import derived_seed
+from .scenario_build import derived_seed, validate_attack
 from .specs import resolve_unlearner
 
 
@@ -64,7 +64,10 @@ class AuditSession:
         if key not in self._fixtures:
             recipe = self.recipes[scenario]
             path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed))
-            self._fixtures[key] = Fixture.load(recipe, seed, path)
+            fixture = Fixture.load(recipe, seed, path)
+            # Re-validate with the recipe's current thresholds (they are not part of the cache key).
+            fixture.meta["validation"] = validate_attack(recipe, fixture.original, fixture.retrain, fixture.tensors)
+            self._fixtures[key] = fixture
         return self._fixtures[key]
 
     def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
