@@ -179,7 +179,8 @@ def run_unlearner(
     # Audit a private copy of the returned weights in a fresh model of the fixture's architecture:
     # no hooks, frozen flags, dtype or shared identity of the method's object survive into the checks.
     try:
-        audited = build().to(device)
+        with torch.random.fork_rng(devices=[]):  # its throwaway initialisation must not move the global RNG
+            audited = build().to(device)
         audited.load_state_dict(returned.state_dict())
     except (RuntimeError, TypeError, ValueError) as exc:
         return failed(f"unlearn() returned weights that do not load into the architecture: {exc}")
