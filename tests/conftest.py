@@ -37,3 +37,15 @@ def audit_env(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every audit run in this test at the shared, pre-built cache."""
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tiny_cache))
     return tiny_cache
+
+
+@pytest.fixture(scope="session")
+def fixtures(tiny_cache: Path) -> dict:
+    """The loaded seed-0 `gaussian` and `backdoor` fixtures, for tests that run methods directly."""
+    from unlearn_audit.cache import FixtureCache
+    from unlearn_audit.fixture import Fixture
+    from unlearn_audit.recipes import load_profile_recipes
+
+    recipes = load_profile_recipes("tiny")
+    cache = FixtureCache(tiny_cache)
+    return {name: Fixture.load(recipes[name], 0, cache.get_or_build(recipes[name], 0)) for name in ("gaussian", "backdoor")}

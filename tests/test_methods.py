@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_audit.cache import FixtureCache
 from unlearn_audit.fixture import Fixture
 from unlearn_audit.methods import (
     SCRUB,
@@ -24,7 +23,6 @@ from unlearn_audit.methods import (
 )
 from unlearn_audit.models import nonfinite_tensors, small_cnn
 from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
-from unlearn_audit.recipes import load_profile_recipes
 from unlearn_audit.runner import ExampleGradientCounter, run_unlearner
 
 CPU = torch.device("cpu")
@@ -52,13 +50,6 @@ def method_id(method) -> str:
 
 def flat(model: nn.Module) -> torch.Tensor:
     return torch.cat([t.flatten().float() for t in model.state_dict().values()])
-
-
-@pytest.fixture(scope="module")
-def fixtures(tiny_cache) -> dict[str, Fixture]:
-    recipes = load_profile_recipes("tiny")
-    cache = FixtureCache(tiny_cache)
-    return {name: Fixture.load(recipes[name], 0, cache.get_or_build(recipes[name], 0)) for name in ("gaussian", "backdoor")}
 
 
 def run(method, fixture: Fixture):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .case import PROPERTY_KEY
+from .jsonsafe import finite
 
 SCHEMA_VERSION = 1
 
@@ -103,7 +104,7 @@ class ReportCollector:
         """Atomically write the report; non-finite numbers become null (strict JSON)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(_finite(self.document()), indent=2, allow_nan=False))
+        tmp.write_text(json.dumps(finite(self.document()), indent=2, allow_nan=False))
         tmp.replace(path)
 
     def table(self, width: int | None = None, color: bool = False) -> str:
@@ -129,16 +130,6 @@ class ReportCollector:
         buf = StringIO()
         Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(table)
         return buf.getvalue()
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
 
 
 def _num(v: Any) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from ..jsonsafe import finite
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,16 +32,7 @@ class CheckResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        def clean(v: Any) -> Any:
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-
-        return clean(asdict(self))
+        return finite(asdict(self))
 
     def explain(self) -> str:
         """The text a failing test shows: score, uncertainty, reference, rule."""
