@@ -295,7 +295,10 @@ class _ReportHooks:
             return
         tr = terminalreporter
         tr.section("unlearn-audit")
-        tr.write(collector.table(width=max(tr._tw.fullwidth, 120), color=tr.hasmarkup))
+        # A terminal gets its own width; a log file (CI) gets room for every column.
+        isatty = bool(getattr(tr, "isatty", False))
+        width = max(tr._tw.fullwidth, 120) if isatty else 170
+        tr.write(collector.table(width=width, color=tr.hasmarkup))
         path = self.config.getoption("audit_report")
         if path:
             tr.write_line(f"unlearn-audit: JSON report written to {path}")
