@@ -10,6 +10,13 @@ from .gradient_canceling import (
     gradpc,
     make_gradient_canceling,
 )
+from .witches_brew import (
+    WitchesBrewPoison,
+    brew_poisons,
+    gradient_matching_loss,
+    make_witches_brew,
+    select_low_margin_targets,
+)
 
 __all__ = [
     "GaussianPoison",
@@ -23,4 +30,9 @@ __all__ = [
     "make_backdoor",
     "make_gaussian_poison",
     "make_gradient_canceling",
+    "make_witches_brew",
+    "WitchesBrewPoison",
+    "brew_poisons",
+    "gradient_matching_loss",
+    "select_low_margin_targets",
 ]

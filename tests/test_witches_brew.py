@@ -1,0 +1,133 @@
+"""Unit tests for the Witches' Brew attack (`unlearn_audit.attacks.witches_brew`) on tiny synthetic tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from unlearn_audit.attacks.witches_brew import (
+    WitchesBrewPoison,
+    brew_poisons,
+    gradient_matching_loss,
+    make_witches_brew,
+    select_low_margin_targets,
+)
+from unlearn_audit.models import small_cnn
+
+N, SHAPE, CLASSES = 64, (1, 8, 8), 4
+EPS = 16 / 255
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def surrogate(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return small_cnn(SHAPE, CLASSES, channels=[4, 8])
+
+
+@pytest.fixture
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.rand((N, *SHAPE), generator=gen(1)), torch.arange(N) % CLASSES
+
+
+def brew_args(data, steps=30, restarts=1, seed=0, eps=EPS):
+    x, y = data
+    base = torch.nonzero(y == 2).flatten()[:6]
+    return dict(
+        surrogates=[surrogate(0), surrogate(1)],
+        base_x=x[base],
+        base_y=y[base],
+        target_x=x[:1],
+        adversarial_y=torch.tensor([2]),
+        epsilon=eps,
+        steps=steps,
+        restarts=restarts,
+        generator=gen(seed),
+    )
+
+
+def test_matching_loss_in_range_and_differentiable(data) -> None:
+    x, y = data
+    model = surrogate(0).eval()
+    px = x[:8].clone().requires_grad_(True)
+    loss = gradient_matching_loss(model, px, y[:8], x[8:9], torch.tensor([1]))
+    assert 0 <= float(loss.detach()) <= 2
+    (grad,) = torch.autograd.grad(loss, px)
+    assert grad.abs().sum() > 0
+    # Identical poison and target batches with the same labels: gradients coincide, loss 0.
+    same = gradient_matching_loss(model, x[:4], y[:4], x[:4], y[:4])
+    assert float(same.detach()) == pytest.approx(0, abs=1e-5)
+
+
+def test_brewing_decreases_loss_and_respects_bounds(data) -> None:
+    args = brew_args(data)
+    poisoned, info = brew_poisons(**args)
+    curve = info["loss_curve"]
+    assert len(curve) == args["steps"] + 1
+    assert all(0 <= v <= 2 for v in curve)
+    assert curve[-1] < curve[0]
+    delta = poisoned - args["base_x"]
+    assert delta.abs().max() <= EPS + 1e-6
+    assert poisoned.min() >= 0 and poisoned.max() <= 1 + 1e-6
+    # Surrogates are left in their original (training) mode.
+    assert all(m.training for m in args["surrogates"])
+
+
+def test_deterministic_for_same_seed(data) -> None:
+    a, info_a = brew_poisons(**brew_args(data, steps=5, seed=3))
+    b, info_b = brew_poisons(**brew_args(data, steps=5, seed=3))
+    c, _ = brew_poisons(**brew_args(data, steps=5, seed=4))
+    assert torch.equal(a, b) and info_a["loss_curve"] == info_b["loss_curve"]
+    assert not torch.equal(a, c)
+
+
+def test_restarts_keep_best(data) -> None:
+    _, info = brew_poisons(**brew_args(data, steps=5, restarts=3))
+    losses = info["restart_losses"]
+    assert len(losses) == 3
+    assert info["best_restart"] == min(range(3), key=losses.__getitem__)
+    assert info["final_loss"] == min(losses) == info["loss_curve"][-1]
+
+
+@pytest.mark.parametrize("eps", [0.0, -0.1])
+def test_bad_epsilon_raises(data, eps: float) -> None:
+    with pytest.raises(ValueError, match="epsilon"):
+        brew_poisons(**brew_args(data, eps=eps))
+
+
+def test_select_low_margin_targets(data) -> None:
+    x, y = data
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, CLASSES))
+    idx = select_low_margin_targets(model, x, y, k=5)
+    logits = model(x).detach()
+    pred = logits.argmax(1)
+    assert (pred[idx] == y[idx]).all()
+    top2 = logits.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]  # for correct points, true logit minus best other
+    assert torch.all(margin[idx][1:] >= margin[idx][:-1])
+    correct = torch.nonzero(pred == y).flatten()
+    assert margin[idx].max() <= margin[correct].sort().values[4] + 1e-6
+    with pytest.raises(ValueError):
+        select_low_margin_targets(model, x, y, k=N + 1)
+
+
+def test_make_witches_brew(data) -> None:
+    x, y = data
+    poisoned, secret = make_witches_brew(
+        x, y, [surrogate(0)], x[:1], torch.tensor([0]), adversarial_class=3,
+        num_poisons=5, epsilon=EPS, steps=3, restarts=1, generator=gen(0),
+    )
+    assert isinstance(secret, WitchesBrewPoison)
+    assert (y[secret.indices] == 3).all() and len(secret.indices) == 5
+    assert torch.allclose(poisoned[secret.indices], x[secret.indices] + secret.delta)
+    others = torch.ones(N, dtype=torch.bool)
+    others[secret.indices] = False
+    assert torch.equal(poisoned[others], x[others])
+    assert secret.delta.abs().max() <= EPS + 1e-6
+    assert secret.adversarial_class == 3 and secret.target_indices.tolist() == [0]
+    with pytest.raises(ValueError):
+        make_witches_brew(x, y, [surrogate(0)], x[:1], torch.tensor([0]), 3, 17, EPS, 3, 1, gen(0))

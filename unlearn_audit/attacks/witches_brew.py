@@ -1,0 +1,247 @@
+"""Witches' Brew: clean-label targeted poisoning by gradient matching (Geiping et al., ICLR 2021).
+
+The attacker wants a model trained on the poisoned set to assign one (or a few) chosen test
+images, the *targets*, to an *adversarial class*. It takes a small budget of training images of
+that class, keeps their (correct) labels, and adds to each a perturbation bounded in L-inf by
+epsilon. The perturbations are optimised so that, on surrogate models, the parameter gradient of
+the training loss on the poisons points in the same direction as the gradient of the
+*adversarial* loss (cross-entropy of the targets with the adversarial label). Training then
+descends the adversarial loss while it fits the poisons, which look like ordinary, correctly
+labelled images.
+
+What the paper specifies (CIFAR-10, ResNet-18): a budget of 1% to 1.5% of the training set,
+epsilon 16/255, 240 steps of signed Adam with step-decay, 8 random restarts keeping the best
+loss, the cosine "alignment" loss summed over all parameters, and (optionally) an ensemble of
+surrogates. Pawelczyk et al. use it as the targeted poison in their unlearning audit.
+
+What `tiny` needs (see DESIGN.md, "Witches' Brew on tiny"): random test targets of the digits
+data sit far from the decision boundary, and brews against them never succeeded even when the
+alignment loss reached 0.03-0.1. Targets that a clean model classifies correctly with the
+*smallest logit margin* (`select_low_margin_targets`), a larger budget (about 5%), epsilon
+32/255 and an ensemble of 2 surrogates fool fresh-init victims about half the time. Nothing here
+is digits-specific: everything works on N x C x H x W tensors with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class WitchesBrewPoison:
+    """The attack's secret. Labels are untouched (clean-label), so only inputs are poisoned."""
+
+    indices: torch.Tensor  # long, (k,): poisoned training indices, all of the adversarial class
+    delta: torch.Tensor  # float, (k, *input_shape): the perturbation added to each poison
+    target_indices: torch.Tensor  # long, (t,): indices of the targets in the test set
+    adversarial_class: int
+    epsilon: float  # L-inf bound on delta
+    final_loss: float  # alignment loss of the kept restart, averaged over the surrogate ensemble
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _adversarial_gradient(model: nn.Module, target_x: torch.Tensor, adversarial_y: torch.Tensor) -> list[torch.Tensor]:
+    """Gradient of CE(model(target_x), adversarial_y): fixed during brewing, so no graph is kept."""
+    loss = F.cross_entropy(model(target_x), adversarial_y)
+    return [g.detach() for g in torch.autograd.grad(loss, _params(model))]
+
+
+def _matching_loss(
+    model: nn.Module, poison_x: torch.Tensor, poison_y: torch.Tensor, target_grad: list[torch.Tensor]
+) -> torch.Tensor:
+    """1 - cosine between the poison gradient (differentiable w.r.t. poison_x) and `target_grad`.
+
+    Inner product and norms are summed over all parameters, as in the paper: one cosine for the
+    whole parameter vector, not an average of per-layer cosines.
+    """
+    loss = F.cross_entropy(model(poison_x), poison_y)
+    poison_grad = torch.autograd.grad(loss, _params(model), create_graph=True)
+    dot = sum((pg * tg).sum() for pg, tg in zip(poison_grad, target_grad))
+    poison_norm = sum(pg.pow(2).sum() for pg in poison_grad).sqrt()
+    target_norm = sum(tg.pow(2).sum() for tg in target_grad).sqrt()
+    return 1 - dot / (poison_norm * target_norm).clamp_min(1e-12)
+
+
+def gradient_matching_loss(
+    model: nn.Module,
+    poison_x: torch.Tensor,
+    poison_y: torch.Tensor,
+    target_x: torch.Tensor,
+    adversarial_y: torch.Tensor,
+) -> torch.Tensor:
+    """The Witches' Brew alignment loss, in [0, 2]; 0 when the two gradients point the same way.
+
+    The poison side is built with `create_graph=True`, so the result is differentiable w.r.t.
+    `poison_x`. The model is used in whatever mode it is in (`brew_poisons` puts surrogates in
+    eval mode, so batch norm uses running statistics and the loss does not depend on how the
+    poisons are batched).
+    """
+    return _matching_loss(model, poison_x, poison_y, _adversarial_gradient(model, target_x, adversarial_y))
+
+
+def _check_brew_args(epsilon: float, steps: int, restarts: int, surrogates: list[nn.Module]) -> None:
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if not surrogates:
+        raise ValueError("need at least one surrogate model")
+
+
+def brew_poisons(
+    surrogates: list[nn.Module],
+    base_x: torch.Tensor,
+    base_y: torch.Tensor,
+    target_x: torch.Tensor,
+    adversarial_y: torch.Tensor,
+    epsilon: float,
+    steps: int,
+    restarts: int,
+    generator: torch.Generator,
+    lr: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Optimise perturbations of `base_x` that minimise the alignment loss; return (poisoned_x, info).
+
+    Optimiser: *signed Adam*, as in the paper's reference implementation: the gradient w.r.t.
+    delta is replaced by its sign before an Adam step, and after each step delta is projected
+    back onto the L-inf ball of radius `epsilon` and onto the box that keeps `base_x + delta`
+    in [0, 1]. `lr` is relative to epsilon (step size `lr * epsilon`, as the reference code
+    scales its tau), so one setting serves any epsilon; it decays by 10x at 3/8, 5/8 and 7/8 of
+    the steps, as in the paper.
+
+    The loss is averaged over the surrogate ensemble. Surrogates are put in eval mode while
+    brewing (restored afterwards) and their parameters are never changed; the target gradient
+    of each is computed once. Each of the `restarts` starts from delta uniform in the epsilon
+    ball, drawn from `generator`; the restart with the lowest final loss is kept.
+
+    info: "restart_losses" (final loss of each restart), "best_restart", "loss_curve" (the
+    kept restart's loss before each step, then after the last one: `steps + 1` values),
+    "final_loss".
+    """
+    _check_brew_args(epsilon, steps, restarts, surrogates)
+    base_x = base_x.detach()
+    modes = [m.training for m in surrogates]
+    for m in surrogates:
+        m.eval()
+    try:
+        target_grads = [_adversarial_gradient(m, target_x, adversarial_y) for m in surrogates]
+
+        def ensemble_loss(delta: torch.Tensor) -> torch.Tensor:
+            x = base_x + delta
+            return torch.stack([_matching_loss(m, x, base_y, g) for m, g in zip(surrogates, target_grads)]).mean()
+
+        def project(delta: torch.Tensor) -> torch.Tensor:
+            return torch.maximum(torch.minimum(delta.clamp(-epsilon, epsilon), 1 - base_x), -base_x)
+
+        milestones = [round(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
+        best: tuple[float, int, torch.Tensor, list[float]] | None = None
+        restart_losses: list[float] = []
+        for r in range(restarts):
+            init = (torch.rand(base_x.shape, generator=generator) * 2 - 1) * epsilon
+            delta = project(init.to(base_x.dtype)).requires_grad_(True)
+            optimiser = torch.optim.Adam([delta], lr=lr * epsilon)
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
+            curve: list[float] = []
+            for _ in range(steps):
+                loss = ensemble_loss(delta)
+                curve.append(float(loss.detach()))
+                (grad,) = torch.autograd.grad(loss, delta)
+                delta.grad = grad.sign()
+                optimiser.step()
+                scheduler.step()
+                with torch.no_grad():
+                    delta.copy_(project(delta))
+            final = float(ensemble_loss(delta).detach())
+            curve.append(final)
+            restart_losses.append(final)
+            if best is None or final < best[0]:
+                best = (final, r, delta.detach().clone(), curve)
+    finally:
+        for m, mode in zip(surrogates, modes):
+            m.train(mode)
+    assert best is not None
+    final, r, delta, curve = best
+    info = {"restart_losses": restart_losses, "best_restart": r, "loss_curve": curve, "final_loss": final}
+    return base_x + delta, info
+
+
+@torch.no_grad()
+def select_low_margin_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the `k` correctly classified points with the smallest logit margin, smallest first.
+
+    Margin = logit of the true class minus the largest other logit (> 0 iff correct). On `tiny`
+    random digits test points sit far from the decision boundary and no brew flipped them; the
+    low-margin ones are flippable with a realistic budget (DESIGN.md). The model is evaluated
+    in eval mode and its mode restored.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+    finally:
+        model.train(was_training)
+    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
+    others = logits.scatter(1, y.view(-1, 1), float("-inf")).max(dim=1).values
+    margin = true - others
+    correct = torch.nonzero(margin > 0).flatten()
+    if k > len(correct):
+        raise ValueError(f"only {len(correct)} correctly classified points, asked for {k}")
+    order = torch.argsort(margin[correct], stable=True)
+    return correct[order[:k]]
+
+
+def make_witches_brew(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    surrogates: list[nn.Module],
+    target_x: torch.Tensor,
+    target_indices: torch.Tensor,
+    adversarial_class: int,
+    num_poisons: int,
+    epsilon: float,
+    steps: int,
+    restarts: int,
+    generator: torch.Generator,
+    lr: float = 0.1,
+) -> tuple[torch.Tensor, WitchesBrewPoison]:
+    """Return (poisoned copy of `train_x`, secret). Labels are not changed.
+
+    Poisons are drawn at random (from `generator`) among training images of the adversarial
+    class, as in the paper: their correct label is the adversarial one, so the perturbation only
+    has to push the gradient, not fight the label. Then `brew_poisons` brews them against all
+    of `target_x` jointly (DESIGN.md uses one target per brew). Paper settings for CIFAR-10:
+    1.5% budget, epsilon 16/255, 240 steps, 8 restarts; `tiny`: low-margin targets, about 5%,
+    32/255, 2 surrogates.
+    """
+    _check_brew_args(epsilon, steps, restarts, surrogates)
+    candidates = torch.nonzero(train_y == adversarial_class).flatten()
+    if not 0 < num_poisons <= len(candidates):
+        raise ValueError(f"num_poisons must be in [1, {len(candidates)}], got {num_poisons}")
+    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:num_poisons]].sort().values
+    adversarial_y = torch.full((len(target_x),), int(adversarial_class), dtype=torch.long)
+    brewed, info = brew_poisons(
+        surrogates, train_x[chosen], train_y[chosen], target_x, adversarial_y, epsilon, steps, restarts, generator, lr
+    )
+    poisoned = train_x.clone()
+    poisoned[chosen] = brewed
+    secret = WitchesBrewPoison(
+        chosen,
+        brewed - train_x[chosen],
+        torch.as_tensor(target_indices, dtype=torch.long).flatten(),
+        int(adversarial_class),
+        float(epsilon),
+        float(info["final_loss"]),
+    )
+    return poisoned, secret
