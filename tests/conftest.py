@@ -49,3 +49,25 @@ def fixtures(tiny_cache: Path) -> dict:
     recipes = load_profile_recipes("tiny")
     cache = FixtureCache(tiny_cache)
     return {name: Fixture.load(recipes[name], 0, cache.get_or_build(recipes[name], 0)) for name in ("gaussian", "backdoor")}
+
+
+@pytest.fixture(scope="session")
+def unlearn_sanely():
+    """Run a method on a request and assert what every method owes: a finite model of the same
+    architecture, and the request's data left as it was. Returns the model."""
+    from torch import nn
+
+    from unlearn_audit.models import nonfinite_tensors
+
+    def run(method, request):
+        model = request.model_factory()
+        reference = {k: v.shape for k, v in model.state_dict().items()}
+        data = (request.forget.inputs, request.forget.labels, request.retain.inputs, request.retain.labels)
+        before = [t.clone() for t in data]
+        out = method.unlearn(model, request)
+        assert isinstance(out, nn.Module) and not nonfinite_tensors(out)
+        assert {k: v.shape for k, v in out.state_dict().items()} == reference
+        assert all(torch.equal(a, b) for a, b in zip(before, data))
+        return out
+
+    return run

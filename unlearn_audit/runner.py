@@ -15,7 +15,7 @@ import math
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -38,7 +38,7 @@ class UnlearnOutcome:
     budget: Budget
     error: str | None = None
     exempt_from_budget: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
+    fixture_tampered: bool = False  # the harness's in-memory fixture changed: reload it before reuse
 
     @property
     def ok(self) -> bool:
@@ -159,7 +159,9 @@ def run_unlearner(
 
     # Checked first and on every path: a method that raised or hung may still have touched it.
     if fixture.fingerprint() != fixture_before:
-        return failed("the fixture held by the harness changed while unlearn() ran; a method must not touch it")
+        outcome = failed("the fixture held by the harness changed while unlearn() ran; a method must not touch it")
+        outcome.fixture_tampered = True
+        return outcome
     if counter.cancelled or thread.is_alive():
         note = "" if not thread.is_alive() else " (it is still running in a background thread and could not be stopped)"
         return failed(f"unlearn() did not finish within the time limit of {timeout:.0f} s (--audit-timeout){note}")

@@ -96,7 +96,7 @@ class AuditSession:
                 exempt_from_budget=type(unlearner) is Retrain,  # the reference itself, not a subclass
             )
             o = self._outcomes[key]
-            if o.error and "fixture held by the harness changed" in o.error:
+            if o.fixture_tampered:
                 del self._fixtures[(scenario, seed)]  # reload a clean copy from disk for later cases
             problems = self.cache.verify_path(fixture.path)
             if problems:

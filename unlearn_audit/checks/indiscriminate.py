@@ -15,9 +15,9 @@ guarantees that the poisoned original itself fails it.
 
 from __future__ import annotations
 
-from ..stats import Proportion, excess_test
+from ..stats import Proportion
 from .base import CheckContext, CheckResult
-from .utility import clean_test_correct
+from .utility import accuracy_below_retrain, clean_test_correct
 
 NAME = "indiscriminate_restored"
 
@@ -29,19 +29,13 @@ def damage_repaired(unlearned: float, original: float, retrain: float) -> float:
 
 
 def run(ctx: CheckContext) -> CheckResult:
-    alpha = float(ctx.options.get("alpha", 0.01))
-    margin = float(ctx.options.get("margin", 0.05))
-    mine = clean_test_correct(ctx, ctx.model)
-    ref = clean_test_correct(ctx, ctx.fixture.retrain)
+    a, b, test, alpha, margin = accuracy_below_retrain(ctx)
     orig = clean_test_correct(ctx, ctx.fixture.original)
-    a = Proportion(int(ref.sum()), len(ref))
-    b = Proportion(int(mine.sum()), len(mine))
     o = Proportion(int(orig.sum()), len(orig))
-    test = excess_test(a, b, margin, alpha)  # how far below retrain
     repaired = damage_repaired(b.value, o.value, a.value)
     rule = (
         f"fail if retrain's clean test accuracy exceeds the method's by more than {margin:g}, one-sided at "
-        f"alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={len(mine)})"
+        f"alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={b.trials})"
     )
     message = (
         f"the indiscriminate poison's damage is still there: test accuracy {b.value:.3f} vs retrain {a.value:.3f} "

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attacks import apply_trigger
-from ..metrics import correct, gaussian_unlearning_scores, hits_target
+from ..metrics import correct, gaussian_unlearning_scores
 from ..stats import Proportion, unit_normal_mean_test
 from .base import CheckContext
+from .targeted_removed import triggered_hits
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,7 @@ def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: 
     kind = ctx.fixture.recipe.attack["kind"]
     t = ctx.fixture.tensors
     if kind == "backdoor":
-        a = ctx.fixture.recipe.attack
-        mask = t["test_y"] != a["target_class"]
-        hits = hits_target(model, apply_trigger(t["test_x"][mask], a["patch_size"], a["patch_value"]), a["target_class"])
+        hits = triggered_hits(ctx.fixture, model)
         p = Proportion(int(hits.sum()), len(hits))
         return PoisonMeasurement(p.value, p.stderr, p.trials, p.successes)
     if kind == "gaussian":

@@ -6,6 +6,8 @@ Wilson interval; compared with retrain's rate on the same inputs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..attacks import apply_trigger
@@ -14,19 +16,25 @@ from ..stats import Proportion, excess_test
 from .base import CheckContext, CheckResult
 from .utility import clean_test_accuracy
 
+if TYPE_CHECKING:
+    from ..fixture import Fixture
+
 NAME = "targeted_removed"
 
 
+def triggered_hits(fixture: "Fixture", model: torch.nn.Module) -> torch.Tensor:
+    """Per-input attack success on the triggered held-out test inputs of the non-target classes (not memoised:
+    the relearning attack measures one model object as it changes)."""
+    a = fixture.recipe.attack
+    t = fixture.tensors
+    mask = t["test_y"] != a["target_class"]
+    triggered = apply_trigger(t["test_x"][mask], a["patch_size"], a["patch_value"])
+    return hits_target(model, triggered, a["target_class"])
+
+
 def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
-    a = ctx.fixture.recipe.attack
-    t = ctx.fixture.tensors
-
-    def compute() -> torch.Tensor:
-        mask = t["test_y"] != a["target_class"]
-        triggered = apply_trigger(t["test_x"][mask], a["patch_size"], a["patch_value"])
-        return hits_target(model, triggered, a["target_class"])
-
-    return ctx.measure(model, "attack_hits", compute)
+    """`triggered_hits`, memoised per (unchanging) model for the checks of one case."""
+    return ctx.measure(model, "attack_hits", lambda: triggered_hits(ctx.fixture, model))
 
 
 def run(ctx: CheckContext) -> CheckResult:

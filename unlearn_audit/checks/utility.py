@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..metrics import correct
-from ..stats import Proportion, excess_test
+from ..stats import ExcessTest, Proportion, excess_test
 from .base import CheckContext, CheckResult
 
 NAME = "utility_preserved"
@@ -24,17 +24,25 @@ def clean_test_accuracy(ctx: CheckContext, model: torch.nn.Module) -> float:
     return float(clean_test_correct(ctx, model).float().mean())
 
 
-def run(ctx: CheckContext) -> CheckResult:
+def accuracy_below_retrain(ctx: CheckContext) -> tuple[Proportion, Proportion, ExcessTest, float, float]:
+    """(retrain's accuracy, the method's, the one-sided test of the gap against the margin, alpha, margin).
+
+    Shared by `utility_preserved` and `indiscriminate_restored`, which apply the same rule.
+    """
     alpha = float(ctx.options.get("alpha", 0.01))
     margin = float(ctx.options.get("margin", 0.05))
     mine = clean_test_correct(ctx, ctx.model)
     ref = clean_test_correct(ctx, ctx.fixture.retrain)
     a = Proportion(int(ref.sum()), len(ref))
     b = Proportion(int(mine.sum()), len(mine))
-    test = excess_test(a, b, margin, alpha)  # how far below retrain
+    return a, b, excess_test(a, b, margin, alpha), alpha, margin
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    a, b, test, alpha, margin = accuracy_below_retrain(ctx)
     rule = (
         f"fail if retrain's test accuracy exceeds the method's by more than {margin:g}, "
-        f"one-sided at alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={len(mine)})"
+        f"one-sided at alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={b.trials})"
     )
     message = (
         f"test accuracy {b.value:.3f} is significantly more than {margin:g} below retrain's {a.value:.3f} "
