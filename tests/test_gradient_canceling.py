@@ -200,7 +200,7 @@ def test_fast_build_stores_poisons_as_the_forget_set_and_validates(radius: float
     base = t["secret.base_indices"]
     assert torch.equal(t["clean_train_x"][n:], split.train_x[base]) and torch.equal(t["train_y"][n:], split.train_y[base])
     assert set(built.weights) == {"original", "retrain", "target"}
-    assert {"attacker's clean", "GradPC target", "gradient-canceling poison", "original", "retrain"} <= stages
+    assert {"attacker's clean model", "GradPC target", "gradient-canceling poison", "original model", "retrain model"} <= stages
     v = built.meta["validation"]
     assert {"original_test_accuracy", "retrain_test_accuracy", "accuracy_drop", "accuracy_drop_lower_bound",
             "original_parameter_norm", "effective", "rule"} <= set(v)

@@ -94,7 +94,7 @@ def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytes
 def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "audit.json"
     result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--audit-report", str(report), "-rA",
-                                "-k", "not gradient_canceling")
+                                "-k", "not gradient_canceling and not witches_brew")
     result.assert_outcomes(passed=4, failed=6)
     out = result.stdout.str()
     for needle in ("gaussian_leakage: FAIL", "targeted_removed: FAIL", "score", "retrain", "rule", "two-sided z-test",
@@ -123,7 +123,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
 
 
 def test_retrain_passes_and_is_exempt_from_budget(pytester: pytest.Pytester, audit_env: Path) -> None:
-    result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs", "-k", "not gradient_canceling")
+    result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs", "-k", "not gradient_canceling and not witches_brew")
     result.assert_outcomes(passed=8, skipped=2)
     assert "exempt" in result.stdout.str()
 
@@ -238,7 +238,7 @@ def test_function_and_instance_specs(pytester: pytest.Pytester, audit_env: Path)
     )
     pytester.syspathinsert()
     result = pytester.runpytest("--unlearner", "mine:noop", "--unlearner", "mine:INSTANCE", "--unlearner", "mine:make",
-                                "-k", "targeted")
+                                "-k", "targeted and backdoor")
     result.assert_outcomes(failed=3)
 
 
@@ -256,7 +256,7 @@ def test_first_run_builds_with_progress_then_reuses_cache(pytester: pytest.Pytes
 
 def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path) -> None:
     pytest.importorskip("xdist")
-    args = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientAscent", "-k", "not gradient_canceling"]
+    args = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientAscent", "-k", "not gradient_canceling and not witches_brew"]
     serial_report = pytester.path / "serial.json"
     xdist_report = pytester.path / "xdist.json"
     pytester.runpytest_subprocess(*args, "--audit-report", str(serial_report))

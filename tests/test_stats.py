@@ -281,3 +281,28 @@ def test_two_sided_unit_normal_mean_test() -> None:
     assert unit_normal_mean_test([0.4] * 100, 0.01, alternative="two-sided").p_value == pytest.approx(two.p_value)
     with pytest.raises(ValueError):
         unit_normal_mean_test(values, 0.01, alternative="less")
+
+
+def test_prediction_test_size_under_the_null() -> None:
+    """A new draw from the references' own normal population is rejected at rate alpha."""
+    from unlearn_audit.stats import prediction_test
+
+    rng = np.random.default_rng(11)
+    draws = rng.normal(3.0, 2.0, size=(4000, 9))
+    rate = sum(prediction_test(float(row[0]), row[1:].tolist(), alpha=0.05).rejected for row in draws) / len(draws)
+    assert 0.04 <= rate <= 0.06, rate
+
+
+def test_prediction_test_values_and_power() -> None:
+    from unlearn_audit.stats import prediction_test
+
+    refs = [0.0, 1.0, 2.0, 3.0]  # mean 1.5, sd 1.29
+    t = prediction_test(6.0, refs, alpha=0.01)
+    scale = st.tstd(refs) * math.sqrt(1 + 1 / 4)
+    assert t.t == pytest.approx(4.5 / scale)
+    assert t.p_value == pytest.approx(st.t.sf(4.5 / scale, df=3))
+    assert prediction_test(20.0, refs, alpha=0.01).rejected
+    assert not prediction_test(-20.0, refs, alpha=0.01).rejected  # one-sided: below the clean models is fine
+    assert prediction_test(1.0, [1.0, 1.0], alpha=0.01).p_value == 1.0
+    with pytest.raises(ValueError, match="at least 2"):
+        prediction_test(1.0, [1.0], alpha=0.01)

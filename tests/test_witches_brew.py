@@ -8,9 +8,12 @@ from torch import nn
 
 from unlearn_audit.attacks.witches_brew import (
     WitchesBrewPoison,
+    adversarial_margins,
+    brew_for_targets,
     brew_poisons,
     gradient_matching_loss,
     make_witches_brew,
+    runner_up_classes,
     select_low_margin_targets,
 )
 from unlearn_audit.models import small_cnn
@@ -131,3 +134,63 @@ def test_make_witches_brew(data) -> None:
     assert secret.adversarial_class == 3 and secret.target_indices.tolist() == [0]
     with pytest.raises(ValueError):
         make_witches_brew(x, y, [surrogate(0)], x[:1], torch.tensor([0]), 3, 17, EPS, 3, 1, gen(0))
+
+
+def test_adversarial_margins_sign_matches_prediction(data) -> None:
+    x, _ = data
+    model = surrogate(3).eval()
+    adv = torch.arange(len(x)) % CLASSES
+    margins = adversarial_margins(model, x, adv)
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    assert torch.equal(margins > 0, predicted == adv)
+    assert margins.shape == (len(x),)
+
+
+def test_runner_up_is_never_the_label(data) -> None:
+    x, y = data
+    runner_up = runner_up_classes(surrogate(4), x, y)
+    assert not (runner_up == y).any()
+    assert ((runner_up >= 0) & (runner_up < CLASSES)).all()
+
+
+def test_brew_for_targets_disjoint_clean_label_within_epsilon(data) -> None:
+    x, y = data
+    targets = torch.tensor([0, 1, 5])
+    adv = torch.tensor([2, 2, 3])
+    poisoned, secret = brew_for_targets(
+        x, y, [surrogate(0)], x[targets], targets, adv, poisons_per_target=4, epsilon=EPS, steps=5, restarts=1,
+        generator=gen(0),
+    )
+    assert len(secret.indices) == 12 and len(torch.unique(secret.indices)) == 12  # disjoint sets
+    assert torch.equal(secret.indices, secret.indices.sort().values)
+    # each poison has its target's adversarial class as its (unchanged) label
+    assert torch.equal(y[secret.indices], adv[secret.poison_target])
+    changed = (poisoned != x).flatten(1).any(1)
+    assert set(torch.nonzero(changed).flatten().tolist()) <= set(secret.indices.tolist())
+    assert (poisoned - x).abs().max() <= EPS + 1e-6
+    assert poisoned.min() >= 0 and poisoned.max() <= 1
+    assert len(secret.final_losses) == 3
+
+
+def test_brew_for_targets_reports_an_exhausted_class(data) -> None:
+    x, y = data
+    with pytest.raises(ValueError, match="unused training images of class 2"):
+        brew_for_targets(x, y, [surrogate(0)], x[:2], torch.tensor([0, 1]), torch.tensor([2, 2]),
+                         poisons_per_target=10, epsilon=EPS, steps=1, restarts=1, generator=gen(0))
+
+
+def test_select_targets_with_several_models_requires_all_correct(data) -> None:
+    x, y = data
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(nn.Sequential(nn.Flatten(), nn.Linear(64, CLASSES)))
+    with torch.no_grad():
+        right = [(m.eval()(x).argmax(1) == y) for m in models]
+    both = int((right[0] & right[1]).sum())
+    assert both > 0
+    idx = select_low_margin_targets(models, x, y, k=both)
+    assert all(bool(r[idx].all()) for r in right)
+    with pytest.raises(ValueError, match="every model"):
+        select_low_margin_targets(models, x, y, k=both + 1)

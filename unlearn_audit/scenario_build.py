@@ -13,13 +13,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .attacks import apply_trigger, gradient_canceling_attack, make_backdoor, make_gaussian_poison
+from .attacks import (
+    apply_trigger,
+    brew_for_targets,
+    gradient_canceling_attack,
+    make_backdoor,
+    make_gaussian_poison,
+    runner_up_classes,
+    select_low_margin_targets,
+)
 from .data import load_split
 from .metrics import correct, gaussian_unlearning_scores, hits_target
 from .models import model_factory
 from .protocol import ExampleSet
 from .recipes import ScenarioRecipe
 from .stats import Proportion, excess_test, unit_normal_mean_test
+from .targets import target_margins, validated_targets
 from .training import seeded_model, train
 
 ProgressCallback = Callable[[str, int, int, float], None]
@@ -71,6 +80,12 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         secret.update(gc["secret"])
         extra_weights["target"] = gc["target"]
         extra_meta["attack"] = gc["meta"]
+    elif kind == "witches_brew":
+        wb = _witches_brew(recipe, split, seed, attack_gen, progress)
+        train_x, forget = wb["train_x"], wb["forget"]
+        train_y = split.train_y.clone()
+        secret.update(wb["secret"])
+        extra_meta["attack"] = wb["meta"]
     else:
         raise ValueError(f"unknown attack kind {kind!r} in recipe {recipe.profile}/{recipe.name}")
 
@@ -82,7 +97,7 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     def fit(stage: str, data: ExampleSet) -> nn.Module:
         t0 = time.perf_counter()
         model = seeded_model(factory, derived_seed(seed, f"{stage}-init"))
-        cb = (lambda e, n, s: progress(stage, e, n, s)) if progress else None
+        cb = (lambda e, n, s: progress(f"{stage} model", e, n, s)) if progress else None
         train(model, data, recipe.training, generator=torch.Generator().manual_seed(derived_seed(seed, f"{stage}-order")), on_epoch=cb)
         timings[stage] = time.perf_counter() - t0
         return model
@@ -91,6 +106,13 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     # same initialisation stays nearly mode-connected to the original, which is not the gold standard).
     original = fit("original", ExampleSet(train_x, train_y))
     retrain = fit("retrain", ExampleSet(train_x[keep], train_y[keep]))
+    if kind == "witches_brew":
+        # More clean models, trained exactly as retrain but from other seeds: the null distribution of
+        # the target margins that `targeted_removed` compares a method with. Only their margins are kept.
+        references = [fit(f"reference {j + 1}", ExampleSet(train_x[keep], train_y[keep]))
+                      for j in range(int(recipe.attack["reference_models"]))]
+        probe = {"test_x": split.test_x, "test_y": split.test_y, **{f"secret.{k}": v for k, v in secret.items()}}
+        secret["reference_margins"] = torch.stack([target_margins(m, probe) for m in references])
 
     tensors = {
         "train_x": train_x.contiguous(),
@@ -128,7 +150,7 @@ def _gradient_canceling(
     clean = seeded_model(factory, derived_seed(seed, "attacker-init"))
     train(clean, ExampleSet(split.train_x, split.train_y), recipe.training,
           generator=torch.Generator().manual_seed(derived_seed(seed, "attacker-order")),
-          on_epoch=(lambda e, total, s: progress("attacker's clean", e, total, s)) if progress else None)
+          on_epoch=(lambda e, total, s: progress("attacker's clean model", e, total, s)) if progress else None)
     clean_seconds = time.perf_counter() - t0
     attack = gradient_canceling_attack(
         clean, split.train_x, split.train_y, max(1, round(float(a["poison_fraction"]) * n)), float(a["radius"]), generator,
@@ -149,6 +171,58 @@ def _gradient_canceling(
         "forget": torch.arange(n, n + k),
         "secret": {"base_indices": attack.secret.base_indices},
         "target": {name: v.detach().clone() for name, v in attack.target.state_dict().items()},
+        "meta": meta,
+    }
+
+
+def _witches_brew(
+    recipe: ScenarioRecipe, split: Any, seed: int, generator: torch.Generator, progress: ProgressCallback | None
+) -> dict[str, Any]:
+    """Witches' Brew (Geiping et al. 2021; Pawelczyk et al. Sec. 4.1): the attacker trains its own clean
+    surrogates, picks the test points they classify correctly with the smallest margin, and brews one
+    poison set per target from training images of the target's runner-up class (the adversarial class).
+
+    Poisoned images replace their clean versions in the training set (labels unchanged), so
+    `clean_train_x` is the unpoisoned training set and the forget set is every poisoned index.
+    """
+    a = recipe.attack
+    factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
+    t0 = time.perf_counter()
+    surrogates = []
+    for i in range(int(a["surrogates"])):
+        model = seeded_model(factory, derived_seed(seed, f"surrogate-{i}-init"))
+        stage = f"attacker's surrogate model {i + 1}"
+        train(model, ExampleSet(split.train_x, split.train_y), recipe.training,
+              generator=torch.Generator().manual_seed(derived_seed(seed, f"surrogate-{i}-order")),
+              on_epoch=(lambda e, n, s, stage=stage: progress(stage, e, n, s)) if progress else None)
+        surrogates.append(model)
+    surrogate_seconds = time.perf_counter() - t0
+    num_targets = int(a["num_targets"])
+    targets = select_low_margin_targets(surrogates, split.test_x, split.test_y, num_targets)
+    adversarial = runner_up_classes(surrogates, split.test_x[targets], split.test_y[targets])
+    t0 = time.perf_counter()
+    poisoned_x, brew = brew_for_targets(
+        split.train_x, split.train_y, surrogates, split.test_x[targets], targets, adversarial,
+        poisons_per_target=max(1, round(float(a["budget"]) * len(split.train_y))),
+        epsilon=float(a["epsilon"]) / 255, steps=int(a["steps"]), restarts=int(a["restarts"]), generator=generator,
+        lr=float(a.get("lr", 0.1)),
+        on_target=(lambda done, total: progress("Witches' Brew poisons, targets", done, total, time.perf_counter() - t0))
+        if progress else None,
+    )
+    meta = {
+        "alignment_losses": brew.final_losses,
+        "poisons": len(brew.indices),
+        "max_perturbation": float((poisoned_x - split.train_x).abs().max()),
+        "seconds": {"surrogates": surrogate_seconds, "brewing": time.perf_counter() - t0},
+    }
+    return {
+        "train_x": poisoned_x,
+        "forget": brew.indices,
+        "secret": {
+            "target_indices": brew.target_indices,
+            "adversarial_classes": brew.adversarial_classes,
+            "poison_target": brew.poison_target,
+        },
         "meta": meta,
     }
 
@@ -195,5 +269,18 @@ def validate_attack(
             effective=bool(finite and drop.difference >= needed and drop.rejected),
             rule=(f"the poisoned original is finite, its test accuracy is >= {needed:g} below retrain's and it fails "
                   f"indiscriminate_restored (gap lower bound > {margin:g} at alpha={alpha:g})"),
+        )
+    elif kind == "witches_brew":
+        needed = int(recipe.options("targeted_removed").get("min_validated_targets", 3))
+        kept = validated_targets(original, retrain, tensors)
+        reference = tensors["secret.reference_margins"] > 0
+        report.update(
+            targets=len(kept),
+            original_attack_success=float((target_margins(original, tensors) > 0).float().mean()),
+            retrain_attack_success=float((target_margins(retrain, tensors) > 0).float().mean()),
+            reference_attack_success=float(reference.float().mean()),
+            validated_targets=int(kept.sum()),
+            effective=bool(int(kept.sum()) >= needed),
+            rule=f"at least {needed} targets fooled on the poisoned original and classified correctly by retrain",
         )
     return report

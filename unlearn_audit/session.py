@@ -74,7 +74,7 @@ class AuditSession:
         if self.progress is None:
             return None
         report = self.progress
-        return lambda stage, done, total, secs: report(f"{scenario} seed {seed}: {stage} model", done, total, secs)
+        return lambda stage, done, total, secs: report(f"{scenario} seed {seed}: {stage}", done, total, secs)
 
     # -- the unlearner ----------------------------------------------------------------------
     def outcome(self, spec: str, scenario: str, seed: int, budget: float | None = None) -> UnlearnOutcome:

@@ -114,3 +114,42 @@ def unit_normal_mean_test(values: "list[float]", alpha: float, alternative: str 
     z = mean / se
     p = float(_st.norm.sf(z)) if alternative == "greater" else float(2 * _st.norm.sf(abs(z)))
     return ZTest(mean, se, n, z, p, alpha)
+
+
+@dataclass(frozen=True)
+class PredictionTest:
+    """Is `value` larger than a new draw from the population that `references` sample?
+
+    t = (value - mean) / (sd * sqrt(1 + 1/n)) has Student's t distribution with n - 1 degrees
+    of freedom when value and references are i.i.d. normal: the classical prediction interval,
+    which carries both the spread of the population and the uncertainty of its estimated mean.
+    """
+
+    value: float
+    reference_mean: float
+    prediction_sd: float  # sd * sqrt(1 + 1/n)
+    n: int
+    t: float
+    p_value: float
+    alpha: float
+
+    @property
+    def rejected(self) -> bool:
+        return self.p_value < self.alpha
+
+
+def prediction_test(value: float, references: "list[float]", alpha: float) -> PredictionTest:
+    """One-sided (H1: value is above the reference population) prediction test; needs >= 2 references."""
+    n = len(references)
+    if n < 2:
+        raise ValueError(f"a prediction test needs at least 2 references, got {n}")
+    mean = sum(references) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in references) / (n - 1))
+    scale = sd * math.sqrt(1 + 1 / n)
+    if scale > 0:
+        t = (value - mean) / scale
+        p = float(_st.t.sf(t, df=n - 1))
+    else:  # identical references: any excess is infinitely significant, none is not
+        t = math.inf if value > mean else (-math.inf if value < mean else 0.0)
+        p = 0.0 if value > mean else 1.0
+    return PredictionTest(value, mean, scale, n, t, p, alpha)

@@ -11,10 +11,14 @@ from .gradient_canceling import (
     make_gradient_canceling,
 )
 from .witches_brew import (
+    MultiTargetBrew,
     WitchesBrewPoison,
+    adversarial_margins,
+    brew_for_targets,
     brew_poisons,
     gradient_matching_loss,
     make_witches_brew,
+    runner_up_classes,
     select_low_margin_targets,
 )
 
@@ -31,8 +35,12 @@ __all__ = [
     "make_gaussian_poison",
     "make_gradient_canceling",
     "make_witches_brew",
+    "MultiTargetBrew",
     "WitchesBrewPoison",
+    "adversarial_margins",
+    "brew_for_targets",
     "brew_poisons",
     "gradient_matching_loss",
+    "runner_up_classes",
     "select_low_margin_targets",
 ]

@@ -25,7 +25,7 @@ is digits-specific: everything works on N x C x H x W tensors with values in [0,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -176,29 +176,38 @@ def brew_poisons(
 
 
 @torch.no_grad()
-def select_low_margin_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+def select_low_margin_targets(
+    model: nn.Module | list[nn.Module], x: torch.Tensor, y: torch.Tensor, k: int
+) -> torch.Tensor:
     """Indices of the `k` correctly classified points with the smallest logit margin, smallest first.
 
     Margin = logit of the true class minus the largest other logit (> 0 iff correct). On `tiny`
     random digits test points sit far from the decision boundary and no brew flipped them; the
-    low-margin ones are flippable with a realistic budget (DESIGN.md). The model is evaluated
-    in eval mode and its mode restored.
+    low-margin ones are flippable with a realistic budget (DESIGN.md). Given several models (the
+    attacker's surrogates), a point must be classified correctly by every one of them and is
+    ranked by its mean margin: points that one clean model gets barely right are often wrong on
+    another clean model, and such a target cannot show what the poison did. Models are evaluated
+    in eval mode and their modes restored.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    was_training = model.training
-    model.eval()
-    try:
-        logits = model(x)
-    finally:
-        model.train(was_training)
-    true = logits.gather(1, y.view(-1, 1)).squeeze(1)
-    others = logits.scatter(1, y.view(-1, 1), float("-inf")).max(dim=1).values
-    margin = true - others
-    correct = torch.nonzero(margin > 0).flatten()
+    models = model if isinstance(model, list) else [model]
+    margins = []
+    for m in models:
+        was_training = m.training
+        m.eval()
+        try:
+            logits = m(x)
+        finally:
+            m.train(was_training)
+        true = logits.gather(1, y.view(-1, 1)).squeeze(1)
+        others = logits.scatter(1, y.view(-1, 1), float("-inf")).max(dim=1).values
+        margins.append(true - others)
+    stacked = torch.stack(margins)
+    correct = torch.nonzero((stacked > 0).all(dim=0)).flatten()
     if k > len(correct):
-        raise ValueError(f"only {len(correct)} correctly classified points, asked for {k}")
-    order = torch.argsort(margin[correct], stable=True)
+        raise ValueError(f"only {len(correct)} points classified correctly by every model, asked for {k}")
+    order = torch.argsort(stacked.mean(dim=0)[correct], stable=True)
     return correct[order[:k]]
 
 
@@ -243,5 +252,120 @@ def make_witches_brew(
         int(adversarial_class),
         float(epsilon),
         float(info["final_loss"]),
+    )
+    return poisoned, secret
+
+
+@torch.no_grad()
+def adversarial_margins(model: nn.Module, x: torch.Tensor, adversarial_classes: torch.Tensor) -> torch.Tensor:
+    """Logit of each input's adversarial class minus its largest other logit (> 0 iff the attack succeeds).
+
+    A continuous measure of how far a model is pushed towards the attacker's goal: on `tiny` a
+    handful of targets give a success *count* with almost no power, whereas the margin moves by
+    several logits under the poison. Evaluated in eval mode, on the model's device; mode restored.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        logits = model(x.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    adv = adversarial_classes.view(-1, 1).to(torch.long)
+    own = logits.gather(1, adv).squeeze(1)
+    others = logits.scatter(1, adv, float("-inf")).max(dim=1).values
+    return own - others
+
+
+@torch.no_grad()
+def runner_up_classes(model: nn.Module | list[nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """For each input, the class with the largest logit other than its label (logits averaged over
+    several models): the cheapest flip, so the natural adversarial class for a target."""
+    models = model if isinstance(model, list) else [model]
+    total = torch.zeros(())
+    for m in models:
+        was_training = m.training
+        m.eval()
+        try:
+            total = total + m(x)
+        finally:
+            m.train(was_training)
+    return total.scatter(1, y.view(-1, 1), float("-inf")).argmax(dim=1)
+
+
+@dataclass(frozen=True)
+class MultiTargetBrew:
+    """Several independent brews in one training set: one poison set per target.
+
+    `indices` lists every poisoned training index (sorted); `poison_target[i]` is the position
+    (in `target_indices`) of the target that poison `indices[i]` was brewed for.
+    """
+
+    indices: torch.Tensor  # long (k_total,)
+    poison_target: torch.Tensor  # long (k_total,)
+    target_indices: torch.Tensor  # long (t,): positions of the targets in the test set
+    adversarial_classes: torch.Tensor  # long (t,)
+    epsilon: float
+    final_losses: list[float]  # alignment loss of each target's brew
+
+
+def brew_for_targets(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    surrogates: list[nn.Module],
+    target_x: torch.Tensor,
+    target_indices: torch.Tensor,
+    adversarial_classes: torch.Tensor,
+    poisons_per_target: int,
+    epsilon: float,
+    steps: int,
+    restarts: int,
+    generator: torch.Generator,
+    lr: float = 0.1,
+    on_target: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, MultiTargetBrew]:
+    """Brew a separate, disjoint poison set for each target; return (poisoned copy of `train_x`, secret).
+
+    One target per brew, as in the paper's main experiments: a joint brew against several
+    targets needs a far larger budget per target. Each target's poisons are drawn at random from
+    the training images of its adversarial class that no earlier target took, so the sets never
+    overlap and the labels stay correct. `on_target(done, total)` reports progress.
+    """
+    _check_brew_args(epsilon, steps, restarts, surrogates)
+    if poisons_per_target < 1:
+        raise ValueError(f"poisons_per_target must be >= 1, got {poisons_per_target}")
+    if not len(target_x) == len(target_indices) == len(adversarial_classes):
+        raise ValueError("target_x, target_indices and adversarial_classes must have the same length")
+    poisoned = train_x.clone()
+    taken = torch.zeros(len(train_y), dtype=torch.bool)
+    chosen_all, owner, losses = [], [], []
+    for t in range(len(target_x)):
+        cls = int(adversarial_classes[t])
+        candidates = torch.nonzero((train_y == cls) & ~taken).flatten()
+        if len(candidates) < poisons_per_target:
+            raise ValueError(
+                f"target {t}: only {len(candidates)} unused training images of class {cls}, need {poisons_per_target}"
+            )
+        chosen = candidates[torch.randperm(len(candidates), generator=generator)[:poisons_per_target]].sort().values
+        taken[chosen] = True
+        brewed, info = brew_poisons(
+            surrogates, train_x[chosen], train_y[chosen], target_x[t : t + 1],
+            torch.tensor([cls], dtype=torch.long), epsilon, steps, restarts, generator, lr,
+        )
+        poisoned[chosen] = brewed
+        chosen_all.append(chosen)
+        owner.append(torch.full((len(chosen),), t, dtype=torch.long))
+        losses.append(float(info["final_loss"]))
+        if on_target is not None:
+            on_target(t + 1, len(target_x))
+    indices = torch.cat(chosen_all)
+    order = torch.argsort(indices)
+    secret = MultiTargetBrew(
+        indices[order],
+        torch.cat(owner)[order],
+        torch.as_tensor(target_indices, dtype=torch.long).flatten(),
+        torch.as_tensor(adversarial_classes, dtype=torch.long).flatten(),
+        float(epsilon),
+        losses,
     )
     return poisoned, secret

@@ -12,6 +12,8 @@ import torch
 from ..metrics import correct, gaussian_unlearning_scores
 from ..stats import Proportion, unit_normal_mean_test
 from .base import CheckContext
+from ..targets import target_margins
+from .clean_label import validated
 from .targeted_removed import triggered_hits
 
 
@@ -25,7 +27,7 @@ class PoisonMeasurement:
 
 def poison_name(ctx: CheckContext) -> str:
     return {"gaussian": "mean GUS", "backdoor": "attack success",
-            "gradient_canceling": "clean test error"}[ctx.fixture.recipe.attack["kind"]]
+            "gradient_canceling": "clean test error", "witches_brew": "attack success on the validated targets"}[ctx.fixture.recipe.attack["kind"]]
 
 
 def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: torch.Tensor | None = None) -> PoisonMeasurement:
@@ -47,5 +49,9 @@ def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: 
     if kind == "gradient_canceling":
         errors = ~correct(model, t["test_x"], t["test_y"])
         p = Proportion(int(errors.sum()), len(errors))
+        return PoisonMeasurement(p.value, p.stderr, p.trials, p.successes)
+    if kind == "witches_brew":
+        hits = target_margins(model, t)[validated(ctx)] > 0
+        p = Proportion(int(hits.sum()), len(hits))
         return PoisonMeasurement(p.value, p.stderr, p.trials, p.successes)
     raise ValueError(f"no poison metric for attack kind {kind!r}")

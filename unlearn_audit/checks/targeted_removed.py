@@ -38,6 +38,10 @@ def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    if ctx.fixture.recipe.attack["kind"] == "witches_brew":
+        from . import clean_label
+
+        return clean_label.run(ctx)
     alpha = float(ctx.options.get("alpha", 0.01))
     margin = float(ctx.options.get("margin", 0.05))
     mine = attack_hits(ctx, ctx.model)

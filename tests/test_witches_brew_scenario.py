@@ -1,0 +1,99 @@
+"""The `witches_brew` scenario: fixture build (attack as part of the build, validated) and the
+clean-label `targeted_removed` check on the real tiny fixture."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+METHODS = "unlearn_audit.methods"
+
+FAST_RECIPE = """
+[scenario]
+name = "wb_fast"
+checks = ["targeted_removed", "utility_preserved", "budget_respected"]
+[data]
+source = "digits"
+image_size = 8
+[model]
+architecture = "mlp"
+hidden = [32]
+[training]
+epochs = 3
+[attack]
+kind = "witches_brew"
+num_targets = 3
+budget = 0.01
+epsilon = 16
+steps = 4
+restarts = 1
+surrogates = 1
+reference_models = 2
+[checks.targeted_removed]
+min_validated_targets = 1
+"""
+
+
+def test_fast_build_poisons_clean_labels_within_epsilon_and_is_deterministic() -> None:
+    from unlearn_audit.data import load_split
+    from unlearn_audit.recipes import parse_recipe
+    from unlearn_audit.scenario_build import build_scenario
+
+    recipe = parse_recipe("tiny", FAST_RECIPE)
+    stages: set[str] = set()
+    built = build_scenario(recipe, 0, progress=lambda stage, done, total, s: stages.add(stage))
+    split = load_split("digits", image_size=8)
+    t = built.tensors
+    k = round(0.01 * len(split.train_y))
+    forget = t["forget_indices"]
+    assert len(forget) == 3 * k and len(torch.unique(forget)) == 3 * k
+    # Clean-label: the training labels and set are unchanged; only the forget rows' inputs moved, within epsilon.
+    assert torch.equal(t["train_y"], split.train_y) and torch.equal(t["clean_train_x"], split.train_x)
+    moved = (t["train_x"] != split.train_x).flatten(1).any(1)
+    assert set(torch.nonzero(moved).flatten().tolist()) <= set(forget.tolist())
+    assert (t["train_x"] - split.train_x).abs().max() <= 16 / 255 + 1e-6
+    # Each poison belongs to a target and carries that target's adversarial class as its label.
+    adv, owner = t["secret.adversarial_classes"], t["secret.poison_target"]
+    assert torch.equal(t["train_y"][forget], adv[owner])
+    assert (adv != t["test_y"][t["secret.target_indices"]]).all()
+    assert t["secret.reference_margins"].shape == (2, 3)
+    assert {"attacker's surrogate model 1", "Witches' Brew poisons, targets", "original model", "retrain model",
+            "reference 1 model", "reference 2 model"} <= stages
+    v = built.meta["validation"]
+    assert {"targets", "original_attack_success", "retrain_attack_success", "reference_attack_success",
+            "validated_targets", "effective", "rule"} <= set(v)
+    assert v["targets"] == 3 and 0 <= v["validated_targets"] <= 3
+    assert v["effective"] is (v["validated_targets"] >= 1)
+    assert len(built.meta["attack"]["alignment_losses"]) == 3
+    again = build_scenario(recipe, 0)
+    assert all(torch.equal(t[name], again.tensors[name]) for name in t)
+
+
+def test_shipped_recipe() -> None:
+    from unlearn_audit.checks import CHECK_MODULES
+    from unlearn_audit.recipes import load_profile_recipes
+
+    recipe = load_profile_recipes("tiny")["witches_brew"]
+    assert recipe.attack["kind"] == "witches_brew" and recipe.attack["reference_models"] >= 2
+    assert "targeted_removed" in recipe.checks and set(recipe.checks) <= set(CHECK_MODULES)
+
+
+def test_noop_fails_and_retrain_passes_on_the_real_fixture(pytester: pytest.Pytester, audit_env: Path) -> None:
+    report = pytester.path / "audit.json"
+    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:Retrain",
+                                "--audit-report", str(report), "-k", "witches_brew and targeted")
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "the poison still works" in out and "prediction t-test" in out
+    results = {r["unlearner"].rsplit(":", 1)[1]: r for r in json.loads(report.read_text())["results"]}
+    noop, retrain = results["NoOp"], results["Retrain"]
+    assert noop["outcome"] == "failed" and retrain["outcome"] == "passed"
+    k = noop["details"]["validated_targets"]
+    assert k >= 3 and noop["details"]["attack_success"] == 1.0  # validated targets are exactly those the original fools
+    assert noop["score"] == pytest.approx(noop["details"]["original_mean_margin"])
+    assert noop["score"] > noop["reference"] > retrain["score"] - 10
+    lo, hi = noop["details"]["attack_success_interval_95"]
+    assert lo < 1.0 == hi  # few targets: an honest, wide interval
