@@ -93,7 +93,7 @@ def test_noop_fails_and_retrain_passes_on_the_real_fixture(pytester: pytest.Pyte
     assert noop["outcome"] == "failed" and retrain["outcome"] == "passed"
     k = noop["details"]["validated_targets"]
     assert k >= 3 and noop["details"]["attack_success"] == 1.0  # validated targets are exactly those the original fools
-    assert noop["score"] == pytest.approx(noop["details"]["original_mean_margin"])
-    assert noop["score"] > noop["reference"] > retrain["score"] - 10
+    assert noop["score"] == pytest.approx(noop["details"]["original_soft_attack_success"])
+    assert 0.5 < noop["score"] <= 1 and 0 <= retrain["score"] < noop["score"]
     lo, hi = noop["details"]["attack_success_interval_95"]
     assert lo < 1.0 == hi  # few targets: an honest, wide interval

@@ -271,7 +271,7 @@ def validate_attack(
                   f"indiscriminate_restored (gap lower bound > {margin:g} at alpha={alpha:g})"),
         )
     elif kind == "witches_brew":
-        needed = int(recipe.options("targeted_removed").get("min_validated_targets", 3))
+        needed = max(1, int(recipe.options("targeted_removed").get("min_validated_targets", 3)))
         kept = validated_targets(original, retrain, tensors)
         reference = tensors["secret.reference_margins"] > 0
         report.update(

@@ -4,13 +4,18 @@ A fixture has only a handful of validated targets (the poisoned original is fool
 the retrain reference is right), so the success *count* has almost no power: 4 of 4 against 0
 of 4 is not significant at alpha 0.01. The poison's effect is continuous, though: it raises each
 target's adversarial margin (logit of the adversarial class minus the largest other logit) by
-several logits. The score is the mean adversarial margin over the validated targets.
+one to several logits. The score is the *soft attack success*: the mean over the validated
+targets of sigmoid(margin), which is 0.5 at the decision boundary, near 1 when the attack
+succeeds with confidence and near 0 when the target is safely classified. The sigmoid keeps one
+very confidently correct target (a margin of -8) from dominating the mean: with raw margins such
+outliers among the clean models widened the null so much that NoOp passed on 2 of 5 seeds (this
+choice was made after looking at seeds 0-4, and then checked on fresh seeds; see the README).
 
 What a clean model's score looks like varies a lot from one training run to the next (the
 targets are chosen near the decision boundary), so one retrain model is not a reference: the
 fixture holds the margins of `reference_models` more models retrained without the poisons from
 other seeds (not the retrain reference that selected the targets, so the selection does not
-bias them). Rule: fail if the method's mean margin is above that clean population, one-sided
+bias them). Rule: fail if the method's score is above that clean population, one-sided
 prediction t-test at alpha (`stats.prediction_test`). Under the null (the method's model is like
 a model retrained from scratch) this is exact for normal scores; `Retrain` itself is such a
 model, so it fails with probability alpha.
@@ -44,20 +49,21 @@ def run(ctx: CheckContext) -> CheckResult:
     mask = validated(ctx)
     k = int(mask.sum())
     mine = margins(ctx, ctx.model)[mask]
-    refs = ctx.fixture.tensors["secret.reference_margins"][:, mask]
-    reference_scores = refs.mean(dim=1).tolist()
-    score = float(mine.mean())
-    stderr = float(mine.std(unbiased=True) / k**0.5) if k > 1 else None
-    test = prediction_test(score, reference_scores, alpha)
+    soft = torch.sigmoid(mine)
+    reference_scores = torch.sigmoid(ctx.fixture.tensors["secret.reference_margins"][:, mask])
+    score = float(soft.mean())
+    stderr = float(soft.std(unbiased=True) / k**0.5) if k > 1 else None
+    test = prediction_test(score, reference_scores.mean(dim=1).tolist(), alpha)
     success = Proportion(int((mine > 0).sum()), k)
-    ref_success = Proportion(int((refs > 0).sum()), refs.numel())
+    ref_success = Proportion(int((reference_scores > 0.5).sum()), reference_scores.numel())
     rule = (
-        f"fail if the mean adversarial margin on the {k} validated targets is above that of models retrained "
-        f"without the poisons (n={test.n} clean references), one-sided prediction t-test at alpha={alpha:g}"
+        f"fail if the soft attack success (mean sigmoid of the adversarial margin) on the {k} validated targets is "
+        f"above that of models retrained without the poisons (n={test.n} clean references), one-sided prediction "
+        f"t-test at alpha={alpha:g}"
     )
     message = (
-        f"the poison still works: mean adversarial margin {score:.3f} vs clean models {test.reference_mean:.3f} "
-        f"(t={test.t:.2f}, p={test.p_value:.2g}); attack succeeds on {success.successes}/{k} targets "
+        f"the poison still works: soft attack success {score:.3f} vs clean models {test.reference_mean:.3f} "
+        f"(t={test.t:.2f}, p={test.p_value:.2g}); the attack succeeds on {success.successes}/{k} targets "
         f"(clean models {ref_success.value:.0%}, original {k}/{k})"
         if test.rejected
         else ""
@@ -68,7 +74,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "attack_success": success.value,
         "attack_success_interval_95": list(success.interval),
         "clean_reference_attack_success": ref_success.value,
-        "original_mean_margin": float(margins(ctx, ctx.fixture.original)[mask].mean()),
+        "original_soft_attack_success": float(torch.sigmoid(margins(ctx, ctx.fixture.original)[mask]).mean()),
         "validated_targets": k,
         "target_margins": mine.tolist(),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
