@@ -136,7 +136,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 
 def test_fast_trainer_learns_the_standin_on_cpu_in_fp32() -> None:
     split = synthetic_cifar_split(num_train=300, num_test=200, signal=0.2, noise=0.05)
-    recipe = TrainingRecipe(trainer="fast", lr=0.2, batch_size=50, epochs=3, nesterov=True, label_smoothing=0.1,
+    recipe = TrainingRecipe(trainer="fast", lr=0.1, batch_size=32, epochs=4, nesterov=True, label_smoothing=0.1,
                             warmup_epochs=1, augmentation="crop_flip", precision="bf16", channels_last=True)
     torch.manual_seed(0)
     model = ResNet18(width=4)
@@ -146,8 +146,8 @@ def test_fast_trainer_learns_the_standin_on_cpu_in_fp32() -> None:
                on_epoch=lambda e, n, s, status="": statuses.append(status), stats=stats)
     with torch.no_grad():
         accuracy = (model(split.test_x).argmax(1) == split.test_y).float().mean().item()
-    assert accuracy > 0.5, accuracy  # chance is 0.1
-    assert len(statuses) == 3 and statuses[-1].startswith("train acc")
+    assert accuracy > 0.3, accuracy  # chance is 0.1 (measured: 0.55)
+    assert len(statuses) == 4 and statuses[-1].startswith("train acc")
     assert stats[0].precision == "fp32" and stats[0].peak_memory_bytes is None  # bf16/channels_last: CUDA only
     assert all(p.is_contiguous() for p in model.parameters()) and not model.training
 
@@ -196,11 +196,22 @@ def test_standin_is_the_real_recipe_with_its_declared_overrides() -> None:
         assert r.data["source"] == "cifar10" and s.data["source"] == "synthetic_cifar"
         assert r.model == {"architecture": "resnet18", "width": 64} and s.model["architecture"] == "resnet18"
         assert s.checks == r.checks and s.attack["kind"] == r.attack["kind"]
-        for field in ("trainer", "augmentation", "precision", "channels_last", "nesterov", "label_smoothing", "lr", "optimizer"):
-            assert getattr(s.training, field) == getattr(r.training, field), (name, field)
+        overridden = set(_standin_table(name).get("training", {}))
+        for field in dataclasses.fields(r.training):
+            if field.name not in overridden:
+                assert getattr(s.training, field.name) == getattr(r.training, field.name), (name, field.name)
         assert r.training.trainer == "fast" and r.training.epochs <= 20 and s.profile == STANDIN
     assert real["gaussian"].options("relearning_resistant")["sizes"] == [0, 10, 100]
     assert real["gaussian"].attack["num_poisons"] == 750  # 1.5% of CIFAR-10's 50,000
+
+
+def _standin_table(scenario: str) -> dict:
+    from importlib import resources
+
+    from unlearn_audit.recipes import tomllib
+
+    text = (resources.files("unlearn_audit") / "fixtures" / PROFILE / f"{scenario}.toml").read_text()
+    return tomllib.loads(text)["standin"]
 
 
 def test_new_training_fields_leave_existing_cache_keys_alone() -> None:
@@ -227,3 +238,37 @@ def test_fingerprint_covers_zero_dim_buffers() -> None:
     before = tensor_fingerprint(dict(bn.state_dict()))
     bn.num_batches_tracked += 1
     assert tensor_fingerprint(dict(bn.state_dict())) != before
+
+
+# -- the whole audit on the stand-in, through the plugin ------------------------------------------
+@pytest.fixture(scope="module")
+def standin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in's `gaussian` fixture, seed 0, built once (two width-4 ResNet-18s, about 20 s on one core)."""
+    from unlearn_audit.session import AuditOptions, AuditSession
+
+    root = tmp_path_factory.mktemp("standin-cache")
+    audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=root, device="cpu"))
+    fixture = audit.fixture("gaussian", 0)
+    assert fixture.meta["validation"]["effective"], fixture.meta["validation"]
+    assert fixture.meta["device"] == "cpu" and fixture.meta["build_spec"]["training"]["trainer"] == "fast"
+    return root
+
+
+def test_standin_audit_retrain_passes_and_noop_fails(pytester: pytest.Pytester, standin_cache: Path) -> None:
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(
+        "--unlearner", "unlearn_audit.methods:NoOp", "--unlearner", "unlearn_audit.methods:Retrain",
+        "--audit-profile", STANDIN, "--audit-cache", str(standin_cache), "--audit-device", "cpu",
+        "--audit-report", str(report), "-k", "gaussian and not budget_respected",
+    )
+    import json
+
+    results = {(r["unlearner"].rpartition(":")[2], r["check"]): r for r in json.loads(report.read_text())["results"]}
+    assert {k for k in results if k[0] == "Retrain"} == {("Retrain", c) for c in
+                                                         ("gaussian_leakage", "relearning_resistant", "not_mode_connected", "utility_preserved")}
+    # Retrain is the gold standard: it passes every check (it retrains with the fast trainer, as the reference was).
+    assert all(r["outcome"] == "passed" for k, r in results.items() if k[0] == "Retrain"), result.stdout.str()
+    # NoOp keeps the poison: the removal checks catch it (utility is not a removal check; it keeps the original's).
+    for check in ("gaussian_leakage", "not_mode_connected"):
+        assert results[("NoOp", check)]["outcome"] == "failed", (check, result.stdout.str())
+    assert results[("NoOp", "gaussian_leakage")]["score"] > results[("Retrain", "gaussian_leakage")]["score"]
