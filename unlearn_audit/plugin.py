@@ -56,7 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch CPU threads per process (default: 1, or the cores divided among xdist workers; "
                          "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
     group.addoption("--audit-device", default=None, metavar="DEVICE",
-                    help="torch device for unlearning and evaluation (default: cuda if available, else cpu).")
+                    help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
+                         "(default: cuda if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses "
+                         "cuda:N modulo the number of GPUs, so -n <number of GPUs> gives each worker its own GPU.")
 
 
 def _usage(message: str) -> pytest.UsageError:
