@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 H100_BF16_DENSE_PEAK = 989e12  # FLOP/s, H100 SXM dense bf16 (NVIDIA datasheet)
+H100_TF32_DENSE_PEAK = 495e12  # FLOP/s, the same for TF32 (fp32 convolutions through cuDNN)
 ASSUMED_UTILISATION = (0.10, 0.20, 0.35)  # pessimistic, typical, optimistic for a ResNet-18 on 32x32 inputs
+CANCELING_STEP_OVER_TRAIN_STEP = 2.8  # measured on CPU (width 16, 32 poisons): 2,170 ms vs 785 ms per step
 
 
 def flops_per_step(batch_size: int, width: int = 64, probe_batch: int = 8) -> dict[str, float]:
@@ -68,6 +70,16 @@ def gpu_estimate(profile: str = "cifar10-resnet18", scenario: str = "backdoor") 
     for u in ASSUMED_UTILISATION:
         print(f"  at {u:.0%} of the H100's {H100_BF16_DENSE_PEAK / 1e12:.0f} TFLOP/s dense bf16 peak: "
               f"{total / (u * H100_BF16_DENSE_PEAK):.0f} s per model")
+    # Gradient Canceling runs in fp32 (cuDNN convolutions in TF32 by default), batch-norm in eval mode.
+    gc = load_profile_recipes(profile)["gradient_canceling"].attack
+    k = round(gc["poison_fraction"] * n)
+    gradpc = gc["gradpc_steps"] * n * f["per_image_train"]
+    canceling = gc["canceling_steps"] * k * f["per_image_train"] * CANCELING_STEP_OVER_TRAIN_STEP
+    print(f"gradient_canceling attack ({k} poisons): GradPC {gradpc / 1e15:.1f} PFLOP, canceling {canceling / 1e15:.1f} PFLOP "
+          f"(a canceling step costs {CANCELING_STEP_OVER_TRAIN_STEP} training steps on the same batch, timed on CPU)")
+    for u in ASSUMED_UTILISATION:
+        print(f"  at {u:.0%} of the H100's {H100_TF32_DENSE_PEAK / 1e12:.0f} TFLOP/s dense TF32 peak: "
+              f"GradPC {gradpc / (u * H100_TF32_DENSE_PEAK):.0f} s, canceling {canceling / (u * H100_TF32_DENSE_PEAK):.0f} s")
 
 
 def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:

@@ -19,11 +19,11 @@ from torch import nn
 
 from .cache import FixtureCache
 from .checks import CheckContext, CheckResult, get_check
+from .devices import resolve_device
 from .fixture import Fixture
 from .recipes import ScenarioRecipe, load_profile_recipes
 from .runner import UnlearnOutcome, run_unlearner
 from .scenario_build import derived_seed, validate_attack
-from .devices import resolve_device
 from .specs import resolve_unlearner
 
 
