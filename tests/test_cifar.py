@@ -272,3 +272,25 @@ def test_standin_audit_retrain_passes_and_noop_fails(pytester: pytest.Pytester, 
     for check in ("gaussian_leakage", "not_mode_connected"):
         assert results[("NoOp", check)]["outcome"] == "failed", (check, result.stdout.str())
     assert results[("NoOp", "gaussian_leakage")]["score"] > results[("Retrain", "gaussian_leakage")]["score"]
+
+
+def test_gradient_canceling_builds_with_a_resnet_through_the_fast_trainer() -> None:
+    """The attack's path on this profile (attacker's model by the fast trainer, GradPC and canceling on
+    a ResNet-18, poisons moved back from the build device), at a size that takes seconds."""
+    from unlearn_audit.scenario_build import build_scenario
+
+    r = load_profile_recipes(STANDIN)["gradient_canceling_low"]
+    small = dataclasses.replace(
+        r, data={**r.data, "num_train": 200, "num_test": 50},
+        training=dataclasses.replace(r.training, epochs=1, batch_size=50),
+        attack={**r.attack, "gradpc_steps": 1, "canceling_steps": 2},
+    )
+    stages: list[str] = []
+    built = build_scenario(small, 0, progress=lambda stage, *a, **k: stages.append(stage), device="cpu")
+    forget = built.tensors["forget_indices"]
+    assert forget.tolist() == [200, 201, 202]  # 1.5% of 200, appended after the clean training set
+    assert built.tensors["train_x"].shape == (203, 3, 32, 32) and built.tensors["train_x"].device.type == "cpu"
+    assert not torch.equal(built.tensors["train_x"][forget], built.tensors["clean_train_x"][forget])  # optimised
+    assert set(built.weights) == {"original", "retrain", "target"}
+    assert {"attacker's clean", "original", "retrain", "GradPC target", "gradient-canceling poison"} <= set(stages)
+    assert {"accuracy_drop", "effective", "rule"} <= set(built.meta["validation"])
