@@ -269,7 +269,7 @@ def test_standin_audit_retrain_passes_and_noop_fails(pytester: pytest.Pytester, 
     # Retrain is the gold standard: it passes every check (it retrains with the fast trainer, as the reference was).
     assert all(r["outcome"] == "passed" for k, r in results.items() if k[0] == "Retrain"), result.stdout.str()
     # NoOp keeps the poison: the removal checks catch it (utility is not a removal check; it keeps the original's).
-    for check in ("gaussian_leakage", "not_mode_connected"):
+    for check in ("gaussian_leakage", "not_mode_connected", "relearning_resistant"):
         assert results[("NoOp", check)]["outcome"] == "failed", (check, result.stdout.str())
     assert results[("NoOp", "gaussian_leakage")]["score"] > results[("Retrain", "gaussian_leakage")]["score"]
 
