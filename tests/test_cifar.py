@@ -294,3 +294,16 @@ def test_gradient_canceling_builds_with_a_resnet_through_the_fast_trainer() -> N
     assert set(built.weights) == {"original", "retrain", "target"}
     assert {"attacker's clean", "original", "retrain", "GradPC target", "gradient-canceling poison"} <= set(stages)
     assert {"accuracy_drop", "effective", "rule"} <= set(built.meta["validation"])
+
+
+def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cifar.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # nothing may download at test time
+    result = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-profile", PROFILE,
+                                "--audit-cache", str(tmp_path / "cache"), "-k", "gaussian and utility")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    out = result.stdout.str() + result.stderr.str()
+    assert str(tmp_path / "data" / "cifar10" / cifar.BATCHES_DIR) in out and "unlearn-audit[cifar]" in out
+    assert "INTERNALERROR" not in out

@@ -261,11 +261,16 @@ def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> Non
 
     capman = config.pluginmanager.getplugin("capturemanager")
     audit = get_audit_session(config)
-    if capman is not None:
-        with capman.global_and_fixture_disabled():
+    from .cifar import CifarDataError  # torch is loaded by now
+
+    try:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                build_with_progress(audit, needed)
+        else:
             build_with_progress(audit, needed)
-    else:
-        build_with_progress(audit, needed)
+    except CifarDataError as exc:  # missing data set: say what to do, not a traceback
+        pytest.exit(f"unlearn-audit: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
