@@ -91,7 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})" if unknown else "[red]--seeds must be >= 1[/]")
             return 2
         audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root, device=args.device))
-        build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+        from .cifar import CifarDataError
+
+        try:
+            build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+        except CifarDataError as exc:
+            console.print(str(exc), style="red", markup=False)  # the message holds "[cifar]"
+            return 2
         for s in scenarios:
             for seed in range(args.seeds):
                 f = audit.fixture(s, seed)
