@@ -92,10 +92,11 @@ class FixtureCache:
             problems.append(f"{path}: fixture format {meta.get('format')} != {FIXTURE_FORMAT_VERSION}")
         return problems
 
-    def get_or_build(self, recipe: ScenarioRecipe, seed: int, progress: Any = None) -> Path:
+    def get_or_build(self, recipe: ScenarioRecipe, seed: int, progress: Any = None, device: Any = None) -> Path:
         """Path of an intact fixture for (recipe, seed), building it first if needed.
 
-        A corrupt entry (checksum mismatch) is moved aside with a warning and rebuilt.
+        A corrupt entry (checksum mismatch) is moved aside with a warning and rebuilt. A build
+        trains on `device` (default CPU); the stored fixture is the same wherever it was built.
         """
         path = self.path_for(recipe, seed)
         if (path / META_FILE).is_file() and not self.verify_path(path):
@@ -110,10 +111,10 @@ class FixtureCache:
                 shutil.rmtree(path)
             elif path.exists():
                 shutil.rmtree(path)  # left over from a crashed build that had not written meta.json
-            self._build_into(recipe, seed, path, progress)
+            self._build_into(recipe, seed, path, progress, device)
         return path
 
-    def _build_into(self, recipe: ScenarioRecipe, seed: int, path: Path, progress: Any) -> None:
+    def _build_into(self, recipe: ScenarioRecipe, seed: int, path: Path, progress: Any, device: Any = None) -> None:
         from safetensors.torch import save_file
 
         from . import __version__
@@ -122,7 +123,8 @@ class FixtureCache:
         import torch
 
         started = time.perf_counter()
-        built = build_scenario(recipe, seed, progress)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        built = build_scenario(recipe, seed, progress, device=device)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             weights = {f"{m}.{k}": v.detach().cpu().contiguous() for m, sd in built.weights.items() for k, v in sd.items()}
@@ -136,7 +138,7 @@ class FixtureCache:
                 "recipe_hash": recipe.cache_key(seed),
                 "build_spec": recipe.build_spec(seed),
                 "versions": {"unlearn_audit": __version__, "torch": torch.__version__},
-                "device": "cpu",
+                "device": str(device),
                 "build_seconds": time.perf_counter() - started,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **built.meta,

@@ -1,6 +1,6 @@
 """`unlearn-audit` console script: manage the fixture cache, calibrate the suite.
 
-    unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR]
+    unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR] [--device D]
     unlearn-audit fixtures list   [--cache DIR]
     unlearn-audit fixtures verify [--cache DIR]
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="tiny")
     b.add_argument("--seeds", type=int, default=1, help="build seeds 0..N-1 (default 1)")
     b.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
+    b.add_argument("--device", default=None, help="device for GPU-profile builds (default: cuda if available, else cpu)")
     _add_cache(b)
     for name, text in (("list", "list cached fixtures"), ("verify", "check every cached fixture against its checksums")):
         _add_cache(fsub.add_parser(name, help=text))
@@ -89,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         if unknown or args.seeds < 1:
             console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})" if unknown else "[red]--seeds must be >= 1[/]")
             return 2
-        audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root))
-        build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+        audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root, device=args.device))
+        from .cifar import CifarDataError
+
+        try:
+            build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+        except CifarDataError as exc:
+            console.print(str(exc), style="red", markup=False)  # the message holds "[cifar]"
+            return 2
         for s in scenarios:
             for seed in range(args.seeds):
                 f = audit.fixture(s, seed)

@@ -46,7 +46,21 @@ def load_digits_split(image_size: int = 32, test_fraction: float = 0.2, split_se
     return Split(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10)
 
 
-DATASETS = {"digits": load_digits_split}
+def _cifar10(**options: object) -> Split:
+    """CIFAR-10 (profile `cifar10-resnet18`); see `unlearn_audit.cifar` (imported lazily)."""
+    from .cifar import load_cifar10_split
+
+    return load_cifar10_split(**options)  # type: ignore[arg-type]
+
+
+def _synthetic_cifar(**options: object) -> Split:
+    """The CPU stand-in for CIFAR-10 (profile `cifar10-resnet18-standin`); see `unlearn_audit.cifar`."""
+    from .cifar import synthetic_cifar_split
+
+    return synthetic_cifar_split(**options)
+
+
+DATASETS = {"digits": load_digits_split, "cifar10": _cifar10, "synthetic_cifar": _synthetic_cifar}
 
 
 def load_split(source: str, **options: object) -> Split:

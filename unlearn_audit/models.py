@@ -7,6 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .resnet import resnet18
+
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | None = None) -> nn.Module:
     """A plain ReLU MLP: the `tiny` profile's model (1024-256-10 by default)."""
@@ -32,7 +34,7 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, channels: list[int
     return nn.Sequential(*layers)
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "small_cnn": small_cnn}
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "small_cnn": small_cnn, "resnet18": resnet18}
 
 
 def model_factory(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:

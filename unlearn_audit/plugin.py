@@ -56,7 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch CPU threads per process (default: 1, or the cores divided among xdist workers; "
                          "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
     group.addoption("--audit-device", default=None, metavar="DEVICE",
-                    help="torch device for unlearning and evaluation (default: cuda if available, else cpu).")
+                    help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
+                         "(default: cuda if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses "
+                         "cuda:N modulo the number of GPUs, so -n <number of GPUs> gives each worker its own GPU.")
 
 
 def _usage(message: str) -> pytest.UsageError:
@@ -259,11 +261,16 @@ def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> Non
 
     capman = config.pluginmanager.getplugin("capturemanager")
     audit = get_audit_session(config)
-    if capman is not None:
-        with capman.global_and_fixture_disabled():
+    from .cifar import CifarDataError  # torch is loaded by now
+
+    try:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                build_with_progress(audit, needed)
+        else:
             build_with_progress(audit, needed)
-    else:
-        build_with_progress(audit, needed)
+    except CifarDataError as exc:  # missing data set: say what to do, not a traceback
+        pytest.exit(f"unlearn-audit: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -1,4 +1,4 @@
-"""Progress display for fixture builds (rich): which model, epoch, time left."""
+"""Progress display for fixture builds (rich): which model, epoch, time left, and a status (e.g. accuracy)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) ->
         console.print(f"[bold]unlearn-audit[/]: building {len(missing)} fixture(s) into {audit.cache.root} (first run only)")
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=False,
+        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+        console=console, transient=False,
         disable=not missing,
     ) as progress:
         tasks: dict[str, int] = {}
 
-        def report(label: str, done: int, total: int, seconds: float) -> None:
+        def report(label: str, done: int, total: int, seconds: float, status: str = "") -> None:
             if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done)
+                tasks[label] = progress.add_task(label, total=total, status="")
+            progress.update(tasks[label], completed=done, status=status)
 
         audit.progress = report
         try:

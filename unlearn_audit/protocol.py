@@ -7,7 +7,7 @@ the harness so that a method cannot, even by accident, optimise against the audi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is imported lazily so that the pytest plugin stays light.
@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # torch is imported lazily so that the pytest plugin stays li
     from torch import nn
 
 PROTOCOL_VERSION = 1
+
+_EXTENDED_FIELDS = ("trainer", "nesterov", "label_smoothing", "warmup_epochs", "precision", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,19 @@ class TrainingRecipe:
     epochs: int = 30
     loss: str = "cross_entropy"
     augmentation: str = "none"
+    # Added for the GPU profile (`cifar10-resnet18`); the defaults reproduce the plain loop above, and
+    # fields at their defaults stay out of fixture cache keys (`cache_spec`), so older keys hold.
+    trainer: str = "plain"  # "plain": `training.train`'s loop; "fast": `fast_training.train_fast` for full runs
+    nesterov: bool = False
+    label_smoothing: float = 0.0  # used by the fast trainer only
+    warmup_epochs: float = 0.0  # fast trainer: linear warm-up to `lr`, then linear decay to 0
+    precision: str = "fp32"  # fast trainer: "bf16" = bfloat16 autocast on CUDA (always fp32 on CPU)
+    channels_last: bool = False  # fast trainer: channels_last memory format on CUDA
+
+    def cache_spec(self) -> dict[str, Any]:
+        """The fields that identify a training run: all v1 fields, and later fields unless at their default."""
+        extended = {f.name: f.default for f in fields(self) if f.name in _EXTENDED_FIELDS}
+        return {k: v for k, v in self.__dict__.items() if k not in extended or v != extended[k]}
 
     def example_gradients(self, num_train: int) -> int:
         """Example-gradients the original training spent: one per example per epoch."""
@@ -40,7 +55,8 @@ class TrainingRecipe:
 
         opts = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, **overrides}
         if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"])
+            return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
+                                   nesterov=bool(opts.get("nesterov", self.nesterov)))
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=opts["lr"], weight_decay=opts["weight_decay"])
         raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")

@@ -47,7 +47,7 @@ class ScenarioRecipe:
             "seed": seed,
             "data": self.data,
             "model": self.model,
-            "training": self.training.__dict__,
+            "training": self.training.cache_spec(),
             "attack": self.attack,
         }
 
@@ -59,8 +59,29 @@ class ScenarioRecipe:
         return dict(self.check_options.get(check, {}))
 
 
-def parse_recipe(profile: str, text: str, source: str = "<recipe>") -> ScenarioRecipe:
+STANDIN_SUFFIX = "-standin"
+"""`<profile>-standin` is `<profile>` with each recipe's `[standin]` table merged over it (see `parse_recipe`)."""
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: bool = False) -> ScenarioRecipe:
+    """Parse one recipe. With `standin`, its `[standin]` table is merged over it first.
+
+    A stand-in is the same scenario made small enough for a CPU (synthetic data of the same shape,
+    a narrower model, fewer epochs): every other key -- trainer, augmentation, attack kind, checks --
+    is the real recipe's, so CI on a CPU runs the real profile's code path.
+    """
     raw = tomllib.loads(text)
+    if standin:
+        if "standin" not in raw:
+            raise ValueError(f"recipe {source} has no [standin] table")
+        raw = _merged({k: v for k, v in raw.items() if k != "standin"}, raw["standin"])
     try:
         scenario = raw["scenario"]
         return ScenarioRecipe(
@@ -79,18 +100,32 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>") -> ScenarioR
 
 
 def profile_names() -> list[str]:
+    """The profiles (directories under `fixtures/`), and `<profile>-standin` for each whose recipes all have a stand-in."""
     root = resources.files("unlearn_audit") / "fixtures"
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    standins = [name + STANDIN_SUFFIX for name in names if _has_standin(root / name)]
+    return sorted(names + standins)
+
+
+def _has_standin(root: Any) -> bool:
+    tomls = [e for e in root.iterdir() if e.name.endswith(".toml")]
+    return bool(tomls) and all("standin" in tomllib.loads(e.read_text()) for e in tomls)
 
 
 def load_profile_recipes(profile: str) -> dict[str, ScenarioRecipe]:
-    """All scenario recipes of a profile, by scenario name."""
-    root = resources.files("unlearn_audit") / "fixtures" / profile
+    """All scenario recipes of a profile, by scenario name (`<profile>-standin`: its CPU stand-in)."""
+    fixtures = resources.files("unlearn_audit") / "fixtures"
+    root = fixtures / profile
+    standin = False
+    if not root.is_dir() and profile.endswith(STANDIN_SUFFIX):
+        root, standin = fixtures / profile[: -len(STANDIN_SUFFIX)], True
+        if not root.is_dir() or not _has_standin(root):
+            raise KeyError(profile)
     if not root.is_dir():
         raise KeyError(profile)
     recipes = {}
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".toml"):
-            recipe = parse_recipe(profile, entry.read_text(), source=str(entry))
+            recipe = parse_recipe(profile, entry.read_text(), source=str(entry), standin=standin)
             recipes[recipe.name] = recipe
     return recipes

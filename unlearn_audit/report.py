@@ -159,9 +159,18 @@ def _case_from_nodeid(nodeid: str) -> dict[str, Any] | None:
     if "-budget" in rest:
         rest, _, b = rest.rpartition("-budget")
         budget = float(b)
-    parts = rest.rsplit("-", 3)
-    if len(parts) != 4 or not parts[3].startswith("seed"):
+    parts = rest.rsplit("-", 2)
+    if len(parts) != 3 or not parts[2].startswith("seed"):
         return None
-    spec, profile, scenario, seed = parts
+    head, scenario, seed = parts
+    # Profile names may contain dashes ("cifar10-resnet18"): match the known ones, longest first.
+    from .recipes import profile_names
+
+    for profile in sorted(profile_names(), key=len, reverse=True):
+        if head.endswith("-" + profile):
+            spec = head[: -len(profile) - 1]
+            break
+    else:
+        spec, _, profile = head.rpartition("-")
     return {"spec": spec, "profile": profile, "scenario": scenario, "seed": int(seed[4:]), "check": name[len("test_"):],
             "budget": budget}

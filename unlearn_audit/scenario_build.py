@@ -52,7 +52,9 @@ class BuiltFixture:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None) -> BuiltFixture:
+def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None,
+                   device: torch.device | str = "cpu") -> BuiltFixture:
+    """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable."""
     split = load_split(recipe.data["source"], **{k: v for k, v in recipe.data.items() if k != "source"})
     attack_gen = torch.Generator().manual_seed(derived_seed(seed, "attack"))
     kind = recipe.attack["kind"]
@@ -75,13 +77,13 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         forget = backdoor.indices
         secret["original_labels"] = backdoor.original_labels
     elif kind == "gradient_canceling":
-        gc = _gradient_canceling(recipe, split, seed, attack_gen, progress)
+        gc = _gradient_canceling(recipe, split, seed, attack_gen, progress, device)
         train_x, train_y, clean_train_x, forget = gc["train_x"], gc["train_y"], gc["clean_train_x"], gc["forget"]
         secret.update(gc["secret"])
         extra_weights["target"] = gc["target"]
         extra_meta["attack"] = gc["meta"]
     elif kind == "witches_brew":
-        wb = _witches_brew(recipe, split, seed, attack_gen, progress)
+        wb = _witches_brew(recipe, split, seed, attack_gen, progress, device)
         train_x, forget = wb["train_x"], wb["forget"]
         train_y = split.train_y.clone()
         secret.update(wb["secret"])
@@ -93,13 +95,19 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     keep = torch.ones(len(train_y), dtype=torch.bool)
     keep[forget] = False
     timings: dict[str, float] = {}
+    peak_memory: dict[str, int] = {}
 
     def fit(stage: str, data: ExampleSet) -> nn.Module:
         t0 = time.perf_counter()
         model = seeded_model(factory, derived_seed(seed, f"{stage}-init"))
-        cb = (lambda e, n, s: progress(f"{stage} model", e, n, s)) if progress else None
-        train(model, data, recipe.training, generator=torch.Generator().manual_seed(derived_seed(seed, f"{stage}-order")), on_epoch=cb)
+        cb = (lambda e, n, s, **kw: progress(f"{stage} model", e, n, s, **kw)) if progress else None
+        if torch.device(device).type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        train(model, data, recipe.training, generator=torch.Generator().manual_seed(derived_seed(seed, f"{stage}-order")),
+              on_epoch=cb, device=device)
         timings[stage] = time.perf_counter() - t0
+        if torch.device(device).type == "cuda":
+            peak_memory[stage] = int(torch.cuda.max_memory_allocated(device))
         return model
 
     # The retrain reference starts from its own fresh initialisation (DESIGN.md: retrain from the
@@ -127,6 +135,7 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         "num_classes": split.num_classes,
         "input_shape": list(split.train_x.shape[1:]),
         "train_seconds": timings,
+        **({"peak_gpu_memory_bytes": peak_memory} if peak_memory else {}),
         "validation": validate_attack(recipe, original, retrain, tensors),
         **extra_meta,
     }
@@ -135,7 +144,8 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
 
 
 def _gradient_canceling(
-    recipe: ScenarioRecipe, split: Any, seed: int, generator: torch.Generator, progress: ProgressCallback | None
+    recipe: ScenarioRecipe, split: Any, seed: int, generator: torch.Generator, progress: ProgressCallback | None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Gradient Canceling (Pawelczyk et al. A.1.3): the attacker trains its own clean model, and
     `gradient_canceling_attack` turns it into a GradPC target and poisons that cancel the gradient there.
@@ -150,14 +160,17 @@ def _gradient_canceling(
     clean = seeded_model(factory, derived_seed(seed, "attacker-init"))
     train(clean, ExampleSet(split.train_x, split.train_y), recipe.training,
           generator=torch.Generator().manual_seed(derived_seed(seed, "attacker-order")),
-          on_epoch=(lambda e, total, s: progress("attacker's clean model", e, total, s)) if progress else None)
+          on_epoch=(lambda e, total, s, **kw: progress("attacker's clean model", e, total, s, **kw)) if progress else None,
+          device=device)
     clean_seconds = time.perf_counter() - t0
     attack = gradient_canceling_attack(
-        clean, split.train_x, split.train_y, max(1, round(float(a["poison_fraction"]) * n)), float(a["radius"]), generator,
+        clean, split.train_x.to(device), split.train_y.to(device), max(1, round(float(a["poison_fraction"]) * n)), float(a["radius"]), generator,
         gradpc_steps=int(a.get("gradpc_steps", 20)), canceling_steps=int(a.get("canceling_steps", 1000)),
         lr=float(a.get("canceling_lr", 0.1)), weight_decay=float(recipe.training.weight_decay), on_stage=progress,
     )
     k = len(attack.poison_y)
+    cpu = {"poison_x": attack.poison_x.cpu(), "poison_y": attack.poison_y.cpu(),
+           "base_inputs": attack.secret.base_inputs.cpu(), "base_indices": attack.secret.base_indices.cpu()}
     meta = {
         "attacker_clean_test_accuracy": correct(clean, split.test_x, split.test_y).float().mean().item(),
         "target_test_accuracy": correct(attack.target, split.test_x, split.test_y).float().mean().item(),
@@ -165,18 +178,19 @@ def _gradient_canceling(
     }
     meta["seconds"]["attacker_clean"] = clean_seconds
     return {
-        "train_x": torch.cat([split.train_x, attack.poison_x]),
-        "train_y": torch.cat([split.train_y, attack.poison_y]),
-        "clean_train_x": torch.cat([split.train_x, attack.secret.base_inputs]),
+        "train_x": torch.cat([split.train_x, cpu["poison_x"]]),
+        "train_y": torch.cat([split.train_y, cpu["poison_y"]]),
+        "clean_train_x": torch.cat([split.train_x, cpu["base_inputs"]]),
         "forget": torch.arange(n, n + k),
-        "secret": {"base_indices": attack.secret.base_indices},
-        "target": {name: v.detach().clone() for name, v in attack.target.state_dict().items()},
+        "secret": {"base_indices": cpu["base_indices"]},
+        "target": {name: v.detach().cpu().clone() for name, v in attack.target.state_dict().items()},
         "meta": meta,
     }
 
 
 def _witches_brew(
-    recipe: ScenarioRecipe, split: Any, seed: int, generator: torch.Generator, progress: ProgressCallback | None
+    recipe: ScenarioRecipe, split: Any, seed: int, generator: torch.Generator, progress: ProgressCallback | None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Witches' Brew (Geiping et al. 2021; Pawelczyk et al. Sec. 4.1): the attacker trains its own clean
     surrogates, picks the test points they classify correctly with the smallest margin, and brews one
@@ -194,21 +208,24 @@ def _witches_brew(
         stage = f"attacker's surrogate model {i + 1}"
         train(model, ExampleSet(split.train_x, split.train_y), recipe.training,
               generator=torch.Generator().manual_seed(derived_seed(seed, f"surrogate-{i}-order")),
-              on_epoch=(lambda e, n, s, stage=stage: progress(stage, e, n, s)) if progress else None)
+              on_epoch=(lambda e, n, s, stage=stage, **kw: progress(stage, e, n, s, **kw)) if progress else None,
+              device=device)
         surrogates.append(model)
     surrogate_seconds = time.perf_counter() - t0
     num_targets = int(a["num_targets"])
-    targets = select_low_margin_targets(surrogates, split.test_x, split.test_y, num_targets)
-    adversarial = runner_up_classes(surrogates, split.test_x[targets], split.test_y[targets])
+    test_x, test_y = split.test_x.to(device), split.test_y.to(device)
+    targets = select_low_margin_targets(surrogates, test_x, test_y, num_targets).cpu()
+    adversarial = runner_up_classes(surrogates, test_x[targets], test_y[targets]).cpu()
     t0 = time.perf_counter()
     poisoned_x, brew = brew_for_targets(
-        split.train_x, split.train_y, surrogates, split.test_x[targets], targets, adversarial,
+        split.train_x.to(device), split.train_y.to(device), surrogates, test_x[targets], targets, adversarial,
         poisons_per_target=max(1, round(float(a["budget"]) * len(split.train_y))),
         epsilon=float(a["epsilon"]) / 255, steps=int(a["steps"]), restarts=int(a["restarts"]), generator=generator,
         lr=float(a.get("lr", 0.1)),
         on_target=(lambda done, total: progress("Witches' Brew poisons, targets", done, total, time.perf_counter() - t0))
         if progress else None,
     )
+    poisoned_x = poisoned_x.cpu()
     meta = {
         "alignment_losses": brew.final_losses,
         "poisons": len(brew.indices),

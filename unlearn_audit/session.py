@@ -19,6 +19,7 @@ from torch import nn
 
 from .cache import FixtureCache
 from .checks import CheckContext, CheckResult, get_check
+from .devices import resolve_device
 from .fixture import Fixture
 from .recipes import ScenarioRecipe, load_profile_recipes
 from .runner import UnlearnOutcome, run_unlearner
@@ -56,15 +57,24 @@ class AuditSession:
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
         self.cache = FixtureCache(self.options.cache_dir)
-        self.device = torch.device(self.options.device) if self.options.device else default_device()
+        # One GPU per xdist worker when several are visible (see unlearn_audit.devices).
+        self.device = torch.device(resolve_device(self.options.device, os.environ.get("PYTEST_XDIST_WORKER"),
+                                                  torch.cuda.device_count() if torch.cuda.is_available() else 0))
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
 
     # -- fixtures ---------------------------------------------------------------------------
     def fixture(self, scenario: str, seed: int) -> Fixture:
         key = (scenario, seed)
         if key not in self._fixtures:
             recipe = self.recipes[scenario]
-            path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed))
+            # Fast-trainer (GPU profile) fixtures are built on the audit device; the CPU-sized plain-loop
+            # fixtures (tiny) always on CPU, so that they are identical on every machine.
+            build_device = self.device if recipe.training.trainer == "fast" else torch.device("cpu")
+            path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed), device=build_device)
             fixture = Fixture.load(recipe, seed, path)
+            fixture.original.to(self.device)  # the reference measurements run where the method's model is
+            fixture.retrain.to(self.device)
             # Re-validate with the recipe's current thresholds (they are not part of the cache key).
             fixture.meta["validation"] = validate_attack(recipe, fixture.original, fixture.retrain, fixture.tensors)
             self._fixtures[key] = fixture
@@ -74,7 +84,7 @@ class AuditSession:
         if self.progress is None:
             return None
         report = self.progress
-        return lambda stage, done, total, secs: report(f"{scenario} seed {seed}: {stage}", done, total, secs)
+        return lambda stage, done, total, secs, **kw: report(f"{scenario} seed {seed}: {stage}", done, total, secs, **kw)
 
     # -- the unlearner ----------------------------------------------------------------------
     def outcome(self, spec: str, scenario: str, seed: int, budget: float | None = None) -> UnlearnOutcome:

@@ -36,7 +36,16 @@ def train(
     """Train `model` in place with the recipe (cross-entropy, its optimizer, lr, batch size).
 
     `max_examples` caps the example-gradients spent (a budget), cutting the last epoch short.
+    A full run (no `epochs`, no `max_examples`) of a recipe with `trainer = "fast"` goes to
+    `fast_training.train_fast` (its schedule, augmentation and precision), so that fixture builds
+    and the `Retrain` reference train alike; partial runs always use this plain loop.
     """
+    if recipe.trainer == "fast" and epochs is None and max_examples is None:
+        from .fast_training import train_fast
+
+        return train_fast(model, data, recipe, generator=generator, device=device, on_epoch=on_epoch)
+    if recipe.trainer not in ("plain", "fast"):
+        raise ValueError(f"unknown trainer {recipe.trainer!r} (expected 'plain' or 'fast')")
     if recipe.loss != "cross_entropy":
         raise ValueError(f"unsupported loss {recipe.loss!r}")
     model.to(device).train()

@@ -147,8 +147,8 @@ def brew_poisons(
         best: tuple[float, int, torch.Tensor, list[float]] | None = None
         restart_losses: list[float] = []
         for r in range(restarts):
-            init = (torch.rand(base_x.shape, generator=generator) * 2 - 1) * epsilon
-            delta = project(init.to(base_x.dtype)).requires_grad_(True)
+            init = (torch.rand(base_x.shape, generator=generator) * 2 - 1) * epsilon  # CPU generator: portable draws
+            delta = project(init.to(device=base_x.device, dtype=base_x.dtype)).requires_grad_(True)
             optimiser = torch.optim.Adam([delta], lr=lr * epsilon)
             scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
             curve: list[float] = []
@@ -337,22 +337,24 @@ def brew_for_targets(
     if not len(target_x) == len(target_indices) == len(adversarial_classes):
         raise ValueError("target_x, target_indices and adversarial_classes must have the same length")
     poisoned = train_x.clone()
-    taken = torch.zeros(len(train_y), dtype=torch.bool)
+    labels = train_y.cpu()  # index bookkeeping on the CPU (the generator is a CPU generator)
+    taken = torch.zeros(len(labels), dtype=torch.bool)
     chosen_all, owner, losses = [], [], []
     for t in range(len(target_x)):
         cls = int(adversarial_classes[t])
-        candidates = torch.nonzero((train_y == cls) & ~taken).flatten()
+        candidates = torch.nonzero((labels == cls) & ~taken).flatten()
         if len(candidates) < poisons_per_target:
             raise ValueError(
                 f"target {t}: only {len(candidates)} unused training images of class {cls}, need {poisons_per_target}"
             )
         chosen = candidates[torch.randperm(len(candidates), generator=generator)[:poisons_per_target]].sort().values
         taken[chosen] = True
+        on_device = chosen.to(train_x.device)
         brewed, info = brew_poisons(
-            surrogates, train_x[chosen], train_y[chosen], target_x[t : t + 1],
-            torch.tensor([cls], dtype=torch.long), epsilon, steps, restarts, generator, lr,
+            surrogates, train_x[on_device], train_y[on_device], target_x[t : t + 1],
+            torch.tensor([cls], dtype=torch.long, device=train_x.device), epsilon, steps, restarts, generator, lr,
         )
-        poisoned[chosen] = brewed
+        poisoned[on_device] = brewed
         chosen_all.append(chosen)
         owner.append(torch.full((len(chosen),), t, dtype=torch.long))
         losses.append(float(info["final_loss"]))

@@ -15,6 +15,7 @@ mean GUS != 0 (exact two-sided z-test, as in `gaussian_leakage`). The check fail
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -32,8 +33,10 @@ NAME = "relearning_resistant"
 
 
 def relearn_curves(ctx: CheckContext, model: torch.nn.Module, k: int, positions: torch.Tensor, held_out: torch.Tensor,
-                   steps: int, eval_every: int) -> dict[str, Any]:
+                   steps: int, eval_every: int, lr: float | None = None) -> dict[str, Any]:
     f = ctx.fixture
+    # `lr` (the check's option; default the recipe's): a one-cycle recipe's lr is its peak, far above a fine-tuning lr.
+    recipe = f.recipe.training if lr is None else dataclasses.replace(f.recipe.training, lr=lr)
 
     def compute() -> dict[str, Any]:
         forget, retain = f.forget_set(), f.retain_set()
@@ -46,11 +49,11 @@ def relearn_curves(ctx: CheckContext, model: torch.nn.Module, k: int, positions:
             return pm.value
 
         # The attack runs on the audited model's device for method and retrain alike.
-        curve = relearn(model, data, f.recipe.training, steps=steps, seed=derived_seed(f.seed, f"relearn-{k}"),
+        curve = relearn(model, data, recipe, steps=steps, seed=derived_seed(f.seed, f"relearn-{k}"),
                         measure=measure, eval_every=eval_every, device=next(ctx.model.parameters()).device)
         return {"curve": curve, "final": last["final"]}
 
-    return ctx.measure(model, f"relearn-{k}-{steps}", compute)
+    return ctx.measure(model, f"relearn-{k}-{steps}" + ("" if lr is None else f"-lr{lr:g}"), compute)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -60,6 +63,7 @@ def run(ctx: CheckContext) -> CheckResult:
     sizes = [int(k) for k in opts.get("sizes", [0, 10, 50])]
     steps = int(opts.get("steps", 100))
     eval_every = int(opts.get("eval_every", 20))
+    lr = float(opts["lr"]) if "lr" in opts else None
     f = ctx.fixture
     kind = f.recipe.attack["kind"]
     n_forget = len(f.forget_indices)
@@ -72,8 +76,8 @@ def run(ctx: CheckContext) -> CheckResult:
     per_size = []
     worst: tuple[float, dict[str, Any]] | None = None
     for k in sizes:
-        mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every)
-        ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every)
+        mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every, lr)
+        ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every, lr)
         m, r = mine["final"], ref["final"]
         if kind == "backdoor":
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
@@ -94,11 +98,11 @@ def run(ctx: CheckContext) -> CheckResult:
     failed_any = any(e["failed"] for e in per_size)
     what = poison_name(ctx)
     if kind == "backdoor":
-        rule = (f"after {steps} steps of fine-tuning on the retain set + k forget examples (k in {sizes}), fail if attack "
+        rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if attack "
                 f"success exceeds retrain's (same attack) by more than {margin:g} at any k, one-sided at alpha={alpha:g}/{len(sizes)} "
                 f"(Newcombe-Wilson)")
     else:
-        rule = (f"after {steps} steps of fine-tuning on the retain set + k forget examples (k in {sizes}), fail if the mean GUS "
+        rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if the mean GUS "
                 f"of the {len(held_out)} held-out poisons is != 0 at any k, exact two-sided z-test at alpha={alpha:g}/{len(sizes)}")
     message = ""
     if failed_any:

@@ -1,0 +1,309 @@
+"""The GPU profile `cifar10-resnet18` on a CPU, without downloads: data loading (a fake
+`cifar-10-batches-py` written here), the ResNet-18, the fast trainer and its augmentation, device
+selection, the stand-in profile, and the whole audit through the plugin on the stand-in."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unlearn_audit import cifar
+from unlearn_audit.cifar import CifarDataError, load_cifar10_split, synthetic_cifar_split
+from unlearn_audit.devices import resolve_device, xdist_worker_index
+from unlearn_audit.fast_training import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
+from unlearn_audit.models import model_factory
+from unlearn_audit.protocol import ExampleSet, TrainingRecipe
+from unlearn_audit.recipes import load_profile_recipes, profile_names
+from unlearn_audit.resnet import ResNet18
+
+PROFILE = "cifar10-resnet18"
+STANDIN = "cifar10-resnet18-standin"
+
+
+# -- data -----------------------------------------------------------------------------------------
+def _write_fake_cifar(root: Path, per_batch: int = 4, num_test: int = 3) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """A miniature CIFAR-10 python version, in the real format (pickled dicts, uint8 N x 3072)."""
+    rng = np.random.default_rng(0)
+    folder = root / cifar.BATCHES_DIR
+    folder.mkdir(parents=True)
+    written = {}
+    for name in (*cifar.TRAIN_FILES, cifar.TEST_FILE):
+        n = num_test if name == cifar.TEST_FILE else per_batch
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, size=n)]
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data}, f)
+        written[name] = (data, labels)
+    return written
+
+
+def test_cifar_pickles_load_without_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = _write_fake_cifar(tmp_path)
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # must not be needed once the files exist
+    split = load_cifar10_split(str(tmp_path), download=False)
+    assert split.train_x.shape == (20, 3, 32, 32) and split.test_x.shape == (3, 3, 32, 32)
+    assert split.train_x.dtype == torch.float32 and split.num_classes == 10
+    data, labels = written["data_batch_2"]  # rows 4..7 of the training set, in file order
+    c, h, w = 2, 5, 17
+    assert split.train_x[4 + 1, c, h, w].item() == pytest.approx(data[1, c * 1024 + h * 32 + w] / 255.0)
+    assert split.train_y[4:8].tolist() == labels
+    assert split.test_y.tolist() == written[cifar.TEST_FILE][1]
+
+
+def test_cifar_batch_files_cannot_run_code(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": Evil(), "labels": []}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        cifar.read_batch(path)
+
+
+def test_missing_cifar_names_the_directory_and_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    empty = tmp_path / "nowhere"
+    with pytest.raises(CifarDataError, match=str(empty / cifar.BATCHES_DIR).replace("\\", "\\\\")):
+        load_cifar10_split(str(empty), download=False)
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if the [cifar] extra were not installed
+    with pytest.raises(CifarDataError) as info:
+        load_cifar10_split(str(empty), download=True)
+    message = str(info.value)
+    assert "unlearn-audit[cifar]" in message and str(empty / cifar.BATCHES_DIR) in message and cifar.DATA_ENV in message
+
+
+def test_data_directory_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cifar.DATA_ENV, str(tmp_path))
+    assert cifar.default_data_dir() == tmp_path / "cifar10"
+
+
+def test_synthetic_standin_is_cifar_shaped_and_seeded() -> None:
+    a = synthetic_cifar_split(num_train=40, num_test=20, seed=3)
+    b = synthetic_cifar_split(num_train=40, num_test=20, seed=3)
+    c = synthetic_cifar_split(num_train=40, num_test=20, seed=4)
+    assert a.train_x.shape == (40, 3, 32, 32) and a.test_x.shape == (20, 3, 32, 32)
+    assert float(a.train_x.min()) >= 0.0 and float(a.train_x.max()) <= 1.0
+    assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.train_x, c.train_x)
+    assert sorted(set(a.train_y.tolist())) == list(range(10))
+
+
+# -- model ----------------------------------------------------------------------------------------
+def test_resnet18_is_the_cifar_variant() -> None:
+    model = model_factory({"architecture": "resnet18", "width": 64}, (3, 32, 32), 10)()
+    assert isinstance(model, ResNet18)
+    # Kuang Liu's pytorch-cifar ResNet18: 11,173,962 parameters for 10 classes.
+    assert sum(p.numel() for p in model.parameters()) == 11_173_962
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert "mean" not in model.state_dict()  # the input normalisation is a constant, not a weight
+    narrow = model_factory({"architecture": "resnet18", "width": 4}, (3, 32, 32), 10)()
+    assert narrow(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert list(dict(narrow.named_children()))[-1] == "fc"  # forward order: "last k layers" end at the head
+
+
+# -- fast trainer ---------------------------------------------------------------------------------
+def test_random_crop_takes_a_window_of_the_zero_padded_image() -> None:
+    x = torch.rand(16, 3, 8, 8)
+    out = random_crop(x, 2, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(len(x)):
+        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])]
+        assert found, f"example {i} is not a window of its padded image"
+        offsets.add(found[0])
+    assert len(offsets) > 1  # offsets are drawn per example
+
+
+def test_random_flip_flips_about_half() -> None:
+    x = torch.rand(200, 1, 4, 4)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
+    assert bool((flipped | kept).all()) and 60 < int(flipped.sum()) < 140
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    factors = [lr_factor(s, 100, 10) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0) and factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and factors[-1] == pytest.approx(1 / 90)
+
+
+def test_fast_trainer_learns_the_standin_on_cpu_in_fp32() -> None:
+    split = synthetic_cifar_split(num_train=300, num_test=200, signal=0.2, noise=0.05)
+    recipe = TrainingRecipe(trainer="fast", lr=0.1, batch_size=32, epochs=4, nesterov=True, label_smoothing=0.1,
+                            warmup_epochs=1, augmentation="crop_flip", precision="bf16", channels_last=True)
+    torch.manual_seed(0)
+    model = ResNet18(width=4)
+    statuses: list[str] = []
+    stats: list[FastTrainStats] = []
+    train_fast(model, ExampleSet(split.train_x, split.train_y), recipe, generator=torch.Generator().manual_seed(0),
+               on_epoch=lambda e, n, s, status="": statuses.append(status), stats=stats)
+    with torch.no_grad():
+        accuracy = (model(split.test_x).argmax(1) == split.test_y).float().mean().item()
+    assert accuracy > 0.3, accuracy  # chance is 0.1 (measured: 0.55)
+    assert len(statuses) == 4 and statuses[-1].startswith("train acc")
+    assert stats[0].precision == "fp32" and stats[0].peak_memory_bytes is None  # bf16/channels_last: CUDA only
+    assert all(p.is_contiguous() for p in model.parameters()) and not model.training
+
+
+def test_full_runs_of_a_fast_recipe_use_the_fast_trainer_and_budgeted_runs_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearn_audit import fast_training, training
+
+    calls: list[str] = []
+    monkeypatch.setattr(fast_training, "train_fast", lambda model, *a, **k: calls.append("fast") or model)
+    recipe = TrainingRecipe(trainer="fast", batch_size=4, epochs=1)
+    data = ExampleSet(torch.rand(8, 3), torch.randint(0, 2, (8,)))
+    model = torch.nn.Linear(3, 2)
+    training.train(model, data, recipe, generator=torch.Generator().manual_seed(0))
+    assert calls == ["fast"]
+    training.train(model, data, recipe, generator=torch.Generator().manual_seed(0), max_examples=4)
+    training.train(model, data, recipe, generator=torch.Generator().manual_seed(0), epochs=1)
+    assert calls == ["fast"]
+
+
+# -- devices --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("requested", "worker", "gpus", "expected"), [
+    (None, None, 0, "cpu"),
+    (None, None, 2, "cuda:0"),
+    (None, "gw0", 4, "cuda:0"),
+    (None, "gw3", 4, "cuda:3"),
+    ("cuda", "gw5", 4, "cuda:1"),  # more workers than GPUs: round-robin
+    ("cuda:2", "gw0", 4, "cuda:2"),  # explicit index: as given
+    ("cpu", "gw1", 4, "cpu"),
+    ("cuda", None, 0, "cuda"),  # no GPU visible: left to torch to report
+])
+def test_one_gpu_per_xdist_worker(requested: str | None, worker: str | None, gpus: int, expected: str) -> None:
+    assert resolve_device(requested, worker, gpus) == expected
+
+
+def test_xdist_worker_index() -> None:
+    assert xdist_worker_index("gw12") == 12 and xdist_worker_index("master") is None and xdist_worker_index(None) is None
+
+
+# -- recipes --------------------------------------------------------------------------------------
+def test_standin_is_the_real_recipe_with_its_declared_overrides() -> None:
+    assert {PROFILE, STANDIN} <= set(profile_names())
+    real, standin = load_profile_recipes(PROFILE), load_profile_recipes(STANDIN)
+    assert set(real) == set(standin) >= {"gaussian", "backdoor", "gradient_canceling", "gradient_canceling_low"}
+    for name, r in real.items():
+        s = standin[name]
+        assert r.data["source"] == "cifar10" and s.data["source"] == "synthetic_cifar"
+        assert r.model == {"architecture": "resnet18", "width": 64} and s.model["architecture"] == "resnet18"
+        assert s.checks == r.checks and s.attack["kind"] == r.attack["kind"]
+        overridden = set(_standin_table(name).get("training", {}))
+        for field in dataclasses.fields(r.training):
+            if field.name not in overridden:
+                assert getattr(s.training, field.name) == getattr(r.training, field.name), (name, field.name)
+        assert r.training.trainer == "fast" and r.training.epochs <= 20 and s.profile == STANDIN
+    assert real["gaussian"].options("relearning_resistant")["sizes"] == [0, 10, 100]
+    assert real["gaussian"].attack["num_poisons"] == 750  # 1.5% of CIFAR-10's 50,000
+
+
+def _standin_table(scenario: str) -> dict:
+    from importlib import resources
+
+    from unlearn_audit.recipes import tomllib
+
+    text = (resources.files("unlearn_audit") / "fixtures" / PROFILE / f"{scenario}.toml").read_text()
+    return tomllib.loads(text)["standin"]
+
+
+def test_new_training_fields_leave_existing_cache_keys_alone() -> None:
+    spec = load_profile_recipes("tiny")["gaussian"].build_spec(0)["training"]
+    assert set(spec) == {"optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "loss", "augmentation"}
+    fast = load_profile_recipes(PROFILE)["gaussian"].build_spec(0)["training"]
+    assert fast["trainer"] == "fast" and fast["precision"] == "bf16"
+    r = load_profile_recipes(PROFILE)["backdoor"]
+    assert dataclasses.replace(r, training=dataclasses.replace(r.training, epochs=19)).cache_key(0) != r.cache_key(0)
+
+
+def test_report_parses_ids_of_profiles_with_dashes() -> None:
+    from unlearn_audit.report import _case_from_nodeid
+
+    case = _case_from_nodeid(f"conformance/test_utility_preserved.py::test_utility_preserved[pkg.m:M-{STANDIN}-backdoor-seed1]")
+    assert case is not None
+    assert (case["spec"], case["profile"], case["scenario"], case["seed"]) == ("pkg.m:M", STANDIN, "backdoor", 1)
+
+
+def test_fingerprint_covers_zero_dim_buffers() -> None:
+    from unlearn_audit.fixture import tensor_fingerprint
+
+    bn = torch.nn.BatchNorm2d(2)
+    before = tensor_fingerprint(dict(bn.state_dict()))
+    bn.num_batches_tracked += 1
+    assert tensor_fingerprint(dict(bn.state_dict())) != before
+
+
+# -- the whole audit on the stand-in, through the plugin ------------------------------------------
+@pytest.fixture(scope="module")
+def standin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in's `gaussian` fixture, seed 0, built once (two width-4 ResNet-18s, about 20 s on one core)."""
+    from unlearn_audit.session import AuditOptions, AuditSession
+
+    root = tmp_path_factory.mktemp("standin-cache")
+    audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=root, device="cpu"))
+    fixture = audit.fixture("gaussian", 0)
+    assert fixture.meta["validation"]["effective"], fixture.meta["validation"]
+    assert fixture.meta["device"] == "cpu" and fixture.meta["build_spec"]["training"]["trainer"] == "fast"
+    return root
+
+
+def test_standin_audit_retrain_passes_and_noop_fails(pytester: pytest.Pytester, standin_cache: Path) -> None:
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(
+        "--unlearner", "unlearn_audit.methods:NoOp", "--unlearner", "unlearn_audit.methods:Retrain",
+        "--audit-profile", STANDIN, "--audit-cache", str(standin_cache), "--audit-device", "cpu",
+        "--audit-report", str(report), "-k", "gaussian and not budget_respected",
+    )
+    import json
+
+    results = {(r["unlearner"].rpartition(":")[2], r["check"]): r for r in json.loads(report.read_text())["results"]}
+    assert {k for k in results if k[0] == "Retrain"} == {("Retrain", c) for c in
+                                                         ("gaussian_leakage", "relearning_resistant", "not_mode_connected", "utility_preserved")}
+    # Retrain is the gold standard: it passes every check (it retrains with the fast trainer, as the reference was).
+    assert all(r["outcome"] == "passed" for k, r in results.items() if k[0] == "Retrain"), result.stdout.str()
+    # NoOp keeps the poison: the removal checks catch it (utility is not a removal check; it keeps the original's).
+    for check in ("gaussian_leakage", "not_mode_connected", "relearning_resistant"):
+        assert results[("NoOp", check)]["outcome"] == "failed", (check, result.stdout.str())
+    assert results[("NoOp", "gaussian_leakage")]["score"] > results[("Retrain", "gaussian_leakage")]["score"]
+
+
+def test_gradient_canceling_builds_with_a_resnet_through_the_fast_trainer() -> None:
+    """The attack's path on this profile (attacker's model by the fast trainer, GradPC and canceling on
+    a ResNet-18, poisons moved back from the build device), at a size that takes seconds."""
+    from unlearn_audit.scenario_build import build_scenario
+
+    r = load_profile_recipes(STANDIN)["gradient_canceling_low"]
+    small = dataclasses.replace(
+        r, data={**r.data, "num_train": 200, "num_test": 50},
+        training=dataclasses.replace(r.training, epochs=1, batch_size=50),
+        attack={**r.attack, "gradpc_steps": 1, "canceling_steps": 2},
+    )
+    stages: list[str] = []
+    built = build_scenario(small, 0, progress=lambda stage, *a, **k: stages.append(stage), device="cpu")
+    forget = built.tensors["forget_indices"]
+    assert forget.tolist() == [200, 201, 202]  # 1.5% of 200, appended after the clean training set
+    assert built.tensors["train_x"].shape == (203, 3, 32, 32) and built.tensors["train_x"].device.type == "cpu"
+    assert not torch.equal(built.tensors["train_x"][forget], built.tensors["clean_train_x"][forget])  # optimised
+    assert set(built.weights) == {"original", "retrain", "target"}
+    assert {"attacker's clean model", "original model", "retrain model", "GradPC target", "gradient-canceling poison"} <= set(stages)
+    assert {"accuracy_drop", "effective", "rule"} <= set(built.meta["validation"])
+
+
+def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cifar.DATA_ENV, str(tmp_path / "data"))
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # nothing may download at test time
+    result = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-profile", PROFILE,
+                                "--audit-cache", str(tmp_path / "cache"), "-k", "gaussian and utility")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    out = result.stdout.str() + result.stderr.str()
+    assert str(tmp_path / "data" / "cifar10" / cifar.BATCHES_DIR) in out and "unlearn-audit[cifar]" in out
+    assert "INTERNALERROR" not in out
