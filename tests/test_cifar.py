@@ -307,3 +307,24 @@ def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
     out = result.stdout.str() + result.stderr.str()
     assert str(tmp_path / "data" / "cifar10" / cifar.BATCHES_DIR) in out and "unlearn-audit[cifar]" in out
     assert "INTERNALERROR" not in out
+
+
+def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer() -> None:
+    """The clean-label attack's path on this profile: surrogates by the fast trainer, brewing through a
+    ResNet-18 (double backward), clean reference models, validation; at the stand-in's size."""
+    from unlearn_audit.scenario_build import build_scenario
+
+    r = load_profile_recipes(STANDIN)["witches_brew"]
+    stages: list[str] = []
+    built = build_scenario(r, 0, progress=lambda stage, *a, **k: stages.append(stage), device="cpu")
+    t = built.tensors
+    forget = t["forget_indices"]
+    assert len(forget) == 3 * 8  # 3 targets x 2% of 400
+    moved = (t["train_x"] != t["clean_train_x"]).flatten(1).any(1)
+    assert set(torch.nonzero(moved).flatten().tolist()) <= set(forget.tolist())  # clean-label: only poisons move
+    assert (t["train_x"] - t["clean_train_x"]).abs().max() <= 16 / 255 + 1e-6
+    assert t["secret.reference_margins"].shape == (2, 3)
+    assert {"attacker's surrogate model 1", "Witches' Brew poisons, targets", "original model", "retrain model",
+            "reference 2 model"} <= set(stages)
+    v = built.meta["validation"]
+    assert v["targets"] == 3 and isinstance(v["effective"], bool)
