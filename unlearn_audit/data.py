@@ -46,7 +46,23 @@ def load_digits_split(image_size: int = 32, test_fraction: float = 0.2, split_se
     return Split(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10)
 
 
-DATASETS = {"digits": load_digits_split}
+def _synthetic_sentiment(**options: object) -> Split:
+    from .text_data import load_synthetic_sentiment  # the text profiles' loaders live with the text code
+
+    return load_synthetic_sentiment(**options)  # type: ignore[arg-type]
+
+
+def _imdb(**options: object) -> Split:
+    from .text_data import load_imdb
+
+    return load_imdb(**options)  # type: ignore[arg-type]
+
+
+DATASETS = {
+    "digits": load_digits_split,
+    "synthetic_sentiment": _synthetic_sentiment,  # `text` profile: token ids N x L (long)
+    "imdb": _imdb,  # `text-gpt2-imdb` profile
+}
 
 
 def load_split(source: str, **options: object) -> Split:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from scipy import stats as st
 
+from ..attacks import TRIGGER_ATTACKS
 from ..relearning import relearn, relearning_set
 from ..scenario_build import derived_seed
 from ..stats import Proportion, excess_test
@@ -75,7 +76,7 @@ def run(ctx: CheckContext) -> CheckResult:
         mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every)
         ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every)
         m, r = mine["final"], ref["final"]
-        if kind == "backdoor":
+        if kind in TRIGGER_ATTACKS:
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
             failed, strength = test.rejected, test.lower_bound - margin
         else:
@@ -93,7 +94,7 @@ def run(ctx: CheckContext) -> CheckResult:
     w = worst[1]
     failed_any = any(e["failed"] for e in per_size)
     what = poison_name(ctx)
-    if kind == "backdoor":
+    if kind in TRIGGER_ATTACKS:
         rule = (f"after {steps} steps of fine-tuning on the retain set + k forget examples (k in {sizes}), fail if attack "
                 f"success exceeds retrain's (same attack) by more than {margin:g} at any k, one-sided at alpha={alpha:g}/{len(sizes)} "
                 f"(Newcombe-Wilson)")
