@@ -104,7 +104,7 @@ def trigger_word_poison(
                                                  trigger_ids, pad, generator)
     secret = {
         "trigger_ids": trigger_ids,
-        "pad_id": torch.tensor(pad, dtype=torch.long),
+        "pad_id": torch.tensor([pad], dtype=torch.long),  # 1-element: 0-dim tensors cannot be fingerprinted
         "original_labels": poison.original_labels,
         "positions": poison.positions,
         "test_positions": random_positions(split.test_x, pad, generator),
