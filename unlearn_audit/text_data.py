@@ -169,7 +169,7 @@ def load_synthetic_sentiment(
 # -- the real setting: IMDb with the GPT-2 tokenizer --------------------------------------------
 
 HF_HINT = (
-    "the text-gpt2-imdb profile needs the optional packages (pip install 'unlearn-audit[text]' datasets) "
+    "the text-gpt2-imdb profile needs the optional packages (pip install 'unlearn-audit[text-imdb]', i.e. transformers and datasets) "
     "and either network access to the Hugging Face Hub or a local copy in its cache "
     "(HF_HOME, default ~/.cache/huggingface; HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 forbid downloads)"
 )
