@@ -9,9 +9,9 @@ masked out of attention and of the pooling.
 Pooling: `"last"` reads the last non-padding token, as `GPT2ForSequenceClassification` does (the
 standard head for a pretrained GPT-2); `"mean"` averages the non-padding tokens. The offline
 profile uses `"mean"`: a small GPT-2 trained from scratch on a few thousand reviews learns much
-faster with it (measured: 73% test accuracy after 10 epochs with the last-token head, against
-the mean head's accuracy in the recipe comment), while every token still passes through the
-same causal transformer.
+faster with it (one trial on an earlier, harder version of the corpus, Adam lr 3e-3, 10 epochs:
+73% test accuracy with the last-token head, 84% with the mean head; not a careful comparison),
+while every token still passes through the same causal transformer.
 """
 
 from __future__ import annotations
