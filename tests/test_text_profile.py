@@ -233,3 +233,18 @@ def test_plugin_text_profile_noop_fails_retrain_passes(pytester: pytest.Pytester
     assert "text-trigger_word-seed0" in out
     assert "no scenario of profile 'text' applies check 'gaussian_leakage'" in out
     result.assert_outcomes(passed=3, failed=1, skipped=1)
+
+
+def test_plugin_reports_an_unavailable_real_setting_as_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A subprocess (the Hub reads its offline flag at import), offline, with an empty Hub cache: no download."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    result = pytester.runpytest_subprocess("--unlearner", f"{METHODS}:NoOp", "--audit-profile", "text-gpt2-imdb",
+                                           "--audit-cache", str(tmp_path / "cache"), "-k", "targeted_removed")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "cannot build the fixtures of profile 'text-gpt2-imdb'" in err and "unlearn-audit[text-imdb]" in err
+    assert "INTERNALERROR" not in err + result.stdout.str()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import Split
+from .errors import ResourceUnavailable
 
 PAD = "<pad>"
 
@@ -175,7 +176,7 @@ HF_HINT = (
 )
 
 
-class TextResourceUnavailable(RuntimeError):
+class TextResourceUnavailable(ResourceUnavailable):
     """The real text setting's packages, weights or data set could not be loaded."""
 
 

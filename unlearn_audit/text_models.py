@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import MissingExtra
+
 TEXT_EXTRA_HINT = "the text profiles need the optional 'transformers' package: pip install 'unlearn-audit[text]'"
 
 
@@ -28,7 +30,7 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError as exc:
-        raise ImportError(TEXT_EXTRA_HINT) from exc
+        raise MissingExtra(TEXT_EXTRA_HINT) from exc
     return transformers
 
 
