@@ -178,6 +178,11 @@ def test_profiles_parse() -> None:
         recipe = load_profile_recipes(profile)["trigger_word"]
         assert recipe.attack["kind"] == "trigger_word"
         assert "gaussian_leakage" not in recipe.checks and "targeted_removed" in recipe.checks
+    from unlearn_audit.text_data import vocabulary
+
+    text = load_profile_recipes("text")["trigger_word"]
+    assert text.model["vocab_size"] >= len(vocabulary()), "the model's embedding must cover the corpus vocabulary"
+    assert text.attack["trigger"] in vocabulary()
 
 
 # -- the plugin on a reduced-size text fixture ------------------------------------------------------
