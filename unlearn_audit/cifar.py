@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Split
+from .errors import ResourceUnavailable
 
 DATA_ENV = "UNLEARN_AUDIT_DATA"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -38,7 +39,7 @@ TEST_FILE = "test_batch"
 CIFAR_EXTRA_HINT = "pip install 'unlearn-audit[cifar]'"
 
 
-class CifarDataError(RuntimeError):
+class CifarDataError(ResourceUnavailable):
     """CIFAR-10 is not in the data directory and could not be fetched; the message says what to do."""
 
 

@@ -91,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})" if unknown else "[red]--seeds must be >= 1[/]")
             return 2
         audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root, device=args.device))
-        from .cifar import CifarDataError
+        from .errors import ResourceUnavailable
 
         try:
             build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
-        except CifarDataError as exc:
+        except ResourceUnavailable as exc:  # a data set, weights or an optional extra: the message says what to do
             console.print(str(exc), style="red", markup=False)  # the message holds "[cifar]"
             return 2
         for s in scenarios:

@@ -60,7 +60,25 @@ def _synthetic_cifar(**options: object) -> Split:
     return synthetic_cifar_split(**options)
 
 
-DATASETS = {"digits": load_digits_split, "cifar10": _cifar10, "synthetic_cifar": _synthetic_cifar}
+def _synthetic_sentiment(**options: object) -> Split:
+    from .text_data import load_synthetic_sentiment  # the text profiles' loaders live with the text code
+
+    return load_synthetic_sentiment(**options)  # type: ignore[arg-type]
+
+
+def _imdb(**options: object) -> Split:
+    from .text_data import load_imdb
+
+    return load_imdb(**options)  # type: ignore[arg-type]
+
+
+DATASETS = {
+    "digits": load_digits_split,
+    "cifar10": _cifar10,  # `cifar10-resnet18` profile
+    "synthetic_cifar": _synthetic_cifar,  # its CPU stand-in
+    "synthetic_sentiment": _synthetic_sentiment,  # `text` profile: token ids N x L (long)
+    "imdb": _imdb,  # `text-gpt2-imdb` profile
+}
 
 
 def load_split(source: str, **options: object) -> Split:

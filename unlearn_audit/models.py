@@ -34,7 +34,25 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, channels: list[int
     return nn.Sequential(*layers)
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "small_cnn": small_cnn, "resnet18": resnet18}
+def _gpt2_small(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    from .text_models import gpt2_small  # transformers is an optional extra, imported when a text model is built
+
+    return gpt2_small(input_shape, num_classes, **options)
+
+
+def _gpt2_pretrained(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    from .text_models import gpt2_pretrained
+
+    return gpt2_pretrained(input_shape, num_classes, **options)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "small_cnn": small_cnn,
+    "resnet18": resnet18,  # `cifar10-resnet18` profile
+    "gpt2_small": _gpt2_small,  # `text` profile
+    "gpt2_pretrained": _gpt2_pretrained,  # `text-gpt2-imdb` profile
+}
 
 
 def model_factory(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:

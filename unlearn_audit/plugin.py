@@ -259,18 +259,18 @@ def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> Non
         return
     from .progress import build_with_progress
 
+    from .errors import ResourceUnavailable
+
     capman = config.pluginmanager.getplugin("capturemanager")
     audit = get_audit_session(config)
-    from .cifar import CifarDataError  # torch is loaded by now
-
     try:
         if capman is not None:
             with capman.global_and_fixture_disabled():
                 build_with_progress(audit, needed)
         else:
             build_with_progress(audit, needed)
-    except CifarDataError as exc:  # missing data set: say what to do, not a traceback
-        pytest.exit(f"unlearn-audit: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+    except ResourceUnavailable as exc:  # e.g. an optional extra, pretrained weights or a data set (text profiles)
+        raise _usage(f"cannot build the fixtures of profile {audit.options.profile!r}: {exc}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

@@ -14,14 +14,16 @@ import torch
 from torch import nn
 
 from .attacks import (
-    apply_trigger,
+    TRIGGER_ATTACKS,
     brew_for_targets,
     gradient_canceling_attack,
     make_backdoor,
     make_gaussian_poison,
     runner_up_classes,
     select_low_margin_targets,
+    triggered_test_inputs,
 )
+from .attacks.trigger_word import trigger_word_poison
 from .data import load_split
 from .metrics import correct, gaussian_unlearning_scores, hits_target
 from .models import model_factory
@@ -76,6 +78,9 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         )
         forget = backdoor.indices
         secret["original_labels"] = backdoor.original_labels
+    elif kind == "trigger_word":
+        train_x, train_y, forget, tw_secret = trigger_word_poison(recipe.attack, split, attack_gen)
+        secret.update(tw_secret)
     elif kind == "gradient_canceling":
         gc = _gradient_canceling(recipe, split, seed, attack_gen, progress, device)
         train_x, train_y, clean_train_x, forget = gc["train_x"], gc["train_y"], gc["clean_train_x"], gc["forget"]
@@ -260,13 +265,13 @@ def validate_attack(
         z = unit_normal_mean_test(scores[~scores.isnan()].tolist(), alpha=0.01).z
         needed = recipe.options("gaussian_leakage").get("min_original_z", 5.0)
         report.update(original_gus_z=z, effective=bool(z >= needed), rule=f"original GUS z >= {needed}")
-    elif kind == "backdoor":
+    elif kind in TRIGGER_ATTACKS:
         a = recipe.attack
-        mask = test_y != a["target_class"]
-        triggered = apply_trigger(test_x[mask], a["patch_size"], a["patch_value"])
+        triggered = triggered_test_inputs(a, tensors)
         success = hits_target(original, triggered, a["target_class"]).float().mean().item()
         needed = recipe.options("targeted_removed").get("min_original_success", 0.5)
         report.update(original_attack_success=success, effective=bool(success >= needed), rule=f"original attack success >= {needed}")
+        report["retrain_attack_success"] = hits_target(retrain, triggered, a["target_class"]).float().mean().item()
     elif kind == "gradient_canceling":
         opts = recipe.options("indiscriminate_restored")
         needed = float(opts.get("min_accuracy_drop", 0.10))

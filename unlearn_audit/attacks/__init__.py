@@ -2,6 +2,8 @@
 
 from .backdoor import TriggerBackdoor, apply_trigger, make_backdoor
 from .gaussian import GaussianPoison, make_gaussian_poison
+from .trigger_word import TriggerWordPoison, insert_trigger, make_trigger_word
+from .triggers import TRIGGER_ATTACKS, triggered_test_inputs
 from .gradient_canceling import (
     GradientCancelingAttack,
     GradientCancelingPoison,
@@ -26,7 +28,12 @@ __all__ = [
     "GaussianPoison",
     "GradientCancelingAttack",
     "GradientCancelingPoison",
+    "TRIGGER_ATTACKS",
     "TriggerBackdoor",
+    "TriggerWordPoison",
+    "insert_trigger",
+    "make_trigger_word",
+    "triggered_test_inputs",
     "apply_trigger",
     "canceling_objective",
     "gradient_canceling_attack",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..attacks import TRIGGER_ATTACKS
 from ..metrics import correct, gaussian_unlearning_scores
 from ..stats import Proportion, unit_normal_mean_test
 from .base import CheckContext
@@ -26,7 +27,7 @@ class PoisonMeasurement:
 
 
 def poison_name(ctx: CheckContext) -> str:
-    return {"gaussian": "mean GUS", "backdoor": "attack success",
+    return {"gaussian": "mean GUS", "backdoor": "attack success", "trigger_word": "attack success",
             "gradient_canceling": "clean test error", "witches_brew": "attack success on the validated targets"}[ctx.fixture.recipe.attack["kind"]]
 
 
@@ -34,7 +35,7 @@ def measure_poison(ctx: CheckContext, model: torch.nn.Module, forget_positions: 
     """Poison left in `model`. For Gaussian poisons, only on `forget_positions` (indices into the forget set)."""
     kind = ctx.fixture.recipe.attack["kind"]
     t = ctx.fixture.tensors
-    if kind == "backdoor":
+    if kind in TRIGGER_ATTACKS:
         hits = triggered_hits(ctx.fixture, model)
         p = Proportion(int(hits.sum()), len(hits))
         return PoisonMeasurement(p.value, p.stderr, p.trials, p.successes)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from scipy import stats as st
 
+from ..attacks import TRIGGER_ATTACKS
 from ..relearning import relearn, relearning_set
 from ..scenario_build import derived_seed
 from ..stats import Proportion, excess_test
@@ -79,7 +80,7 @@ def run(ctx: CheckContext) -> CheckResult:
         mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every, lr)
         ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every, lr)
         m, r = mine["final"], ref["final"]
-        if kind == "backdoor":
+        if kind in TRIGGER_ATTACKS:
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
             failed, strength = test.rejected, test.lower_bound - margin
         else:
@@ -97,7 +98,7 @@ def run(ctx: CheckContext) -> CheckResult:
     w = worst[1]
     failed_any = any(e["failed"] for e in per_size)
     what = poison_name(ctx)
-    if kind == "backdoor":
+    if kind in TRIGGER_ATTACKS:
         rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if attack "
                 f"success exceeds retrain's (same attack) by more than {margin:g} at any k, one-sided at alpha={alpha:g}/{len(sizes)} "
                 f"(Newcombe-Wilson)")

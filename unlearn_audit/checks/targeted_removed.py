@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..attacks import apply_trigger
+from ..attacks import triggered_test_inputs
 from ..metrics import hits_target
 from ..stats import Proportion, excess_test
 from .base import CheckContext, CheckResult
@@ -26,10 +26,7 @@ def triggered_hits(fixture: "Fixture", model: torch.nn.Module) -> torch.Tensor:
     """Per-input attack success on the triggered held-out test inputs of the non-target classes (not memoised:
     the relearning attack measures one model object as it changes)."""
     a = fixture.recipe.attack
-    t = fixture.tensors
-    mask = t["test_y"] != a["target_class"]
-    triggered = apply_trigger(t["test_x"][mask], a["patch_size"], a["patch_value"])
-    return hits_target(model, triggered, a["target_class"])
+    return hits_target(model, triggered_test_inputs(a, fixture.tensors), a["target_class"])
 
 
 def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:

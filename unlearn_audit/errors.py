@@ -1,0 +1,14 @@
+"""Errors the plugin reports as usage errors rather than tracebacks (torch-free, so the plugin can import it)."""
+
+from __future__ import annotations
+
+
+class ResourceUnavailable(RuntimeError):
+    """Something a profile needs (an optional package, pretrained weights, a data set) cannot be loaded here.
+
+    The message says what to install or make reachable.
+    """
+
+
+class MissingExtra(ResourceUnavailable, ImportError):
+    """An optional extra of unlearn-audit is not installed."""
