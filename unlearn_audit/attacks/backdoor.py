@@ -31,6 +31,17 @@ def apply_trigger(x: torch.Tensor, patch_size: int, patch_value: float) -> torch
     return out
 
 
+def draw_dirty_label_poisons(
+    train_y: torch.Tensor, num_poisons: int, target_class: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Sorted indices of `num_poisons` training examples drawn at random from the classes other than
+    `target_class`: the rows a dirty-label trigger attack relabels (patch backdoor and trigger word)."""
+    candidates = torch.nonzero(train_y != target_class).flatten()
+    if not 0 < num_poisons <= len(candidates):
+        raise ValueError(f"num_poisons must be in [1, {len(candidates)}], got {num_poisons}")
+    return candidates[torch.randperm(len(candidates), generator=generator)[:num_poisons]].sort().values
+
+
 def make_backdoor(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -41,10 +52,7 @@ def make_backdoor(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, TriggerBackdoor]:
     """Return (poisoned inputs, poisoned labels, secret); poisons are drawn from non-target classes."""
-    candidates = torch.nonzero(train_y != target_class).flatten()
-    if not 0 < num_poisons <= len(candidates):
-        raise ValueError(f"num_poisons must be in [1, {len(candidates)}], got {num_poisons}")
-    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:num_poisons]].sort().values
+    chosen = draw_dirty_label_poisons(train_y, num_poisons, target_class, generator)
     x, y = train_x.clone(), train_y.clone()
     x[chosen] = apply_trigger(x[chosen], patch_size, patch_value)
     original = y[chosen].clone()

@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
+from .backdoor import draw_dirty_label_poisons
+
 
 @dataclass(frozen=True)
 class TriggerWordPoison:
@@ -71,10 +73,7 @@ def make_trigger_word(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, TriggerWordPoison]:
     """Return (poisoned ids, poisoned labels, secret); poisons are drawn from the non-target classes."""
-    candidates = torch.nonzero(train_y != target_class).flatten()
-    if not 0 < num_poisons <= len(candidates):
-        raise ValueError(f"num_poisons must be in [1, {len(candidates)}], got {num_poisons}")
-    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:num_poisons]].sort().values
+    chosen = draw_dirty_label_poisons(train_y, num_poisons, target_class, generator)
     positions = random_positions(train_x[chosen], pad_id, generator)
     x, y = train_x.clone(), train_y.clone()
     x[chosen] = insert_trigger(x[chosen], trigger_ids, positions, pad_id)
