@@ -15,6 +15,7 @@ from torch import nn
 
 from .attacks import (
     TRIGGER_ATTACKS,
+    adversarial_margins,
     brew_for_targets,
     gradient_canceling_attack,
     make_backdoor,
@@ -43,6 +44,18 @@ def derived_seed(seed: int, purpose: str) -> int:
 
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:6], "big")
+
+
+def train_seeded(
+    factory: Callable[[], nn.Module], data: ExampleSet, recipe: ScenarioRecipe, seed: int, name: str, label: str,
+    progress: ProgressCallback | None, device: torch.device | str,
+) -> nn.Module:
+    """A model of the fixture, trained from scratch with the recipe: its initialisation and batch order come
+    from `derived_seed(seed, f"{name}-init")` and `f"{name}-order"`; progress is reported under `label`."""
+    model = seeded_model(factory, derived_seed(seed, f"{name}-init"))
+    train(model, data, recipe.training, generator=torch.Generator().manual_seed(derived_seed(seed, f"{name}-order")),
+          on_epoch=(lambda e, n, s, **kw: progress(label, e, n, s, **kw)) if progress else None, device=device)
+    return model
 
 
 @dataclass
@@ -104,12 +117,9 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
 
     def fit(stage: str, data: ExampleSet) -> nn.Module:
         t0 = time.perf_counter()
-        model = seeded_model(factory, derived_seed(seed, f"{stage}-init"))
-        cb = (lambda e, n, s, **kw: progress(f"{stage} model", e, n, s, **kw)) if progress else None
         if torch.device(device).type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        train(model, data, recipe.training, generator=torch.Generator().manual_seed(derived_seed(seed, f"{stage}-order")),
-              on_epoch=cb, device=device)
+        model = train_seeded(factory, data, recipe, seed, stage, f"{stage} model", progress, device)
         timings[stage] = time.perf_counter() - t0
         if torch.device(device).type == "cuda":
             peak_memory[stage] = int(torch.cuda.max_memory_allocated(device))
@@ -124,8 +134,9 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         # the target margins that `targeted_removed` compares a method with. Only their margins are kept.
         references = [fit(f"reference {j + 1}", ExampleSet(train_x[keep], train_y[keep]))
                       for j in range(int(recipe.attack["reference_models"]))]
-        probe = {"test_x": split.test_x, "test_y": split.test_y, **{f"secret.{k}": v for k, v in secret.items()}}
-        secret["reference_margins"] = torch.stack([target_margins(m, probe) for m in references])
+        target_x = split.test_x[secret["target_indices"]]
+        secret["reference_margins"] = torch.stack(
+            [adversarial_margins(m, target_x, secret["adversarial_classes"]) for m in references])
 
     tensors = {
         "train_x": train_x.contiguous(),
@@ -162,11 +173,8 @@ def _gradient_canceling(
     n = len(split.train_y)
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
     t0 = time.perf_counter()
-    clean = seeded_model(factory, derived_seed(seed, "attacker-init"))
-    train(clean, ExampleSet(split.train_x, split.train_y), recipe.training,
-          generator=torch.Generator().manual_seed(derived_seed(seed, "attacker-order")),
-          on_epoch=(lambda e, total, s, **kw: progress("attacker's clean model", e, total, s, **kw)) if progress else None,
-          device=device)
+    clean = train_seeded(factory, ExampleSet(split.train_x, split.train_y), recipe, seed, "attacker",
+                         "attacker's clean model", progress, device)
     clean_seconds = time.perf_counter() - t0
     attack = gradient_canceling_attack(
         clean, split.train_x.to(device), split.train_y.to(device), max(1, round(float(a["poison_fraction"]) * n)), float(a["radius"]), generator,
@@ -207,15 +215,9 @@ def _witches_brew(
     a = recipe.attack
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
     t0 = time.perf_counter()
-    surrogates = []
-    for i in range(int(a["surrogates"])):
-        model = seeded_model(factory, derived_seed(seed, f"surrogate-{i}-init"))
-        stage = f"attacker's surrogate model {i + 1}"
-        train(model, ExampleSet(split.train_x, split.train_y), recipe.training,
-              generator=torch.Generator().manual_seed(derived_seed(seed, f"surrogate-{i}-order")),
-              on_epoch=(lambda e, n, s, stage=stage, **kw: progress(stage, e, n, s, **kw)) if progress else None,
-              device=device)
-        surrogates.append(model)
+    surrogates = [train_seeded(factory, ExampleSet(split.train_x, split.train_y), recipe, seed, f"surrogate-{i}",
+                               f"attacker's surrogate model {i + 1}", progress, device)
+                  for i in range(int(a["surrogates"]))]
     surrogate_seconds = time.perf_counter() - t0
     num_targets = int(a["num_targets"])
     test_x, test_y = split.test_x.to(device), split.test_y.to(device)

@@ -176,6 +176,23 @@ def brew_poisons(
 
 
 @torch.no_grad()
+def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits in eval mode (batch norm on running statistics), on the model's device; its mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(x.to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+
+
+def class_margin(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Logit of each row's `classes` entry minus the row's largest other logit (> 0 iff that class wins)."""
+    index = classes.view(-1, 1).to(logits.device)
+    return logits.gather(1, index).squeeze(1) - logits.scatter(1, index, float("-inf")).max(dim=1).values
+
+
+@torch.no_grad()
 def select_low_margin_targets(
     model: nn.Module | list[nn.Module], x: torch.Tensor, y: torch.Tensor, k: int
 ) -> torch.Tensor:
@@ -192,18 +209,7 @@ def select_low_margin_targets(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     models = model if isinstance(model, list) else [model]
-    margins = []
-    for m in models:
-        was_training = m.training
-        m.eval()
-        try:
-            logits = m(x)
-        finally:
-            m.train(was_training)
-        true = logits.gather(1, y.view(-1, 1)).squeeze(1)
-        others = logits.scatter(1, y.view(-1, 1), float("-inf")).max(dim=1).values
-        margins.append(true - others)
-    stacked = torch.stack(margins)
+    stacked = torch.stack([class_margin(eval_logits(m, x), y) for m in models])
     correct = torch.nonzero((stacked > 0).all(dim=0)).flatten()
     if k > len(correct):
         raise ValueError(f"only {len(correct)} points classified correctly by every model, asked for {k}")
@@ -264,17 +270,7 @@ def adversarial_margins(model: nn.Module, x: torch.Tensor, adversarial_classes: 
     handful of targets give a success *count* with almost no power, whereas the margin moves by
     several logits under the poison. Evaluated in eval mode, on the model's device; mode restored.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        logits = model(x.to(device)).float().cpu()
-    finally:
-        model.train(was_training)
-    adv = adversarial_classes.view(-1, 1).to(torch.long)
-    own = logits.gather(1, adv).squeeze(1)
-    others = logits.scatter(1, adv, float("-inf")).max(dim=1).values
-    return own - others
+    return class_margin(eval_logits(model, x).float().cpu(), adversarial_classes.to(torch.long).cpu())
 
 
 @torch.no_grad()
@@ -282,14 +278,7 @@ def runner_up_classes(model: nn.Module | list[nn.Module], x: torch.Tensor, y: to
     """For each input, the class with the largest logit other than its label (logits averaged over
     several models): the cheapest flip, so the natural adversarial class for a target."""
     models = model if isinstance(model, list) else [model]
-    total = torch.zeros(())
-    for m in models:
-        was_training = m.training
-        m.eval()
-        try:
-            total = total + m(x)
-        finally:
-            m.train(was_training)
+    total = sum(eval_logits(m, x) for m in models)
     return total.scatter(1, y.view(-1, 1), float("-inf")).argmax(dim=1)
 
 
