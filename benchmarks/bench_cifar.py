@@ -38,7 +38,7 @@ def flops_per_step(batch_size: int, width: int = 64, probe_batch: int = 8) -> di
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
-    from unlearn_audit.resnet import ResNet18
+    from unlearn_audit.profiles.cifar.resnet import ResNet18
 
     torch.set_num_threads(1)
     model = ResNet18(width=width).train()
@@ -54,7 +54,7 @@ def flops_per_step(batch_size: int, width: int = 64, probe_batch: int = 8) -> di
 
 
 def gpu_estimate(profile: str = "cifar10-resnet18", scenario: str = "backdoor") -> None:
-    from unlearn_audit.recipes import load_profile_recipes
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     recipe = load_profile_recipes(profile)[scenario]
     t = recipe.training
@@ -106,7 +106,7 @@ def main() -> None:
         work = Path(tmp)
         cache = Path(args.cache) if args.cache else work / "cache"
         device = ["--device", args.device] if args.device else []
-        cmd = [py, "-m", "unlearn_audit.cli", "fixtures", "build", "--profile", profile, "--cache", str(cache), *device]
+        cmd = [py, "-m", "unlearn_audit.tools.cli", "fixtures", "build", "--profile", profile, "--cache", str(cache), *device]
         for s in scenarios:
             cmd += ["--scenario", s]
         build, rc = timed(cmd, work)

@@ -37,7 +37,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cache = work / "cache"
-        build, rc = timed([py, "-m", "unlearn_audit.cli", "fixtures", "build", "--cache", str(cache), "--seeds", str(args.seeds)], work)
+        build, rc = timed([py, "-m", "unlearn_audit.tools.cli", "fixtures", "build", "--cache", str(cache), "--seeds", str(args.seeds)], work)
         assert rc == 0, "fixture build failed"
         metas = [json.loads(p.read_text()) for p in cache.glob("*/*/meta.json")]
         print(f"cold fixture build, profile tiny, {len(metas)} fixtures ({args.seeds} seed(s)): {build:.1f} s wall "

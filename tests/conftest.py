@@ -14,16 +14,16 @@ import pytest
 # be imported twice in one process, so import everything heavy once, before any of those runs.
 import torch  # noqa: F401
 import unlearn_audit.methods  # noqa: F401
-import unlearn_audit.progress  # noqa: F401
-import unlearn_audit.session  # noqa: F401
+import unlearn_audit.tools.progress  # noqa: F401
+import unlearn_audit.engine.session  # noqa: F401
 
-# One torch thread: robust on a busy 2-core CI machine (see unlearn_audit.session.configure_threads).
+# One torch thread: robust on a busy 2-core CI machine (see unlearn_audit.engine.session.configure_threads).
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unlearn_audit.session import AuditOptions, AuditSession
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
 
     root = tmp_path_factory.mktemp("audit-cache")
     audit = AuditSession(AuditOptions(profile="tiny", cache_dir=root))
@@ -42,9 +42,9 @@ def audit_env(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def fixtures(tiny_cache: Path) -> dict:
     """The loaded seed-0 `gaussian` and `backdoor` fixtures, for tests that run methods directly."""
-    from unlearn_audit.cache import FixtureCache
-    from unlearn_audit.fixture import Fixture
-    from unlearn_audit.recipes import load_profile_recipes
+    from unlearn_audit.scenarios.cache import FixtureCache
+    from unlearn_audit.scenarios.fixture import Fixture
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     recipes = load_profile_recipes("tiny")
     cache = FixtureCache(tiny_cache)
@@ -57,7 +57,7 @@ def unlearn_sanely():
     architecture, and the request's data left as it was. Returns the model."""
     from torch import nn
 
-    from unlearn_audit.models import nonfinite_tensors
+    from unlearn_audit.profiles.models import nonfinite_tensors
 
     def run(method, request):
         model = request.model_factory()

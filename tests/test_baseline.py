@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_audit.baseline import compare
-from unlearn_audit.cli import main as cli_main
+from unlearn_audit.reports.baseline import compare
+from unlearn_audit.tools.cli import main as cli_main
 
 METHOD = textwrap.dedent(
     '''
     import dataclasses, os
-    from unlearn_audit.training import train
+    from unlearn_audit.training.loops import train
 
     class ShortRetrain:
         """Retrain from scratch; with MAKE_IT_WORSE set, for only 3 of the recipe's epochs."""
@@ -104,7 +104,7 @@ def test_new_case_is_not_a_regression() -> None:
 
 def test_exact_score_regression_keeps_the_report_valid(tmp_path: Path) -> None:
     """A worse exact score (budget count) has no z-statistic; the report must still be strict JSON."""
-    from unlearn_audit.report import ReportCollector
+    from unlearn_audit.reports.collector import ReportCollector
 
     out = compare(result(5000, 0.0, "failed"), result(4000, 0.0))
     assert out["regressed"] and out["z"] is None

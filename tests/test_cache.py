@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_audit.cache import DATA_FILE, META_FILE, WEIGHTS_FILE, FixtureCache
-from unlearn_audit.fixture import Fixture
-from unlearn_audit.recipes import load_profile_recipes, parse_recipe
+from unlearn_audit.scenarios.cache import DATA_FILE, META_FILE, WEIGHTS_FILE, FixtureCache
+from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.scenarios.recipes import load_profile_recipes, parse_recipe
 
 FAST_RECIPE = textwrap.dedent(
     """
@@ -43,7 +43,7 @@ def fast_recipe():
 def test_key_depends_on_build_inputs_not_on_thresholds() -> None:
     base = load_profile_recipes("tiny")["gaussian"]
     assert base.cache_key(0) != base.cache_key(1)
-    stricter = parse_recipe("tiny", Path(__file__).parents[1].joinpath("unlearn_audit/fixtures/tiny/gaussian.toml")
+    stricter = parse_recipe("tiny", Path(__file__).parents[1].joinpath("fixtures/tiny/gaussian.toml")
                             .read_text().replace("alpha = 0.01", "alpha = 0.05"))
     assert stricter.options("gaussian_leakage")["alpha"] == 0.05
     assert stricter.cache_key(0) == base.cache_key(0)
@@ -103,8 +103,8 @@ def test_concurrent_processes_build_once(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        from unlearn_audit.cache import FixtureCache
-        from unlearn_audit.recipes import parse_recipe
+        from unlearn_audit.scenarios.cache import FixtureCache
+        from unlearn_audit.scenarios.recipes import parse_recipe
         recipe = parse_recipe("unit", {FAST_RECIPE!r})
         built = []
         FixtureCache(sys.argv[1]).get_or_build(recipe, 0, progress=lambda *a: built.append(a))

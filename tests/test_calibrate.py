@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unlearn_audit.calibrate import matrix_markdown, summarise
-from unlearn_audit.cli import main
+from unlearn_audit.tools.calibrate import matrix_markdown, summarise
+from unlearn_audit.tools.cli import main
 
 
 def rec(unlearner, check, scenario, seed, outcome, score):

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit import cifar
-from unlearn_audit.cifar import CifarDataError, load_cifar10_split, synthetic_cifar_split
-from unlearn_audit.devices import resolve_device, xdist_worker_index
-from unlearn_audit.fast_training import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
-from unlearn_audit.models import model_factory
+from unlearn_audit.profiles.cifar import data as cifar
+from unlearn_audit.profiles.cifar.data import CifarDataError, load_cifar10_split, synthetic_cifar_split
+from unlearn_audit.engine.devices import resolve_device, xdist_worker_index
+from unlearn_audit.training.fast import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
+from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
-from unlearn_audit.recipes import load_profile_recipes, profile_names
-from unlearn_audit.resnet import ResNet18
+from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
+from unlearn_audit.profiles.cifar.resnet import ResNet18
 
 PROFILE = "cifar10-resnet18"
 STANDIN = "cifar10-resnet18-standin"
@@ -153,7 +153,7 @@ def test_fast_trainer_learns_the_standin_on_cpu_in_fp32() -> None:
 
 
 def test_full_runs_of_a_fast_recipe_use_the_fast_trainer_and_budgeted_runs_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    from unlearn_audit import fast_training, training
+    from unlearn_audit.training import fast as fast_training, loops as training
 
     calls: list[str] = []
     monkeypatch.setattr(fast_training, "train_fast", lambda model, *a, **k: calls.append("fast") or model)
@@ -208,9 +208,9 @@ def test_standin_is_the_real_recipe_with_its_declared_overrides() -> None:
 def _standin_table(scenario: str) -> dict:
     from importlib import resources
 
-    from unlearn_audit.recipes import tomllib
+    from unlearn_audit.scenarios.recipes import tomllib
 
-    text = (resources.files("unlearn_audit") / "fixtures" / PROFILE / f"{scenario}.toml").read_text()
+    text = (resources.files("unlearn_audit.fixtures") / PROFILE / f"{scenario}.toml").read_text()
     return tomllib.loads(text)["standin"]
 
 
@@ -224,7 +224,7 @@ def test_new_training_fields_leave_existing_cache_keys_alone() -> None:
 
 
 def test_report_parses_ids_of_profiles_with_dashes() -> None:
-    from unlearn_audit.report import _case_from_nodeid
+    from unlearn_audit.reports.collector import _case_from_nodeid
 
     case = _case_from_nodeid(f"conformance/test_utility_preserved.py::test_utility_preserved[pkg.m:M-{STANDIN}-backdoor-seed1]")
     assert case is not None
@@ -232,7 +232,7 @@ def test_report_parses_ids_of_profiles_with_dashes() -> None:
 
 
 def test_fingerprint_covers_zero_dim_buffers() -> None:
-    from unlearn_audit.fixture import tensor_fingerprint
+    from unlearn_audit.scenarios.fixture import tensor_fingerprint
 
     bn = torch.nn.BatchNorm2d(2)
     before = tensor_fingerprint(dict(bn.state_dict()))
@@ -244,7 +244,7 @@ def test_fingerprint_covers_zero_dim_buffers() -> None:
 @pytest.fixture(scope="module")
 def standin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The stand-in's `gaussian` fixture, seed 0, built once (two width-4 ResNet-18s, about 20 s on one core)."""
-    from unlearn_audit.session import AuditOptions, AuditSession
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
 
     root = tmp_path_factory.mktemp("standin-cache")
     audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=root, device="cpu"))
@@ -277,7 +277,7 @@ def test_standin_audit_retrain_passes_and_noop_fails(pytester: pytest.Pytester, 
 def test_gradient_canceling_builds_with_a_resnet_through_the_fast_trainer() -> None:
     """The attack's path on this profile (attacker's model by the fast trainer, GradPC and canceling on
     a ResNet-18, poisons moved back from the build device), at a size that takes seconds."""
-    from unlearn_audit.scenario_build import build_scenario
+    from unlearn_audit.scenarios.build import build_scenario
 
     r = load_profile_recipes(STANDIN)["gradient_canceling_low"]
     small = dataclasses.replace(
@@ -312,7 +312,7 @@ def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
 def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer() -> None:
     """The clean-label attack's path on this profile: surrogates by the fast trainer, brewing through a
     ResNet-18 (double backward), clean reference models, validation; at the stand-in's size."""
-    from unlearn_audit.scenario_build import build_scenario
+    from unlearn_audit.scenarios.build import build_scenario
 
     r = load_profile_recipes(STANDIN)["witches_brew"]
     stages: list[str] = []

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from unlearn_audit.cache import WEIGHTS_FILE, FixtureCache
-from unlearn_audit.cli import main
+from unlearn_audit.scenarios.cache import WEIGHTS_FILE, FixtureCache
+from unlearn_audit.tools.cli import main
 
 
 def test_build_list_verify_clean(tmp_path: Path, capsys) -> None:
@@ -36,5 +36,5 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "unlearn_audit.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "unlearn_audit.tools.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "fixtures" in out.stdout

@@ -183,9 +183,9 @@ min_accuracy_drop = 0.10
 
 @pytest.mark.parametrize("radius", [0.0])
 def test_fast_build_stores_poisons_as_the_forget_set_and_validates(radius: float) -> None:
-    from unlearn_audit.data import load_split
-    from unlearn_audit.recipes import parse_recipe
-    from unlearn_audit.scenario_build import build_scenario
+    from unlearn_audit.profiles.data import load_split
+    from unlearn_audit.scenarios.recipes import parse_recipe
+    from unlearn_audit.scenarios.build import build_scenario
 
     recipe = parse_recipe("tiny", FAST_RECIPE.format(radius=radius))
     stages: set[str] = set()
@@ -217,12 +217,12 @@ def test_fast_build_stores_poisons_as_the_forget_set_and_validates(radius: float
 
 
 def test_shipped_recipe_declares_the_attack() -> None:
-    from unlearn_audit.checks import CHECK_MODULES
-    from unlearn_audit.recipes import load_profile_recipes
+    from unlearn_audit.checks import CHECK_NAMES
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     recipe = load_profile_recipes("tiny")["gradient_canceling"]
     assert recipe.attack["kind"] == "gradient_canceling" and recipe.model["architecture"] == "mlp"
-    assert "indiscriminate_restored" in recipe.checks and set(recipe.checks) <= set(CHECK_MODULES)
+    assert "indiscriminate_restored" in recipe.checks and set(recipe.checks) <= set(CHECK_NAMES)
     assert recipe.options("indiscriminate_restored")["min_accuracy_drop"] > recipe.options("indiscriminate_restored")["margin"]
 
 
@@ -261,7 +261,7 @@ def check_context(original_correct: int, retrain_correct: int, method_correct: i
 
 
 def test_indiscriminate_restored_fails_noop_and_passes_retrain() -> None:
-    from unlearn_audit.checks.indiscriminate import damage_repaired, run
+    from unlearn_audit.checks.indiscriminate_restored import damage_repaired, run
 
     noop = run(check_context(200, 350, 200))
     assert noop.verdict == "fail" and noop.details["damage_repaired"] == pytest.approx(0.0)

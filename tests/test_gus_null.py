@@ -17,11 +17,11 @@ from scipy import stats as st
 from torch import nn
 
 from unlearn_audit.attacks import make_gaussian_poison
-from unlearn_audit.data import Split, load_digits_split
+from unlearn_audit.profiles.data import Split, load_digits_split
 from unlearn_audit.metrics import gaussian_unlearning_scores
-from unlearn_audit.models import mlp
+from unlearn_audit.profiles.models import mlp
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
-from unlearn_audit.training import seeded_model, train
+from unlearn_audit.training.loops import seeded_model, train
 
 NUM_POISONS, SIGMA = 150, 0.3
 # The positive control's model. 10 epochs are enough for a strong signal (z is about 10 on

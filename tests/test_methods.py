@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_audit.fixture import Fixture
+from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.methods import (
     SCRUB,
     SSD,
@@ -21,9 +21,9 @@ from unlearn_audit.methods import (
     Retrain,
     SalUn,
 )
-from unlearn_audit.models import small_cnn
+from unlearn_audit.profiles.models import small_cnn
 from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
-from unlearn_audit.runner import ExampleGradientCounter, run_unlearner
+from unlearn_audit.engine.runner import ExampleGradientCounter, run_unlearner
 
 CPU = torch.device("cpu")
 

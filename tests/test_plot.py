@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from unlearn_audit import plot  # noqa: E402
-from unlearn_audit.cli import main as cli_main  # noqa: E402
+from unlearn_audit.tools import plot  # noqa: E402
+from unlearn_audit.tools.cli import main as cli_main  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = ["unlearn_audit.methods:NoOp", "unlearn_audit.methods:GradientAscent"]

@@ -81,12 +81,12 @@ def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytes
     out = result.stdout.str()
     assert "test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seed0]" in out
     assert "test_targeted_removed[unlearn_audit.methods:Retrain-tiny-backdoor-seed1]" in out
-    from unlearn_audit.checks import CHECK_MODULES
-    from unlearn_audit.recipes import load_profile_recipes
+    from unlearn_audit.checks import CHECK_NAMES
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     recipes = load_profile_recipes("tiny").values()
     cases = 2 * 2 * sum(len(r.checks) for r in recipes)  # unlearners x seeds x (scenario, check)
-    unused = sum(1 for c in CHECK_MODULES if not any(c in r.checks for r in recipes))  # one skipped placeholder each
+    unused = sum(1 for c in CHECK_NAMES if not any(c in r.checks for r in recipes))  # one skipped placeholder each
     assert f"{cases + unused} tests collected" in out
     assert not cache.exists(), "collection must not build fixtures"
 
@@ -214,7 +214,7 @@ def test_overspending_fails_budget_only(pytester: pytest.Pytester, audit_env: Pa
 
 
 def test_cached_fixture_is_unchanged_after_hostile_runs(pytester: pytest.Pytester, audit_env: Path) -> None:
-    from unlearn_audit.cache import FixtureCache
+    from unlearn_audit.scenarios.cache import FixtureCache
 
     pytester.makepyfile(hostile=HOSTILE)
     pytester.syspathinsert()

@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from unlearn_audit.cache import FixtureCache
-from unlearn_audit.fixture import Fixture
+from unlearn_audit.scenarios.cache import FixtureCache
+from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.methods import GradientAscent, GradientDescent, NoOp, Retrain
 from unlearn_audit.protocol import ExampleSet
-from unlearn_audit.recipes import load_profile_recipes
-from unlearn_audit.runner import ExampleGradientCounter, run_unlearner, strip_counter_hooks
+from unlearn_audit.scenarios.recipes import load_profile_recipes
+from unlearn_audit.engine.runner import ExampleGradientCounter, run_unlearner, strip_counter_hooks
 
 CPU = torch.device("cpu")
 
@@ -120,7 +120,7 @@ def test_batches_cover_every_example_once_and_leave_data_unmodified(n: int, batc
 @pytest.mark.parametrize("method", [GradientDescent(), GradientAscent(), NoOp()], ids=lambda m: type(m).__name__)
 def test_reference_methods_handle_tiny_forget_sets(method, size: int) -> None:
     """Empty and one-sample forget sets: no crash, finite weights, same architecture."""
-    from unlearn_audit.models import nonfinite_tensors
+    from unlearn_audit.profiles.models import nonfinite_tensors
     from unlearn_audit.protocol import Budget, TrainingRecipe, UnlearningRequest
 
     gen = torch.Generator().manual_seed(0)
@@ -188,7 +188,7 @@ def test_returned_model_is_copied_and_unfrozen(gaussian_fixture: Fixture) -> Non
 
 
 def test_only_the_reference_retrain_is_exempt(tiny_cache) -> None:
-    from unlearn_audit.session import AuditOptions, AuditSession
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
 
     class MyRetrain(Retrain):
         pass

@@ -1,4 +1,4 @@
-"""Unit tests for `--unlearner` spec resolution (`unlearn_audit.specs`)."""
+"""Unit tests for `--unlearner` spec resolution (`unlearn_audit.engine.specs`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-import unlearn_audit.specs as specs
-from unlearn_audit.specs import (
+import unlearn_audit.engine.specs as specs
+from unlearn_audit.engine.specs import (
     ENTRY_POINT_GROUP,
     FunctionUnlearner,
     SpecError,

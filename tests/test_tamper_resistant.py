@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_audit.fixture import Fixture
-from unlearn_audit.interpolation import parameter_distance
+from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.training.interpolation import parameter_distance
 from unlearn_audit.methods import CBFT, GradientAscent, GradientDescent, WeightDistortion, WeightDistReg
-from unlearn_audit.models import small_cnn
+from unlearn_audit.profiles.models import small_cnn
 from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
-from unlearn_audit.runner import ExampleGradientCounter, run_unlearner
+from unlearn_audit.engine.runner import ExampleGradientCounter, run_unlearner
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from unlearn_audit.attacks import TRIGGER_ATTACKS, insert_trigger, make_trigger_word, triggered_test_inputs  # noqa: E402
 from unlearn_audit.attacks.trigger_word import lengths, random_positions  # noqa: E402
-from unlearn_audit.text_data import (  # noqa: E402
+from unlearn_audit.profiles.text.data import (  # noqa: E402
     TRIGGER_WORDS,
     TextResourceUnavailable,
     load_imdb,
@@ -96,9 +96,9 @@ def test_triggered_test_inputs_cover_the_other_class(corpus) -> None:
 
 
 def test_gpt2_classifier_shapes_padding_and_budget_counting() -> None:
-    from unlearn_audit.interpolation import interpolate
-    from unlearn_audit.models import model_factory
-    from unlearn_audit.runner import ExampleGradientCounter
+    from unlearn_audit.training.interpolation import interpolate
+    from unlearn_audit.profiles.models import model_factory
+    from unlearn_audit.engine.runner import ExampleGradientCounter
 
     torch.manual_seed(0)
     for pooling in ("mean", "last"):
@@ -128,8 +128,8 @@ def test_gpt2_classifier_shapes_padding_and_budget_counting() -> None:
 
 OFFLINE_PROBE = """
 import json
-from unlearn_audit.models import model_factory
-from unlearn_audit.text_data import TextResourceUnavailable, load_imdb
+from unlearn_audit.profiles.models import model_factory
+from unlearn_audit.profiles.text.data import TextResourceUnavailable, load_imdb
 out = {}
 for name, call in (("imdb", load_imdb),
                    ("gpt2", lambda: model_factory({"architecture": "gpt2_pretrained", "name": "gpt2"}, (128,), 2)())):
@@ -157,7 +157,7 @@ def test_real_setting_fails_with_a_clear_error_offline(tmp_path: Path) -> None:
 
 
 def test_missing_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from unlearn_audit.models import model_factory
+    from unlearn_audit.profiles.models import model_factory
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import fails
     with pytest.raises(ImportError, match=r"unlearn-audit\[text\]"):
@@ -171,14 +171,14 @@ def test_plugin_does_not_import_transformers() -> None:
 
 
 def test_profiles_parse() -> None:
-    from unlearn_audit.recipes import load_profile_recipes, profile_names
+    from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
 
     assert {"text", "text-gpt2-imdb"} <= set(profile_names())
     for profile in ("text", "text-gpt2-imdb"):
         recipe = load_profile_recipes(profile)["trigger_word"]
         assert recipe.attack["kind"] == "trigger_word"
         assert "gaussian_leakage" not in recipe.checks and "targeted_removed" in recipe.checks
-    from unlearn_audit.text_data import vocabulary
+    from unlearn_audit.profiles.text.data import vocabulary
 
     text = load_profile_recipes("text")["trigger_word"]
     assert text.model["vocab_size"] >= len(vocabulary()), "the model's embedding must cover the corpus vocabulary"
@@ -194,8 +194,8 @@ def text_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and training recipe) into the slot of the real recipe, so the plugin audits it without the full build."""
     import dataclasses
 
-    from unlearn_audit.cache import FixtureCache
-    from unlearn_audit.recipes import load_profile_recipes
+    from unlearn_audit.scenarios.cache import FixtureCache
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     root = tmp_path_factory.mktemp("text-cache")
     recipe = load_profile_recipes("text")["trigger_word"]

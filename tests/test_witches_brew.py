@@ -16,7 +16,7 @@ from unlearn_audit.attacks.witches_brew import (
     runner_up_classes,
     select_low_margin_targets,
 )
-from unlearn_audit.models import small_cnn
+from unlearn_audit.profiles.models import small_cnn
 
 N, SHAPE, CLASSES = 64, (1, 8, 8), 4
 EPS = 16 / 255

@@ -38,9 +38,9 @@ min_validated_targets = 1
 
 
 def test_fast_build_poisons_clean_labels_within_epsilon_and_is_deterministic() -> None:
-    from unlearn_audit.data import load_split
-    from unlearn_audit.recipes import parse_recipe
-    from unlearn_audit.scenario_build import build_scenario
+    from unlearn_audit.profiles.data import load_split
+    from unlearn_audit.scenarios.recipes import parse_recipe
+    from unlearn_audit.scenarios.build import build_scenario
 
     recipe = parse_recipe("tiny", FAST_RECIPE)
     stages: set[str] = set()
@@ -73,12 +73,12 @@ def test_fast_build_poisons_clean_labels_within_epsilon_and_is_deterministic() -
 
 
 def test_shipped_recipe() -> None:
-    from unlearn_audit.checks import CHECK_MODULES
-    from unlearn_audit.recipes import load_profile_recipes
+    from unlearn_audit.checks import CHECK_NAMES
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     recipe = load_profile_recipes("tiny")["witches_brew"]
     assert recipe.attack["kind"] == "witches_brew" and recipe.attack["reference_models"] >= 2
-    assert "targeted_removed" in recipe.checks and set(recipe.checks) <= set(CHECK_MODULES)
+    assert "targeted_removed" in recipe.checks and set(recipe.checks) <= set(CHECK_NAMES)
 
 
 def test_noop_fails_and_retrain_passes_on_the_real_fixture(pytester: pytest.Pytester, audit_env: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers; at runtime the names load lazily below
-    from .protocol import Budget, ExampleSet, TrainingRecipe, Unlearner, UnlearningRequest
+    from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, Unlearner, UnlearningRequest
 
 __version__ = "0.1.0"
 
@@ -18,7 +18,7 @@ _PUBLIC = {"Unlearner", "UnlearningRequest", "ExampleSet", "Budget", "TrainingRe
 
 def __getattr__(name: str):  # PEP 562
     if name in _PUBLIC:
-        from . import protocol
+        from unlearn_audit import protocol
 
         return getattr(protocol, name)
     raise AttributeError(f"module 'unlearn_audit' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .training import predict
+from unlearn_audit.training.loops import predict
 
 
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """Poisoning attacks, usable without pytest: each returns the poisoned training set and its secret."""
 
-from .backdoor import TriggerBackdoor, apply_trigger, make_backdoor
-from .gaussian import GaussianPoison, make_gaussian_poison
-from .trigger_word import TriggerWordPoison, insert_trigger, make_trigger_word
-from .triggers import TRIGGER_ATTACKS, triggered_test_inputs
-from .gradient_canceling import (
+from unlearn_audit.attacks.backdoor import TriggerBackdoor, apply_trigger, make_backdoor
+from unlearn_audit.attacks.gaussian import GaussianPoison, make_gaussian_poison
+from unlearn_audit.attacks.trigger_word import TriggerWordPoison, insert_trigger, make_trigger_word
+from unlearn_audit.attacks.triggers import TRIGGER_ATTACKS, triggered_test_inputs
+from unlearn_audit.attacks.gradient_canceling import (
     GradientCancelingAttack,
     GradientCancelingPoison,
     canceling_objective,
@@ -12,7 +12,7 @@ from .gradient_canceling import (
     gradpc,
     make_gradient_canceling,
 )
-from .witches_brew import (
+from unlearn_audit.attacks.witches_brew import (
     MultiTargetBrew,
     WitchesBrewPoison,
     adversarial_margins,

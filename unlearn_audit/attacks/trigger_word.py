@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .backdoor import draw_dirty_label_poisons
+from unlearn_audit.attacks.backdoor import draw_dirty_label_poisons
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import torch
 
-from .backdoor import apply_trigger
-from .trigger_word import insert_trigger
+from unlearn_audit.attacks.backdoor import apply_trigger
+from unlearn_audit.attacks.trigger_word import insert_trigger
 
 TRIGGER_ATTACKS = ("backdoor", "trigger_word")
 

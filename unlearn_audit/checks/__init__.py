@@ -1,25 +1,32 @@
-"""The checks, by name. Each module has `NAME` and `run(ctx) -> CheckResult`."""
+"""The checks, registered by name in one place: check `X` is the module `unlearn_audit.checks.X`,
+with `NAME = "X"` and `run(ctx) -> CheckResult`, and is judged by `conformance/test_X.py`."""
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Callable
 
-from .base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckResult
 
-CHECK_MODULES = {
-    "gaussian_leakage": "gaussian_leakage",
-    "targeted_removed": "targeted_removed",
-    "indiscriminate_restored": "indiscriminate",
-    "utility_preserved": "utility",
-    "budget_respected": "budget",
-    "relearning_resistant": "relearning",
-    "not_mode_connected": "mode_connectivity",
-}
+CHECK_NAMES = (
+    "gaussian_leakage",
+    "targeted_removed",
+    "indiscriminate_restored",
+    "utility_preserved",
+    "budget_respected",
+    "relearning_resistant",
+    "not_mode_connected",
+)
+
+REMOVAL_CHECKS = ("gaussian_leakage", "targeted_removed", "indiscriminate_restored", "relearning_resistant",
+                  "not_mode_connected")
+"""The checks that judge whether the poison is gone (the others judge utility and compute)."""
 
 
 def get_check(name: str) -> Callable[[CheckContext], CheckResult]:
-    return import_module(f"{__name__}.{CHECK_MODULES[name]}").run
+    if name not in CHECK_NAMES:
+        raise KeyError(f"unknown check {name!r}; known: {', '.join(CHECK_NAMES)}")
+    return import_module(f"{__name__}.{name}").run
 
 
-__all__ = ["CHECK_MODULES", "CheckContext", "CheckResult", "get_check"]
+__all__ = ["CHECK_NAMES", "REMOVAL_CHECKS", "CheckContext", "CheckResult", "get_check"]

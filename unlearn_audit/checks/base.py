@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from ..jsonsafe import finite
+from unlearn_audit.jsonsafe import finite
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..fixture import Fixture
-    from ..runner import UnlearnOutcome
+    from unlearn_audit.scenarios.fixture import Fixture
+    from unlearn_audit.engine.runner import UnlearnOutcome
 
 Verdict = Literal["pass", "fail", "xfail", "skip"]
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import torch
 
-from ..stats import Proportion, prediction_test
-from ..targets import target_margins, validated_targets
-from .base import CheckContext, CheckResult
-from .utility import clean_test_accuracy
+from unlearn_audit.stats import Proportion, prediction_test
+from unlearn_audit.attacks.targets import target_margins, validated_targets
+from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
 NAME = "targeted_removed"
 

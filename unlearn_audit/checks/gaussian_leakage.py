@@ -16,10 +16,10 @@ import math
 import torch
 from scipy import stats as st
 
-from ..metrics import gaussian_unlearning_scores
-from ..stats import Proportion, unit_normal_mean_test
-from .base import CheckContext, CheckResult
-from .utility import clean_test_accuracy
+from unlearn_audit.metrics import gaussian_unlearning_scores
+from unlearn_audit.stats import Proportion, unit_normal_mean_test
+from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
 NAME = "gaussian_leakage"
 

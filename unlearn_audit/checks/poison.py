@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attacks import TRIGGER_ATTACKS
-from ..metrics import correct, gaussian_unlearning_scores
-from ..stats import Proportion, unit_normal_mean_test
-from .base import CheckContext
-from ..targets import target_margins
-from .clean_label import validated
-from .targeted_removed import triggered_hits
+from unlearn_audit.attacks import TRIGGER_ATTACKS
+from unlearn_audit.metrics import correct, gaussian_unlearning_scores
+from unlearn_audit.stats import Proportion, unit_normal_mean_test
+from unlearn_audit.checks.base import CheckContext
+from unlearn_audit.attacks.targets import target_margins
+from unlearn_audit.checks.clean_label import validated
+from unlearn_audit.checks.targeted_removed import triggered_hits
 
 
 @dataclass(frozen=True)

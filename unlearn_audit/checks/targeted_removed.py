@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..attacks import triggered_test_inputs
-from ..metrics import hits_target
-from ..stats import Proportion, excess_test
-from .base import CheckContext, CheckResult
-from .utility import clean_test_accuracy
+from unlearn_audit.attacks import triggered_test_inputs
+from unlearn_audit.metrics import hits_target
+from unlearn_audit.stats import Proportion, excess_test
+from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
 if TYPE_CHECKING:
-    from ..fixture import Fixture
+    from unlearn_audit.scenarios.fixture import Fixture
 
 NAME = "targeted_removed"
 
@@ -36,7 +36,7 @@ def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
 
 def run(ctx: CheckContext) -> CheckResult:
     if ctx.fixture.recipe.attack["kind"] == "witches_brew":
-        from . import clean_label
+        from unlearn_audit.checks import clean_label
 
         return clean_label.run(ctx)
     alpha = float(ctx.options.get("alpha", 0.01))

@@ -15,14 +15,14 @@ e.g. `NGD = lambda: NoisyGradientDescent(sigma=0.03)`.
 
 from __future__ import annotations
 
-from .basic import GradientAscent, GradientDescent, NoOp, Retrain, forget_accuracy
-from .last_layers import CatastrophicForgettingK, ExactUnlearningK
-from .neggrad import NegGradPlus
-from .noisy import NoisyGradientDescent
-from .salun import SalUn
-from .scrub import SCRUB
-from .ssd import SSD
-from .tamper_resistant import CBFT, WeightDistortion, WeightDistReg
+from unlearn_audit.methods.basic import GradientAscent, GradientDescent, NoOp, Retrain, forget_accuracy
+from unlearn_audit.methods.last_layers import CatastrophicForgettingK, ExactUnlearningK
+from unlearn_audit.methods.neggrad import NegGradPlus
+from unlearn_audit.methods.noisy import NoisyGradientDescent
+from unlearn_audit.methods.salun import SalUn
+from unlearn_audit.methods.scrub import SCRUB
+from unlearn_audit.methods.ssd import SSD
+from unlearn_audit.methods.tamper_resistant import CBFT, WeightDistortion, WeightDistReg
 
 __all__ = [
     "CBFT",

@@ -10,7 +10,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..protocol import ExampleSet, UnlearningRequest
+from unlearn_audit.protocol import ExampleSet, UnlearningRequest
 
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 

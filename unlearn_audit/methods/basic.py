@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import UnlearningRequest
-from ..training import train
+from unlearn_audit.protocol import UnlearningRequest
+from unlearn_audit.training.loops import train
 
 
 class NoOp:

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import ExampleSet, TrainingRecipe, UnlearningRequest
-from ..training import train
-from ._common import features, last_layers, sequential_split, spawn_seed, trainable_tail
+from unlearn_audit.protocol import ExampleSet, TrainingRecipe, UnlearningRequest
+from unlearn_audit.training.loops import train
+from unlearn_audit.methods._common import features, last_layers, sequential_split, spawn_seed, trainable_tail
 
 
 @dataclass

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import UnlearningRequest
-from ._common import Spend, epoch_batches
+from unlearn_audit.protocol import UnlearningRequest
+from unlearn_audit.methods._common import Spend, epoch_batches
 
 
 @dataclass

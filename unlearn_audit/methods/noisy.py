@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import UnlearningRequest
-from ._common import device_generator
+from unlearn_audit.protocol import UnlearningRequest
+from unlearn_audit.methods._common import device_generator
 
 
 @dataclass

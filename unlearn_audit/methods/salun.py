@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import UnlearningRequest
-from ._common import Spend, union_batches
+from unlearn_audit.protocol import UnlearningRequest
+from unlearn_audit.methods._common import Spend, union_batches
 
 
 def saliency_mask(grads: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import UnlearningRequest
-from ._common import Spend
+from unlearn_audit.protocol import UnlearningRequest
+from unlearn_audit.methods._common import Spend
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

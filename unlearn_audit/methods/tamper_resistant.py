@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import Budget, UnlearningRequest
-from ._common import Spend, device_generator, epoch_batches
+from unlearn_audit.protocol import Budget, UnlearningRequest
+from unlearn_audit.methods._common import Spend, device_generator, epoch_batches
 
 
 def _retain_steps(model: nn.Module, request: UnlearningRequest, spend: Spend, lr_scale: float,

@@ -1,0 +1,56 @@
+"""`indiscriminate_restored`: is the accuracy an indiscriminate poison destroyed back, as after retraining?
+
+An indiscriminate poison (Gradient Canceling, Pawelczyk et al. Sec. 4.2) lowers the clean test
+accuracy of the model trained on it; retraining without the poisons restores it. Score: clean
+test accuracy of the unlearned model, with a Wilson interval; reference: retrain's on the same
+test set. Also reported: the fraction of the poison's damage repaired,
+(acc_unlearned - acc_original) / (acc_retrain - acc_original): 0 for doing nothing, 1 for
+retraining, negative when unlearning made things worse.
+
+Rule: fail if retrain's accuracy exceeds the method's by more than `margin`, one-sided at
+`alpha` (Newcombe-Wilson interval of the difference), the same test as `utility_preserved`;
+here it is a removal check (it asks whether the poison's effect is gone), and fixture validation
+guarantees that the poisoned original itself fails it.
+"""
+
+from __future__ import annotations
+
+from unlearn_audit.stats import Proportion
+from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_correct
+
+NAME = "indiscriminate_restored"
+
+
+def damage_repaired(unlearned: float, original: float, retrain: float) -> float:
+    """Fraction of the accuracy lost to the poison that unlearning won back (nan if there was no loss)."""
+    damage = retrain - original
+    return (unlearned - original) / damage if damage > 0 else float("nan")
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    a, b, test, alpha, margin = accuracy_below_retrain(ctx)
+    orig = clean_test_correct(ctx, ctx.fixture.original)
+    o = Proportion(int(orig.sum()), len(orig))
+    repaired = damage_repaired(b.value, o.value, a.value)
+    rule = (
+        f"fail if retrain's clean test accuracy exceeds the method's by more than {margin:g}, one-sided at "
+        f"alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={b.trials})"
+    )
+    message = (
+        f"the indiscriminate poison's damage is still there: test accuracy {b.value:.3f} vs retrain {a.value:.3f} "
+        f"(lower bound of the gap {test.lower_bound:.3f} > {margin:g}); poisoned original {o.value:.3f}, "
+        f"{repaired:.0%} of the damage repaired"
+        if test.rejected
+        else ""
+    )
+    details = {
+        "damage_repaired": repaired,
+        "original_accuracy": o.value,
+        "accuracy_gap": test.difference,
+        "gap_lower_bound": test.lower_bound,
+        "interval_95": list(b.interval),
+    }
+    return CheckResult(
+        NAME, "fail" if test.rejected else "pass", b.value, b.stderr, a.value, a.stderr, "higher_is_better", rule, message, details
+    )

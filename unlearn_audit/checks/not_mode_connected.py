@@ -1,0 +1,93 @@
+"""`not_mode_connected`: is the unlearned model still in the poisoned model's basin?
+
+Siddiqui et al. find that models which relearn the forgotten knowledge stay linearly
+mode-connected to the original (no loss barrier on the straight path between them, small L2
+distance), while a model retrained from scratch is separated from it by a barrier. We
+interpolate parameters and batch-norm statistics at `points` mixing weights between the
+poisoned original (0) and the unlearned model (1) and measure test loss, test accuracy and the
+poison metric along the path.
+
+Score: the test-loss barrier, max over the path of loss(a) - [(1 - a) loss(0) + a loss(1)],
+with its standard error from the per-sample loss differences at the maximising a.
+Rule: fail if the barrier is below `min_barrier_fraction` of retrain's barrier (retrain
+interpolated against the same original), one-sided at alpha. The L2 distance of the
+parameters, its ratio to retrain's, and the curves are reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from scipy import stats as st
+
+from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
+from unlearn_audit.training.loops import predict
+from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.poison import measure_poison
+
+NAME = "not_mode_connected"
+
+
+def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[str, Any]:
+    f = ctx.fixture
+    x, y = f.tensors["test_x"], f.tensors["test_y"]
+
+    def compute() -> dict[str, Any]:
+        start = f.original  # never moved: the path lives on its device (interpolate copies `end` there)
+        alphas = [i / (points - 1) for i in range(points)]
+        losses, accs, poison = [], [], []
+        for a in alphas:
+            m = interpolate(start, end, a)
+            ls = per_sample_loss(m, x, y)
+            losses.append(ls)
+            accs.append(float((predict(m, x) == y).float().mean()))
+            poison.append(measure_poison(ctx, m).value)
+        l0, l1 = losses[0], losses[-1]
+        excess = [ls - ((1 - a) * l0 + a * l1) for a, ls in zip(alphas, losses)]
+        means = [float(e.mean()) for e in excess]
+        i = max(range(points), key=lambda j: means[j])
+        barrier, se = means[i], float(excess[i].std(unbiased=True) / len(x) ** 0.5) if means[i] > 0 else 0.0
+        return {
+            "alphas": alphas,
+            "test_loss": [float(ls.mean()) for ls in losses],
+            "test_accuracy": accs,
+            "poison": poison,
+            "barrier": max(barrier, 0.0),
+            "barrier_stderr": se,
+            "barrier_alpha": alphas[i],
+            "l2_distance": parameter_distance(start, end),
+        }
+
+    return ctx.measure(end, f"path-{points}", compute)
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    alpha = float(ctx.options.get("alpha", 0.01))
+    fraction = float(ctx.options.get("min_barrier_fraction", 0.25))
+    points = int(ctx.options.get("points", 11))
+    mine = path_profile(ctx, ctx.model, points)
+    ref = path_profile(ctx, ctx.fixture.retrain, points)
+    threshold = fraction * ref["barrier"]
+    b, se = mine["barrier"], mine["barrier_stderr"]
+    if se > 0:
+        z = (threshold - b) / se
+        failed = float(st.norm.sf(z)) < alpha
+    else:
+        z = float("inf") if b < threshold else float("-inf")
+        failed = b < threshold
+    rule = (f"fail if the test-loss barrier on the linear path from the poisoned original is below {fraction:g} x retrain's "
+            f"barrier ({threshold:.3g}), one-sided at alpha={alpha:g} (se from per-sample losses, {points} points)")
+    message = (f"the unlearned model is still linearly connected to the poisoned original: barrier {b:.3g} ± {se:.2g} "
+               f"vs retrain {ref['barrier']:.3g}; L2 distance {mine['l2_distance']:.3g} vs retrain {ref['l2_distance']:.3g}"
+               if failed else "")
+    details = {
+        "l2_distance": mine["l2_distance"],
+        "retrain_l2_distance": ref["l2_distance"],
+        "l2_ratio": mine["l2_distance"] / ref["l2_distance"] if ref["l2_distance"] else float("nan"),
+        "barrier_alpha": mine["barrier_alpha"],
+        "path": {k: mine[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
+        "retrain_path": {k: ref[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
+    }
+    return CheckResult(NAME, "fail" if failed else "pass", b, se, ref["barrier"], ref["barrier_stderr"],
+                       "higher_is_better", rule, message, details)

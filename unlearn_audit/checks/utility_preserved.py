@@ -1,0 +1,61 @@
+"""`utility_preserved`: clean test accuracy close to the retrain reference's.
+
+A method that destroys the model must not pass the removal checks for free, so those checks
+report this accuracy too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from unlearn_audit.metrics import correct
+from unlearn_audit.stats import ExcessTest, Proportion, excess_test
+from unlearn_audit.checks.base import CheckContext, CheckResult
+
+NAME = "utility_preserved"
+
+
+def clean_test_correct(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
+    t = ctx.fixture.tensors
+    return ctx.measure(model, "clean_test_correct", lambda: correct(model, t["test_x"], t["test_y"]))
+
+
+def clean_test_accuracy(ctx: CheckContext, model: torch.nn.Module) -> float:
+    return float(clean_test_correct(ctx, model).float().mean())
+
+
+def accuracy_below_retrain(ctx: CheckContext) -> tuple[Proportion, Proportion, ExcessTest, float, float]:
+    """(retrain's accuracy, the method's, the one-sided test of the gap against the margin, alpha, margin).
+
+    Shared by `utility_preserved` and `indiscriminate_restored`, which apply the same rule.
+    """
+    alpha = float(ctx.options.get("alpha", 0.01))
+    margin = float(ctx.options.get("margin", 0.05))
+    mine = clean_test_correct(ctx, ctx.model)
+    ref = clean_test_correct(ctx, ctx.fixture.retrain)
+    a = Proportion(int(ref.sum()), len(ref))
+    b = Proportion(int(mine.sum()), len(mine))
+    return a, b, excess_test(a, b, margin, alpha), alpha, margin
+
+
+def run(ctx: CheckContext) -> CheckResult:
+    a, b, test, alpha, margin = accuracy_below_retrain(ctx)
+    rule = (
+        f"fail if retrain's test accuracy exceeds the method's by more than {margin:g}, "
+        f"one-sided at alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={b.trials})"
+    )
+    message = (
+        f"test accuracy {b.value:.3f} is significantly more than {margin:g} below retrain's {a.value:.3f} "
+        f"(lower bound of the gap {test.lower_bound:.3f})"
+        if test.rejected
+        else ""
+    )
+    details = {
+        "accuracy_gap": test.difference,
+        "gap_lower_bound": test.lower_bound,
+        "original_accuracy": clean_test_accuracy(ctx, ctx.fixture.original),
+        "interval_95": list(b.interval),
+    }
+    return CheckResult(
+        NAME, "fail" if test.rejected else "pass", b.value, b.stderr, a.value, a.stderr, "higher_is_better", rule, message, details
+    )

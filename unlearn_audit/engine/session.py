@@ -1,0 +1,168 @@
+"""The audit session: fixtures, one `unlearn()` per (unlearner, scenario, seed), checks.
+
+Created lazily by the plugin on the first audit test (this is where torch is imported), and
+kept in the pytest config's stash, so that every check of a case reuses the same unlearned
+model and every measurement of the fixture's reference models is computed once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from unlearn_audit.scenarios.cache import FixtureCache
+from unlearn_audit.checks import CheckContext, CheckResult, get_check
+from unlearn_audit.engine.devices import resolve_device
+from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
+from unlearn_audit.engine.runner import UnlearnOutcome, run_unlearner
+from unlearn_audit.scenarios.build import derived_seed, validate_attack
+from unlearn_audit.engine.specs import resolve_unlearner
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    profile: str = "tiny"
+    cache_dir: Path | None = None
+    budget_fraction: float = 0.10
+    timeout: float | None = None  # None: derived from the fixture's training time
+    device: str | None = None  # None: CUDA if available, else CPU
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def derived_timeout(fixture: Fixture) -> float:
+    """Ten times what training the original model took when the fixture was built, at least 60 s."""
+    seconds = float(fixture.meta.get("train_seconds", {}).get("original", 30.0))
+    return max(60.0, 10.0 * seconds)
+
+
+@dataclass
+class AuditSession:
+    options: AuditOptions
+    progress: Callable[[str, int, int, float], None] | None = None
+    _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
+    _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
+    _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
+
+    def __post_init__(self) -> None:
+        self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
+        self.cache = FixtureCache(self.options.cache_dir)
+        # One GPU per xdist worker when several are visible (see unlearn_audit.engine.devices).
+        self.device = torch.device(resolve_device(self.options.device, os.environ.get("PYTEST_XDIST_WORKER"),
+                                                  torch.cuda.device_count() if torch.cuda.is_available() else 0))
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+
+    # -- fixtures ---------------------------------------------------------------------------
+    def fixture(self, scenario: str, seed: int) -> Fixture:
+        key = (scenario, seed)
+        if key not in self._fixtures:
+            recipe = self.recipes[scenario]
+            # Fast-trainer (GPU profile) fixtures are built on the audit device; the CPU-sized plain-loop
+            # fixtures (tiny) always on CPU, so that they are identical on every machine.
+            build_device = self.device if recipe.training.trainer == "fast" else torch.device("cpu")
+            path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed), device=build_device)
+            fixture = Fixture.load(recipe, seed, path)
+            fixture.original.to(self.device)  # the reference measurements run where the method's model is
+            fixture.retrain.to(self.device)
+            # Re-validate with the recipe's current thresholds (they are not part of the cache key).
+            fixture.meta["validation"] = validate_attack(recipe, fixture.original, fixture.retrain, fixture.tensors)
+            self._fixtures[key] = fixture
+        return self._fixtures[key]
+
+    def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda stage, done, total, secs, **kw: report(f"{scenario} seed {seed}: {stage}", done, total, secs, **kw)
+
+    # -- the unlearner ----------------------------------------------------------------------
+    def outcome(self, spec: str, scenario: str, seed: int, budget: float | None = None) -> UnlearnOutcome:
+        budget = self.options.budget_fraction if budget is None else budget
+        key = (spec, scenario, seed, budget)
+        if key not in self._outcomes:
+            from unlearn_audit.methods import Retrain
+
+            fixture = self.fixture(scenario, seed)
+            unlearner = resolve_unlearner(spec)
+            self._outcomes[key] = run_unlearner(
+                unlearner,
+                fixture,
+                budget_fraction=budget,
+                # Independent of every seed used to build the fixture (and of the retrain reference's).
+                seed=derived_seed(seed, f"unlearner:{scenario}") % (2**31),
+                timeout=self.options.timeout or derived_timeout(fixture),
+                device=self.device,
+                exempt_from_budget=type(unlearner) is Retrain,  # the reference itself, not a subclass
+            )
+            o = self._outcomes[key]
+            if o.fixture_tampered:
+                del self._fixtures[(scenario, seed)]  # reload a clean copy from disk for later cases
+            problems = self.cache.verify_path(fixture.path)
+            if problems:
+                o.error = "the cached fixture changed on disk while unlearn() ran: " + "; ".join(problems)
+                o.model = None
+        return self._outcomes[key]
+
+    # -- checks -----------------------------------------------------------------------------
+    def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
+        """Memoised per model object (weakly held, so a freed model's entry cannot be reused)."""
+        cached = self._measurements.setdefault(model, {})
+        if name not in cached:
+            cached[name] = compute()
+        return cached[name]
+
+    def run_check(
+        self, check: str, spec: str, scenario: str, seed: int, budget: float | None = None
+    ) -> tuple[CheckResult, dict[str, Any]]:
+        """The check's result and run metadata (timings, budget, fixture)."""
+        started = time.perf_counter()
+        outcome = self.outcome(spec, scenario, seed, budget)
+        fixture = self.fixture(scenario, seed)
+        recipe = fixture.recipe
+        meta = {
+            "recipe_hash": recipe.cache_key(seed),
+            "fixture": str(fixture.path),
+            "budget_fraction": outcome.budget.fraction,
+            "budget_example_gradients": outcome.budget.example_gradients,
+            "example_gradients": outcome.example_gradients,
+            "unlearn_seconds": outcome.seconds,
+            "device": str(self.device),
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        }
+        validation = fixture.meta.get("validation", {})
+        if not validation.get("effective", True) and check != "budget_respected":
+            result = CheckResult(check, "xfail", None, None, None, None, "lower_is_better",
+                                 f"fixture validation: {validation.get('rule')}",
+                                 "the attack did not work on this fixture's poisoned model, so it cannot judge removal",
+                                 {"validation": validation})
+        elif not outcome.ok:
+            result = CheckResult(check, "fail", None, None, None, None, "lower_is_better",
+                                 "the unlearner must return a finite model of the same architecture in time, "
+                                 "leaving its inputs unmodified", outcome.error or "")
+        else:
+            ctx = CheckContext(fixture, outcome, recipe.options(check), self.measure)
+            result = get_check(check)(ctx)
+        meta["check_seconds"] = time.perf_counter() - started
+        return result, meta
+
+
+def configure_threads(requested: int | None, worker_count: int | None = None) -> None:
+    """Set torch's CPU threads: as requested, else 1 (`worker_count` is accepted for callers under xdist).
+
+    One thread is the default (serial and xdist alike, so that both give the same numbers) because the audit's models are small (little to gain from more)
+    and torch's spinning worker threads slow down by an order of magnitude when the cores are
+    oversubscribed, e.g. by a concurrent job (measured: 10 epochs of the tiny MLP took 2.4 s on
+    one thread and 31 s on two while another process was busy).
+    """
+    torch.set_num_threads(requested if requested is not None else 1)

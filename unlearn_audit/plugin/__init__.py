@@ -1,0 +1,338 @@
+"""The pytest plugin: `pytest --unlearner pkg.mod:Method` runs the conformance suite on a method.
+
+Loaded by every pytest run in an environment where unlearn-audit is installed, so this module
+imports neither torch nor anything heavy; without `--unlearner` it does nothing but add its
+options. The heavy `AuditSession` is created on the first audit test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
+
+if TYPE_CHECKING:
+    from unlearn_audit.reports.collector import ReportCollector
+    from unlearn_audit.engine.session import AuditSession
+
+
+
+def _conformance_dir() -> Path:
+    """The conformance suite's folder: `conformance/` of the repository, shipped as `unlearn_audit.conformance`."""
+    from importlib import resources
+
+    return Path(str(resources.files("unlearn_audit.conformance")))
+
+
+CONFORMANCE_DIR = _conformance_dir()
+CHECK_MARKER = "audit_check"
+
+session_key = pytest.StashKey["AuditSession"]()
+collector_key = pytest.StashKey["ReportCollector"]()
+settings_key = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("unlearn-audit", "audit machine-unlearning methods against data poisoning")
+    group.addoption("--unlearner", action="append", default=[], metavar="SPEC",
+                    help="unlearning method to audit: 'package.module:Attr' (class, instance, factory or "
+                         "function (model, request) -> model) or a name registered in the entry-point group "
+                         "'unlearn_audit.unlearners'. Repeatable. Without it the plugin does nothing.")
+    group.addoption("--audit-profile", default="tiny", metavar="NAME",
+                    help="fixture profile: data, model and scenarios (default: tiny, CPU, minutes).")
+    group.addoption("--audit-seeds", default="1", metavar="N",
+                    help="number of seeds (fixtures and unlearner runs), seeds 0..N-1 (default: 1).")
+    group.addoption("--audit-report", default=None, metavar="PATH",
+                    help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.")
+    group.addoption("--audit-cache", default=None, metavar="DIR",
+                    help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir).")
+    group.addoption("--audit-timeout", default=None, metavar="SECONDS",
+                    help="time limit of one unlearn() call (default: 10x the fixture's original training time, "
+                         "at least 60 s); an unlearner over it fails its tests.")
+    group.addoption("--audit-budget", default="0.1", metavar="FRACTIONS",
+                    help="compute budget as a fraction of the original training (default: 0.1, as in Pawelczyk et al.); "
+                         "a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.")
+    group.addoption("--audit-baseline", default=None, metavar="PATH",
+                    help="a previous --audit-report: fail a test when its score is significantly worse than the "
+                         "baseline's (one-sided z-test on the two scores and their standard errors).")
+    group.addoption("--audit-update-baseline", action="store_true", default=False,
+                    help="write this run's report to --audit-baseline instead of comparing with it.")
+    group.addoption("--audit-threads", default=None, metavar="N",
+                    help="torch CPU threads per process (default: 1, or the cores divided among xdist workers; "
+                         "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
+    group.addoption("--audit-device", default=None, metavar="DEVICE",
+                    help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
+                         "(default: cuda if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses "
+                         "cuda:N modulo the number of GPUs, so -n <number of GPUs> gives each worker its own GPU.")
+
+
+def _usage(message: str) -> pytest.UsageError:
+    return pytest.UsageError(f"unlearn-audit: {message}")
+
+
+def _option(config: pytest.Config, name: str, convert: Any, valid: Any, requirement: str) -> Any:
+    """The converted option value (None when unset), or a usage error that says what was expected."""
+    text = config.getoption(name)
+    if text is None:
+        return None
+    try:
+        value = convert(text)
+        if not valid(value):
+            raise ValueError
+    except ValueError:
+        raise _usage(f"--{name.replace('_', '-')} must be {requirement}, got {text!r}") from None
+    return value
+
+
+def _fractions(text: str) -> list[float]:
+    return [float(b) for b in text.split(",")]
+
+
+def _parse_settings(config: pytest.Config) -> dict[str, Any]:
+    from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
+    from unlearn_audit.engine.specs import SpecError, check_spec
+
+    specs = [s.strip() for s in config.getoption("unlearner")]
+    for spec in specs:
+        try:
+            check_spec(spec)
+        except SpecError as exc:
+            raise _usage(str(exc)) from None
+    if len(set(specs)) != len(specs):
+        raise _usage(f"--unlearner given twice for the same spec: {specs}")
+    profile = config.getoption("audit_profile")
+    try:
+        recipes = load_profile_recipes(profile)
+    except KeyError:
+        raise _usage(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
+    seeds = _option(config, "audit_seeds", int, lambda n: n >= 1, "a positive integer")
+    budgets = _option(config, "audit_budget", _fractions,
+                      lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
+                      "distinct fractions in (0, 1], comma-separated")
+    timeout = _option(config, "audit_timeout", float, lambda t: t > 0, "a positive number of seconds")
+    threads = _option(config, "audit_threads", int, lambda n: n >= 1, "a positive integer")
+    baseline = config.getoption("audit_baseline")
+    update_baseline = config.getoption("audit_update_baseline")
+    if update_baseline and not baseline:
+        raise _usage("--audit-update-baseline needs --audit-baseline PATH (where to write the new baseline)")
+    if baseline and not update_baseline:
+        from unlearn_audit.reports.baseline import BaselineError, load_baseline
+
+        try:
+            load_baseline(Path(baseline))
+        except BaselineError as exc:
+            raise _usage(str(exc)) from None
+    cache = config.getoption("audit_cache")
+    return {
+        "threads": threads,
+        "unlearners": specs,
+        "profile": profile,
+        "scenarios": {name: list(r.checks) for name, r in recipes.items()},
+        "seeds": list(range(seeds)),
+        "budgets": budgets,
+        "baseline": str(Path(baseline).expanduser().resolve()) if baseline else None,
+        "update_baseline": bool(update_baseline),
+        "timeout": timeout,
+        "cache_dir": str(Path(cache).expanduser().resolve()) if cache else None,
+        "device": config.getoption("audit_device"),
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{CHECK_MARKER}(name): a conformance test judging the named unlearn-audit check")
+    if not config.getoption("unlearner", default=None):
+        return
+    settings = _parse_settings(config)
+    config.stash[settings_key] = settings
+    # Run the conformance suite: alone when no paths were given, else beside the given paths.
+    conformance = str(CONFORMANCE_DIR)
+    if conformance not in config.args:
+        explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+        config.args = [*config.args, conformance] if explicit else [conformance]
+    # Under xdist, all checks of one (unlearner, scenario, seed, budget) go to one worker so that
+    # they share one unlearn() call: see pytest_xdist_make_scheduler below.
+    if not hasattr(config, "workerinput"):
+        from unlearn_audit.reports.collector import ReportCollector
+
+        config.stash[collector_key] = ReportCollector(options={k: v for k, v in settings.items() if k != "scenarios"})
+        config.pluginmanager.register(_ReportHooks(config), "unlearn-audit-report")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule audit cases by their parameter id, so that each case's checks share a worker.
+
+    xdist's own `--dist loadgroup` relies on rewriting node ids, which pytest 9 no longer allows
+    (xdist 3.8 writes `item._nodeid`, pytest 9 reads `item._id`), so we group by the id instead.
+    Other tests (a user's own, run beside the suite) are scheduled one by one, as with `--dist load`.
+    """
+    if settings_key not in config.stash or config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from unlearn_audit.plugin.xdist_scheduling import AuditCaseScheduling
+
+    return AuditCaseScheduling(config, log)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if settings_key not in config.stash and CONFORMANCE_DIR in (collection_path, *collection_path.parents):
+        return True  # the conformance suite only runs with --unlearner
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker(CHECK_MARKER)
+    if marker is None or "audit_case" not in metafunc.fixturenames:
+        return
+    check = marker.args[0]
+    settings = metafunc.config.stash.get(settings_key, None)
+    if settings is None:
+        return
+    params = []
+    for spec in settings["unlearners"]:
+        for scenario, checks in settings["scenarios"].items():
+            if check not in checks:
+                continue
+            for seed in settings["seeds"]:
+                for budget in settings["budgets"]:
+                    case = AuditCaseParams(spec, settings["profile"], scenario, seed, check, budget,
+                                           show_budget=len(settings["budgets"]) > 1)
+                    params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
+    if not params:
+        reason = f"no scenario of profile {settings['profile']!r} applies check {check!r}"
+        params = [pytest.param(None, id=f"{settings['profile']}-not-applicable", marks=pytest.mark.skip(reason=reason))]
+    metafunc.parametrize("audit_case", params, indirect=True)
+
+
+@pytest.fixture
+def audit_case(request: pytest.FixtureRequest) -> AuditCase:
+    """The (unlearner, scenario, seed, check) this conformance test judges."""
+    return AuditCase(request.param, request.config, request.node)
+
+
+def get_audit_session(config: pytest.Config) -> "AuditSession":
+    """The session's single AuditSession (created on first use; imports torch)."""
+    if session_key not in config.stash:
+        from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
+
+        s = config.stash[settings_key]
+        workerinput = getattr(config, "workerinput", None)
+        configure_threads(s["threads"], int(workerinput.get("workercount", 1)) if workerinput else None)
+        config.stash[session_key] = AuditSession(
+            AuditOptions(
+                profile=s["profile"],
+                cache_dir=Path(s["cache_dir"]) if s["cache_dir"] else None,
+                timeout=s["timeout"],
+                device=s["device"],
+            ),
+        )
+    return config.stash[session_key]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the fixtures the selected tests need before the first test, with visible progress.
+
+    Under xdist the controller does not collect; it builds everything in `pytest_sessionstart`
+    instead, and workers find the cache filled (the file lock covers any race).
+    """
+    config = session.config
+    if settings_key not in config.stash or hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    if getattr(config.option, "dist", "no") != "no":
+        return
+    needed = set()
+    for item in session.items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("audit_case")
+        if isinstance(case, AuditCaseParams):
+            needed.add((case.scenario, case.seed))
+    _build_fixtures(config, sorted(needed))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if settings_key not in config.stash or hasattr(config, "workerinput") or config.option.collectonly:
+        return
+    if getattr(config.option, "dist", "no") == "no":
+        return
+    settings = config.stash[settings_key]
+    _build_fixtures(config, [(sc, seed) for sc in settings["scenarios"] for seed in settings["seeds"]])
+
+
+def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> None:
+    if not needed:
+        return
+    from unlearn_audit.tools.progress import build_with_progress
+
+    from unlearn_audit.errors import ResourceUnavailable
+
+    capman = config.pluginmanager.getplugin("capturemanager")
+    audit = get_audit_session(config)
+    try:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                build_with_progress(audit, needed)
+        else:
+            build_with_progress(audit, needed)
+    except ResourceUnavailable as exc:  # e.g. an optional extra, pretrained weights or a data set (text profiles)
+        raise _usage(f"cannot build the fixtures of profile {audit.options.profile!r}: {exc}") from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    settings = config.stash.get(settings_key, None)
+    if settings is None:
+        return None
+    cache = settings["cache_dir"] or os.environ.get("UNLEARN_AUDIT_CACHE") or "(platform user cache dir)"
+    return [
+        f"unlearn-audit: profile {settings['profile']}, seeds {settings['seeds']}, budgets {settings['budgets']}, "
+        f"unlearners {settings['unlearners']}",
+        f"unlearn-audit: fixture cache {cache}",
+    ]
+
+
+class _ReportHooks:
+    """Controller-side hooks; registered as a separate plugin object so they see every report."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        collector = self.config.stash.get(collector_key, None)
+        if collector is not None:
+            collector.add(report)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        collector = self.config.stash.get(collector_key, None)
+        if collector is None or not collector.results:
+            return
+        tr = terminalreporter
+        tr.section("unlearn-audit")
+        # A terminal gets its own width; a log file (CI) gets room for every column.
+        isatty = bool(getattr(tr, "isatty", False))
+        width = max(tr._tw.fullwidth, 120) if isatty else 170
+        tr.write(collector.table(width=width, color=tr.hasmarkup))
+        path = self.config.getoption("audit_report")
+        if path:
+            tr.write_line(f"unlearn-audit: JSON report written to {path}")
+        settings = self.config.stash[settings_key]
+        if settings["update_baseline"]:
+            tr.write_line(f"unlearn-audit: baseline written to {settings['baseline']}")
+        elif settings["baseline"]:
+            regressed = [r for r in collector.results.values() if (r.get("baseline") or {}).get("regressed")]
+            tr.write_line(f"unlearn-audit: compared with baseline {settings['baseline']}: {len(regressed)} significant regression(s)")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        collector = self.config.stash.get(collector_key, None)
+        if collector is None:
+            return
+        path = self.config.getoption("audit_report")
+        if path:
+            collector.write(Path(path))
+        settings = self.config.stash[settings_key]
+        if settings["update_baseline"] and collector.results:
+            collector.write(Path(settings["baseline"]))

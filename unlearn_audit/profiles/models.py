@@ -1,0 +1,105 @@
+"""Model architectures of the profiles, built from the recipe's `[model]` table."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from unlearn_audit.profiles.cifar.resnet import resnet18
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | None = None) -> nn.Module:
+    """A plain ReLU MLP: the `tiny` profile's model (1024-256-10 by default)."""
+    width = 1
+    for d in input_shape:
+        width *= d
+    layers: list[nn.Module] = [nn.Flatten()]
+    for h in hidden or [256]:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def small_cnn(input_shape: tuple[int, ...], num_classes: int, channels: list[int] | None = None) -> nn.Module:
+    """A small batch-norm CNN (conv-BN-ReLU-pool blocks, then a linear head)."""
+    c_in = input_shape[0]
+    layers: list[nn.Module] = []
+    for c in channels or [16, 32, 64]:
+        layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+        c_in = c
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _gpt2_small(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    from unlearn_audit.profiles.text.models import gpt2_small  # transformers is an optional extra, imported when a text model is built
+
+    return gpt2_small(input_shape, num_classes, **options)
+
+
+def _gpt2_pretrained(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
+    from unlearn_audit.profiles.text.models import gpt2_pretrained
+
+    return gpt2_pretrained(input_shape, num_classes, **options)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "small_cnn": small_cnn,
+    "resnet18": resnet18,  # `cifar10-resnet18` profile
+    "gpt2_small": _gpt2_small,  # `text` profile
+    "gpt2_pretrained": _gpt2_pretrained,  # `text-gpt2-imdb` profile
+}
+
+
+def model_factory(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:
+    """A zero-argument function that builds a freshly initialised model of the recipe's architecture.
+
+    Initialisation draws from torch's global generator, so a caller that wants a reproducible
+    initialisation seeds it first (the trainer does).
+    """
+    options = dict(spec)
+    name = options.pop("architecture")
+    try:
+        build = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
+
+    def factory() -> nn.Module:
+        return build(tuple(input_shape), num_classes, **options)
+
+    factory.__qualname__ = factory.__name__ = f"model_factory[{name}]"
+    return factory
+
+
+def same_architecture(model: nn.Module, reference: nn.Module) -> str | None:
+    """None if `model` has `reference`'s parameters and buffers (names and shapes), else why not."""
+    if not isinstance(model, nn.Module):
+        return f"expected a torch.nn.Module, got {type(model).__name__}"
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    want = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    if got == want:
+        return None
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    reshaped = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    parts = []
+    if missing:
+        parts.append(f"missing {missing[:5]}")
+    if extra:
+        parts.append(f"unexpected {extra[:5]}")
+    if reshaped:
+        parts.append("shape changed for " + ", ".join(f"{k} {want[k]}->{got[k]}" for k in reshaped[:5]))
+    return "returned model has another architecture: " + "; ".join(parts)
+
+
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of parameters or buffers that hold NaN or Inf."""
+    bad = []
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad.append(name)
+    return bad

@@ -1,0 +1,176 @@
+"""The audit report: records collected from test reports, the JSON file, the summary table.
+
+Torch-free: it runs on the xdist controller, which only sees test reports. Scores travel
+there in each report's `user_properties`, so JUnit XML carries them too.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unlearn_audit.plugin.case import PROPERTY_KEY
+from unlearn_audit.jsonsafe import finite
+
+SCHEMA_VERSION = 1
+
+
+def outcome_of(report: Any) -> str | None:
+    """passed/failed/skipped/xfailed/error for the phase that decides a test, else None."""
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return report.outcome
+    if report.failed:
+        return "error"
+    if report.when == "setup" and report.skipped:
+        return "skipped"
+    return None
+
+
+@dataclass
+class ReportCollector:
+    options: dict[str, Any]
+    started: float = field(default_factory=time.time)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, report: Any) -> None:
+        outcome = outcome_of(report)
+        if outcome is None:
+            return
+        record = None
+        for key, value in report.user_properties:
+            if key == PROPERTY_KEY:
+                record = json.loads(value)
+        if record is None:
+            case = _case_from_nodeid(report.nodeid)
+            if case is None:
+                return
+            record = {**case, "result": None, "meta": {}}
+        entry = self.results.setdefault(report.nodeid, {"nodeid": report.nodeid})
+        result = record.get("result") or {}
+        entry.update(
+            unlearner=record.get("spec"),
+            check=record.get("check"),
+            scenario=record.get("scenario"),
+            profile=record.get("profile"),
+            seed=record.get("seed"),
+            budget=record.get("budget"),
+            outcome=outcome,
+            verdict=result.get("verdict"),
+            score=result.get("score"),
+            stderr=result.get("stderr"),
+            reference=result.get("reference"),
+            reference_stderr=result.get("reference_stderr"),
+            direction=result.get("direction"),
+            rule=result.get("rule"),
+            message=result.get("message") or (_longrepr_head(report) if outcome in ("failed", "error") else ""),
+            details=result.get("details", {}),
+            meta=record.get("meta", {}),
+            baseline=record.get("baseline"),
+            duration=entry.get("duration", 0.0) + getattr(report, "duration", 0.0),
+        )
+
+    def document(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        def version(pkg: str) -> str | None:
+            try:
+                return md.version(pkg)
+            except md.PackageNotFoundError:
+                return None
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "unlearn-audit",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "options": self.options,
+            "versions": {
+                "unlearn_audit": version("unlearn-audit"),
+                "torch": version("torch"),
+                "python": sys.version.split()[0],
+                "platform": platform.platform(),
+            },
+            "timings": {"session_seconds": time.time() - self.started},
+            "results": sorted(self.results.values(), key=lambda r: (str(r["unlearner"]), str(r["check"]), str(r["scenario"]), r["seed"] or 0)),
+        }
+
+    def write(self, path: Path) -> None:
+        """Atomically write the report; non-finite numbers become null (strict JSON)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(finite(self.document()), indent=2, allow_nan=False))
+        tmp.replace(path)
+
+    def table(self, width: int | None = None, color: bool = False) -> str:
+        from io import StringIO
+
+        from rich import box
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="unlearn-audit: score ± stderr; reference = retrain under the same measurement (the budget for budget_respected)",
+                      box=box.SIMPLE_HEAD, title_justify="left")
+        for col in ("unlearner", "check", "scenario", "seed", "score ± se", "reference", "original", "outcome"):
+            table.add_column(col, justify="right" if col in ("seed", "score ± se", "reference", "original") else "left", no_wrap=True)
+        styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
+        for r in self.document()["results"]:
+            d = r.get("details") or {}
+            original = d.get("original_gus", d.get("original_attack_success", d.get("original_accuracy")))
+            table.add_row(
+                str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]), str(r["seed"]),
+                _pm(r.get("score"), r.get("stderr")), _num(r.get("reference")), _num(original),
+                f"[{styles.get(r['outcome'], 'white')}]{r['outcome']}[/]",
+            )
+        buf = StringIO()
+        Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(table)
+        return buf.getvalue()
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
+
+
+def _pm(v: Any, se: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.3f} ± {se:.3f}" if se else f"{v:.4g}"
+
+
+def _longrepr_head(report: Any) -> str:
+    text = str(getattr(report, "longrepr", "") or "")
+    return text[-2000:]
+
+
+def _case_from_nodeid(nodeid: str) -> dict[str, Any] | None:
+    """Best effort for tests that errored before the case recorded itself: parse the test id."""
+    if "[" not in nodeid or "::test_" not in nodeid:
+        return None
+    name, _, rest = nodeid.rpartition("::")[2].partition("@")[0].partition("[")
+    rest = rest.rstrip("]")
+    budget = None
+    if "-budget" in rest:
+        rest, _, b = rest.rpartition("-budget")
+        budget = float(b)
+    parts = rest.rsplit("-", 2)
+    if len(parts) != 3 or not parts[2].startswith("seed"):
+        return None
+    head, scenario, seed = parts
+    # Profile names may contain dashes ("cifar10-resnet18"): match the known ones, longest first.
+    from unlearn_audit.scenarios.recipes import profile_names
+
+    for profile in sorted(profile_names(), key=len, reverse=True):
+        if head.endswith("-" + profile):
+            spec = head[: -len(profile) - 1]
+            break
+    else:
+        spec, _, profile = head.rpartition("-")
+    return {"spec": spec, "profile": profile, "scenario": scenario, "seed": int(seed[4:]), "check": name[len("test_"):],
+            "budget": budget}

@@ -1,0 +1,173 @@
+"""The fixture cache: built scenario fixtures on disk, keyed by recipe hash and format version.
+
+Layout: `<root>/<profile>/<scenario>-seed<k>-<key16>/` holding `weights.safetensors`,
+`data.safetensors` and `meta.json` (written last, with the SHA-256 of the other two). A
+fixture is built in a temporary sibling directory and renamed into place, under a file lock,
+so that concurrent pytest-xdist workers build it once and nobody ever reads half a fixture.
+Weights are safetensors: loading never unpickles code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from unlearn_audit.scenarios.recipes import FIXTURE_FORMAT_VERSION, ScenarioRecipe
+
+WEIGHTS_FILE = "weights.safetensors"
+DATA_FILE = "data.safetensors"
+META_FILE = "meta.json"
+CACHE_ENV = "UNLEARN_AUDIT_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """`$UNLEARN_AUDIT_CACHE`, else the platform's user cache directory."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("unlearn-audit", appauthor=False))
+
+
+class FixtureCorruptError(RuntimeError):
+    """A cached fixture does not match its recorded checksums."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.meta.get('profile')}/{self.meta.get('scenario')} seed {self.meta.get('seed')}"
+
+
+class FixtureCache:
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+
+    def path_for(self, recipe: ScenarioRecipe, seed: int) -> Path:
+        return self.root / recipe.profile / f"{recipe.name}-seed{seed}-{recipe.cache_key(seed)[:16]}"
+
+    def is_built(self, recipe: ScenarioRecipe, seed: int) -> bool:
+        return (self.path_for(recipe, seed) / META_FILE).is_file()
+
+    def verify_path(self, path: Path) -> list[str]:
+        """Problems found with the fixture at `path` (empty when it is intact)."""
+        meta_path = path / META_FILE
+        if not meta_path.is_file():
+            return [f"{path}: no {META_FILE} (incomplete build)"]
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            return [f"{meta_path}: unreadable ({exc})"]
+        problems = []
+        for name, digest in meta.get("sha256", {}).items():
+            f = path / name
+            if not f.is_file():
+                problems.append(f"{f}: missing")
+            elif sha256_file(f) != digest:
+                problems.append(f"{f}: checksum mismatch (the file changed after it was built)")
+        if meta.get("format") != FIXTURE_FORMAT_VERSION:
+            problems.append(f"{path}: fixture format {meta.get('format')} != {FIXTURE_FORMAT_VERSION}")
+        return problems
+
+    def get_or_build(self, recipe: ScenarioRecipe, seed: int, progress: Any = None, device: Any = None) -> Path:
+        """Path of an intact fixture for (recipe, seed), building it first if needed.
+
+        A corrupt entry (checksum mismatch) is moved aside with a warning and rebuilt. A build
+        trains on `device` (default CPU); the stored fixture is the same wherever it was built.
+        """
+        path = self.path_for(recipe, seed)
+        if (path / META_FILE).is_file() and not self.verify_path(path):
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if (path / META_FILE).is_file():
+                problems = self.verify_path(path)
+                if not problems:
+                    return path  # another process built it while we waited
+                warnings.warn(f"rebuilding corrupt fixture {path}: {'; '.join(problems)}", stacklevel=2)
+                shutil.rmtree(path)
+            elif path.exists():
+                shutil.rmtree(path)  # left over from a crashed build that had not written meta.json
+            self._build_into(recipe, seed, path, progress, device)
+        return path
+
+    def _build_into(self, recipe: ScenarioRecipe, seed: int, path: Path, progress: Any, device: Any = None) -> None:
+        from safetensors.torch import save_file
+
+        from unlearn_audit import __version__
+        from unlearn_audit.scenarios.build import build_scenario
+
+        import torch
+
+        started = time.perf_counter()
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        built = build_scenario(recipe, seed, progress, device=device)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            weights = {f"{m}.{k}": v.detach().cpu().contiguous() for m, sd in built.weights.items() for k, v in sd.items()}
+            save_file(weights, str(tmp / WEIGHTS_FILE))
+            save_file(built.tensors, str(tmp / DATA_FILE))
+            meta = {
+                "format": FIXTURE_FORMAT_VERSION,
+                "profile": recipe.profile,
+                "scenario": recipe.name,
+                "seed": seed,
+                "recipe_hash": recipe.cache_key(seed),
+                "build_spec": recipe.build_spec(seed),
+                "versions": {"unlearn_audit": __version__, "torch": torch.__version__},
+                "device": str(device),
+                "build_seconds": time.perf_counter() - started,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                **built.meta,
+                "sha256": {WEIGHTS_FILE: sha256_file(tmp / WEIGHTS_FILE), DATA_FILE: sha256_file(tmp / DATA_FILE)},
+            }
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def entries(self) -> list[CacheEntry]:
+        out = []
+        if not self.root.is_dir():
+            return out
+        for meta_path in sorted(self.root.glob(f"*/*/{META_FILE}")):
+            try:
+                out.append(CacheEntry(meta_path.parent, json.loads(meta_path.read_text())))
+            except (OSError, ValueError):
+                out.append(CacheEntry(meta_path.parent, {}))
+        return out
+
+    def clean(self, profile: str | None = None) -> int:
+        """Delete cached fixtures (of one profile, or all); returns how many were removed."""
+        removed = 0
+        for entry in self.entries():
+            if profile is None or entry.meta.get("profile") == profile:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+        for leftover in self.root.glob("*/.*-seed*"):  # temp dirs of interrupted builds
+            shutil.rmtree(leftover, ignore_errors=True)
+        return removed

@@ -1,0 +1,85 @@
+"""A cached scenario fixture loaded into memory: models, data, the poison's secret."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from unlearn_audit.scenarios.cache import DATA_FILE, META_FILE, WEIGHTS_FILE
+from unlearn_audit.profiles.models import model_factory
+from unlearn_audit.protocol import ExampleSet
+from unlearn_audit.scenarios.recipes import ScenarioRecipe
+
+
+def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names and bytes: detects any in-place modification."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        # reshape(-1): 0-dim tensors (batch-norm's num_batches_tracked) cannot be viewed as bytes.
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class Fixture:
+    recipe: ScenarioRecipe
+    seed: int
+    path: Path
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    original: nn.Module
+    retrain: nn.Module
+    factory: Callable[[], nn.Module] = field(repr=False)
+
+    @classmethod
+    def load(cls, recipe: ScenarioRecipe, seed: int, path: Path) -> "Fixture":
+        meta = json.loads((path / META_FILE).read_text())
+        tensors = load_file(str(path / DATA_FILE))
+        weights = load_file(str(path / WEIGHTS_FILE))
+        factory = model_factory(recipe.model, tuple(meta["input_shape"]), meta["num_classes"])
+        models = {}
+        for name in ("original", "retrain"):
+            model = factory()
+            prefix = name + "."
+            model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+            models[name] = model.eval()
+        return cls(recipe, seed, path, meta, tensors, models["original"], models["retrain"], factory)
+
+    # -- the data, as the unlearner sees it -------------------------------------------------
+    @property
+    def forget_indices(self) -> torch.Tensor:
+        return self.tensors["forget_indices"]
+
+    @property
+    def num_train(self) -> int:
+        return int(self.tensors["train_y"].shape[0])
+
+    def forget_set(self) -> ExampleSet:
+        idx = self.forget_indices
+        return ExampleSet(self.tensors["train_x"][idx].clone(), self.tensors["train_y"][idx].clone())
+
+    def retain_set(self) -> ExampleSet:
+        keep = torch.ones(self.num_train, dtype=torch.bool)
+        keep[self.forget_indices] = False
+        return ExampleSet(self.tensors["train_x"][keep].clone(), self.tensors["train_y"][keep].clone())
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    def fingerprint(self) -> str:
+        """Of everything the harness holds in memory for this fixture (data and both models)."""
+        parts = dict(self.tensors)
+        parts.update({f"original.{k}": v for k, v in self.original.state_dict().items()})
+        parts.update({f"retrain.{k}": v for k, v in self.retrain.state_dict().items()})
+        return tensor_fingerprint(parts)

@@ -1,0 +1,131 @@
+"""Scenario recipes: the declarative TOML files under `unlearn_audit/fixtures/<profile>/`.
+
+A recipe says how to build one poisoned fixture (data, model, training, attack) and how to
+judge methods against it (the `[checks.*]` tables). Only the build part enters the cache key,
+so that re-calibrating a threshold does not rebuild models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from unlearn_audit.protocol import TrainingRecipe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FIXTURE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ScenarioRecipe:
+    """One poisoned training run and the rules its checks apply."""
+
+    profile: str
+    name: str
+    description: str
+    checks: tuple[str, ...]
+    data: dict[str, Any]
+    model: dict[str, Any]
+    training: TrainingRecipe
+    attack: dict[str, Any]
+    check_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def build_spec(self, seed: int) -> dict[str, Any]:
+        """Everything that determines the built fixture (and nothing else)."""
+        return {
+            "format": FIXTURE_FORMAT_VERSION,
+            "profile": self.profile,
+            "scenario": self.name,
+            "seed": seed,
+            "data": self.data,
+            "model": self.model,
+            "training": self.training.cache_spec(),
+            "attack": self.attack,
+        }
+
+    def cache_key(self, seed: int) -> str:
+        blob = json.dumps(self.build_spec(seed), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def options(self, check: str) -> dict[str, Any]:
+        return dict(self.check_options.get(check, {}))
+
+
+STANDIN_SUFFIX = "-standin"
+"""`<profile>-standin` is `<profile>` with each recipe's `[standin]` table merged over it (see `parse_recipe`)."""
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: bool = False) -> ScenarioRecipe:
+    """Parse one recipe. With `standin`, its `[standin]` table is merged over it first.
+
+    A stand-in is the same scenario made small enough for a CPU (synthetic data of the same shape,
+    a narrower model, fewer epochs): every other key -- trainer, augmentation, attack kind, checks --
+    is the real recipe's, so CI on a CPU runs the real profile's code path.
+    """
+    raw = tomllib.loads(text)
+    if standin:
+        if "standin" not in raw:
+            raise ValueError(f"recipe {source} has no [standin] table")
+        raw = _merged({k: v for k, v in raw.items() if k != "standin"}, raw["standin"])
+    try:
+        scenario = raw["scenario"]
+        return ScenarioRecipe(
+            profile=profile,
+            name=scenario["name"],
+            description=scenario.get("description", ""),
+            checks=tuple(scenario["checks"]),
+            data=dict(raw["data"]),
+            model=dict(raw["model"]),
+            training=TrainingRecipe(**raw["training"]),
+            attack=dict(raw["attack"]),
+            check_options={k: dict(v) for k, v in raw.get("checks", {}).items()},
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"invalid recipe {source}: {exc!r}") from exc
+
+
+def profile_names() -> list[str]:
+    """The profiles (directories under `fixtures/`), and `<profile>-standin` for each whose recipes all have a stand-in."""
+    root = resources.files("unlearn_audit.fixtures")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    standins = [name + STANDIN_SUFFIX for name in names if _has_standin(root / name)]
+    return sorted(names + standins)
+
+
+def _has_standin(root: Any) -> bool:
+    tomls = [e for e in root.iterdir() if e.name.endswith(".toml")]
+    return bool(tomls) and all("standin" in tomllib.loads(e.read_text()) for e in tomls)
+
+
+def load_profile_recipes(profile: str) -> dict[str, ScenarioRecipe]:
+    """All scenario recipes of a profile, by scenario name (`<profile>-standin`: its CPU stand-in)."""
+    fixtures = resources.files("unlearn_audit.fixtures")
+    root = fixtures / profile
+    standin = False
+    if not root.is_dir() and profile.endswith(STANDIN_SUFFIX):
+        root, standin = fixtures / profile[: -len(STANDIN_SUFFIX)], True
+        if not root.is_dir() or not _has_standin(root):
+            raise KeyError(profile)
+    if not root.is_dir():
+        raise KeyError(profile)
+    recipes = {}
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            recipe = parse_recipe(profile, entry.read_text(), source=str(entry), standin=standin)
+            recipes[recipe.name] = recipe
+    return recipes

@@ -1,0 +1,167 @@
+"""`unlearn-audit` console script: manage the fixture cache, calibrate the suite.
+
+    unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR] [--device D]
+    unlearn-audit fixtures list   [--cache DIR]
+    unlearn-audit fixtures verify [--cache DIR]
+    unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
+    unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
+    unlearn-audit compare OLD.json NEW.json
+    unlearn-audit plot REPORT.json [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _add_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None,
+                   help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearn-audit", description="Audit machine-unlearning methods against data poisoning. "
+                                     "Run audits with `pytest --unlearner pkg.mod:Method`; this command manages fixtures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fx = sub.add_parser("fixtures", help="build, list, verify or clean the cached poisoned fixture models")
+    fsub = fx.add_subparsers(dest="action", required=True)
+    b = fsub.add_parser("build", help="build (or find) the fixtures of a profile")
+    b.add_argument("--profile", default="tiny")
+    b.add_argument("--seeds", type=int, default=1, help="build seeds 0..N-1 (default 1)")
+    b.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
+    b.add_argument("--device", default=None, help="device for GPU-profile builds (default: cuda if available, else cpu)")
+    _add_cache(b)
+    for name, text in (("list", "list cached fixtures"), ("verify", "check every cached fixture against its checksums")):
+        _add_cache(fsub.add_parser(name, help=text))
+    c = fsub.add_parser("clean", help="delete cached fixtures")
+    c.add_argument("--profile", default=None, help="only this profile")
+    _add_cache(c)
+    cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
+    cal.add_argument("--profile", default="tiny")
+    cal.add_argument("--seeds", type=int, default=3)
+    cal.add_argument("--methods", nargs="*", default=None, help="method names in unlearn_audit.methods, or full specs")
+    cal.add_argument("--out", default="calibration", help="directory for the JSON report and the Markdown table")
+    cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n)")
+    cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
+    _add_cache(cal)
+    plot = sub.add_parser("plot", help="draw the curves of a JSON report into PNG files (needs the [plot] extra)")
+    plot.add_argument("report", type=Path)
+    plot.add_argument("--out", type=Path, default=None, help="output directory (default: <report stem>-plots/ next to it)")
+    cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
+    cmp.add_argument("old", type=Path)
+    cmp.add_argument("new", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if args.command == "plot":
+        from unlearn_audit.tools.plot import main as plot_main
+
+        return plot_main(args)
+    if args.command == "compare":
+        return compare_main(args, console)
+    if args.command == "calibrate":
+        from unlearn_audit.tools.calibrate import main as calibrate_main
+
+        return calibrate_main(args)
+    from unlearn_audit.scenarios.cache import FixtureCache
+
+    cache = FixtureCache(args.cache)
+    if args.action == "build":
+        from unlearn_audit.tools.progress import build_with_progress
+        from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
+        from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
+
+        configure_threads(None, None)
+        try:
+            recipes = load_profile_recipes(args.profile)
+        except KeyError:
+            console.print(f"[red]unknown profile {args.profile!r}[/]; available: {', '.join(profile_names())}")
+            return 2
+        scenarios = args.scenario or list(recipes)
+        unknown = sorted(set(scenarios) - set(recipes))
+        if unknown or args.seeds < 1:
+            console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})" if unknown else "[red]--seeds must be >= 1[/]")
+            return 2
+        audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root, device=args.device))
+        from unlearn_audit.errors import ResourceUnavailable
+
+        try:
+            build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+        except ResourceUnavailable as exc:  # a data set, weights or an optional extra: the message says what to do
+            console.print(str(exc), style="red", markup=False)  # the message holds "[cifar]"
+            return 2
+        for s in scenarios:
+            for seed in range(args.seeds):
+                f = audit.fixture(s, seed)
+                v = f.meta.get("validation", {})
+                ok = "[green]attack effective[/]" if v.get("effective") else f"[red]ATTACK NOT EFFECTIVE[/] ({v.get('rule')})"
+                console.print(f"{args.profile}/{s} seed {seed}: {f.path.name}  original acc {v.get('original_test_accuracy', 0):.3f}, "
+                              f"retrain acc {v.get('retrain_test_accuracy', 0):.3f}, {ok}")
+        return 0
+    if args.action == "list":
+        entries = cache.entries()
+        table = Table(title=f"fixtures in {cache.root}")
+        for col in ("profile", "scenario", "seed", "key", "built", "build s", "attack effective"):
+            table.add_column(col)
+        for e in entries:
+            m = e.meta
+            table.add_row(str(m.get("profile")), str(m.get("scenario")), str(m.get("seed")), str(m.get("recipe_hash", ""))[:16],
+                          str(m.get("created")), f"{m.get('build_seconds', 0):.1f}", str(m.get("validation", {}).get("effective")))
+        console.print(table if entries else f"no fixtures in {cache.root}")
+        return 0
+    if args.action == "verify":
+        entries = cache.entries()
+        bad = 0
+        for e in entries:
+            problems = cache.verify_path(e.path)
+            bad += bool(problems)
+            console.print(f"[{'red' if problems else 'green'}]{'CORRUPT' if problems else 'ok'}[/] {e.label}: {e.path}")
+            for p in problems:
+                console.print(f"    {p}")
+        console.print(f"{len(entries) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else ""))
+        return 1 if bad else 0
+    if args.action == "clean":
+        n = cache.clean(args.profile)
+        console.print(f"removed {n} fixture(s) from {cache.root}")
+        return 0
+    return 2
+
+
+def compare_main(args: argparse.Namespace, console: Console) -> int:
+    from unlearn_audit.reports.baseline import BaselineError, compare_reports
+
+    try:
+        rows = compare_reports(args.old, args.new)
+    except BaselineError as exc:
+        console.print(f"[red]{exc}[/]".replace("--audit-baseline ", ""))
+        return 2
+    table = Table(title=f"{args.old} -> {args.new}")
+    for col in ("unlearner", "check", "scenario", "seed", "budget", "old", "new", "z", "status"):
+        table.add_column(col)
+    colour = {"regressed": "red", "improved": "green", "missing": "yellow", "new": "yellow"}
+
+    def fmt(v, se):  # noqa: ANN001
+        return "" if v is None else (f"{v:.3f} ± {se:.3f}" if se else f"{v:.4g}")
+
+    for r in rows:
+        z = r.get("z")
+        table.add_row(str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]), str(r["seed"]),
+                      f"{r['budget']:g}" if r.get("budget") is not None else "",
+                      fmt(r.get("baseline_score"), r.get("baseline_stderr")), fmt(r.get("new_score"), r.get("new_stderr")),
+                      "" if z is None or z != z else f"{z:.2f}", f"[{colour.get(r['status'], 'white')}]{r['status']}[/]")
+    console.print(table)
+    regressed = sum(1 for r in rows if r.get("regressed"))
+    console.print(f"{regressed} significant regression(s) (one-sided z-test at alpha 0.01 per result)")
+    return 1 if regressed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
