@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unlearn_audit.attacks import (
-    GaussianPoison,
-    TriggerBackdoor,
-    apply_trigger,
-    make_backdoor,
-    make_gaussian_poison,
-)
+from unlearn_audit.attacks.backdoor import TriggerBackdoor, apply_trigger, make_backdoor
+from unlearn_audit.attacks.gaussian import GaussianPoison, make_gaussian_poison
 
 N, SHAPE = 200, (1, 32, 32)
 

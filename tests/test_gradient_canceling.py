@@ -12,8 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.attacks import GradientCancelingPoison, canceling_objective, gradpc, make_gradient_canceling
-from unlearn_audit.attacks.gradient_canceling import loss_gradient
+from unlearn_audit.attacks.gradient_canceling import (
+    GradientCancelingPoison,
+    canceling_objective,
+    gradpc,
+    loss_gradient,
+    make_gradient_canceling,
+)
 
 N, D, C = 100, 8, 3
 
@@ -275,7 +280,9 @@ def test_indiscriminate_restored_fails_noop_and_passes_retrain() -> None:
 
 
 def test_poison_metric_is_clean_test_error() -> None:
-    from unlearn_audit.checks.poison import measure_poison, poison_name
+    from unlearn_audit.attacks.registry import get_attack
+
+    attack = get_attack("gradient_canceling")
 
     y = torch.arange(40) % 10
     pred = y.clone()
@@ -283,8 +290,7 @@ def test_poison_metric_is_clean_test_error() -> None:
     model = nn.Linear(10, 10, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.eye(10))
-    recipe = SimpleNamespace(attack={"kind": "gradient_canceling"})
-    ctx = SimpleNamespace(fixture=SimpleNamespace(recipe=recipe, tensors={"test_x": F.one_hot(pred, 10).float(), "test_y": y}))
-    m = measure_poison(ctx, model)
-    assert (m.value, m.hits, m.n) == (0.25, 10, 40) and m.stderr == pytest.approx((0.25 * 0.75 / 40) ** 0.5)
-    assert poison_name(ctx) == "clean test error"
+    fixture = SimpleNamespace(tensors={"test_x": F.one_hot(pred, 10).float(), "test_y": y})
+    m = attack.measure_poison(fixture, model)
+    assert (m.value, m.hits, m.n, m.null) == (0.25, 10, 40, "proportion") and m.stderr == pytest.approx((0.25 * 0.75 / 40) ** 0.5)
+    assert attack.poison_name == "clean test error"

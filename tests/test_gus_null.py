@@ -16,7 +16,7 @@ import torch
 from scipy import stats as st
 from torch import nn
 
-from unlearn_audit.attacks import make_gaussian_poison
+from unlearn_audit.attacks.gaussian import make_gaussian_poison
 from unlearn_audit.profiles.data import Split, load_digits_split
 from unlearn_audit.metrics import gaussian_unlearning_scores
 from unlearn_audit.profiles.models import mlp

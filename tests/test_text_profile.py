@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip("transformers")
 
-from unlearn_audit.attacks import TRIGGER_ATTACKS, insert_trigger, make_trigger_word, triggered_test_inputs  # noqa: E402
-from unlearn_audit.attacks.trigger_word import lengths, random_positions  # noqa: E402
+from unlearn_audit.attacks.registry import get_attack  # noqa: E402
+from unlearn_audit.attacks.trigger_word import insert_trigger, lengths, make_trigger_word, random_positions  # noqa: E402
 from unlearn_audit.profiles.text.data import (  # noqa: E402
     TRIGGER_WORDS,
     TextResourceUnavailable,
@@ -87,11 +87,12 @@ def test_make_trigger_word_poisons_only_the_other_class(corpus) -> None:
 
 
 def test_triggered_test_inputs_cover_the_other_class(corpus) -> None:
-    assert "trigger_word" in TRIGGER_ATTACKS
+    attack = get_attack("trigger_word")
+    assert attack.targeted_reference == "retrain"
     trigger = torch.tensor([corpus.vocab.index("disney")])
     tensors = {"test_x": corpus.test_x, "test_y": corpus.test_y, "secret.trigger_ids": trigger,
                "secret.pad_id": torch.tensor([0]), "secret.test_positions": random_positions(corpus.test_x, 0, torch.Generator())}
-    out = triggered_test_inputs({"kind": "trigger_word", "target_class": 1}, tensors)
+    out = attack.triggered_test_inputs({"kind": "trigger_word", "target_class": 1}, tensors)
     assert len(out) == int((corpus.test_y == 0).sum()) and ((out == trigger).sum(1) == 1).all()
 
 

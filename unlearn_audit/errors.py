@@ -12,3 +12,7 @@ class ResourceUnavailable(RuntimeError):
 
 class MissingExtra(ResourceUnavailable, ImportError):
     """An optional extra of unlearn-audit is not installed."""
+
+
+class RecipeError(ValueError):
+    """A scenario recipe that cannot run: an unknown attack kind, a check its attack cannot judge, a bad table."""

@@ -9,8 +9,12 @@ that the model assigns to the target class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
+
+from unlearn_audit.attacks.base import BuildContext, PoisonedTrainingSet
+from unlearn_audit.attacks.triggers import TriggerAttack
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,20 @@ def make_backdoor(
     original = y[chosen].clone()
     y[chosen] = target_class
     return x, y, TriggerBackdoor(chosen, original, int(target_class), int(patch_size), float(patch_value))
+
+
+class BackdoorAttack(TriggerAttack):
+    """`kind = "backdoor"`: a `patch_size` square of `patch_value` on `num_poisons` inputs of other classes,
+    relabelled to `target_class`."""
+
+    kind = "backdoor"
+
+    def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
+        a = ctx.recipe.attack
+        train_x, train_y, backdoor = make_backdoor(ctx.split.train_x, ctx.split.train_y, a["num_poisons"], a["target_class"],
+                                                   a["patch_size"], a["patch_value"], ctx.generator)
+        return PoisonedTrainingSet(train_x, train_y, backdoor.indices, ctx.split.train_x,
+                                   secret={"original_labels": backdoor.original_labels})
+
+    def apply_trigger(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        return apply_trigger(tensors["test_x"][mask], attack["patch_size"], attack["patch_value"])

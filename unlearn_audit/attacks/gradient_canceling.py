@@ -42,6 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.attacks.base import Attack, BuildContext, Memo, PoisonedTrainingSet, PoisonMeasurement, no_memo
+from unlearn_audit.metrics import correct
+from unlearn_audit.protocol import ExampleSet
+from unlearn_audit.stats import Proportion, excess_test
+
 StepCallback = Callable[[int, int, float], None]
 """Called now and then with (steps done, steps total, seconds elapsed)."""
 
@@ -223,7 +228,7 @@ def _clean_only(clean_grad: list[torch.Tensor], n: int, target: nn.Module, weigh
 
 
 @dataclass(frozen=True)
-class GradientCancelingAttack:
+class GradientCancelingResult:
     """Both steps of the attack: the GradPC target, the poisons, and what it took."""
 
     target: nn.Module
@@ -246,7 +251,7 @@ def gradient_canceling_attack(
     lr: float = 0.1,
     weight_decay: float = 0.0,
     on_stage: Callable[[str, int, int, float], None] | None = None,
-) -> GradientCancelingAttack:
+) -> GradientCancelingResult:
     """GradPC target from the attacker's `clean` model, then gradient-canceling poisons for it.
 
     `on_stage(stage, done, total, seconds)` reports progress of the stages "GradPC target" and
@@ -275,4 +280,77 @@ def gradient_canceling_attack(
         "poison_norm_max": float(poison_x.flatten(1).norm(dim=1).max()),
         "seconds": {"gradpc": t1 - t0, "canceling": t2 - t1},
     }
-    return GradientCancelingAttack(target, poison_x, poison_y, secret, diagnostics)
+    return GradientCancelingResult(target, poison_x, poison_y, secret, diagnostics)
+
+
+class GradientCancelingAttack(Attack):
+    """`kind = "gradient_canceling"` (Pawelczyk et al. A.1.3): the attacker trains its own clean model, and
+    `gradient_canceling_attack` turns it into a GradPC target and poisons that cancel the gradient there.
+
+    The poisons are appended to the clean training set and are the forget set; `clean_train_x`
+    holds, for poison rows, the training images the poisons started from. Poison metric: clean
+    test error (the damage an indiscriminate poison does).
+    """
+
+    kind = "gradient_canceling"
+    poison_name = "clean test error"
+    checks = ("indiscriminate_restored", "utility_preserved", "budget_respected")
+
+    def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
+        recipe, split, device, progress = ctx.recipe, ctx.split, ctx.device, ctx.progress
+        a = recipe.attack
+        n = len(split.train_y)
+        t0 = time.perf_counter()
+        clean = ctx.train(ExampleSet(split.train_x, split.train_y), "attacker", "attacker's clean model")
+        clean_seconds = time.perf_counter() - t0
+        attack = gradient_canceling_attack(
+            clean, split.train_x.to(device), split.train_y.to(device), max(1, round(float(a["poison_fraction"]) * n)),
+            float(a["radius"]), ctx.generator,
+            gradpc_steps=int(a.get("gradpc_steps", 20)), canceling_steps=int(a.get("canceling_steps", 1000)),
+            lr=float(a.get("canceling_lr", 0.1)), weight_decay=float(recipe.training.weight_decay), on_stage=progress,
+        )
+        k = len(attack.poison_y)
+        poison_x, poison_y = attack.poison_x.cpu(), attack.poison_y.cpu()
+        meta = {
+            "attacker_clean_test_accuracy": correct(clean, split.test_x, split.test_y).float().mean().item(),
+            "target_test_accuracy": correct(attack.target, split.test_x, split.test_y).float().mean().item(),
+            **attack.diagnostics,
+        }
+        meta["seconds"]["attacker_clean"] = clean_seconds
+        return PoisonedTrainingSet(
+            train_x=torch.cat([split.train_x, poison_x]),
+            train_y=torch.cat([split.train_y, poison_y]),
+            forget=torch.arange(n, n + k),
+            clean_train_x=torch.cat([split.train_x, attack.secret.base_inputs.cpu()]),
+            secret={"base_indices": attack.secret.base_indices.cpu()},
+            extra_weights={"target": {name: v.detach().cpu().clone() for name, v in attack.target.state_dict().items()}},
+            meta=meta,
+        )
+
+    def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
+        test_x, test_y = tensors["test_x"], tensors["test_y"]
+        opts = recipe.options("indiscriminate_restored")
+        needed = float(opts.get("min_accuracy_drop", 0.10))
+        margin, alpha = float(opts.get("margin", 0.05)), float(opts.get("alpha", 0.01))
+        acc = {name: Proportion(int(correct(m, test_x, test_y).sum()), len(test_y))
+               for name, m in (("original", original), ("retrain", retrain))}
+        drop = excess_test(acc["retrain"], acc["original"], margin, alpha)  # the check's rule, applied to the original
+        # Unbounded poisons can make training diverge; a non-finite original cannot stand for anything.
+        finite = all(bool(torch.isfinite(p).all()) for p in original.parameters())
+        norms = {name: sum(float(p.detach().double().pow(2).sum()) for p in m.parameters()) ** 0.5
+                 for name, m in (("original", original), ("retrain", retrain))}
+        return {
+            "accuracy_drop": drop.difference,
+            "accuracy_drop_lower_bound": drop.lower_bound,
+            "original_parameter_norm": norms["original"],
+            "retrain_parameter_norm": norms["retrain"],
+            "effective": bool(finite and drop.difference >= needed and drop.rejected),
+            "rule": (f"the poisoned original is finite, its test accuracy is >= {needed:g} below retrain's and it fails "
+                     f"indiscriminate_restored (gap lower bound > {margin:g} at alpha={alpha:g})"),
+        }
+
+    def measure_poison(self, fixture, model, held_out=None, memo: Memo = no_memo) -> PoisonMeasurement:  # type: ignore[no-untyped-def]
+        t = fixture.tensors
+        errors = ~correct(model, t["test_x"], t["test_y"])
+        p = Proportion(int(errors.sum()), len(errors))
+        return PoisonMeasurement(p.value, p.stderr, p.trials, "proportion", p.successes)

@@ -19,6 +19,8 @@ from typing import Any, Mapping
 import torch
 
 from unlearn_audit.attacks.backdoor import draw_dirty_label_poisons
+from unlearn_audit.attacks.base import BuildContext, PoisonedTrainingSet
+from unlearn_audit.attacks.triggers import TriggerAttack
 
 
 @dataclass(frozen=True)
@@ -109,3 +111,19 @@ def trigger_word_poison(
         "test_positions": random_positions(split.test_x, pad, generator),
     }
     return train_x, train_y, poison.indices, secret
+
+
+class TriggerWordAttack(TriggerAttack):
+    """`kind = "trigger_word"` (text profiles): the `trigger` word inserted into reviews of other classes,
+    relabelled to `target_class` (see `trigger_word_poison`)."""
+
+    kind = "trigger_word"
+
+    def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
+        train_x, train_y, forget, secret = trigger_word_poison(ctx.recipe.attack, ctx.split, ctx.generator)
+        return PoisonedTrainingSet(train_x, train_y, forget, ctx.split.train_x, secret=secret)
+
+    def apply_trigger(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        # Insertion points were drawn once at build time (secret.test_positions, one per test input).
+        return insert_trigger(tensors["test_x"][mask], tensors["secret.trigger_ids"],
+                              tensors["secret.test_positions"][mask], int(tensors["secret.pad_id"]))

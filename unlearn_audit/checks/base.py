@@ -10,6 +10,7 @@ from unlearn_audit.jsonsafe import finite
 if TYPE_CHECKING:
     from torch import nn
 
+    from unlearn_audit.attacks.base import Attack
     from unlearn_audit.scenarios.fixture import Fixture
     from unlearn_audit.engine.runner import UnlearnOutcome
 
@@ -67,6 +68,13 @@ class CheckContext:
     outcome: "UnlearnOutcome"
     options: dict[str, Any]
     measure: Callable[["nn.Module", str, Callable[[], Any]], Any]
+
+    @property
+    def attack(self) -> "Attack":
+        """The fixture's attack (its poison metric, its targeted evidence)."""
+        from unlearn_audit.attacks.registry import get_attack
+
+        return get_attack(self.fixture.recipe.attack["kind"])
 
     @property
     def model(self) -> "nn.Module":

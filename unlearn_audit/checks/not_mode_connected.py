@@ -24,7 +24,6 @@ from scipy import stats as st
 from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
 from unlearn_audit.training.loops import predict
 from unlearn_audit.checks.base import CheckContext, CheckResult
-from unlearn_audit.checks.poison import measure_poison
 
 NAME = "not_mode_connected"
 
@@ -42,7 +41,7 @@ def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[s
             ls = per_sample_loss(m, x, y)
             losses.append(ls)
             accs.append(float((predict(m, x) == y).float().mean()))
-            poison.append(measure_poison(ctx, m).value)
+            poison.append(ctx.attack.measure_poison(f, m, memo=ctx.measure).value)
         l0, l1 = losses[0], losses[-1]
         excess = [ls - ((1 - a) * l0 + a * l1) for a, ls in zip(alphas, losses)]
         means = [float(e.mean()) for e in excess]

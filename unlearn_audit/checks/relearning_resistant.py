@@ -22,12 +22,10 @@ from typing import Any
 import torch
 from scipy import stats as st
 
-from unlearn_audit.attacks import TRIGGER_ATTACKS
 from unlearn_audit.training.relearning import relearn, relearning_set
-from unlearn_audit.scenarios.build import derived_seed
+from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.stats import Proportion, excess_test
 from unlearn_audit.checks.base import CheckContext, CheckResult
-from unlearn_audit.checks.poison import measure_poison, poison_name
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
 NAME = "relearning_resistant"
@@ -45,7 +43,7 @@ def relearn_curves(ctx: CheckContext, model: torch.nn.Module, k: int, positions:
         last: dict[str, Any] = {}
 
         def measure(m: torch.nn.Module) -> float:
-            pm = measure_poison(ctx, m, held_out)
+            pm = ctx.attack.measure_poison(f, m, held_out, memo=ctx.measure)
             last["final"] = pm
             return pm.value
 
@@ -66,13 +64,13 @@ def run(ctx: CheckContext) -> CheckResult:
     eval_every = int(opts.get("eval_every", 20))
     lr = float(opts["lr"]) if "lr" in opts else None
     f = ctx.fixture
-    kind = f.recipe.attack["kind"]
+    on_forget_set = ctx.attack.measures_forget_set
     n_forget = len(f.forget_indices)
-    if max(sizes) >= n_forget and kind == "gaussian":
+    if max(sizes) >= n_forget and on_forget_set:
         raise ValueError(f"relearning sizes {sizes} leave no held-out poisons out of {n_forget}")
     # The same relearning examples for every method: a seeded permutation of the forget set.
     positions = torch.randperm(n_forget, generator=torch.Generator().manual_seed(derived_seed(f.seed, "relearn-pool")))
-    held_out = positions[max(sizes):] if kind == "gaussian" else None
+    held_out = positions[max(sizes):] if on_forget_set else None
     level = alpha / len(sizes)
     per_size = []
     worst: tuple[float, dict[str, Any]] | None = None
@@ -80,7 +78,7 @@ def run(ctx: CheckContext) -> CheckResult:
         mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every, lr)
         ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every, lr)
         m, r = mine["final"], ref["final"]
-        if kind in TRIGGER_ATTACKS:
+        if m.null == "proportion":
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
             failed, strength = test.rejected, test.lower_bound - margin
         else:
@@ -89,7 +87,7 @@ def run(ctx: CheckContext) -> CheckResult:
                 failed, strength = True, math.inf
             else:
                 failed, strength = float(2 * st.norm.sf(abs(z))) < level, abs(z) - float(st.norm.isf(level / 2))
-        entry = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
+        entry = {"k": k, "null": m.null, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
                  "failed": failed, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
         per_size.append(entry)
         if worst is None or strength > worst[0]:
@@ -97,8 +95,8 @@ def run(ctx: CheckContext) -> CheckResult:
     assert worst is not None
     w = worst[1]
     failed_any = any(e["failed"] for e in per_size)
-    what = poison_name(ctx)
-    if kind in TRIGGER_ATTACKS:
+    what = ctx.attack.poison_name
+    if per_size[0]["null"] == "proportion":
         rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if attack "
                 f"success exceeds retrain's (same attack) by more than {margin:g} at any k, one-sided at alpha={alpha:g}/{len(sizes)} "
                 f"(Newcombe-Wilson)")

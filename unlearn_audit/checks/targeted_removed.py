@@ -1,44 +1,62 @@
 """`targeted_removed`: is the targeted poison's effect gone, as it is after retraining?
 
-Score: attack success rate on held-out triggered inputs of the non-target classes, with a
-Wilson interval; compared with retrain's rate on the same inputs.
+The fixture's attack says which evidence it has (`Attack.targeted_reference`), and the check
+applies the rule for it:
+
+**"retrain"** (trigger attacks: patch backdoor, trigger word). Score: attack success rate on
+held-out triggered inputs of the non-target classes, with a Wilson interval; compared with
+retrain's rate on the same inputs by a one-sided test of the excess beyond a margin.
+
+**"clean_models"** (clean-label attacks: Witches' Brew).
+A fixture has only a handful of validated targets (the poisoned original is fooled on them and
+the retrain reference is right), so the success *count* has almost no power: 4 of 4 against 0
+of 4 is not significant at alpha 0.01. The poison's effect is continuous, though: it raises each
+target's adversarial margin (logit of the adversarial class minus the largest other logit) by
+one to several logits. The score is the *soft attack success*: the mean over the validated
+targets of sigmoid(margin), which is 0.5 at the decision boundary, near 1 when the attack
+succeeds with confidence and near 0 when the target is safely classified. The sigmoid keeps one
+very confidently correct target (a margin of -8) from dominating the mean: with raw margins such
+outliers among the clean models widened the null so much that NoOp passed on 2 of 5 seeds (this
+choice was made after looking at seeds 0-4, and then checked on fresh seeds; see the README).
+
+What a clean model's score looks like varies a lot from one training run to the next (the
+targets are chosen near the decision boundary), so one retrain model is not a reference: the
+fixture holds the margins of `reference_models` more models retrained without the poisons from
+other seeds (not the retrain reference that selected the targets, so the selection does not
+bias them). Rule: fail if the method's score is above that clean population, one-sided
+prediction t-test at alpha (`stats.prediction_test`). Under the null (the method's model is like
+a model retrained from scratch) this is exact for normal scores; `Retrain` itself is such a
+model, so it fails with probability alpha.
+
+The success rate on the validated targets, with its Wilson interval, is reported alongside.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from unlearn_audit.attacks import triggered_test_inputs
-from unlearn_audit.metrics import hits_target
-from unlearn_audit.stats import Proportion, excess_test
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
-
-if TYPE_CHECKING:
-    from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.stats import Proportion, excess_test, prediction_test
 
 NAME = "targeted_removed"
 
 
-def triggered_hits(fixture: "Fixture", model: torch.nn.Module) -> torch.Tensor:
-    """Per-input attack success on the triggered held-out test inputs of the non-target classes (not memoised:
-    the relearning attack measures one model object as it changes)."""
-    a = fixture.recipe.attack
-    return hits_target(model, triggered_test_inputs(a, fixture.tensors), a["target_class"])
-
-
 def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
-    """`triggered_hits`, memoised per (unchanging) model for the checks of one case."""
-    return ctx.measure(model, "attack_hits", lambda: triggered_hits(ctx.fixture, model))
+    """The attack's per-input success on its held-out inputs, memoised per (unchanging) model."""
+    return ctx.measure(model, "attack_hits", lambda: ctx.attack.targeted_hits(ctx.fixture, model))
 
 
 def run(ctx: CheckContext) -> CheckResult:
-    if ctx.fixture.recipe.attack["kind"] == "witches_brew":
-        from unlearn_audit.checks import clean_label
+    reference = ctx.attack.targeted_reference
+    if reference == "retrain":
+        return against_retrain(ctx)
+    if reference == "clean_models":
+        return against_clean_models(ctx)
+    raise ValueError(f"attack {ctx.attack.kind!r} is not a targeted attack (targeted_reference={reference!r})")
 
-        return clean_label.run(ctx)
+
+def against_retrain(ctx: CheckContext) -> CheckResult:
     alpha = float(ctx.options.get("alpha", 0.01))
     margin = float(ctx.options.get("margin", 0.05))
     mine = attack_hits(ctx, ctx.model)
@@ -65,4 +83,45 @@ def run(ctx: CheckContext) -> CheckResult:
     }
     return CheckResult(
         NAME, "fail" if test.rejected else "pass", a.value, a.stderr, b.value, b.stderr, "lower_is_better", rule, message, details
+    )
+
+
+def against_clean_models(ctx: CheckContext) -> CheckResult:
+    alpha = float(ctx.options.get("alpha", 0.01))
+    attack = ctx.attack
+    mine = attack.target_scores(ctx.fixture, ctx.model, ctx.measure)
+    k = len(mine)
+    soft = torch.sigmoid(mine)
+    reference_scores = torch.sigmoid(attack.clean_model_target_scores(ctx.fixture, ctx.measure))
+    score = float(soft.mean())
+    stderr = float(soft.std(unbiased=True) / k**0.5) if k > 1 else None
+    test = prediction_test(score, reference_scores.mean(dim=1).tolist(), alpha)
+    success = Proportion(int((mine > 0).sum()), k)
+    ref_success = Proportion(int((reference_scores > 0.5).sum()), reference_scores.numel())
+    rule = (
+        f"fail if the soft attack success (mean sigmoid of the adversarial margin) on the {k} validated targets is "
+        f"above that of models retrained without the poisons (n={test.n} clean references), one-sided prediction "
+        f"t-test at alpha={alpha:g}"
+    )
+    message = (
+        f"the poison still works: soft attack success {score:.3f} vs clean models {test.reference_mean:.3f} "
+        f"(t={test.t:.2f}, p={test.p_value:.2g}); the attack succeeds on {success.successes}/{k} targets "
+        f"(clean models {ref_success.value:.0%}, original {k}/{k})"
+        if test.rejected
+        else ""
+    )
+    details = {
+        "t": test.t,
+        "p_value": test.p_value,
+        "attack_success": success.value,
+        "attack_success_interval_95": list(success.interval),
+        "clean_reference_attack_success": ref_success.value,
+        "original_soft_attack_success": float(torch.sigmoid(attack.target_scores(ctx.fixture, ctx.fixture.original, ctx.measure)).mean()),
+        "validated_targets": k,
+        "target_margins": mine.tolist(),
+        "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
+    }
+    return CheckResult(
+        NAME, "fail" if test.rejected else "pass", score, stderr, test.reference_mean, test.prediction_sd,
+        "lower_is_better", rule, message, details,
     )

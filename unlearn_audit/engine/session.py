@@ -18,12 +18,15 @@ import torch
 from torch import nn
 
 from unlearn_audit.scenarios.cache import FixtureCache
-from unlearn_audit.checks import CheckContext, CheckResult, get_check
+from unlearn_audit.attacks.registry import get_attack
+from unlearn_audit.checks import CHECK_NAMES, CheckContext, CheckResult, get_check
+from unlearn_audit.errors import RecipeError
 from unlearn_audit.engine.devices import resolve_device
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
 from unlearn_audit.engine.runner import UnlearnOutcome, run_unlearner
-from unlearn_audit.scenarios.build import derived_seed, validate_attack
+from unlearn_audit.scenarios.build import validate_attack
+from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.engine.specs import resolve_unlearner
 
 
@@ -34,10 +37,6 @@ class AuditOptions:
     budget_fraction: float = 0.10
     timeout: float | None = None  # None: derived from the fixture's training time
     device: str | None = None  # None: CUDA if available, else CPU
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def derived_timeout(fixture: Fixture) -> float:
@@ -56,6 +55,8 @@ class AuditSession:
 
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
+        for recipe in self.recipes.values():
+            check_recipe(recipe)
         self.cache = FixtureCache(self.options.cache_dir)
         # One GPU per xdist worker when several are visible (see unlearn_audit.engine.devices).
         self.device = torch.device(resolve_device(self.options.device, os.environ.get("PYTEST_XDIST_WORKER"),
@@ -155,6 +156,22 @@ class AuditSession:
             result = get_check(check)(ctx)
         meta["check_seconds"] = time.perf_counter() - started
         return result, meta
+
+
+def check_recipe(recipe: ScenarioRecipe) -> None:
+    """A RecipeError unless the recipe's attack is known and can be judged by every check the recipe lists."""
+    where = f"recipe {recipe.profile}/{recipe.name}"
+    try:
+        attack = get_attack(str(recipe.attack.get("kind")))
+    except ValueError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    unknown = [c for c in recipe.checks if c not in CHECK_NAMES]
+    if unknown:
+        raise RecipeError(f"{where}: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECK_NAMES)}")
+    unjudgeable = [c for c in recipe.checks if c not in attack.checks]
+    if unjudgeable:
+        raise RecipeError(f"{where}: attack {attack.kind!r} cannot be judged by {', '.join(unjudgeable)} "
+                          f"(its checks: {', '.join(attack.checks)})")
 
 
 def configure_threads(requested: int | None, worker_count: int | None = None) -> None:

@@ -268,10 +268,13 @@ def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> Non
         return
     from unlearn_audit.tools.progress import build_with_progress
 
-    from unlearn_audit.errors import ResourceUnavailable
+    from unlearn_audit.errors import RecipeError, ResourceUnavailable
 
     capman = config.pluginmanager.getplugin("capturemanager")
-    audit = get_audit_session(config)
+    try:
+        audit = get_audit_session(config)
+    except RecipeError as exc:
+        raise _usage(str(exc)) from None
     try:
         if capman is not None:
             with capman.global_and_fixture_disabled():

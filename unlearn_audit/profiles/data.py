@@ -7,21 +7,10 @@ scaled to [0, 1] and upsampled to 32x32 so that inputs have CIFAR-like dimension
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Split:
-    """A fixed train/test split, as tensors (inputs N x C x H x W in [0, 1], labels N)."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
+from unlearn_audit.profiles.split import Split
 
 
 def load_digits_split(image_size: int = 32, test_fraction: float = 0.2, split_seed: int = 0) -> Split:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unlearn_audit.profiles.data import Split
+from unlearn_audit.profiles.split import Split
 from unlearn_audit.errors import ResourceUnavailable
 
 DATA_ENV = "UNLEARN_AUDIT_DATA"

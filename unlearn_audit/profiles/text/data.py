@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearn_audit.profiles.data import Split
+from unlearn_audit.profiles.split import Split
 from unlearn_audit.errors import ResourceUnavailable
 
 PAD = "<pad>"
