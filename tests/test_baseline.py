@@ -105,12 +105,13 @@ def test_new_case_is_not_a_regression() -> None:
 def test_exact_score_regression_keeps_the_report_valid(tmp_path: Path) -> None:
     """A worse exact score (budget count) has no z-statistic; the report must still be strict JSON."""
     from unlearn_audit.reports.collector import ReportCollector
+    from unlearn_audit.reports.record import ResultRecord
 
     out = compare(result(5000, 0.0, "failed"), result(4000, 0.0))
     assert out["regressed"] and out["z"] is None
     collector = ReportCollector(options={})
-    collector.results["x"] = {"nodeid": "x", "unlearner": "a", "check": "b", "scenario": "c", "seed": 0,
-                              "baseline": {**out, "weird": float("inf")}}
+    collector.results["x"] = ResultRecord(nodeid="x", unlearner="a", check="b", scenario="c", profile="tiny", seed=0,
+                                          budget=0.1, baseline={**out, "weird": float("inf")})
     collector.write(tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["baseline"]["weird"] is None
 

@@ -223,14 +223,6 @@ def test_new_training_fields_leave_existing_cache_keys_alone() -> None:
     assert dataclasses.replace(r, training=dataclasses.replace(r.training, epochs=19)).cache_key(0) != r.cache_key(0)
 
 
-def test_report_parses_ids_of_profiles_with_dashes() -> None:
-    from unlearn_audit.reports.collector import _case_from_nodeid
-
-    case = _case_from_nodeid(f"conformance/test_utility_preserved.py::test_utility_preserved[pkg.m:M-{STANDIN}-backdoor-seed1]")
-    assert case is not None
-    assert (case["spec"], case["profile"], case["scenario"], case["seed"]) == ("pkg.m:M", STANDIN, "backdoor", 1)
-
-
 def test_fingerprint_covers_zero_dim_buffers() -> None:
     from unlearn_audit.scenarios.fixture import tensor_fingerprint
 

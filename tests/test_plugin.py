@@ -133,7 +133,7 @@ def test_junit_xml_carries_scores(pytester: pytest.Pytester, audit_env: Path) ->
     pytester.runpytest("--unlearner", f"{METHODS}:NoOp", f"--junitxml={xml}", "-k", "gaussian_leakage")
     props = {p.get("name"): p.get("value") for p in ET.parse(xml).iter("property")}
     assert "audit.score" in props and float(props["audit.score"]) > 0
-    assert "unlearn_audit" in props and json.loads(props["unlearn_audit"])["check"] == "gaussian_leakage"
+    assert "unlearn_audit" in props and json.loads(props["unlearn_audit.case"])["check"] == "gaussian_leakage"
 
 
 HOSTILE = textwrap.dedent(

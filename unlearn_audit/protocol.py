@@ -14,7 +14,8 @@ if TYPE_CHECKING:  # torch is imported lazily so that the pytest plugin stays li
     import torch
     from torch import nn
 
-PROTOCOL_VERSION = 1
+DEFAULT_BUDGET_FRACTION = 0.1
+"""The compute an unlearner gets unless told otherwise: 10% of the original training, as in Pawelczyk et al."""
 
 _EXTENDED_FIELDS = ("trainer", "nesterov", "label_smoothing", "warmup_epochs", "precision", "channels_last")
 

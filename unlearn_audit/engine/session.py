@@ -21,6 +21,7 @@ from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.checks import CHECK_NAMES, CheckContext, CheckResult, get_check
 from unlearn_audit.errors import RecipeError
+from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
@@ -34,7 +35,7 @@ from unlearn_audit.engine.specs import resolve_unlearner
 class AuditOptions:
     profile: str = "tiny"
     cache_dir: Path | None = None
-    budget_fraction: float = 0.10
+    budget_fraction: float = DEFAULT_BUDGET_FRACTION
     timeout: float | None = None  # None: derived from the fixture's training time
     device: str | None = None  # None: CUDA if available, else CPU
 
@@ -174,12 +175,12 @@ def check_recipe(recipe: ScenarioRecipe) -> None:
                           f"(its checks: {', '.join(attack.checks)})")
 
 
-def configure_threads(requested: int | None, worker_count: int | None = None) -> None:
-    """Set torch's CPU threads: as requested, else 1 (`worker_count` is accepted for callers under xdist).
+def configure_threads(requested: int | None) -> None:
+    """Set torch's CPU threads: as requested, else 1.
 
-    One thread is the default (serial and xdist alike, so that both give the same numbers) because the audit's models are small (little to gain from more)
-    and torch's spinning worker threads slow down by an order of magnitude when the cores are
-    oversubscribed, e.g. by a concurrent job (measured: 10 epochs of the tiny MLP took 2.4 s on
-    one thread and 31 s on two while another process was busy).
+    One thread is the default (serial and xdist alike, so that both give the same numbers) because the
+    audit's models are small (little to gain from more) and torch's spinning worker threads slow down by
+    an order of magnitude when the cores are oversubscribed, e.g. by a concurrent job (measured: 10 epochs
+    of the tiny MLP took 2.4 s on one thread and 31 s on two while another process was busy).
     """
     torch.set_num_threads(requested if requested is not None else 1)

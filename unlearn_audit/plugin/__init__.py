@@ -7,6 +7,7 @@ options. The heavy `AuditSession` is created on the first audit test.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
+from unlearn_audit.plugin.settings import parse_settings, usage_error
+from unlearn_audit.plugin.state import collector_key, get_audit_session, settings_key
+from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
+from unlearn_audit.reports.record import CASE_PROPERTY
 
-if TYPE_CHECKING:
-    from unlearn_audit.reports.collector import ReportCollector
-    from unlearn_audit.engine.session import AuditSession
 
 
 
@@ -31,9 +33,6 @@ def _conformance_dir() -> Path:
 CONFORMANCE_DIR = _conformance_dir()
 CHECK_MARKER = "audit_check"
 
-session_key = pytest.StashKey["AuditSession"]()
-collector_key = pytest.StashKey["ReportCollector"]()
-settings_key = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,8 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-timeout", default=None, metavar="SECONDS",
                     help="time limit of one unlearn() call (default: 10x the fixture's original training time, "
                          "at least 60 s); an unlearner over it fails its tests.")
-    group.addoption("--audit-budget", default="0.1", metavar="FRACTIONS",
-                    help="compute budget as a fraction of the original training (default: 0.1, as in Pawelczyk et al.); "
+    group.addoption("--audit-budget", default=None, metavar="FRACTIONS",
+                    help=f"compute budget as a fraction of the original training (default: {DEFAULT_BUDGET_FRACTION:g}, as in "
+                         "Pawelczyk et al.); "
                          "a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.")
     group.addoption("--audit-baseline", default=None, metavar="PATH",
                     help="a previous --audit-report: fail a test when its score is significantly worse than the "
@@ -70,84 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "cuda:N modulo the number of GPUs, so -n <number of GPUs> gives each worker its own GPU.")
 
 
-def _usage(message: str) -> pytest.UsageError:
-    return pytest.UsageError(f"unlearn-audit: {message}")
-
-
-def _option(config: pytest.Config, name: str, convert: Any, valid: Any, requirement: str) -> Any:
-    """The converted option value (None when unset), or a usage error that says what was expected."""
-    text = config.getoption(name)
-    if text is None:
-        return None
-    try:
-        value = convert(text)
-        if not valid(value):
-            raise ValueError
-    except ValueError:
-        raise _usage(f"--{name.replace('_', '-')} must be {requirement}, got {text!r}") from None
-    return value
-
-
-def _fractions(text: str) -> list[float]:
-    return [float(b) for b in text.split(",")]
-
-
-def _parse_settings(config: pytest.Config) -> dict[str, Any]:
-    from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
-    from unlearn_audit.engine.specs import SpecError, check_spec
-
-    specs = [s.strip() for s in config.getoption("unlearner")]
-    for spec in specs:
-        try:
-            check_spec(spec)
-        except SpecError as exc:
-            raise _usage(str(exc)) from None
-    if len(set(specs)) != len(specs):
-        raise _usage(f"--unlearner given twice for the same spec: {specs}")
-    profile = config.getoption("audit_profile")
-    try:
-        recipes = load_profile_recipes(profile)
-    except KeyError:
-        raise _usage(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
-    seeds = _option(config, "audit_seeds", int, lambda n: n >= 1, "a positive integer")
-    budgets = _option(config, "audit_budget", _fractions,
-                      lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
-                      "distinct fractions in (0, 1], comma-separated")
-    timeout = _option(config, "audit_timeout", float, lambda t: t > 0, "a positive number of seconds")
-    threads = _option(config, "audit_threads", int, lambda n: n >= 1, "a positive integer")
-    baseline = config.getoption("audit_baseline")
-    update_baseline = config.getoption("audit_update_baseline")
-    if update_baseline and not baseline:
-        raise _usage("--audit-update-baseline needs --audit-baseline PATH (where to write the new baseline)")
-    if baseline and not update_baseline:
-        from unlearn_audit.reports.baseline import BaselineError, load_baseline
-
-        try:
-            load_baseline(Path(baseline))
-        except BaselineError as exc:
-            raise _usage(str(exc)) from None
-    cache = config.getoption("audit_cache")
-    return {
-        "threads": threads,
-        "unlearners": specs,
-        "profile": profile,
-        "scenarios": {name: list(r.checks) for name, r in recipes.items()},
-        "seeds": list(range(seeds)),
-        "budgets": budgets,
-        "baseline": str(Path(baseline).expanduser().resolve()) if baseline else None,
-        "update_baseline": bool(update_baseline),
-        "timeout": timeout,
-        "cache_dir": str(Path(cache).expanduser().resolve()) if cache else None,
-        "device": config.getoption("audit_device"),
-    }
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{CHECK_MARKER}(name): a conformance test judging the named unlearn-audit check")
     if not config.getoption("unlearner", default=None):
         return
-    settings = _parse_settings(config)
+    settings = parse_settings(config)
     config.stash[settings_key] = settings
     # Run the conformance suite: alone when no paths were given, else beside the given paths.
     conformance = str(CONFORMANCE_DIR)
@@ -159,7 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):
         from unlearn_audit.reports.collector import ReportCollector
 
-        config.stash[collector_key] = ReportCollector(options={k: v for k, v in settings.items() if k != "scenarios"})
+        config.stash[collector_key] = ReportCollector(options=settings.report_options())
         config.pluginmanager.register(_ReportHooks(config), "unlearn-audit-report")
 
 
@@ -193,44 +121,38 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if settings is None:
         return
     params = []
-    for spec in settings["unlearners"]:
-        for scenario, checks in settings["scenarios"].items():
+    for spec in settings.unlearners:
+        for scenario, checks in settings.scenarios.items():
             if check not in checks:
                 continue
-            for seed in settings["seeds"]:
-                for budget in settings["budgets"]:
-                    case = AuditCaseParams(spec, settings["profile"], scenario, seed, check, budget,
-                                           show_budget=len(settings["budgets"]) > 1)
+            for seed in settings.seeds:
+                for budget in settings.budgets:
+                    case = AuditCaseParams(spec, settings.profile, scenario, seed, check, budget,
+                                           show_budget=len(settings.budgets) > 1)
                     params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
     if not params:
-        reason = f"no scenario of profile {settings['profile']!r} applies check {check!r}"
-        params = [pytest.param(None, id=f"{settings['profile']}-not-applicable", marks=pytest.mark.skip(reason=reason))]
+        reason = f"no scenario of profile {settings.profile!r} applies check {check!r}"
+        params = [pytest.param(None, id=f"{settings.profile}-not-applicable", marks=pytest.mark.skip(reason=reason))]
     metafunc.parametrize("audit_case", params, indirect=True)
+
+
+def _case_of(item: pytest.Item) -> AuditCaseParams | None:
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("audit_case")
+    return case if isinstance(case, AuditCaseParams) else None
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Carry the case's parameters with the test, so that its report is attributed even if it errors
+    before it is judged (the report never parses them back out of the test id)."""
+    case = _case_of(item)
+    if case is not None:
+        item.user_properties.append((CASE_PROPERTY, json.dumps(case.record())))
 
 
 @pytest.fixture
 def audit_case(request: pytest.FixtureRequest) -> AuditCase:
     """The (unlearner, scenario, seed, check) this conformance test judges."""
     return AuditCase(request.param, request.config, request.node)
-
-
-def get_audit_session(config: pytest.Config) -> "AuditSession":
-    """The session's single AuditSession (created on first use; imports torch)."""
-    if session_key not in config.stash:
-        from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
-
-        s = config.stash[settings_key]
-        workerinput = getattr(config, "workerinput", None)
-        configure_threads(s["threads"], int(workerinput.get("workercount", 1)) if workerinput else None)
-        config.stash[session_key] = AuditSession(
-            AuditOptions(
-                profile=s["profile"],
-                cache_dir=Path(s["cache_dir"]) if s["cache_dir"] else None,
-                timeout=s["timeout"],
-                device=s["device"],
-            ),
-        )
-    return config.stash[session_key]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -246,8 +168,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     needed = set()
     for item in session.items:
-        case = getattr(getattr(item, "callspec", None), "params", {}).get("audit_case")
-        if isinstance(case, AuditCaseParams):
+        case = _case_of(item)
+        if case is not None:
             needed.add((case.scenario, case.seed))
     _build_fixtures(config, sorted(needed))
 
@@ -260,7 +182,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if getattr(config.option, "dist", "no") == "no":
         return
     settings = config.stash[settings_key]
-    _build_fixtures(config, [(sc, seed) for sc in settings["scenarios"] for seed in settings["seeds"]])
+    _build_fixtures(config, [(sc, seed) for sc in settings.scenarios for seed in settings.seeds])
 
 
 def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> None:
@@ -274,7 +196,7 @@ def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> Non
     try:
         audit = get_audit_session(config)
     except RecipeError as exc:
-        raise _usage(str(exc)) from None
+        raise usage_error(str(exc)) from None
     try:
         if capman is not None:
             with capman.global_and_fixture_disabled():
@@ -282,17 +204,17 @@ def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> Non
         else:
             build_with_progress(audit, needed)
     except ResourceUnavailable as exc:  # e.g. an optional extra, pretrained weights or a data set (text profiles)
-        raise _usage(f"cannot build the fixtures of profile {audit.options.profile!r}: {exc}") from None
+        raise usage_error(f"cannot build the fixtures of profile {audit.options.profile!r}: {exc}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     settings = config.stash.get(settings_key, None)
     if settings is None:
         return None
-    cache = settings["cache_dir"] or os.environ.get("UNLEARN_AUDIT_CACHE") or "(platform user cache dir)"
+    cache = settings.cache_dir or os.environ.get("UNLEARN_AUDIT_CACHE") or "(platform user cache dir)"
     return [
-        f"unlearn-audit: profile {settings['profile']}, seeds {settings['seeds']}, budgets {settings['budgets']}, "
-        f"unlearners {settings['unlearners']}",
+        f"unlearn-audit: profile {settings.profile}, seeds {list(settings.seeds)}, budgets {list(settings.budgets)}, "
+        f"unlearners {list(settings.unlearners)}",
         f"unlearn-audit: fixture cache {cache}",
     ]
 
@@ -322,11 +244,11 @@ class _ReportHooks:
         if path:
             tr.write_line(f"unlearn-audit: JSON report written to {path}")
         settings = self.config.stash[settings_key]
-        if settings["update_baseline"]:
-            tr.write_line(f"unlearn-audit: baseline written to {settings['baseline']}")
-        elif settings["baseline"]:
-            regressed = [r for r in collector.results.values() if (r.get("baseline") or {}).get("regressed")]
-            tr.write_line(f"unlearn-audit: compared with baseline {settings['baseline']}: {len(regressed)} significant regression(s)")
+        if settings.update_baseline:
+            tr.write_line(f"unlearn-audit: baseline written to {settings.baseline}")
+        elif settings.baseline:
+            regressed = [r for r in collector.results.values() if (r.baseline or {}).get("regressed")]
+            tr.write_line(f"unlearn-audit: compared with baseline {settings.baseline}: {len(regressed)} significant regression(s)")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -337,5 +259,5 @@ class _ReportHooks:
         if path:
             collector.write(Path(path))
         settings = self.config.stash[settings_key]
-        if settings["update_baseline"] and collector.results:
-            collector.write(Path(settings["baseline"]))
+        if settings.update_baseline and settings.baseline and collector.results:
+            collector.write(Path(settings.baseline))

@@ -6,15 +6,18 @@ This module imports only pytest; the heavy session (torch) is created on first u
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from unlearn_audit.plugin.state import get_audit_session, settings_key
+from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
+from unlearn_audit.reports.record import RESULT_PROPERTY
+
 if TYPE_CHECKING:
     from unlearn_audit.checks import CheckResult
 
-PROPERTY_KEY = "unlearn_audit"
 
 
 @dataclass(frozen=True)
@@ -24,13 +27,18 @@ class AuditCaseParams:
     scenario: str
     seed: int
     check: str
-    budget: float = 0.1
+    budget: float = DEFAULT_BUDGET_FRACTION
     show_budget: bool = False  # put the budget in the test id (when several budgets run)
 
     @property
     def id(self) -> str:
         suffix = f"-budget{self.budget:g}" if self.show_budget else ""
         return f"{self.spec}-{self.profile}-{self.scenario}-seed{self.seed}{suffix}"
+
+    def record(self) -> dict[str, Any]:
+        """The case's fields as a result record names them (see `unlearn_audit.reports.record`)."""
+        return {"unlearner": self.spec, "check": self.check, "scenario": self.scenario, "profile": self.profile,
+                "seed": self.seed, "budget": self.budget}
 
     @property
     def group(self) -> str:
@@ -47,25 +55,23 @@ class AuditCase:
     node: pytest.Item
 
     def run(self) -> tuple["CheckResult", dict[str, Any]]:
-        from unlearn_audit.plugin import get_audit_session
-
         p = self.params
         return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seed, p.budget)
 
     def judge(self) -> "CheckResult":
-        from unlearn_audit.plugin import settings_key
-
         result, meta = self.run()
-        params = {k: v for k, v in asdict(self.params).items() if k != "show_budget"}
-        record = {**params, "result": result.to_json(), "meta": meta}
+        judged: dict[str, Any] = {"result": result.to_json(), "meta": meta}
         settings = self.config.stash[settings_key]
         comparison = None
-        if settings.get("baseline") and not settings.get("update_baseline"):
+        if settings.compare_with_baseline and settings.baseline:
             from unlearn_audit.reports.baseline import compare_with_baseline
+            from unlearn_audit.reports.record import OUTCOME_OF_VERDICT, ResultRecord
 
-            comparison = compare_with_baseline(record, settings["baseline"])
-            record["baseline"] = comparison
-        self.node.user_properties.append((PROPERTY_KEY, json.dumps(record)))
+            current = ResultRecord(nodeid=self.node.nodeid, **self.params.record(), outcome=OUTCOME_OF_VERDICT[result.verdict],
+                                   score=result.score, stderr=result.stderr, direction=result.direction)
+            comparison = compare_with_baseline(current, settings.baseline)
+            judged["baseline"] = comparison
+        self.node.user_properties.append((RESULT_PROPERTY, json.dumps(judged)))
         for key in ("score", "stderr", "reference", "rule"):
             self.node.user_properties.append((f"audit.{key}", getattr(result, key)))
         text = result.explain()

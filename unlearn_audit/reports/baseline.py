@@ -18,8 +18,9 @@ from typing import Any
 
 from scipy import stats as st
 
+from unlearn_audit.reports.record import KEY_FIELDS, SCHEMA_VERSION, ResultRecord, key_of
+
 ALPHA = 0.01
-KEY_FIELDS = ("unlearner", "check", "scenario", "profile", "seed", "budget")
 
 
 class BaselineError(ValueError):
@@ -35,19 +36,15 @@ def load_baseline(path: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
         version = doc["schema_version"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BaselineError(f"--audit-baseline {path}: not an unlearn-audit JSON report ({exc!r})") from None
-    if version != 1:
-        raise BaselineError(f"--audit-baseline {path}: report schema {version} is not supported (expected 1)")
+    if version != SCHEMA_VERSION:
+        raise BaselineError(f"--audit-baseline {path}: report schema {version} is not supported (expected {SCHEMA_VERSION}); "
+                            f"regenerate the baseline with this version: --audit-baseline {path} --audit-update-baseline")
     return {key_of(r): r for r in results}
 
 
 @lru_cache(maxsize=8)
 def _cached(path: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     return load_baseline(Path(path))
-
-
-def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
-    budget = r.get("budget")
-    return tuple(round(budget, 6) if k == "budget" and budget is not None else r.get(k) for k in KEY_FIELDS)
 
 
 def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPHA) -> dict[str, Any]:
@@ -86,13 +83,9 @@ def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPH
     return {**out, "regressed": worse, "status": status, "z": z, "p_value": p, "message": message}
 
 
-def compare_with_baseline(record: dict[str, Any], baseline_path: str) -> dict[str, Any]:
-    """Compare a case record (as built by `AuditCase.judge`) with the baseline file."""
-    result = record["result"]
-    flat = {"unlearner": record["spec"], "check": record["check"], "scenario": record["scenario"],
-            "profile": record["profile"], "seed": record["seed"], "budget": record.get("budget"),
-            "score": result.get("score"), "stderr": result.get("stderr"), "direction": result.get("direction"),
-            "outcome": {"pass": "passed", "fail": "failed", "xfail": "xfailed", "skip": "skipped"}[result["verdict"]]}
+def compare_with_baseline(record: ResultRecord, baseline_path: str) -> dict[str, Any]:
+    """Compare one judged result with the same case in the baseline file."""
+    flat = record.to_json()
     return compare(flat, _cached(baseline_path).get(key_of(flat)))
 
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.plugin.case import PROPERTY_KEY
 from unlearn_audit.jsonsafe import finite
+from unlearn_audit.reports.record import CASE_PROPERTY, RESULT_PROPERTY, SCHEMA_VERSION, ResultRecord
 
-SCHEMA_VERSION = 1
 
 
 def outcome_of(report: Any) -> str | None:
@@ -37,30 +36,23 @@ def outcome_of(report: Any) -> str | None:
 class ReportCollector:
     options: dict[str, Any]
     started: float = field(default_factory=time.time)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[str, ResultRecord] = field(default_factory=dict)
 
     def add(self, report: Any) -> None:
+        """Fold one phase's test report into its test's record (only audit tests carry a case)."""
         outcome = outcome_of(report)
         if outcome is None:
             return
-        record = None
-        for key, value in report.user_properties:
-            if key == PROPERTY_KEY:
-                record = json.loads(value)
-        if record is None:
-            case = _case_from_nodeid(report.nodeid)
-            if case is None:
-                return
-            record = {**case, "result": None, "meta": {}}
-        entry = self.results.setdefault(report.nodeid, {"nodeid": report.nodeid})
-        result = record.get("result") or {}
-        entry.update(
-            unlearner=record.get("spec"),
-            check=record.get("check"),
-            scenario=record.get("scenario"),
-            profile=record.get("profile"),
-            seed=record.get("seed"),
-            budget=record.get("budget"),
+        props = dict(report.user_properties)
+        if CASE_PROPERTY not in props:
+            return
+        case = json.loads(props[CASE_PROPERTY])
+        judged = json.loads(props[RESULT_PROPERTY]) if RESULT_PROPERTY in props else {}
+        result = judged.get("result") or {}
+        previous = self.results.get(report.nodeid)
+        self.results[report.nodeid] = ResultRecord(
+            nodeid=report.nodeid,
+            **case,
             outcome=outcome,
             verdict=result.get("verdict"),
             score=result.get("score"),
@@ -71,10 +63,13 @@ class ReportCollector:
             rule=result.get("rule"),
             message=result.get("message") or (_longrepr_head(report) if outcome in ("failed", "error") else ""),
             details=result.get("details", {}),
-            meta=record.get("meta", {}),
-            baseline=record.get("baseline"),
-            duration=entry.get("duration", 0.0) + getattr(report, "duration", 0.0),
+            meta=judged.get("meta", {}),
+            baseline=judged.get("baseline"),
+            duration=(previous.duration if previous else 0.0) + getattr(report, "duration", 0.0),
         )
+
+    def records(self) -> list[ResultRecord]:
+        return sorted(self.results.values(), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seed or 0))
 
     def document(self) -> dict[str, Any]:
         import importlib.metadata as md
@@ -97,7 +92,7 @@ class ReportCollector:
                 "platform": platform.platform(),
             },
             "timings": {"session_seconds": time.time() - self.started},
-            "results": sorted(self.results.values(), key=lambda r: (str(r["unlearner"]), str(r["check"]), str(r["scenario"]), r["seed"] or 0)),
+            "results": [r.to_json() for r in self.records()],
         }
 
     def write(self, path: Path) -> None:
@@ -119,13 +114,13 @@ class ReportCollector:
         for col in ("unlearner", "check", "scenario", "seed", "score ± se", "reference", "original", "outcome"):
             table.add_column(col, justify="right" if col in ("seed", "score ± se", "reference", "original") else "left", no_wrap=True)
         styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
-        for r in self.document()["results"]:
-            d = r.get("details") or {}
+        for r in self.records():
+            d = r.details or {}
             original = d.get("original_gus", d.get("original_attack_success", d.get("original_accuracy")))
             table.add_row(
-                str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]), str(r["seed"]),
-                _pm(r.get("score"), r.get("stderr")), _num(r.get("reference")), _num(original),
-                f"[{styles.get(r['outcome'], 'white')}]{r['outcome']}[/]",
+                str(r.unlearner).rpartition(":")[2], str(r.check), str(r.scenario), str(r.seed),
+                _pm(r.score, r.stderr), _num(r.reference), _num(original),
+                f"[{styles.get(str(r.outcome), 'white')}]{r.outcome}[/]",
             )
         buf = StringIO()
         Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(table)
@@ -147,30 +142,3 @@ def _pm(v: Any, se: Any) -> str:
 def _longrepr_head(report: Any) -> str:
     text = str(getattr(report, "longrepr", "") or "")
     return text[-2000:]
-
-
-def _case_from_nodeid(nodeid: str) -> dict[str, Any] | None:
-    """Best effort for tests that errored before the case recorded itself: parse the test id."""
-    if "[" not in nodeid or "::test_" not in nodeid:
-        return None
-    name, _, rest = nodeid.rpartition("::")[2].partition("@")[0].partition("[")
-    rest = rest.rstrip("]")
-    budget = None
-    if "-budget" in rest:
-        rest, _, b = rest.rpartition("-budget")
-        budget = float(b)
-    parts = rest.rsplit("-", 2)
-    if len(parts) != 3 or not parts[2].startswith("seed"):
-        return None
-    head, scenario, seed = parts
-    # Profile names may contain dashes ("cifar10-resnet18"): match the known ones, longest first.
-    from unlearn_audit.scenarios.recipes import profile_names
-
-    for profile in sorted(profile_names(), key=len, reverse=True):
-        if head.endswith("-" + profile):
-            spec = head[: -len(profile) - 1]
-            break
-    else:
-        spec, _, profile = head.rpartition("-")
-    return {"spec": spec, "profile": profile, "scenario": scenario, "seed": int(seed[4:]), "check": name[len("test_"):],
-            "budget": budget}

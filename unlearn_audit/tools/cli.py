@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
         from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
 
-        configure_threads(None, None)
+        configure_threads(None)
         try:
             recipes = load_profile_recipes(args.profile)
         except KeyError:

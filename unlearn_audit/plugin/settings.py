@@ -1,0 +1,115 @@
+"""The plugin's options, parsed once into a frozen, typed record (torch-free).
+
+Every `--audit-*` option is converted and checked here, at configure time, so that a bad value
+is one usage error before collection; the rest of the harness reads `AuditSettings` fields and
+never the raw option strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    unlearners: tuple[str, ...]
+    profile: str
+    scenarios: dict[str, tuple[str, ...]]  # scenario -> the checks its recipe lists
+    seeds: tuple[int, ...]
+    budgets: tuple[float, ...] = (DEFAULT_BUDGET_FRACTION,)
+    threads: int | None = None
+    timeout: float | None = None
+    device: str | None = None
+    cache_dir: str | None = None
+    baseline: str | None = None
+    update_baseline: bool = False
+
+    @property
+    def compare_with_baseline(self) -> bool:
+        return bool(self.baseline) and not self.update_baseline
+
+    def report_options(self) -> dict[str, Any]:
+        """The options as the JSON report records them."""
+        out = asdict(self)
+        del out["scenarios"]
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def usage_error(message: str) -> pytest.UsageError:
+    return pytest.UsageError(f"unlearn-audit: {message}")
+
+
+def _option(config: pytest.Config, name: str, convert: Callable[[str], Any], valid: Callable[[Any], bool],
+            requirement: str) -> Any:
+    """The converted option value (None when unset), or a usage error that says what was expected."""
+    text = config.getoption(name)
+    if text is None:
+        return None
+    try:
+        value = convert(text)
+        if not valid(value):
+            raise ValueError
+    except ValueError:
+        raise usage_error(f"--{name.replace('_', '-')} must be {requirement}, got {text!r}") from None
+    return value
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    return tuple(float(b) for b in text.split(","))
+
+
+def parse_settings(config: pytest.Config) -> AuditSettings:
+    """Check every option and return the typed settings (a usage error names the first bad one)."""
+    from unlearn_audit.engine.specs import SpecError, check_spec
+    from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
+
+    specs = tuple(s.strip() for s in config.getoption("unlearner"))
+    for spec in specs:
+        try:
+            check_spec(spec)
+        except SpecError as exc:
+            raise usage_error(str(exc)) from None
+    if len(set(specs)) != len(specs):
+        raise usage_error(f"--unlearner given twice for the same spec: {list(specs)}")
+    profile = config.getoption("audit_profile")
+    try:
+        recipes = load_profile_recipes(profile)
+    except KeyError:
+        raise usage_error(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
+    seeds = _option(config, "audit_seeds", int, lambda n: n >= 1, "a positive integer")
+    budgets = _option(config, "audit_budget", _fractions,
+                      lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
+                      "distinct fractions in (0, 1], comma-separated")
+    timeout = _option(config, "audit_timeout", float, lambda t: t > 0, "a positive number of seconds")
+    threads = _option(config, "audit_threads", int, lambda n: n >= 1, "a positive integer")
+    baseline = config.getoption("audit_baseline")
+    update_baseline = bool(config.getoption("audit_update_baseline"))
+    if update_baseline and not baseline:
+        raise usage_error("--audit-update-baseline needs --audit-baseline PATH (where to write the new baseline)")
+    if baseline and not update_baseline:
+        from unlearn_audit.reports.baseline import BaselineError, load_baseline
+
+        try:
+            load_baseline(Path(baseline))
+        except BaselineError as exc:
+            raise usage_error(str(exc)) from None
+    cache = config.getoption("audit_cache")
+    return AuditSettings(
+        unlearners=specs,
+        profile=profile,
+        scenarios={name: tuple(r.checks) for name, r in recipes.items()},
+        seeds=tuple(range(seeds)),
+        budgets=budgets or (DEFAULT_BUDGET_FRACTION,),
+        threads=threads,
+        timeout=timeout,
+        device=config.getoption("audit_device"),
+        cache_dir=str(Path(cache).expanduser().resolve()) if cache else None,
+        baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
+        update_baseline=update_baseline,
+    )

@@ -1,0 +1,40 @@
+"""What the plugin keeps in the pytest config's stash: the settings, the report collector, the session.
+
+Its own module so that the hooks (`unlearn_audit.plugin`) and the cases (`plugin.case`) share it
+without importing each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from unlearn_audit.plugin.settings import AuditSettings
+
+if TYPE_CHECKING:
+    from unlearn_audit.engine.session import AuditSession
+    from unlearn_audit.reports.collector import ReportCollector
+
+settings_key = pytest.StashKey[AuditSettings]()
+collector_key = pytest.StashKey["ReportCollector"]()
+session_key = pytest.StashKey["AuditSession"]()
+
+
+def get_audit_session(config: pytest.Config) -> "AuditSession":
+    """The session's single AuditSession (created on first use; imports torch)."""
+    if session_key not in config.stash:
+        from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
+
+        s = config.stash[settings_key]
+        configure_threads(s.threads)
+        config.stash[session_key] = AuditSession(
+            AuditOptions(
+                profile=s.profile,
+                cache_dir=Path(s.cache_dir) if s.cache_dir else None,
+                timeout=s.timeout,
+                device=s.device,
+            ),
+        )
+    return config.stash[session_key]
