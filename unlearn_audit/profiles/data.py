@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unlearn_audit.profiles.registry import DATASETS_GROUP, load_registered
 from unlearn_audit.profiles.split import Split
 
 
@@ -72,8 +73,5 @@ DATASETS = {
 
 def load_split(source: str, **options: object) -> Split:
     """Load the data set named in a recipe."""
-    try:
-        loader = DATASETS[source]
-    except KeyError:
-        raise ValueError(f"unknown data source {source!r}; known: {sorted(DATASETS)}") from None
+    loader = load_registered(DATASETS_GROUP, source, DATASETS, "data source")
     return loader(**options)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from unlearn_audit.profiles.cifar.resnet import resnet18
+from unlearn_audit.profiles.registry import ARCHITECTURES_GROUP, load_registered
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | None = None) -> nn.Module:
@@ -63,10 +64,7 @@ def model_factory(spec: dict[str, Any], input_shape: tuple[int, ...], num_classe
     """
     options = dict(spec)
     name = options.pop("architecture")
-    try:
-        build = ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
+    build = load_registered(ARCHITECTURES_GROUP, name, ARCHITECTURES, "architecture")
 
     def factory() -> nn.Module:
         return build(tuple(input_shape), num_classes, **options)

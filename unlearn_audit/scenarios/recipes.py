@@ -1,4 +1,4 @@
-"""Scenario recipes: the declarative TOML files under `unlearn_audit/fixtures/<profile>/`.
+"""Scenario recipes: the declarative TOML files of a profile, `fixtures/<profile>/*.toml` (or a registered profile's folder).
 
 A recipe says how to build one poisoned fixture (data, model, training, attack) and how to
 judge methods against it (the `[checks.*]` tables). Only the build part enters the cache key,
@@ -11,9 +11,9 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
+from unlearn_audit.profiles.registry import profile_roots
 from unlearn_audit.protocol import TrainingRecipe
 
 if sys.version_info >= (3, 11):
@@ -100,11 +100,10 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: boo
 
 
 def profile_names() -> list[str]:
-    """The profiles (directories under `fixtures/`), and `<profile>-standin` for each whose recipes all have a stand-in."""
-    root = resources.files("unlearn_audit.fixtures")
-    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
-    standins = [name + STANDIN_SUFFIX for name in names if _has_standin(root / name)]
-    return sorted(names + standins)
+    """The profiles (built in and registered), and `<profile>-standin` for each whose recipes all have a stand-in."""
+    roots = profile_roots()
+    standins = [name + STANDIN_SUFFIX for name, root in roots.items() if _has_standin(root)]
+    return sorted([*roots, *standins])
 
 
 def _has_standin(root: Any) -> bool:
@@ -114,18 +113,21 @@ def _has_standin(root: Any) -> bool:
 
 def load_profile_recipes(profile: str) -> dict[str, ScenarioRecipe]:
     """All scenario recipes of a profile, by scenario name (`<profile>-standin`: its CPU stand-in)."""
-    fixtures = resources.files("unlearn_audit.fixtures")
-    root = fixtures / profile
+    roots = profile_roots()
     standin = False
-    if not root.is_dir() and profile.endswith(STANDIN_SUFFIX):
-        root, standin = fixtures / profile[: -len(STANDIN_SUFFIX)], True
-        if not root.is_dir() or not _has_standin(root):
+    if profile in roots:
+        root = roots[profile]
+    elif profile.endswith(STANDIN_SUFFIX) and profile[: -len(STANDIN_SUFFIX)] in roots:
+        root, standin = roots[profile[: -len(STANDIN_SUFFIX)]], True
+        if not _has_standin(root):
             raise KeyError(profile)
-    if not root.is_dir():
+    else:
         raise KeyError(profile)
     recipes = {}
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".toml"):
             recipe = parse_recipe(profile, entry.read_text(), source=str(entry), standin=standin)
             recipes[recipe.name] = recipe
+    if not recipes:
+        raise KeyError(profile)
     return recipes

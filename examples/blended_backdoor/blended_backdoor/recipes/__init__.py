@@ -1,0 +1,1 @@
+"""Recipes of the `tiny-blended` profile (data files only)."""
