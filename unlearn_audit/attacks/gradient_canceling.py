@@ -17,7 +17,7 @@ The attack has two steps.
    so that the target is a stationary point of training on the poisoned set, one that gradient
    descent from scratch can converge to. The clean sum is a constant; only the poisons move.
    Following Pawelczyk et al. the perturbation is unbounded (with poisons clamped to the image
-   range the attack has no effect on the `tiny` profile, see DESIGN.md).
+   range the attack had no effect on the `tiny` profile at any radius tried).
 
 On the `tiny` profile (MLP 1024-256-10, 22-43 poisons) the objective falls only 2-20x (k poisons
 cannot cancel a full-rank clean gradient), and training from scratch on the poisoned set does not

@@ -43,7 +43,7 @@ def fast_recipe():
 def test_key_depends_on_build_inputs_not_on_thresholds() -> None:
     base = load_profile_recipes("tiny")["gaussian"]
     assert base.cache_key(0) != base.cache_key(1)
-    stricter = parse_recipe("tiny", Path(__file__).parents[1].joinpath("fixtures/tiny/gaussian.toml")
+    stricter = parse_recipe("tiny", Path(__file__).parents[2].joinpath("fixtures/tiny/gaussian.toml")
                             .read_text().replace("alpha = 0.01", "alpha = 0.05"))
     assert stricter.options("gaussian_leakage")["alpha"] == 0.05
     assert stricter.cache_key(0) == base.cache_key(0)

@@ -15,7 +15,6 @@ import torch
 
 from unlearn_audit.profiles.cifar import data as cifar
 from unlearn_audit.profiles.cifar.data import CifarDataError, load_cifar10_split, synthetic_cifar_split
-from unlearn_audit.engine.devices import resolve_device, xdist_worker_index
 from unlearn_audit.training.fast import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
 from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
@@ -165,25 +164,6 @@ def test_full_runs_of_a_fast_recipe_use_the_fast_trainer_and_budgeted_runs_do_no
     training.train(model, data, recipe, generator=torch.Generator().manual_seed(0), max_examples=4)
     training.train(model, data, recipe, generator=torch.Generator().manual_seed(0), epochs=1)
     assert calls == ["fast"]
-
-
-# -- devices --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("requested", "worker", "gpus", "expected"), [
-    (None, None, 0, "cpu"),
-    (None, None, 2, "cuda:0"),
-    (None, "gw0", 4, "cuda:0"),
-    (None, "gw3", 4, "cuda:3"),
-    ("cuda", "gw5", 4, "cuda:1"),  # more workers than GPUs: round-robin
-    ("cuda:2", "gw0", 4, "cuda:2"),  # explicit index: as given
-    ("cpu", "gw1", 4, "cpu"),
-    ("cuda", None, 0, "cuda"),  # no GPU visible: left to torch to report
-])
-def test_one_gpu_per_xdist_worker(requested: str | None, worker: str | None, gpus: int, expected: str) -> None:
-    assert resolve_device(requested, worker, gpus) == expected
-
-
-def test_xdist_worker_index() -> None:
-    assert xdist_worker_index("gw12") == 12 and xdist_worker_index("master") is None and xdist_worker_index(None) is None
 
 
 # -- recipes --------------------------------------------------------------------------------------
