@@ -17,9 +17,13 @@ if TYPE_CHECKING:
 Verdict = Literal["pass", "fail", "xfail", "skip"]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class CheckResult:
-    """A score with its uncertainty, the retrain reference under the same measurement, and the rule."""
+    """A score with its uncertainty, the reference under the same measurement, and the rule.
+
+    Keyword-only, so that `score`/`reference` cannot be swapped: `reference` is what the check
+    compares with (retrain's score, the clean models' mean, or the budget), never the method's.
+    """
 
     check: str
     verdict: Verdict

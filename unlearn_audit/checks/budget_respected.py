@@ -15,9 +15,29 @@ def run(ctx: CheckContext) -> CheckResult:
     )
     details = {"fraction_used": o.example_gradients / max(1, o.budget.example_gradients), "seconds": o.seconds}
     if o.exempt_from_budget:
-        return CheckResult(NAME, "skip", float(o.example_gradients), 0.0, float(o.budget.example_gradients), None,
-                           "lower_is_better", rule, "exempt: this is the retrain-from-scratch reference", details)
+        return CheckResult(
+            check=NAME,
+            verdict="skip",
+            score=float(o.example_gradients),
+            stderr=0.0,
+            reference=float(o.budget.example_gradients),
+            reference_stderr=None,
+            direction="lower_is_better",
+            rule=rule,
+            message="exempt: this is the retrain-from-scratch reference",
+            details=details,
+        )
     over = o.example_gradients > o.budget.example_gradients
     message = f"spent {o.example_gradients} example-gradients, budget {o.budget.example_gradients}" if over else ""
-    return CheckResult(NAME, "fail" if over else "pass", float(o.example_gradients), 0.0,
-                       float(o.budget.example_gradients), None, "lower_is_better", rule, message, details)
+    return CheckResult(
+        check=NAME,
+        verdict="fail" if over else "pass",
+        score=float(o.example_gradients),
+        stderr=0.0,
+        reference=float(o.budget.example_gradients),
+        reference_stderr=None,
+        direction="lower_is_better",
+        rule=rule,
+        message=message,
+        details=details,
+    )

@@ -69,4 +69,15 @@ def run(ctx: CheckContext) -> CheckResult:
     )
     if not math.isfinite(test.mean):
         verdict, message = "fail", "no usable GUS values (every input gradient was zero)"
-    return CheckResult(NAME, verdict, test.mean, test.stderr, ref.mean, ref.stderr, "lower_is_better", rule, message, details)
+    return CheckResult(
+        check=NAME,
+        verdict=verdict,
+        score=test.mean,
+        stderr=test.stderr,
+        reference=ref.mean,
+        reference_stderr=ref.stderr,
+        direction="lower_is_better",
+        rule=rule,
+        message=message,
+        details=details,
+    )

@@ -29,16 +29,16 @@ def damage_repaired(unlearned: float, original: float, retrain: float) -> float:
 
 
 def run(ctx: CheckContext) -> CheckResult:
-    a, b, test, alpha, margin = accuracy_below_retrain(ctx)
+    retrain_acc, acc, test, alpha, margin = accuracy_below_retrain(ctx)
     orig = clean_test_correct(ctx, ctx.fixture.original)
     o = Proportion(int(orig.sum()), len(orig))
-    repaired = damage_repaired(b.value, o.value, a.value)
+    repaired = damage_repaired(acc.value, o.value, retrain_acc.value)
     rule = (
         f"fail if retrain's clean test accuracy exceeds the method's by more than {margin:g}, one-sided at "
-        f"alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={b.trials})"
+        f"alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={acc.trials})"
     )
     message = (
-        f"the indiscriminate poison's damage is still there: test accuracy {b.value:.3f} vs retrain {a.value:.3f} "
+        f"the indiscriminate poison's damage is still there: test accuracy {acc.value:.3f} vs retrain {retrain_acc.value:.3f} "
         f"(lower bound of the gap {test.lower_bound:.3f} > {margin:g}); poisoned original {o.value:.3f}, "
         f"{repaired:.0%} of the damage repaired"
         if test.rejected
@@ -49,8 +49,17 @@ def run(ctx: CheckContext) -> CheckResult:
         "original_accuracy": o.value,
         "accuracy_gap": test.difference,
         "gap_lower_bound": test.lower_bound,
-        "interval_95": list(b.interval),
+        "interval_95": list(acc.interval),
     }
     return CheckResult(
-        NAME, "fail" if test.rejected else "pass", b.value, b.stderr, a.value, a.stderr, "higher_is_better", rule, message, details
+        check=NAME,
+        verdict="fail" if test.rejected else "pass",
+        score=acc.value,
+        stderr=acc.stderr,
+        reference=retrain_acc.value,
+        reference_stderr=retrain_acc.stderr,
+        direction="higher_is_better",
+        rule=rule,
+        message=message,
+        details=details,
     )

@@ -88,5 +88,15 @@ def run(ctx: CheckContext) -> CheckResult:
         "path": {k: mine[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
         "retrain_path": {k: ref[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
     }
-    return CheckResult(NAME, "fail" if failed else "pass", b, se, ref["barrier"], ref["barrier_stderr"],
-                       "higher_is_better", rule, message, details)
+    return CheckResult(
+        check=NAME,
+        verdict="fail" if failed else "pass",
+        score=b,
+        stderr=se,
+        reference=ref["barrier"],
+        reference_stderr=ref["barrier_stderr"],
+        direction="higher_is_better",
+        rule=rule,
+        message=message,
+        details=details,
+    )

@@ -114,5 +114,15 @@ def run(ctx: CheckContext) -> CheckResult:
         "relearning": per_size,
         "steps": steps,
     }
-    return CheckResult(NAME, "fail" if failed_any else "pass", w["method"], w["method_stderr"], w["retrain"],
-                       w["retrain_stderr"], "lower_is_better", rule, message, details)
+    return CheckResult(
+        check=NAME,
+        verdict="fail" if failed_any else "pass",
+        score=w["method"],
+        stderr=w["method_stderr"],
+        reference=w["retrain"],
+        reference_stderr=w["retrain_stderr"],
+        direction="lower_is_better",
+        rule=rule,
+        message=message,
+        details=details,
+    )

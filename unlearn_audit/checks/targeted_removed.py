@@ -82,7 +82,16 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
     }
     return CheckResult(
-        NAME, "fail" if test.rejected else "pass", a.value, a.stderr, b.value, b.stderr, "lower_is_better", rule, message, details
+        check=NAME,
+        verdict="fail" if test.rejected else "pass",
+        score=a.value,
+        stderr=a.stderr,
+        reference=b.value,
+        reference_stderr=b.stderr,
+        direction="lower_is_better",
+        rule=rule,
+        message=message,
+        details=details,
     )
 
 
@@ -122,6 +131,14 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
     }
     return CheckResult(
-        NAME, "fail" if test.rejected else "pass", score, stderr, test.reference_mean, test.prediction_sd,
-        "lower_is_better", rule, message, details,
+        check=NAME,
+        verdict="fail" if test.rejected else "pass",
+        score=score,
+        stderr=stderr,
+        reference=test.reference_mean,
+        reference_stderr=test.prediction_sd,
+        direction="lower_is_better",
+        rule=rule,
+        message=message,
+        details=details,
     )

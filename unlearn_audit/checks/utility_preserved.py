@@ -33,19 +33,19 @@ def accuracy_below_retrain(ctx: CheckContext) -> tuple[Proportion, Proportion, E
     margin = float(ctx.options.get("margin", 0.05))
     mine = clean_test_correct(ctx, ctx.model)
     ref = clean_test_correct(ctx, ctx.fixture.retrain)
-    a = Proportion(int(ref.sum()), len(ref))
-    b = Proportion(int(mine.sum()), len(mine))
-    return a, b, excess_test(a, b, margin, alpha), alpha, margin
+    retrain_acc = Proportion(int(ref.sum()), len(ref))
+    acc = Proportion(int(mine.sum()), len(mine))
+    return retrain_acc, acc, excess_test(retrain_acc, acc, margin, alpha), alpha, margin
 
 
 def run(ctx: CheckContext) -> CheckResult:
-    a, b, test, alpha, margin = accuracy_below_retrain(ctx)
+    retrain_acc, acc, test, alpha, margin = accuracy_below_retrain(ctx)
     rule = (
         f"fail if retrain's test accuracy exceeds the method's by more than {margin:g}, "
-        f"one-sided at alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={b.trials})"
+        f"one-sided at alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={acc.trials})"
     )
     message = (
-        f"test accuracy {b.value:.3f} is significantly more than {margin:g} below retrain's {a.value:.3f} "
+        f"test accuracy {acc.value:.3f} is significantly more than {margin:g} below retrain's {retrain_acc.value:.3f} "
         f"(lower bound of the gap {test.lower_bound:.3f})"
         if test.rejected
         else ""
@@ -54,8 +54,17 @@ def run(ctx: CheckContext) -> CheckResult:
         "accuracy_gap": test.difference,
         "gap_lower_bound": test.lower_bound,
         "original_accuracy": clean_test_accuracy(ctx, ctx.fixture.original),
-        "interval_95": list(b.interval),
+        "interval_95": list(acc.interval),
     }
     return CheckResult(
-        NAME, "fail" if test.rejected else "pass", b.value, b.stderr, a.value, a.stderr, "higher_is_better", rule, message, details
+        check=NAME,
+        verdict="fail" if test.rejected else "pass",
+        score=acc.value,
+        stderr=acc.stderr,
+        reference=retrain_acc.value,
+        reference_stderr=retrain_acc.stderr,
+        direction="higher_is_better",
+        rule=rule,
+        message=message,
+        details=details,
     )

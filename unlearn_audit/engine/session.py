@@ -144,14 +144,31 @@ class AuditSession:
         }
         validation = fixture.meta.get("validation", {})
         if not validation.get("effective", True) and check != "budget_respected":
-            result = CheckResult(check, "xfail", None, None, None, None, "lower_is_better",
-                                 f"fixture validation: {validation.get('rule')}",
-                                 "the attack did not work on this fixture's poisoned model, so it cannot judge removal",
-                                 {"validation": validation})
+            result = CheckResult(
+                check=check,
+                verdict="xfail",
+                score=None,
+                stderr=None,
+                reference=None,
+                reference_stderr=None,
+                direction="lower_is_better",
+                rule=f"fixture validation: {validation.get('rule')}",
+                message="the attack did not work on this fixture's poisoned model, so it cannot judge removal",
+                details={"validation": validation},
+            )
         elif not outcome.ok:
-            result = CheckResult(check, "fail", None, None, None, None, "lower_is_better",
-                                 "the unlearner must return a finite model of the same architecture in time, "
-                                 "leaving its inputs unmodified", outcome.error or "")
+            result = CheckResult(
+                check=check,
+                verdict="fail",
+                score=None,
+                stderr=None,
+                reference=None,
+                reference_stderr=None,
+                direction="lower_is_better",
+                rule="the unlearner must return a finite model of the same architecture in time, "
+                                 "leaving its inputs unmodified",
+                message=outcome.error or "",
+            )
         else:
             ctx = CheckContext(fixture, outcome, recipe.options(check), self.measure)
             result = get_check(check)(ctx)
