@@ -38,3 +38,18 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "unlearn_audit.tools.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "fixtures" in out.stdout
+
+
+def test_diff_lists_every_changed_result_and_ignores_timings(tmp_path: Path) -> None:
+    import json
+
+    def report(path: Path, score: float, seconds: float) -> Path:
+        result = {"nodeid": "n", "unlearner": "m:M", "check": "utility_preserved", "scenario": "s", "profile": "tiny",
+                  "seed": 0, "budget": 0.1, "outcome": "passed", "verdict": "pass", "score": score,
+                  "details": {"seconds": seconds, "gap": 0.01}}
+        path.write_text(json.dumps({"schema_version": 1, "results": [result]}))
+        return path
+
+    same = report(tmp_path / "a.json", 0.9, 1.0), report(tmp_path / "b.json", 0.9, 2.0)
+    assert main(["diff", *map(str, same)]) == 0
+    assert main(["diff", str(same[0]), str(report(tmp_path / "c.json", 0.8, 1.0))]) == 1

@@ -87,7 +87,8 @@ def run(ctx: CheckContext) -> CheckResult:
                 failed, strength = True, math.inf
             else:
                 failed, strength = float(2 * st.norm.sf(abs(z))) < level, abs(z) - float(st.norm.isf(level / 2))
-        entry = {"k": k, "null": m.null, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
+        null = m.null  # the same for every k: the attack's poison metric
+        entry = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
                  "failed": failed, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
         per_size.append(entry)
         if worst is None or strength > worst[0]:
@@ -96,7 +97,7 @@ def run(ctx: CheckContext) -> CheckResult:
     w = worst[1]
     failed_any = any(e["failed"] for e in per_size)
     what = ctx.attack.poison_name
-    if per_size[0]["null"] == "proportion":
+    if null == "proportion":
         rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if attack "
                 f"success exceeds retrain's (same attack) by more than {margin:g} at any k, one-sided at alpha={alpha:g}/{len(sizes)} "
                 f"(Newcombe-Wilson)")

@@ -6,6 +6,7 @@
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
     unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
     unlearn-audit compare OLD.json NEW.json
+    unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
     unlearn-audit plot REPORT.json [--out DIR]
 """
 
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
     cmp.add_argument("old", type=Path)
     cmp.add_argument("new", type=Path)
+    d = sub.add_parser("diff", help="list every difference between two JSON reports (verdicts, scores, details); "
+                                    "exit 1 if there is one")
+    d.add_argument("old", type=Path)
+    d.add_argument("new", type=Path)
+    d.add_argument("--ignore", action="append", default=[], metavar="KEY",
+                   help="a details key to leave out (repeatable); timings are always left out")
     return parser
 
 
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         return plot_main(args)
     if args.command == "compare":
         return compare_main(args, console)
+    if args.command == "diff":
+        return diff_main(args, console)
     if args.command == "calibrate":
         from unlearn_audit.tools.calibrate import main as calibrate_main
 
@@ -133,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"removed {n} fixture(s) from {cache.root}")
         return 0
     return 2
+
+
+def diff_main(args: argparse.Namespace, console: Console) -> int:
+    from unlearn_audit.reports.diff import diff_reports
+
+    lines = diff_reports(args.old, args.new, tuple(args.ignore))
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
+    console.print(f"{len(lines)} difference(s)")
+    return 1 if lines else 0
 
 
 def compare_main(args: argparse.Namespace, console: Console) -> int:

@@ -1,0 +1,49 @@
+"""Exact differences between two reports: did a refactor or a dependency bump change any verdict or score?
+
+`unlearn-audit compare` asks whether a method got significantly worse; `unlearn-audit diff` asks
+whether anything changed at all. Results are matched on (unlearner, check, scenario, profile, seed,
+budget); for each, the outcome, verdict, score, uncertainty, reference, rule, message and details
+are compared, except timings (keys named `seconds` or ending in `_seconds`) and any detail key
+given in `ignore`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from unlearn_audit.reports.record import ResultRecord
+
+COMPARED = ("outcome", "verdict", "score", "stderr", "reference", "reference_stderr", "direction", "rule", "message")
+
+
+def _strip(value: Any, ignore: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v, ignore) for k, v in value.items()
+                if k not in ignore and k != "seconds" and not k.endswith("_seconds")}
+    if isinstance(value, list):
+        return [_strip(v, ignore) for v in value]
+    return value
+
+
+def load_records(path: Path) -> dict[tuple[Any, ...], ResultRecord]:
+    return {r.key: r for r in (ResultRecord.from_json(d) for d in json.loads(path.read_text())["results"])}
+
+
+def diff_reports(old: Path, new: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """One line per difference (empty: the reports agree on every result)."""
+    skip = frozenset(ignore)
+    a, b = load_records(old), load_records(new)
+    lines = [f"only in {old}: {k}" for k in sorted(set(a) - set(b), key=str)]
+    lines += [f"only in {new}: {k}" for k in sorted(set(b) - set(a), key=str)]
+    for key in sorted(set(a) & set(b), key=str):
+        ra, rb = a[key], b[key]
+        for name in COMPARED:
+            if getattr(ra, name) != getattr(rb, name):
+                lines.append(f"{key}: {name} {getattr(ra, name)!r} -> {getattr(rb, name)!r}")
+        da, db = _strip(ra.details, skip), _strip(rb.details, skip)
+        for name in sorted(set(da) | set(db)):
+            if json.dumps(da.get(name), sort_keys=True) != json.dumps(db.get(name), sort_keys=True):
+                lines.append(f"{key}: details.{name} differs")
+    return lines
