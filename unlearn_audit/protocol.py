@@ -80,8 +80,10 @@ class Budget:
 class ExampleSet:
     """Inputs and labels, exactly as the model was trained on them.
 
-    Behaves like a map-style dataset (`len`, indexing) and offers `batches()` for a quick
-    training loop. The tensors are the harness's copies: modifying them in place is detected
+    Behaves like a map-style dataset (`len`, indexing), so `torch.utils.data.DataLoader(request.retain,
+    batch_size=..., shuffle=True, generator=request.generator)` works as usual (it yields CPU
+    tensors: move each batch to `request.device`), and offers `batches()` for a quick training
+    loop that keeps to a budget. The tensors are the harness's copies: modifying them in place is detected
     and fails the audit.
     """
 
@@ -147,6 +149,11 @@ class UnlearningRequest:
     seed: int
     generator: "torch.Generator" = field(repr=False, compare=False)
     profile: str = "tiny"
+    validation: "ExampleSet | None" = None
+    """Held-out clean data, disjoint from everything the checks evaluate on, e.g. for choosing a
+    checkpoint (as the NeurIPS 2023 unlearning challenge gives `unlearning(net, retain, forget,
+    validation)`). The harness always passes an ExampleSet; it is empty on profiles whose recipes
+    hold out none (`[data] validation_fraction`)."""
 
 
 @runtime_checkable

@@ -183,7 +183,7 @@ HOSTILE = textwrap.dedent(
         ("hostile:returns_nan", "NaN/Inf"),
         ("hostile:wrong_architecture", "another architecture"),
         ("hostile:returns_none", "expected a torch.nn.Module, got NoneType"),
-        ("hostile:mutates_data", "modified the request's forget/retain data"),
+        ("hostile:mutates_data", "modified the request's forget/retain/validation data"),
     ],
 )
 def test_hostile_unlearner_fails_cleanly(pytester: pytest.Pytester, audit_env: Path, name: str, message: str) -> None:

@@ -117,8 +117,12 @@ def run_unlearner(
     def counted_factory() -> nn.Module:
         return counter.attach(build()).to(device)
 
-    forget, retain = fixture.forget_set(), fixture.retain_set()
-    data_before = tensor_fingerprint({"fx": forget.inputs, "fy": forget.labels, "rx": retain.inputs, "ry": retain.labels})
+    forget, retain, validation = fixture.forget_set(), fixture.retain_set(), fixture.validation_set()
+    def request_data() -> dict[str, torch.Tensor]:
+        return {"fx": forget.inputs, "fy": forget.labels, "rx": retain.inputs, "ry": retain.labels,
+                "vx": validation.inputs, "vy": validation.labels}
+
+    data_before = tensor_fingerprint(request_data())
     fixture_before = fixture.fingerprint()
     request = UnlearningRequest(
         forget=forget,
@@ -131,6 +135,7 @@ def run_unlearner(
         seed=seed,
         generator=torch.Generator().manual_seed(seed),
         profile=fixture.recipe.profile,
+        validation=validation,
     )
     model = counter.attach(copy.deepcopy(fixture.original).to(device))
     result: dict[str, Any] = {}
@@ -175,9 +180,9 @@ def run_unlearner(
     bad = nonfinite_tensors(returned)
     if bad:
         return failed(f"unlearn() returned a model with NaN/Inf values in {len(bad)} tensors, e.g. {bad[:3]}")
-    data_after = tensor_fingerprint({"fx": forget.inputs, "fy": forget.labels, "rx": retain.inputs, "ry": retain.labels})
+    data_after = tensor_fingerprint(request_data())
     if data_after != data_before:
-        return failed("unlearn() modified the request's forget/retain data in place; a method must treat it as read-only")
+        return failed("unlearn() modified the request's forget/retain/validation data in place; a method must treat it as read-only")
     # Audit a private copy of the returned weights in a fresh model of the fixture's architecture:
     # no hooks, frozen flags, dtype or shared identity of the method's object survive into the checks.
     try:

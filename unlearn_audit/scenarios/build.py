@@ -6,6 +6,7 @@ This is steps 1-2 of the protocol of Pawelczyk et al.; the unlearner (step 3) an
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -18,6 +19,7 @@ from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.metrics import correct
 from unlearn_audit.profiles.data import load_split
 from unlearn_audit.profiles.models import model_factory
+from unlearn_audit.profiles.split import Split
 from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.scenarios.recipes import ScenarioRecipe
 from unlearn_audit.scenarios.seeds import derived_seed
@@ -51,7 +53,9 @@ class BuiltFixture:
 def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None,
                    device: torch.device | str = "cpu") -> BuiltFixture:
     """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable."""
-    split = load_split(recipe.data["source"], **{k: v for k, v in recipe.data.items() if k != "source"})
+    data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
+    split, validation = hold_out_validation(load_split(recipe.data["source"], **data_options),
+                                            float(recipe.data.get("validation_fraction", 0.0)), derived_seed(seed, "validation"))
     attack = get_attack(recipe.attack["kind"])
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
     ctx = BuildContext(
@@ -89,6 +93,8 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         "forget_indices": forget.contiguous(),
         **{f"secret.{k}": v.contiguous() for k, v in poisoned.secret.items()},
     }
+    if validation is not None:
+        tensors.update(validation_x=validation[0].contiguous(), validation_y=validation[1].contiguous())
     # Attack-specific models trained like retrain (Witches' Brew's clean references): only their outputs are kept.
     tensors.update({f"secret.{k}": v.contiguous() for k, v in attack.after_training(ctx, poisoned, fit, tensors).items()})
     meta: dict[str, Any] = {
@@ -101,6 +107,20 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     }
     weights = {"original": original.state_dict(), "retrain": retrain.state_dict(), **poisoned.extra_weights}
     return BuiltFixture(weights, tensors, meta)
+
+
+def hold_out_validation(split: Split, fraction: float, seed: int) -> tuple[Split, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Move a seeded random `fraction` of the test split into a validation set that unlearners receive
+    (`request.validation`) and no check evaluates on. 0 (the default): no validation set."""
+    if fraction == 0:
+        return split, None
+    if not 0 < fraction < 1:
+        raise ValueError(f"[data] validation_fraction must be in [0, 1), got {fraction}")
+    order = torch.randperm(len(split.test_y), generator=torch.Generator().manual_seed(seed))
+    k = max(1, round(fraction * len(order)))
+    held, kept = order[:k].sort().values, order[k:].sort().values
+    rest = dataclasses.replace(split, test_x=split.test_x[kept], test_y=split.test_y[kept])
+    return rest, (split.test_x[held], split.test_y[held])
 
 
 def validate_attack(

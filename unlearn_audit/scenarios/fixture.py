@@ -73,6 +73,13 @@ class Fixture:
         keep[self.forget_indices] = False
         return ExampleSet(self.tensors["train_x"][keep].clone(), self.tensors["train_y"][keep].clone())
 
+    def validation_set(self) -> ExampleSet:
+        """Held-out clean data that no check evaluates on (empty when the recipe sets no `validation_fraction`)."""
+        if "validation_x" in self.tensors:
+            return ExampleSet(self.tensors["validation_x"].clone(), self.tensors["validation_y"].clone())
+        x, y = self.tensors["test_x"], self.tensors["test_y"]
+        return ExampleSet(x[:0].clone(), y[:0].clone())
+
     @property
     def num_classes(self) -> int:
         return int(self.meta["num_classes"])
