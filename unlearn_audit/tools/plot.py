@@ -30,6 +30,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import norm
+
 DPI = 120
 INSTALL_HINT = 'pip install "unlearn-audit[plot]"'
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.6, "zorder": 5}
@@ -111,8 +113,6 @@ def _curve(points: Any) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def _normal_sf(t: float) -> float:
-    return 0.5 * math.erfc(t / math.sqrt(2.0))
 
 
 class Plotter:
@@ -311,12 +311,12 @@ class Plotter:
                 # ROC against the exact null: threshold t has FPR = P(N(0,1) > t), TPR = share of scores > t.
                 tprs = []
                 for fpr in fpr_grid:
-                    t = _inverse_sf(fpr)
+                    t = float(norm.isf(fpr))
                     tprs.append(sum(1 for v in s if v > t) / len(s))
                 tpr1 = d.get("tpr_at_fpr_0.01")
                 label = f"{name}  (TPR@1% FPR {tpr1:.2f})" if _finite(tpr1) else name
                 ax_r.plot(fpr_grid, tprs, color=colour, linewidth=1.8, label=label)
-            ax_h.plot(grid, [math.exp(-x * x / 2) / math.sqrt(2 * math.pi) for x in grid], **REFERENCE_STYLE,
+            ax_h.plot(grid, norm.pdf(grid), **REFERENCE_STYLE,
                       label="N(0, 1): no dependence on the noise")
             ax_h.set_xlabel("Gaussian Unlearning Score (per poison)")
             ax_h.set_ylabel("density")
@@ -405,18 +405,6 @@ def _reference_last(handles: dict[str, Any]) -> dict[str, Any]:
     ref = {k: v for k, v in handles.items() if k.startswith("retrain reference")}
     notes = {k: v for k, v in handles.items() if k.startswith("fails")}
     return {**{k: v for k, v in handles.items() if k not in ref and k not in notes}, **ref, **notes}
-
-
-def _inverse_sf(p: float) -> float:
-    """t with P(N(0,1) > t) = p, by bisection on erfc (no scipy needed)."""
-    lo, hi = -10.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        if _normal_sf(mid) > p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
 
 
 def main(args: argparse.Namespace) -> int:
