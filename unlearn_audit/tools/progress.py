@@ -1,4 +1,8 @@
-"""Progress display for fixture builds (rich): which model, epoch, time left, and a status (e.g. accuracy)."""
+"""Progress display for fixture builds: which model, epoch, time left, and a status (e.g. accuracy).
+
+On a terminal, rich progress bars; elsewhere (a CI log, a file) one plain line per model when it
+finishes, because a bar redrawn into a log is unreadable (`━ 3… epochs … left 0…`).
+"""
 
 from __future__ import annotations
 
@@ -22,16 +26,21 @@ def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) ->
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
         TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
         console=console, transient=False,
-        disable=not missing,
+        disable=not missing or not console.is_terminal,
     ) as progress:
         tasks: dict[str, int] = {}
 
-        def report(label: str, done: int, total: int, seconds: float, status: str = "") -> None:
+        def bar(label: str, done: int, total: int, seconds: float, status: str = "") -> None:
             if label not in tasks:
                 tasks[label] = progress.add_task(label, total=total, status="")
             progress.update(tasks[label], completed=done, status=status)
 
-        audit.progress = report
+        def line(label: str, done: int, total: int, seconds: float, status: str = "") -> None:
+            if done >= total:
+                console.print(f"unlearn-audit: {label}: {done}/{total} done in {seconds:.1f} s" + (f", {status}" if status else ""),
+                              markup=False, highlight=False, soft_wrap=True)
+
+        audit.progress = bar if console.is_terminal else line
         try:
             for scenario, seed in needed:
                 audit.fixture(scenario, seed)
