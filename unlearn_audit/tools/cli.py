@@ -7,6 +7,7 @@
     unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
     unlearn-audit compare OLD.json NEW.json
     unlearn-audit plot REPORT.json [--out DIR]
+    unlearn-audit data import cifar10 PATH [--data-dir DIR] [--allow-partial]
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
     cmp.add_argument("old", type=Path)
     cmp.add_argument("new", type=Path)
+    from unlearn_audit.tools.import_data import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 
@@ -67,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return plot_main(args)
     if args.command == "compare":
         return compare_main(args, console)
+    if args.command == "data":
+        from unlearn_audit.tools.import_data import main as data_main
+
+        return data_main(args)
     if args.command == "calibrate":
         from unlearn_audit.tools.calibrate import main as calibrate_main
 
