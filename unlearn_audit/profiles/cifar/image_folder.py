@@ -192,6 +192,9 @@ def import_image_folder(src: str | Path, data_dir: str | Path, allow_partial: bo
                      format=np.array(FORMAT_VERSION))
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain open() would have given
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
