@@ -23,7 +23,9 @@ Steps, each timed and written to OUTDIR/gpu_validate.json as soon as it ends:
 Before the deadline (`--deadline-s`, default 520 s from the start) a running step is stopped
 (SIGTERM to its process group, then SIGKILL) and the remaining ones are skipped; a step is also
 skipped when an earlier measurement says it cannot finish in the time left. The JSON always says
-what was done, skipped or stopped (`finished` is true when the script got to its end).
+what was done, skipped or stopped (`finished`: the script got to its end; `all_done`: and nothing
+was skipped or stopped). With `--work DIR` (e.g. `gpu-validate-work`, git-ignored) the fixtures are
+kept, so that a second call on the same machine audits what the first one built.
 
 The checkout runs as it is, installed or not: the subprocesses import it through a directory of
 symbolic links laid out as an install would (`unlearn_audit/` with `fixtures/` and `conformance/`
@@ -366,6 +368,8 @@ class Run:
             return 1
         finally:
             self.doc["total_seconds"] = round(time.monotonic() - self.t0, 2)
+            self.doc["all_done"] = bool(self.doc["finished"] and not self.doc["skipped"] and not self.doc["errors"]
+                                        and all(s["status"] == "ok" for s in self.doc["steps"]))
             self.save()
             if not args.keep_work and not args.work:
                 shutil.rmtree(work, ignore_errors=True)
@@ -503,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", action="append", default=None, help=f"only these scenarios (default {', '.join(SCENARIOS)})")
     p.add_argument("--methods", nargs="*", default=None, help=f"methods of unlearn_audit.methods (default {', '.join(METHODS)})")
     p.add_argument("--allow-partial", action="store_true", help="import a tree without the full 50,000 + 10,000 images")
-    p.add_argument("--work", default=None, help="work directory for data and fixtures (default: a temporary one)")
+    p.add_argument("--work", default=None, help="work directory for data and fixtures, kept (default: a temporary one)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work directory")
     args = p.parse_args(argv)
     if args.check_env:

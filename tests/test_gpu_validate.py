@@ -78,6 +78,6 @@ def test_the_json_is_written_when_no_time_is_left(gv, tmp_path: Path, monkeypatc
     monkeypatch.setattr(sys, "path", list(sys.path))
     rc = gv.main(["--standin", "--out", str(tmp_path / "out"), "--deadline-s", "1", "--work", str(tmp_path / "work")])
     doc = json.loads((tmp_path / "out" / "gpu_validate.json").read_text())
-    assert rc == 0 and doc["finished"] and doc["profile"] == "cifar10-resnet18-standin"
+    assert rc == 0 and doc["finished"] and not doc["all_done"] and doc["profile"] == "cifar10-resnet18-standin"
     assert [s["step"] for s in doc["skipped"]] == ["data", "build gaussian", "build backdoor"]
     assert doc["environment"]["missing_modules"] == [] and not doc["errors"]
