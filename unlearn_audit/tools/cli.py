@@ -8,6 +8,7 @@
     unlearn-audit compare OLD.json NEW.json
     unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
     unlearn-audit plot REPORT.json [--out DIR]
+    unlearn-audit data import cifar10 PATH [--data-dir DIR] [--allow-partial]
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("new", type=Path)
     d.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="a details key to leave out (repeatable); timings are always left out")
+    from unlearn_audit.tools.import_data import add_parser as add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 
@@ -76,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(args, console)
     if args.command == "diff":
         return diff_main(args, console)
+    if args.command == "data":
+        from unlearn_audit.tools.import_data import main as data_main
+
+        return data_main(args)
     if args.command == "calibrate":
         from unlearn_audit.tools.calibrate import main as calibrate_main
 

@@ -6,8 +6,9 @@ pickled dicts with `data`, uint8 N x 3072, and `labels`) from the data directory
 there it downloads them through torchvision (the `[cifar]` extra), which is the only thing
 torchvision is used for; the files are then read by this module, so loading needs neither
 torchvision nor a network once they exist. The pickles are read with a restricted unpickler that
-only rebuilds numpy arrays (they are data, not code). Errors name the directory to fill and the
-extra to install.
+only rebuilds numpy arrays (they are data, not code). Without the batches, it reads the file that
+`unlearn-audit data import cifar10 PATH` writes from an image-folder tree (`image_folder.py`).
+Errors name the directory to fill and the extra to install.
 
 Stand-in. `synthetic_cifar_split` generates a small, learnable, CIFAR-shaped data set (3 x 32 x 32
 in [0, 1], 10 classes: a smooth random template per class, a distractor template of another class,
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearn_audit.profiles.cifar.image_folder import IMPORTED_FILE, read_imported
 from unlearn_audit.profiles.split import Split
 from unlearn_audit.errors import ResourceUnavailable
 
@@ -37,6 +39,7 @@ BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 CIFAR_EXTRA_HINT = "pip install 'unlearn-audit[cifar]'"
+IMPORT_HINT = "or import an image-folder tree with `unlearn-audit data import cifar10 PATH`"
 
 
 class CifarDataError(ResourceUnavailable):
@@ -97,7 +100,8 @@ def _download(root: Path) -> None:
             f"CIFAR-10 is not in {root / BATCHES_DIR} and torchvision, which downloads it, cannot be imported "
             f"({type(exc).__name__}: {exc}). Install the extra ({CIFAR_EXTRA_HINT}), or put the CIFAR-10 python "
             f"version (the files {', '.join(TRAIN_FILES)}, {TEST_FILE} from cifar-10-python.tar.gz) into "
-            f"{root / BATCHES_DIR}, or point ${DATA_ENV} at a directory whose cifar10/ subdirectory holds them."
+            f"{root / BATCHES_DIR}, or point ${DATA_ENV} at a directory whose cifar10/ subdirectory holds them, "
+            f"{IMPORT_HINT}."
         ) from exc
     root.mkdir(parents=True, exist_ok=True)
     try:
@@ -108,21 +112,25 @@ def _download(root: Path) -> None:
             f"CIFAR-10 is not in {root / BATCHES_DIR} and could not be downloaded ({type(exc).__name__}: {exc}). "
             f"On a machine that can reach it, download cifar-10-python.tar.gz and unpack it into {root} "
             f"(so that {root / BATCHES_DIR / TEST_FILE} exists), or set ${DATA_ENV} to a directory whose "
-            f"cifar10/ subdirectory holds {BATCHES_DIR}/."
+            f"cifar10/ subdirectory holds {BATCHES_DIR}/, {IMPORT_HINT}."
         ) from exc
 
 
 def load_cifar10_split(root: str | None = None, download: bool = True) -> Split:
     """The CIFAR-10 train (50,000) and test (10,000) sets as float tensors in [0, 1].
 
-    `root` (a recipe's `[data] root`, else `default_data_dir()`) must hold `cifar-10-batches-py/`;
-    with `download`, a missing copy is fetched through torchvision first.
+    `root` (a recipe's `[data] root`, else `default_data_dir()`) must hold `cifar-10-batches-py/`,
+    else an imported image-folder tree (`IMPORTED_FILE`); with `download`, when it holds neither,
+    the batches are fetched through torchvision first.
     """
     base = Path(root).expanduser() if root else default_data_dir()
+    if not _have_files(base) and (base / IMPORTED_FILE).is_file():
+        train_x, train_y, test_x, test_y = read_imported(base / IMPORTED_FILE)
+        return Split(_to_float(train_x), torch.from_numpy(train_y), _to_float(test_x), torch.from_numpy(test_y), 10)
     if not _have_files(base):
         if not download:
             raise CifarDataError(f"CIFAR-10 is not in {base / BATCHES_DIR} (and download is off): put the CIFAR-10 "
-                                 f"python version there, or set ${DATA_ENV}.")
+                                 f"python version there, or set ${DATA_ENV}, {IMPORT_HINT}.")
         _download(base)
     parts = [read_batch(base / BATCHES_DIR / name) for name in TRAIN_FILES]
     train_x = np.concatenate([p[0] for p in parts])

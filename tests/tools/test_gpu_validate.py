@@ -1,0 +1,83 @@
+"""benchmarks/gpu_validate.py without a GPU: its data path (pack, unpack, import, load) on a tiny
+generated tree, its stopping of a step at the time limit, and the JSON it writes when time is up.
+(The whole stand-in rehearsal, `--standin`, takes minutes: it is run by hand, see README.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+Image = pytest.importorskip("PIL.Image")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_validate.py"
+
+
+@pytest.fixture(scope="module")
+def gv():
+    spec = importlib.util.spec_from_file_location("gpu_validate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pack_then_import_gives_the_pixels_of_the_tree(gv, tmp_path: Path) -> None:
+    tree = gv.make_standin_tree(tmp_path / "tree", train=2, test=1)
+    archive = tmp_path / "packed" / "images.tar.gz"
+    packed = gv.pack_tree(tree, archive, allow_partial=True)
+    assert packed["images"] == 30 and archive.is_file() and not list(archive.parent.glob(".*.tmp"))
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members][:3] == ["train/airplane/0000.jpg", "train/airplane/0001.jpg", "train/automobile/0000.jpg"]
+    assert all(m.mtime == 0 and m.isfile() for m in members)
+
+    data = gv.prepare_data(archive, tmp_path / "work", allow_partial=True)
+    assert data["unpacked_files"] == 30 and data["complete"] is False
+    assert data["shapes"]["train_x"] == [20, 32, 32, 3] and data["loaded"]["test_x"] == [10, 3, 32, 32]
+    assert data["loaded"]["train_per_class"] == [2] * 10
+    assert not (tmp_path / "work" / "images").exists()  # the unpacked tree is removed once imported
+    with np.load(data["imported_file"], allow_pickle=False) as z:
+        for x, f in zip(z["train_x"], z["train_files"]):
+            assert np.array_equal(x, np.asarray(Image.open(tree / f))), f  # the same decoded JPEG
+
+
+def test_pack_refuses_a_tree_that_is_not_cifar10(gv, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts its package links first
+    tree = gv.make_standin_tree(tmp_path / "tree", train=1, test=1)
+    (tree / "train" / "dragon").mkdir()
+    assert gv.main(["--pack", str(tree), "--out", str(tmp_path / "a.tar.gz"), "--allow-partial"]) == 2
+    assert "unknown class folder(s) dragon" in capsys.readouterr().err
+    assert not (tmp_path / "a.tar.gz").exists()
+
+
+def test_unpack_refuses_members_outside_the_tree(gv, tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("train/../../escape.jpg")
+        tar.addfile(info)
+    with pytest.raises(ValueError, match="unexpected member"):
+        gv.unpack(archive, tmp_path / "out")
+    assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_a_step_is_stopped_at_its_time_limit(gv, tmp_path: Path) -> None:
+    step = gv.run_step("sleeper", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+                       env=None, cwd=tmp_path, timeout=2.0, log_dir=tmp_path / "logs", heartbeat_s=0.5)
+    assert step["status"] == "stopped at the deadline" and step["seconds"] < 15
+    assert "started" in Path(step["log"]).read_text()
+
+
+def test_the_json_is_written_when_no_time_is_left(gv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    rc = gv.main(["--standin", "--out", str(tmp_path / "out"), "--deadline-s", "1", "--work", str(tmp_path / "work")])
+    doc = json.loads((tmp_path / "out" / "gpu_validate.json").read_text())
+    assert rc == 0 and doc["finished"] and not doc["all_done"] and doc["profile"] == "cifar10-resnet18-standin"
+    assert [s["step"] for s in doc["skipped"]] == ["data", "build gaussian", "build backdoor"]
+    assert doc["environment"]["missing_modules"] == [] and not doc["errors"]
