@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from unlearn_audit.attacks.base import Attack, Memo, PoisonMeasurement, no_memo  # noqa: F401
+from unlearn_audit.attacks.base import Attack, Memo, PoisonMeasurement, no_memo
 from unlearn_audit.metrics import hits_target
 from unlearn_audit.stats import Proportion
 

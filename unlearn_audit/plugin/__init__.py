@@ -10,29 +10,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
 from unlearn_audit.plugin.settings import parse_settings, usage_error
+from unlearn_audit.plugin.suite import CONFORMANCE_DIR
 from unlearn_audit.plugin.state import collector_key, get_audit_session, settings_key
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.reports.record import CASE_PROPERTY
 
-
-
-
-def _conformance_dir() -> Path:
-    """The conformance suite's folder: `conformance/` of the repository, shipped as `unlearn_audit.conformance`."""
-    from importlib import resources
-
-    return Path(str(resources.files("unlearn_audit.conformance")))
-
-
-CONFORMANCE_DIR = _conformance_dir()
 CHECK_MARKER = "audit_check"
-
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

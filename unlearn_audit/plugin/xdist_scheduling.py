@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from xdist.scheduler import LoadScopeScheduling
 
-from unlearn_audit.plugin import CONFORMANCE_DIR
+from unlearn_audit.plugin.suite import CONFORMANCE_DIR
 
 CONFORMANCE_DIR_NAME = CONFORMANCE_DIR.name
 
 
 class AuditCaseScheduling(LoadScopeScheduling):
     """Scope = the case's parameter id ("spec-profile-scenario-seedN[-budgetB]") for conformance
-    tests, the node id itself (one test per unit) for anything else."""
+    tests, the node id itself (one test per unit) for anything else. The controller sees only node
+    ids, so the id in brackets is the group key; it is never parsed back into parameters."""
 
     def _split_scope(self, nodeid: str) -> str:
         name = nodeid.rpartition("::")[2]
