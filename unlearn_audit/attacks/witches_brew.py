@@ -24,6 +24,7 @@ is digits-specific: everything works on N x C x H x W tensors with values in [0,
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -418,8 +419,6 @@ class WitchesBrewAttack(Attack):
     targeted_reference = "clean_models"
 
     def poison(self, ctx: "BuildContext") -> "PoisonedTrainingSet":
-        import time
-
         recipe, split, device, progress = ctx.recipe, ctx.split, ctx.device, ctx.progress
         a = recipe.attack
         t0 = time.perf_counter()
