@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from unlearn_audit.checks import CheckResult
 
 
-
 @dataclass(frozen=True)
 class AuditCaseParams:
     spec: str
