@@ -1,1 +1,1 @@
-"""engine."""
+"""The engine of one audit case: resolve the unlearner spec, build the request, run the method, run a check."""

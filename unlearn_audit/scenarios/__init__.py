@@ -1,1 +1,1 @@
-"""scenarios."""
+"""Scenario fixtures: recipes (TOML), building one poisoned fixture, the checksummed cache, a loaded fixture."""

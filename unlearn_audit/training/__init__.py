@@ -1,1 +1,1 @@
-"""training."""
+"""Training: the plain loop, the fast GPU trainer, the relearning attack, parameter interpolation."""
