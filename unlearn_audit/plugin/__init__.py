@@ -53,6 +53,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-threads", default=None, metavar="N",
                     help="torch CPU threads per process (default: 1, or the cores divided among xdist workers; "
                          "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
+    group.addoption("--audit-shard", default=None, metavar="I/N",
+                    help="run only shard I of N of the audit cases (1 <= I <= N; all checks of one unlearner x "
+                         "scenario x seed x budget stay together), e.g. one CI job each; join the shards' "
+                         "--audit-report files with `unlearn-audit merge`.")
     group.addoption("--audit-device", default=None, metavar="DEVICE",
                     help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
                          "(default: cuda if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses "
@@ -142,6 +146,22 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 def audit_case(request: pytest.FixtureRequest) -> AuditCase:
     """The (unlearner, scenario, seed, check) this conformance test judges."""
     return AuditCase(request.param, request.config, request.node)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--audit-shard i/n`: deselect the audit cases of the other shards."""
+    settings = config.stash.get(settings_key, None)
+    if settings is None or settings.shard is None:
+        return
+    from unlearn_audit.plugin.sharding import groups_in_shard
+
+    cases = [(item, _case_of(item)) for item in items]
+    keep = groups_in_shard([c.group for _, c in cases if c is not None], settings.shard)
+    selected = [item for item, c in cases if c is None or c.group in keep]
+    deselected = [item for item, c in cases if c is not None and c.group not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = selected
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

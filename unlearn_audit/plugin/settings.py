@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
+from unlearn_audit.plugin.sharding import parse_shard
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 
 
@@ -29,6 +30,7 @@ class AuditSettings:
     cache_dir: str | None = None
     baseline: str | None = None
     update_baseline: bool = False
+    shard: tuple[int, int] | None = None  # (i, n): run shard i of n (`--audit-shard i/n`)
 
     @property
     def compare_with_baseline(self) -> bool:
@@ -99,6 +101,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
             load_baseline(Path(baseline))
         except BaselineError as exc:
             raise usage_error(str(exc)) from None
+    shard = _option(config, "audit_shard", parse_shard, lambda s: True, "I/N with 1 <= I <= N (e.g. 2/4)")
     cache = config.getoption("audit_cache")
     return AuditSettings(
         unlearners=specs,
@@ -112,4 +115,5 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         cache_dir=str(Path(cache).expanduser().resolve()) if cache else None,
         baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
         update_baseline=update_baseline,
+        shard=shard,
     )

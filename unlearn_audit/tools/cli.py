@@ -7,6 +7,7 @@
     unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
     unlearn-audit compare OLD.json NEW.json
     unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
+    unlearn-audit merge SHARD.json ... --out REPORT.json
     unlearn-audit plot REPORT.json [--out DIR]
     unlearn-audit data import cifar10 PATH [--data-dir DIR] [--allow-partial]
 """
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("new", type=Path)
     d.add_argument("--ignore", action="append", default=[], metavar="KEY",
                    help="a details key to leave out (repeatable); timings are always left out")
+    m = sub.add_parser("merge", help="join the --audit-report files of the shards of one audit (--audit-shard i/n); "
+                                     "exit 1 if any test failed or errored, as the unsharded run would")
+    m.add_argument("reports", type=Path, nargs="+")
+    m.add_argument("--out", type=Path, required=True, help="where to write the merged report")
     from unlearn_audit.tools.import_data import add_parser as add_data_parser
 
     add_data_parser(sub)
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return compare_main(args, console)
     if args.command == "diff":
         return diff_main(args, console)
+    if args.command == "merge":
+        return merge_main(args, console)
     if args.command == "data":
         from unlearn_audit.tools.import_data import main as data_main
 
@@ -160,6 +167,28 @@ def diff_main(args: argparse.Namespace, console: Console) -> int:
         console.print(line, markup=False, highlight=False)
     console.print(f"{len(lines)} difference(s)")
     return 1 if lines else 0
+
+
+def merge_main(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from unlearn_audit.jsonsafe import finite
+    from unlearn_audit.reports.merge import MergeError, merge_reports
+
+    try:
+        merged = merge_reports(args.reports)
+    except MergeError as exc:
+        console.print(f"unlearn-audit merge: {exc}", markup=False, highlight=False)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(finite(merged), indent=2, allow_nan=False))
+    tmp.replace(args.out)
+    outcomes = [r["outcome"] for r in merged["results"]]
+    bad = sum(o in ("failed", "error") for o in outcomes)
+    console.print(f"merged {len(args.reports)} report(s), {len(outcomes)} results ({bad} failed or errored) into {args.out}",
+                  markup=False, highlight=False)
+    return 1 if bad else 0
 
 
 def compare_main(args: argparse.Namespace, console: Console) -> int:

@@ -1,0 +1,56 @@
+"""Join the JSON reports of the shards of one audit (`--audit-shard i/n`) into one report.
+
+The shards must be of one audit: the same schema and the same options apart from `shard`, and no
+result may appear in two of them. The merged report is what an unsharded run writes (its results
+sorted the same way), with `merged_from` naming the shard files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from unlearn_audit.reports.record import SCHEMA_VERSION, ResultRecord
+
+
+class MergeError(ValueError):
+    """The reports are not shards of one audit; the message says which file and why."""
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+        version = doc["schema_version"]
+        doc["results"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MergeError(f"{path}: not an unlearn-audit JSON report ({exc!r})") from None
+    if version != SCHEMA_VERSION:
+        raise MergeError(f"{path}: report schema {version}, expected {SCHEMA_VERSION}")
+    return doc
+
+
+def merge_reports(paths: list[Path]) -> dict[str, Any]:
+    if not paths:
+        raise MergeError("no reports to merge")
+    docs = [_load(p) for p in paths]
+    common = {k: v for k, v in docs[0].get("options", {}).items() if k != "shard"}
+    records: dict[tuple[Any, ...], tuple[Path, ResultRecord]] = {}
+    for path, doc in zip(paths, docs):
+        options = {k: v for k, v in doc.get("options", {}).items() if k != "shard"}
+        if options != common:
+            differing = sorted(k for k in set(options) | set(common) if options.get(k) != common.get(k))
+            raise MergeError(f"{path}: not a shard of the same audit as {paths[0]} (options differ: {', '.join(differing)})")
+        for data in doc["results"]:
+            record = ResultRecord.from_json(data)
+            if record.key in records:
+                raise MergeError(f"{path}: result {record.key} is also in {records[record.key][0]}")
+            records[record.key] = (path, record)
+    ordered = sorted((r for _, r in records.values()),
+                     key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seed or 0))
+    merged = dict(docs[0])
+    merged["options"] = {**common, "shard": None}
+    merged["merged_from"] = [str(p) for p in paths]
+    merged["timings"] = {"session_seconds": [d.get("timings", {}).get("session_seconds") for d in docs]}
+    merged["results"] = [r.to_json() for r in ordered]
+    return merged
