@@ -32,6 +32,14 @@ def outcome_of(report: Any) -> str | None:
     return None
 
 
+def write_report(document: dict[str, Any], path: Path) -> None:
+    """Atomically write a report document; non-finite numbers become null (strict JSON)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(finite(document), indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
 @dataclass
 class ReportCollector:
     options: dict[str, Any]
@@ -96,11 +104,7 @@ class ReportCollector:
         }
 
     def write(self, path: Path) -> None:
-        """Atomically write the report; non-finite numbers become null (strict JSON)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(finite(self.document()), indent=2, allow_nan=False))
-        tmp.replace(path)
+        write_report(self.document(), path)
 
     def table(self, width: int | None = None, color: bool = False) -> str:
         from io import StringIO

@@ -170,9 +170,7 @@ def diff_main(args: argparse.Namespace, console: Console) -> int:
 
 
 def merge_main(args: argparse.Namespace, console: Console) -> int:
-    import json
-
-    from unlearn_audit.jsonsafe import finite
+    from unlearn_audit.reports.collector import write_report
     from unlearn_audit.reports.merge import MergeError, merge_reports
 
     try:
@@ -180,10 +178,7 @@ def merge_main(args: argparse.Namespace, console: Console) -> int:
     except MergeError as exc:
         console.print(f"unlearn-audit merge: {exc}", markup=False, highlight=False)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(finite(merged), indent=2, allow_nan=False))
-    tmp.replace(args.out)
+    write_report(merged, args.out)
     outcomes = [r["outcome"] for r in merged["results"]]
     bad = sum(o in ("failed", "error") for o in outcomes)
     console.print(f"merged {len(args.reports)} report(s), {len(outcomes)} results ({bad} failed or errored) into {args.out}",
