@@ -15,7 +15,8 @@ from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.methods import GradientAscent, GradientDescent, NoOp, Retrain
 from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.scenarios.recipes import load_profile_recipes
-from unlearn_audit.engine.runner import ExampleGradientCounter, run_unlearner, strip_counter_hooks
+from unlearn_audit.engine.counting import ExampleGradientCounter
+from unlearn_audit.engine.runner import run_unlearner
 
 CPU = torch.device("cpu")
 
@@ -33,22 +34,45 @@ def run(method, fixture, **kw):
 
 def test_counter_counts_examples_with_autograd_only() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    counter = ExampleGradientCounter(deadline=float("inf"))
-    counter.attach(model)
     x = torch.randn(5, 4)
+    with ExampleGradientCounter() as counter:
+        model(x)
+        with torch.no_grad():
+            model(torch.randn(100, 4))
+        assert counter.total == 5
+        # training only the head on precomputed features is counted too
+        model[3](torch.randn(7, 3))
+        assert counter.total == 12
+        # so are deep copies (a teacher) and models the method builds itself
+        copy.deepcopy(model)(torch.randn(2, 4))
+        assert counter.total == 12
+        nn.Linear(4, 2)(torch.randn(20, 4))
+        assert counter.total == 20
+        # clearing every module's own hooks does not stop the count
+        for m in model.modules():
+            m._forward_pre_hooks.clear()
+        model(torch.randn(9, 4))
+        assert counter.total == 21
+        assert counter.verify() is None
     model(x)
-    with torch.no_grad():
-        model(torch.randn(100, 4))
-    assert counter.total == 5
-    # training only the head on precomputed features is counted too
-    model[3](torch.randn(7, 3))
-    assert counter.total == 12
-    # deep copies (e.g. a teacher) carry the hooks and count into the same budget
-    copy.deepcopy(model)(torch.randn(2, 4))
-    assert counter.total == 14
-    strip_counter_hooks(model)
-    model(x)
-    assert counter.total == 14
+    assert counter.total == 21, "only forward passes while it is installed count"
+
+
+def test_counter_removal_is_detected() -> None:
+    from torch.nn.modules import module as internals
+
+    with ExampleGradientCounter() as counter:
+        saved = dict(internals._global_forward_pre_hooks)
+        internals._global_forward_pre_hooks.clear()
+        assert "removed" in counter.verify()
+        internals._global_forward_pre_hooks.update(saved)
+        assert counter.verify() is None
+        original_call = nn.Module.__call__
+        nn.Module.__call__ = lambda self, *a, **k: self.forward(*a, **k)
+        try:
+            assert "no longer counted" in counter.verify()
+        finally:
+            nn.Module.__call__ = original_call
 
 
 def test_gradient_descent_spends_exactly_its_budget(gaussian_fixture: Fixture) -> None:
@@ -63,7 +87,7 @@ def test_noop_spends_nothing_and_returns_an_equal_copy(gaussian_fixture: Fixture
     assert outcome.model is not gaussian_fixture.original
     for a, b in zip(outcome.model.state_dict().values(), gaussian_fixture.original.state_dict().values()):
         assert torch.equal(a, b)
-    assert not any(m._forward_pre_hooks for m in outcome.model.modules()), "counter hooks must be removed"
+    assert not any(m._forward_pre_hooks for m in outcome.model.modules()), "the audited model carries no hooks"
 
 
 def test_retrain_is_flagged_exempt_and_spends_a_full_training(gaussian_fixture: Fixture) -> None:
@@ -187,24 +211,13 @@ def test_returned_model_is_copied_and_unfrozen(gaussian_fixture: Fixture) -> Non
     assert all(p.requires_grad for p in first.parameters())
 
 
-def test_only_the_reference_retrain_is_exempt(tiny_cache) -> None:
-    from unlearn_audit.engine.session import AuditOptions, AuditSession
+def test_only_the_reference_retrain_is_exempt() -> None:
+    from unlearn_audit.engine.specs import names_reference_retrain
 
-    class MyRetrain(Retrain):
-        pass
-
-    import sys
-    import types
-
-    module = types.ModuleType("exempt_probe")
-    module.MyRetrain = MyRetrain
-    sys.modules["exempt_probe"] = module
-    try:
-        audit = AuditSession(AuditOptions(cache_dir=tiny_cache))
-        assert audit.outcome("unlearn_audit.methods:Retrain", "gaussian", 0).exempt_from_budget
-        assert not audit.outcome("exempt_probe:MyRetrain", "gaussian", 0).exempt_from_budget
-    finally:
-        del sys.modules["exempt_probe"]
+    assert names_reference_retrain("unlearn_audit.methods:Retrain")
+    assert names_reference_retrain("unlearn_audit.methods.basic:Retrain")
+    assert not names_reference_retrain("mypkg.methods:Retrain")  # a look-alike or subclass elsewhere
+    assert not names_reference_retrain("unlearn_audit.methods:NoOp")
 
 
 def test_budget_is_not_lost_to_float_rounding() -> None:

@@ -23,7 +23,8 @@ from unlearn_audit.methods import (
 )
 from unlearn_audit.profiles.models import small_cnn
 from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
-from unlearn_audit.engine.runner import ExampleGradientCounter, run_unlearner
+from unlearn_audit.engine.counting import ExampleGradientCounter
+from unlearn_audit.engine.runner import run_unlearner
 
 CPU = torch.device("cpu")
 
@@ -75,14 +76,14 @@ def test_method_on_tiny_fixture(method, scenario: str, fixtures: dict[str, Fixtu
 
 
 def toy_request(size: int, budget: int = 20, factory=None) -> tuple[UnlearningRequest, ExampleGradientCounter]:
-    counter = ExampleGradientCounter(deadline=float("inf"))
+    counter = ExampleGradientCounter()
     gen = torch.Generator().manual_seed(0)
     base = factory or (lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)))
     shape = (1, 8, 8) if factory is not None else (6,)
     retain = ExampleSet(torch.randn(30, *shape, generator=gen), torch.randint(0, 3, (30,), generator=gen))
     forget = ExampleSet(torch.randn(size, *shape, generator=gen), torch.randint(0, 3, (size,), generator=gen))
     request = UnlearningRequest(forget, retain, Budget(0.1, budget), TrainingRecipe(batch_size=8, epochs=5),
-                                lambda: counter.attach(base()), 3, CPU, 0, gen)
+                                base, 3, CPU, 0, gen)
     return request, counter
 
 
@@ -92,7 +93,8 @@ def test_methods_handle_tiny_forget_sets(method, size: int, unlearn_sanely) -> N
     """Empty and one-sample forget sets: no crash, finite weights, same architecture, data untouched,
     budget respected."""
     request, counter = toy_request(size)
-    unlearn_sanely(method, request)
+    with counter:
+        unlearn_sanely(method, request)
     if not isinstance(method, Retrain):
         assert counter.total <= request.budget.example_gradients
 
@@ -117,7 +119,8 @@ def test_last_layer_methods_touch_only_the_last_layer(cls, factory) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     requires = [p.requires_grad for p in model.parameters()]
     head = "head" if isinstance(model, TwoLayer) else str(len(model) - 1)
-    out = cls(k=1).unlearn(model, request)
+    with counter:
+        out = cls(k=1).unlearn(model, request)
     for name, value in out.state_dict().items():
         changed = not torch.equal(value, before[name])
         assert changed == name.startswith(head + "."), name  # BN statistics of the frozen body stay too

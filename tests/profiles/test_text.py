@@ -99,7 +99,7 @@ def test_triggered_test_inputs_cover_the_other_class(corpus) -> None:
 def test_gpt2_classifier_shapes_padding_and_budget_counting() -> None:
     from unlearn_audit.training.interpolation import interpolate
     from unlearn_audit.profiles.models import model_factory
-    from unlearn_audit.engine.runner import ExampleGradientCounter
+    from unlearn_audit.engine.counting import ExampleGradientCounter
 
     torch.manual_seed(0)
     for pooling in ("mean", "last"):
@@ -118,13 +118,12 @@ def test_gpt2_classifier_shapes_padding_and_budget_counting() -> None:
     mid = interpolate(model, model_factory({"architecture": "gpt2_small", "vocab_size": 50}, (12,), 2)(), 0.5)
     assert mid(x).shape == (5, 2)
     # The harness's budget counter sees every example of a batch (embeddings, Conv1D, LayerNorm, head).
-    counter = ExampleGradientCounter(deadline=float("inf"))
-    counted = counter.attach(model.train())
-    torch.nn.functional.cross_entropy(counted(x), torch.zeros(5, dtype=torch.long)).backward()
-    assert counter.total == 5
-    with torch.no_grad():
-        counted(x)
-    assert counter.total == 5
+    with ExampleGradientCounter() as counter:
+        torch.nn.functional.cross_entropy(model.train()(x), torch.zeros(5, dtype=torch.long)).backward()
+        assert counter.total == 5
+        with torch.no_grad():
+            model(x)
+        assert counter.total == 5
 
 
 OFFLINE_PROBE = """

@@ -11,12 +11,18 @@ def run(ctx: CheckContext) -> CheckResult:
     o = ctx.outcome
     rule = (
         f"fail if example-gradients counted by the harness exceed the budget "
-        f"({o.budget.fraction:g} of the original training = {o.budget.example_gradients}); an exact count, no uncertainty"
+        f"({o.budget.fraction:g} of the original training = {o.budget.example_gradients}), or if the harness's "
+        "counter was removed or bypassed; an exact count, no uncertainty"
     )
     details = {"fraction_used": o.example_gradients / max(1, o.budget.example_gradients), "seconds": o.seconds}
     over = o.example_gradients > o.budget.example_gradients
     if o.exempt_from_budget:
         verdict, message = "skip", "exempt: this is the retrain-from-scratch reference"
+    elif o.spend_problem:
+        verdict = "fail"
+        message = (f"the spend could not be verified: {o.spend_problem} during unlearn() "
+                   f"(the harness counted {o.example_gradients} example-gradients)")
+        details["spend_problem"] = o.spend_problem
     else:
         verdict = "fail" if over else "pass"
         message = f"spent {o.example_gradients} example-gradients, budget {o.budget.example_gradients}" if over else ""

@@ -1,11 +1,11 @@
-"""Run one unlearner on one fixture, defensively.
+"""Run one unlearner on one fixture, defensively: the outcome record and the in-process mode.
 
-The method gets a private deep copy of the poisoned model and private copies of the data.
-While it runs, forward pre-hooks on every layer that holds parameters count the examples
-that pass through with autograd enabled (the harness's own count of example-gradients, not
-the method's word) and stop the method at the deadline. Whatever the method does (raise,
-hang, return NaN weights or another architecture, modify its inputs) ends as an
-`UnlearnOutcome` with an error message, never as a crashed session.
+The default is process isolation (`unlearn_audit.engine.isolated`): the method runs in its own
+worker process and sees only the request. `run_unlearner` here is `--audit-isolation inline`: the
+same instruments (`engine.execute`) in the harness's own process, in a thread with a deadline, for
+debugging a method with a debugger. Either way, whatever the method does (raise, hang, return NaN
+weights or another architecture, modify its inputs) ends as an `UnlearnOutcome` with an error
+message, never as a crashed session.
 """
 
 from __future__ import annotations
@@ -14,20 +14,18 @@ import copy
 import math
 import threading
 import time
-import traceback
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from unlearn_audit.scenarios.fixture import Fixture, tensor_fingerprint
-from unlearn_audit.profiles.models import nonfinite_tensors, same_architecture
+from unlearn_audit.engine.counting import ExampleGradientCounter
+from unlearn_audit.engine.execute import Execution, execute
+from unlearn_audit.engine.returned import audited_copy, reference_copy_problem, reference_distance
+from unlearn_audit.engine.seeding import preserved_global_rng
 from unlearn_audit.protocol import Budget, UnlearningRequest
-
-
-class UnlearnerCancelled(RuntimeError):
-    """Raised inside the method's forward passes once its time is up."""
+from unlearn_audit.scenarios.fixture import Fixture
 
 
 @dataclass
@@ -36,67 +34,41 @@ class UnlearnOutcome:
     example_gradients: int
     seconds: float
     budget: Budget
-    error: str | None = None
+    error: str | None = None  # what went wrong, in a line or a few
     exempt_from_budget: bool = False
     fixture_tampered: bool = False  # the harness's in-memory fixture changed: reload it before reuse
+    traceback: str | None = None
+    spend_problem: str | None = None  # why the counted spend cannot be trusted (counter hooks removed)
+    output: dict[str, Any] = field(default_factory=dict)  # the method's captured stdout, stderr, warnings
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. the distance to the retrain reference
+    reported_in: str | None = None  # the test that showed this failure in full
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-class ExampleGradientCounter:
-    """Counts examples forwarded with autograd on, per parameterised layer; the max is the spend.
-
-    Counting at every layer (and taking the maximum) also catches methods that train only part
-    of the network, e.g. a classifier head fed with precomputed features.
-    """
-
-    def __init__(self, deadline: float) -> None:
-        self.per_layer: dict[str, int] = {}
-        self.deadline = deadline
-        self.active = True
-        self.cancelled = False
-
-    @property
-    def total(self) -> int:
-        return max(self.per_layer.values(), default=0)
-
-    def _hook_for(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            # Cancellation outlives the run: a timed-out method that keeps going is stopped at
-            # its next forward pass, even after the harness has stopped counting.
-            if self.cancelled:
-                raise UnlearnerCancelled("unlearner exceeded its time limit")
-            if not self.active:
-                return
-            if time.monotonic() > self.deadline:
-                self.cancelled = True
-                raise UnlearnerCancelled("unlearner exceeded its time limit")
-            if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
-                self.per_layer[name] = self.per_layer.get(name, 0) + int(args[0].shape[0])
-
-        hook._unlearn_audit_counter = True  # type: ignore[attr-defined]
-        return hook
-
-    def attach(self, model: nn.Module) -> nn.Module:
-        for name, module in model.named_modules():
-            if any(True for _ in module.parameters(recurse=False)):
-                module.register_forward_pre_hook(self._hook_for(name or "<root>"))
-        return model
+def budget_for(fixture: Fixture, fraction: float) -> Budget:
+    total = fixture.recipe.training.example_gradients(fixture.num_train)
+    return Budget(fraction, math.floor(fraction * total + 1e-9))  # 0.7 * 43110 is 30176.999...
 
 
-def strip_counter_hooks(model: nn.Module) -> None:
-    for module in model.modules():
-        for key, hook in list(module._forward_pre_hooks.items()):
-            if getattr(hook, "_unlearn_audit_counter", False):
-                del module._forward_pre_hooks[key]
-
-
-def _short_traceback(exc: BaseException) -> str:
-    frames = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    text = "".join(frames)
-    return text if len(text) < 4000 else "...\n" + text[-4000:]
+def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture: Fixture, budget: Budget,
+           device: torch.device, exempt: bool, output: dict[str, Any]) -> UnlearnOutcome:
+    """The outcome of a finished call: load and vet the returned weights (shared by both modes)."""
+    outcome = UnlearnOutcome(None, execution.example_gradients, execution.seconds, budget, execution.error, exempt,
+                             traceback=execution.traceback, spend_problem=execution.spend_problem, output=output)
+    if outcome.error is not None or state is None:
+        outcome.error = outcome.error or "unlearn() returned no weights"
+        return outcome
+    model, problem = audited_copy(state, fixture, device)
+    if model is None:
+        outcome.error = problem
+        return outcome
+    outcome.details["distance_to_retrain"] = reference_distance(model, fixture)
+    outcome.error = reference_copy_problem(model, fixture)
+    outcome.model = model if outcome.error is None else None
+    return outcome
 
 
 def run_unlearner(
@@ -109,86 +81,47 @@ def run_unlearner(
     device: torch.device,
     exempt_from_budget: bool = False,
 ) -> UnlearnOutcome:
-    total = fixture.recipe.training.example_gradients(fixture.num_train)
-    budget = Budget(budget_fraction, math.floor(budget_fraction * total + 1e-9))  # 0.7 * 43110 is 30176.999...
+    """`--audit-isolation inline`: run the method in this process, in a thread stopped at its deadline.
+
+    The method gets a private deep copy of the poisoned model and private copies of the data. It
+    can reach everything in this process; only the checks after the call (the fixture's fingerprint,
+    the reference match) guard the harness, and a hang that never calls forward cannot be stopped.
+    """
+    budget = budget_for(fixture, budget_fraction)
     counter = ExampleGradientCounter(deadline=time.monotonic() + timeout)
     build = fixture.factory  # the closure must not reach the fixture (its secret, its reference models)
-
-    def counted_factory() -> nn.Module:
-        return counter.attach(build()).to(device)
-
     forget, retain, validation = fixture.forget_set(), fixture.retain_set(), fixture.validation_set()
-    def request_data() -> dict[str, torch.Tensor]:
-        return {"fx": forget.inputs, "fy": forget.labels, "rx": retain.inputs, "ry": retain.labels,
-                "vx": validation.inputs, "vy": validation.labels}
-
-    data_before = tensor_fingerprint(request_data())
     fixture_before = fixture.fingerprint()
     request = UnlearningRequest(
-        forget=forget,
-        retain=retain,
-        budget=budget,
-        recipe=fixture.recipe.training,
-        model_factory=counted_factory,
-        num_classes=fixture.num_classes,
-        device=device,
-        seed=seed,
-        generator=torch.Generator().manual_seed(seed),
-        profile=fixture.recipe.profile,
-        validation=validation,
+        forget=forget, retain=retain, budget=budget, recipe=fixture.recipe.training,
+        model_factory=lambda: build().to(device), num_classes=fixture.num_classes, device=device, seed=seed,
+        generator=torch.Generator().manual_seed(seed), profile=fixture.recipe.profile, validation=validation,
     )
-    model = counter.attach(copy.deepcopy(fixture.original).to(device))
-    result: dict[str, Any] = {}
+    model = copy.deepcopy(fixture.original).to(device)
+    result: dict[str, Execution] = {}
 
     def target() -> None:
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                result["model"] = unlearner.unlearn(model, request)
-        except BaseException as exc:  # noqa: BLE001 - everything the method raises is its failure
-            result["error"] = exc
+        with preserved_global_rng():
+            result["done"] = execute(unlearner, model, request, fixture.original, counter)
 
-    started = time.perf_counter()
     thread = threading.Thread(target=target, name="unlearn-audit-unlearner", daemon=True)
+    started = time.perf_counter()
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         counter.cancelled = True  # the method's next forward pass raises UnlearnerCancelled
         thread.join(5.0)
     seconds = time.perf_counter() - started
-    counter.active = False
-    spent = counter.total
-
-    def failed(message: str) -> UnlearnOutcome:
-        return UnlearnOutcome(None, spent, seconds, budget, message, exempt_from_budget)
-
-    # Checked first and on every path: a method that raised or hung may still have touched it.
-    if fixture.fingerprint() != fixture_before:
-        outcome = failed("the fixture held by the harness changed while unlearn() ran; a method must not touch it")
-        outcome.fixture_tampered = True
+    if fixture.fingerprint() != fixture_before:  # checked on every path: a method that raised or hung may have touched it
+        outcome = UnlearnOutcome(None, counter.total, seconds, budget,
+                                 "the fixture held by the harness changed while unlearn() ran; a method must not touch it",
+                                 exempt_from_budget, fixture_tampered=True)
         return outcome
-    if counter.cancelled or thread.is_alive():
-        note = "" if not thread.is_alive() else " (it is still running in a background thread and could not be stopped)"
-        return failed(f"unlearn() did not finish within the time limit of {timeout:.0f} s (--audit-timeout){note}")
-    if "error" in result:
-        exc = result["error"]
-        return failed(f"unlearn() raised {type(exc).__name__}: {exc}\n{_short_traceback(exc)}")
-    returned = result.get("model")
-    arch_problem = same_architecture(returned, fixture.original)
-    if arch_problem:
-        return failed(f"unlearn() returned an unusable model: {arch_problem}")
-    bad = nonfinite_tensors(returned)
-    if bad:
-        return failed(f"unlearn() returned a model with NaN/Inf values in {len(bad)} tensors, e.g. {bad[:3]}")
-    data_after = tensor_fingerprint(request_data())
-    if data_after != data_before:
-        return failed("unlearn() modified the request's forget/retain/validation data in place; a method must treat it as read-only")
-    # Audit a private copy of the returned weights in a fresh model of the fixture's architecture:
-    # no hooks, frozen flags, dtype or shared identity of the method's object survive into the checks.
-    try:
-        with torch.random.fork_rng(devices=[]):  # its throwaway initialisation must not move the global RNG
-            audited = build().to(device)
-        audited.load_state_dict(returned.state_dict())
-    except (RuntimeError, TypeError, ValueError) as exc:
-        return failed(f"unlearn() returned weights that do not load into the architecture: {exc}")
-    return UnlearnOutcome(audited.eval(), spent, seconds, budget, None, exempt_from_budget)
+    if "done" not in result or result["done"].cancelled:
+        note = " (it is still running in a background thread and could not be stopped)" if thread.is_alive() else ""
+        return UnlearnOutcome(None, counter.total, seconds, budget,
+                              f"unlearn() did not finish within the time limit of {timeout:.0f} s (--audit-timeout){note}",
+                              exempt_from_budget)
+    done = result["done"]
+    state = done.returned.state_dict() if done.returned is not None else None
+    return finish(done, state, fixture, budget, device, exempt_from_budget, {"warnings": list(done.warnings)})

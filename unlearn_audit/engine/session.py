@@ -26,9 +26,10 @@ from unlearn_audit.engine.devices import resolve_device
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
 from unlearn_audit.engine.runner import UnlearnOutcome, run_unlearner
+from unlearn_audit.engine.worker import UnlearnerWorker, WorkerOptions, close_all
 from unlearn_audit.scenarios.build import validate_attack
 from unlearn_audit.scenarios.seeds import derived_seed
-from unlearn_audit.engine.specs import resolve_unlearner
+from unlearn_audit.engine.specs import names_reference_retrain, resolve_unlearner
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class AuditOptions:
     budget_fraction: float = DEFAULT_BUDGET_FRACTION
     timeout: float | None = None  # None: derived from the fixture's training time
     device: str | None = None  # None: CUDA if available, else CPU
+    isolation: str = "process"  # "process": each spec in its worker process; "inline": in this process
+    max_memory: int | None = None  # bytes: cap of a CPU worker's address space (--audit-max-memory)
+    threads: int | None = None  # torch CPU threads of a worker
 
 
 def derived_timeout(fixture: Fixture) -> float:
@@ -53,6 +57,7 @@ class AuditSession:
     _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
     _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
     _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
+    workers: dict[str, UnlearnerWorker] = field(default_factory=dict)  # one per spec (process isolation)
 
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
@@ -64,6 +69,12 @@ class AuditSession:
                                                   torch.cuda.device_count() if torch.cuda.is_available() else 0))
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
+        self._files: dict[str, Any] = {}  # "requests": the RequestFiles of process isolation
+        self._finalizer = weakref.finalize(self, _release, self.workers, self._files)
+
+    def close(self) -> None:
+        """Stop the worker processes and remove the request files (also done when the session is collected)."""
+        self._finalizer()
 
     # -- fixtures ---------------------------------------------------------------------------
     def fixture(self, scenario: str, seed: int) -> Fixture:
@@ -93,20 +104,24 @@ class AuditSession:
         budget = self.options.budget_fraction if budget is None else budget
         key = (spec, scenario, seed, budget)
         if key not in self._outcomes:
-            from unlearn_audit.methods import Retrain
-
             fixture = self.fixture(scenario, seed)
-            unlearner = resolve_unlearner(spec)
-            self._outcomes[key] = run_unlearner(
-                unlearner,
-                fixture,
+            run = dict(
                 budget_fraction=budget,
                 # Independent of every seed used to build the fixture (and of the retrain reference's).
                 seed=derived_seed(seed, f"unlearner:{scenario}") % (2**31),
                 timeout=self.options.timeout or derived_timeout(fixture),
                 device=self.device,
-                exempt_from_budget=type(unlearner) is Retrain,  # the reference itself, not a subclass
+                exempt_from_budget=names_reference_retrain(spec),  # the reference itself, not a subclass
             )
+            if self.options.isolation == "inline":
+                self._outcomes[key] = run_unlearner(resolve_unlearner(spec), fixture, **run)
+            else:
+                from unlearn_audit.engine.isolated import RequestFiles, run_isolated
+
+                if "requests" not in self._files:
+                    self._files["requests"] = RequestFiles()
+                files = self._files["requests"]
+                self._outcomes[key] = run_isolated(self.worker(spec), fixture, files, **run)
             o = self._outcomes[key]
             if o.fixture_tampered:
                 del self._fixtures[(scenario, seed)]  # reload a clean copy from disk for later cases
@@ -115,6 +130,14 @@ class AuditSession:
                 o.error = "the cached fixture changed on disk while unlearn() ran: " + "; ".join(problems)
                 o.model = None
         return self._outcomes[key]
+
+    def worker(self, spec: str) -> UnlearnerWorker:
+        if spec not in self.workers:
+            self.workers[spec] = UnlearnerWorker(spec, self.worker_options())
+        return self.workers[spec]
+
+    def worker_options(self) -> WorkerOptions:
+        return WorkerOptions(threads=self.options.threads, max_memory=self.options.max_memory, device=self.options.device)
 
     # -- checks -----------------------------------------------------------------------------
     def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
@@ -125,9 +148,13 @@ class AuditSession:
         return cached[name]
 
     def run_check(
-        self, check: str, spec: str, scenario: str, seed: int, budget: float | None = None
+        self, check: str, spec: str, scenario: str, seed: int, budget: float | None = None, nodeid: str | None = None
     ) -> tuple[CheckResult, dict[str, Any]]:
-        """The check's result and run metadata (timings, budget, fixture)."""
+        """The check's result and run metadata (timings, budget, fixture, the method's captured output).
+
+        A failed unlearn() is shown in full (traceback, captured output) by the first test of its case,
+        `nodeid`; the case's other checks point there in one line.
+        """
         started = time.perf_counter()
         outcome = self.outcome(spec, scenario, seed, budget)
         fixture = self.fixture(scenario, seed)
@@ -141,7 +168,12 @@ class AuditSession:
             "unlearn_seconds": outcome.seconds,
             "device": str(self.device),
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "isolation": self.options.isolation,
+            **outcome.details,
         }
+        captured = {k: v for k, v in outcome.output.items() if v}
+        if captured:
+            meta["unlearn_output"] = captured
         validation = fixture.meta.get("validation", {})
         if not validation.get("effective", True) and check != "budget_respected":
             result = CheckResult(
@@ -166,14 +198,39 @@ class AuditSession:
                 reference_stderr=None,
                 direction="lower_is_better",
                 rule="the unlearner must return a finite model of the same architecture in time, "
-                                 "leaving its inputs unmodified",
-                message=outcome.error or "",
+                     "leaving its inputs unmodified, and not the harness's own reference",
+                message=failure_message(outcome, nodeid),
             )
         else:
             ctx = CheckContext(fixture, outcome, recipe.options(check), self.measure)
             result = get_check(check)(ctx)
         meta["check_seconds"] = time.perf_counter() - started
         return result, meta
+
+
+def failure_message(outcome: UnlearnOutcome, nodeid: str | None) -> str:
+    """The full story (error, traceback, captured output) once per case, a pointer to it elsewhere."""
+    error = outcome.error or ""
+    if outcome.reported_in is not None and outcome.reported_in != nodeid:
+        return f"unlearn() failed (see {outcome.reported_in}): {error.splitlines()[0] if error else ''}"
+    outcome.reported_in = nodeid or "the first test of this case"
+    parts = [error]
+    if outcome.traceback:
+        parts.append(outcome.traceback.rstrip())
+    for name in ("stdout", "stderr"):
+        if outcome.output.get(name):
+            parts.append(f"--- captured {name} of unlearn() ---\n{outcome.output[name].rstrip()}")
+    if outcome.output.get("warnings"):
+        parts.append("--- warnings of unlearn() ---\n" + "\n".join(outcome.output["warnings"]))
+    return "\n".join(parts)
+
+
+def _release(workers: dict[str, UnlearnerWorker], files: dict[str, Any]) -> None:
+    close_all(workers)
+    workers.clear()
+    for owned in files.values():
+        owned.close()
+    files.clear()
 
 
 def check_recipe(recipe: ScenarioRecipe) -> None:

@@ -121,3 +121,17 @@ def resolve_unlearner(spec: str) -> Any:
     if not callable(getattr(made, "unlearn", None)):
         raise SpecError(f"--unlearner {spec!r}: factory returned {type(made).__name__}, which has no unlearn(model, request)")
     return made
+
+
+REFERENCE_RETRAIN = ("unlearn_audit.methods:Retrain", "unlearn_audit.methods.basic:Retrain")
+
+
+def names_reference_retrain(spec: str) -> bool:
+    """Whether the spec names the harness's own `Retrain` (exempt from the budget), told without importing it.
+
+    A subclass or a look-alike elsewhere is not the reference and is held to the budget.
+    """
+    spec = spec.strip()
+    if ":" not in spec:
+        spec = next((ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec), spec)
+    return spec.replace(" ", "") in REFERENCE_RETRAIN

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
-from unlearn_audit.plugin.settings import parse_settings, usage_error
+from unlearn_audit.plugin.settings import check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
-from unlearn_audit.plugin.state import collector_key, get_audit_session, settings_key
+from unlearn_audit.plugin.state import collector_key, get_audit_session, prestarted_key, session_key, settings_key
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.reports.record import CASE_PROPERTY
 
@@ -61,6 +61,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
                          "(default: cuda if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses "
                          "cuda:N modulo the number of GPUs, so -n <number of GPUs> gives each worker its own GPU.")
+    group.addoption("--audit-isolation", default="process", metavar="MODE",
+                    help="'process' (default): each unlearner runs in its own worker process that sees only the "
+                         "request, is killed at the timeout, and whose crash fails only its own cases; 'inline': in "
+                         "the pytest process, for stepping through a method with a debugger.")
+    group.addoption("--audit-max-memory", default=None, metavar="SIZE",
+                    help="cap a worker's memory (address space), e.g. 4G; a method that needs more fails its "
+                         "cases (CPU audits only; default: no cap).")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -70,6 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     settings = parse_settings(config)
     config.stash[settings_key] = settings
+    if not hasattr(config, "workerinput"):  # xdist workers trust the controller's check
+        _check_specs(config, settings)
     # Run the conformance suite: alone when no paths were given, else beside the given paths.
     conformance = str(CONFORMANCE_DIR)
     if conformance not in config.args:
@@ -82,6 +91,40 @@ def pytest_configure(config: pytest.Config) -> None:
 
         config.stash[collector_key] = ReportCollector(options=settings.report_options())
         config.pluginmanager.register(_ReportHooks(config), "unlearn-audit-report")
+
+
+def _check_specs(config: pytest.Config, settings: Any) -> None:
+    """Resolve every spec before collection, so that a typo is one usage error.
+
+    With process isolation the specs resolve in their worker processes (started in parallel), so
+    this process never imports a method; the workers are then kept for this process's audit, or
+    closed when the tests run elsewhere (xdist workers) or not at all (--collect-only).
+    """
+    if settings.isolation == "inline":
+        check_specs_inline(settings.unlearners)
+        return
+    from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, close_all, start_workers
+
+    options = WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device)
+    try:
+        workers = start_workers(settings.unlearners, options)
+    except WorkerStartError as exc:
+        raise usage_error(str(exc)) from None
+    if getattr(config.option, "dist", "no") != "no" or config.option.collectonly:
+        close_all(workers)
+    else:
+        config.stash[prestarted_key] = workers
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the worker processes (the session's, and any never handed to a session)."""
+    if session_key in config.stash:
+        config.stash[session_key].close()
+    workers = config.stash.get(prestarted_key, None)
+    if workers:
+        from unlearn_audit.engine.worker import close_all
+
+        close_all(workers)
 
 
 @pytest.hookimpl(optionalhook=True)

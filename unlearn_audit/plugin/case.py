@@ -55,7 +55,8 @@ class AuditCase:
 
     def run(self) -> tuple["CheckResult", dict[str, Any]]:
         p = self.params
-        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seed, p.budget)
+        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seed, p.budget,
+                                                         nodeid=self.node.nodeid)
 
     def judge(self) -> "CheckResult":
         result, meta = self.run()

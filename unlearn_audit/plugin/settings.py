@@ -31,6 +31,8 @@ class AuditSettings:
     baseline: str | None = None
     update_baseline: bool = False
     shard: tuple[int, int] | None = None  # (i, n): run shard i of n (`--audit-shard i/n`)
+    isolation: str = "process"  # "process" (each spec in its own worker process) or "inline"
+    max_memory: int | None = None  # bytes of a CPU worker's address space (`--audit-max-memory`)
 
     @property
     def compare_with_baseline(self) -> bool:
@@ -41,6 +43,9 @@ class AuditSettings:
         out = asdict(self)
         del out["scenarios"]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+ISOLATION_MODES = ("process", "inline")
 
 
 def usage_error(message: str) -> pytest.UsageError:
@@ -68,15 +73,10 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 def parse_settings(config: pytest.Config) -> AuditSettings:
     """Check every option and return the typed settings (a usage error names the first bad one)."""
-    from unlearn_audit.engine.specs import SpecError, check_spec
+    from unlearn_audit.engine.worker import parse_memory
     from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
 
     specs = tuple(s.strip() for s in config.getoption("unlearner"))
-    for spec in specs:
-        try:
-            check_spec(spec)
-        except SpecError as exc:
-            raise usage_error(str(exc)) from None
     if len(set(specs)) != len(specs):
         raise usage_error(f"--unlearner given twice for the same spec: {list(specs)}")
     profile = config.getoption("audit_profile")
@@ -103,6 +103,13 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
             raise usage_error(str(exc)) from None
     shard = _option(config, "audit_shard", parse_shard, lambda s: True, "I/N with 1 <= I <= N (e.g. 2/4)")
     cache = config.getoption("audit_cache")
+    isolation = config.getoption("audit_isolation")
+    if isolation not in ISOLATION_MODES:
+        raise usage_error(f"--audit-isolation must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
+    max_memory = _option(config, "audit_max_memory", parse_memory, lambda b: b >= 2**27,
+                         "a memory size of at least 128M, e.g. 4G or 512M")
+    if max_memory and isolation == "inline":
+        raise usage_error("--audit-max-memory caps a worker process; it cannot apply with --audit-isolation inline")
     return AuditSettings(
         unlearners=specs,
         profile=profile,
@@ -116,4 +123,17 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
         update_baseline=update_baseline,
         shard=shard,
+        isolation=isolation,
+        max_memory=max_memory,
     )
+
+
+def check_specs_inline(specs: tuple[str, ...]) -> None:
+    """`--audit-isolation inline`: import each spec here; a usage error names the first bad one."""
+    from unlearn_audit.engine.specs import SpecError, check_spec
+
+    for spec in specs:
+        try:
+            check_spec(spec)
+        except SpecError as exc:
+            raise usage_error(str(exc)) from None

@@ -15,11 +15,13 @@ from unlearn_audit.plugin.settings import AuditSettings
 
 if TYPE_CHECKING:
     from unlearn_audit.engine.session import AuditSession
+    from unlearn_audit.engine.worker import UnlearnerWorker
     from unlearn_audit.reports.collector import ReportCollector
 
 settings_key = pytest.StashKey[AuditSettings]()
 collector_key = pytest.StashKey["ReportCollector"]()
 session_key = pytest.StashKey["AuditSession"]()
+prestarted_key = pytest.StashKey["dict[str, UnlearnerWorker]"]()  # workers that resolved the specs at start-up
 
 
 def get_audit_session(config: pytest.Config) -> "AuditSession":
@@ -35,6 +37,12 @@ def get_audit_session(config: pytest.Config) -> "AuditSession":
                 cache_dir=Path(s.cache_dir) if s.cache_dir else None,
                 timeout=s.timeout,
                 device=s.device,
+                isolation=s.isolation,
+                max_memory=s.max_memory,
+                threads=s.threads,
             ),
         )
+        # The workers that resolved the specs at start-up run the audit: no second start.
+        config.stash[session_key].workers.update(config.stash.get(prestarted_key, {}))
+        config.stash[prestarted_key] = {}
     return config.stash[session_key]

@@ -1,0 +1,114 @@
+"""Process isolation (the default): one `unlearn()` in the spec's worker process.
+
+The harness writes what `UnlearningRequest` carries (forget, retain and validation data and the
+poisoned original's weights) once per fixture into a private, read-only safetensors file, and
+nothing else: the worker never sees the fixture's secret, its test sets or its reference models.
+The worker answers with files (the returned weights as safetensors, its report as JSON), which
+the harness reads without unpickling anything. A crash or a timeout of the worker becomes a
+failing outcome that names it; the session goes on and the next job gets a fresh worker.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from unlearn_audit.engine.execute import Execution
+from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, finish
+from unlearn_audit.engine.worker import UnlearnerWorker, WorkerFailed
+from unlearn_audit.engine.worker_protocol import (DATA_FILE, MODEL_PREFIX, REPORT_FILE, STDERR_FILE, STDOUT_FILE,
+                                                  WEIGHTS_FILE, MalformedReport, file_sha256, parse_report,
+                                                  truncated)
+from unlearn_audit.scenarios.fixture import Fixture
+
+
+class RequestFiles:
+    """The request data of each fixture, written once into a private directory of this session."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="unlearn-audit-requests-"))
+        self._written: dict[tuple[str, int], tuple[Path, str]] = {}
+
+    def for_fixture(self, fixture: Fixture) -> tuple[Path, str]:
+        """(path, sha256) of the fixture's request file, rewritten if anything changed it since."""
+        key = (fixture.recipe.name, fixture.seed)
+        if key in self._written:
+            path, digest = self._written[key]
+            if path.exists() and file_sha256(path) == digest:
+                return path, digest
+        path = self.root / f"{fixture.recipe.name}-seed{fixture.seed}" / DATA_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.chmod(0o600)
+        forget, retain, validation = fixture.forget_set(), fixture.retain_set(), fixture.validation_set()
+        tensors = {"forget_x": forget.inputs, "forget_y": forget.labels, "retain_x": retain.inputs,
+                   "retain_y": retain.labels, "validation_x": validation.inputs, "validation_y": validation.labels}
+        tensors.update({MODEL_PREFIX + k: v.detach().cpu() for k, v in fixture.original.state_dict().items()})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+        path.chmod(0o400)
+        self._written[key] = (path, file_sha256(path))
+        return self._written[key]
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _read_text(path: Path) -> str:
+    return truncated(path.read_text(errors="replace")) if path.exists() else ""
+
+
+def run_isolated(
+    worker: UnlearnerWorker,
+    fixture: Fixture,
+    files: RequestFiles,
+    *,
+    budget_fraction: float,
+    seed: int,
+    timeout: float,
+    device: torch.device,
+    exempt_from_budget: bool = False,
+) -> UnlearnOutcome:
+    budget = budget_for(fixture, budget_fraction)
+    data_path, digest = files.for_fixture(fixture)
+    result_dir = Path(tempfile.mkdtemp(prefix="job-", dir=files.root))
+    result_dir.chmod(0o700)
+    job: dict[str, Any] = {
+        "data_path": str(data_path), "data_sha256": digest, "result_dir": str(result_dir),
+        "model_spec": dict(fixture.recipe.model), "input_shape": list(fixture.meta["input_shape"]),
+        "num_classes": fixture.num_classes, "recipe": dict(fixture.recipe.training.__dict__),
+        "budget_fraction": budget.fraction, "budget_example_gradients": budget.example_gradients,
+        "seed": seed, "device": str(device), "profile": fixture.recipe.profile,
+    }
+    try:
+        try:
+            worker.run(job, timeout)
+        except WorkerFailed as exc:
+            output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
+            return UnlearnOutcome(None, 0, timeout, budget, f"the unlearner's worker process {exc}", exempt_from_budget,
+                                  output=output)
+        output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
+        try:
+            report = parse_report((result_dir / REPORT_FILE).read_text())
+        except (OSError, MalformedReport) as exc:
+            return UnlearnOutcome(None, 0, 0.0, budget, f"the unlearner's worker wrote no valid report ({exc})",
+                                  exempt_from_budget, output=output)
+        output["warnings"] = list(report.warnings)
+        state = None
+        if report.error is None:
+            try:
+                state = load_file(str(result_dir / WEIGHTS_FILE))
+            except (OSError, SafetensorError) as exc:
+                report_error = f"the returned weights could not be read ({exc})"
+                return UnlearnOutcome(None, report.example_gradients, report.seconds, budget, report_error,
+                                      exempt_from_budget, output=output)
+        execution = Execution(None, report.error, report.traceback, report.example_gradients, report.seconds,
+                              report.spend_problem, report.warnings)
+        return finish(execution, state, fixture, budget, device, exempt_from_budget, output)
+    finally:
+        shutil.rmtree(result_dir, ignore_errors=True)

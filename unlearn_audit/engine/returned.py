@@ -1,0 +1,61 @@
+"""What the harness does with the weights a method returned, in either isolation mode.
+
+The weights are loaded into a fresh model of the fixture's architecture (no hooks, frozen flags,
+dtype or identity of the method's object survive into the checks) and compared with the reference
+models the harness holds: a method that found the retrain reference (on disk, or in the harness's
+memory in the in-process mode) and returned it must not pass as an unlearner.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from unlearn_audit.profiles.models import nonfinite_tensors
+from unlearn_audit.scenarios.fixture import Fixture
+
+REFERENCE_MATCH_TOLERANCE = 0.01
+"""A returned model closer to the retrain reference than 1% of the original's distance to it is a copy
+of the reference: legitimate unlearning from the original moves nowhere near that close, and an
+independent retraining lands about as far from it as the original is."""
+
+
+def audited_copy(state: Mapping[str, torch.Tensor], fixture: Fixture, device: torch.device) -> tuple[nn.Module | None, str | None]:
+    """A fresh model with the returned weights, or None and why they are unusable."""
+    try:
+        with torch.random.fork_rng(devices=[]):  # its throwaway initialisation must not move the global RNG
+            model = fixture.factory().to(device)
+        model.load_state_dict(dict(state))
+    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+        return None, f"unlearn() returned weights that do not load into the architecture: {exc}"
+    bad = nonfinite_tensors(model)
+    if bad:
+        return None, f"unlearn() returned a model with NaN/Inf values in {len(bad)} tensors, e.g. {bad[:3]}"
+    return model.eval(), None
+
+
+def _flat(model: nn.Module) -> torch.Tensor:
+    parts = [v.detach().float().flatten().cpu() for k, v in model.state_dict().items()
+             if v.is_floating_point() and not k.endswith("num_batches_tracked")]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def reference_distance(model: nn.Module, fixture: Fixture) -> float:
+    """Distance to the retrain reference, in units of the poisoned original's distance to it."""
+    retrain = _flat(fixture.retrain)
+    separation = float((_flat(fixture.original) - retrain).norm())
+    if separation == 0.0:
+        return float("inf")
+    return float((_flat(model) - retrain).norm()) / separation
+
+
+def reference_copy_problem(model: nn.Module, fixture: Fixture) -> str | None:
+    """Why the model counts as the harness's own retrain reference, or None."""
+    distance = reference_distance(model, fixture)
+    if distance <= REFERENCE_MATCH_TOLERANCE:
+        return (f"unlearn() returned the harness's own retrain reference (distance to it {distance:.2g} of the "
+                f"original's, tolerance {REFERENCE_MATCH_TOLERANCE:g}): a method must not read the harness's "
+                "reference models")
+    return None

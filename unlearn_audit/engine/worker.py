@@ -1,0 +1,256 @@
+"""The harness's side of an unlearner's worker process (torch-free, so the plugin can check specs).
+
+One `UnlearnerWorker` per `--unlearner` spec: a fresh interpreter (`subprocess`, the moral
+equivalent of multiprocessing's `spawn`, without its pickled channel) that imports the method's
+module, so the harness process never does. It is reused across the spec's scenarios, seeds and
+budgets, and restarted after a crash or a timeout. The worker runs in its own session (process
+group): a timeout terminates, then kills, the whole group, including processes the method started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unlearn_audit.engine.worker_protocol import encode
+
+HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
+STARTUP_TIMEOUT = 300.0  # seconds for a worker to import torch and the method's module
+LOG_TAIL = 3000
+
+
+class WorkerStartError(RuntimeError):
+    """The spec did not resolve in the worker (a usage error), or the worker died while starting."""
+
+
+class WorkerFailed(RuntimeError):
+    """The worker died or timed out during a job; the message says how (exit status, signal, limit)."""
+
+
+def describe_exit(returncode: int) -> str:
+    """`exited with status 3`, `killed by SIGSEGV`, `killed by SIGKILL: out of memory?`"""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}" + (": out of memory?" if name == "SIGKILL" else "")
+    return f"exited with status {returncode}"
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from `4G`, `512M`, `1.5GiB` or a plain number of bytes."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1] if t and t[-1] in units else ""
+    value = float(t[: len(t) - len(unit)])
+    if value <= 0:
+        raise ValueError(text)
+    return int(value * units[unit])
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    threads: int | None = None  # torch CPU threads (default 1, as in the harness)
+    max_memory: int | None = None  # bytes of address space; applied when the audit runs on the CPU
+    device: str | None = None  # the audit device as requested (None: CUDA if available)
+    python: str = sys.executable
+
+
+def worker_sys_path() -> list[str]:
+    """The harness's import path, absolute: the worker imports what the harness could import."""
+    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+
+
+class UnlearnerWorker:
+    def __init__(self, spec: str, options: WorkerOptions = WorkerOptions()) -> None:
+        self.spec = spec
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+        self.home: Path | None = None
+        self._control: int | None = None
+        self._buffer = b""
+        self._jobs = 0
+        self.restarts = 0
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the process and send the hello; `wait_ready` collects the answer."""
+        self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-"))
+        read_end, write_end = os.pipe()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(HARNESS_ENV_PREFIX)}
+        env["PYTHONPATH"] = os.pathsep.join(worker_sys_path())
+        with open(self.home / "worker.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [self.options.python, "-m", "unlearn_audit.engine.worker_main", str(write_end)],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, env=env,
+                pass_fds=(write_end,), start_new_session=True,
+            )
+        os.close(write_end)
+        self._control, self._buffer = read_end, b""
+        hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": self.options.threads,
+                 "max_memory": self.options.max_memory, "device": self.options.device}
+        self._write(hello)
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Block until the worker resolved its spec; WorkerStartError if it could not."""
+        try:
+            message = self._read_message(timeout)
+        except WorkerFailed as exc:
+            raise WorkerStartError(f"--unlearner {self.spec!r}: the worker process {exc} while importing the method"
+                                   f"{self._log_tail()}") from None
+        if message.get("event") == "spec_error":
+            self.close()
+            raise WorkerStartError(str(message.get("message")))
+        if message.get("event") != "ready":
+            self.close()
+            raise WorkerStartError(f"--unlearner {self.spec!r}: unexpected message from the worker: {message}")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure_started(self) -> None:
+        if not self.alive:
+            if self.process is not None:
+                self.restarts += 1
+                self._discard()
+            self.start()
+            self.wait_ready()
+
+    def close(self) -> None:
+        """Ask the worker to exit; kill it if it does not within a few seconds; remove its directory."""
+        if self.alive:
+            try:
+                self._write({"exit": True})
+                self.process.wait(timeout=5)  # type: ignore[union-attr]
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+        self._discard()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def run(self, job: dict[str, Any], timeout: float) -> None:
+        """Run one job to completion; WorkerFailed if the worker died or ran past `timeout` (it is then killed)."""
+        self.ensure_started()
+        self._jobs += 1
+        job = {**job, "job": self._jobs}
+        try:
+            self._write(job)
+        except OSError:
+            pass  # it died just now: reading says how
+        try:
+            message = self._read_message(timeout)
+        except WorkerFailed as exc:
+            raise WorkerFailed(f"{exc}{self._log_tail()}") from None
+        if message.get("event") == "job_error":
+            raise RuntimeError(f"the worker could not run the job: {message.get('message')}\n{message.get('traceback', '')}")
+        if message.get("event") != "done" or message.get("job") != self._jobs:
+            self._kill()
+            raise WorkerFailed(f"sent an unexpected message {message!r}")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(encode(message))
+        self.process.stdin.flush()
+
+    def _read_message(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill()
+                raise WorkerFailed(f"did not finish within the time limit of {timeout:.0f} s (--audit-timeout) "
+                                   "and was killed")
+            ready, _, _ = select.select([self._control], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self._control, 1 << 16)  # type: ignore[arg-type]
+            if not chunk:  # every write end closed: the worker is gone
+                code = self._wait_exit()
+                raise WorkerFailed(describe_exit(code))
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            self._kill()
+            raise WorkerFailed(f"sent a malformed message {line[:200]!r}")
+        return message
+
+    def _wait_exit(self) -> int:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            return self.process.returncode
+
+    def _kill(self) -> None:
+        """Terminate, then kill, the worker's whole process group (what the method started dies too)."""
+        p = self.process
+        if p is None:
+            return
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(p.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _log_tail(self) -> str:
+        if self.home is None or not (self.home / "worker.log").exists():
+            return ""
+        text = (self.home / "worker.log").read_text(errors="replace").strip()
+        return f"\nworker log (end):\n{text[-LOG_TAIL:]}" if text else ""
+
+    def _discard(self) -> None:
+        if self._control is not None:
+            os.close(self._control)
+            self._control = None
+        if self.process is not None and self.process.stdin is not None:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.home = None
+
+
+def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> dict[str, UnlearnerWorker]:
+    """Start one worker per spec (in parallel) and wait until each resolved its spec.
+
+    WorkerStartError for the first spec that does not resolve (the others are closed).
+    """
+    workers = {spec: UnlearnerWorker(spec, options) for spec in specs}
+    for worker in workers.values():
+        worker.start()
+    try:
+        for worker in workers.values():
+            worker.wait_ready()
+    except WorkerStartError:
+        close_all(workers)
+        raise
+    return workers
+
+
+def close_all(workers: dict[str, UnlearnerWorker]) -> None:
+    for worker in workers.values():
+        worker.close()

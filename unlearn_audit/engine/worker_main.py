@@ -1,0 +1,161 @@
+"""The worker process that runs one unlearner spec: `python -m unlearn_audit.engine.worker_main FD`.
+
+Started by `unlearn_audit.engine.worker.UnlearnerWorker` in a private temporary directory, with
+no cache path in its environment. It reads a hello line and then one job per line from stdin
+(JSON), and answers on file descriptor FD (JSON lines): `ready` or `spec_error` once, then `done`
+per job. A job names the request's data file (safetensors, see `worker_protocol`) and a result
+directory; the worker writes the returned weights and its report there. Only the request's data
+ever reaches this process: never the fixture's secret, its test sets or its reference models.
+
+Whatever the method does to the process (global dtype, monkeypatching, threads, memory) stays here
+and dies with it; the harness restarts a worker after a crash or a timeout.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def _send(control: BinaryIO, message: dict[str, Any]) -> None:
+    from unlearn_audit.engine.worker_protocol import encode
+
+    control.write(encode(message))
+    control.flush()
+
+
+def _limit_memory(max_bytes: int | None, device: str | None) -> None:
+    """Cap the address space (`--audit-max-memory`) when the audit runs on the CPU.
+
+    Not on CUDA: its driver reserves far more address space than it uses. Called after torch is
+    imported and before the method's module is, so the cap binds the method, not torch's start-up.
+    """
+    import torch
+
+    on_cuda = (device or "").startswith("cuda") or (device is None and torch.cuda.is_available())
+    if max_bytes and not on_cuda:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+class _RedirectedOutput:
+    """Point file descriptors 1 and 2 at files for the duration of a job (C-level output included)."""
+
+    def __init__(self, stdout: Path, stderr: Path) -> None:
+        self.paths = (stdout, stderr)
+
+    def __enter__(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.saved = (os.dup(1), os.dup(2))
+        for fd, path in zip((1, 2), self.paths):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - the method may have replaced or closed them
+            pass
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
+def run_job(unlearner: Any, job: dict[str, Any]) -> None:
+    """Run one unlearn() as the job describes and write its report and weights to the job's directory."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from unlearn_audit.engine.counting import ExampleGradientCounter
+    from unlearn_audit.engine.execute import execute
+    from unlearn_audit.engine.worker_protocol import (MODEL_PREFIX, REPORT_FILE, STDERR_FILE, STDOUT_FILE,
+                                                      WEIGHTS_FILE, UnlearnReport, file_sha256)
+    from unlearn_audit.profiles.models import model_factory
+    from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
+
+    out = Path(job["result_dir"])
+    data_path = Path(job["data_path"])
+    if file_sha256(data_path) != job["data_sha256"]:
+        raise RuntimeError(f"the request data file {data_path} changed after the harness wrote it")
+    tensors = load_file(str(data_path))
+    device = torch.device(job["device"])
+    build = model_factory(job["model_spec"], tuple(job["input_shape"]), int(job["num_classes"]))
+    with torch.random.fork_rng(devices=[]):  # building models must not move the seeded generators
+        reference = build()
+        model = build()
+    model.load_state_dict({k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
+    model.to(device)
+    seed = int(job["seed"])
+    counter = ExampleGradientCounter()
+    request = UnlearningRequest(
+        forget=ExampleSet(tensors["forget_x"], tensors["forget_y"]),
+        retain=ExampleSet(tensors["retain_x"], tensors["retain_y"]),
+        budget=Budget(float(job["budget_fraction"]), int(job["budget_example_gradients"])),
+        recipe=TrainingRecipe(**job["recipe"]),
+        model_factory=lambda: build().to(device),
+        num_classes=int(job["num_classes"]),
+        device=device,
+        seed=seed,
+        generator=torch.Generator().manual_seed(seed),
+        profile=str(job["profile"]),
+        validation=ExampleSet(tensors["validation_x"], tensors["validation_y"]),
+    )
+    with _RedirectedOutput(out / STDOUT_FILE, out / STDERR_FILE):
+        done = execute(unlearner, model, request, reference, counter)
+    if done.returned is not None:
+        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in done.returned.state_dict().items()
+                 if isinstance(v, torch.Tensor)}
+        save_file(state, str(out / WEIGHTS_FILE))
+    report = UnlearnReport(done.error, done.traceback, done.example_gradients, done.seconds, done.spend_problem,
+                           done.warnings)
+    (out / REPORT_FILE).write_text(json.dumps(report.to_json()))
+
+
+def main(argv: list[str]) -> int:
+    control = os.fdopen(int(argv[1]), "wb", buffering=0)
+    faulthandler.enable()  # a segfault leaves a Python traceback in the worker's log
+    # Jobs arrive on the original stdin; the method gets /dev/null there, so it cannot read them.
+    jobs = os.fdopen(os.dup(0), "r")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    hello = json.loads(jobs.readline())
+    sys.path[:0] = [p for p in hello.get("sys_path", []) if p not in sys.path]
+    import torch
+
+    torch.set_num_threads(int(hello.get("threads") or 1))
+    _limit_memory(hello.get("max_memory"), hello.get("device"))
+    from unlearn_audit.engine.specs import SpecError, resolve_unlearner
+
+    try:
+        unlearner = resolve_unlearner(hello["spec"])
+    except BaseException as exc:  # noqa: BLE001 - a spec that does not resolve is a usage error
+        _send(control, {"event": "spec_error", "message": f"{exc}" if isinstance(exc, SpecError)
+                        else f"--unlearner {hello['spec']!r}: {type(exc).__name__}: {exc}"})
+        return 0
+    _send(control, {"event": "ready", "pid": os.getpid()})
+    for line in jobs:
+        job = json.loads(line)
+        if job.get("exit"):
+            break
+        try:
+            run_job(unlearner, job)
+            _send(control, {"event": "done", "job": job["job"]})
+        except Exception as exc:  # noqa: BLE001 - a harness-side failure of this job, reported as such
+            import traceback
+
+            _send(control, {"event": "job_error", "job": job["job"],
+                            "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
