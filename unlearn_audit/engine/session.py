@@ -123,6 +123,8 @@ class AuditSession:
                 files = self._files["requests"]
                 self._outcomes[key] = run_isolated(self.worker(spec), fixture, files, **run)
             o = self._outcomes[key]
+            if o.error and self.options.max_memory and _looks_like_memory(o.error):
+                o.error += f" (the worker's memory is capped by --audit-max-memory {_size(self.options.max_memory)})"
             if o.fixture_tampered:
                 del self._fixtures[(scenario, seed)]  # reload a clean copy from disk for later cases
             problems = self.cache.verify_path(fixture.path)
@@ -206,6 +208,17 @@ class AuditSession:
             result = get_check(check)(ctx)
         meta["check_seconds"] = time.perf_counter() - started
         return result, meta
+
+
+def _looks_like_memory(error: str) -> bool:
+    return any(sign in error for sign in ("can't allocate memory", "MemoryError", "SIGKILL", "out of memory"))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("G", 2**30), ("M", 2**20)):
+        if n >= scale:
+            return f"{n / scale:g}{unit}"
+    return str(n)
 
 
 def failure_message(outcome: UnlearnOutcome, nodeid: str | None) -> str:

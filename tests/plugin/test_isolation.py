@@ -1,0 +1,223 @@
+"""Hostile methods against process isolation, run through the plugin as a user would.
+
+Each hostile method attacks one defence (reference theft from disk or memory, hook stripping,
+global state, exits, segfaults, memory, hangs, global randomness); each must end as failing tests
+that name the reason, while the other methods of the session keep their verdicts and the
+reports are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+METHODS = "unlearn_audit.methods"
+
+HOSTILE = textwrap.dedent(
+    '''
+    import ctypes, gc, os, random, sys, time
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from torch import nn
+    from safetensors.torch import load_file
+
+    HERE = Path(__file__).parent
+    (HERE / f"imported-by-{os.getpid()}").write_text("")
+
+    def _retrain_from(cache_root, model):
+        """The retrain weights of the cached fixture whose original equals `model`, or None."""
+        mine = {k: v for k, v in model.state_dict().items()}
+        for path in Path(cache_root).rglob("weights.safetensors"):
+            w = load_file(str(path))
+            if all(torch.equal(w["original." + k], v) for k, v in mine.items()):
+                return {k[len("retrain."):]: v for k, v in w.items() if k.startswith("retrain.")}
+        return None
+
+    def steals_from_disk(model, request):
+        print("cache variable in the worker:", os.environ.get("UNLEARN_AUDIT_CACHE"))
+        print("working directory:", os.getcwd())
+        stolen = _retrain_from((HERE / "cache_path.txt").read_text(), model)
+        model.load_state_dict(stolen)
+        return model
+
+    def _module_attr(o, name):
+        try:
+            return isinstance(getattr(o, name, None), nn.Module)
+        except Exception:
+            return False
+
+    def steals_from_memory(model, request):
+        found = [o for o in gc.get_objects() if _module_attr(o, "retrain") and _module_attr(o, "original")]
+        print("harness objects found:", len(found))
+        if found:
+            model.load_state_dict(found[0].retrain.state_dict())
+        return model
+
+    def _train(model, request, epochs):
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+        for _ in range(epochs):
+            for x, y in request.retain.batches(64, generator=request.generator):
+                opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+        return model
+
+    def clears_module_hooks(model, request):
+        for m in model.modules():
+            m._forward_pre_hooks.clear()
+        return _train(model, request, 5)  # 5 epochs of the retain set: 1.5x the budget (10% of 30 epochs)
+
+    def clears_global_hooks(model, request):
+        torch.nn.modules.module._global_forward_pre_hooks.clear()
+        return _train(model, request, 5)
+
+    def sets_float64(model, request):
+        torch.set_default_dtype(torch.float64)
+        return model
+
+    def exits(model, request):
+        os._exit(3)
+
+    def segfaults(model, request):
+        ctypes.string_at(0)
+
+    def eats_memory(model, request):
+        hog = [torch.ones(2**28, dtype=torch.uint8) for _ in range(64)]  # 16 GiB, touched
+        return model
+
+    def sleeps(model, request):
+        (HERE / "sleeper.pid").write_text(str(os.getpid()))
+        time.sleep(600)
+        return model
+
+    def uses_global_random(model, request):
+        # as real methods do: a random subset of the retain set via Python's and NumPy's global generators
+        n = len(request.retain)
+        pick = sorted(random.sample(range(n), 200)) + list(np.random.choice(n, 100))
+        x, y = request.retain.inputs[pick], request.retain.labels[pick]
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        for i in range(0, len(pick), 50):
+            opt.zero_grad(); torch.nn.functional.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward(); opt.step()
+        return model
+
+    def raises_loudly(model, request):
+        print("hello from the method")
+        import warnings
+        warnings.warn("a warning from the method")
+        raise RuntimeError("boom from the method")
+    '''
+)
+
+
+@pytest.fixture
+def hostile(pytester: pytest.Pytester, audit_env: Path) -> pytest.Pytester:
+    pytester.makepyfile(hostile=HOSTILE)
+    (pytester.path / "cache_path.txt").write_text(str(audit_env))
+    pytester.syspathinsert()
+    return pytester
+
+
+def results(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["results"]
+
+
+def test_reference_from_disk_is_detected_and_the_worker_gets_no_cache_path(hostile: pytest.Pytester) -> None:
+    report = hostile.path / "r.json"
+    result = hostile.runpytest("--unlearner", "hostile:steals_from_disk", "-k", "gaussian and not relearning",
+                               "--audit-report", str(report))
+    result.assert_outcomes(failed=4)
+    assert "returned the harness's own retrain reference" in result.stdout.str()
+    assert f"imported-by-{os.getpid()}" not in os.listdir(hostile.path), "the harness process imported the method"
+    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
+    assert "cache variable in the worker: None" in stdout
+    assert f"working directory: {hostile.path}" not in stdout
+
+
+@pytest.mark.parametrize("isolation, expected", [("process", "harness objects found: 0"),
+                                                 ("inline", "returned the harness's own retrain reference")])
+def test_reference_from_memory(hostile: pytest.Pytester, isolation: str, expected: str) -> None:
+    """In a worker there is nothing to find; in-process the method finds it and the detection fails it."""
+    report = hostile.path / "r.json"
+    result = hostile.runpytest("--unlearner", "hostile:steals_from_memory", "--audit-isolation", isolation,
+                               "-k", "gaussian_leakage and gaussian", "--audit-report", str(report))
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str() + json.dumps(results(report))
+    assert expected in text
+
+
+def test_stripping_module_hooks_is_still_counted(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:clears_module_hooks", "-k", "budget and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "spent 6435 example-gradients, budget 4311" in result.stdout.str()
+
+
+def test_removing_the_global_counter_fails_the_budget(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:clears_global_hooks", "-k", "budget and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "the spend could not be verified: the harness's global forward hook was removed" in result.stdout.str()
+
+
+def _scores(path: Path, unlearner: str) -> dict[str, tuple[str, float]]:
+    return {r["check"]: (r["outcome"], r["score"]) for r in results(path) if r["unlearner"] == unlearner}
+
+
+def test_global_state_dies_with_its_worker(hostile: pytest.Pytester) -> None:
+    alone, beside = hostile.path / "alone.json", hostile.path / "beside.json"
+    k = ["-k", "gaussian and not relearning"]
+    hostile.runpytest("--unlearner", f"{METHODS}:GradientDescent", *k, "--audit-report", str(alone))
+    result = hostile.runpytest("--unlearner", "hostile:sets_float64", "--unlearner", f"{METHODS}:GradientDescent", *k,
+                               "--audit-report", str(beside))
+    assert result.parseoutcomes().get("errors", 0) == 0, result.stdout.str()
+    gd = f"{METHODS}:GradientDescent"
+    assert _scores(beside, gd) == _scores(alone, gd) and len(_scores(alone, gd)) == 4
+
+
+@pytest.mark.parametrize("method, reason", [("exits", "exited with status 3"), ("segfaults", "killed by SIGSEGV")])
+def test_a_crash_fails_its_cases_and_the_session_goes_on(hostile: pytest.Pytester, method: str, reason: str) -> None:
+    report, junit = hostile.path / "r.json", hostile.path / "junit.xml"
+    result = hostile.runpytest("--unlearner", f"hostile:{method}", "--unlearner", f"{METHODS}:NoOp",
+                               "-k", "gaussian and (budget or leakage)", "--audit-report", str(report),
+                               f"--junitxml={junit}")
+    result.assert_outcomes(failed=3, passed=1)  # the crashed method's 2 checks, and NoOp's leakage
+    assert f"the unlearner's worker process {reason}" in result.stdout.str()
+    noop = _scores(report, f"{METHODS}:NoOp")
+    assert noop["budget_respected"][0] == "passed" and noop["gaussian_leakage"][0] == "failed"
+    assert junit.exists() and "unlearn-audit" in result.stdout.str()
+
+
+def test_memory_cap_fails_the_method_that_exceeds_it(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:eats_memory", "--audit-max-memory", "2G",
+                               "-k", "gaussian_leakage and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "can't allocate memory" in result.stdout.str() and "--audit-max-memory 2G" in result.stdout.str()
+
+
+def test_a_hang_is_killed_at_the_timeout(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:sleeps", "--audit-timeout", "3", "-k", "gaussian_leakage and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "did not finish within the time limit of 3 s (--audit-timeout) and was killed" in result.stdout.str()
+    pid = int((hostile.path / "sleeper.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_global_randomness_is_seeded_so_reruns_are_identical(hostile: pytest.Pytester) -> None:
+    runs = []
+    for name in ("a.json", "b.json"):
+        hostile.runpytest("--unlearner", "hostile:uses_global_random", "-k", "gaussian_leakage",
+                          "--audit-report", str(hostile.path / name))
+        runs.append(_scores(hostile.path / name, "hostile:uses_global_random"))
+    assert runs[0] == runs[1] and runs[0]["gaussian_leakage"][1] is not None
+
+
+def test_a_failed_unlearn_is_reported_once_with_its_output(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:raises_loudly", "-k", "gaussian")
+    result.assert_outcomes(failed=5)
+    out = result.stdout.str()
+    assert out.count("Traceback (most recent call last)") == 1
+    assert out.count("hello from the method") == 1 and out.count("a warning from the method") == 1
+    assert out.count("unlearn() failed (see test_budget_respected.py::") == 4
