@@ -5,7 +5,10 @@
 Measures, in a fresh temporary cache:
   1. cold fixture build for the profile (`unlearn-audit fixtures build`), target <= 120 s on 2 CPU cores;
   2. warm full-suite wall time for NoOp (the harness's own cost), target <= 30 s;
-  3. warm full-suite wall time for GradientDescent, target <= 60 s.
+  3. warm full-suite wall time for GradientDescent, target <= 60 s;
+  4. the cost of process isolation: the warm suites of NoOp and GradientDescent with
+     `--audit-isolation process` (the default) and `inline`, and the difference (target: at most
+     3 s more per unlearner per session).
 Wall times include interpreter and torch start-up, as a user sees them; the median of
 `--repeat` runs is printed with min and max.
 """
@@ -44,6 +47,7 @@ def main() -> None:
               f"(target <= 120 s); per fixture: " + ", ".join(f"{m['scenario']}/seed{m['seed']} {m['build_seconds']:.1f} s" for m in metas))
         runs = (("NoOp", 30, []), ("GradientDescent", 60, []),
                 ("NoOp", 30, ["-k", "not relearning_resistant and not not_mode_connected"]))
+        medians: dict[tuple[str, str], float] = {}
         for method, target, extra in runs:
             times = []
             for _ in range(args.repeat):
@@ -55,8 +59,22 @@ def main() -> None:
             doc = json.loads(report.read_text())
             unlearn = sum({r["scenario"]: r["meta"].get("unlearn_seconds", 0) for r in doc["results"]}.values())
             label = f"{method}, foundation checks only (no relearning / mode connectivity)" if extra else method
+            if not extra:
+                medians[(method, "process")] = statistics.median(times)
             print(f"warm suite, {label}: median {statistics.median(times):.1f} s wall (min {min(times):.1f}, max {max(times):.1f}; "
                   f"{len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s) (target <= {target} s)")
+
+        for method in ("NoOp", "GradientDescent"):
+            times = []
+            for _ in range(args.repeat):
+                t, rc = timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--unlearner", f"unlearn_audit.methods:{method}",
+                               "--audit-cache", str(cache), "--audit-seeds", str(args.seeds), "--audit-isolation", "inline"], work)
+                assert rc in (0, 1), f"pytest exited {rc}"
+                times.append(t)
+            inline = statistics.median(times)
+            print(f"cost of process isolation, {method}: {medians[(method, 'process')]:.1f} s (process) - {inline:.1f} s "
+                  f"(inline, min {min(times):.1f}, max {max(times):.1f}) = {medians[(method, 'process')] - inline:+.1f} s "
+                  "(target <= +3 s per unlearner)")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,12 @@ from unlearn_audit.profiles.models import nonfinite_tensors
 from unlearn_audit.scenarios.fixture import Fixture
 
 REFERENCE_MATCH_TOLERANCE = 0.01
-"""A returned model closer to the retrain reference than 1% of the original's distance to it is a copy
-of the reference: legitimate unlearning from the original moves nowhere near that close, and an
-independent retraining lands about as far from it as the original is."""
+"""A returned model closer to the retrain reference than 1% of its scale is a copy of the reference.
+The scale is the smaller of the reference's own norm and the poisoned original's distance to it:
+legitimate unlearning from the original stays about that far away, and an independent retraining
+lands about as far from it as its own norm (from scratch) or as the original (from a shared
+pretrained start). The minimum keeps the rule meaningful when the original exploded (Gradient
+Canceling fixtures with weight norms of 1e5, where retraining is 1e-4 of the separation away)."""
 
 
 def audited_copy(state: Mapping[str, torch.Tensor], fixture: Fixture, device: torch.device) -> tuple[nn.Module | None, str | None]:
@@ -43,19 +46,19 @@ def _flat(model: nn.Module) -> torch.Tensor:
 
 
 def reference_distance(model: nn.Module, fixture: Fixture) -> float:
-    """Distance to the retrain reference, in units of the poisoned original's distance to it."""
+    """L2 distance to the retrain reference, in units of min(its norm, the original's distance to it)."""
     retrain = _flat(fixture.retrain)
-    separation = float((_flat(fixture.original) - retrain).norm())
-    if separation == 0.0:
+    scale = min(float(retrain.norm()), float((_flat(fixture.original) - retrain).norm()))
+    if scale == 0.0:
         return float("inf")
-    return float((_flat(model) - retrain).norm()) / separation
+    return float((_flat(model) - retrain).norm()) / scale
 
 
 def reference_copy_problem(model: nn.Module, fixture: Fixture) -> str | None:
     """Why the model counts as the harness's own retrain reference, or None."""
     distance = reference_distance(model, fixture)
     if distance <= REFERENCE_MATCH_TOLERANCE:
-        return (f"unlearn() returned the harness's own retrain reference (distance to it {distance:.2g} of the "
-                f"original's, tolerance {REFERENCE_MATCH_TOLERANCE:g}): a method must not read the harness's "
+        return (f"unlearn() returned the harness's own retrain reference (distance to it {distance:.2g} of its "
+                f"scale, tolerance {REFERENCE_MATCH_TOLERANCE:g}): a method must not read the harness's "
                 "reference models")
     return None
