@@ -19,7 +19,8 @@ from torch import nn
 
 from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.attacks.registry import get_attack
-from unlearn_audit.checks import CHECK_NAMES, CheckContext, CheckResult, get_check
+from unlearn_audit.checks import CHECK_NAMES, REMOVAL_CHECKS, CheckContext, CheckResult, get_check
+from unlearn_audit.checks.conditioning import conditioned_on_utility
 from unlearn_audit.errors import RecipeError
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
@@ -206,6 +207,9 @@ class AuditSession:
         else:
             ctx = CheckContext(fixture, outcome, recipe.options(check), self.measure)
             result = get_check(check)(ctx)
+            if check in REMOVAL_CHECKS:
+                utility = CheckContext(fixture, outcome, recipe.options("utility_preserved"), self.measure)
+                result = conditioned_on_utility(result, get_check("utility_preserved")(utility))
         meta["check_seconds"] = time.perf_counter() - started
         return result, meta
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from unlearn_audit.engine.worker_protocol import encode
 
@@ -234,15 +234,19 @@ class UnlearnerWorker:
             self.home = None
 
 
-def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> dict[str, UnlearnerWorker]:
+def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions(),
+                  while_starting: Callable[[], None] | None = None) -> dict[str, UnlearnerWorker]:
     """Start one worker per spec (in parallel) and wait until each resolved its spec.
 
-    WorkerStartError for the first spec that does not resolve (the others are closed).
+    `while_starting` runs meanwhile (e.g. the harness's own torch import, which then overlaps the
+    workers'). WorkerStartError for the first spec that does not resolve (the others are closed).
     """
     workers = {spec: UnlearnerWorker(spec, options) for spec in specs}
     for worker in workers.values():
         worker.start()
     try:
+        if while_starting is not None:
+            while_starting()
         for worker in workers.values():
             worker.wait_ready()
     except WorkerStartError:

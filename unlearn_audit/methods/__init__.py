@@ -16,6 +16,7 @@ e.g. `NGD = lambda: NoisyGradientDescent(sigma=0.03)`.
 from __future__ import annotations
 
 from unlearn_audit.methods.basic import GradientAscent, GradientDescent, NoOp, Retrain, forget_accuracy
+from unlearn_audit.methods.controls import FreshRandomModel, RandomRelabelDestructive
 from unlearn_audit.methods.last_layers import CatastrophicForgettingK, ExactUnlearningK
 from unlearn_audit.methods.neggrad import NegGradPlus
 from unlearn_audit.methods.noisy import NoisyGradientDescent
@@ -30,11 +31,13 @@ __all__ = [
     "SSD",
     "CatastrophicForgettingK",
     "ExactUnlearningK",
+    "FreshRandomModel",
     "GradientAscent",
     "GradientDescent",
     "NegGradPlus",
     "NoOp",
     "NoisyGradientDescent",
+    "RandomRelabelDestructive",
     "Retrain",
     "SalUn",
     "WeightDistReg",

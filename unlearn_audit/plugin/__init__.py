@@ -106,11 +106,16 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
     from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, close_all, start_workers
 
     options = WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device)
+    audits_here = getattr(config.option, "dist", "no") == "no" and not config.option.collectonly
+
+    def import_the_engine() -> None:  # torch's import here overlaps the workers' (two cores: ~1.5 s saved)
+        import unlearn_audit.engine.session  # noqa: F401
+
     try:
-        workers = start_workers(settings.unlearners, options)
+        workers = start_workers(settings.unlearners, options, import_the_engine if audits_here else None)
     except WorkerStartError as exc:
         raise usage_error(str(exc)) from None
-    if getattr(config.option, "dist", "no") != "no" or config.option.collectonly:
+    if not audits_here:
         close_all(workers)
     else:
         config.stash[prestarted_key] = workers
