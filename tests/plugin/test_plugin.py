@@ -122,6 +122,20 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
     assert by_check[("utility_preserved", "gaussian")]["outcome"] == "passed"
 
 
+def test_a_destroyed_model_fails_the_removal_checks(pytester: pytest.Pytester, audit_env: Path) -> None:
+    """A fresh random model has no poison left, and no accuracy: every removal check applies the utility rule."""
+    report = pytester.path / "r.json"
+    result = pytester.runpytest("--unlearner", f"{METHODS}:FreshRandomModel", "-k", "gaussian and not budget",
+                                "--audit-report", str(report))
+    result.assert_outcomes(failed=4)
+    by_check = {r["check"]: r for r in json.loads(report.read_text())["results"]}
+    leakage = by_check["gaussian_leakage"]
+    # the poison metric alone passes (a random model does not depend on the noise); the utility rule fails it
+    assert leakage["details"]["removal_verdict"] == "pass" and leakage["details"]["utility_verdict"] == "fail"
+    assert "removal by destroying the model is not removal" in leakage["message"]
+    assert by_check["utility_preserved"]["score"] < 0.3
+
+
 def test_retrain_passes_and_is_exempt_from_budget(pytester: pytest.Pytester, audit_env: Path) -> None:
     result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs", "-k", "not gradient_canceling and not witches_brew")
     result.assert_outcomes(passed=8, skipped=2)

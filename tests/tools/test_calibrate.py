@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unlearn_audit.tools.calibrate import matrix_markdown, summarise
+from unlearn_audit.tools.calibrate import anchor_violations, matrix_markdown, summarise
 from unlearn_audit.tools.cli import main
 
 
@@ -32,6 +32,19 @@ def test_summary_counts_and_means() -> None:
     table = matrix_markdown(summarise(REPORT))
     assert "| Retrain | 2/2 (-0.01) | exempt |" in table and "| NoOp | 0/2 (0.75) |" in table
     assert table.index("Retrain") < table.index("NoOp")  # calibration anchors first
+
+
+def test_anchor_violations_name_a_passing_negative_control_and_a_failing_retrain() -> None:
+    assert anchor_violations(summarise(REPORT)) == []
+    bad = {"schema_version": 1, "results": REPORT["results"] + [
+        rec("FreshRandomModel", "not_mode_connected", "gaussian", 0, "passed", 1.0),
+        rec("FreshRandomModel", "utility_preserved", "gaussian", 0, "failed", 0.1),
+        rec("Retrain", "relearning_resistant", "gaussian", 0, "failed", 0.5),
+    ]}
+    assert anchor_violations(summarise(bad)) == [
+        "negative control FreshRandomModel passed not_mode_connected on gaussian on 1/1 seeds",
+        "Retrain failed relearning_resistant on gaussian on 1/1 seeds",
+    ]
 
 
 def test_cli_from_report_writes_markdown_and_json(tmp_path: Path) -> None:

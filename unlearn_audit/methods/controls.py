@@ -29,10 +29,13 @@ class RandomRelabelDestructive:
     """Fine-tunes on the forget set with random labels at `lr_multiplier` x the recipe's learning rate.
 
     The forget set's labels are scrambled, as some relabelling methods do, but at a learning rate
-    that wrecks the model: within the budget, with plain SGD (no momentum, no weight decay).
+    that wrecks the model: within the budget, with plain SGD (no momentum, no weight decay) and the
+    gradient norm clipped to `max_grad_norm`, so that the wreck stays finite (an exploded poisoned
+    original, as Gradient Canceling leaves, would otherwise overflow).
     """
 
     lr_multiplier: float = 20.0
+    max_grad_norm: float = 1.0
 
     def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module:
         if len(request.forget) == 0:
@@ -45,5 +48,6 @@ class RandomRelabelDestructive:
             y = torch.randint(0, request.num_classes, (len(x),), generator=request.generator).to(request.device)
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_grad_norm)
             opt.step()
         return model.eval()

@@ -17,8 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+NEGATIVE_CONTROLS = ["NoOp", "FreshRandomModel", "RandomRelabelDestructive"]
+"""Must fail every removal check: the poison kept (NoOp), or the model destroyed instead of cleaned."""
+
 REFERENCE_METHODS = [
-    "Retrain", "NoOp", "GradientDescent", "NoisyGradientDescent", "GradientAscent", "NegGradPlus",
+    "Retrain", "NoOp", "FreshRandomModel", "RandomRelabelDestructive", "GradientDescent", "NoisyGradientDescent", "GradientAscent", "NegGradPlus",
     "ExactUnlearningK", "CatastrophicForgettingK", "SCRUB", "SalUn", "SSD",
 ]
 
@@ -58,6 +61,21 @@ def summarise(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "reference_mean": statistics.fmean(refs) if refs else None,
         })
     return rows
+
+
+def anchor_violations(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the calibration anchors disagree with the suite: a Retrain failure (expected at rate alpha per
+    test), or a negative control passing a removal check on some seed (never expected)."""
+    from unlearn_audit.checks import REMOVAL_CHECKS
+
+    found = []
+    for r in rows:
+        where = f"{r['check']} on {r['scenario']}"
+        if r["unlearner"] == "Retrain" and r["failed"]:
+            found.append(f"Retrain failed {where} on {r['failed']}/{r['seeds']} seeds")
+        if r["unlearner"] in NEGATIVE_CONTROLS and r["check"] in REMOVAL_CHECKS and r["passed"]:
+            found.append(f"negative control {r['unlearner']} passed {where} on {r['passed']}/{r['seeds']} seeds")
+    return found
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -139,5 +157,9 @@ def main(args: Any) -> int:
     (out / f"calibration-{args.profile}.md").write_text(matrix + "\n" + md)
     (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps(rows, indent=2))
     print_scoreboard(rows)
+    violations = anchor_violations(rows)
+    print("calibration anchors: " + ("Retrain passes every test and every negative control "
+                                     f"({', '.join(NEGATIVE_CONTROLS)}) fails every removal check" if not violations
+                                     else "; ".join(violations)))
     print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
     return 0
