@@ -153,3 +153,40 @@ def prediction_test(value: float, references: "list[float]", alpha: float) -> Pr
         t = math.inf if value > mean else (-math.inf if value < mean else 0.0)
         p = 0.0 if value > mean else 1.0
     return PredictionTest(value, mean, scale, n, t, p, alpha)
+
+
+def z_power(effect: float, alpha: float, two_sided: bool = False, critical: float | None = None) -> float:
+    """Power of a test whose statistic is N(effect, 1) under the alternative, at level alpha.
+
+    `critical` overrides the normal critical value (e.g. a t quantile for a prediction test).
+    """
+    if math.isnan(effect):
+        return float("nan")
+    c = critical if critical is not None else float(_st.norm.isf(alpha / 2 if two_sided else alpha))
+    power = float(_st.norm.sf(c - effect))
+    if two_sided:
+        power += float(_st.norm.cdf(-c - effect))
+    return min(1.0, power)
+
+
+def seeds_for_power(effect_one_seed: float, alpha: float, two_sided: bool = False, target: float = 0.8,
+                    limit: int = 100, critical: float | None = None) -> int | None:
+    """How many seeds a pooled test needs to reach `target` power, if the effect adds up over seeds as
+    Stouffer's z does (the pooled statistic grows as sqrt(seeds)); None if more than `limit`.
+    `critical` as in `z_power`, kept for every number of seeds (conservative for a t quantile)."""
+    if math.isnan(effect_one_seed):
+        return None
+    for seeds in range(1, limit + 1):
+        if z_power(effect_one_seed * math.sqrt(seeds), alpha, two_sided, critical) >= target:
+            return seeds
+    return None
+
+
+def excess_effect(a: Proportion, b: Proportion, margin: float) -> float:
+    """Standardised excess of proportion a over b beyond the margin (normal approximation): the z
+    that `excess_test` would see on average when the true rates are a's and b's."""
+    d = a.value - b.value - margin
+    var = a.value * (1 - a.value) / max(1, a.trials) + b.value * (1 - b.value) / max(1, b.trials)
+    if var <= 0:
+        return math.inf if d > 0 else -math.inf
+    return d / math.sqrt(var)

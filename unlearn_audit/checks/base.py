@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 Verdict = Literal["pass", "fail", "xfail", "skip"]
 
+POWER_TARGET = 0.8
+"""A check whose power against the unremoved poison is below this says "low power" (`checks.power`)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class CheckResult:
@@ -35,6 +38,7 @@ class CheckResult:
     rule: str
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    reference_label: str = "retrain"  # what `reference` is: "retrain", "8 clean models", "budget"
 
     def to_json(self) -> dict[str, Any]:
         return finite(asdict(self))
@@ -49,7 +53,7 @@ class CheckResult:
         lines = [
             f"{self.check}: {self.verdict.upper()}",
             f"  score      {fmt(self.score, self.stderr)}  ({self.direction.replace('_', ' ')})",
-            f"  retrain    {fmt(self.reference, self.reference_stderr)}",
+            f"  reference  {fmt(self.reference, self.reference_stderr)}  ({self.reference_label})",
             f"  rule       {self.rule}",
         ]
         if self.message:

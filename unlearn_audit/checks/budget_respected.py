@@ -37,4 +37,5 @@ def run(ctx: CheckContext) -> CheckResult:
         rule=rule,
         message=message,
         details=details,
+        reference_label="budget",
     )

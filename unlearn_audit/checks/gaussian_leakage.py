@@ -19,6 +19,7 @@ from scipy import stats as st
 from unlearn_audit.metrics import gaussian_unlearning_scores
 from unlearn_audit.stats import Proportion, unit_normal_mean_test
 from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
 NAME = "gaussian_leakage"
@@ -69,7 +70,7 @@ def run(ctx: CheckContext) -> CheckResult:
     )
     if not math.isfinite(test.mean):
         verdict, message = "fail", "no usable GUS values (every input gradient was zero)"
-    return CheckResult(
+    result = CheckResult(
         check=NAME,
         verdict=verdict,
         score=test.mean,
@@ -81,3 +82,4 @@ def run(ctx: CheckContext) -> CheckResult:
         message=message,
         details=details,
     )
+    return with_power(result, orig.z, alpha, two_sided=True)

@@ -15,7 +15,8 @@ guarantees that the poisoned original itself fails it.
 
 from __future__ import annotations
 
-from unlearn_audit.stats import Proportion
+from unlearn_audit.stats import Proportion, excess_effect
+from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_correct
 
@@ -51,7 +52,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "gap_lower_bound": test.lower_bound,
         "interval_95": list(acc.interval),
     }
-    return CheckResult(
+    result = CheckResult(
         check=NAME,
         verdict="fail" if test.rejected else "pass",
         score=acc.value,
@@ -63,3 +64,4 @@ def run(ctx: CheckContext) -> CheckResult:
         message=message,
         details=details,
     )
+    return with_power(result, excess_effect(retrain_acc, o, margin), alpha)

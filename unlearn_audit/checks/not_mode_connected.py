@@ -24,6 +24,7 @@ from scipy import stats as st
 from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
 from unlearn_audit.training.loops import predict
 from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.power import certain, with_power
 
 NAME = "not_mode_connected"
 
@@ -88,7 +89,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "path": {k: mine[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
         "retrain_path": {k: ref[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
     }
-    return CheckResult(
+    result = CheckResult(
         check=NAME,
         verdict="fail" if failed else "pass",
         score=b,
@@ -100,3 +101,6 @@ def run(ctx: CheckContext) -> CheckResult:
         message=message,
         details=details,
     )
+    # The unremoved poison is the original itself: its path to itself has no barrier, so it fails
+    # whenever retrain's barrier gives a positive threshold, and never otherwise.
+    return certain(result) if threshold > 0 else with_power(result, float("-inf"), alpha)

@@ -24,7 +24,8 @@ from scipy import stats as st
 
 from unlearn_audit.training.relearning import relearn, relearning_set
 from unlearn_audit.scenarios.seeds import derived_seed
-from unlearn_audit.stats import Proportion, excess_test
+from unlearn_audit.checks.power import with_power
+from unlearn_audit.stats import Proportion, excess_effect, excess_test, z_power
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
@@ -74,10 +75,20 @@ def run(ctx: CheckContext) -> CheckResult:
     level = alpha / len(sizes)
     per_size = []
     worst: tuple[float, dict[str, Any]] | None = None
+    best_power: tuple[float, float, bool] | None = None
     for k in sizes:
         mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every, lr)
         ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every, lr)
         m, r = mine["final"], ref["final"]
+        # The power: the same attack on the poisoned original (the poison not removed at all).
+        o = relearn_curves(ctx, f.original, k, positions, held_out, steps, eval_every, lr)["final"]
+        if m.null == "proportion":
+            effect, two_sided = excess_effect(Proportion(o.hits, o.n), Proportion(r.hits, r.n), margin), False
+        else:
+            effect, two_sided = o.value * math.sqrt(o.n), True
+        power_k = z_power(effect, level, two_sided)
+        if best_power is None or not power_k <= best_power[0]:
+            best_power = (power_k, effect, two_sided)
         if m.null == "proportion":
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
             failed, strength = test.rejected, test.lower_bound - margin
@@ -115,7 +126,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "relearning": per_size,
         "steps": steps,
     }
-    return CheckResult(
+    result = CheckResult(
         check=NAME,
         verdict="fail" if failed_any else "pass",
         score=w["method"],
@@ -127,3 +138,7 @@ def run(ctx: CheckContext) -> CheckResult:
         message=message,
         details=details,
     )
+    assert best_power is not None
+    # The check fails if any k fails, so its power is at least that of its most powerful k.
+    return with_power(result, best_power[1], level, two_sided=best_power[2],
+                      against="the poisoned original under the same relearning attack (its most powerful k)")

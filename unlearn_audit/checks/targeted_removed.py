@@ -34,10 +34,12 @@ The success rate on the validated targets, with its Wilson interval, is reported
 from __future__ import annotations
 
 import torch
+from scipy import stats as st
 
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
-from unlearn_audit.stats import Proportion, excess_test, prediction_test
+from unlearn_audit.checks.power import with_power
+from unlearn_audit.stats import Proportion, excess_effect, excess_test, prediction_test
 
 NAME = "targeted_removed"
 
@@ -81,7 +83,7 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
         "original_attack_success": float(orig.float().mean()),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
     }
-    return CheckResult(
+    result = CheckResult(
         check=NAME,
         verdict="fail" if test.rejected else "pass",
         score=a.value,
@@ -93,6 +95,7 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
         message=message,
         details=details,
     )
+    return with_power(result, excess_effect(Proportion(int(orig.sum()), len(orig)), b, margin), alpha)
 
 
 def against_clean_models(ctx: CheckContext) -> CheckResult:
@@ -130,7 +133,7 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "target_margins": mine.tolist(),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
     }
-    return CheckResult(
+    result = CheckResult(
         check=NAME,
         verdict="fail" if test.rejected else "pass",
         score=score,
@@ -141,4 +144,8 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         rule=rule,
         message=message,
         details=details,
+        reference_label=f"{test.n} clean models",
     )
+    original = details["original_soft_attack_success"]
+    effect = (original - test.reference_mean) / test.prediction_sd if test.prediction_sd > 0 else float("inf")
+    return with_power(result, effect, alpha, critical=float(st.t.isf(alpha, test.n - 1)))

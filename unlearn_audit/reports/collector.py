@@ -124,11 +124,18 @@ class ReportCollector:
             table.add_row(
                 str(r.unlearner).rpartition(":")[2], str(r.check), str(r.scenario), str(r.seed),
                 _pm(r.score, r.stderr), _num(r.reference), _num(original),
-                f"[{styles.get(str(r.outcome), 'white')}]{r.outcome}[/]",
+                f"[{styles.get(str(r.outcome), 'white')}]{r.outcome}[/]" + (" (low power)" if _low_power(d) else ""),
             )
         buf = StringIO()
         Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(table)
         return buf.getvalue()
+
+
+def _low_power(details: dict[str, Any]) -> bool:
+    from unlearn_audit.checks.base import POWER_TARGET as TARGET
+
+    power = details.get("power")
+    return power is not None and not power >= TARGET
 
 
 def _num(v: Any) -> str:
