@@ -118,7 +118,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
         curves = by_check[("relearning_resistant", scenario)]["details"]["relearning"]
         assert [c["k"] for c in curves] == [0, 10, 50] and len(curves[0]["method_curve"]) == 6
         path = by_check[("not_mode_connected", scenario)]["details"]["path"]
-        assert len(path["alphas"]) == len(path["test_accuracy"]) == len(path["poison"]) == 11
+        assert len(path["alphas"]) == len(path["test_accuracy"]) == len(path["poison"]) == 21
     assert by_check[("utility_preserved", "gaussian")]["outcome"] == "passed"
 
 

@@ -4,14 +4,16 @@ Siddiqui et al. find that models which relearn the forgotten knowledge stay line
 mode-connected to the original (no loss barrier on the straight path between them, small L2
 distance), while a model retrained from scratch is separated from it by a barrier. We
 interpolate parameters and batch-norm statistics at `points` mixing weights between the
-poisoned original (0) and the unlearned model (1) and measure test loss, test accuracy and the
-poison metric along the path.
+poisoned original (0) and the unlearned model (1), 21 points by default (the authors' stride of
+0.05), and measure test loss, test accuracy and the poison metric along the path.
 
 Score: the test-loss barrier, max over the path of loss(a) - [(1 - a) loss(0) + a loss(1)],
 with its standard error from the per-sample loss differences at the maximising a.
 Rule: fail if the barrier is below `min_barrier_fraction` of retrain's barrier (retrain
 interpolated against the same original), one-sided at alpha. The L2 distance of the
-parameters, its ratio to retrain's, and the curves are reported.
+parameters, its ratio to retrain's, the curves and the test-error barrier (the same max over the
+path, of test error instead of loss: what the authors' accuracy curves show) are reported; the
+verdict stays on the loss barrier, which has a per-sample standard error and is calibrated.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[s
         means = [float(e.mean()) for e in excess]
         i = max(range(points), key=lambda j: means[j])
         barrier, se = means[i], float(excess[i].std(unbiased=True) / len(x) ** 0.5) if means[i] > 0 else 0.0
+        errors = [1 - acc for acc in accs]
+        error_barrier = max(e - ((1 - a) * errors[0] + a * errors[-1]) for a, e in zip(alphas, errors))
         return {
             "alphas": alphas,
             "test_loss": [float(ls.mean()) for ls in losses],
@@ -56,6 +60,7 @@ def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[s
             "barrier": max(barrier, 0.0),
             "barrier_stderr": se,
             "barrier_alpha": alphas[i],
+            "error_barrier": max(error_barrier, 0.0),
             "l2_distance": parameter_distance(start, end),
         }
 
@@ -65,7 +70,7 @@ def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[s
 def run(ctx: CheckContext) -> CheckResult:
     alpha = float(ctx.options.get("alpha", 0.01))
     fraction = float(ctx.options.get("min_barrier_fraction", 0.25))
-    points = int(ctx.options.get("points", 11))
+    points = int(ctx.options.get("points", 21))
     mine = path_profile(ctx, ctx.model, points)
     ref = path_profile(ctx, ctx.fixture.retrain, points)
     threshold = fraction * ref["barrier"]
@@ -86,6 +91,8 @@ def run(ctx: CheckContext) -> CheckResult:
         "retrain_l2_distance": ref["l2_distance"],
         "l2_ratio": mine["l2_distance"] / ref["l2_distance"] if ref["l2_distance"] else float("nan"),
         "barrier_alpha": mine["barrier_alpha"],
+        "error_barrier": mine["error_barrier"],
+        "retrain_error_barrier": ref["error_barrier"],
         "path": {k: mine[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
         "retrain_path": {k: ref[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
     }

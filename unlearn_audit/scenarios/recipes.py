@@ -37,6 +37,7 @@ class ScenarioRecipe:
     training: TrainingRecipe
     attack: dict[str, Any]
     check_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deviations: tuple[dict[str, str], ...] = ()  # where it differs from the papers (`[[deviations]]`; not in the cache key)
 
     def build_spec(self, seed: int) -> dict[str, Any]:
         """Everything that determines the built fixture (and nothing else)."""
@@ -70,6 +71,16 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+DEVIATION_FIELDS = ("topic", "paper", "here", "why", "effect")
+
+
+def _deviation(entry: Any, source: str) -> dict[str, str]:
+    if not isinstance(entry, dict) or set(entry) != set(DEVIATION_FIELDS) or not all(isinstance(v, str) for v in entry.values()):
+        raise ValueError(f"invalid recipe {source}: a [[deviations]] entry needs exactly the text fields "
+                         f"{', '.join(DEVIATION_FIELDS)}, got {entry!r}")
+    return {k: entry[k] for k in DEVIATION_FIELDS}
+
+
 def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: bool = False) -> ScenarioRecipe:
     """Parse one recipe. With `standin`, its `[standin]` table is merged over it first.
 
@@ -94,6 +105,7 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: boo
             training=TrainingRecipe(**raw["training"]),
             attack=dict(raw["attack"]),
             check_options={k: dict(v) for k, v in raw.get("checks", {}).items()},
+            deviations=tuple(_deviation(d, source) for d in raw.get("deviations", [])),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"invalid recipe {source}: {exc!r}") from exc

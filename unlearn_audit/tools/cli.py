@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "exit 1 if any test failed or errored, as the unsharded run would")
     m.add_argument("reports", type=Path, nargs="+")
     m.add_argument("--out", type=Path, required=True, help="where to write the merged report")
+    sub.add_parser("deviations", help="print the table of where each profile differs from the papers (from the recipes)")
     from unlearn_audit.tools.import_data import add_parser as add_data_parser
 
     add_data_parser(sub)
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from unlearn_audit.tools.import_data import main as data_main
 
         return data_main(args)
+    if args.command == "deviations":
+        from unlearn_audit.tools.deviations import main as deviations_main
+
+        return deviations_main(args)
     if args.command == "calibrate":
         from unlearn_audit.tools.calibrate import main as calibrate_main
 
