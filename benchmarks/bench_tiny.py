@@ -6,7 +6,9 @@ Measures, in a fresh temporary cache:
   1. cold fixture build for the profile (`unlearn-audit fixtures build`), target <= 120 s on 2 CPU cores;
   2. warm full-suite wall time for NoOp (the harness's own cost), target <= 30 s;
   3. warm full-suite wall time for GradientDescent, target <= 60 s;
-  4. the cost of process isolation: the warm suites of NoOp and GradientDescent with
+  4. warm suite of four methods serially and with `-n 2` (pytest-xdist), and the speed-up (target:
+     >= 1.6x on 2 cores), next to the interpreter's start-up with torch imported;
+  5. the cost of process isolation: the warm suites of NoOp and GradientDescent with
      `--audit-isolation process` (the default) and `inline`, and the difference (target: at most
      3 s more per unlearner per session).
 Wall times include interpreter and torch start-up, as a user sees them; the median of
@@ -64,6 +66,19 @@ def main() -> None:
             print(f"warm suite, {label}: median {statistics.median(times):.1f} s wall (min {min(times):.1f}, max {max(times):.1f}; "
                   f"{len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s) (target <= {target} s)")
 
+        startup = [timed([py, "-c", "import torch, unlearn_audit.engine.session"], work)[0] for _ in range(args.repeat)]
+        print(f"interpreter start-up with torch and the engine imported: median {statistics.median(startup):.1f} s")
+        four = [a for m in ("NoOp", "GradientDescent", "GradientAscent", "NegGradPlus") for a in ("--unlearner", f"unlearn_audit.methods:{m}")]
+        for label, extra in (("serial", []), ("-n 2", ["-n", "2"])):
+            times = []
+            for _ in range(args.repeat):
+                t, rc = timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *four, "--audit-cache", str(cache),
+                               "--audit-seeds", str(args.seeds), *extra], work)
+                assert rc in (0, 1), f"pytest exited {rc}"
+                times.append(t)
+            medians[("four", label)] = statistics.median(times)
+            print(f"warm suite, 4 methods, {label}: median {statistics.median(times):.1f} s (min {min(times):.1f}, max {max(times):.1f})")
+        print(f"xdist speed-up, 4 methods: {medians[('four', 'serial')] / medians[('four', '-n 2')]:.2f}x (target >= 1.6x)")
         for method in ("NoOp", "GradientDescent"):
             times = []
             for _ in range(args.repeat):

@@ -25,8 +25,9 @@ from unlearn_audit.errors import RecipeError
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
 from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.scenarios.measurements import MeasurementStore
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
-from unlearn_audit.engine.runner import UnlearnOutcome, run_unlearner
+from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
 from unlearn_audit.engine.worker import UnlearnerWorker, WorkerOptions, close_all
 from unlearn_audit.scenarios.build import validate_attack
 from unlearn_audit.scenarios.seeds import derived_seed
@@ -59,6 +60,8 @@ class AuditSession:
     _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
     _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
     workers: dict[str, UnlearnerWorker] = field(default_factory=dict)  # one per spec (process isolation)
+    # The fixture models' measurements persist in their cache entries (see scenarios.measurements).
+    _stores: "weakref.WeakKeyDictionary[nn.Module, MeasurementStore]" = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
@@ -91,8 +94,27 @@ class AuditSession:
             fixture.retrain.to(self.device)
             # Re-validate with the recipe's current thresholds (they are not part of the cache key).
             fixture.meta["validation"] = validate_attack(recipe, fixture.original, fixture.retrain, fixture.tensors)
+            for role in ("original", "retrain"):
+                self._stores[getattr(fixture, role)] = MeasurementStore(path, role, recipe.check_options, self.device.type)
             self._fixtures[key] = fixture
         return self._fixtures[key]
+
+    def prepare_references(self, scenario: str, seed: int) -> None:
+        """Measure what every check measures on the fixture's own models, once, into the cache entry.
+
+        Each check runs once with the retrain reference standing in for the method's model, so its
+        measurements of the reference (and the original's, for the power) are computed and stored;
+        the stand-in's own measurements are the reference's, so nothing else is computed. Called
+        before the tests (by the xdist controller too), so workers and later runs only load them.
+        """
+        fixture = self.fixture(scenario, seed)
+        if not fixture.meta.get("validation", {}).get("effective", True):
+            return
+        budget = budget_for(fixture, self.options.budget_fraction)
+        stand_in = UnlearnOutcome(fixture.retrain, 0, 0.0, budget)
+        for check in fixture.recipe.checks:
+            if check != "budget_respected":
+                get_check(check)(CheckContext(fixture, stand_in, fixture.recipe.options(check), self.measure))
 
     def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
         if self.progress is None:
@@ -144,10 +166,12 @@ class AuditSession:
 
     # -- checks -----------------------------------------------------------------------------
     def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
-        """Memoised per model object (weakly held, so a freed model's entry cannot be reused)."""
+        """Memoised per model object (weakly held, so a freed model's entry cannot be reused); for the
+        fixture's own models also stored in the cache entry, for later runs and other workers."""
         cached = self._measurements.setdefault(model, {})
         if name not in cached:
-            cached[name] = compute()
+            store = self._stores.get(model)
+            cached[name] = store.get_or_compute(name, compute) if store is not None else compute()
         return cached[name]
 
     def run_check(

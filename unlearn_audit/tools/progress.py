@@ -7,6 +7,7 @@ finishes, because a bar redrawn into a log is unreadable (`━ 3… epochs … l
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -46,3 +47,9 @@ def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) ->
                 audit.fixture(scenario, seed)
         finally:
             audit.progress = None
+    started = time.perf_counter()
+    for scenario, seed in needed:
+        audit.prepare_references(scenario, seed)
+    if missing:
+        console.print(f"unlearn-audit: reference measurements of {len(needed)} fixture(s) in "
+                      f"{time.perf_counter() - started:.1f} s (stored in the cache)", markup=False, highlight=False)
