@@ -84,7 +84,7 @@ class UnlearnerWorker:
         self.restarts = 0
 
     # -- life cycle -------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, hello_extra: dict[str, Any] | None = None) -> None:
         """Start the process and send the hello; `wait_ready` collects the answer."""
         self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-"))
         read_end, write_end = os.pipe()
@@ -99,7 +99,7 @@ class UnlearnerWorker:
         os.close(write_end)
         self._control, self._buffer = read_end, b""
         hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": self.options.threads,
-                 "max_memory": self.options.max_memory, "device": self.options.device}
+                 "max_memory": self.options.max_memory, "device": self.options.device, **(hello_extra or {})}
         self._write(hello)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
@@ -253,6 +253,26 @@ def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = W
         close_all(workers)
         raise
     return workers
+
+
+def check_specs_in_child(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> None:
+    """Resolve every spec in one short-lived child process (one interpreter start for all of them);
+    WorkerStartError for the first that does not resolve. For runs whose audits happen in other
+    processes (xdist workers) or not at all (--collect-only), where per-spec workers would be wasted."""
+    checker = UnlearnerWorker("<spec check>", options)
+    checker.start({"check_specs": list(specs)})
+    try:
+        message = checker._read_message(STARTUP_TIMEOUT)
+    except WorkerFailed as exc:
+        raise WorkerStartError(f"checking the --unlearner specs: the process {exc}{checker._log_tail()}") from None
+    finally:
+        checker.close()
+    errors = message.get("errors") if message.get("event") == "specs_checked" else None
+    if not isinstance(errors, dict):
+        raise WorkerStartError(f"checking the --unlearner specs: unexpected answer {message!r}")
+    for spec in specs:
+        if spec in errors:
+            raise WorkerStartError(str(errors[spec]))
 
 
 def close_all(workers: dict[str, UnlearnerWorker]) -> None:

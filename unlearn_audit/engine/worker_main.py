@@ -135,6 +135,15 @@ def main(argv: list[str]) -> int:
     _limit_memory(hello.get("max_memory"), hello.get("device"))
     from unlearn_audit.engine.specs import SpecError, resolve_unlearner
 
+    if "check_specs" in hello:  # a short-lived checker: resolve every spec, report, exit
+        errors = {}
+        for spec in hello["check_specs"]:
+            try:
+                resolve_unlearner(spec)
+            except BaseException as exc:  # noqa: BLE001
+                errors[spec] = f"{exc}" if isinstance(exc, SpecError) else f"--unlearner {spec!r}: {type(exc).__name__}: {exc}"
+        _send(control, {"event": "specs_checked", "errors": errors})
+        return 0
     try:
         unlearner = resolve_unlearner(hello["spec"])
     except BaseException as exc:  # noqa: BLE001 - a spec that does not resolve is a usage error

@@ -96,14 +96,15 @@ def pytest_configure(config: pytest.Config) -> None:
 def _check_specs(config: pytest.Config, settings: Any) -> None:
     """Resolve every spec before collection, so that a typo is one usage error.
 
-    With process isolation the specs resolve in their worker processes (started in parallel), so
-    this process never imports a method; the workers are then kept for this process's audit, or
-    closed when the tests run elsewhere (xdist workers) or not at all (--collect-only).
+    With process isolation the specs resolve in other processes, so this process never imports a
+    method: in their worker processes (started in parallel, then kept for this process's audit), or,
+    when the tests run elsewhere (xdist workers) or not at all (--collect-only), in one short-lived
+    child for all specs.
     """
     if settings.isolation == "inline":
         check_specs_inline(settings.unlearners)
         return
-    from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, close_all, start_workers
+    from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, check_specs_in_child, start_workers
 
     options = WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device)
     audits_here = getattr(config.option, "dist", "no") == "no" and not config.option.collectonly
@@ -112,13 +113,12 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
         import unlearn_audit.engine.session  # noqa: F401
 
     try:
-        workers = start_workers(settings.unlearners, options, import_the_engine if audits_here else None)
+        if audits_here:
+            config.stash[prestarted_key] = start_workers(settings.unlearners, options, import_the_engine)
+        else:
+            check_specs_in_child(settings.unlearners, options)
     except WorkerStartError as exc:
         raise usage_error(str(exc)) from None
-    if not audits_here:
-        close_all(workers)
-    else:
-        config.stash[prestarted_key] = workers
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -7,6 +7,7 @@ never the raw option strings.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -106,6 +107,9 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
     isolation = config.getoption("audit_isolation")
     if isolation not in ISOLATION_MODES:
         raise usage_error(f"--audit-isolation must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
+    if isolation == "process" and os.name != "posix":
+        raise usage_error("process isolation needs a POSIX system (process groups, select on pipes); "
+                          "use --audit-isolation inline here")
     max_memory = _option(config, "audit_max_memory", parse_memory, lambda b: b >= 2**27,
                          "a memory size of at least 128M, e.g. 4G or 512M")
     if max_memory and isolation == "inline":
