@@ -15,12 +15,12 @@ Files of one job, in its own directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from unlearn_audit.scenarios.cache import sha256_file as file_sha256  # noqa: F401 - the protocol's checksum
 
 DATA_FILE = "request.safetensors"
 REPORT_FILE = "report.json"
@@ -92,10 +92,3 @@ def truncated(text: str, limit: int = OUTPUT_LIMIT) -> str:
         return text
     return f"[... {len(text) - limit} characters cut ...]\n" + text[-limit:]
 
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
