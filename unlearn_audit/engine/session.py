@@ -38,6 +38,7 @@ from unlearn_audit.engine.specs import names_reference_retrain, resolve_unlearne
 class AuditOptions:
     profile: str = "tiny"
     cache_dir: Path | None = None
+    remote_cache: str | None = None  # an fsspec URL (s3://bucket/prefix): the shared cache, mirrored under cache_dir
     budget_fraction: float = DEFAULT_BUDGET_FRACTION
     timeout: float | None = None  # None: derived from the fixture's training time
     device: str | None = None  # None: CUDA if available, else CPU
@@ -67,7 +68,7 @@ class AuditSession:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
         for recipe in self.recipes.values():
             check_recipe(recipe)
-        self.cache = FixtureCache(self.options.cache_dir)
+        self.cache = FixtureCache(self.options.cache_dir, remote=self.options.remote_cache)
         # One GPU per xdist worker when several are visible (see unlearn_audit.engine.devices).
         self.device = torch.device(resolve_device(self.options.device, os.environ.get("PYTEST_XDIST_WORKER"),
                                                   torch.cuda.device_count() if torch.cuda.is_available() else 0))

@@ -36,8 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="number of seeds (fixtures and unlearner runs), seeds 0..N-1 (default: 1).")
     group.addoption("--audit-report", default=None, metavar="PATH",
                     help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.")
-    group.addoption("--audit-cache", default=None, metavar="DIR",
-                    help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir).")
+    group.addoption("--audit-cache", default=None, metavar="DIR|URL",
+                    help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir), "
+                         "or the fsspec URL of a cache shared between machines, e.g. s3://bucket/prefix (needs the "
+                         "[s3] extra; mirrored into the local cache).")
     group.addoption("--audit-timeout", default=None, metavar="SECONDS",
                     help="time limit of one unlearn() call (default: 10x the fixture's original training time, "
                          "at least 60 s); an unlearner over it fails its tests.")

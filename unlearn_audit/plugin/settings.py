@@ -28,7 +28,7 @@ class AuditSettings:
     threads: int | None = None
     timeout: float | None = None
     device: str | None = None
-    cache_dir: str | None = None
+    cache_dir: str | None = None  # a local directory, or an fsspec URL of a shared cache (s3://...)
     baseline: str | None = None
     update_baseline: bool = False
     shard: tuple[int, int] | None = None  # (i, n): run shard i of n (`--audit-shard i/n`)
@@ -123,7 +123,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         threads=threads,
         timeout=timeout,
         device=config.getoption("audit_device"),
-        cache_dir=str(Path(cache).expanduser().resolve()) if cache else None,
+        cache_dir=(cache if "://" in cache else str(Path(cache).expanduser().resolve())) if cache else None,
         baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
         update_baseline=update_baseline,
         shard=shard,

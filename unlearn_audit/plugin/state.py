@@ -34,7 +34,8 @@ def get_audit_session(config: pytest.Config) -> "AuditSession":
         config.stash[session_key] = AuditSession(
             AuditOptions(
                 profile=s.profile,
-                cache_dir=Path(s.cache_dir) if s.cache_dir else None,
+                cache_dir=Path(s.cache_dir) if s.cache_dir and "://" not in s.cache_dir else None,
+                remote_cache=s.cache_dir if s.cache_dir and "://" in s.cache_dir else None,
                 timeout=s.timeout,
                 device=s.device,
                 isolation=s.isolation,

@@ -63,8 +63,18 @@ class CacheEntry:
 
 
 class FixtureCache:
-    def __init__(self, root: Path | str | None = None) -> None:
+    """Fixtures on the local disk, optionally mirrored from a shared remote cache (`remote`: an
+    fsspec URL such as s3://bucket/prefix; see `scenarios.remote`). With a remote, `root` is the
+    local cache under which the mirror lives."""
+
+    def __init__(self, root: Path | str | None = None, remote: str | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.remote = None
+        if remote is not None:
+            from unlearn_audit.scenarios.remote import RemoteStore, mirror_dir
+
+            self.remote = RemoteStore(remote)
+            self.root = mirror_dir(self.remote.url, self.root)
 
     def path_for(self, recipe: ScenarioRecipe, seed: int) -> Path:
         return self.root / recipe.profile / f"{recipe.name}-seed{seed}-{recipe.cache_key(seed)[:16]}"
@@ -102,6 +112,8 @@ class FixtureCache:
         if (path / META_FILE).is_file() and not self.verify_path(path):
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.remote is not None:
+            return self._get_or_build_shared(recipe, seed, path, progress, device)
         with FileLock(str(path) + ".lock"):
             if (path / META_FILE).is_file():
                 problems = self.verify_path(path)
@@ -112,6 +124,28 @@ class FixtureCache:
             elif path.exists():
                 shutil.rmtree(path)  # left over from a crashed build that had not written meta.json
             self._build_into(recipe, seed, path, progress, device)
+        return path
+
+    def _get_or_build_shared(self, recipe: ScenarioRecipe, seed: int, path: Path, progress: Any, device: Any) -> Path:
+        """From the remote cache into the local mirror, or built here (by one machine) and published."""
+        remote = self.remote
+        assert remote is not None
+        rel = path.relative_to(self.root).as_posix()
+        with FileLock(str(path) + ".lock"):  # processes of this machine
+            if (path / META_FILE).is_file() and not self.verify_path(path):
+                return path
+            if path.exists():
+                shutil.rmtree(path)
+            if not remote.has(rel):
+                with remote.build_lock(rel, done=lambda: remote.has(rel)) as mine:
+                    if mine and not remote.has(rel):
+                        self._build_into(recipe, seed, path, progress, device)
+                        remote.publish(rel, path)
+                        return path
+            remote.fetch(rel, path)
+            problems = self.verify_path(path)
+            if problems:
+                raise FixtureCorruptError("; ".join(problems))
         return path
 
     def _build_into(self, recipe: ScenarioRecipe, seed: int, path: Path, progress: Any, device: Any = None) -> None:

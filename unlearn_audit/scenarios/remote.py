@@ -1,0 +1,123 @@
+"""A fixture cache shared through object storage (`--audit-cache s3://bucket/prefix`, any fsspec URL).
+
+Same guarantees as the local cache, across machines:
+
+- **Built once.** A builder first creates `<entry>.lock` with an exclusive write (S3's conditional
+  `If-None-Match: *`, which s3fs issues for mode "xb"); whoever fails to create it waits for the
+  entry to appear instead of building it too. A lock older than `stale_after` seconds (a builder
+  that died) is taken over.
+- **Atomic for readers.** An entry's files are uploaded first and its `meta.json` last: readers
+  only consider entries with a `meta.json`, so they never see a partial one.
+- **Verified.** Downloaded files are checked against the SHA-256 sums in `meta.json` before the
+  entry is moved into the local mirror; a mismatch is an error, never a silently used fixture.
+- **Local copy.** Every entry used is kept in a local mirror (a `FixtureCache` directory), so
+  later runs on the machine read it from disk.
+
+Credentials and endpoints come from the environment as fsspec and botocore read them (e.g.
+`AWS_ACCESS_KEY_ID`, `FSSPEC_S3_ENDPOINT_URL` for a non-AWS server). Locally computed reference
+measurements (`measurements/`) stay in the mirror and are not uploaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+META_FILE = "meta.json"
+
+
+class RemoteCacheError(RuntimeError):
+    """A remote entry that does not verify, or a lock that was never released."""
+
+
+def is_remote(location: str | os.PathLike[str] | None) -> bool:
+    return location is not None and "://" in str(location) and not str(location).startswith("file://")
+
+
+def mirror_dir(url: str, base: Path) -> Path:
+    """Where the local copy of a remote cache lives: one folder per URL under the local cache."""
+    return base / "remote" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+class RemoteStore:
+    def __init__(self, url: str, *, poll_seconds: float = 1.0, stale_after: float = 6 * 3600.0,
+                 storage_options: dict[str, Any] | None = None) -> None:
+        try:
+            import fsspec
+        except ImportError as exc:  # pragma: no cover - fsspec comes with the [s3] extra
+            raise RemoteCacheError("a remote --audit-cache needs fsspec (and s3fs for s3://): "
+                                   "pip install 'unlearn-audit[s3]'") from exc
+        self.url = url.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.poll_seconds = poll_seconds
+        self.stale_after = stale_after
+
+    def _key(self, rel: str, name: str | None = None) -> str:
+        return f"{self.root}/{rel}" + (f"/{name}" if name else "")
+
+    def has(self, rel: str) -> bool:
+        self.fs.invalidate_cache()  # s3fs caches listings; another machine may have just published
+        return bool(self.fs.exists(self._key(rel, META_FILE)))
+
+    def fetch(self, rel: str, dest: Path) -> None:
+        """Download the entry into `dest` (which must not exist), verified, via a temporary folder."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        try:
+            meta_bytes = self.fs.cat_file(self._key(rel, META_FILE))
+            meta = json.loads(meta_bytes)
+            for name, digest in meta.get("sha256", {}).items():
+                data = self.fs.cat_file(self._key(rel, name))
+                if hashlib.sha256(data).hexdigest() != digest:
+                    raise RemoteCacheError(f"{self._key(rel, name)}: checksum mismatch (the remote entry is corrupt; "
+                                           "delete it and it is rebuilt)")
+                (tmp / name).write_bytes(data)
+            (tmp / META_FILE).write_bytes(meta_bytes)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def publish(self, rel: str, entry: Path) -> None:
+        """Upload a built entry: every file first, `meta.json` last (the commit marker)."""
+        meta = json.loads((entry / META_FILE).read_text())
+        for name in meta.get("sha256", {}):
+            self.fs.pipe_file(self._key(rel, name), (entry / name).read_bytes())
+        self.fs.pipe_file(self._key(rel, META_FILE), (entry / META_FILE).read_bytes())
+
+    @contextlib.contextmanager
+    def build_lock(self, rel: str, done: Callable[[], bool]) -> Iterator[bool]:
+        """Yield True while holding the entry's lock object (build it), or False once `done()` says
+        another machine finished it (fetch it instead)."""
+        lock = self._key(rel) + ".lock"
+        while True:
+            try:
+                with self.fs.open(lock, "xb") as f:
+                    f.write(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "time": time.time()}).encode())
+                break
+            except FileExistsError:
+                if done():
+                    yield False
+                    return
+                if self._lock_age(lock) > self.stale_after:
+                    self.fs.rm_file(lock)  # its builder died: take over
+                    continue
+                time.sleep(self.poll_seconds)
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(lock)
+
+    def _lock_age(self, lock: str) -> float:
+        try:
+            return time.time() - float(json.loads(self.fs.cat_file(lock)).get("time", time.time()))
+        except (FileNotFoundError, ValueError):
+            return 0.0
