@@ -87,7 +87,7 @@ def run(ctx: CheckContext) -> CheckResult:
         else:
             effect, two_sided = o.value * math.sqrt(o.n), True
         power_k = z_power(effect, level, two_sided)
-        if best_power is None or not power_k <= best_power[0]:
+        if best_power is None or math.isnan(best_power[0]) or power_k > best_power[0]:
             best_power = (power_k, effect, two_sided)
         if m.null == "proportion":
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)

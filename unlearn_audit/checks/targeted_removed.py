@@ -147,5 +147,8 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         reference_label=f"{test.n} clean models",
     )
     original = details["original_soft_attack_success"]
-    effect = (original - test.reference_mean) / test.prediction_sd if test.prediction_sd > 0 else float("inf")
+    if test.prediction_sd > 0:
+        effect = (original - test.reference_mean) / test.prediction_sd
+    else:  # identical clean models: the original is detected exactly when it is above them (as in the test)
+        effect = float("inf") if original > test.reference_mean else float("-inf")
     return with_power(result, effect, alpha, critical=float(st.t.isf(alpha, test.n - 1)))

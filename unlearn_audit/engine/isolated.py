@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from unlearn_audit.engine.execute import Execution
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, finish
-from unlearn_audit.engine.worker import UnlearnerWorker, WorkerFailed
+from unlearn_audit.engine.worker import UnlearnerWorker, WorkerFailed, WorkerStartError
 from unlearn_audit.engine.worker_protocol import (DATA_FILE, MODEL_PREFIX, REPORT_FILE, STDERR_FILE, STDOUT_FILE,
                                                   WEIGHTS_FILE, MalformedReport, file_sha256, parse_report,
                                                   truncated)
@@ -88,7 +88,7 @@ def run_isolated(
     try:
         try:
             worker.run(job, timeout)
-        except WorkerFailed as exc:
+        except (WorkerFailed, WorkerStartError) as exc:  # died, timed out, or could not be restarted
             output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
             return UnlearnOutcome(None, 0, timeout, budget, f"the unlearner's worker process {exc}", exempt_from_budget,
                                   output=output)

@@ -27,6 +27,7 @@ from unlearn_audit.engine.worker_protocol import encode
 HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
 STARTUP_TIMEOUT = 300.0  # seconds for a worker to import torch and the method's module
 LOG_TAIL = 3000
+MAX_MESSAGE = 1 << 20  # a control message is a short JSON line; more is a method writing to the pipe
 
 
 class WorkerStartError(RuntimeError):
@@ -124,6 +125,7 @@ class UnlearnerWorker:
         if not self.alive:
             if self.process is not None:
                 self.restarts += 1
+                self._kill()  # the old process group, children included
                 self._discard()
             self.start()
             self.wait_ready()
@@ -153,8 +155,9 @@ class UnlearnerWorker:
             message = self._read_message(timeout)
         except WorkerFailed as exc:
             raise WorkerFailed(f"{exc}{self._log_tail()}") from None
-        if message.get("event") == "job_error":
-            raise RuntimeError(f"the worker could not run the job: {message.get('message')}\n{message.get('traceback', '')}")
+        if message.get("event") == "job_error":  # e.g. out of memory in the harness's part of the job
+            self._kill()  # its state is suspect: the next job gets a fresh worker
+            raise WorkerFailed(f"could not run the job: {message.get('message')}\n{message.get('traceback', '')}")
         if message.get("event") != "done" or message.get("job") != self._jobs:
             self._kill()
             raise WorkerFailed(f"sent an unexpected message {message!r}")
@@ -179,8 +182,12 @@ class UnlearnerWorker:
             chunk = os.read(self._control, 1 << 16)  # type: ignore[arg-type]
             if not chunk:  # every write end closed: the worker is gone
                 code = self._wait_exit()
+                self._kill()  # and whatever it started goes with it
                 raise WorkerFailed(describe_exit(code))
             self._buffer += chunk
+            if len(self._buffer) > MAX_MESSAGE and b"\n" not in self._buffer:
+                self._kill()
+                raise WorkerFailed(f"sent more than {MAX_MESSAGE} bytes without a message end and was killed")
         line, _, self._buffer = self._buffer.partition(b"\n")
         try:
             message = json.loads(line)

@@ -28,11 +28,24 @@ def _send(control: BinaryIO, message: dict[str, Any]) -> None:
     control.flush()
 
 
-def _limit_memory(max_bytes: int | None, device: str | None) -> None:
-    """Cap the address space (`--audit-max-memory`) when the audit runs on the CPU.
+def _address_space() -> int:
+    """Bytes of address space this process maps now (Linux: VmSize), 0 where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
-    Not on CUDA: its driver reserves far more address space than it uses. Called after torch is
-    imported and before the method's module is, so the cap binds the method, not torch's start-up.
+
+def _limit_memory(max_bytes: int | None, device: str | None) -> None:
+    """Cap what the method may map (`--audit-max-memory`) when the audit runs on the CPU.
+
+    The cap is on address space beyond what the worker maps after its start-up: torch and the
+    harness reserve about 3 GB of address space before anything runs, which says nothing about
+    the method. Not on CUDA: its driver reserves far more address space than it uses.
     """
     import torch
 
@@ -40,7 +53,8 @@ def _limit_memory(max_bytes: int | None, device: str | None) -> None:
     if max_bytes and not on_cuda:
         import resource
 
-        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+        limit = _address_space() + max_bytes
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 class _RedirectedOutput:
@@ -132,8 +146,18 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(int(hello.get("threads") or 1))
-    _limit_memory(hello.get("max_memory"), hello.get("device"))
+    # Everything the harness itself runs here is imported before the memory cap: compiling a module
+    # under a tight address-space limit can fail (CPython then reports a SyntaxError), and the cap is
+    # meant for the method, not for the harness's start-up.
+    import numpy  # noqa: F401
+    import safetensors.torch  # noqa: F401
+
+    import unlearn_audit.engine.counting  # noqa: F401
+    import unlearn_audit.engine.execute  # noqa: F401
+    import unlearn_audit.profiles.models  # noqa: F401
     from unlearn_audit.engine.specs import SpecError, resolve_unlearner
+
+    _limit_memory(hello.get("max_memory"), hello.get("device"))
 
     if "check_specs" in hello:  # a short-lived checker: resolve every spec, report, exit
         errors = {}

@@ -68,8 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "request, is killed at the timeout, and whose crash fails only its own cases; 'inline': in "
                          "the pytest process, for stepping through a method with a debugger.")
     group.addoption("--audit-max-memory", default=None, metavar="SIZE",
-                    help="cap a worker's memory (address space), e.g. 4G; a method that needs more fails its "
-                         "cases (CPU audits only; default: no cap).")
+                    help="cap the memory (address space) a worker may map beyond its start-up, e.g. 4G; a method "
+                         "that needs more fails its cases (CPU audits only; default: no cap).")
 
 
 @pytest.hookimpl(tryfirst=True)

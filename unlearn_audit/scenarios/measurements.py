@@ -45,6 +45,20 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
+def numerics(device: str) -> dict[str, Any]:
+    """What changes floating-point results besides the code: torch, its CPU kernels (ATEN_CPU_CAPABILITY),
+    threads, and the GPU and cuDNN on CUDA."""
+    out: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    try:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # pragma: no cover - older torch
+        out["cpu_capability"] = None
+    if device == "cuda" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+        out["cudnn"] = torch.backends.cudnn.version()
+    return out
+
+
 def encode(value: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return value
@@ -105,8 +119,8 @@ class MeasurementStore:
     def __init__(self, fixture_path: Path, role: str, check_options: dict[str, Any], device: str = "cpu") -> None:
         self.root = fixture_path / MEASUREMENTS_DIR
         self.role = role
-        self._context = json.dumps({"options": check_options, "device": device, "code": code_fingerprint()},
-                                   sort_keys=True, default=str)
+        self._context = json.dumps({"options": check_options, "device": device, "code": code_fingerprint(),
+                                    "numerics": numerics(device)}, sort_keys=True, default=str)
 
     def _path(self, name: str) -> Path:
         digest = hashlib.sha256(f"{self.role}\0{name}\0{self._context}".encode()).hexdigest()[:32]

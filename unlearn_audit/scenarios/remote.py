@@ -27,10 +27,12 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 META_FILE = "meta.json"
+ENTRY_FILES = ("weights.safetensors", "data.safetensors")
 
 
 class RemoteCacheError(RuntimeError):
@@ -74,6 +76,8 @@ class RemoteStore:
             meta_bytes = self.fs.cat_file(self._key(rel, META_FILE))
             meta = json.loads(meta_bytes)
             for name, digest in meta.get("sha256", {}).items():
+                if name not in ENTRY_FILES:  # names come from the bucket: never a path of our choosing
+                    raise RemoteCacheError(f"{self._key(rel, META_FILE)}: unexpected file {name!r}")
                 data = self.fs.cat_file(self._key(rel, name))
                 if hashlib.sha256(data).hexdigest() != digest:
                     raise RemoteCacheError(f"{self._key(rel, name)}: checksum mismatch (the remote entry is corrupt; "
@@ -97,10 +101,11 @@ class RemoteStore:
         """Yield True while holding the entry's lock object (build it), or False once `done()` says
         another machine finished it (fetch it instead)."""
         lock = self._key(rel) + ".lock"
+        token = uuid.uuid4().hex
         while True:
             try:
                 with self.fs.open(lock, "xb") as f:
-                    f.write(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "time": time.time()}).encode())
+                    f.write(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "token": token}).encode())
                 break
             except FileExistsError:
                 if done():
@@ -113,11 +118,19 @@ class RemoteStore:
         try:
             yield True
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(lock)
+            # Only our own lock: after a (wrong) stale takeover another builder may hold it now.
+            with contextlib.suppress(FileNotFoundError, ValueError, AttributeError):
+                if json.loads(self.fs.cat_file(lock)).get("token") == token:
+                    self.fs.rm_file(lock)
 
     def _lock_age(self, lock: str) -> float:
+        """Seconds since the lock object was written, by the store's clock (not another host's)."""
         try:
-            return time.time() - float(json.loads(self.fs.cat_file(lock)).get("time", time.time()))
-        except (FileNotFoundError, ValueError):
+            self.fs.invalidate_cache()
+            modified = self.fs.info(lock).get("LastModified") or self.fs.info(lock).get("mtime")
+        except FileNotFoundError:
             return 0.0
+        if modified is None:
+            return 0.0
+        stamp = modified.timestamp() if hasattr(modified, "timestamp") else float(modified)
+        return time.time() - stamp
