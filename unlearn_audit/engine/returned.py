@@ -54,9 +54,8 @@ def reference_distance(model: nn.Module, fixture: Fixture) -> float:
     return float((_flat(model) - retrain).norm()) / scale
 
 
-def reference_copy_problem(model: nn.Module, fixture: Fixture) -> str | None:
-    """Why the model counts as the harness's own retrain reference, or None."""
-    distance = reference_distance(model, fixture)
+def reference_copy_problem(distance: float) -> str | None:
+    """Why a model at this `reference_distance` counts as the harness's own retrain reference, or None."""
     if distance <= REFERENCE_MATCH_TOLERANCE:
         return (f"unlearn() returned the harness's own retrain reference (distance to it {distance:.2g} of its "
                 f"scale, tolerance {REFERENCE_MATCH_TOLERANCE:g}): a method must not read the harness's "

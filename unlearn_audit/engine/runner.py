@@ -65,8 +65,9 @@ def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture:
     if model is None:
         outcome.error = problem
         return outcome
-    outcome.details["distance_to_retrain"] = reference_distance(model, fixture)
-    outcome.error = reference_copy_problem(model, fixture)
+    distance = reference_distance(model, fixture)
+    outcome.details["distance_to_retrain"] = distance
+    outcome.error = reference_copy_problem(distance)
     outcome.model = model if outcome.error is None else None
     return outcome
 
