@@ -60,7 +60,7 @@ def test_bad_spec_is_a_usage_error(pytester: pytest.Pytester, spec: str, expecte
     "args, expected",
     [
         (["--audit-profile", "nope"], "unknown --audit-profile 'nope'; available: "),  # the list grows with profiles
-        (["--audit-seeds", "0"], "--audit-seeds must be a positive integer"),
+        (["--audit-seeds", "0"], "--audit-seeds must be a positive number of seeds N"),
         (["--audit-budget", "2"], "--audit-budget must be distinct fractions"),
         (["--audit-budget", "0.1,0.1"], "--audit-budget must be distinct fractions"),
         (["--audit-update-baseline"], "--audit-update-baseline needs --audit-baseline"),
@@ -79,13 +79,14 @@ def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytes
     result = pytester.runpytest("--collect-only", "-q", "--unlearner", f"{METHODS}:NoOp",
                                 "--unlearner", f"{METHODS}:Retrain", "--audit-seeds", "2", "--audit-cache", str(cache))
     out = result.stdout.str()
-    assert "test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seed0]" in out
-    assert "test_targeted_removed[unlearn_audit.methods:Retrain-tiny-backdoor-seed1]" in out
+    # One test per (unlearner, scenario, check): the seeds are pooled into it.
+    assert "test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seeds0-1]" in out
+    assert "test_targeted_removed[unlearn_audit.methods:Retrain-tiny-backdoor-seeds0-1]" in out
     from unlearn_audit.checks import CHECK_NAMES
     from unlearn_audit.scenarios.recipes import load_profile_recipes
 
     recipes = load_profile_recipes("tiny").values()
-    cases = 2 * 2 * sum(len(r.checks) for r in recipes)  # unlearners x seeds x (scenario, check)
+    cases = 2 * sum(len(r.checks) for r in recipes)  # unlearners x (scenario, check)
     unused = sum(1 for c in CHECK_NAMES if not any(c in r.checks for r in recipes))  # one skipped placeholder each
     assert f"{cases + unused} tests collected" in out
     assert not cache.exists(), "collection must not build fixtures"
@@ -101,7 +102,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
                    "unlearn-audit: score"):
         assert needle in out
     doc = json.loads(report.read_text())
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert {"unlearn_audit", "torch", "python"} <= set(doc["versions"])
     by_check = {(r["check"], r["scenario"]): r for r in doc["results"]}
     assert len(by_check) == 10
@@ -109,6 +110,13 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
         for key in ("unlearner", "check", "scenario", "profile", "seed", "outcome", "score", "stderr", "reference", "rule"):
             assert key in r
         assert r["meta"]["recipe_hash"] and r["meta"]["device"] == "cpu"
+    # Each one-seed verdict is what its evidence decides at its level: pooled seeds run the same tests.
+    from unlearn_audit.checks.evidence import decide
+
+    for r in doc["results"]:
+        d = r["details"]
+        if "evidence" in d:
+            assert decide([d["evidence"]], d["alpha"]).rejected == (d.get("removal_verdict", r["verdict"]) == "fail"), r["nodeid"]
     gauss = by_check[("gaussian_leakage", "gaussian")]
     assert gauss["outcome"] == "failed" and gauss["score"] > 0.3 and gauss["stderr"] == pytest.approx(150 ** -0.5)
     assert by_check[("targeted_removed", "backdoor")]["outcome"] == "failed"
@@ -287,7 +295,7 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path)
     # all checks of one (unlearner, scenario, seed) ran on one worker, sharing one unlearn() call
     workers: dict[tuple, set] = {}
     for r in json.loads(xdist_report.read_text())["results"]:
-        workers.setdefault((r["unlearner"], r["scenario"], r["seed"]), set()).add(r["meta"]["worker"])
+        workers.setdefault((r["unlearner"], r["scenario"], tuple(r["seeds"])), set()).add(r["meta"]["worker"])
     assert all(len(w) == 1 for w in workers.values()), workers
     assert set().union(*workers.values()) <= {"gw0", "gw1"}
 

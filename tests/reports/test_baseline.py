@@ -119,3 +119,29 @@ def test_exact_score_regression_keeps_the_report_valid(tmp_path: Path) -> None:
 def test_turning_to_fail_is_a_regression_even_if_the_score_moved_the_other_way() -> None:
     out = compare(result(-0.5, 0.08, "failed"), result(0.0, 0.08, "passed"))
     assert out["regressed"]
+
+
+def _schema1(tmp_path: Path, seeds: list[int]) -> Path:
+    results = [{"nodeid": f"t[{s}]", "unlearner": "pkg:M", "check": "gaussian_leakage", "scenario": "gaussian",
+                "profile": "tiny", "seed": s, "budget": 0.1, "outcome": "passed", "score": 0.1, "stderr": 0.08,
+                "direction": "lower_is_better"} for s in seeds]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"schema_version": 1, "results": results}))
+    return path
+
+
+def test_a_one_seed_baseline_of_schema_1_still_matches_todays_one_seed_test(tmp_path: Path) -> None:
+    from unlearn_audit.reports.baseline import load_baseline
+    from unlearn_audit.reports.record import ResultRecord
+
+    baseline = load_baseline(_schema1(tmp_path, [0]))
+    today = ResultRecord(nodeid="x", unlearner="pkg:M", check="gaussian_leakage", scenario="gaussian", profile="tiny",
+                         seed=0, seeds=[0], budget=0.1)
+    assert today.key in baseline
+
+
+def test_a_per_seed_baseline_of_schema_1_says_how_to_regenerate(tmp_path: Path) -> None:
+    from unlearn_audit.reports.baseline import BaselineError, load_baseline
+
+    with pytest.raises(BaselineError, match=r"one test per seed \(seeds \[0, 1\]\).*--audit-update-baseline"):
+        load_baseline(_schema1(tmp_path, [0, 1]))

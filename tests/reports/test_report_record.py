@@ -38,7 +38,7 @@ def test_judged_result_and_round_trip_through_json() -> None:
     assert (record.outcome, record.verdict, record.score, record.meta) == ("failed", "fail", 0.4, {"unlearn_seconds": 1.0})
     doc = json.loads(json.dumps(collector.document()))
     assert ResultRecord.from_json(doc["results"][0]) == record
-    assert key_of(doc["results"][0]) == record.key == ("pkg.m:M", "utility_preserved", "backdoor", "cifar10-resnet18-standin", 1, 0.1)
+    assert key_of(doc["results"][0]) == record.key == ("pkg.m:M", "utility_preserved", "backdoor", "cifar10-resnet18-standin", (1,), 0.1)
 
 
 def test_tests_without_a_case_are_not_audit_results() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from unlearn_audit.tools.calibrate import anchor_violations, matrix_markdown, summarise
+import pytest
+
+from unlearn_audit.tools.calibrate import anchor_violations, matrix_markdown, seed_notes, suite_false_failures, summarise
 from unlearn_audit.tools.cli import main
 
 
@@ -42,8 +44,8 @@ def test_anchor_violations_name_a_passing_negative_control_and_a_failing_retrain
         rec("Retrain", "relearning_resistant", "gaussian", 0, "failed", 0.5),
     ]}
     assert anchor_violations(summarise(bad)) == [
-        "negative control FreshRandomModel passed not_mode_connected on gaussian on 1/1 seeds",
-        "Retrain failed relearning_resistant on gaussian on 1/1 seeds",
+        "negative control FreshRandomModel passed the pooled test of not_mode_connected on gaussian",
+        "Retrain failed the pooled test of relearning_resistant on gaussian",
     ]
 
 
@@ -53,3 +55,42 @@ def test_cli_from_report_writes_markdown_and_json(tmp_path: Path) -> None:
     assert main(["calibrate", "--from-report", str(report), "--out", str(tmp_path / "out")]) == 0
     assert "NoOp" in (tmp_path / "out" / "calibration-tiny.md").read_text()
     assert json.loads((tmp_path / "out" / "calibration-tiny.summary.json").read_text())
+
+
+def pooled(unlearner, check, scenario, outcome, seeds, power_effect=2.0):
+    """A schema-2 result: one test pooling its seeds, each seed's own verdict in `per_seed`."""
+    verdicts = {"passed": "pass", "failed": "fail"}
+    per_seed = [{"seed": i, "verdict": verdicts[o], "score": sc, "stderr": 0.1, "reference": 0.0, "reference_stderr": 0.1,
+                 "details": {"power": 0.5, "power_effect": power_effect, "power_alpha": 0.01, "power_two_sided": False,
+                             "power_critical": None}}
+                for i, (o, sc) in enumerate(seeds)]
+    return {"unlearner": f"unlearn_audit.methods:{unlearner}", "check": check, "scenario": scenario, "seed": None,
+            "seeds": list(range(len(seeds))), "outcome": outcome, "score": 0.0, "reference": 0.0,
+            "details": {"per_seed": per_seed}}
+
+
+POOLED = {"schema_version": 2, "results": [
+    pooled("Retrain", "gaussian_leakage", "gaussian", "passed", [("passed", 0.0), ("failed", 0.3), ("passed", 0.1)]),
+    pooled("Retrain", "utility_preserved", "gaussian", "passed", [("passed", 0.9)] * 3),
+    pooled("NoOp", "gaussian_leakage", "gaussian", "failed", [("failed", 0.8), ("passed", 0.2), ("failed", 0.7)]),
+]}
+
+
+def test_pooled_report_rows_have_seed_counts_pooled_outcome_and_power() -> None:
+    rows = {(r["unlearner"], r["check"]): r for r in summarise(POOLED)}
+    retrain = rows[("Retrain", "gaussian_leakage")]
+    assert (retrain["passed"], retrain["failed"], retrain["pooled_outcome"], retrain["pooled_seeds"]) == (2, 1, "passed", 3)
+    from unlearn_audit.stats import z_power
+    assert retrain["power_1"] == 0.5 and retrain["power_3"] == pytest.approx(z_power(2.0 * 3 ** 0.5, 0.01))
+    # The pooled tests decide: Retrain passed its pooled test, NoOp failed its pooled test; NoOp's pass on a
+    # seed alone is a note on that seed's power, not a violation.
+    assert anchor_violations(summarise(POOLED)) == []
+    assert seed_notes(summarise(POOLED)) == ["NoOp passed gaussian_leakage on gaussian on 1/3 seeds alone "
+                                             "(power at 1 seed 0.50; the pooled test failed it)"]
+
+
+def test_suite_false_failures_count_one_seed_runs() -> None:
+    summary = suite_false_failures(POOLED)
+    assert summary["runs"] == 3 and summary["failing_seeds"] == [1] and summary["pooled_failed"] == 0
+    low, high = summary["rate_interval_95"]
+    assert 0 < low < 1 / 3 < high < 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 
 NAME = "budget_respected"
@@ -26,6 +27,7 @@ def run(ctx: CheckContext) -> CheckResult:
     else:
         verdict = "fail" if over else "pass"
         message = f"spent {o.example_gradients} example-gradients, budget {o.budget.example_gradients}" if over else ""
+    details["evidence"] = evidence.exact(verdict == "fail", float(o.example_gradients))
     return CheckResult(
         check=NAME,
         verdict=verdict,

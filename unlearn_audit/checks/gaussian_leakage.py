@@ -18,6 +18,7 @@ from scipy import stats as st
 
 from unlearn_audit.metrics import gaussian_unlearning_scores
 from unlearn_audit.stats import Proportion, unit_normal_mean_test
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
@@ -56,6 +57,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "retrain_gus": ref.mean,
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "scores": [round(v, 4) for v in scores.tolist()],  # per-poison GUS, for plots (N(0,1) under the null)
+        "evidence": evidence.unit_normal(float(scores.sum()) if test.n else 0.0, test.n, "two-sided"),
     }
     rule = (
         f"fail if mean GUS != 0 by a two-sided z-test at alpha={alpha:g} "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from unlearn_audit.stats import Proportion, excess_effect
 from unlearn_audit.checks.power import with_power
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_correct
 
@@ -51,6 +52,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "accuracy_gap": test.difference,
         "gap_lower_bound": test.lower_bound,
         "interval_95": list(acc.interval),
+        "evidence": evidence.excess(retrain_acc, acc, margin, method="b"),
     }
     result = CheckResult(
         check=NAME,

@@ -25,6 +25,7 @@ from scipy import stats as st
 
 from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
 from unlearn_audit.training.loops import predict
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.power import certain, with_power
 
@@ -95,6 +96,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "retrain_error_barrier": ref["error_barrier"],
         "path": {k: mine[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
         "retrain_path": {k: ref[k] for k in ("alphas", "test_loss", "test_accuracy", "poison")},
+        "evidence": evidence.shortfall(threshold - b, se, b, ref["barrier"]),
     }
     result = CheckResult(
         check=NAME,

@@ -26,6 +26,7 @@ from unlearn_audit.training.relearning import relearn, relearning_set
 from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.stats import Proportion, excess_effect, excess_test, z_power
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
@@ -74,6 +75,7 @@ def run(ctx: CheckContext) -> CheckResult:
     held_out = positions[max(sizes):] if on_forget_set else None
     level = alpha / len(sizes)
     per_size = []
+    parts: dict[str, evidence.Evidence] = {}
     worst: tuple[float, dict[str, Any]] | None = None
     best_power: tuple[float, float, bool] | None = None
     for k in sizes:
@@ -92,8 +94,10 @@ def run(ctx: CheckContext) -> CheckResult:
         if m.null == "proportion":
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
             failed, strength = test.rejected, test.lower_bound - margin
+            parts[f"k={k}"] = evidence.excess(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, method="a")
         else:
             z = m.value * math.sqrt(m.n)  # exact: held-out scores are N(0, 1) when the poison is gone
+            parts[f"k={k}"] = evidence.unit_normal(m.value * m.n, m.n, "two-sided")
             if not math.isfinite(z):  # no usable score: cannot show the poison is gone
                 failed, strength = True, math.inf
             else:
@@ -125,6 +129,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "relearning": per_size,
         "steps": steps,
+        "evidence": evidence.any_of(parts, len(sizes)),
     }
     result = CheckResult(
         check=NAME,

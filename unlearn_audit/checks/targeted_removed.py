@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 from scipy import stats as st
 
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 from unlearn_audit.checks.power import with_power
@@ -82,6 +83,7 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
         "interval_95": list(a.interval),
         "original_attack_success": float(orig.float().mean()),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
+        "evidence": evidence.excess(a, b, margin, method="a"),
     }
     result = CheckResult(
         check=NAME,
@@ -132,6 +134,7 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "validated_targets": k,
         "target_margins": mine.tolist(),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
+        "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist()),
     }
     result = CheckResult(
         check=NAME,

@@ -10,6 +10,7 @@ import torch
 
 from unlearn_audit.metrics import correct
 from unlearn_audit.stats import ExcessTest, Proportion, excess_test
+from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 
 NAME = "utility_preserved"
@@ -55,6 +56,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "gap_lower_bound": test.lower_bound,
         "original_accuracy": clean_test_accuracy(ctx, ctx.fixture.original),
         "interval_95": list(acc.interval),
+        "evidence": evidence.excess(retrain_acc, acc, margin, method="b"),
     }
     return CheckResult(
         check=NAME,

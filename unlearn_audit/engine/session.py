@@ -7,6 +7,7 @@ model and every measurement of the fixture's reference models is computed once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import weakref
@@ -21,6 +22,8 @@ from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.checks import CHECK_NAMES, REMOVAL_CHECKS, CheckContext, CheckResult, get_check
 from unlearn_audit.checks.conditioning import conditioned_on_utility
+from unlearn_audit.checks.family import family_size, has_exact_null
+from unlearn_audit.checks.pooling import pool
 from unlearn_audit.errors import RecipeError
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
@@ -45,6 +48,7 @@ class AuditOptions:
     isolation: str = "process"  # "process": each spec in its worker process; "inline": in this process
     max_memory: int | None = None  # bytes: cap of a CPU worker's address space (--audit-max-memory)
     threads: int | None = None  # torch CPU threads of a worker
+    budgets_in_run: int = 1  # how many budgets the run audits (the family of exact-null tests grows with them)
 
 
 def derived_timeout(fixture: Fixture) -> float:
@@ -68,6 +72,7 @@ class AuditSession:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
         for recipe in self.recipes.values():
             check_recipe(recipe)
+        self.family = family_size(self.recipes.values(), self.options.budgets_in_run)
         self.cache = FixtureCache(self.options.cache_dir, remote=self.options.remote_cache)
         # One GPU per xdist worker when several are visible (see unlearn_audit.engine.devices).
         self.device = torch.device(resolve_device(self.options.device, os.environ.get("PYTEST_XDIST_WORKER"),
@@ -175,19 +180,66 @@ class AuditSession:
             cached[name] = store.get_or_compute(name, compute) if store is not None else compute()
         return cached[name]
 
+    def check_options(self, recipe: ScenarioRecipe, check: str) -> dict[str, Any]:
+        """The recipe's options for the check, at the suite's Bonferroni level for tests with exact nulls."""
+        options = recipe.options(check)
+        if self.family > 1 and has_exact_null(check, str(recipe.attack["kind"])):
+            options["alpha"] = float(options.get("alpha", 0.01)) / self.family
+        return options
+
+    def family_rule(self, recipe: ScenarioRecipe, check: str) -> str:
+        if self.family > 1 and has_exact_null(check, str(recipe.attack["kind"])):
+            base = float(recipe.options(check).get("alpha", 0.01))
+            return (f"; alpha = {base:g}/{self.family}: Bonferroni over this run's {self.family} tests whose null a "
+                    f"retrained model meets exactly, so Retrain fails any of them with probability <= {base:g}")
+        return ""
+
     def run_check(
-        self, check: str, spec: str, scenario: str, seed: int, budget: float | None = None, nodeid: str | None = None
+        self, check: str, spec: str, scenario: str, seeds: "int | tuple[int, ...]", budget: float | None = None,
+        nodeid: str | None = None,
     ) -> tuple[CheckResult, dict[str, Any]]:
-        """The check's result and run metadata (timings, budget, fixture, the method's captured output).
+        """The check's result over `seeds`, pooled (see `checks.pooling`), and run metadata.
 
         A failed unlearn() is shown in full (traceback, captured output) by the first test of its case,
         `nodeid`; the case's other checks point there in one line.
         """
         started = time.perf_counter()
+        seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+        raw, utility, metas = [], [], []
+        for seed in seeds:
+            r, u, m = self.run_check_on_seed(check, spec, scenario, seed, budget, nodeid)
+            raw.append(r)
+            utility.append(u)
+            metas.append(m)
+        recipe = self.recipes[scenario]
+        alpha = float(self.check_options(recipe, check).get("alpha", 0.01))
+        result = pool(list(seeds), raw, alpha)
+        result = dataclasses.replace(result, details={**result.details, "alpha": alpha})  # the level it was judged at
+        if result.verdict in ("pass", "fail") and result.score is not None:
+            result = dataclasses.replace(result, rule=result.rule + self.family_rule(recipe, check))
+        measured = [i for i, u in enumerate(utility) if u is not None]  # seeds where the removal check ran
+        if check in REMOVAL_CHECKS and measured:
+            u_alpha = float(self.check_options(recipe, "utility_preserved").get("alpha", 0.01))
+            pooled_utility = pool([seeds[i] for i in measured], [utility[i] for i in measured], u_alpha)
+            result = conditioned_on_utility(result, pooled_utility)
+            if len(seeds) > 1:  # each seed's own line also says what its utility rule found
+                per_seed = [{**e, "verdict": conditioned_on_utility(raw[i], utility[i]).verdict}
+                            if utility[i] is not None else e for i, e in enumerate(result.details.get("per_seed", []))]
+                result = dataclasses.replace(result, details={**result.details, "per_seed": per_seed})
+        meta = metas[0] if len(metas) == 1 else {**metas[0], "per_seed": metas,
+                                                  "unlearn_seconds": sum(m["unlearn_seconds"] or 0 for m in metas)}
+        meta["check_seconds"] = time.perf_counter() - started
+        return result, meta
+
+    def run_check_on_seed(
+        self, check: str, spec: str, scenario: str, seed: int, budget: float | None, nodeid: str | None
+    ) -> tuple[CheckResult, CheckResult | None, dict[str, Any]]:
+        """One seed: the check's own result, the utility result a removal check is conditioned on, metadata."""
         outcome = self.outcome(spec, scenario, seed, budget)
         fixture = self.fixture(scenario, seed)
         recipe = fixture.recipe
         meta = {
+            "seed": seed,
             "recipe_hash": recipe.cache_key(seed),
             "fixture": str(fixture.path),
             "budget_fraction": outcome.budget.fraction,
@@ -203,6 +255,7 @@ class AuditSession:
         if captured:
             meta["unlearn_output"] = captured
         validation = fixture.meta.get("validation", {})
+        utility = None
         if not validation.get("effective", True) and check != "budget_respected":
             result = CheckResult(
                 check=check,
@@ -230,13 +283,12 @@ class AuditSession:
                 message=failure_message(outcome, nodeid),
             )
         else:
-            ctx = CheckContext(fixture, outcome, recipe.options(check), self.measure)
+            ctx = CheckContext(fixture, outcome, self.check_options(recipe, check), self.measure)
             result = get_check(check)(ctx)
             if check in REMOVAL_CHECKS:
-                utility = CheckContext(fixture, outcome, recipe.options("utility_preserved"), self.measure)
-                result = conditioned_on_utility(result, get_check("utility_preserved")(utility))
-        meta["check_seconds"] = time.perf_counter() - started
-        return result, meta
+                u_ctx = CheckContext(fixture, outcome, self.check_options(recipe, "utility_preserved"), self.measure)
+                utility = get_check("utility_preserved")(u_ctx)
+        return result, utility, meta
 
 
 def _looks_like_memory(error: str) -> bool:

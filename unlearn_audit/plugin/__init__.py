@@ -32,8 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "'unlearn_audit.unlearners'. Repeatable. Without it the plugin does nothing.")
     group.addoption("--audit-profile", default="tiny", metavar="NAME",
                     help="fixture profile: data, model and scenarios (default: tiny, CPU, minutes).")
-    group.addoption("--audit-seeds", default="1", metavar="N",
-                    help="number of seeds (fixtures and unlearner runs), seeds 0..N-1 (default: 1).")
+    group.addoption("--audit-seeds", default="1", metavar="N|A-B|A,B,...",
+                    help="the seeds (fixtures and unlearner runs): N for seeds 0..N-1 (default: 1), a range A-B, "
+                         "or a list A,B,...; each test pools the evidence of all of them into one verdict.")
     group.addoption("--audit-report", default=None, metavar="PATH",
                     help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.")
     group.addoption("--audit-cache", default=None, metavar="DIR|URL",
@@ -57,7 +58,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
     group.addoption("--audit-shard", default=None, metavar="I/N",
                     help="run only shard I of N of the audit cases (1 <= I <= N; all checks of one unlearner x "
-                         "scenario x seed x budget stay together), e.g. one CI job each; join the shards' "
+                         "scenario x budget stay together, with their seeds), e.g. one CI job each; join the shards' "
                          "--audit-report files with `unlearn-audit merge`.")
     group.addoption("--audit-device", default=None, metavar="DEVICE",
                     help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
@@ -86,8 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if conformance not in config.args:
         explicit = config.args_source == pytest.Config.ArgsSource.ARGS
         config.args = [*config.args, conformance] if explicit else [conformance]
-    # Under xdist, all checks of one (unlearner, scenario, seed, budget) go to one worker so that
-    # they share one unlearn() call: see pytest_xdist_make_scheduler below.
+    # Under xdist, all checks of one (unlearner, scenario, seeds, budget) go to one worker so that
+    # they share their unlearn() calls: see pytest_xdist_make_scheduler below.
     if not hasattr(config, "workerinput"):
         from unlearn_audit.reports.collector import ReportCollector
 
@@ -168,11 +169,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for scenario, checks in settings.scenarios.items():
             if check not in checks:
                 continue
-            for seed in settings.seeds:
-                for budget in settings.budgets:
-                    case = AuditCaseParams(spec, settings.profile, scenario, seed, check, budget,
-                                           show_budget=len(settings.budgets) > 1)
-                    params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
+            for budget in settings.budgets:
+                case = AuditCaseParams(spec, settings.profile, scenario, settings.seeds, check, budget,
+                                       show_budget=len(settings.budgets) > 1)
+                params.append(pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.group)))
     if not params:
         reason = f"no scenario of profile {settings.profile!r} applies check {check!r}"
         params = [pytest.param(None, id=f"{settings.profile}-not-applicable", marks=pytest.mark.skip(reason=reason))]
@@ -194,7 +194,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 @pytest.fixture
 def audit_case(request: pytest.FixtureRequest) -> AuditCase:
-    """The (unlearner, scenario, seed, check) this conformance test judges."""
+    """The (unlearner, scenario, seeds, check) this conformance test judges."""
     return AuditCase(request.param, request.config, request.node)
 
 
@@ -229,7 +229,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         case = _case_of(item)
         if case is not None:
-            needed.add((case.scenario, case.seed))
+            needed.update((case.scenario, seed) for seed in case.seeds)
     _build_fixtures(config, sorted(needed))
 
 

@@ -1,4 +1,4 @@
-"""One audit test case: (unlearner spec, profile, scenario, seed, check), and how it is judged.
+"""One audit test case: (unlearner spec, profile, scenario, seeds, check), and how it is judged.
 
 This module imports only pytest; the heavy session (torch) is created on first use.
 """
@@ -24,7 +24,7 @@ class AuditCaseParams:
     spec: str
     profile: str
     scenario: str
-    seed: int
+    seeds: tuple[int, ...]  # judged together: their evidence is pooled into one verdict
     check: str
     budget: float = DEFAULT_BUDGET_FRACTION
     show_budget: bool = False  # put the budget in the test id (when several budgets run)
@@ -32,17 +32,27 @@ class AuditCaseParams:
     @property
     def id(self) -> str:
         suffix = f"-budget{self.budget:g}" if self.show_budget else ""
-        return f"{self.spec}-{self.profile}-{self.scenario}-seed{self.seed}{suffix}"
+        return f"{self.spec}-{self.profile}-{self.scenario}-{seeds_label(self.seeds)}{suffix}"
 
     def record(self) -> dict[str, Any]:
         """The case's fields as a result record names them (see `unlearn_audit.reports.record`)."""
         return {"unlearner": self.spec, "check": self.check, "scenario": self.scenario, "profile": self.profile,
-                "seed": self.seed, "budget": self.budget}
+                "seed": self.seeds[0] if len(self.seeds) == 1 else None, "seeds": list(self.seeds),
+                "budget": self.budget}
 
     @property
     def group(self) -> str:
-        """Cases that share one unlearn() call run on the same xdist worker."""
-        return f"{self.spec}|{self.profile}|{self.scenario}|{self.seed}|{self.budget:g}"
+        """Cases that share their unlearn() calls run on the same xdist worker."""
+        return f"{self.spec}|{self.profile}|{self.scenario}|{seeds_label(self.seeds)}|{self.budget:g}"
+
+
+def seeds_label(seeds: tuple[int, ...]) -> str:
+    """`seed3` for one seed, `seeds0-4` for a range, `seeds1,5,9` otherwise (as test ids show them)."""
+    if len(seeds) == 1:
+        return f"seed{seeds[0]}"
+    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"seeds{seeds[0]}-{seeds[-1]}"
+    return "seeds" + ",".join(map(str, seeds))
 
 
 @dataclass
@@ -55,7 +65,7 @@ class AuditCase:
 
     def run(self) -> tuple["CheckResult", dict[str, Any]]:
         p = self.params
-        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seed, p.budget,
+        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seeds, p.budget,
                                                          nodeid=self.node.nodeid)
 
     def judge(self) -> "CheckResult":

@@ -68,6 +68,21 @@ def _option(config: pytest.Config, name: str, convert: Callable[[str], Any], val
     return value
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """`5` -> seeds 0..4; `10-19` -> seeds 10..19; `3,7,11` -> those seeds (a ValueError otherwise)."""
+    text = text.strip()
+    if "," in text:
+        seeds = tuple(int(s) for s in text.split(","))
+    elif "-" in text.lstrip("-"):
+        first, _, last = text.partition("-")
+        seeds = tuple(range(int(first), int(last) + 1))
+    else:
+        seeds = tuple(range(int(text)))
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(text)
+    return seeds
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     return tuple(float(b) for b in text.split(","))
 
@@ -85,7 +100,8 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         recipes = load_profile_recipes(profile)
     except KeyError:
         raise usage_error(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
-    seeds = _option(config, "audit_seeds", int, lambda n: n >= 1, "a positive integer")
+    seeds = _option(config, "audit_seeds", parse_seeds, lambda s: True,
+                    "a positive number of seeds N (seeds 0..N-1), a range A-B or a list A,B,... of distinct seeds >= 0")
     budgets = _option(config, "audit_budget", _fractions,
                       lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
                       "distinct fractions in (0, 1], comma-separated")
@@ -118,7 +134,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         unlearners=specs,
         profile=profile,
         scenarios={name: tuple(r.checks) for name, r in recipes.items()},
-        seeds=tuple(range(seeds)),
+        seeds=seeds,
         budgets=budgets or (DEFAULT_BUDGET_FRACTION,),
         threads=threads,
         timeout=timeout,

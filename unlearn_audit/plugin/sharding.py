@@ -1,7 +1,7 @@
 """Split one audit over several CI jobs: `--audit-shard i/n` keeps every n-th audit case (torch-free).
 
-A case is one (unlearner, scenario, seed, budget): all its checks share one `unlearn()` call, so
-they stay in one shard. Cases are sorted by their group key and dealt out round-robin, so the split
+A case is one (unlearner, scenario, seeds, budget): all its checks share its `unlearn()` calls (and
+pool its seeds), so they stay in one shard. Cases are sorted by their group key and dealt out round-robin, so the split
 is deterministic (identical in every job and every xdist worker), balanced to within one case, and
 every shard gets a case as long as there are at least n. Tests that are not audit cases (a user's
 own, run beside the suite) stay in every shard. `unlearn-audit merge` joins the shards' reports.

@@ -41,6 +41,7 @@ def get_audit_session(config: pytest.Config) -> "AuditSession":
                 isolation=s.isolation,
                 max_memory=s.max_memory,
                 threads=s.threads,
+                budgets_in_run=len(s.budgets),
             ),
         )
         # The workers that resolved the specs at start-up run the audit: no second start.

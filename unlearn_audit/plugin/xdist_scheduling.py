@@ -11,7 +11,7 @@ CONFORMANCE_DIR_NAME = CONFORMANCE_DIR.name
 
 
 class AuditCaseScheduling(LoadScopeScheduling):
-    """Scope = the case's parameter id ("spec-profile-scenario-seedN[-budgetB]"), or its unlearner (see
+    """Scope = the case's parameter id ("spec-profile-scenario-seedN|seedsA-B[-budgetB]"), or its unlearner (see
     `_by_spec`), for conformance
     tests, the node id itself (one test per unit) for anything else. The controller sees only node
     ids, so the id in brackets is the group key; it is never parsed back into parameters."""

@@ -1,7 +1,7 @@
 """Compare a run with a stored report: the regression gate of a method's CI.
 
 A result regresses when its score is significantly worse than the baseline's for the same
-(unlearner, check, scenario, profile, seed, budget): a one-sided z-test on the difference of
+(unlearner, check, scenario, profile, seeds, budget): a one-sided z-test on the difference of
 the two scores with standard error sqrt(se_new^2 + se_old^2), at `ALPHA`. Scores without an
 uncertainty (exact counts such as the budget) regress only when their verdict goes from pass
 to fail. An identical rerun therefore never regresses; a change that moves a score by noise
@@ -20,6 +20,8 @@ from scipy import stats as st
 
 from unlearn_audit.reports.record import KEY_FIELDS, SCHEMA_VERSION, ResultRecord, key_of
 
+READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+
 ALPHA = 0.01
 
 
@@ -36,10 +38,27 @@ def load_baseline(path: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
         version = doc["schema_version"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BaselineError(f"--audit-baseline {path}: not an unlearn-audit JSON report ({exc!r})") from None
-    if version != SCHEMA_VERSION:
+    regenerate = f"regenerate the baseline with this version: --audit-baseline {path} --audit-update-baseline"
+    if version not in READABLE_SCHEMAS:
         raise BaselineError(f"--audit-baseline {path}: report schema {version} is not supported (expected {SCHEMA_VERSION}); "
-                            f"regenerate the baseline with this version: --audit-baseline {path} --audit-update-baseline")
+                            + regenerate)
+    if version == 1:
+        _check_one_seed_per_test(path, results, regenerate)
     return {key_of(r): r for r in results}
+
+
+def _check_one_seed_per_test(path: Path, results: list[dict[str, Any]], regenerate: str) -> None:
+    """A schema-1 report has one test per seed. Its one-seed runs are today's one-seed tests; its
+    several-seed runs have no counterpart (today one test pools the seeds), so they cannot be compared."""
+    seeds: dict[tuple[Any, ...], set[Any]] = {}
+    for r in results:
+        case = tuple(r.get(k) for k in ("unlearner", "check", "scenario", "profile", "budget"))
+        seeds.setdefault(case, set()).add(r.get("seed"))
+    pooled = sorted({s for group in seeds.values() if len(group) > 1 for s in group}, key=str)
+    if pooled:
+        raise BaselineError(f"--audit-baseline {path}: written by an older unlearn-audit with one test per seed (seeds "
+                            f"{pooled}); tests now pool their seeds into one verdict, so its results cannot be matched; "
+                            + regenerate)
 
 
 @lru_cache(maxsize=8)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_audit.jsonsafe import finite
-from unlearn_audit.reports.record import CASE_PROPERTY, RESULT_PROPERTY, SCHEMA_VERSION, ResultRecord
+from unlearn_audit.reports.record import CASE_PROPERTY, RESULT_PROPERTY, SCHEMA_VERSION, ResultRecord, per_seed_records, seeds_text
 
 
 
@@ -77,7 +77,7 @@ class ReportCollector:
         )
 
     def records(self) -> list[ResultRecord]:
-        return sorted(self.results.values(), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seed or 0))
+        return sorted(self.results.values(), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or []))
 
     def document(self) -> dict[str, Any]:
         import importlib.metadata as md
@@ -115,20 +115,30 @@ class ReportCollector:
 
         table = Table(title="unlearn-audit: score ± stderr; reference = retrain under the same measurement (the budget for budget_respected)",
                       box=box.SIMPLE_HEAD, title_justify="left")
-        for col in ("unlearner", "check", "scenario", "seed", "score ± se", "reference", "original", "outcome"):
-            table.add_column(col, justify="right" if col in ("seed", "score ± se", "reference", "original") else "left", no_wrap=True)
+        for col in ("unlearner", "check", "scenario", "seeds", "score ± se", "reference", "original", "outcome"):
+            table.add_column(col, justify="right" if col in ("seeds", "score ± se", "reference", "original") else "left", no_wrap=True)
         styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
         for r in self.records():
             d = r.details or {}
-            original = d.get("original_gus", d.get("original_attack_success", d.get("original_accuracy")))
             table.add_row(
-                str(r.unlearner).rpartition(":")[2], str(r.check), str(r.scenario), str(r.seed),
-                _pm(r.score, r.stderr), _num(r.reference), _num(original),
+                str(r.unlearner).rpartition(":")[2], str(r.check), str(r.scenario), seeds_text(r),
+                _pm(r.score, r.stderr), _num(r.reference), _num(_original(r)),
                 f"[{styles.get(str(r.outcome), 'white')}]{r.outcome}[/]" + (" (low power)" if _low_power(d) else ""),
             )
         buf = StringIO()
         Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(table)
         return buf.getvalue()
+
+
+def _original(r: ResultRecord) -> float | None:
+    """The poisoned original's score (the mean over the seeds of a pooled test)."""
+    values = []
+    for one in per_seed_records(r):
+        d = one.details or {}
+        v = d.get("original_gus", d.get("original_attack_success", d.get("original_accuracy")))
+        if isinstance(v, (int, float)):
+            values.append(float(v))
+    return sum(values) / len(values) if values else None
 
 
 def _low_power(details: dict[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """Exact differences between two reports: did a refactor or a dependency bump change any verdict or score?
 
 `unlearn-audit compare` asks whether a method got significantly worse; `unlearn-audit diff` asks
-whether anything changed at all. Results are matched on (unlearner, check, scenario, profile, seed,
+whether anything changed at all. Results are matched on (unlearner, check, scenario, profile, seeds,
 budget); for each, the outcome, verdict, score, uncertainty, reference, rule, message and details
 are compared, except timings (keys named `seconds` or ending in `_seconds`) and any detail key
 given in `ignore`.

@@ -47,7 +47,7 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
                 raise MergeError(f"{path}: result {record.key} is also in {records[record.key][0]}")
             records[record.key] = (path, record)
     ordered = sorted((r for _, r in records.values()),
-                     key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seed or 0))
+                     key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or []))
     merged = dict(docs[0])
     merged["options"] = {**common, "shard": None}
     merged["merged_from"] = [str(p) for p in paths]

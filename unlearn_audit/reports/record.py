@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 1
-"""Version of the JSON report's layout; a baseline of another version is refused with a message."""
+SCHEMA_VERSION = 2
+"""Version of the JSON report's layout; a baseline of another version is refused with a message.
+
+2: each test pools its seeds (`seeds`, every seed's own result in `details.per_seed`); results are
+matched on their seeds. 1: one test per seed (`seed`); its results read as one-seed tests."""
 
 CASE_PROPERTY = "unlearn_audit.case"
 RESULT_PROPERTY = "unlearn_audit"
@@ -21,7 +24,7 @@ RESULT_PROPERTY = "unlearn_audit"
 OUTCOME_OF_VERDICT = {"pass": "passed", "fail": "failed", "xfail": "xfailed", "skip": "skipped"}
 """A check's verdict as the pytest outcome it leads to."""
 
-KEY_FIELDS = ("unlearner", "check", "scenario", "profile", "seed", "budget")
+KEY_FIELDS = ("unlearner", "check", "scenario", "profile", "seeds", "budget")
 """What identifies a result across runs (the baseline matches on it)."""
 
 
@@ -34,7 +37,7 @@ class ResultRecord:
     check: str | None
     scenario: str | None
     profile: str | None
-    seed: int | None
+    seed: int | None  # the seed of a one-seed test (None when several are pooled)
     budget: float | None
     outcome: str | None = None  # passed / failed / error / skipped / xfailed / xpassed
     verdict: str | None = None  # pass / fail / xfail / skip (None when the check did not run)
@@ -49,6 +52,11 @@ class ResultRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     duration: float = 0.0
+    seeds: list[int] | None = None  # every seed the test pooled
+
+    def __post_init__(self) -> None:
+        if self.seeds is None and self.seed is not None:  # a schema-1 record: one test per seed
+            object.__setattr__(self, "seeds", [self.seed])
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -63,11 +71,43 @@ class ResultRecord:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("nodeid", "")
-        for name in ("unlearner", "check", "scenario", "profile", "seed", "budget"):
+        for name in ("unlearner", "check", "scenario", "profile", "seed", "budget"):  # "seeds": from "seed"
             values.setdefault(name, None)
         return cls(**values)
 
 
 def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
     budget = r.get("budget")
-    return tuple(round(budget, 6) if k == "budget" and budget is not None else r.get(k) for k in KEY_FIELDS)
+    seeds = r.get("seeds") or ([r["seed"]] if r.get("seed") is not None else None)
+
+    def value(k: str) -> Any:
+        if k == "budget":
+            return round(budget, 6) if budget is not None else None
+        if k == "seeds":
+            return tuple(seeds) if seeds is not None else None
+        return r.get(k)
+
+    return tuple(value(k) for k in KEY_FIELDS)
+
+
+def seeds_text(r: "ResultRecord") -> str:
+    """The seeds as the summary table shows them: `0`, `0-4`, `1,5,9`."""
+    seeds = r.seeds or []
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds)) if seeds else str(r.seed)
+
+
+def per_seed_records(r: "ResultRecord") -> list["ResultRecord"]:
+    """A pooled result as one record per seed (each seed's own verdict and details), for tools that
+    show seeds one by one (calibration tables, plots); a one-seed result is itself."""
+    entries = r.details.get("per_seed")
+    if not entries:
+        return [r]
+    from dataclasses import replace
+
+    return [replace(r, seed=e["seed"], seeds=[e["seed"]], verdict=e["verdict"], score=e["score"], stderr=e["stderr"],
+                    reference=e["reference"], reference_stderr=e["reference_stderr"], message=e.get("message", ""),
+                    details=e.get("details", {}), outcome=OUTCOME_OF_VERDICT.get(e["verdict"], r.outcome))
+            for e in entries]
+

@@ -1,14 +1,18 @@
 """`unlearn-audit calibrate`: run the suite for the reference methods over several seeds and
-tabulate pass rates and scores per (method, check, scenario).
+tabulate verdicts, scores and power per (method, check, scenario).
 
-This is the suite's self-test: `Retrain` must pass every calibrated check and `NoOp` must fail
-every removal check. The table is built from the JSON report, so it shows exactly what a
-user's own run would show.
+This is the suite's self-test: `Retrain` must pass every pooled test and the negative controls
+must fail every removal check. The run pools its seeds as a user's does (one test per method x
+check x scenario); every seed's own verdict is in the report too, and each seed alone is an
+independent one-seed run of the suite, so over N seeds the tables also give how often a one-seed
+run fails `Retrain` somewhere (the suite-level false-failure rate) and the power of every check at
+1 and 3 seeds. The tables are built from the JSON report, so they show what a user's run shows.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -16,6 +20,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from unlearn_audit.reports.record import ResultRecord, per_seed_records
+from unlearn_audit.stats import wilson_interval
 
 NEGATIVE_CONTROLS = ["NoOp", "FreshRandomModel", "RandomRelabelDestructive"]
 """Must fail every removal check: the poison kept (NoOp), or the model destroyed instead of cleaned."""
@@ -26,7 +33,7 @@ REFERENCE_METHODS = [
 ]
 
 
-def run_suite(methods: list[str], profile: str, seeds: int, report: Path, cache: Path | None, workers: int | None) -> int:
+def run_suite(methods: list[str], profile: str, seeds: str, report: Path, cache: Path | None, workers: int | None) -> int:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--audit-profile", profile,
            "--audit-seeds", str(seeds), "--audit-report", str(report)]
     for m in methods:
@@ -38,16 +45,28 @@ def run_suite(methods: list[str], profile: str, seeds: int, report: Path, cache:
     return subprocess.call(cmd)
 
 
+def seed_results(doc: dict[str, Any]) -> list[ResultRecord]:
+    """Every seed's own result (a pooled test's `per_seed`; a schema-1 report's results as they are)."""
+    return [one for r in doc["results"] for one in per_seed_records(ResultRecord.from_json(r))]
+
+
 def summarise(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (unlearner, check, scenario): pass count, seeds, mean score and reference."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    """One row per (unlearner, check, scenario): per-seed pass counts, mean score and reference, the
+    pooled test's outcome, and the power at 1 and 3 seeds."""
+    groups: dict[tuple[str, str, str], list[ResultRecord]] = defaultdict(list)
+    for one in seed_results(doc):
+        groups[(str(one.unlearner), str(one.check), str(one.scenario))].append(one)
+    tests: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in doc["results"]:
-        groups[(r["unlearner"], r["check"], r["scenario"])].append(r)
+        tests[(r["unlearner"], r["check"], r["scenario"])].append(r)
+    # One test per row pools its seeds; a schema-1 report (one test per seed) has no pooled verdict.
+    pooled = {key: rs[0] for key, rs in tests.items() if len(rs) == 1}
     rows = []
     for (unlearner, check, scenario), rs in sorted(groups.items()):
-        scores = [r["score"] for r in rs if r["score"] is not None]
-        refs = [r["reference"] for r in rs if r["reference"] is not None]
-        outcomes = [r["outcome"] for r in rs]
+        scores = [r.score for r in rs if r.score is not None]
+        refs = [r.reference for r in rs if r.reference is not None]
+        outcomes = [r.outcome for r in rs]
+        whole = pooled.get((unlearner, check, scenario), {})
         rows.append({
             "unlearner": unlearner.rpartition(":")[2],
             "check": check,
@@ -59,8 +78,49 @@ def summarise(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "score_mean": statistics.fmean(scores) if scores else None,
             "score_sd": statistics.stdev(scores) if len(scores) > 1 else None,
             "reference_mean": statistics.fmean(refs) if refs else None,
+            "pooled_outcome": whole.get("outcome"),
+            "pooled_seeds": len(whole.get("seeds") or [whole.get("seed")]),
+            "power_1": power_at(rs, 1),
+            "power_3": power_at(rs, 3),
         })
     return rows
+
+
+def power_at(results: list[ResultRecord], seeds: int) -> float | None:
+    """The power against the unremoved poison of the check's test pooled over `seeds` seeds, averaged over
+    the fixtures: for each seed's measured effect e, the power of a pooled test that sees e x sqrt(seeds)
+    (at 1 seed, each seed's own stated power). An average of powers, not the power of an average effect,
+    so that one fixture with a huge effect does not hide the weak ones."""
+    from unlearn_audit.stats import z_power
+
+    powers = []
+    for r in results:
+        d = r.details or {}
+        if "power" not in d or d["power"] is None:
+            continue
+        effect = d.get("power_effect")
+        if seeds == 1 or effect is None:  # None: infinite in JSON (certain, or none at all): the same at any seeds
+            powers.append(float(d["power"]))
+        else:
+            powers.append(z_power(effect * math.sqrt(seeds), d.get("power_alpha", 0.01), bool(d.get("power_two_sided")),
+                                  d.get("power_critical")))
+    powers = [p for p in powers if not math.isnan(p)]
+    return sum(powers) / len(powers) if powers else None
+
+
+def suite_false_failures(doc: dict[str, Any], unlearner: str = "Retrain") -> dict[str, Any]:
+    """How often `unlearner` fails at least one test of a one-seed run: each seed of the calibration is one
+    independent such run (its per-seed verdicts are the verdicts that run would give)."""
+    by_seed: dict[int, list[ResultRecord]] = defaultdict(list)
+    for one in seed_results(doc):
+        if str(one.unlearner).rpartition(":")[2] == unlearner and one.seed is not None:
+            by_seed[one.seed].append(one)
+    failing = sorted(seed for seed, rs in by_seed.items() if any(r.outcome in ("failed", "error") for r in rs))
+    runs = len(by_seed)
+    low, high = wilson_interval(len(failing), runs) if runs else (0.0, 1.0)
+    pooled = [r for r in doc["results"] if str(r["unlearner"]).rpartition(":")[2] == unlearner]
+    return {"unlearner": unlearner, "runs": runs, "failing_seeds": failing, "rate_interval_95": [low, high],
+            "pooled_tests": len(pooled), "pooled_failed": sum(r["outcome"] in ("failed", "error") for r in pooled)}
 
 
 def anchor_violations(rows: list[dict[str, Any]]) -> list[str]:
@@ -71,11 +131,28 @@ def anchor_violations(rows: list[dict[str, Any]]) -> list[str]:
     found = []
     for r in rows:
         where = f"{r['check']} on {r['scenario']}"
-        if r["unlearner"] == "Retrain" and r["failed"]:
-            found.append(f"Retrain failed {where} on {r['failed']}/{r['seeds']} seeds")
-        if r["unlearner"] in NEGATIVE_CONTROLS and r["check"] in REMOVAL_CHECKS and r["passed"]:
-            found.append(f"negative control {r['unlearner']} passed {where} on {r['passed']}/{r['seeds']} seeds")
+        if r["unlearner"] == "Retrain":
+            if r["pooled_outcome"] in ("failed", "error"):
+                found.append(f"Retrain failed the pooled test of {where}")
+            elif r["pooled_outcome"] is None and r["failed"]:
+                found.append(f"Retrain failed {where} on {r['failed']}/{r['seeds']} seeds")
+        if r["unlearner"] in NEGATIVE_CONTROLS and r["check"] in REMOVAL_CHECKS:
+            if r["pooled_outcome"] == "passed":
+                found.append(f"negative control {r['unlearner']} passed the pooled test of {where}")
+            elif r["pooled_outcome"] is None and r["passed"]:
+                found.append(f"negative control {r['unlearner']} passed {where} on {r['passed']}/{r['seeds']} seeds")
     return found
+
+
+def seed_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Where a negative control passed a removal check on a seed alone although the pooled test failed it:
+    not a violation (the pooled test is the verdict) but a sign of seeds with little power, worth showing."""
+    from unlearn_audit.checks import REMOVAL_CHECKS
+
+    return [f"{r['unlearner']} passed {r['check']} on {r['scenario']} on {r['passed']}/{r['seeds']} seeds alone "
+            f"(power at 1 seed {r['power_1']:.2f}; the pooled test failed it)"
+            for r in rows if r["unlearner"] in NEGATIVE_CONTROLS and r["check"] in REMOVAL_CHECKS
+            and r["pooled_outcome"] in ("failed", "error") and r["passed"] and r["power_1"] is not None]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -84,13 +161,32 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             return ""
         return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
 
-    lines = ["| method | check | scenario | passed | score (mean ± sd over seeds) | retrain reference |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | check | scenario | seeds passed alone | pooled test | score (mean ± sd over seeds) | reference |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         verdict = f"{r['passed']}/{r['seeds']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else "")
         score = num(r["score_mean"]) + (f" ± {num(r['score_sd'])}" if r["score_sd"] is not None else "")
-        lines.append(f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {verdict} | {score} | {num(r['reference_mean'])} |")
+        lines.append(f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {verdict} | {r['pooled_outcome']} | {score} | "
+                     f"{num(r['reference_mean'])} |")
     return "\n".join(lines) + "\n"
+
+
+def power_markdown(rows: list[dict[str, Any]]) -> str:
+    """The power of each (check, scenario) against the unremoved poison, at 1 and 3 seeds (from Retrain's
+    rows: the power depends on the fixture, not on the method)."""
+    lines = ["| check | scenario | power, 1 seed | power, 3 seeds |", "|---|---|---|---|"]
+    for r in sorted((r for r in rows if r["unlearner"] == "Retrain" and r["power_1"] is not None),
+                    key=lambda r: (CHECK_ORDER.get(r["check"], 99), r["scenario"])):
+        lines.append(f"| {r['check']} | {r['scenario']} | {r['power_1']:.2f} | {r['power_3']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def false_failure_markdown(summary: dict[str, Any]) -> str:
+    low, high = summary["rate_interval_95"]
+    failing = ", ".join(map(str, summary["failing_seeds"])) or "none"
+    return (f"{summary['unlearner']} failed at least one test on {len(summary['failing_seeds'])} of {summary['runs']} "
+            f"one-seed runs (seeds failing: {failing}; 95% Wilson interval of the rate {low:.3f}-{high:.3f}); "
+            f"pooled over all seeds it failed {summary['pooled_failed']} of {summary['pooled_tests']} tests.\n")
 
 
 def matrix_markdown(rows: list[dict[str, Any]]) -> str:
@@ -154,9 +250,15 @@ def main(args: Any) -> int:
     rows = summarise(doc)
     md = markdown(rows)
     matrix = matrix_markdown(rows)
-    (out / f"calibration-{args.profile}.md").write_text(matrix + "\n" + md)
-    (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps(rows, indent=2))
+    power = power_markdown(rows)
+    retrain = suite_false_failures(doc)
+    (out / f"calibration-{args.profile}.md").write_text(matrix + "\n" + md + "\n" + power + "\n" + false_failure_markdown(retrain))
+    (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps({"rows": rows, "retrain_suite": retrain}, indent=2))
     print_scoreboard(rows)
+    print(power, end="")
+    print(false_failure_markdown(retrain), end="")
+    for note in seed_notes(rows):
+        print("note: " + note)
     violations = anchor_violations(rows)
     print("calibration anchors: " + ("Retrain passes every test and every negative control "
                                      f"({', '.join(NEGATIVE_CONTROLS)}) fails every removal check" if not violations

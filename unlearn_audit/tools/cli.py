@@ -4,7 +4,7 @@
     unlearn-audit fixtures list   [--cache DIR]
     unlearn-audit fixtures verify [--cache DIR]
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
-    unlearn-audit calibrate       [--profile tiny] [--seeds N] [--methods ...] [--out DIR]
+    unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [--out DIR]
     unlearn-audit compare OLD.json NEW.json
     unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
     unlearn-audit merge SHARD.json ... --out REPORT.json
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache(c)
     cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
     cal.add_argument("--profile", default="tiny")
-    cal.add_argument("--seeds", type=int, default=3)
+    cal.add_argument("--seeds", type=_seeds, default="3",
+                     help="N (seeds 0..N-1), a range A-B or a list A,B,... (default 3); the tests pool them, and each "
+                          "seed's own verdicts give the one-seed tables")
     cal.add_argument("--methods", nargs="*", default=None, help="method names in unlearn_audit.methods, or full specs")
     cal.add_argument("--out", default="calibration", help="directory for the JSON report and the Markdown table")
     cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n)")
@@ -73,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     return parser
+
+
+def _seeds(text: str) -> str:
+    """`--seeds` as `--audit-seeds` takes it (checked here, so that a typo fails before the suite starts)."""
+    from unlearn_audit.plugin.settings import parse_seeds
+
+    try:
+        parse_seeds(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N, A-B or A,B,... (distinct seeds >= 0), got {text!r}") from None
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +213,7 @@ def compare_main(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]{exc}[/]".replace("--audit-baseline ", ""))
         return 2
     table = Table(title=f"{args.old} -> {args.new}")
-    for col in ("unlearner", "check", "scenario", "seed", "budget", "old", "new", "z", "status"):
+    for col in ("unlearner", "check", "scenario", "seeds", "budget", "old", "new", "z", "status"):
         table.add_column(col)
     colour = {"regressed": "red", "improved": "green", "missing": "yellow", "new": "yellow"}
 
@@ -209,7 +222,8 @@ def compare_main(args: argparse.Namespace, console: Console) -> int:
 
     for r in rows:
         z = r.get("z")
-        table.add_row(str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]), str(r["seed"]),
+        table.add_row(str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]),
+                      ",".join(map(str, r["seeds"])) if r.get("seeds") else "",
                       f"{r['budget']:g}" if r.get("budget") is not None else "",
                       fmt(r.get("baseline_score"), r.get("baseline_stderr")), fmt(r.get("new_score"), r.get("new_stderr")),
                       "" if z is None or z != z else f"{z:.2f}", f"[{colour.get(r['status'], 'white')}]{r['status']}[/]")

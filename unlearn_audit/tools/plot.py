@@ -65,8 +65,17 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ReportError(f"{path} is not an unlearn-audit JSON report (no 'results' list); "
                           "write one with `pytest --audit-report FILE`")
-    results = [r for r in doc["results"] if isinstance(r, dict)]
+    results = [one for r in doc["results"] if isinstance(r, dict) for one in _per_seed(r)]
     return doc, results
+
+
+def _per_seed(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pooled test's seeds as one result each (the curves are per seed); a one-seed result as it is."""
+    entries = (result.get("details") or {}).get("per_seed")
+    if not isinstance(entries, list) or not entries:
+        return [result]
+    return [{**result, **{k: e.get(k) for k in ("verdict", "score", "stderr", "reference", "reference_stderr")},
+             "seed": e.get("seed"), "seeds": [e.get("seed")], "details": e.get("details") or {}} for e in entries]
 
 
 # --------------------------------------------------------------------------------------------- helpers

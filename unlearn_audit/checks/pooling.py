@@ -1,0 +1,101 @@
+"""One verdict from the evidence of several seeds.
+
+With `--audit-seeds N` each (unlearner, check, scenario, budget) is one test: its seeds' evidence
+(`checks.evidence`) is pooled and judged by the check's own test at the check's alpha, so more
+seeds add power instead of multiplying false alarms (N tests at alpha each fail a perfect method
+with probability about N x alpha). Every seed's own result stays in the details (`per_seed`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from unlearn_audit.checks.base import CheckResult
+from unlearn_audit.checks.evidence import decide
+from unlearn_audit.checks.power import pooled_power
+
+HOW = {
+    "unit_normal": "Stouffer's z: the scores of every seed in one exact z-test",
+    "excess": "the counts of every seed added up",
+    "prediction": "every validated target of every seed; pooled clean model j = the j-th clean model of each seed",
+    "shortfall": "the seeds' differences and variances added up",
+    "any": "each part pooled over the seeds, Bonferroni over the parts",
+    "exact": "fails if any seed fails",
+}
+
+
+def seed_summary(seed: int, result: CheckResult) -> dict[str, Any]:
+    """One seed's result as the pooled result's details list it."""
+    return {"seed": seed, "verdict": result.verdict, "score": result.score, "stderr": result.stderr,
+            "reference": result.reference, "reference_stderr": result.reference_stderr, "message": result.message,
+            "details": result.details}
+
+
+def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckResult:
+    """The pooled result of one check over `seeds` (each seed's result in `results`, in order).
+
+    One seed: its result, unchanged. Seeds whose fixture could not judge removal (xfail) are left
+    out and named; if none is left, the first such result stands. A check without evidence (it
+    did not get to measure, e.g. unlearn() failed) decides the pool: its result, with its seed named.
+    """
+    if len(results) == 1:
+        return results[0]
+    judged = [(s, r) for s, r in zip(seeds, results) if r.verdict not in ("xfail", "skip")]
+    left_out = [s for s, r in zip(seeds, results) if r.verdict in ("xfail", "skip")]
+    per_seed = [seed_summary(s, r) for s, r in zip(seeds, results)]
+    if not judged:
+        first = results[0]
+        return _replace(first, message=f"every seed: {first.message}" if first.message else first.message,
+                        details={"per_seed": per_seed, "seeds": seeds})
+    missing = [(s, r) for s, r in judged if "evidence" not in r.details]
+    if missing:
+        s, r = missing[0]
+        return _replace(r, message=f"seed {s}: {r.message}", details={**r.details, "per_seed": per_seed, "seeds": seeds})
+    used_seeds = [s for s, _ in judged]
+    used = [r for _, r in judged]
+    decision = decide([r.details["evidence"] for r in used], alpha)
+    kind = used[0].details["evidence"]["kind"]
+    reference = decision.reference if decision.reference is not None else _mean([r.reference for r in used])
+    failing = [s for s, r in judged if r.verdict == "fail"]
+    message = f"pooled over seeds {used_seeds}: {decision.summary}" if decision.rejected else ""
+    if decision.rejected and failing:
+        message += f" (on their own, seed{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))} failed)"
+    if left_out:
+        note = f"seed{'s' if len(left_out) > 1 else ''} {', '.join(map(str, left_out))} left out: {results[seeds.index(left_out[0])].message}"
+        message = f"{message}; {note}" if message else note
+    details = {
+        "seeds": used_seeds,
+        "left_out_seeds": left_out,
+        "seeds_failed_alone": failing,
+        "pooled_statistic": decision.statistic,
+        "pooled_p_value": decision.p_value,
+        "pooled_test": decision.summary,
+        "per_seed": per_seed,
+    }
+    first = used[0]
+    result = CheckResult(
+        check=first.check,
+        verdict="fail" if decision.rejected else "pass",
+        score=decision.score,
+        stderr=decision.stderr,
+        reference=reference,
+        reference_stderr=decision.reference_stderr,
+        direction=first.direction,
+        rule=f"{first.rule}; pooled over seeds {used_seeds} ({HOW[kind]})",
+        message=message,
+        details=details,
+        reference_label=first.reference_label,
+    )
+    return pooled_power(result, used)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _replace(result: CheckResult, **changes: Any) -> CheckResult:
+    import dataclasses
+
+    return dataclasses.replace(result, **changes)
