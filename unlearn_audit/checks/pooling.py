@@ -8,6 +8,7 @@ with probability about N x alpha). Every seed's own result stays in the details 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -46,12 +47,12 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
     per_seed = [seed_summary(s, r) for s, r in zip(seeds, results)]
     if not judged:
         first = results[0]
-        return _replace(first, message=f"every seed: {first.message}" if first.message else first.message,
+        return dataclasses.replace(first, message=f"every seed: {first.message}" if first.message else first.message,
                         details={"per_seed": per_seed, "seeds": seeds})
     missing = [(s, r) for s, r in judged if "evidence" not in r.details]
     if missing:
         s, r = missing[0]
-        return _replace(r, message=f"seed {s}: {r.message}", details={**r.details, "per_seed": per_seed, "seeds": seeds})
+        return dataclasses.replace(r, message=f"seed {s}: {r.message}", details={**r.details, "per_seed": per_seed, "seeds": seeds})
     used_seeds = [s for s, _ in judged]
     used = [r for _, r in judged]
     decision = decide([r.details["evidence"] for r in used], alpha)
@@ -93,9 +94,3 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
 def _mean(values: list[float | None]) -> float | None:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
-
-
-def _replace(result: CheckResult, **changes: Any) -> CheckResult:
-    import dataclasses
-
-    return dataclasses.replace(result, **changes)

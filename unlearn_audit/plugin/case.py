@@ -13,7 +13,7 @@ import pytest
 
 from unlearn_audit.plugin.state import get_audit_session, settings_key
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
-from unlearn_audit.reports.record import RESULT_PROPERTY
+from unlearn_audit.reports.record import RESULT_PROPERTY, seeds_range
 
 if TYPE_CHECKING:
     from unlearn_audit.checks import CheckResult
@@ -48,11 +48,7 @@ class AuditCaseParams:
 
 def seeds_label(seeds: tuple[int, ...]) -> str:
     """`seed3` for one seed, `seeds0-4` for a range, `seeds1,5,9` otherwise (as test ids show them)."""
-    if len(seeds) == 1:
-        return f"seed{seeds[0]}"
-    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"seeds{seeds[0]}-{seeds[-1]}"
-    return "seeds" + ",".join(map(str, seeds))
+    return ("seed" if len(seeds) == 1 else "seeds") + seeds_range(seeds)
 
 
 @dataclass

@@ -90,12 +90,17 @@ def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(value(k) for k in KEY_FIELDS)
 
 
-def seeds_text(r: "ResultRecord") -> str:
-    """The seeds as the summary table shows them: `0`, `0-4`, `1,5,9`."""
-    seeds = r.seeds or []
+def seeds_range(seeds: "list[int] | tuple[int, ...]") -> str:
+    """Seeds as test ids and the summary table show them: `0`, `0-4` (a run of seeds), `1,5,9`."""
+    seeds = list(seeds)
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
         return f"{seeds[0]}-{seeds[-1]}"
-    return ",".join(map(str, seeds)) if seeds else str(r.seed)
+    return ",".join(map(str, seeds))
+
+
+def seeds_text(r: "ResultRecord") -> str:
+    """The record's seeds for the summary table."""
+    return seeds_range(r.seeds) if r.seeds else str(r.seed)
 
 
 def per_seed_records(r: "ResultRecord") -> list["ResultRecord"]:

@@ -32,6 +32,8 @@ from typing import Any
 
 from scipy.stats import norm
 
+from unlearn_audit.reports.record import ResultRecord, per_seed_records
+
 DPI = 120
 INSTALL_HINT = 'pip install "unlearn-audit[plot]"'
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.6, "zorder": 5}
@@ -65,17 +67,10 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ReportError(f"{path} is not an unlearn-audit JSON report (no 'results' list); "
                           "write one with `pytest --audit-report FILE`")
-    results = [one for r in doc["results"] if isinstance(r, dict) for one in _per_seed(r)]
+    # A pooled test's seeds as one result each: the curves are per seed.
+    results = [one.to_json() for r in doc["results"] if isinstance(r, dict)
+               for one in per_seed_records(ResultRecord.from_json(r))]
     return doc, results
-
-
-def _per_seed(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """A pooled test's seeds as one result each (the curves are per seed); a one-seed result as it is."""
-    entries = (result.get("details") or {}).get("per_seed")
-    if not isinstance(entries, list) or not entries:
-        return [result]
-    return [{**result, **{k: e.get(k) for k in ("verdict", "score", "stderr", "reference", "reference_stderr")},
-             "seed": e.get("seed"), "seeds": [e.get("seed")], "details": e.get("details") or {}} for e in entries]
 
 
 # --------------------------------------------------------------------------------------------- helpers
