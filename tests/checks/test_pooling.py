@@ -101,6 +101,7 @@ def test_pool_leaves_out_unjudgeable_seeds_and_surfaces_failures() -> None:
 
 def test_tiny_family_of_exact_nulls() -> None:
     recipes = load_profile_recipes("tiny")
-    exact = sorted((name, c) for name, r in recipes.items() for c in r.checks if has_exact_null(c, r.attack["kind"]))
-    assert exact == [("gaussian", "gaussian_leakage"), ("gaussian", "relearning_resistant"), ("witches_brew", "targeted_removed")]
-    assert family_size(recipes.values(), budgets=2) == 6
+    exact = sorted((name, c) for name, r in recipes.items() for c in r.checks if has_exact_null(c, r))
+    assert exact == [("backdoor", "relearning_resistant"), ("gaussian", "gaussian_leakage"), ("gaussian", "relearning_resistant"),
+                     ("witches_brew", "targeted_removed")]
+    assert family_size(recipes.values(), budgets=2) == 8

@@ -20,6 +20,7 @@ HOW = {
     "unit_normal": "Stouffer's z: the scores of every seed in one exact z-test",
     "excess": "the counts of every seed added up",
     "prediction": "every validated target of every seed; pooled clean model j = the j-th clean model of each seed",
+    "population": "each seed's proportion averaged; pooled clean model j = the j-th clean model of each seed",
     "shortfall": "the seeds' differences and variances added up",
     "any": "each part pooled over the seeds, Bonferroni over the parts",
     "exact": "fails if any seed fails",
