@@ -290,22 +290,48 @@ def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
     assert "INTERNALERROR" not in out
 
 
-def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer() -> None:
-    """The clean-label attack's path on this profile: surrogates by the fast trainer, brewing through a
-    ResNet-18 (double backward), clean reference models, validation; at the stand-in's size."""
+def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean-label attack's path on this profile: a surrogate by the fast trainer, a random target of a
+    random class with poisons from a random intended class, brewing through a ResNet-18 (double backward)
+    and the victim's crop+flip, clean reference models, validation, and the recorded low-margin fallback.
+    The random target's validation is forced to fail (at this size it fails anyway, but by chance it may
+    not), so the fallback path runs on every machine; the rebuilt fixture is validated for real."""
+    from unlearn_audit.attacks.witches_brew import WitchesBrewAttack
     from unlearn_audit.scenarios.build import build_scenario
 
+    real = WitchesBrewAttack.validate
+    calls: list[dict] = []
+
+    def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
+        v = real(self, recipe, original, retrain, tensors)
+        if not calls:
+            v = {**v, "effective": False, "validated_targets": 0}
+        calls.append(v)
+        return v
+
+    monkeypatch.setattr(WitchesBrewAttack, "validate", validate)
     r = load_profile_recipes(STANDIN)["witches_brew"]
+    assert r.attack["targets"] == "random" and r.attack["brew_augmentation"] == "crop_flip" and r.attack["num_targets"] == 1
     stages: list[str] = []
     built = build_scenario(r, 0, progress=lambda stage, *a, **k: stages.append(stage), device="cpu")
     t = built.tensors
     forget = t["forget_indices"]
-    assert len(forget) == 3 * 8  # 3 targets x 2% of 400
+    assert len(forget) == 8  # one target, 2% of 400
     moved = (t["train_x"] != t["clean_train_x"]).flatten(1).any(1)
     assert set(torch.nonzero(moved).flatten().tolist()) <= set(forget.tolist())  # clean-label: only poisons move
     assert (t["train_x"] - t["clean_train_x"]).abs().max() <= 16 / 255 + 1e-6
-    assert t["secret.reference_margins"].shape == (2, 3)
+    assert t["secret.reference_margins"].shape == (2, 1)
     assert {"attacker's surrogate model 1", "Witches' Brew poisons, targets", "original model", "retrain model",
             "reference 2 model"} <= set(stages)
+    # Poisons come from the target's adversarial class, and the labels are unchanged.
+    adversarial = int(t["secret.adversarial_classes"][0])
+    assert (t["train_y"][forget] == adversarial).all() and adversarial != int(t["test_y"][t["secret.target_indices"][0]])
+    # The first build (random target) failed validation, so the fixture is the low-margin rebuild, and says so.
+    assert len(calls) == 2
+    first = built.meta["fallback"]["first_attempt"]
+    assert first["attack"]["target_selection"] == "random" and first["validation"]["effective"] is False
+    assert built.meta["attack"]["target_selection"] == "low_margin" and built.meta["fallback"]["attack"]["targets"] == "low_margin"
+    assert "random targets failed validation" in built.meta["fallback"]["reason"]
     v = built.meta["validation"]
-    assert v["targets"] == 3 and isinstance(v["effective"], bool)
+    assert calls[1].items() <= v.items() and v["targets"] == 1 and isinstance(v["effective"], bool)
+    assert "needs 3 in all" in v["rule"]

@@ -13,7 +13,8 @@ several seeds pooled:
   each clean reference model. Pooling adds target sums and counts over seeds, and reference model j
   of the pool is the j-th clean model of every seed: under the null (the method's models are like
   clean retrained ones) the pooled score and the pooled references are again draws from one
-  population, so the prediction t-test stays as exact as for one seed.
+  population, so the prediction t-test stays as exact as for one seed. The evidence says how many
+  targets the test needs (`min_k`); a pool with fewer is not judged (xfail).
 - ``shortfall``: a one-sided z-test that a difference `d` (with standard error `se`) is > 0.
   Pooling adds the differences and their variances.
 - ``any``: several named parts tested at alpha / `divisor` each (Bonferroni), failed if any part
@@ -58,8 +59,10 @@ def excess(a: Proportion, b: Proportion, margin: float, method: str) -> Evidence
             "method": method}
 
 
-def prediction(total: float, k: int, reference_sums: list[float]) -> Evidence:
-    return {"kind": "prediction", "sum": float(total), "k": int(k), "reference_sums": [float(r) for r in reference_sums]}
+def prediction(total: float, k: int, reference_sums: list[float], min_k: int = 1) -> Evidence:
+    """`min_k`: the targets the test needs, over every seed it pools (`checks.pooling.short_of_evidence`)."""
+    return {"kind": "prediction", "sum": float(total), "k": int(k), "reference_sums": [float(r) for r in reference_sums],
+            "min_k": int(min_k)}
 
 
 def shortfall(d: float, se: float, score: float, reference: float) -> Evidence:

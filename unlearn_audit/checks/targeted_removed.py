@@ -28,7 +28,14 @@ prediction t-test at alpha (`stats.prediction_test`). Under the null (the method
 a model retrained from scratch) this is exact for normal scores; `Retrain` itself is such a
 model, so it fails with probability alpha.
 
-The success rate on the validated targets, with its Wilson interval, is reported alongside.
+The success rate on the validated targets, with its Wilson interval, is reported alongside, and
+so is how the targets were chosen (`target_selection`, and `target_fallback` when random targets
+failed validation and low-margin ones replaced them).
+
+The test needs `min_validated_targets` validated targets (default 3) to have power. It counts them
+over every seed the test pools (`checks.pooling`), not per fixture: `cifar10-resnet18` brews one
+target per poisoned model, as the paper does, so a one-seed run there has one target and xfails
+with the advice to pool seeds (`--audit-seeds`); `tiny` validates at least 3 per fixture.
 """
 
 from __future__ import annotations
@@ -134,7 +141,9 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "validated_targets": k,
         "target_margins": mine.tolist(),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
-        "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist()),
+        "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist(),
+                                        min_k=int(ctx.options.get("min_validated_targets", 3))),
+        **attack.target_notes(ctx.fixture),
     }
     result = CheckResult(
         check=NAME,
