@@ -335,3 +335,32 @@ def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer(monkeypatch:
     v = built.meta["validation"]
     assert calls[1].items() <= v.items() and v["targets"] == 1 and isinstance(v["effective"], bool)
     assert "needs 3 in all" in v["rule"]
+
+
+def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One target per poisoned model: a one-seed test has 1 validated target of the 3 it needs and xfails
+    with the remedy; three seeds give 3 and are judged by the pooled test. Every result says how its
+    targets were chosen. At the stand-in's size the brew does not work, so validation is forced here (each
+    fixture effective, its target validated): this tests the counting, not the attack's strength."""
+    import unlearn_audit.attacks.witches_brew as wb
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
+
+    monkeypatch.setattr(wb.WitchesBrewAttack, "validate", lambda self, recipe, original, retrain, tensors: {
+        "effective": True, "rule": "forced for the test", "targets": 1, "validated_targets": 1})
+    monkeypatch.setattr(wb, "validated_targets", lambda original, retrain, tensors: torch.ones(
+        len(tensors["secret.target_indices"]), dtype=torch.bool))
+    audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=tmp_path, device="cpu", isolation="inline"))
+    try:
+        one, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", 0)
+        assert one.verdict == "xfail" and one.score is None
+        assert "only 1 validated target over seed 0" in one.message and "--audit-seeds" in one.message
+        assert one.details["per_seed"][0]["details"]["target_selection"] == "random"
+        pooled, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", (0, 1, 2))
+        assert pooled.verdict in ("pass", "fail") and pooled.score is not None
+        assert " over 3 targets vs 2 pooled clean models" in pooled.details["pooled_test"]
+        assert [s["details"]["target_selection"] for s in pooled.details["per_seed"]] == ["random"] * 3
+        assert len({int(audit.fixture("witches_brew", s).tensors["secret.target_indices"][0]) for s in (0, 1, 2)}) >= 2
+    finally:
+        audit.close()
