@@ -347,8 +347,13 @@ def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_cho
     import unlearn_audit.attacks.witches_brew as wb
     from unlearn_audit.engine.session import AuditOptions, AuditSession
 
-    monkeypatch.setattr(wb.WitchesBrewAttack, "validate", lambda self, recipe, original, retrain, tensors: {
-        "effective": True, "rule": "forced for the test", "targets": 1, "validated_targets": 1})
+    fail_next = [False]
+
+    def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
+        effective, fail_next[0] = not fail_next[0], False
+        return {"effective": effective, "rule": "forced for the test", "targets": 1, "validated_targets": int(effective)}
+
+    monkeypatch.setattr(wb.WitchesBrewAttack, "validate", validate)
     monkeypatch.setattr(wb, "validated_targets", lambda original, retrain, tensors: torch.ones(
         len(tensors["secret.target_indices"]), dtype=torch.bool))
     audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=tmp_path, device="cpu", isolation="inline"))
@@ -362,5 +367,11 @@ def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_cho
         assert " over 3 targets vs 2 pooled clean models" in pooled.details["pooled_test"]
         assert [s["details"]["target_selection"] for s in pooled.details["per_seed"]] == ["random"] * 3
         assert len({int(audit.fixture("witches_brew", s).tensors["secret.target_indices"][0]) for s in (0, 1, 2)}) >= 2
+        # Seed 3's random target fails validation: its fixture is the low-margin rebuild, and its result says so.
+        fail_next[0] = True
+        fallback, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", (0, 1, 2, 3))
+        last = fallback.details["per_seed"][3]["details"]
+        assert last["target_selection"] == "low_margin" and "random targets failed validation" in last["target_fallback"]
+        assert " over 4 targets" in fallback.details["pooled_test"]
     finally:
         audit.close()

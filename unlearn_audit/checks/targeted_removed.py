@@ -119,10 +119,13 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
     test = prediction_test(score, reference_scores.mean(dim=1).tolist(), alpha)
     success = Proportion(int((mine > 0).sum()), k)
     ref_success = Proportion(int((reference_scores > 0.5).sum()), reference_scores.numel())
+    notes = attack.target_notes(ctx.fixture)
     rule = (
         f"fail if the soft attack success (mean sigmoid of the adversarial margin) on the {k} validated targets is "
         f"above that of models retrained without the poisons (n={test.n} clean references), one-sided prediction "
         f"t-test at alpha={alpha:g}"
+        + ("; the targets are the low-margin fallback (the random target failed validation), near the boundary, "
+           "which flatters unlearners" if "target_fallback" in notes else "")
     )
     message = (
         f"the poison still works: soft attack success {score:.3f} vs clean models {test.reference_mean:.3f} "
@@ -143,7 +146,7 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist(),
                                         min_k=int(ctx.options.get("min_validated_targets", 3))),
-        **attack.target_notes(ctx.fixture),
+        **notes,
     }
     result = CheckResult(
         check=NAME,
