@@ -13,7 +13,8 @@ several seeds pooled:
   each clean reference model. Pooling adds target sums and counts over seeds, and reference model j
   of the pool is the j-th clean model of every seed: under the null (the method's models are like
   clean retrained ones) the pooled score and the pooled references are again draws from one
-  population, so the prediction t-test stays as exact as for one seed.
+  population, so the prediction t-test stays as exact as for one seed. The evidence says how many
+  targets the test needs (`min_k`); a pool with fewer is not judged (xfail).
 - ``population``: a method's proportion (attack success after relearning), read on `n` inputs, against
   the same proportion of a population of clean models (retrain and the fixture's extra clean models)
   under the identical measurement, with a margin. Pooling averages over seeds, and population member j
@@ -62,8 +63,10 @@ def excess(a: Proportion, b: Proportion, margin: float, method: str) -> Evidence
             "method": method}
 
 
-def prediction(total: float, k: int, reference_sums: list[float]) -> Evidence:
-    return {"kind": "prediction", "sum": float(total), "k": int(k), "reference_sums": [float(r) for r in reference_sums]}
+def prediction(total: float, k: int, reference_sums: list[float], min_k: int = 1) -> Evidence:
+    """`min_k`: the targets the test needs, over every seed it pools (`checks.pooling.short_of_evidence`)."""
+    return {"kind": "prediction", "sum": float(total), "k": int(k), "reference_sums": [float(r) for r in reference_sums],
+            "min_k": int(min_k)}
 
 
 def population(value: float, n: int, references: list[float], margin: float) -> Evidence:

@@ -268,7 +268,8 @@ class AuditSession:
                 direction="lower_is_better",
                 rule=f"fixture validation: {validation.get('rule')}",
                 message="the attack did not work on this fixture's poisoned model, so it cannot judge removal",
-                details={"validation": validation},
+                details={"validation": validation, **({"fallback": fixture.meta["fallback"]["reason"]}
+                                                      if "fallback" in fixture.meta else {})},
             )
         elif not outcome.ok:
             result = CheckResult(

@@ -52,7 +52,11 @@ class BuiltFixture:
 
 def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None,
                    device: torch.device | str = "cpu") -> BuiltFixture:
-    """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable."""
+    """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable.
+
+    When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
+    built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
+    """
     data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
     split, validation = hold_out_validation(load_split(recipe.data["source"], **data_options),
                                             float(recipe.data.get("validation_fraction", 0.0)), derived_seed(seed, "validation"))
@@ -107,6 +111,14 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         "validation": validate_attack(recipe, original, retrain, tensors),
         **({"attack": poisoned.meta} if poisoned.meta else {}),
     }
+    fallback = attack.fallback(recipe, meta["validation"])
+    if fallback is not None:  # e.g. Witches' Brew: random targets failed validation, low-margin ones instead
+        retry, reason = fallback
+        built = build_scenario(retry, seed, progress, device)
+        built.meta["fallback"] = {"reason": reason, "attack": retry.attack,
+                                  "first_attempt": {"validation": meta["validation"], "attack": meta.get("attack", {}),
+                                                    "train_seconds": timings}}
+        return built
     weights = {"original": original.state_dict(), "retrain": retrain.state_dict(), **poisoned.extra_weights,
                **{clean_model_name(j): m.state_dict() for j, m in enumerate(clean)}}
     return BuiltFixture(weights, tensors, meta)
