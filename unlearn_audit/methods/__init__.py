@@ -23,10 +23,13 @@ from unlearn_audit.methods.noisy import NoisyGradientDescent
 from unlearn_audit.methods.salun import SalUn
 from unlearn_audit.methods.scrub import SCRUB
 from unlearn_audit.methods.ssd import SSD
-from unlearn_audit.methods.tamper_resistant import CBFT, WeightDistortion, WeightDistReg
+from unlearn_audit.methods.alternating_scrub import AlternatingSCRUB
+from unlearn_audit.methods.tamper_resistant import CBFT, CBFTSGD, WeightDistortion, WeightDistReg, WeightDistRegSGD
 
 __all__ = [
+    "AlternatingSCRUB",
     "CBFT",
+    "CBFTSGD",
     "SCRUB",
     "SSD",
     "CatastrophicForgettingK",
@@ -41,5 +44,6 @@ __all__ = [
     "Retrain",
     "SalUn",
     "WeightDistReg",
+    "WeightDistRegSGD",
     "WeightDistortion",
 ]
