@@ -16,8 +16,10 @@ from unlearn_audit.methods._common import Spend
 
 def _kl_elementwise(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """KL(teacher || student) at temperature 1, averaged over batch *and* classes (torch's
-    `KLDivLoss()` default reduction, which the authors' code uses)."""
-    return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="mean")
+    `KLDivLoss()` default reduction "mean", which the authors' code uses; written as sum / numel because
+    torch warns that "mean" will become "batchmean")."""
+    pointwise = F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="sum")
+    return pointwise / student_logits.numel()
 
 
 @dataclass
