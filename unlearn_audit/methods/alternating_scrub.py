@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.protocol import UnlearningRequest
-from unlearn_audit.methods._adam_reach import reach_scaled_lr
+from unlearn_audit.methods._adam_reach import AUTHORS_REACH, reach_scaled_lr
 from unlearn_audit.methods._common import Spend
 
 
@@ -38,9 +38,9 @@ class AlternatingSCRUB:
 
     Deviations: the authors run 100 epochs of the training loader at lr 1e-5; here the pass
     structure is the same but the run ends when `budget_use` of the budget is spent (the last batch
-    cut short), and the Adam rate is `lr` if given, else the authors' reach (lr x steps = 0.391)
-    spread over the steps the budget pays for (`_adam_reach`; about 0.006 on `tiny` at a 10% budget,
-    0.011 when it gets half of it as a safeguard). The teacher is a deep copy forwarded under
+    cut short), and the Adam rate is `lr` if given, else `reach` -- by default the authors' lr x steps
+    = 0.391 -- spread over the steps the budget pays for (`_adam_reach`; about 0.006 on `tiny` at a
+    10% budget, 0.011 when it gets half of it as a safeguard). The teacher is a deep copy forwarded under
     `torch.no_grad()` (free); like the authors' it stays in train mode (batch-norm layers use batch
     statistics on both sides; its running statistics change on the copy only). The first max-step
     has a zero gradient (student = teacher), as in the original.
@@ -49,6 +49,7 @@ class AlternatingSCRUB:
     alpha: float = 1.0
     gamma: float = 1.0
     lr: float | None = None
+    reach: float = AUTHORS_REACH
     batch_size: int | None = None
     budget_use: float = 1.0
 
@@ -61,7 +62,7 @@ class AlternatingSCRUB:
         teacher = copy.deepcopy(model).train()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, batch)
+        lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, batch, self.reach)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         model.train()
         while spend.left > 0:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.protocol import Budget, UnlearningRequest
-from unlearn_audit.methods._adam_reach import reach_scaled_lr
+from unlearn_audit.methods._adam_reach import AUTHORS_REACH, reach_scaled_lr
 from unlearn_audit.methods._common import Spend, device_generator, epoch_batches
 from unlearn_audit.methods.alternating_scrub import AlternatingSCRUB
 
@@ -199,8 +199,9 @@ class WeightDistReg:
     rest, the last batch cut short. The distance term needs no forward pass and costs nothing.
     Deviation, forced by the budget: the authors' 39,100 steps per phase do not fit a 10% budget
     (about 34 steps per phase on `tiny`), so each phase's Adam rate keeps the authors' reach
-    lr x steps = 0.391 (`_adam_reach`): about 0.011 on `tiny`; `lr` sets the second phase's rate
-    instead, and `safeguard=None` runs the second phase alone from the original. With an empty
+    lr x steps = 0.391 (`_adam_reach`): about 0.011 on `tiny`. `reach` (or `lr`) sets the second
+    phase's rate instead (the safeguard has its own), and `safeguard=None` runs the second phase
+    alone from the original. With an empty
     retain set the second phase has nothing to fine-tune on and the safeguarded model is returned.
     Nothing here was tuned on the audit's scores. `WeightDistRegSGD` is the earlier single-phase,
     recipe-SGD variant.
@@ -208,6 +209,7 @@ class WeightDistReg:
 
     alpha: float = 1.0
     lr: float | None = None
+    reach: float = AUTHORS_REACH
     safeguard: Any = field(default_factory=AlternatingSCRUB)
     safeguard_share: float = 0.5
     budget_use: float = 1.0
@@ -218,7 +220,7 @@ class WeightDistReg:
         spend = Spend(int(self.budget_use * request.budget.example_gradients))
         original = [p.detach().clone() for p in model.parameters() if p.requires_grad]
         model = _safeguarded(model, request, self.safeguard, self.safeguard_share, spend)
-        lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, request.recipe.batch_size)
+        lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, request.recipe.batch_size, self.reach)
         regulariser = _distance_regulariser(_trainable(model), original, self.alpha, self.eps)
         _retain_steps(model, request, spend, lambda m: _adam(m, lr), regulariser)
         return model.eval()
@@ -289,7 +291,7 @@ class CBFT:
     second-phase step forwards the retain batch twice and the forget batch once and pays for all
     of them (about 11 steps on `tiny` at a 10% budget). Deviation, forced by the budget: the Adam
     rate keeps the authors' reach lr x steps = 0.391 over the steps the budget pays for
-    (`_adam_reach`; about 0.035 on `tiny`), unless `lr` is given; `safeguard=None` runs the second
+    (`_adam_reach`; about 0.035 on `tiny`), unless `reach` or `lr` says otherwise; `safeguard=None` runs the second
     phase alone. With empty retain and forget sets the safeguarded model is returned. Nothing here
     was tuned on the audit's scores. `CBFTSGD` is the earlier single-phase, recipe-SGD variant.
     """
@@ -297,6 +299,7 @@ class CBFT:
     alpha: float = 0.001
     bound: float = 50.0
     lr: float | None = None
+    reach: float = AUTHORS_REACH
     safeguard: Any = field(default_factory=AlternatingSCRUB)
     safeguard_share: float = 0.5
     budget_use: float = 1.0
@@ -309,7 +312,7 @@ class CBFT:
         if len(request.retain) == 0 and len(request.forget) == 0:
             return model.eval()
         batch = request.recipe.batch_size
-        lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, 3 * batch)
+        lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, 3 * batch, self.reach)
         _barrier_steps(model, request, spend, _adam(model, lr), start_params, start_buffers, alpha=self.alpha,
                        bound=self.bound, draw_mix=lambda: 0.5, forget_batch_size=batch, barrier_on_retain=True)
         return model.eval()
