@@ -76,7 +76,7 @@ CBFT_STAYS_CLOSE = pytest.mark.xfail(
     strict=True,
     reason="measured: with the recipe's SGD, about 22 budgeted steps (each forwards the retain batch twice) and the "
            "tuned alpha, CBFT ends nearer the original than GD (L2 about 0.17 vs 0.29 on backdoor, 0.07 vs 0.18 on "
-           "gaussian, seed 0); see the CBFT docstring")
+           "gaussian, seed 0); see the CBFTSGD docstring")
 
 
 @pytest.mark.parametrize("scenario", ["gaussian", "backdoor"])
