@@ -64,26 +64,54 @@ def test_store_reuses_verifies_and_separates_contexts(tmp_path: Path) -> None:
     assert len(calls) == 5 and torch.equal(again["x"], torch.ones(3))
 
 
-def test_a_warm_session_reads_the_reference_measurements_and_gives_the_same_results(tiny_cache: Path, monkeypatch) -> None:
+def _run_relearning(cache: Path, monkeypatch: pytest.MonkeyPatch, spec: str, twins: bool = True) -> tuple[dict, int]:
+    """`relearning_resistant` on tiny/gaussian seed 0 in a fresh inline session: the result and how many
+    relearning runs it computed (the rest came from the cache entry or the session's memo)."""
     from unlearn_audit.engine.session import AuditOptions, AuditSession
     import unlearn_audit.training.relearning as relearning
 
-    def run() -> tuple[dict, int]:
-        audit = AuditSession(AuditOptions(cache_dir=tiny_cache, isolation="inline"))
-        calls = []
-        real = relearning.relearn
+    audit = AuditSession(AuditOptions(cache_dir=cache, isolation="inline"))
+    calls = []
+    real = relearning.relearn
 
-        def counting(*args, **kwargs):
-            calls.append(1)
-            return real(*args, **kwargs)
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
 
-        monkeypatch.setattr("unlearn_audit.checks.relearning_resistant.relearn", counting)
-        result, _ = audit.run_check("relearning_resistant", "unlearn_audit.methods:NoOp", "gaussian", 0)
-        monkeypatch.undo()
-        audit.close()
-        return result.to_json(), len(calls)
+    monkeypatch.setattr("unlearn_audit.checks.relearning_resistant.relearn", counting)
+    if not twins:
+        monkeypatch.setattr("unlearn_audit.engine.session.identical_weights", lambda *a: False)
+    result, _ = audit.run_check("relearning_resistant", spec, "gaussian", 0)
+    monkeypatch.undo()
+    audit.close()
+    return result.to_json(), len(calls)
 
-    first, _ = run()
-    second, relearned = run()
+
+def test_a_warm_session_reads_the_reference_measurements_and_gives_the_same_results(tiny_cache: Path, monkeypatch) -> None:
+    first, _ = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:GradientDescent")
+    second, relearned = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:GradientDescent")
     assert second == first
     assert relearned == 3, "only the method's own relearning runs (3 sizes); retrain's and the original's are stored"
+
+
+def test_a_model_returned_unchanged_is_measured_as_the_original_with_identical_results(tiny_cache: Path, monkeypatch) -> None:
+    computed, relearned = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:NoOp", twins=False)
+    reused, reused_runs = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:NoOp")
+    assert relearned == 3 and reused_runs == 0, "NoOp's weights are the original's: its stored curves are reused"
+    assert reused == computed and reused["verdict"] == "fail"
+
+
+def test_identical_weights_means_every_tensor_bit_for_bit() -> None:
+    from unlearn_audit.engine.returned import identical_weights
+
+    a = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    b = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    b.load_state_dict(a.state_dict())
+    assert identical_weights(a, b)
+    with torch.no_grad():
+        b[0].weight[0, 0] = torch.nextafter(b[0].weight[0, 0], torch.tensor(2.0))  # one ulp
+    assert not identical_weights(a, b)
+    b.load_state_dict(a.state_dict())
+    b[1].num_batches_tracked += 1  # buffers count too
+    assert not identical_weights(a, b)
+    assert not identical_weights(a, torch.nn.Sequential(torch.nn.Linear(3, 2)))

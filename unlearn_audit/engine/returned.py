@@ -39,6 +39,19 @@ def audited_copy(state: Mapping[str, torch.Tensor], fixture: Fixture, device: to
     return model.eval(), None
 
 
+def identical_weights(model: nn.Module, other: nn.Module) -> bool:
+    """Whether two models hold bit-identical tensors under the same names (parameters and buffers).
+
+    Measurements are deterministic functions of the weights, so a returned model identical to the
+    poisoned original (a method that changed nothing) has exactly the original's measurements, which
+    the cache entry already holds: the session then reuses them instead of recomputing them.
+    """
+    mine, theirs = model.state_dict(), other.state_dict()
+    return mine.keys() == theirs.keys() and all(
+        v.dtype == theirs[k].dtype and v.shape == theirs[k].shape and torch.equal(v, theirs[k].to(v.device))
+        for k, v in mine.items())
+
+
 def _flat(model: nn.Module) -> torch.Tensor:
     parts = [v.detach().float().flatten().cpu() for k, v in model.state_dict().items()
              if v.is_floating_point() and not k.endswith("num_batches_tracked")]

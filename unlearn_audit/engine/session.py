@@ -30,6 +30,7 @@ from unlearn_audit.engine.devices import resolve_device
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.measurements import MeasurementStore
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
+from unlearn_audit.engine.returned import identical_weights
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
 from unlearn_audit.engine.worker import UnlearnerWorker, WorkerOptions, close_all
 from unlearn_audit.scenarios.build import validate_attack
@@ -67,6 +68,8 @@ class AuditSession:
     workers: dict[str, UnlearnerWorker] = field(default_factory=dict)  # one per spec (process isolation)
     # The fixture models' measurements persist in their cache entries (see scenarios.measurements).
     _stores: "weakref.WeakKeyDictionary[nn.Module, MeasurementStore]" = field(default_factory=weakref.WeakKeyDictionary)
+    # A returned model bit-identical to its fixture's original is measured as the original (see `measure`).
+    _twins: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
@@ -161,6 +164,8 @@ class AuditSession:
             if problems:
                 o.error = "the cached fixture changed on disk while unlearn() ran: " + "; ".join(problems)
                 o.model = None
+            if o.model is not None and not o.fixture_tampered and identical_weights(o.model, fixture.original):
+                self._twins[o.model] = fixture.original
         return self._outcomes[key]
 
     def worker(self, spec: str) -> UnlearnerWorker:
@@ -174,7 +179,9 @@ class AuditSession:
     # -- checks -----------------------------------------------------------------------------
     def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
         """Memoised per model object (weakly held, so a freed model's entry cannot be reused); for the
-        fixture's own models also stored in the cache entry, for later runs and other workers."""
+        fixture's own models also stored in the cache entry, for later runs and other workers. A
+        returned model with the original's exact weights shares the original's measurements."""
+        model = self._twins.get(model, model)
         cached = self._measurements.setdefault(model, {})
         if name not in cached:
             store = self._stores.get(model)
