@@ -306,3 +306,36 @@ def test_prediction_test_values_and_power() -> None:
     assert prediction_test(1.0, [1.0, 1.0], alpha=0.01).p_value == 1.0
     with pytest.raises(ValueError, match="at least 2"):
         prediction_test(1.0, [1.0], alpha=0.01)
+
+
+def test_population_excess_test_size_under_the_null() -> None:
+    """A method drawn from the clean models' own population (proportions measured on n inputs) is rejected
+    at most at rate alpha, with and without the margin."""
+    from unlearn_audit.stats import population_excess_test
+
+    rng = np.random.default_rng(5)
+    n = 300
+    rates = np.clip(rng.normal(0.55, 0.06, size=(4000, 9)), 0, 1)
+    measured = rng.binomial(n, rates) / n
+    for margin, limit in ((0.0, 0.065), (0.05, 0.01)):
+        rate = sum(population_excess_test(float(row[0]), row[1:].tolist(), margin, 0.05, n).rejected
+                   for row in measured) / len(measured)
+        assert rate <= limit, (margin, rate)
+
+
+def test_population_excess_test_values_floor_and_power() -> None:
+    from unlearn_audit.stats import population_excess_test
+
+    refs = [0.5, 0.55, 0.6, 0.45, 0.5]
+    test = population_excess_test(0.9, refs, 0.05, 0.01, 300)
+    scale = st.tstd(refs) * math.sqrt(1 + 1 / 5)
+    assert test.t == pytest.approx((0.9 - 0.05 - 0.52) / scale)
+    assert test.p_value == pytest.approx(st.t.sf(test.t, df=4)) and test.rejected
+    assert not population_excess_test(0.6, refs, 0.05, 0.01, 300).rejected
+    # Every clean model reads 0: the spread is floored at one measurement's sampling noise, not zero.
+    zeros = [0.0] * 9
+    floored = population_excess_test(0.06, zeros, 0.05, 0.01, 300)
+    assert math.isfinite(floored.t) and floored.prediction_sd > 0 and not floored.rejected
+    assert population_excess_test(0.2, zeros, 0.05, 0.01, 300).rejected
+    with pytest.raises(ValueError, match="at least 2"):
+        population_excess_test(0.1, [0.1], 0.0, 0.01, 300)

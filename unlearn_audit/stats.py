@@ -155,6 +155,29 @@ def prediction_test(value: float, references: "list[float]", alpha: float) -> Pr
     return PredictionTest(value, mean, scale, n, t, p, alpha)
 
 
+def population_excess_test(value: float, references: "list[float]", margin: float, alpha: float,
+                           trials: float) -> PredictionTest:
+    """One-sided prediction test of a proportion against a population of reference models' proportions:
+    H1: `value` exceeds a new draw from the population by more than `margin`.
+
+    Like `prediction_test` on `value - margin`, with the population's spread floored at the binomial
+    sampling sd of one measurement of `trials` inputs at the population's rate (shrunk towards 1/2 by
+    two successes and two failures): when every reference reads 0 (no clean model relearns a backdoor
+    that it never saw) the spread between models is not measurable, but the method's measurement
+    still carries sampling noise.
+    """
+    n = len(references)
+    if n < 2:
+        raise ValueError(f"a population test needs at least 2 references, got {n}")
+    mean = sum(references) / n
+    sd = math.sqrt(sum((r - mean) ** 2 for r in references) / (n - 1))
+    rate = (mean * trials + 2) / (trials + 4)
+    sd = max(sd, math.sqrt(rate * (1 - rate) / trials)) if trials > 0 else sd
+    scale = sd * math.sqrt(1 + 1 / n)
+    t = (value - margin - mean) / scale if scale > 0 else (math.inf if value - margin > mean else -math.inf)
+    return PredictionTest(value, mean, scale, n, t, float(_st.t.sf(t, df=n - 1)), alpha)
+
+
 def z_power(effect: float, alpha: float, two_sided: bool = False, critical: float | None = None) -> float:
     """Power of a test whose statistic is N(effect, 1) under the alternative, at level alpha.
 

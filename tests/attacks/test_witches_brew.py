@@ -15,8 +15,10 @@ from unlearn_audit.attacks.witches_brew import (
     make_witches_brew,
     runner_up_classes,
     select_low_margin_targets,
+    select_random_targets,
 )
 from unlearn_audit.profiles.models import small_cnn
+from unlearn_audit.training.fast import augment
 
 N, SHAPE, CLASSES = 64, (1, 8, 8), 4
 EPS = 16 / 255
@@ -194,3 +196,72 @@ def test_select_targets_with_several_models_requires_all_correct(data) -> None:
     assert all(bool(r[idx].all()) for r in right)
     with pytest.raises(ValueError, match="every model"):
         select_low_margin_targets(models, x, y, k=both + 1)
+
+
+# -- the paper's threat model (cifar10-resnet18) ----------------------------------------------------
+def test_select_random_targets_is_the_papers_threat_model() -> None:
+    y = torch.arange(200) % 10
+    idx, intended = select_random_targets(y, 40, 10, gen(0))
+    assert len(idx) == 40 and len(torch.unique(idx)) == 40  # distinct test points
+    assert not (intended == y[idx]).any() and ((intended >= 0) & (intended < 10)).all()
+    assert len(torch.unique(y[idx])) >= 8 and len(torch.unique(intended)) >= 8  # classes are not fixed
+    again = select_random_targets(y, 40, 10, gen(0))
+    assert torch.equal(idx, again[0]) and torch.equal(intended, again[1])
+    assert not torch.equal(idx, select_random_targets(y, 40, 10, gen(1))[0])
+    with pytest.raises(ValueError, match="two classes"):
+        select_random_targets(torch.zeros(5, dtype=torch.long), 1, 10, gen(0))
+
+
+def test_the_victims_augmentation_is_differentiable_to_the_poison() -> None:
+    """Crop (zero padding + gather) and flip are linear in the image, so the gradient of <A(x), w> must be
+    A^T w exactly: <x, grad> = <A(x), w> for the same draws."""
+    x = torch.rand((6, 3, 8, 8), generator=gen(2), requires_grad=True)
+    w = torch.randn((6, 3, 8, 8), generator=gen(3))
+    out = augment(x, "crop_flip", gen(4))
+    (grad,) = torch.autograd.grad((out * w).sum(), x)
+    assert grad.abs().sum() > 0
+    assert float((x.detach() * grad).sum()) == pytest.approx(float((augment(x.detach(), "crop_flip", gen(4)) * w).sum()), rel=1e-5)
+
+
+def test_brewing_through_crop_flip_is_seeded_bounded_and_changes_the_brew(data) -> None:
+    a, info_a = brew_poisons(**brew_args(data, steps=8, seed=3), augmentation="crop_flip")
+    b, info_b = brew_poisons(**brew_args(data, steps=8, seed=3), augmentation="crop_flip")
+    plain, info_plain = brew_poisons(**brew_args(data, steps=8, seed=3))
+    assert torch.equal(a, b) and info_a["loss_curve"] == info_b["loss_curve"]
+    assert not torch.equal(a, plain)
+    base = brew_args(data)["base_x"]
+    assert (a - base).abs().max() <= EPS + 1e-6 and a.min() >= 0 and a.max() <= 1 + 1e-6
+    # The curve's steps are taken on augmented poisons; the last value (which ranks restarts) on the plain ones.
+    assert info_a["final_loss"] == info_a["loss_curve"][-1]
+    with pytest.raises(ValueError, match="augmentation"):
+        brew_poisons(**brew_args(data, steps=1), augmentation="mixup")
+
+
+def test_no_augmentation_leaves_the_generator_stream_alone(data) -> None:
+    """`tiny` brews without augmentation: the brew must draw exactly what it drew before the option existed."""
+    g1, g2 = gen(5), gen(5)
+    brew_poisons(**{**brew_args(data, steps=2), "generator": g1})
+    brew_poisons(**{**brew_args(data, steps=2), "generator": g2}, augmentation="none")
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+    g3 = gen(5)
+    brew_poisons(**{**brew_args(data, steps=2), "generator": g3}, augmentation="flip")
+    assert not torch.equal(torch.rand(3, generator=gen(5)), torch.rand(3, generator=g3))
+
+
+def test_fallback_to_low_margin_targets_only_for_failed_random_targets() -> None:
+    from unlearn_audit.attacks.witches_brew import WitchesBrewAttack, per_fixture_minimum
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+
+    attack = WitchesBrewAttack()
+    tiny = load_profile_recipes("tiny")["witches_brew"]
+    cifar = load_profile_recipes("cifar10-resnet18")["witches_brew"]
+    failed = {"effective": False, "validated_targets": 0, "targets": 1, "rule": "r"}
+    assert attack.fallback(tiny, failed) is None  # tiny's low-margin targets have nothing to fall back to
+    assert attack.fallback(cifar, {**failed, "effective": True}) is None
+    retry, reason = attack.fallback(cifar, failed)
+    assert retry.attack["targets"] == "low_margin" and "target_fallback" not in retry.attack
+    assert {k: v for k, v in retry.attack.items() if k not in ("targets",)} == \
+        {k: v for k, v in cifar.attack.items() if k not in ("targets", "target_fallback")}
+    assert "random targets failed validation" in reason and attack.fallback(retry, failed) is None
+    # A fixture needs min(3, its targets) validated targets; the test needs 3 over the seeds it pools.
+    assert per_fixture_minimum(tiny) == (3, 3) and per_fixture_minimum(cifar) == (1, 3)

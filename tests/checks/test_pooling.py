@@ -101,6 +101,38 @@ def test_pool_leaves_out_unjudgeable_seeds_and_surfaces_failures() -> None:
 
 def test_tiny_family_of_exact_nulls() -> None:
     recipes = load_profile_recipes("tiny")
-    exact = sorted((name, c) for name, r in recipes.items() for c in r.checks if has_exact_null(c, r.attack["kind"]))
-    assert exact == [("gaussian", "gaussian_leakage"), ("gaussian", "relearning_resistant"), ("witches_brew", "targeted_removed")]
-    assert family_size(recipes.values(), budgets=2) == 6
+    exact = sorted((name, c) for name, r in recipes.items() for c in r.checks if has_exact_null(c, r))
+    assert exact == [("backdoor", "relearning_resistant"), ("gaussian", "gaussian_leakage"), ("gaussian", "relearning_resistant"),
+                     ("witches_brew", "targeted_removed")]
+    assert family_size(recipes.values(), budgets=2) == 8
+
+
+def _targets(verdict: str, k: int, min_k: int = 3) -> CheckResult:
+    """A Witches' Brew result on `k` validated targets (soft score 0.9 vs clean models near 0.2)."""
+    return CheckResult(check="targeted_removed", verdict=verdict, score=0.9, stderr=None, reference=0.2,
+                       reference_stderr=0.05, direction="lower_is_better", rule="prediction t-test",
+                       details={"evidence": evidence.prediction(0.9 * k, k, [(0.2 + 0.01 * j) * k for j in range(8)], min_k=min_k),
+                                "power_effect": 3.0, "power_alpha": 0.01, "power_two_sided": False,
+                                "power_critical": None, "power_against": "the poisoned original"})
+
+
+def test_one_target_per_seed_is_judged_only_once_the_pool_has_enough() -> None:
+    """cifar10-resnet18 brews one target per fixture: one seed has too few targets for the test (xfail,
+    naming the remedy), three validated seeds have three and are judged by the pooled prediction test."""
+    alone = pool([0], [_targets("fail", 1)], 0.01)
+    assert alone.verdict == "xfail" and alone.score is None
+    assert "only 1 validated target over seed 0" in alone.message and "--audit-seeds" in alone.message
+    assert alone.details["needed_targets"] == 3
+    two = pool([0, 1, 2], [_targets("fail", 1), _targets("xfail", 0), _targets("fail", 1)], 0.01)
+    assert two.verdict == "xfail" and two.details["validated_targets"] == 2 and two.details["left_out_seeds"] == [1]
+    assert len(two.details["per_seed"]) == 3
+    three = pool([0, 1, 2], [_targets("fail", 1)] * 3, 0.01)
+    assert three.verdict == "fail" and three.details["pooled_test"].startswith("pooled soft attack success 0.900 over 3 targets")
+    # tiny: every effective fixture has >= 3 validated targets, so a one-seed result stands as it is.
+    assert pool([0], [r := _targets("pass", 3)], 0.01) is r
+
+
+def test_evidence_without_a_minimum_is_never_short() -> None:
+    old = _targets("pass", 1)
+    del old.details["evidence"]["min_k"]  # evidence written before the minimum existed
+    assert pool([0], [old], 0.01) is old

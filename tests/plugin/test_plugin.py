@@ -123,8 +123,11 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
     for scenario in ("gaussian", "backdoor"):
         assert by_check[("relearning_resistant", scenario)]["outcome"] == "failed"
         assert by_check[("not_mode_connected", scenario)]["outcome"] == "failed"
-        curves = by_check[("relearning_resistant", scenario)]["details"]["relearning"]
-        assert [c["k"] for c in curves] == [0, 10, 50] and len(curves[0]["method_curve"]) == 6
+        relearning = by_check[("relearning_resistant", scenario)]["details"]
+        curves, attack = relearning["relearning"], relearning["attack"]
+        assert attack["optimizer"] == "adam" and attack["window"] == 10 and attack["steps"] >= 200
+        evaluations = -(-attack["steps"] // attack["eval_every"])  # every eval_every steps and at the end, after step 0
+        assert [c["k"] for c in curves] == [0, 10, 50] and len(curves[0]["method_curve"]) == 1 + evaluations
         path = by_check[("not_mode_connected", scenario)]["details"]["path"]
         assert len(path["alphas"]) == len(path["test_accuracy"]) == len(path["poison"]) == 21
     assert by_check[("utility_preserved", "gaussian")]["outcome"] == "passed"

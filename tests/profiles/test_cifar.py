@@ -290,22 +290,88 @@ def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
     assert "INTERNALERROR" not in out
 
 
-def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer() -> None:
-    """The clean-label attack's path on this profile: surrogates by the fast trainer, brewing through a
-    ResNet-18 (double backward), clean reference models, validation; at the stand-in's size."""
+def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean-label attack's path on this profile: a surrogate by the fast trainer, a random target of a
+    random class with poisons from a random intended class, brewing through a ResNet-18 (double backward)
+    and the victim's crop+flip, clean reference models, validation, and the recorded low-margin fallback.
+    The random target's validation is forced to fail (at this size it fails anyway, but by chance it may
+    not), so the fallback path runs on every machine; the rebuilt fixture is validated for real."""
+    from unlearn_audit.attacks.witches_brew import WitchesBrewAttack
     from unlearn_audit.scenarios.build import build_scenario
 
+    real = WitchesBrewAttack.validate
+    calls: list[dict] = []
+
+    def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
+        v = real(self, recipe, original, retrain, tensors)
+        if not calls:
+            v = {**v, "effective": False, "validated_targets": 0}
+        calls.append(v)
+        return v
+
+    monkeypatch.setattr(WitchesBrewAttack, "validate", validate)
     r = load_profile_recipes(STANDIN)["witches_brew"]
+    assert r.attack["targets"] == "random" and r.attack["brew_augmentation"] == "crop_flip" and r.attack["num_targets"] == 1
     stages: list[str] = []
     built = build_scenario(r, 0, progress=lambda stage, *a, **k: stages.append(stage), device="cpu")
     t = built.tensors
     forget = t["forget_indices"]
-    assert len(forget) == 3 * 8  # 3 targets x 2% of 400
+    assert len(forget) == 8  # one target, 2% of 400
     moved = (t["train_x"] != t["clean_train_x"]).flatten(1).any(1)
     assert set(torch.nonzero(moved).flatten().tolist()) <= set(forget.tolist())  # clean-label: only poisons move
     assert (t["train_x"] - t["clean_train_x"]).abs().max() <= 16 / 255 + 1e-6
-    assert t["secret.reference_margins"].shape == (2, 3)
+    assert t["secret.reference_margins"].shape == (2, 1)
     assert {"attacker's surrogate model 1", "Witches' Brew poisons, targets", "original model", "retrain model",
             "reference 2 model"} <= set(stages)
+    # Poisons come from the target's adversarial class, and the labels are unchanged.
+    adversarial = int(t["secret.adversarial_classes"][0])
+    assert (t["train_y"][forget] == adversarial).all() and adversarial != int(t["test_y"][t["secret.target_indices"][0]])
+    # The first build (random target) failed validation, so the fixture is the low-margin rebuild, and says so.
+    assert len(calls) == 2
+    first = built.meta["fallback"]["first_attempt"]
+    assert first["attack"]["target_selection"] == "random" and first["validation"]["effective"] is False
+    assert built.meta["attack"]["target_selection"] == "low_margin" and built.meta["fallback"]["attack"]["targets"] == "low_margin"
+    assert "random targets failed validation" in built.meta["fallback"]["reason"]
     v = built.meta["validation"]
-    assert v["targets"] == 3 and isinstance(v["effective"], bool)
+    assert calls[1].items() <= v.items() and v["targets"] == 1 and isinstance(v["effective"], bool)
+    assert "needs 3 in all" in v["rule"]
+
+
+def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_chosen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One target per poisoned model: a one-seed test has 1 validated target of the 3 it needs and xfails
+    with the remedy; three seeds give 3 and are judged by the pooled test. Every result says how its
+    targets were chosen. At the stand-in's size the brew does not work, so validation is forced here (each
+    fixture effective, its target validated): this tests the counting, not the attack's strength."""
+    import unlearn_audit.attacks.witches_brew as wb
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
+
+    fail_next = [False]
+
+    def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
+        effective, fail_next[0] = not fail_next[0], False
+        return {"effective": effective, "rule": "forced for the test", "targets": 1, "validated_targets": int(effective)}
+
+    monkeypatch.setattr(wb.WitchesBrewAttack, "validate", validate)
+    monkeypatch.setattr(wb, "validated_targets", lambda original, retrain, tensors: torch.ones(
+        len(tensors["secret.target_indices"]), dtype=torch.bool))
+    audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=tmp_path, device="cpu", isolation="inline"))
+    try:
+        one, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", 0)
+        assert one.verdict == "xfail" and one.score is None
+        assert "only 1 validated target over seed 0" in one.message and "--audit-seeds" in one.message
+        assert one.details["per_seed"][0]["details"]["target_selection"] == "random"
+        pooled, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", (0, 1, 2))
+        assert pooled.verdict in ("pass", "fail") and pooled.score is not None
+        assert " over 3 targets vs 2 pooled clean models" in pooled.details["pooled_test"]
+        assert [s["details"]["target_selection"] for s in pooled.details["per_seed"]] == ["random"] * 3
+        assert len({int(audit.fixture("witches_brew", s).tensors["secret.target_indices"][0]) for s in (0, 1, 2)}) >= 2
+        # Seed 3's random target fails validation: its fixture is the low-margin rebuild, and its result says so.
+        fail_next[0] = True
+        fallback, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", (0, 1, 2, 3))
+        last = fallback.details["per_seed"][3]["details"]
+        assert last["target_selection"] == "low_margin" and "random targets failed validation" in last["target_fallback"]
+        assert " over 4 targets" in fallback.details["pooled_test"]
+    finally:
+        audit.close()

@@ -81,6 +81,19 @@ def test_shipped_recipe() -> None:
     assert "targeted_removed" in recipe.checks and set(recipe.checks) <= set(CHECK_NAMES)
 
 
+def test_tiny_keeps_its_fixture_when_the_attack_gains_options() -> None:
+    """`tiny` keeps its measured low-margin targets and its un-augmented brew: the options added for
+    cifar10-resnet18 (targets, target_fallback, brew_augmentation) default to tiny's behaviour and stay out
+    of its recipe, so its cache key (and with it every cached tiny fixture) is the one it was before.
+    The build itself was checked bit-identical (tensors and weights) when the options were added."""
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+
+    recipe = load_profile_recipes("tiny")["witches_brew"]
+    assert not {"targets", "target_fallback", "brew_augmentation", "lr"} & set(recipe.attack)
+    assert recipe.cache_key(0) == "489613c1f3599175696580922919fdeb8f494e60e5c59e41cebf7cce554cdc65"
+    assert recipe.cache_key(1) == "8b3ffb023d616d0a16b4e9d148249e896ebe47f80478b78366c1bb9097e43412"
+
+
 def test_noop_fails_and_retrain_passes_on_the_real_fixture(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "audit.json"
     result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:Retrain",

@@ -9,7 +9,8 @@ the audit:
   and the attack's secret (what the checks need and the unlearner never sees);
 - `after_training`: optional extra models the attack's checks need (Witches' Brew's clean
   reference models), trained by the build with the fixture's own recipe;
-- `validate`: did the attack work on the poisoned original? a fixture where it did not is xfail;
+- `validate`: did the attack work on the poisoned original? a fixture where it did not is xfail,
+  unless `fallback` names a recipe to rebuild it with (recorded in the fixture's meta);
 - `measure_poison`: the poison left in a model, as one number with its uncertainty and the kind of
   null it has; relearning and the interpolation path re-measure it;
 - `checks`: the checks able to judge this attack (a recipe lists a subset).
@@ -117,6 +118,12 @@ class Attack(ABC):
                  tensors: dict[str, "torch.Tensor"]) -> dict[str, Any]:
         """`effective` (did the attack work on the poisoned original?), the `rule` that decided, and figures."""
 
+    def fallback(self, recipe: "ScenarioRecipe", validation: dict[str, Any]) -> "tuple[ScenarioRecipe, str] | None":
+        """After `validate`: a recipe to rebuild the fixture with (same seed) and the reason, or None (the
+        default: a fixture whose attack did not work stays as it is, and its checks xfail). The build records
+        the reason and the first attempt's validation as the fixture's meta["fallback"]."""
+        return None
+
     @abstractmethod
     def measure_poison(self, fixture: "Fixture", model: "nn.Module", held_out: "torch.Tensor | None" = None,
                        memo: Memo = no_memo) -> PoisonMeasurement:
@@ -137,3 +144,7 @@ class Attack(ABC):
     def clean_model_target_scores(self, fixture: "Fixture", memo: Memo = no_memo) -> "torch.Tensor":
         """`targeted_reference == "clean_models"`: the same scores of clean models (models x targets)."""
         raise NotImplementedError(f"attack {self.kind!r} has no clean reference models")
+
+    def target_notes(self, fixture: "Fixture") -> dict[str, Any]:
+        """What `targeted_removed` reports about how the targets were chosen (default: nothing)."""
+        return {}

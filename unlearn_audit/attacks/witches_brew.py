@@ -20,10 +20,19 @@ alignment loss reached 0.03-0.1. Targets that a clean model classifies correctly
 *smallest logit margin* (`select_low_margin_targets`), a larger budget (about 5%), epsilon
 32/255 and an ensemble of 2 surrogates fool fresh-init victims about half the time. Nothing here
 is digits-specific: everything works on N x C x H x W tensors with values in [0, 1].
+
+What `cifar10-resnet18` uses (the recipe's `[attack]` keys; their defaults are `tiny`'s behaviour):
+the threat model of the paper and of Geiping et al.'s code (`targets = "random"`,
+`select_random_targets`: a random target class, a random test image of it, a random intended class,
+poisons drawn from the intended class), brewing through the victim's own crop+flip
+(`brew_augmentation`, applied to the poisons afresh at every step, differentiably), the reference's
+8 restarts and its signed-Adam step size (`lr`). Low-margin targets are only the recorded fallback
+when the random target fails validation (`target_fallback`, see `WitchesBrewAttack.fallback`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -35,11 +44,13 @@ from torch import nn
 from unlearn_audit.attacks.base import Attack, PoisonedTrainingSet, PoisonMeasurement, no_memo
 from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.stats import Proportion
+from unlearn_audit.training.fast import AUGMENTATIONS, augment
 from unlearn_audit.training.loops import predict
 
 if TYPE_CHECKING:
     from unlearn_audit.attacks.base import BuildContext, Memo
     from unlearn_audit.scenarios.fixture import Fixture
+    from unlearn_audit.scenarios.recipes import ScenarioRecipe
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ def brew_poisons(
     restarts: int,
     generator: torch.Generator,
     lr: float = 0.1,
+    augmentation: str = "none",
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Optimise perturbations of `base_x` that minimise the alignment loss; return (poisoned_x, info).
 
@@ -134,20 +146,38 @@ def brew_poisons(
     of each is computed once. Each of the `restarts` starts from delta uniform in the epsilon
     ball, drawn from `generator`; the restart with the lowest final loss is kept.
 
+    `augmentation` ("none", "flip" or "crop_flip": the fast trainer's `augment`, the very ops the
+    victim trains with): at every step the poisons `base_x + delta` are augmented afresh before the
+    poison gradient is taken, as in the reference implementation, so the brew works for the images
+    the victim actually sees. Random crop is zero-padding plus a gather and flip is `torch.where`,
+    so the gradient reaches delta through them. The draws come from a generator on the poisons'
+    device seeded from `generator` (one draw, taken only when augmenting, so "none" leaves
+    `generator`'s stream as it was). The target gradient stays un-augmented, and the final loss
+    that ranks the restarts is taken without augmentation, so restarts are compared on one footing.
+
     info: "restart_losses" (final loss of each restart), "best_restart", "loss_curve" (the
-    kept restart's loss before each step, then after the last one: `steps + 1` values),
+    kept restart's loss before each step, on augmented poisons when augmenting, then after the
+    last one: `steps + 1` values),
     "final_loss".
     """
     _check_brew_args(epsilon, steps, restarts, surrogates)
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown brew augmentation {augmentation!r}; known: {AUGMENTATIONS}")
     base_x = base_x.detach()
+    augment_generator = None
+    if augmentation != "none":
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        augment_generator = torch.Generator(device=base_x.device).manual_seed(seed)
     modes = [m.training for m in surrogates]
     for m in surrogates:
         m.eval()
     try:
         target_grads = [_adversarial_gradient(m, target_x, adversarial_y) for m in surrogates]
 
-        def ensemble_loss(delta: torch.Tensor) -> torch.Tensor:
+        def ensemble_loss(delta: torch.Tensor, augmented: bool = False) -> torch.Tensor:
             x = base_x + delta
+            if augmented and augment_generator is not None:
+                x = augment(x, augmentation, augment_generator)
             return torch.stack([_matching_loss(m, x, base_y, g) for m, g in zip(surrogates, target_grads)]).mean()
 
         def project(delta: torch.Tensor) -> torch.Tensor:
@@ -163,7 +193,7 @@ def brew_poisons(
             scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
             curve: list[float] = []
             for _ in range(steps):
-                loss = ensemble_loss(delta)
+                loss = ensemble_loss(delta, augmented=True)
                 curve.append(float(loss.detach()))
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta.grad = grad.sign()
@@ -225,6 +255,40 @@ def select_low_margin_targets(
         raise ValueError(f"only {len(correct)} points classified correctly by every model, asked for {k}")
     order = torch.argsort(stacked.mean(dim=0)[correct], stable=True)
     return correct[order[:k]]
+
+
+def select_random_targets(
+    y: torch.Tensor, k: int, num_classes: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, intended classes) of `k` distinct random targets: the paper's threat model.
+
+    As in Pawelczyk et al. (App. A.1.1) and Geiping et al.'s reference code (its "single-class"
+    threat model): for each target a class drawn uniformly, a test point of that class drawn
+    uniformly, and an intended (adversarial) class drawn uniformly among the other classes; the
+    poisons are then drawn from the intended class (`brew_for_targets`). Nothing is conditioned on
+    a model: a target the clean models get wrong fails validation like any target the brew did not
+    flip. Draws come from `generator` (CPU), so they are the same on every device.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    labels = y.cpu()
+    present = torch.unique(labels)
+    if len(present) < 2 or num_classes < 2:
+        raise ValueError("random targets need at least two classes")
+    if k > len(labels):
+        raise ValueError(f"asked for {k} targets among {len(labels)} test points")
+    chosen: list[int] = []
+    intended: list[int] = []
+    while len(chosen) < k:
+        cls = int(present[torch.randint(len(present), (1,), generator=generator)])
+        members = torch.nonzero(labels == cls).flatten()
+        index = int(members[torch.randint(len(members), (1,), generator=generator)])
+        other = int(torch.randint(num_classes - 1, (1,), generator=generator))
+        if index in chosen:
+            continue
+        chosen.append(index)
+        intended.append(other + (other >= cls))
+    return torch.tensor(chosen, dtype=torch.long), torch.tensor(intended, dtype=torch.long)
 
 
 def make_witches_brew(
@@ -322,13 +386,15 @@ def brew_for_targets(
     generator: torch.Generator,
     lr: float = 0.1,
     on_target: Callable[[int, int], None] | None = None,
+    augmentation: str = "none",
 ) -> tuple[torch.Tensor, MultiTargetBrew]:
     """Brew a separate, disjoint poison set for each target; return (poisoned copy of `train_x`, secret).
 
     One target per brew, as in the paper's main experiments: a joint brew against several
     targets needs a far larger budget per target. Each target's poisons are drawn at random from
     the training images of its adversarial class that no earlier target took, so the sets never
-    overlap and the labels stay correct. `on_target(done, total)` reports progress.
+    overlap and the labels stay correct. `on_target(done, total)` reports progress; `augmentation`
+    is `brew_poisons`'s.
     """
     _check_brew_args(epsilon, steps, restarts, surrogates)
     if poisons_per_target < 1:
@@ -352,6 +418,7 @@ def brew_for_targets(
         brewed, info = brew_poisons(
             surrogates, train_x[on_device], train_y[on_device], target_x[t : t + 1],
             torch.tensor([cls], dtype=torch.long, device=train_x.device), epsilon, steps, restarts, generator, lr,
+            augmentation,
         )
         poisoned[on_device] = brewed
         chosen_all.append(chosen)
@@ -401,10 +468,33 @@ def validated_targets(original: nn.Module, retrain: nn.Module, tensors: dict[str
     fooled = target_margins(original, tensors) > 0
     return fooled & (predict(retrain, x) == y)
 
+TARGET_SELECTIONS = ("low_margin", "random")
+
+
+def per_fixture_minimum(recipe: "ScenarioRecipe") -> tuple[int, int]:
+    """(validated targets a fixture needs to be effective, validated targets one test needs).
+
+    `[checks.targeted_removed] min_validated_targets` is what one test of `targeted_removed` needs, counted
+    over every seed it pools (`checks.pooling`). A fixture with at least that many targets must validate
+    that many on its own (tiny: 3 of its 10). A fixture with fewer (the paper's one target per poisoned
+    model) is effective when all of its targets validate; the seeds of a pooled test then supply the rest.
+    """
+    needed = max(1, int(recipe.options("targeted_removed").get("min_validated_targets", 3)))
+    return min(needed, int(recipe.attack["num_targets"])), needed
+
+
 class WitchesBrewAttack(Attack):
     """`kind = "witches_brew"` (Geiping et al. 2021; Pawelczyk et al. Sec. 4.1): the attacker trains its own
-    clean surrogates, picks the test points they classify correctly with the smallest margin, and brews one
-    poison set per target from training images of the target's runner-up class (the adversarial class).
+    clean surrogates, picks its targets, and brews one poison set per target from training images of the
+    target's adversarial class.
+
+    `[attack] targets` says how targets are picked: "low_margin" (the default, `tiny`'s measured choice:
+    the test points every surrogate classifies correctly with the smallest margin, adversarial class their
+    runner-up) or "random" (the paper's threat model, `select_random_targets`). With `target_fallback =
+    "low_margin"`, a fixture whose random targets fail validation is rebuilt with low-margin targets
+    (`fallback`); the fixture's meta (`attack.target_selection`, `fallback`) and every
+    `targeted_removed` result (`details.target_selection`) say which targets were used.
+    `brew_augmentation` ("none" by default) brews through the victim's augmentation (`brew_poisons`).
 
     Poisoned images replace their clean versions in the training set (labels unchanged), so
     `clean_train_x` is the unpoisoned training set and the forget set is every poisoned index.
@@ -426,8 +516,14 @@ class WitchesBrewAttack(Attack):
                       for i in range(int(a["surrogates"]))]
         surrogate_seconds = time.perf_counter() - t0
         test_x, test_y = split.test_x.to(device), split.test_y.to(device)
-        targets = select_low_margin_targets(surrogates, test_x, test_y, int(a["num_targets"])).cpu()
-        adversarial = runner_up_classes(surrogates, test_x[targets], test_y[targets]).cpu()
+        selection = str(a.get("targets", "low_margin"))
+        if selection == "low_margin":
+            targets = select_low_margin_targets(surrogates, test_x, test_y, int(a["num_targets"])).cpu()
+            adversarial = runner_up_classes(surrogates, test_x[targets], test_y[targets]).cpu()
+        elif selection == "random":
+            targets, adversarial = select_random_targets(split.test_y, int(a["num_targets"]), split.num_classes, ctx.generator)
+        else:
+            raise ValueError(f"[attack] targets must be one of {TARGET_SELECTIONS}, got {selection!r}")
         t0 = time.perf_counter()
         poisoned_x, brew = brew_for_targets(
             split.train_x.to(device), split.train_y.to(device), surrogates, test_x[targets], targets, adversarial,
@@ -436,9 +532,13 @@ class WitchesBrewAttack(Attack):
             lr=float(a.get("lr", 0.1)),
             on_target=(lambda done, total: progress("Witches' Brew poisons, targets", done, total, time.perf_counter() - t0))
             if progress else None,
+            augmentation=str(a.get("brew_augmentation", "none")),
         )
         poisoned_x = poisoned_x.cpu()
         meta = {
+            "target_selection": selection,
+            "target_classes": split.test_y[targets].tolist(),
+            "adversarial_classes": brew.adversarial_classes.tolist(),
             "alignment_losses": brew.final_losses,
             "poisons": len(brew.indices),
             "max_perturbation": float((poisoned_x - split.train_x).abs().max()),
@@ -461,7 +561,7 @@ class WitchesBrewAttack(Attack):
             [adversarial_margins(m, target_x, tensors["secret.adversarial_classes"]) for m in references])}
 
     def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
-        needed = max(1, int(recipe.options("targeted_removed").get("min_validated_targets", 3)))
+        needed, pooled = per_fixture_minimum(recipe)
         kept = validated_targets(original, retrain, tensors)
         reference = tensors["secret.reference_margins"] > 0
         return {
@@ -471,8 +571,31 @@ class WitchesBrewAttack(Attack):
             "reference_attack_success": float(reference.float().mean()),
             "validated_targets": int(kept.sum()),
             "effective": bool(int(kept.sum()) >= needed),
-            "rule": f"at least {needed} targets fooled on the poisoned original and classified correctly by retrain",
+            "rule": f"at least {needed} target{'s' if needed != 1 else ''} fooled on the poisoned original and classified "
+                    f"correctly by retrain"
+            + (f" (targeted_removed pools the validated targets of its seeds and needs {pooled} in all)" if pooled > needed else ""),
         }
+
+    def fallback(self, recipe, validation):  # type: ignore[no-untyped-def]
+        """Random targets that failed validation, with `target_fallback = "low_margin"`: rebuild with
+        low-margin targets (the same seed, so the same surrogates), recorded in the fixture's meta."""
+        a = recipe.attack
+        choice = a.get("target_fallback")
+        if choice is None or validation.get("effective", True) or a.get("targets", "low_margin") != "random":
+            return None
+        if choice != "low_margin":
+            raise ValueError(f"[attack] target_fallback must be \"low_margin\", got {choice!r}")
+        retry = dataclasses.replace(recipe, attack={**{k: v for k, v in a.items() if k != "target_fallback"}, "targets": "low_margin"})
+        reason = (f"random targets failed validation ({validation.get('validated_targets')} of {validation.get('targets')} "
+                  f"validated; {validation.get('rule')}): rebuilt with low-margin targets")
+        return retry, reason
+
+    def target_notes(self, fixture: "Fixture") -> dict[str, Any]:
+        """How the fixture's targets were chosen (fixtures built before the choice existed: low margin)."""
+        notes: dict[str, Any] = {"target_selection": fixture.meta.get("attack", {}).get("target_selection", "low_margin")}
+        if "fallback" in fixture.meta:
+            notes["target_fallback"] = fixture.meta["fallback"]["reason"]
+        return notes
 
     def validated(self, fixture: "Fixture", memo: "Memo") -> torch.Tensor:
         f = fixture

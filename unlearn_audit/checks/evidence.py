@@ -13,7 +13,12 @@ several seeds pooled:
   each clean reference model. Pooling adds target sums and counts over seeds, and reference model j
   of the pool is the j-th clean model of every seed: under the null (the method's models are like
   clean retrained ones) the pooled score and the pooled references are again draws from one
-  population, so the prediction t-test stays as exact as for one seed.
+  population, so the prediction t-test stays as exact as for one seed. The evidence says how many
+  targets the test needs (`min_k`); a pool with fewer is not judged (xfail).
+- ``population``: a method's proportion (attack success after relearning), read on `n` inputs, against
+  the same proportion of a population of clean models (retrain and the fixture's extra clean models)
+  under the identical measurement, with a margin. Pooling averages over seeds, and population member j
+  of the pool is the j-th clean model of every seed, as for ``prediction``.
 - ``shortfall``: a one-sided z-test that a difference `d` (with standard error `se`) is > 0.
   Pooling adds the differences and their variances.
 - ``any``: several named parts tested at alpha / `divisor` each (Bonferroni), failed if any part
@@ -29,7 +34,7 @@ from typing import Any
 
 from scipy import stats as st
 
-from unlearn_audit.stats import Proportion, excess_test, prediction_test
+from unlearn_audit.stats import Proportion, excess_test, population_excess_test, prediction_test
 
 Evidence = dict[str, Any]
 
@@ -58,8 +63,15 @@ def excess(a: Proportion, b: Proportion, margin: float, method: str) -> Evidence
             "method": method}
 
 
-def prediction(total: float, k: int, reference_sums: list[float]) -> Evidence:
-    return {"kind": "prediction", "sum": float(total), "k": int(k), "reference_sums": [float(r) for r in reference_sums]}
+def prediction(total: float, k: int, reference_sums: list[float], min_k: int = 1) -> Evidence:
+    """`min_k`: the targets the test needs, over every seed it pools (`checks.pooling.short_of_evidence`)."""
+    return {"kind": "prediction", "sum": float(total), "k": int(k), "reference_sums": [float(r) for r in reference_sums],
+            "min_k": int(min_k)}
+
+
+def population(value: float, n: int, references: list[float], margin: float) -> Evidence:
+    return {"kind": "population", "value": float(value), "n": int(n), "references": [float(r) for r in references],
+            "margin": float(margin)}
 
 
 def shortfall(d: float, se: float, score: float, reference: float) -> Evidence:
@@ -123,6 +135,20 @@ def _prediction(evidence: list[Evidence], alpha: float) -> Decision:
                     reference_stderr=test.prediction_sd)
 
 
+def _population(evidence: list[Evidence], alpha: float) -> Decision:
+    seeds = len(evidence)
+    refs = min(len(e["references"]) for e in evidence)
+    value = sum(e["value"] for e in evidence) / seeds
+    references = [sum(e["references"][j] for e in evidence) / seeds for j in range(refs)]
+    trials = sum(e["n"] for e in evidence)  # the averaged proportion's sampling noise is that of all inputs together
+    test = population_excess_test(value, references, evidence[0]["margin"], alpha, trials)
+    return Decision(test.rejected, value, test.reference_mean, test.t, test.p_value,
+                    f"{'pooled ' if seeds > 1 else ''}{value:.3f} vs {refs} clean models {test.reference_mean:.3f} "
+                    f"(prediction sd {test.prediction_sd:.3f}), t = {test.t:.2f}, p = {test.p_value:.2g} "
+                    f"(margin {evidence[0]['margin']:g}, alpha {alpha:.3g}): {'fail' if test.rejected else 'pass'}",
+                    reference_stderr=test.prediction_sd)
+
+
 def _shortfall(evidence: list[Evidence], alpha: float) -> Decision:
     d = sum(e["d"] for e in evidence)
     se = math.sqrt(sum(e["se"] ** 2 for e in evidence))
@@ -158,5 +184,5 @@ def _exact(evidence: list[Evidence], alpha: float) -> Decision:
                     stderr=0.0)
 
 
-_DECIDERS = {"unit_normal": _unit_normal, "excess": _excess, "prediction": _prediction, "shortfall": _shortfall,
+_DECIDERS = {"unit_normal": _unit_normal, "excess": _excess, "prediction": _prediction, "population": _population, "shortfall": _shortfall,
              "any": _any, "exact": _exact}

@@ -2,7 +2,9 @@
 
 A model retrained from scratch without the poisons meets some nulls exactly: its GUS scores are
 N(0, 1) (`gaussian_leakage`, and `relearning_resistant` on a Gaussian poison), and it is one more
-clean model for the Witches' Brew prediction test. Each such test fails `Retrain` with
+clean model for the prediction tests against a population of clean models (Witches' Brew's
+`targeted_removed`, and `relearning_resistant` on a fixture with `[references] clean_models`; exact
+when the population's scores are normal). Each such test fails `Retrain` with
 probability alpha, so a run with m of them fails it with probability up to m x alpha. These tests
 therefore run at alpha / m, m counted over the run's scenarios and budgets for one unlearner
 (not over the tests a `-k` happens to select, so that a verdict does not depend on the selection):
@@ -23,13 +25,14 @@ from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.scenarios.recipes import ScenarioRecipe
 
 
-def has_exact_null(check: str, attack_kind: str) -> bool:
+def has_exact_null(check: str, recipe: ScenarioRecipe) -> bool:
     """True when a retrained model meets the test's null exactly (it fails it with probability alpha)."""
-    attack = get_attack(attack_kind)
+    attack = get_attack(str(recipe.attack["kind"]))
     if check == "gaussian_leakage":
         return True
     if check == "relearning_resistant":
-        return attack.measures_forget_set  # the held-out poisons' GUS, exactly N(0, 1)
+        # The held-out poisons' GUS is N(0, 1); with clean models, Retrain is one more draw from their population.
+        return attack.measures_forget_set or recipe.clean_models > 0
     if check == "targeted_removed":
         return attack.targeted_reference == "clean_models"
     return False
@@ -37,5 +40,5 @@ def has_exact_null(check: str, attack_kind: str) -> bool:
 
 def family_size(recipes: Iterable[ScenarioRecipe], budgets: int = 1) -> int:
     """How many tests with exact nulls one unlearner meets in a run over these scenarios and budgets."""
-    tests = sum(has_exact_null(c, str(r.attack["kind"])) for r in recipes for c in r.checks)
+    tests = sum(has_exact_null(c, r) for r in recipes for c in r.checks)
     return max(1, tests * budgets)

@@ -22,6 +22,7 @@ HOW = {
     "unit_normal": "Stouffer's z: the scores of every seed in one exact z-test",
     "excess": "the counts of every seed added up",
     "prediction": "every validated target of every seed; pooled clean model j = the j-th clean model of each seed",
+    "population": "each seed's proportion averaged; pooled clean model j = the j-th clean model of each seed",
     "shortfall": "the seeds' differences and variances added up",
     "any": "each part pooled over the seeds, Bonferroni over the parts",
     "exact": "fails if any seed fails",
@@ -41,9 +42,11 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
     One seed: its result, unchanged. Seeds whose fixture could not judge removal (xfail) are left
     out and named; if none is left, the first such result stands. A check without evidence (it
     did not get to measure, e.g. unlearn() failed) decides the pool: its result, with its seed named.
+    Evidence that needs more units than the judged seeds have in all is not judged, with one seed
+    as with several (`short_of_evidence`).
     """
     if len(results) == 1:
-        return results[0]
+        return short_of_evidence(seeds, results, []) or results[0]
     judged = [(s, r) for s, r in zip(seeds, results) if r.verdict not in ("xfail", "skip")]
     left_out = [s for s, r in zip(seeds, results) if r.verdict in ("xfail", "skip")]
     per_seed = [seed_summary(s, r) for s, r in zip(seeds, results)]
@@ -57,6 +60,9 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
         return dataclasses.replace(r, message=f"seed {s}: {r.message}", details={**r.details, "per_seed": per_seed, "seeds": seeds})
     used_seeds = [s for s, _ in judged]
     used = [r for _, r in judged]
+    short = short_of_evidence(used_seeds, used, left_out)
+    if short is not None:
+        return dataclasses.replace(short, details={**short.details, "per_seed": per_seed})
     decision = decide([r.details["evidence"] for r in used], alpha)
     kind = used[0].details["evidence"]["kind"]
     reference = decision.reference if decision.reference is not None else _mean([r.reference for r in used])
@@ -124,6 +130,40 @@ def pooled_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
     if len(metas) == 1:
         return dict(metas[0])
     return {**metas[0], "per_seed": metas, "unlearn_seconds": sum(m["unlearn_seconds"] or 0 for m in metas)}
+
+
+def short_of_evidence(seeds: list[int], results: list[CheckResult], left_out: list[int]) -> CheckResult | None:
+    """An xfail result if the judged `results` together hold fewer units than their evidence needs, else None.
+
+    So far only the `prediction` evidence of Witches' Brew says what it needs (`min_k` validated
+    targets): with fewer the test has no power worth a verdict. `cifar10-resnet18` brews one target
+    per poisoned model, so its tests reach that count by pooling seeds.
+    """
+    evidence = [r.details.get("evidence") for r in results if r.verdict not in ("xfail", "skip")]
+    if not evidence or any(not isinstance(e, dict) or e.get("kind") != "prediction" for e in evidence):
+        return None
+    needed = max(int(e.get("min_k", 1)) for e in evidence)
+    have = sum(int(e["k"]) for e in evidence)
+    if have >= needed:
+        return None
+    first = results[0]
+    note = f" (left out, not judged: seed{'s' if len(left_out) != 1 else ''} {', '.join(map(str, left_out))})" if left_out else ""
+    return CheckResult(
+        check=first.check,
+        verdict="xfail",
+        score=None,
+        stderr=None,
+        reference=None,
+        reference_stderr=None,
+        direction=first.direction,
+        rule=f"the test needs at least {needed} validated targets over the seeds it pools",
+        message=(f"only {have} validated target{'s' if have != 1 else ''} over seed{'s' if len(seeds) != 1 else ''} "
+                 f"{', '.join(map(str, seeds))}{note}; the test needs {needed} to judge removal: pool more seeds "
+                 f"(--audit-seeds)"),
+        details={"seeds": seeds, "left_out_seeds": left_out, "validated_targets": have, "needed_targets": needed,
+                 "per_seed": [seed_summary(s, r) for s, r in zip(seeds, results)]},
+        reference_label=first.reference_label,
+    )
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -2,15 +2,20 @@
 
 Siddiqui et al. show that knowledge an approximate unlearner seems to have removed returns after
 a little fine-tuning on the retain set, with 0 or a few forget examples, while a model retrained
-from scratch stays clean. The attacker fine-tunes with the original recipe for a fixed number of
-steps on the retain set plus k forget examples, for each k in the recipe's `sizes`; the retrain
-reference undergoes the identical attack (same examples, same batch order). The poison metric is
-then measured again: attack success on held-out triggered inputs (backdoor), or mean GUS on the
-forget-set poisons that were *not* given to the attacker (Gaussian; exact N(0,1) null for retrain).
+from scratch stays clean. The attacker fine-tunes as the authors' code does (`training/relearning.py`:
+Adam at a tenth of the training lr, cosine decay, by default 10 epochs; the recipe states where a
+profile differs) on the retain set plus k forget examples, for each k in the recipe's `sizes`; the
+retrain reference undergoes the identical attack (same examples, same batch order). The poison
+metric is measured along the way and read as the mean of the curve's last evaluations, as the
+authors report it: attack success on held-out triggered inputs (backdoor), or mean GUS on the
+forget-set poisons that were *not* given to the attacker (Gaussian; N(0,1) null for retrain).
 
 Rule: at each k, a test at alpha / len(sizes) (Bonferroni), as in the removal checks: backdoor,
-one-sided excess of attack success over retrain's beyond `margin` (Newcombe-Wilson); Gaussian,
-mean GUS != 0 (exact two-sided z-test, as in `gaussian_leakage`). The check fails if any k fails.
+one-sided excess of attack success beyond `margin` over a population of clean models (retrain and the
+fixture's `[references] clean_models`, all under the identical attack: a prediction t-test, so that the
+spread between independently retrained models is part of the null), or over retrain alone
+(Newcombe-Wilson) when the fixture has no clean models; Gaussian, mean GUS != 0 (two-sided z-test,
+as in `gaussian_leakage`). The check fails if any k fails.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any
 import torch
 from scipy import stats as st
 
-from unlearn_audit.training.relearning import relearn, relearning_set
+from unlearn_audit.attacks.base import PoisonMeasurement
+from unlearn_audit.training.relearning import RelearningAttack, attack_from_options, relearn, relearning_set
 from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.checks.power import with_power
-from unlearn_audit.stats import Proportion, excess_effect, excess_test, z_power
+from unlearn_audit.stats import Proportion, excess_effect, excess_test, population_excess_test, z_power
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
@@ -34,27 +40,46 @@ NAME = "relearning_resistant"
 
 
 def relearn_curves(ctx: CheckContext, model: torch.nn.Module, k: int, positions: torch.Tensor, held_out: torch.Tensor,
-                   steps: int, eval_every: int, lr: float | None = None) -> dict[str, Any]:
+                   attack: RelearningAttack) -> dict[str, Any]:
+    """The relearning curve of `model` under `attack` with k forget examples, and the poison measurement
+    the verdict reads: the mean of the curve's last `attack.window` evaluations."""
     f = ctx.fixture
-    # `lr` (the check's option; default the recipe's): a one-cycle recipe's lr is its peak, far above a fine-tuning lr.
-    recipe = f.recipe.training if lr is None else dataclasses.replace(f.recipe.training, lr=lr)
 
     def compute() -> dict[str, Any]:
         forget, retain = f.forget_set(), f.retain_set()
         data = relearning_set(retain, forget, positions[:k])
-        last: dict[str, Any] = {}
+        measured: list[PoisonMeasurement] = []
 
         def measure(m: torch.nn.Module) -> float:
             pm = ctx.attack.measure_poison(f, m, held_out, memo=ctx.measure)
-            last["final"] = pm
+            measured.append(pm)
             return pm.value
 
         # The attack runs on the audited model's device for method and retrain alike.
-        curve = relearn(model, data, recipe, steps=steps, seed=derived_seed(f.seed, f"relearn-{k}"),
-                        measure=measure, eval_every=eval_every, device=next(ctx.model.parameters()).device)
-        return {"curve": curve, "final": last["final"]}
+        curve = relearn(model, data, f.recipe.training, attack, seed=derived_seed(f.seed, f"relearn-{k}"),
+                        measure=measure, device=next(ctx.model.parameters()).device)
+        return {"curve": curve, "final": window_mean(measured[-attack.window:])}
 
-    return ctx.measure(model, f"relearn-{k}-{steps}" + ("" if lr is None else f"-lr{lr:g}"), compute)
+    return ctx.measure(model, f"relearn-{k}-{attack.key()}", compute)
+
+
+def window_mean(measured: list[PoisonMeasurement]) -> PoisonMeasurement:
+    """The mean of several measurements of one model's trajectory, as one measurement.
+
+    The authors read the mean of the curve's last evaluations, which is steadier than its final
+    point. Its tests stay valid, conservatively: an average of correlated measurements varies at most
+    as much as one of them (per poisoned input, a mean of hits in [0, 1] with mean p has variance at
+    most p(1 - p); a mean of N(0, 1) scores has variance at most 1), so the one-measurement standard
+    errors and nulls are upper bounds.
+    """
+    last = measured[-1]
+    if len(measured) == 1:
+        return last
+    value = sum(m.value for m in measured) / len(measured)
+    if last.null == "proportion":
+        stderr = math.sqrt(max(0.0, value * (1 - value)) / last.n) if last.n else float("nan")
+        return PoisonMeasurement(value, stderr, last.n, "proportion", value * last.n)
+    return PoisonMeasurement(value, sum(m.stderr for m in measured) / len(measured), last.n, last.null)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -62,9 +87,6 @@ def run(ctx: CheckContext) -> CheckResult:
     alpha = float(opts.get("alpha", 0.01))
     margin = float(opts.get("margin", 0.05))
     sizes = [int(k) for k in opts.get("sizes", [0, 10, 50])]
-    steps = int(opts.get("steps", 100))
-    eval_every = int(opts.get("eval_every", 20))
-    lr = float(opts["lr"]) if "lr" in opts else None
     f = ctx.fixture
     on_forget_set = ctx.attack.measures_forget_set
     n_forget = len(f.forget_indices)
@@ -73,38 +95,55 @@ def run(ctx: CheckContext) -> CheckResult:
     # The same relearning examples for every method: a seeded permutation of the forget set.
     positions = torch.randperm(n_forget, generator=torch.Generator().manual_seed(derived_seed(f.seed, "relearn-pool")))
     held_out = positions[max(sizes):] if on_forget_set else None
+    # One attack for every k (its length from the largest attacker set), so the curves are comparable.
+    attack = attack_from_options(opts, f.recipe.training, f.num_train - n_forget + max(sizes))
     level = alpha / len(sizes)
+    # With clean models in the fixture, a proportion is compared with the population they form with retrain:
+    # independently retrained models relearn a backdoor to rather different degrees (measured on tiny at k=10:
+    # 0.44-0.64 over 9 clean models), a spread that a comparison with retrain alone mistakes for a difference.
+    population_models = [f.retrain, *f.clean_models] if len(f.clean_models) >= 1 else []
     per_size = []
     parts: dict[str, evidence.Evidence] = {}
     worst: tuple[float, dict[str, Any]] | None = None
-    best_power: tuple[float, float, bool] | None = None
+    best_power: tuple[float, float, bool, float | None] | None = None
+    null = ""
     for k in sizes:
-        mine = relearn_curves(ctx, ctx.model, k, positions, held_out, steps, eval_every, lr)
-        ref = relearn_curves(ctx, f.retrain, k, positions, held_out, steps, eval_every, lr)
+        mine = relearn_curves(ctx, ctx.model, k, positions, held_out, attack)
+        ref = relearn_curves(ctx, f.retrain, k, positions, held_out, attack)
         m, r = mine["final"], ref["final"]
+        null = m.null  # the same for every k: the attack's poison metric
         # The power: the same attack on the poisoned original (the poison not removed at all).
-        o = relearn_curves(ctx, f.original, k, positions, held_out, steps, eval_every, lr)["final"]
-        if m.null == "proportion":
-            effect, two_sided = excess_effect(Proportion(o.hits, o.n), Proportion(r.hits, r.n), margin), False
-        else:
-            effect, two_sided = o.value * math.sqrt(o.n), True
-        power_k = z_power(effect, level, two_sided)
-        if best_power is None or math.isnan(best_power[0]) or power_k > best_power[0]:
-            best_power = (power_k, effect, two_sided)
-        if m.null == "proportion":
+        o = relearn_curves(ctx, f.original, k, positions, held_out, attack)["final"]
+        entry: dict[str, Any] = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value,
+                                 "retrain_stderr": r.stderr, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
+        critical: float | None = None
+        if null == "proportion" and population_models:
+            population = [r.value] + [relearn_curves(ctx, c, k, positions, held_out, attack)["final"].value
+                                      for c in f.clean_models]
+            test = population_excess_test(m.value, population, margin, level, m.n)
+            critical = float(st.t.isf(level, df=len(population) - 1))
+            failed, strength = test.rejected, test.t - critical
+            effect, two_sided = (o.value - margin - test.reference_mean) / test.prediction_sd, False
+            parts[f"k={k}"] = evidence.population(m.value, m.n, population, margin)
+            entry.update(clean_models=population[1:], population_mean=test.reference_mean,
+                         prediction_sd=test.prediction_sd, t=test.t, p_value=test.p_value)
+        elif null == "proportion":
             test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
             failed, strength = test.rejected, test.lower_bound - margin
+            effect, two_sided = excess_effect(Proportion(o.hits, o.n), Proportion(r.hits, r.n), margin), False
             parts[f"k={k}"] = evidence.excess(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, method="a")
         else:
-            z = m.value * math.sqrt(m.n)  # exact: held-out scores are N(0, 1) when the poison is gone
+            z = m.value * math.sqrt(m.n)  # held-out scores are N(0, 1) when the poison is gone
+            effect, two_sided = o.value * math.sqrt(o.n), True
             parts[f"k={k}"] = evidence.unit_normal(m.value * m.n, m.n, "two-sided")
             if not math.isfinite(z):  # no usable score: cannot show the poison is gone
                 failed, strength = True, math.inf
             else:
                 failed, strength = float(2 * st.norm.sf(abs(z))) < level, abs(z) - float(st.norm.isf(level / 2))
-        null = m.null  # the same for every k: the attack's poison metric
-        entry = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value, "retrain_stderr": r.stderr,
-                 "failed": failed, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
+        entry["failed"] = failed
+        power_k = z_power(effect, level, two_sided, critical)
+        if best_power is None or math.isnan(best_power[0]) or power_k > best_power[0]:
+            best_power = (power_k, effect, two_sided, critical)
         per_size.append(entry)
         if worst is None or strength > worst[0]:
             worst = (strength, entry)
@@ -112,23 +151,34 @@ def run(ctx: CheckContext) -> CheckResult:
     w = worst[1]
     failed_any = any(e["failed"] for e in per_size)
     what = ctx.attack.poison_name
-    if null == "proportion":
-        rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if attack "
-                f"success exceeds retrain's (same attack) by more than {margin:g} at any k, one-sided at alpha={alpha:g}/{len(sizes)} "
-                f"(Newcombe-Wilson)")
+    attacked = f"after the relearning attack on the retain set + k forget examples (k in {sizes}; {attack.describe()})"
+    if null == "proportion" and population_models:
+        reference_label = f"retrain and {len(f.clean_models)} clean models"
+        rule = (f"{attacked}, fail if attack success exceeds that of {reference_label} (same attack) by more than "
+                f"{margin:g} at any k: one-sided prediction t-test against the {len(population_models)} models, "
+                f"alpha={alpha:g}/{len(sizes)}")
+    elif null == "proportion":
+        reference_label = "retrain"
+        rule = (f"{attacked}, fail if attack success exceeds retrain's (same attack) by more than {margin:g} at any k, "
+                f"one-sided at alpha={alpha:g}/{len(sizes)} (Newcombe-Wilson)")
     else:
-        rule = (f"after {steps} steps of fine-tuning (lr {lr if lr is not None else f.recipe.training.lr:g}) on the retain set + k forget examples (k in {sizes}), fail if the mean GUS "
-                f"of the {len(held_out)} held-out poisons is != 0 at any k, exact two-sided z-test at alpha={alpha:g}/{len(sizes)}")
+        reference_label = "retrain"
+        rule = (f"{attacked}, fail if the mean GUS of the {len(held_out)} held-out poisons is != 0 at any k, two-sided "
+                f"z-test at alpha={alpha:g}/{len(sizes)} (exact for one evaluation, conservative for a mean of several)")
     message = ""
     if failed_any:
-        bad = ", ".join(f"k={e['k']}: {e['method']:.3f} vs retrain {e['retrain']:.3f}" for e in per_size if e["failed"])
+        bad = ", ".join(f"k={e['k']}: {e['method']:.3f} vs " + (f"clean models {e['population_mean']:.3f} (retrain "
+                                                                 f"{e['retrain']:.3f}, prediction sd {e['prediction_sd']:.3f})"
+                                                                 if "population_mean" in e else f"retrain {e['retrain']:.3f}")
+                        for e in per_size if e["failed"])
         message = f"the poison comes back under relearning ({what}): {bad}"
     details = {
         "worst_k": w["k"],
         "before_relearning": per_size[0]["method_curve"][0][1],
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "relearning": per_size,
-        "steps": steps,
+        "steps": attack.steps,
+        "attack": dataclasses.asdict(attack),
         "evidence": evidence.any_of(parts, len(sizes)),
     }
     result = CheckResult(
@@ -136,8 +186,9 @@ def run(ctx: CheckContext) -> CheckResult:
         verdict="fail" if failed_any else "pass",
         score=w["method"],
         stderr=w["method_stderr"],
-        reference=w["retrain"],
-        reference_stderr=w["retrain_stderr"],
+        reference=w.get("population_mean", w["retrain"]),
+        reference_stderr=w.get("prediction_sd", w["retrain_stderr"]),
+        reference_label=reference_label,
         direction="lower_is_better",
         rule=rule,
         message=message,
@@ -145,5 +196,5 @@ def run(ctx: CheckContext) -> CheckResult:
     )
     assert best_power is not None
     # The check fails if any k fails, so its power is at least that of its most powerful k.
-    return with_power(result, best_power[1], level, two_sided=best_power[2],
+    return with_power(result, best_power[1], level, two_sided=best_power[2], critical=best_power[3],
                       against="the poisoned original under the same relearning attack (its most powerful k)")

@@ -28,7 +28,14 @@ prediction t-test at alpha (`stats.prediction_test`). Under the null (the method
 a model retrained from scratch) this is exact for normal scores; `Retrain` itself is such a
 model, so it fails with probability alpha.
 
-The success rate on the validated targets, with its Wilson interval, is reported alongside.
+The success rate on the validated targets, with its Wilson interval, is reported alongside, and
+so is how the targets were chosen (`target_selection`, and `target_fallback` when random targets
+failed validation and low-margin ones replaced them).
+
+The test needs `min_validated_targets` validated targets (default 3) to have power. It counts them
+over every seed the test pools (`checks.pooling`), not per fixture: `cifar10-resnet18` brews one
+target per poisoned model, as the paper does, so a one-seed run there has one target and xfails
+with the advice to pool seeds (`--audit-seeds`); `tiny` validates at least 3 per fixture.
 """
 
 from __future__ import annotations
@@ -112,10 +119,13 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
     test = prediction_test(score, reference_scores.mean(dim=1).tolist(), alpha)
     success = Proportion(int((mine > 0).sum()), k)
     ref_success = Proportion(int((reference_scores > 0.5).sum()), reference_scores.numel())
+    notes = attack.target_notes(ctx.fixture)
     rule = (
         f"fail if the soft attack success (mean sigmoid of the adversarial margin) on the {k} validated targets is "
         f"above that of models retrained without the poisons (n={test.n} clean references), one-sided prediction "
         f"t-test at alpha={alpha:g}"
+        + ("; the targets are the low-margin fallback (the random target failed validation), near the boundary, "
+           "which flatters unlearners" if "target_fallback" in notes else "")
     )
     message = (
         f"the poison still works: soft attack success {score:.3f} vs clean models {test.reference_mean:.3f} "
@@ -134,7 +144,9 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "validated_targets": k,
         "target_margins": mine.tolist(),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
-        "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist()),
+        "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist(),
+                                        min_k=int(ctx.options.get("min_validated_targets", 3))),
+        **notes,
     }
     result = CheckResult(
         check=NAME,

@@ -45,19 +45,25 @@ def _flat(model: nn.Module) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def reference_distance(model: nn.Module, fixture: Fixture) -> float:
-    """L2 distance to the retrain reference, in units of min(its norm, the original's distance to it)."""
-    retrain = _flat(fixture.retrain)
-    scale = min(float(retrain.norm()), float((_flat(fixture.original) - retrain).norm()))
+def reference_distance(model: nn.Module, fixture: Fixture, reference: nn.Module | None = None) -> float:
+    """L2 distance to a reference model (default: retrain), in units of min(its norm, the original's distance to it)."""
+    ref = _flat(fixture.retrain if reference is None else reference)
+    scale = min(float(ref.norm()), float((_flat(fixture.original) - ref).norm()))
     if scale == 0.0:
         return float("inf")
-    return float((_flat(model) - retrain).norm()) / scale
+    return float((_flat(model) - ref).norm()) / scale
 
 
-def reference_copy_problem(distance: float) -> str | None:
-    """Why a model at this `reference_distance` counts as the harness's own retrain reference, or None."""
+def reference_distances(model: nn.Module, fixture: Fixture) -> dict[str, float]:
+    """`reference_distance` to every reference model the harness holds (retrain and the clean models)."""
+    return {name: reference_distance(model, fixture, ref) for name, ref in fixture.reference_models().items()}
+
+
+def reference_copy_problem(distance: float, name: str = "retrain") -> str | None:
+    """Why a model at this `reference_distance` from reference `name` counts as that reference, or None."""
     if distance <= REFERENCE_MATCH_TOLERANCE:
-        return (f"unlearn() returned the harness's own retrain reference (distance to it {distance:.2g} of its "
+        what = "retrain reference" if name == "retrain" else f"reference model {name!r} (a clean model)"
+        return (f"unlearn() returned the harness's own {what} (distance to it {distance:.2g} of its "
                 f"scale, tolerance {REFERENCE_MATCH_TOLERANCE:g}): a method must not read the harness's "
                 "reference models")
     return None

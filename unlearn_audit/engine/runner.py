@@ -22,7 +22,7 @@ from torch import nn
 
 from unlearn_audit.engine.counting import ExampleGradientCounter
 from unlearn_audit.engine.execute import Execution, execute
-from unlearn_audit.engine.returned import audited_copy, reference_copy_problem, reference_distance
+from unlearn_audit.engine.returned import audited_copy, reference_copy_problem, reference_distances
 from unlearn_audit.engine.seeding import preserved_global_rng
 from unlearn_audit.protocol import Budget, UnlearningRequest
 from unlearn_audit.scenarios.fixture import Fixture
@@ -65,9 +65,10 @@ def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture:
     if model is None:
         outcome.error = problem
         return outcome
-    distance = reference_distance(model, fixture)
-    outcome.details["distance_to_retrain"] = distance
-    outcome.error = reference_copy_problem(distance)
+    distances = reference_distances(model, fixture)
+    outcome.details["distance_to_retrain"] = distances["retrain"]
+    closest = min(distances, key=lambda name: distances[name])
+    outcome.error = reference_copy_problem(distances[closest], closest)
     outcome.model = model if outcome.error is None else None
     return outcome
 

@@ -98,11 +98,12 @@ class AuditSession:
             path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed), device=build_device)
             fixture = Fixture.load(recipe, seed, path)
             fixture.original.to(self.device)  # the reference measurements run where the method's model is
-            fixture.retrain.to(self.device)
+            for model in fixture.reference_models().values():
+                model.to(self.device)
             # Re-validate with the recipe's current thresholds (they are not part of the cache key).
             fixture.meta["validation"] = validate_attack(recipe, fixture.original, fixture.retrain, fixture.tensors)
-            for role in ("original", "retrain"):
-                self._stores[getattr(fixture, role)] = MeasurementStore(path, role, recipe.check_options, self.device.type)
+            for role, model in {"original": fixture.original, **fixture.reference_models()}.items():
+                self._stores[model] = MeasurementStore(path, role, recipe.check_options, self.device.type)
             self._fixtures[key] = fixture
         return self._fixtures[key]
 
@@ -184,12 +185,12 @@ class AuditSession:
     def check_options(self, recipe: ScenarioRecipe, check: str) -> dict[str, Any]:
         """The recipe's options for the check, at the suite's Bonferroni level for tests with exact nulls."""
         options = recipe.options(check)
-        if self.family > 1 and has_exact_null(check, str(recipe.attack["kind"])):
+        if self.family > 1 and has_exact_null(check, recipe):
             options["alpha"] = float(options.get("alpha", 0.01)) / self.family
         return options
 
     def family_rule(self, recipe: ScenarioRecipe, check: str) -> str:
-        if self.family > 1 and has_exact_null(check, str(recipe.attack["kind"])):
+        if self.family > 1 and has_exact_null(check, recipe):
             base = float(recipe.options(check).get("alpha", 0.01))
             return (f"; alpha = {base:g}/{self.family}: Bonferroni over this run's {self.family} tests whose null a "
                     f"retrained model meets exactly, so Retrain fails any of them with probability <= {base:g}")
@@ -259,7 +260,8 @@ class AuditSession:
                 direction="lower_is_better",
                 rule=f"fixture validation: {validation.get('rule')}",
                 message="the attack did not work on this fixture's poisoned model, so it cannot judge removal",
-                details={"validation": validation},
+                details={"validation": validation, **({"fallback": fixture.meta["fallback"]["reason"]}
+                                                      if "fallback" in fixture.meta else {})},
             )
         elif not outcome.ok:
             result = CheckResult(

@@ -21,7 +21,7 @@ from unlearn_audit.profiles.data import load_split
 from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.profiles.split import Split
 from unlearn_audit.protocol import ExampleSet
-from unlearn_audit.scenarios.recipes import ScenarioRecipe
+from unlearn_audit.scenarios.recipes import ScenarioRecipe, clean_model_name
 from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.training.loops import seeded_model, train
 
@@ -45,14 +45,18 @@ def train_seeded(
 class BuiltFixture:
     """What a build produces: weights, tensors and metadata (JSON-able)."""
 
-    weights: dict[str, dict[str, torch.Tensor]]  # "original" / "retrain" -> state dict
+    weights: dict[str, dict[str, torch.Tensor]]  # "original" / "retrain" / "clean1".. -> state dict
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
 
 
 def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None,
                    device: torch.device | str = "cpu") -> BuiltFixture:
-    """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable."""
+    """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable.
+
+    When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
+    built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
+    """
     data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
     split, validation = hold_out_validation(load_split(recipe.data["source"], **data_options),
                                             float(recipe.data.get("validation_fraction", 0.0)), derived_seed(seed, "validation"))
@@ -84,6 +88,8 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     # stays nearly mode-connected to the original (measured on tiny), which is not the gold standard.
     original = fit("original", ExampleSet(train_x, train_y))
     retrain = fit("retrain", ExampleSet(train_x[keep], train_y[keep]))
+    # More models trained like retrain from their own seeds: how much clean models differ from each other.
+    clean = [fit(f"clean {j + 1}", ExampleSet(train_x[keep], train_y[keep])) for j in range(recipe.clean_models)]
     tensors = {
         "train_x": train_x.contiguous(),
         "train_y": train_y.contiguous(),
@@ -105,7 +111,16 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
         "validation": validate_attack(recipe, original, retrain, tensors),
         **({"attack": poisoned.meta} if poisoned.meta else {}),
     }
-    weights = {"original": original.state_dict(), "retrain": retrain.state_dict(), **poisoned.extra_weights}
+    fallback = attack.fallback(recipe, meta["validation"])
+    if fallback is not None:  # e.g. Witches' Brew: random targets failed validation, low-margin ones instead
+        retry, reason = fallback
+        built = build_scenario(retry, seed, progress, device)
+        built.meta["fallback"] = {"reason": reason, "attack": retry.attack,
+                                  "first_attempt": {"validation": meta["validation"], "attack": meta.get("attack", {}),
+                                                    "train_seconds": timings}}
+        return built
+    weights = {"original": original.state_dict(), "retrain": retrain.state_dict(), **poisoned.extra_weights,
+               **{clean_model_name(j): m.state_dict() for j, m in enumerate(clean)}}
     return BuiltFixture(weights, tensors, meta)
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from unlearn_audit.scenarios.cache import DATA_FILE, META_FILE, WEIGHTS_FILE
 from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.protocol import ExampleSet
-from unlearn_audit.scenarios.recipes import ScenarioRecipe
+from unlearn_audit.scenarios.recipes import ScenarioRecipe, clean_model_name
 
 
 def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
@@ -40,6 +40,8 @@ class Fixture:
     original: nn.Module
     retrain: nn.Module
     factory: Callable[[], nn.Module] = field(repr=False)
+    clean_models: list[nn.Module] = field(default_factory=list, repr=False)
+    """`[references] clean_models`: models trained like retrain from other seeds (never given to a method)."""
 
     @classmethod
     def load(cls, recipe: ScenarioRecipe, seed: int, path: Path) -> "Fixture":
@@ -47,13 +49,19 @@ class Fixture:
         tensors = load_file(str(path / DATA_FILE))
         weights = load_file(str(path / WEIGHTS_FILE))
         factory = model_factory(recipe.model, tuple(meta["input_shape"]), meta["num_classes"])
+        names = ["original", "retrain", *(clean_model_name(j) for j in range(recipe.clean_models))]
         models = {}
-        for name in ("original", "retrain"):
+        for name in names:
             model = factory()
             prefix = name + "."
             model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
             models[name] = model.eval()
-        return cls(recipe, seed, path, meta, tensors, models["original"], models["retrain"], factory)
+        return cls(recipe, seed, path, meta, tensors, models["original"], models["retrain"], factory,
+                   [models[name] for name in names[2:]])
+
+    def reference_models(self) -> dict[str, nn.Module]:
+        """Every model the harness holds for this fixture besides the original: retrain and the clean models."""
+        return {"retrain": self.retrain, **{clean_model_name(j): m for j, m in enumerate(self.clean_models)}}
 
     # -- the data, as the unlearner sees it -------------------------------------------------
     @property
@@ -85,8 +93,9 @@ class Fixture:
         return int(self.meta["num_classes"])
 
     def fingerprint(self) -> str:
-        """Of everything the harness holds in memory for this fixture (data and both models)."""
+        """Of everything the harness holds in memory for this fixture (data and every model)."""
         parts = dict(self.tensors)
         parts.update({f"original.{k}": v for k, v in self.original.state_dict().items()})
-        parts.update({f"retrain.{k}": v for k, v in self.retrain.state_dict().items()})
+        for name, model in self.reference_models().items():
+            parts.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
         return tensor_fingerprint(parts)

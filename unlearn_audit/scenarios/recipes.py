@@ -38,6 +38,13 @@ class ScenarioRecipe:
     attack: dict[str, Any]
     check_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     deviations: tuple[dict[str, str], ...] = ()  # where it differs from the papers (`[[deviations]]`; not in the cache key)
+    references: dict[str, Any] = field(default_factory=dict)
+    """`[references]`: extra reference models the build trains, e.g. `clean_models = 8`: models trained like retrain
+    (without the poisons) from other seeds, a population that shows how much clean models differ from each other."""
+
+    @property
+    def clean_models(self) -> int:
+        return int(self.references.get("clean_models", 0))
 
     def build_spec(self, seed: int) -> dict[str, Any]:
         """Everything that determines the built fixture (and nothing else)."""
@@ -50,6 +57,8 @@ class ScenarioRecipe:
             "model": self.model,
             "training": self.training.cache_spec(),
             "attack": self.attack,
+            # Only when set, so that the keys of recipes without extra references are unchanged.
+            **({"references": self.references} if self.references else {}),
         }
 
     def cache_key(self, seed: int) -> str:
@@ -58,6 +67,11 @@ class ScenarioRecipe:
 
     def options(self, check: str) -> dict[str, Any]:
         return dict(self.check_options.get(check, {}))
+
+
+def clean_model_name(j: int) -> str:
+    """The weights prefix of a fixture's j-th (0-based) `[references] clean_models` model."""
+    return f"clean{j + 1}"
 
 
 STANDIN_SUFFIX = "-standin"
@@ -79,6 +93,16 @@ def _deviation(entry: Any, source: str) -> dict[str, str]:
         raise ValueError(f"invalid recipe {source}: a [[deviations]] entry needs exactly the text fields "
                          f"{', '.join(DEVIATION_FIELDS)}, got {entry!r}")
     return {k: entry[k] for k in DEVIATION_FIELDS}
+
+
+def _references(table: Any, source: str) -> dict[str, Any]:
+    if not isinstance(table, dict) or set(table) - {"clean_models"}:
+        raise ValueError(f"invalid recipe {source}: [references] takes only clean_models, got {table!r}")
+    count = table.get("clean_models", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0 or count == 1:
+        raise ValueError(f"invalid recipe {source}: [references] clean_models must be 0 or an integer >= 2 "
+                         f"(a population needs a spread), got {count!r}")
+    return dict(table)
 
 
 def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: bool = False) -> ScenarioRecipe:
@@ -106,6 +130,7 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: boo
             attack=dict(raw["attack"]),
             check_options={k: dict(v) for k, v in raw.get("checks", {}).items()},
             deviations=tuple(_deviation(d, source) for d in raw.get("deviations", [])),
+            references=_references(raw.get("references", {}), source),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"invalid recipe {source}: {exc!r}") from exc

@@ -209,7 +209,7 @@ def matrix_markdown(rows: list[dict[str, Any]]) -> str:
 
 CHECK_ORDER = {"gaussian_leakage": 0, "targeted_removed": 1, "relearning_resistant": 2, "not_mode_connected": 3,
                "utility_preserved": 4, "budget_respected": 5}
-METHOD_ORDER = {m: i for i, m in enumerate(REFERENCE_METHODS + ["WeightDistortion", "WeightDistReg", "CBFT"])}
+METHOD_ORDER = {m: i for i, m in enumerate(REFERENCE_METHODS + ["WeightDistortion", "AlternatingSCRUB", "WeightDistReg", "CBFT", "WeightDistRegSGD", "CBFTSGD"])}
 
 
 def print_scoreboard(rows: list[dict[str, Any]]) -> None:
