@@ -85,6 +85,13 @@ def test_a_cell_that_did_not_audit_is_a_failure_and_exit_1_is_a_result() -> None
     assert "signal" in CellResult(cell, -9, None, "", 1.0, "n").failure
 
 
+def test_a_cell_audits_its_own_seed_only() -> None:
+    from unlearn_audit.plugin.settings import parse_seeds
+
+    cmd = Cell("NoOp", 3, "tiny").command(Path("r.json"))
+    assert parse_seeds(cmd[cmd.index("--audit-seeds") + 1]) == (3,) and "--audit-keep-seed-parts" in cmd
+
+
 def test_gpu_cells_only_for_profiles_that_train_on_the_gpu() -> None:
     assert gpus_for("tiny") == 0 and gpus_for("cifar10-resnet18") == 1
 

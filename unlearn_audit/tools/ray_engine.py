@@ -55,6 +55,11 @@ class Cell:
     select: str | None = None  # pytest -k expression
     cwd: str | None = None  # where the driver runs (used on a node that has it, so that test ids match a local run)
 
+    def command(self, report: Path) -> list[str]:
+        """The cell's pytest command; its seed as the range `S-S`, since `--audit-seeds S` means seeds 0..S-1."""
+        return suite_command([self.method], self.profile, f"{self.seed}-{self.seed}", report, self.cache, self.select,
+                             keep_seed_parts=True)
+
     @property
     def label(self) -> str:
         return f"{self.method.rpartition(':')[2]} seed {self.seed}"
@@ -86,8 +91,7 @@ def run_cell(cell: Cell) -> CellResult:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unlearn-audit-cell-") as tmp:
         report = Path(tmp) / "report.json"
-        cmd = suite_command([cell.method], cell.profile, str(cell.seed), report, cell.cache, cell.select,
-                            keep_seed_parts=True)
+        cmd = cell.command(report)
         cwd = cell.cwd if cell.cwd and os.path.isdir(cell.cwd) else tmp
         done = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         text = report.read_text() if report.is_file() else None
