@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_audit.tools.calibrate import anchor_violations, matrix_markdown, seed_notes, suite_false_failures, summarise
+from unlearn_audit.tools.calibrate import anchor_violations, anchors_line, matrix_markdown, power_markdown, seed_notes, suite_false_failures, summarise
 from unlearn_audit.tools.cli import main
 
 
@@ -49,6 +49,24 @@ def test_anchor_violations_name_a_passing_negative_control_and_a_failing_retrain
     ]
 
 
+def test_the_anchors_line_names_only_the_anchors_the_sweep_ran() -> None:
+    methods = {r["unlearner"].rpartition(":")[2] for r in REPORT["results"]}
+    assert "Retrain" in methods and "NoOp" in methods
+    line = anchors_line(summarise(REPORT))
+    assert line.startswith("Retrain passes every test and every negative control run (NoOp")
+    without = {"schema_version": 1, "results": [r for r in REPORT["results"] if not r["unlearner"].endswith(("Retrain", "NoOp"))]}
+    rows = summarise(without)
+    assert anchors_line(rows).startswith("none in this sweep (add Retrain, NoOp")
+    assert "needs Retrain" in power_markdown(rows) and "|" not in power_markdown(rows)
+    assert "not measured" in false_failure_markdown_of(without)
+
+
+def false_failure_markdown_of(doc: dict) -> str:
+    from unlearn_audit.tools.calibrate import false_failure_markdown
+
+    return false_failure_markdown(suite_false_failures(doc))
+
+
 def test_cli_from_report_writes_markdown_and_json(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     report.write_text(json.dumps(REPORT))
@@ -87,6 +105,15 @@ def test_pooled_report_rows_have_seed_counts_pooled_outcome_and_power() -> None:
     assert anchor_violations(summarise(POOLED)) == []
     assert seed_notes(summarise(POOLED)) == ["NoOp passed gaussian_leakage on gaussian on 1/3 seeds alone "
                                              "(power at 1 seed 0.50; the pooled test failed it)"]
+    table = matrix_markdown(summarise(POOLED))
+    assert "| Retrain | 2/3 pass (" in table and "| NoOp | 1/3 fail (" in table  # alone / judged, then the verdict
+
+
+def test_a_seed_left_out_is_not_counted_as_judged() -> None:
+    rows = summarise({"schema_version": 1, "results": [
+        rec("Retrain", "targeted_removed", "witches_brew", 0, "passed", 0.2),
+        rec("Retrain", "targeted_removed", "witches_brew", 1, "xfailed", None)]})
+    assert "| Retrain | 1/1 (0.20; 1 left out) |" in matrix_markdown(rows)
 
 
 def test_suite_false_failures_count_one_seed_runs() -> None:

@@ -139,6 +139,21 @@ def anchor_violations(rows: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def anchors_line(rows: list[dict[str, Any]]) -> str:
+    """What the anchors of this sweep showed, naming only the anchors it ran."""
+    violations = anchor_violations(rows)
+    if violations:
+        return "; ".join(violations)
+    ran = {r["unlearner"] for r in rows}
+    controls = [c for c in NEGATIVE_CONTROLS if c in ran]
+    said = (["Retrain passes every test"] if "Retrain" in ran else []) + (
+        [f"every negative control run ({', '.join(controls)}) fails every removal check"] if controls else [])
+    missing = [a for a in ["Retrain", *NEGATIVE_CONTROLS] if a not in ran]
+    if not said:
+        return f"none in this sweep (add {', '.join(missing)} to --methods to calibrate against them)"
+    return " and ".join(said) + (f"; not run: {', '.join(missing)}" if missing else "")
+
+
 def seed_notes(rows: list[dict[str, Any]]) -> list[str]:
     """Where a negative control passed a removal check on a seed alone although the pooled test failed it:
     not a violation (the pooled test is the verdict) but a sign of seeds with little power, worth showing."""
@@ -169,14 +184,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def power_markdown(rows: list[dict[str, Any]]) -> str:
     """The power of each (check, scenario) against the unremoved poison, at 1 and 3 seeds (from Retrain's
     rows: the power depends on the fixture, not on the method)."""
+    measured = [r for r in rows if r["unlearner"] == "Retrain" and r["power_1"] is not None]
+    if not measured:
+        return "The power table needs Retrain in the sweep (its rows carry the fixtures' power).\n"
     lines = ["| check | scenario | power, 1 seed | power, 3 seeds |", "|---|---|---|---|"]
-    for r in sorted((r for r in rows if r["unlearner"] == "Retrain" and r["power_1"] is not None),
-                    key=lambda r: (CHECK_ORDER.get(r["check"], 99), r["scenario"])):
+    for r in sorted(measured, key=lambda r: (CHECK_ORDER.get(r["check"], 99), r["scenario"])):
         lines.append(f"| {r['check']} | {r['scenario']} | {r['power_1']:.2f} | {r['power_3']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def false_failure_markdown(summary: dict[str, Any]) -> str:
+    if not summary["runs"]:
+        return f"No {summary['unlearner']} runs in this sweep: its suite-level false-failure rate is not measured.\n"
     low, high = summary["rate_interval_95"]
     failing = ", ".join(map(str, summary["failing_seeds"])) or "none"
     return (f"{summary['unlearner']} failed at least one test on {len(summary['failing_seeds'])} of {summary['runs']} "
@@ -185,7 +204,9 @@ def false_failure_markdown(summary: dict[str, Any]) -> str:
 
 
 def matrix_markdown(rows: list[dict[str, Any]]) -> str:
-    """Compact scoreboard: one row per method, one column per (check, scenario): passed/seeds (mean score)."""
+    """Compact scoreboard: one row per method, one column per (check, scenario): seeds passed alone / seeds
+    judged, the pooled test's verdict (the suite's verdict), (mean score; seeds left out because their
+    fixture failed validation)."""
     columns = sorted({(r["check"], r["scenario"]) for r in rows}, key=lambda c: (CHECK_ORDER.get(c[0], 99), c[1]))
     methods = sorted({r["unlearner"] for r in rows}, key=lambda m: (METHOD_ORDER.get(m, 99), m))
     cell = {(r["unlearner"], r["check"], r["scenario"]): r for r in rows}
@@ -202,7 +223,11 @@ def matrix_markdown(rows: list[dict[str, Any]]) -> str:
             else:
                 mean = r["score_mean"]
                 shown = "" if mean is None else (f" ({mean:.0f})" if abs(mean) >= 100 else f" ({mean:.2f})")
-                parts.append(f"{r['passed']}/{r['seeds']}{shown}")
+                judged = r["seeds"] - r["skipped"]  # a seed whose fixture failed validation is left out (xfail)
+                pooled = {"passed": " pass", "failed": " fail", "error": " error"}.get(r.get("pooled_outcome") or "", "")
+                left_out = f"; {r['skipped']} left out" if r["skipped"] else ""
+                shown = shown[:-1] + left_out + ")" if shown else (f" ({left_out[2:]})" if left_out else "")
+                parts.append(f"{r['passed']}/{judged}{pooled}{shown}")
         lines.append(f"| {m} | " + " | ".join(parts) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,12 +244,12 @@ def print_scoreboard(rows: list[dict[str, Any]]) -> None:
 
     lines = matrix_markdown(rows).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    table = Table(title="unlearn-audit calibration: seeds passed (mean score)")
+    table = Table(title="unlearn-audit calibration: seeds passed alone / judged, pooled verdict (mean score)")
     for h in header:
         table.add_column(h.replace(" (", "\n("), justify="left" if h == "method" else "right", no_wrap=h == "method")
     for line in lines[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        styled = [cells[0]] + [f"[red]{c}[/]" if c.startswith("0/") else c for c in cells[1:]]
+        styled = [cells[0]] + [f"[red]{c}[/]" if " fail" in c or " error" in c else c for c in cells[1:]]
         table.add_row(*styled)
     Console().print(table)
 
@@ -266,9 +291,6 @@ def main(args: Any) -> int:
     print(false_failure_markdown(retrain), end="")
     for note in seed_notes(rows):
         print("note: " + note)
-    violations = anchor_violations(rows)
-    print("calibration anchors: " + ("Retrain passes every test and every negative control "
-                                     f"({', '.join(NEGATIVE_CONTROLS)}) fails every removal check" if not violations
-                                     else "; ".join(violations)))
+    print("calibration anchors: " + anchors_line(rows))
     print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
     return 0
