@@ -149,9 +149,11 @@ def ray_cluster() -> str:
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
-        subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                        "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-                       check=True, env=env, capture_output=True, timeout=120)
+        started = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+                                  "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode != 0:  # a machine where Ray itself cannot run (not the engine's fault): say why
+            pytest.skip(f"`ray start --head` failed on this machine: {(started.stderr or started.stdout)[-500:]}")
         yield f"127.0.0.1:{port}"
     finally:
         _end(_processes_of(temp), signal.SIGTERM)
