@@ -12,7 +12,9 @@ import dataclasses
 import math
 from typing import Any
 
+from unlearn_audit.checks import REMOVAL_CHECKS
 from unlearn_audit.checks.base import CheckResult
+from unlearn_audit.checks.conditioning import conditioned_on_utility
 from unlearn_audit.checks.evidence import decide
 from unlearn_audit.checks.power import pooled_power
 
@@ -95,6 +97,39 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
         reference_label=first.reference_label,
     )
     return pooled_power(result, used)
+
+
+def pool_check(check: str, seeds: list[int], results: list[CheckResult], utility: list[CheckResult | None],
+               alpha: float, utility_alpha: float, family_rule: str = "") -> CheckResult:
+    """One test's verdict from its seeds' own results, as the suite reports it.
+
+    `results` are the seeds' unpooled results of `check`, `utility` the utility results a removal
+    check is conditioned on (None where it did not run), `alpha` the check's level (already divided
+    for the family of exact-null tests, see `checks.family`) and `family_rule` the sentence saying so.
+    A pure function of its arguments, so that the audit session and `unlearn-audit calibrate --engine
+    ray` (which pools one-seed reports after the fact, `checks.seed_parts`) give the same verdicts.
+    """
+    result = pool(seeds, results, alpha)
+    result = dataclasses.replace(result, details={**result.details, "alpha": alpha})  # the level it was judged at
+    if result.verdict in ("pass", "fail") and result.score is not None:
+        result = dataclasses.replace(result, rule=result.rule + family_rule)
+    measured = [i for i, u in enumerate(utility) if u is not None]  # seeds where the removal check ran
+    if check in REMOVAL_CHECKS and measured:
+        pooled_utility = pool([seeds[i] for i in measured], [u for u in utility if u is not None], utility_alpha)
+        result = conditioned_on_utility(result, pooled_utility)
+        if len(seeds) > 1:  # each seed's own line also says what its utility rule found
+            per_seed = [{**e, "verdict": conditioned_on_utility(results[i], utility[i]).verdict}  # type: ignore[arg-type]
+                        if utility[i] is not None else e for i, e in enumerate(result.details.get("per_seed", []))]
+            result = dataclasses.replace(result, details={**result.details, "per_seed": per_seed})
+    return result
+
+
+def pooled_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """A test's run metadata: one seed's as it is; several seeds' as the first's, each seed's in `per_seed`,
+    and their unlearn() time added up."""
+    if len(metas) == 1:
+        return dict(metas[0])
+    return {**metas[0], "per_seed": metas, "unlearn_seconds": sum(m["unlearn_seconds"] or 0 for m in metas)}
 
 
 def short_of_evidence(seeds: list[int], results: list[CheckResult], left_out: list[int]) -> CheckResult | None:

@@ -21,9 +21,9 @@ from torch import nn
 from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.checks import CHECK_NAMES, REMOVAL_CHECKS, CheckContext, CheckResult, get_check
-from unlearn_audit.checks.conditioning import conditioned_on_utility
 from unlearn_audit.checks.family import family_size, has_exact_null
-from unlearn_audit.checks.pooling import pool
+from unlearn_audit.checks.pooling import pool_check, pooled_meta
+from unlearn_audit.checks.seed_parts import SeedParts
 from unlearn_audit.errors import RecipeError
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
@@ -50,6 +50,7 @@ class AuditOptions:
     max_memory: int | None = None  # bytes: cap of a CPU worker's address space (--audit-max-memory)
     threads: int | None = None  # torch CPU threads of a worker
     budgets_in_run: int = 1  # how many budgets the run audits (the family of exact-null tests grows with them)
+    keep_seed_parts: bool = False  # record each seed's unpooled results (`checks.seed_parts`) in the metadata
 
 
 def derived_timeout(fixture: Fixture) -> float:
@@ -221,21 +222,12 @@ class AuditSession:
             metas.append(m)
         recipe = self.recipes[scenario]
         alpha = float(self.check_options(recipe, check).get("alpha", 0.01))
-        result = pool(list(seeds), raw, alpha)
-        result = dataclasses.replace(result, details={**result.details, "alpha": alpha})  # the level it was judged at
-        if result.verdict in ("pass", "fail") and result.score is not None:
-            result = dataclasses.replace(result, rule=result.rule + self.family_rule(recipe, check))
-        measured = [i for i, u in enumerate(utility) if u is not None]  # seeds where the removal check ran
-        if check in REMOVAL_CHECKS and measured:
-            u_alpha = float(self.check_options(recipe, "utility_preserved").get("alpha", 0.01))
-            pooled_utility = pool([seeds[i] for i in measured], [utility[i] for i in measured], u_alpha)
-            result = conditioned_on_utility(result, pooled_utility)
-            if len(seeds) > 1:  # each seed's own line also says what its utility rule found
-                per_seed = [{**e, "verdict": conditioned_on_utility(raw[i], utility[i]).verdict}
-                            if utility[i] is not None else e for i, e in enumerate(result.details.get("per_seed", []))]
-                result = dataclasses.replace(result, details={**result.details, "per_seed": per_seed})
-        meta = metas[0] if len(metas) == 1 else {**metas[0], "per_seed": metas,
-                                                  "unlearn_seconds": sum(m["unlearn_seconds"] or 0 for m in metas)}
+        u_alpha = float(self.check_options(recipe, "utility_preserved").get("alpha", 0.01))
+        family_rule = self.family_rule(recipe, check)
+        result = pool_check(check, list(seeds), raw, utility, alpha, u_alpha, family_rule)
+        meta = pooled_meta(metas)
+        if self.options.keep_seed_parts:  # so that this run's one-seed results can be pooled with others later
+            meta["seed_parts"] = SeedParts(alpha, u_alpha, family_rule, tuple(seeds), tuple(raw), tuple(utility)).to_text()
         meta["check_seconds"] = time.perf_counter() - started
         return result, meta
 

@@ -71,6 +71,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-max-memory", default=None, metavar="SIZE",
                     help="cap the memory (address space) a worker may map beyond its start-up, e.g. 4G; a method "
                          "that needs more fails its cases (CPU audits only; default: no cap).")
+    group.addoption("--audit-keep-seed-parts", action="store_true", default=False,
+                    help="also record each seed's unpooled results in the report's metadata, so that one-seed "
+                         "reports can be pooled afterwards (what `unlearn-audit calibrate --engine ray` runs).")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -34,6 +34,7 @@ class AuditSettings:
     shard: tuple[int, int] | None = None  # (i, n): run shard i of n (`--audit-shard i/n`)
     isolation: str = "process"  # "process" (each spec in its own worker process) or "inline"
     max_memory: int | None = None  # bytes of a CPU worker's address space (`--audit-max-memory`)
+    keep_seed_parts: bool = False  # each seed's unpooled results in the report (`--audit-keep-seed-parts`)
 
     @property
     def compare_with_baseline(self) -> bool:
@@ -145,6 +146,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         shard=shard,
         isolation=isolation,
         max_memory=max_memory,
+        keep_seed_parts=bool(config.getoption("audit_keep_seed_parts")),
     )
 
 

@@ -42,6 +42,7 @@ def get_audit_session(config: pytest.Config) -> "AuditSession":
                 max_memory=s.max_memory,
                 threads=s.threads,
                 budgets_in_run=len(s.budgets),
+                keep_seed_parts=s.keep_seed_parts,
             ),
         )
         # The workers that resolved the specs at start-up run the audit: no second start.

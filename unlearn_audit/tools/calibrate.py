@@ -23,6 +23,7 @@ from typing import Any
 
 from unlearn_audit.reports.record import ResultRecord, per_seed_records
 from unlearn_audit.stats import wilson_interval
+from unlearn_audit.tools.suite_run import suite_command
 
 NEGATIVE_CONTROLS = ["NoOp", "FreshRandomModel", "RandomRelabelDestructive"]
 """Must fail every removal check: the poison kept (NoOp), or the model destroyed instead of cleaned."""
@@ -33,16 +34,10 @@ REFERENCE_METHODS = [
 ]
 
 
-def run_suite(methods: list[str], profile: str, seeds: str, report: Path, cache: Path | None, workers: int | None) -> int:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--audit-profile", profile,
-           "--audit-seeds", str(seeds), "--audit-report", str(report)]
-    for m in methods:
-        cmd += ["--unlearner", m if ":" in m else f"unlearn_audit.methods:{m}"]
-    if cache:
-        cmd += ["--audit-cache", str(cache)]
-    if workers:
-        cmd += ["-n", str(workers)]
-    return subprocess.call(cmd)
+def run_suite(methods: list[str], profile: str, seeds: str, report: Path, cache: Path | None, workers: int | None,
+              select: str | None = None) -> int:
+    """The local engine: one pytest run over every method and seed (`workers` xdist processes)."""
+    return subprocess.call(suite_command(methods, profile, seeds, report, cache, select, workers))
 
 
 def seed_results(doc: dict[str, Any]) -> list[ResultRecord]:
@@ -264,10 +259,22 @@ def main(args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = out / f"calibration-{args.profile}.json"
     started = time.perf_counter()
-    if not args.from_report:
-        run_suite(args.methods or REFERENCE_METHODS, args.profile, args.seeds, report, args.cache, args.workers)
-    else:
+    if args.from_report:
         report = Path(args.from_report)
+    elif getattr(args, "engine", "local") == "ray":
+        from unlearn_audit.tools.ray_engine import RayUnavailable, run_sweep
+
+        try:
+            status = run_sweep(args.methods or REFERENCE_METHODS, args.profile, args.seeds, report, args.cache,
+                               address=args.address, select=args.select, gpus_per_cell=args.gpus_per_cell)
+        except RayUnavailable as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        if status:
+            return status
+    else:
+        run_suite(args.methods or REFERENCE_METHODS, args.profile, args.seeds, report, args.cache, args.workers,
+                  getattr(args, "select", None))
     if not report.is_file():
         print(f"no report at {report}: the suite did not run", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@
     unlearn-audit fixtures list   [--cache DIR]
     unlearn-audit fixtures verify [--cache DIR]
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
-    unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [--out DIR]
+    unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [-k EXPR] [--out DIR]
+                                  [--engine local|ray [--address ADDR]]
     unlearn-audit compare OLD.json NEW.json
     unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
     unlearn-audit merge SHARD.json ... --out REPORT.json
@@ -51,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "seed's own verdicts give the one-seed tables")
     cal.add_argument("--methods", nargs="*", default=None, help="method names in unlearn_audit.methods, or full specs")
     cal.add_argument("--out", default="calibration", help="directory for the JSON report and the Markdown table")
-    cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n)")
+    cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n) of the local engine")
+    cal.add_argument("-k", dest="select", default=None, metavar="EXPR",
+                     help="only the tests pytest's -k EXPR selects (e.g. 'tiny-gaussian-' for one scenario)")
+    cal.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: one pytest run here; ray: one Ray task per (method, seed) on a Ray cluster, pooled "
+                          "into the same report (needs the [ray] extra)")
+    cal.add_argument("--address", default=None,
+                     help="the Ray cluster to use (ray.init(address=...)); default: $RAY_ADDRESS, else a local one")
+    cal.add_argument("--gpus-per-cell", type=float, default=None,
+                     help="GPUs a Ray cell asks for (default: 1 on a profile whose recipes train on the GPU, else 0)")
     cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
     _add_cache(cal)
     plot = sub.add_parser("plot", help="draw the curves of a JSON report into PNG files (needs the [plot] extra)")
@@ -110,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return deviations_main(args)
     if args.command == "calibrate":
+        if args.engine != "ray" and (args.address or args.gpus_per_cell is not None):
+            console.print("unlearn-audit calibrate: --address and --gpus-per-cell need --engine ray", markup=False)
+            return 2
+        if args.engine == "ray" and args.workers:
+            console.print("unlearn-audit calibrate: --workers is the local engine's; Ray runs one task per "
+                          "(method, seed) on the cluster's cores", markup=False)
+            return 2
         from unlearn_audit.tools.calibrate import main as calibrate_main
 
         return calibrate_main(args)
