@@ -56,6 +56,18 @@ def test_bad_spec_is_a_usage_error(pytester: pytest.Pytester, spec: str, expecte
     assert "Traceback" not in err + result.stdout.str()
 
 
+def test_bad_spec_under_xdist_is_a_usage_error_before_any_fixture(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Under xdist the specs are checked in a child while the controller imports torch; the answer
+    still comes before any fixture is built."""
+    pytest.importorskip("xdist")
+    cache = tmp_path / "cache"
+    result = pytester.runpytest_subprocess("--unlearner", f"{METHODS}:DoesNotExist", "--audit-cache", str(cache), "-n", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "has no attribute 'DoesNotExist'" in err and "Traceback" not in err
+    assert not cache.exists() or not any(cache.rglob("meta.json")), "nothing was built for a run that cannot audit"
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [

@@ -262,12 +262,18 @@ def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = W
     return workers
 
 
-def check_specs_in_child(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> None:
-    """Resolve every spec in one short-lived child process (one interpreter start for all of them);
-    WorkerStartError for the first that does not resolve. For runs whose audits happen in other
-    processes (xdist workers) or not at all (--collect-only), where per-spec workers would be wasted."""
+def start_spec_check(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> UnlearnerWorker:
+    """Start resolving every spec in one short-lived child process (one interpreter start for all of
+    them), for runs whose audits happen in other processes (xdist workers) or not at all
+    (--collect-only), where per-spec workers would be wasted; `finish_spec_check` collects the answer,
+    so that the caller can do its own work (e.g. import torch) meanwhile."""
     checker = UnlearnerWorker("<spec check>", options)
     checker.start({"check_specs": list(specs)})
+    return checker
+
+
+def finish_spec_check(checker: UnlearnerWorker, specs: list[str] | tuple[str, ...]) -> None:
+    """Wait for `start_spec_check`'s child; WorkerStartError for the first spec that does not resolve."""
     try:
         message = checker._read_message(STARTUP_TIMEOUT)
     except WorkerFailed as exc:
@@ -282,6 +288,18 @@ def check_specs_in_child(specs: list[str] | tuple[str, ...], options: WorkerOpti
             raise WorkerStartError(str(errors[spec]))
 
 
+def check_specs_in_child(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> None:
+    """Resolve every spec in one short-lived child process; WorkerStartError for the first that does not."""
+    finish_spec_check(start_spec_check(specs, options), specs)
+
+
 def close_all(workers: dict[str, UnlearnerWorker]) -> None:
+    """Ask every worker to exit first, then wait for each: they wind down together."""
+    for worker in workers.values():
+        if worker.alive:
+            try:
+                worker._write({"exit": True})
+            except OSError:
+                pass
     for worker in workers.values():
         worker.close()

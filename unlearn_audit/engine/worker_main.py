@@ -190,5 +190,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def exit_now(status: int) -> None:
+    """Leave without the interpreter's teardown: with torch loaded it takes about 0.5 s (measured on
+    2 cores), paid once per worker at the end of every audit, and this process has nothing to save
+    (results travel in the request's files and on the control pipe, already written)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    exit_now(main(sys.argv))

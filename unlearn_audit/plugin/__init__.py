@@ -17,7 +17,7 @@ import pytest
 from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
 from unlearn_audit.plugin.settings import check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
-from unlearn_audit.plugin.state import collector_key, get_audit_session, prestarted_key, session_key, settings_key
+from unlearn_audit.plugin.state import collector_key, get_audit_session, prestarted_key, session_key, settings_key, spec_check_key
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.reports.record import CASE_PROPERTY
 
@@ -105,32 +105,56 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
     With process isolation the specs resolve in other processes, so this process never imports a
     method: in their worker processes (started in parallel, then kept for this process's audit), or,
     when the tests run elsewhere (xdist workers) or not at all (--collect-only), in one short-lived
-    child for all specs.
+    child for all specs. Under xdist that child's answer is collected in `pytest_sessionstart`, after
+    this process's own torch import, which it overlaps.
     """
     if settings.isolation == "inline":
         check_specs_inline(settings.unlearners)
         return
-    from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, check_specs_in_child, start_workers
+    from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, check_specs_in_child, start_spec_check, start_workers
 
     options = WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device)
-    audits_here = getattr(config.option, "dist", "no") == "no" and not config.option.collectonly
+    distributed = getattr(config.option, "dist", "no") != "no"
 
     def import_the_engine() -> None:  # torch's import here overlaps the workers' (two cores: ~1.5 s saved)
         import unlearn_audit.engine.session  # noqa: F401
 
     try:
-        if audits_here:
-            config.stash[prestarted_key] = start_workers(settings.unlearners, options, import_the_engine)
-        else:
+        if config.option.collectonly:
             check_specs_in_child(settings.unlearners, options)
+        elif distributed:
+            config.stash[spec_check_key] = start_spec_check(settings.unlearners, options)
+        else:
+            config.stash[prestarted_key] = start_workers(settings.unlearners, options, import_the_engine)
     except WorkerStartError as exc:
         raise usage_error(str(exc)) from None
+
+
+def _finish_spec_check(config: pytest.Config) -> None:
+    """Collect the answer of the spec check that `_check_specs` started (xdist controller), importing the
+    engine meanwhile; a usage error for a spec that does not resolve."""
+    checker = config.stash.get(spec_check_key, None)
+    if checker is None:
+        return
+    del config.stash[spec_check_key]
+    from unlearn_audit.engine.worker import WorkerStartError, finish_spec_check
+
+    try:
+        import unlearn_audit.engine.session  # noqa: F401  (torch: overlaps the child's start-up)
+    finally:
+        try:
+            finish_spec_check(checker, config.stash[settings_key].unlearners)
+        except WorkerStartError as exc:
+            raise usage_error(str(exc)) from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop the worker processes (the session's, and any never handed to a session)."""
     if session_key in config.stash:
         config.stash[session_key].close()
+    checker = config.stash.get(spec_check_key, None)
+    if checker is not None:  # a run that ended before its session started
+        checker.close()
     workers = config.stash.get(prestarted_key, None)
     if workers:
         from unlearn_audit.engine.worker import close_all
@@ -243,6 +267,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     if getattr(config.option, "dist", "no") == "no":
         return
+    _finish_spec_check(config)
     settings = config.stash[settings_key]
     _build_fixtures(config, [(sc, seed) for sc in settings.scenarios for seed in settings.seeds])
 

@@ -22,6 +22,7 @@ settings_key = pytest.StashKey[AuditSettings]()
 collector_key = pytest.StashKey["ReportCollector"]()
 session_key = pytest.StashKey["AuditSession"]()
 prestarted_key = pytest.StashKey["dict[str, UnlearnerWorker]"]()  # workers that resolved the specs at start-up
+spec_check_key = pytest.StashKey["UnlearnerWorker"]()  # the xdist controller's spec check, until its answer is read
 
 
 def get_audit_session(config: pytest.Config) -> "AuditSession":
