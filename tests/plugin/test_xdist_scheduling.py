@@ -4,6 +4,7 @@ another has cases queued (simulated with fake workers; `test_plugin.py` runs rea
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import pytest
@@ -53,7 +54,7 @@ def simulate(cost_per_test: dict[str, float], start_cost: float, workers: int = 
                              option=SimpleNamespace(loadscopereorder=False), getvalue=lambda name: None)
     sched = AuditCaseScheduling.__new__(AuditCaseScheduling)
     sched.__dict__.update(numnodes=workers, collection=None, config=config, log=lambda *a: None,
-                          workqueue=__import__("collections").OrderedDict(), assigned_work={}, registered_collections={})
+                          workqueue=OrderedDict(), assigned_work={}, registered_collections={})
     nodes = [FakeNode(f"gw{i}") for i in range(workers)]
     collection = nodeids()
     for node in nodes:

@@ -82,6 +82,7 @@ class UnlearnerWorker:
         self._control: int | None = None
         self._buffer = b""
         self._jobs = 0
+        self._exit_sent = False
         self.restarts = 0
 
     # -- life cycle -------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class UnlearnerWorker:
                 pass_fds=(write_end,), start_new_session=True,
             )
         os.close(write_end)
-        self._control, self._buffer = read_end, b""
+        self._control, self._buffer, self._exit_sent = read_end, b"", False
         hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": self.options.threads,
                  "max_memory": self.options.max_memory, "device": self.options.device, **(hello_extra or {})}
         self._write(hello)
@@ -130,13 +131,22 @@ class UnlearnerWorker:
             self.start()
             self.wait_ready()
 
+    def ask_to_exit(self) -> None:
+        """Send the exit message once, without waiting (`close` waits)."""
+        if self.alive and not self._exit_sent:
+            self._exit_sent = True
+            try:
+                self._write({"exit": True})
+            except OSError:
+                pass
+
     def close(self) -> None:
         """Ask the worker to exit; kill it if it does not within a few seconds; remove its directory."""
         if self.alive:
+            self.ask_to_exit()
             try:
-                self._write({"exit": True})
                 self.process.wait(timeout=5)  # type: ignore[union-attr]
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
         self._kill()
         self._discard()
@@ -296,10 +306,6 @@ def check_specs_in_child(specs: list[str] | tuple[str, ...], options: WorkerOpti
 def close_all(workers: dict[str, UnlearnerWorker]) -> None:
     """Ask every worker to exit first, then wait for each: they wind down together."""
     for worker in workers.values():
-        if worker.alive:
-            try:
-                worker._write({"exit": True})
-            except OSError:
-                pass
+        worker.ask_to_exit()
     for worker in workers.values():
         worker.close()
