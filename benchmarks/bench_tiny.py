@@ -7,7 +7,10 @@ Measures, in a fresh temporary cache:
   2. warm full-suite wall time for NoOp (the harness's own cost), target <= 30 s;
   3. warm full-suite wall time for GradientDescent, target <= 60 s;
   4. warm suite of four methods serially and with `-n 2` (pytest-xdist), and the speed-up (target:
-     >= 1.6x on 2 cores), next to the interpreter's start-up with torch imported;
+     >= 1.6x on 2 cores), next to the interpreter's start-up with torch imported; the same with every
+     worker process spawned instead of forked from the fork server (UNLEARN_AUDIT_FORK_SERVER=0);
+     and the machine's own limit: two copies of a single-threaded CPU-bound torch loop at once
+     against one alone (the most any `-n 2` run can gain here);
   5. the cost of process isolation: the warm suites of NoOp and GradientDescent with
      `--audit-isolation process` (the default) and `inline`, and the difference (target: at most
      3 s more per unlearner per session).
@@ -44,16 +47,43 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
     return time.perf_counter() - t0, rc
 
 
-def phased(cmd: list[str], cwd: Path, folder: Path) -> tuple[float, int, str]:
+def phased(cmd: list[str], cwd: Path, folder: Path, extra_env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """`timed`, with `phase_timer` recording each pytest process's phases into `folder`."""
     from phase_timer import ENV, summarize
 
     folder.mkdir(parents=True)
     path = os.pathsep.join(p for p in (str(BENCHMARKS), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, ENV: str(folder), "PYTHONPATH": path}
+    env = {**os.environ, **(extra_env or {}), ENV: str(folder), "PYTHONPATH": path}
     started = time.time()
     seconds, rc = timed([*cmd, "-p", "phase_timer"], cwd, env)
     return seconds, rc, summarize(folder, started, seconds)
+
+
+# A single-threaded CPU-bound loop like the harness's own work (small-model training steps).
+LOOP = """
+import time, torch
+torch.set_num_threads(1); torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+t = time.perf_counter()
+for _ in range(2000):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+print(time.perf_counter() - t)
+"""
+
+
+def concurrency_ceiling(py: str, repeat: int) -> str:
+    """The most two processes can gain over one on this machine: the same loop twice in sequence
+    against twice at once (shared caches, memory bandwidth and clock limits make the second copy
+    slower than the first). No `-n 2` run can exceed it."""
+    ratios = []
+    for _ in range(repeat):
+        alone = float(subprocess.check_output([py, "-c", LOOP]))
+        both = [subprocess.Popen([py, "-c", LOOP], stdout=subprocess.PIPE) for _ in range(2)]
+        at_once = max(float(p.communicate()[0]) for p in both)
+        ratios.append(2 * alone / at_once)
+    return f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})"
 
 
 def main() -> None:
@@ -92,17 +122,23 @@ def main() -> None:
         startup = [timed([py, "-c", "import torch, unlearn_audit.engine.session"], work)[0] for _ in range(args.repeat)]
         print(f"interpreter start-up with torch and the engine imported: median {statistics.median(startup):.1f} s")
         four = [a for m in ("NoOp", "GradientDescent", "GradientAscent", "NegGradPlus") for a in ("--unlearner", f"unlearn_audit.methods:{m}")]
-        for label, extra in (("serial", []), ("-n 2", ["-n", "2"])):
+        spawned = {"UNLEARN_AUDIT_FORK_SERVER": "0"}
+        for label, extra, env in (("serial", [], {}), ("-n 2", ["-n", "2"], {}),
+                                  ("serial, workers spawned (no fork server)", [], spawned),
+                                  ("-n 2, workers spawned (no fork server)", ["-n", "2"], spawned)):
             times, phases = [], ""
             for i in range(args.repeat):
                 t, rc, phases = phased([py, "-m", "pytest", "-q", *QUIET, *four, "--audit-cache", str(cache),
-                                        "--audit-seeds", str(args.seeds), *extra], work, work / f"phases-{label}-{i}")
+                                        "--audit-seeds", str(args.seeds), *extra], work, work / f"phases-{len(medians)}-{i}", env)
                 assert rc in (0, 1), f"pytest exited {rc}"
                 times.append(t)
             medians[("four", label)] = statistics.median(times)
             print(f"warm suite, 4 methods, {label}: median {statistics.median(times):.1f} s (min {min(times):.1f}, max {max(times):.1f}); "
                   f"phases of the last run:\n{phases}")
-        print(f"xdist speed-up, 4 methods: {medians[('four', 'serial')] / medians[('four', '-n 2')]:.2f}x (target >= 1.6x)")
+        print(f"xdist speed-up, 4 methods: {medians[('four', 'serial')] / medians[('four', '-n 2')]:.2f}x (target >= 1.6x); "
+              f"with workers spawned: {medians[('four', 'serial, workers spawned (no fork server)')] / medians[('four', '-n 2, workers spawned (no fork server)')]:.2f}x")
+        print(f"this machine's ceiling for two processes (a CPU-bound torch loop twice in sequence / twice at once): "
+              f"{concurrency_ceiling(py, args.repeat)}")
         for method in ("NoOp", "GradientDescent"):
             times = []
             for _ in range(args.repeat):

@@ -1,8 +1,9 @@
 """The harness's side of an unlearner's worker process (torch-free, so the plugin can check specs).
 
-One `UnlearnerWorker` per `--unlearner` spec: a fresh interpreter (`subprocess`, the moral
-equivalent of multiprocessing's `spawn`, without its pickled channel) that imports the method's
-module, so the harness process never does. It is reused across the spec's scenarios, seeds and
+One `UnlearnerWorker` per `--unlearner` spec: a fresh interpreter that imports the method's
+module, so the harness process never does. It is forked from this process's fork server (a
+pristine interpreter that imported torch once, see `fork_server`), or started with `subprocess`
+(the moral equivalent of multiprocessing's `spawn`, without its pickled channel) where there is none. It is reused across the spec's scenarios, seeds and
 budgets, and restarted after a crash or a timeout. The worker runs in its own session (process
 group): a timeout terminates, then kills, the whole group, including processes the method started.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from unlearn_audit.engine.fork_server import ForkedProcess, launch_fork_server
 from unlearn_audit.engine.worker_protocol import encode
 
 HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
@@ -73,11 +75,19 @@ def worker_sys_path() -> list[str]:
     return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
 
 
+def worker_env() -> dict[str, str]:
+    """The harness's environment without its own settings (the cache path among them), and its import path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(HARNESS_ENV_PREFIX)}
+    env["PYTHONPATH"] = os.pathsep.join(worker_sys_path())
+    return env
+
+
 class UnlearnerWorker:
-    def __init__(self, spec: str, options: WorkerOptions = WorkerOptions()) -> None:
+    def __init__(self, spec: str, options: WorkerOptions = WorkerOptions(), fork_server: bool = True) -> None:
         self.spec = spec
         self.options = options
-        self.process: subprocess.Popen[bytes] | None = None
+        self.fork_server = fork_server  # fork from this process's fork server where there is one
+        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
         self.home: Path | None = None
         self._control: int | None = None
         self._buffer = b""
@@ -90,19 +100,36 @@ class UnlearnerWorker:
         """Start the process and send the hello; `wait_ready` collects the answer."""
         self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-"))
         read_end, write_end = os.pipe()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(HARNESS_ENV_PREFIX)}
-        env["PYTHONPATH"] = os.pathsep.join(worker_sys_path())
+        env = worker_env()
         with open(self.home / "worker.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [self.options.python, "-m", "unlearn_audit.engine.worker_main", str(write_end)],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, env=env,
-                pass_fds=(write_end,), start_new_session=True,
-            )
+            self.process = self._fork(env, write_end, log.fileno()) if self.fork_server else None
+            if self.process is None:
+                self.process = subprocess.Popen(
+                    [self.options.python, "-m", "unlearn_audit.engine.worker_main", str(write_end)],
+                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, env=env,
+                    pass_fds=(write_end,), start_new_session=True,
+                )
         os.close(write_end)
         self._control, self._buffer, self._exit_sent = read_end, b"", False
         hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": self.options.threads,
                  "max_memory": self.options.max_memory, "device": self.options.device, **(hello_extra or {})}
         self._write(hello)
+
+    def _fork(self, env: dict[str, str], control: int, log: int) -> ForkedProcess | None:
+        """The worker as a fork of this process's fork server, or None where there is none (spawn)."""
+        server = launch_fork_server(self.options.python, env)
+        if server is None:
+            return None
+        jobs_read, jobs_write = os.pipe()
+        try:
+            process = server.fork(self.home, env, jobs_read, control, log)  # type: ignore[arg-type]
+        finally:
+            os.close(jobs_read)
+        if process is None:
+            os.close(jobs_write)
+            return None
+        process.stdin = os.fdopen(jobs_write, "wb")
+        return process
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Block until the worker resolved its spec; WorkerStartError if it could not."""
@@ -258,12 +285,17 @@ def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = W
     `while_starting` runs meanwhile (e.g. the harness's own torch import, which then overlaps the
     workers'). WorkerStartError for the first spec that does not resolve (the others are closed).
     """
+    server = launch_fork_server(options.python, worker_env())
     workers = {spec: UnlearnerWorker(spec, options) for spec in specs}
-    for worker in workers.values():
-        worker.start()
+    if server is None:  # spawned workers import in parallel with `while_starting`
+        for worker in workers.values():
+            worker.start()
     try:
         if while_starting is not None:
-            while_starting()
+            while_starting()  # with a fork server, it imports meanwhile; its forks are then quick
+        if server is not None:
+            for worker in workers.values():
+                worker.start()
         for worker in workers.values():
             worker.wait_ready()
     except WorkerStartError:
@@ -272,12 +304,18 @@ def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = W
     return workers
 
 
+def prepare_fork_server(options: WorkerOptions = WorkerOptions()) -> None:
+    """Start this process's fork server now (where one is used), so that it imports torch while this
+    process does other work; the workers started later are forked from it."""
+    launch_fork_server(options.python, worker_env())
+
+
 def start_spec_check(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> UnlearnerWorker:
     """Start resolving every spec in one short-lived child process (one interpreter start for all of
     them), for runs whose audits happen in other processes (xdist workers) or not at all
     (--collect-only), where per-spec workers would be wasted; `finish_spec_check` collects the answer,
     so that the caller can do its own work (e.g. import torch) meanwhile."""
-    checker = UnlearnerWorker("<spec check>", options)
+    checker = UnlearnerWorker("<spec check>", options, fork_server=False)  # one process: nothing to share
     checker.start({"check_specs": list(specs)})
     return checker
 

@@ -85,6 +85,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     if not hasattr(config, "workerinput"):  # xdist workers trust the controller's check
         _check_specs(config, settings)
+    elif settings.isolation != "inline":  # an xdist worker: its fork server imports while it collects
+        from unlearn_audit.engine.worker import WorkerOptions, prepare_fork_server
+
+        prepare_fork_server(WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device))
     # Run the conformance suite: alone when no paths were given, else beside the given paths.
     conformance = str(CONFORMANCE_DIR)
     if conformance not in config.args:

@@ -1,0 +1,118 @@
+"""Worker processes forked from the fork server: as isolated as spawned ones, and their ends reported.
+
+The hostile methods of tests/plugin/test_isolation.py (exits, segfaults, memory, hangs, global state,
+reference theft) run through the fork server too; these tests check the server's own contract.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from unlearn_audit.engine import fork_server
+from unlearn_audit.engine.fork_server import ForkedProcess, fork_server_wanted
+from unlearn_audit.engine.worker import UnlearnerWorker, describe_exit
+
+NOOP = "unlearn_audit.methods:NoOp"
+
+
+@pytest.fixture
+def own_servers(monkeypatch: pytest.MonkeyPatch):
+    """A fork server for this test alone (the process-wide one stays untouched), closed afterwards."""
+    monkeypatch.delenv(fork_server.DISABLE_ENV, raising=False)
+    servers: dict = {}
+    monkeypatch.setattr(fork_server, "_servers", servers)
+    yield servers
+    for server in servers.values():
+        server.close()
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+needs_fork_server = pytest.mark.skipif(not fork_server_wanted(), reason="fork servers are used on Linux with CPU-only torch builds")
+
+
+@needs_fork_server
+def test_a_worker_is_a_fork_of_the_server_in_its_own_session_directory_and_environment(
+        own_servers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE", "/secret/cache")
+    monkeypatch.setenv("SET_AFTER_THE_SERVER_STARTED", "no")
+    worker = UnlearnerWorker(NOOP)
+    worker.start()
+    worker.wait_ready()
+    try:
+        assert isinstance(worker.process, ForkedProcess)
+        (server,) = own_servers.values()
+        pid = worker.process.pid
+        assert int(_stat(pid)[1]) == server.process.pid  # its parent is the server, not the harness
+        assert os.getsid(pid) == pid  # its own session: a timeout kills what the method started
+        assert Path(os.readlink(f"/proc/{pid}/cwd")) == worker.home
+        environ = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in v)
+        assert "UNLEARN_AUDIT_CACHE" not in environ and environ["SET_AFTER_THE_SERVER_STARTED"] == "no"
+        # A second worker is another fork of the same server.
+        other = UnlearnerWorker(NOOP)
+        other.start()
+        other.wait_ready()
+        assert isinstance(other.process, ForkedProcess) and int(_stat(other.process.pid)[1]) == server.process.pid
+        other.close()
+        assert not Path(f"/proc/{other.process.pid}").exists()  # reaped, not a zombie
+    finally:
+        worker.close()
+
+
+@needs_fork_server
+def test_how_a_forked_worker_ended_reaches_the_harness(own_servers) -> None:
+    worker = UnlearnerWorker(NOOP)
+    worker.start()
+    worker.wait_ready()
+    os.kill(worker.process.pid, signal.SIGSEGV)
+    assert worker.process.wait(timeout=30) == -signal.SIGSEGV  # as subprocess reports it
+    assert describe_exit(worker.process.returncode) == "killed by SIGSEGV"
+    assert not worker.alive
+    worker.close()
+
+
+@needs_fork_server
+def test_without_its_server_a_worker_is_spawned_and_a_dead_server_does_not_hang_its_workers(own_servers) -> None:
+    worker = UnlearnerWorker(NOOP)
+    worker.start()
+    worker.wait_ready()
+    (server,) = own_servers.values()
+    server.process.kill()
+    server.process.wait()
+    os.killpg(worker.process.pid, signal.SIGKILL)
+    assert worker.process.wait(timeout=10) == fork_server.UNKNOWN_EXIT  # nobody left to say how it ended
+    worker.close()
+    again = UnlearnerWorker(NOOP)
+    again.start()
+    again.wait_ready()
+    assert not isinstance(again.process, ForkedProcess)  # spawned: a server that died is not restarted
+    again.close()
+
+
+def test_the_fork_server_can_be_turned_off(own_servers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(fork_server.DISABLE_ENV, "0")
+    worker = UnlearnerWorker(NOOP)
+    worker.start()
+    worker.wait_ready()
+    assert not isinstance(worker.process, ForkedProcess) and not own_servers
+    worker.close()
+
+
+def test_no_fork_server_beside_a_gpu_build_of_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forking after a GPU driver was initialised is not safe: GPU builds spawn, decided without importing torch."""
+    (tmp_path / "torch" / "lib").mkdir(parents=True)
+    (tmp_path / "torch" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "torch", raising=False)  # find_spec looks at sys.path again
+    monkeypatch.delenv(fork_server.DISABLE_ENV, raising=False)
+    if not fork_server.sys.platform.startswith("linux"):
+        pytest.skip("fork servers are Linux-only")
+    assert fork_server_wanted()
+    (tmp_path / "torch" / "lib" / "libtorch_cuda.so").write_bytes(b"")
+    assert not fork_server_wanted()
