@@ -30,6 +30,13 @@ def own_servers(monkeypatch: pytest.MonkeyPatch):
         server.close()
 
 
+def started(spec: str = NOOP) -> UnlearnerWorker:
+    worker = UnlearnerWorker(spec)
+    worker.start()
+    worker.wait_ready()
+    return worker
+
+
 def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
@@ -42,9 +49,7 @@ def test_a_worker_is_a_fork_of_the_server_in_its_own_session_directory_and_envir
         own_servers, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", "/secret/cache")
     monkeypatch.setenv("SET_AFTER_THE_SERVER_STARTED", "no")
-    worker = UnlearnerWorker(NOOP)
-    worker.start()
-    worker.wait_ready()
+    worker = started()
     try:
         assert isinstance(worker.process, ForkedProcess)
         (server,) = own_servers.values()
@@ -55,9 +60,7 @@ def test_a_worker_is_a_fork_of_the_server_in_its_own_session_directory_and_envir
         environ = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0") if "=" in v)
         assert "UNLEARN_AUDIT_CACHE" not in environ and environ["SET_AFTER_THE_SERVER_STARTED"] == "no"
         # A second worker is another fork of the same server.
-        other = UnlearnerWorker(NOOP)
-        other.start()
-        other.wait_ready()
+        other = started()
         assert isinstance(other.process, ForkedProcess) and int(_stat(other.process.pid)[1]) == server.process.pid
         other.close()
         assert not Path(f"/proc/{other.process.pid}").exists()  # reaped, not a zombie
@@ -67,9 +70,7 @@ def test_a_worker_is_a_fork_of_the_server_in_its_own_session_directory_and_envir
 
 @needs_fork_server
 def test_how_a_forked_worker_ended_reaches_the_harness(own_servers) -> None:
-    worker = UnlearnerWorker(NOOP)
-    worker.start()
-    worker.wait_ready()
+    worker = started()
     os.kill(worker.process.pid, signal.SIGSEGV)
     assert worker.process.wait(timeout=30) == -signal.SIGSEGV  # as subprocess reports it
     assert describe_exit(worker.process.returncode) == "killed by SIGSEGV"
@@ -79,27 +80,21 @@ def test_how_a_forked_worker_ended_reaches_the_harness(own_servers) -> None:
 
 @needs_fork_server
 def test_without_its_server_a_worker_is_spawned_and_a_dead_server_does_not_hang_its_workers(own_servers) -> None:
-    worker = UnlearnerWorker(NOOP)
-    worker.start()
-    worker.wait_ready()
+    worker = started()
     (server,) = own_servers.values()
     server.process.kill()
     server.process.wait()
     os.killpg(worker.process.pid, signal.SIGKILL)
     assert worker.process.wait(timeout=10) == fork_server.UNKNOWN_EXIT  # nobody left to say how it ended
     worker.close()
-    again = UnlearnerWorker(NOOP)
-    again.start()
-    again.wait_ready()
+    again = started()
     assert not isinstance(again.process, ForkedProcess)  # spawned: a server that died is not restarted
     again.close()
 
 
 def test_the_fork_server_can_be_turned_off(own_servers, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(fork_server.DISABLE_ENV, "0")
-    worker = UnlearnerWorker(NOOP)
-    worker.start()
-    worker.wait_ready()
+    worker = started()
     assert not isinstance(worker.process, ForkedProcess) and not own_servers
     worker.close()
 
