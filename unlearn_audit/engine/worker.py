@@ -2,10 +2,11 @@
 
 One `UnlearnerWorker` per `--unlearner` spec: a fresh interpreter that imports the method's
 module, so the harness process never does. It is forked from this process's fork server (a
-pristine interpreter that imported torch once, see `fork_server`), or started with `subprocess`
-(the moral equivalent of multiprocessing's `spawn`, without its pickled channel) where there is none. It is reused across the spec's scenarios, seeds and
-budgets, and restarted after a crash or a timeout. The worker runs in its own session (process
-group): a timeout terminates, then kills, the whole group, including processes the method started.
+pristine interpreter that imported torch once, see `fork_server`), or, where there is none,
+started with `subprocess` (the moral equivalent of multiprocessing's `spawn`, without its pickled
+channel). It is reused across the spec's scenarios, seeds and budgets, and restarted after a crash
+or a timeout. The worker runs in its own session (process group): a timeout terminates, then
+kills, the whole group, including processes the method started.
 """
 
 from __future__ import annotations
