@@ -24,7 +24,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -66,7 +65,7 @@ class ForkServer:
             )
         theirs.close()
         self.sock = ours
-        self.state = "starting"  # then "ready", "unavailable" or "dead"
+        self.state = "starting"  # then "ready", or "dead" (`why` says why)
         self.why = ""
         self.exits: dict[int, int] = {}
         self._replies: list[dict[str, Any]] = []
@@ -115,8 +114,7 @@ class ForkServer:
             event = (message or {}).get("event")
             if event == "ready":
                 self.state = "ready"
-            else:
-                self.state = "unavailable" if event == "unavailable" else "dead"
+            else:  # "unavailable" (a GPU build), or it died while importing
                 self.why = str((message or {}).get("why") or self._log_tail() or "no answer")
                 self.close()
         return self.state == "ready"
@@ -201,12 +199,6 @@ class ForkedProcess:
         if self.returncode is None:
             raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
         return self.returncode
-
-    def kill(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 _servers: dict[str, ForkServer] = {}

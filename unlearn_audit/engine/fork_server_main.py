@@ -37,8 +37,6 @@ def _why_unavailable() -> str | None:
     imports touches it, the server refuses on builds with a GPU backend (the harness then spawns)."""
     import torch
 
-    if not sys.platform.startswith("linux"):
-        return f"fork servers are only used on Linux, not {sys.platform}"
     if torch.backends.cuda.is_built() or torch.version.hip is not None or torch.backends.mps.is_built():
         return "this torch build has a GPU backend"
     xpu = getattr(torch, "xpu", None)
@@ -50,15 +48,11 @@ def _why_unavailable() -> str | None:
 def _preload() -> None:
     """What every worker imports before its method runs, and torch._dynamo, which torch imports at a
     method's first optimizer (`torch.optim` wraps its steps in dynamo's `disable`): 1.4 CPU-s each time."""
-    import numpy  # noqa: F401
-    import safetensors.torch  # noqa: F401
     import torch._dynamo  # noqa: F401
 
-    import unlearn_audit.engine.counting  # noqa: F401
-    import unlearn_audit.engine.execute  # noqa: F401
-    import unlearn_audit.engine.specs  # noqa: F401
-    import unlearn_audit.engine.worker_main  # noqa: F401
-    import unlearn_audit.profiles.models  # noqa: F401
+    from unlearn_audit.engine.worker_main import import_harness_modules
+
+    import_harness_modules()
 
 
 def _become_worker(sock: socket.socket, wakeup: tuple[int, int], request: dict[str, Any], fds: list[int]) -> None:

@@ -133,6 +133,19 @@ def run_job(unlearner: Any, job: dict[str, Any]) -> None:
     (out / REPORT_FILE).write_text(json.dumps(report.to_json()))
 
 
+def import_harness_modules() -> None:
+    """Everything the harness itself runs in a worker, imported before the memory cap: compiling a
+    module under a tight address-space limit can fail (CPython then reports a SyntaxError), and the
+    cap is meant for the method, not for the harness's start-up. The fork server imports the same."""
+    import numpy  # noqa: F401
+    import safetensors.torch  # noqa: F401
+
+    import unlearn_audit.engine.counting  # noqa: F401
+    import unlearn_audit.engine.execute  # noqa: F401
+    import unlearn_audit.engine.specs  # noqa: F401
+    import unlearn_audit.profiles.models  # noqa: F401
+
+
 def main(argv: list[str]) -> int:
     control = os.fdopen(int(argv[1]), "wb", buffering=0)
     faulthandler.enable()  # a segfault leaves a Python traceback in the worker's log
@@ -146,15 +159,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(int(hello.get("threads") or 1))
-    # Everything the harness itself runs here is imported before the memory cap: compiling a module
-    # under a tight address-space limit can fail (CPython then reports a SyntaxError), and the cap is
-    # meant for the method, not for the harness's start-up.
-    import numpy  # noqa: F401
-    import safetensors.torch  # noqa: F401
-
-    import unlearn_audit.engine.counting  # noqa: F401
-    import unlearn_audit.engine.execute  # noqa: F401
-    import unlearn_audit.profiles.models  # noqa: F401
+    import_harness_modules()
     from unlearn_audit.engine.specs import SpecError, resolve_unlearner
 
     _limit_memory(hello.get("max_memory"), hello.get("device"))

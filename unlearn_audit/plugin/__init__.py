@@ -86,9 +86,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # xdist workers trust the controller's check
         _check_specs(config, settings)
     elif settings.isolation != "inline":  # an xdist worker: its fork server imports while it collects
-        from unlearn_audit.engine.worker import WorkerOptions, prepare_fork_server
+        from unlearn_audit.engine.worker import prepare_fork_server
 
-        prepare_fork_server(WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device))
+        prepare_fork_server()
     # Run the conformance suite: alone when no paths were given, else beside the given paths.
     conformance = str(CONFORMANCE_DIR)
     if conformance not in config.args:
