@@ -32,6 +32,18 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def prepared_tiny_cache(tiny_cache: Path) -> Path:
+    """`tiny_cache` with every scenario's reference measurements stored and marked (what a serial run or
+    `unlearn-audit fixtures build` leaves): an xdist controller then finds nothing to do."""
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
+
+    audit = AuditSession(AuditOptions(profile="tiny", cache_dir=tiny_cache))
+    for scenario in audit.recipes:
+        audit.prepare_references(scenario, 0)
+    return tiny_cache
+
+
 @pytest.fixture
 def audit_env(tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every audit run in this test at the shared, pre-built cache."""

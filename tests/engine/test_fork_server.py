@@ -6,15 +6,18 @@ reference theft) run through the fork server too; these tests check the server's
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from unlearn_audit.engine import fork_server
-from unlearn_audit.engine.fork_server import ForkedProcess, fork_server_wanted
-from unlearn_audit.engine.worker import UnlearnerWorker, describe_exit
+from unlearn_audit.engine.fork_server import ForkedProcess, connect_fork_server, fork_server_wanted
+from unlearn_audit.engine.worker import UnlearnerWorker, describe_exit, prepare_fork_server
 
 NOOP = "unlearn_audit.methods:NoOp"
 
@@ -90,6 +93,75 @@ def test_without_its_server_a_worker_is_spawned_and_a_dead_server_does_not_hang_
     again = started()
     assert not isinstance(again.process, ForkedProcess)  # spawned: a server that died is not restarted
     again.close()
+
+
+@needs_fork_server
+def test_a_shared_server_forks_the_workers_of_other_harness_processes(own_servers) -> None:
+    """An xdist controller's server: each xdist worker connects and hears only its own workers' ends;
+    a connection that goes away ends neither the server nor anyone else's workers."""
+    address = prepare_fork_server(shared=True)
+    (server,) = own_servers.values()
+    assert address and Path(address).parent == server.home
+    mine = started()  # through the controller's own connection
+    own_servers[sys.executable] = connect_fork_server(address)  # now as an xdist worker would
+    theirs = started()
+    try:
+        assert isinstance(theirs.process, ForkedProcess) and theirs.process.server is not server
+        assert int(_stat(theirs.process.pid)[1]) == server.process.pid  # forked by the shared server
+        os.kill(theirs.process.pid, signal.SIGSEGV)
+        assert theirs.process.wait(timeout=30) == -signal.SIGSEGV
+        assert theirs.process.pid not in server.exits  # told to the connection that asked
+        own_servers[sys.executable].close()
+        assert mine.alive and server.process.poll() is None
+        mine.ask_to_exit()
+        assert mine.process.wait(timeout=30) == 0
+    finally:
+        theirs.close()
+        mine.close()
+        server.close()
+    assert server.process.returncode == 0
+
+
+def test_no_server_at_the_address_means_spawned_workers(own_servers, tmp_path: Path) -> None:
+    own_servers[sys.executable] = connect_fork_server(str(tmp_path / "nobody.sock"))
+    worker = started()
+    assert not isinstance(worker.process, ForkedProcess)
+    assert "cannot connect" in own_servers[sys.executable].why
+    worker.close()
+
+
+def _launch(address: str, code: str, **kwargs) -> subprocess.Popen:
+    """`python -u -c CODE` as execnet starts an xdist worker, through the launcher."""
+    return subprocess.Popen([sys.executable, "-m", "unlearn_audit.engine.xdist_launcher", address, "-u", "-c", code],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@needs_fork_server
+def test_the_xdist_launcher_runs_python_as_a_fork_of_the_server(own_servers, tmp_path: Path) -> None:
+    address = prepare_fork_server(shared=True)
+    (server,) = own_servers.values()
+    code = ("import os, sys, json; line = sys.stdin.readline(); "
+            "print(json.dumps([os.getppid(), os.getcwd(), os.environ.get('PROBE'), sys.path[0], sys.argv, line])); "
+            "sys.exit(3)")
+    run = _launch(address, code, cwd=tmp_path, env={**os.environ, "PROBE": "seen"})
+    out, err = run.communicate("through the pipe\n", timeout=60)
+    assert run.returncode == 3, err
+    ppid, cwd, probe, first_path, argv, line = json.loads(out)
+    assert ppid == server.process.pid  # forked by the server, not started by the launcher
+    assert (cwd, probe, first_path, argv, line) == (str(tmp_path), "seen", "", ["-c"], "through the pipe\n")
+    # Signals reach the worker, and the launcher ends as it did.
+    run = _launch(address, "import sys, time; print('up', flush=True); time.sleep(60)")
+    assert run.stdout.readline() == "up\n"
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == -signal.SIGTERM
+    run.communicate()
+    server.close()
+
+
+def test_without_a_server_the_xdist_launcher_is_plain_python(tmp_path: Path) -> None:
+    run = _launch(str(tmp_path / "nobody.sock"), "import os; print(os.getppid())")
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0 and int(out) == os.getpid(), err  # exec'd in place: the launcher itself
 
 
 def test_the_fork_server_can_be_turned_off(own_servers, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,3 +30,19 @@ def resolve_device(requested: str | None, worker: str | None, cuda_device_count:
         return name
     index = xdist_worker_index(worker)
     return f"cuda:{(index or 0) % cuda_device_count}"
+
+
+def torch_build_has_gpu_backend() -> bool | None:
+    """Whether the installed torch was built with CUDA, ROCm or XPU, decided from its shared libraries
+    without importing it (None when torch is not installed)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or []:
+        lib = Path(folder) / "lib"
+        if any((lib / name).exists() for name in ("libtorch_cuda.so", "libtorch_hip.so", "libtorch_xpu.so")):
+            return True
+    return False

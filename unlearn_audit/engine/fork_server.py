@@ -11,6 +11,10 @@ directory, the harness's settings stripped from its environment); it never impor
 receives harness data; each forked worker gets its own session, directory, environment and file
 descriptors as a spawned one would, and its exit status is relayed to the harness.
 
+An xdist controller starts one server that listens on a socket in its private directory, and its
+xdist workers connect to it (`connect_fork_server`) instead of each starting their own: one torch
+import for the whole run instead of one per xdist worker.
+
 Used on Linux with a torch build without a GPU backend (forking after a GPU driver is initialised
 is not safe, and the server refuses rather than guess), unless `UNLEARN_AUDIT_FORK_SERVER=0`;
 otherwise workers are spawned.
@@ -19,7 +23,6 @@ otherwise workers are spawned.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import os
 import select
@@ -43,32 +46,22 @@ def fork_server_wanted() -> bool:
         return False
     if not sys.platform.startswith("linux") or not hasattr(socket, "send_fds"):
         return False
-    spec = importlib.util.find_spec("torch")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        lib = Path(folder) / "lib"
-        if any((lib / name).exists() for name in ("libtorch_cuda.so", "libtorch_hip.so", "libtorch_xpu.so")):
-            return False  # a GPU build: see the module's docstring
-    return True
+    from unlearn_audit.engine.devices import torch_build_has_gpu_backend
+
+    return not torch_build_has_gpu_backend()  # a GPU build: see the module's docstring
 
 
-class ForkServer:
-    """One fork server process and the harness's end of its socket."""
+class ForkServerConnection:
+    """A harness's connection to a fork server: asks it for workers and hears how they ended."""
 
-    def __init__(self, python: str, env: dict[str, str]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-fork-server-"))
-        with open(self.home / "server.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [python, "-m", "unlearn_audit.engine.fork_server_main", str(theirs.fileno())],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, env=env,
-                pass_fds=(theirs.fileno(),), start_new_session=True,
-            )
-        theirs.close()
-        self.sock = ours
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.sock = sock
         self.state = "starting"  # then "ready", or "dead" (`why` says why)
         self.why = ""
         self.exits: dict[int, int] = {}
         self._replies: list[dict[str, Any]] = []
+        if sock is None:
+            self._died()
 
     # -- messages -----------------------------------------------------------------------------
     def _pump(self, timeout: float | None) -> bool:
@@ -103,7 +96,8 @@ class ForkServer:
     def _died(self) -> None:
         self.state, self.why = "dead", self.why or "the fork server exited"
         try:
-            self.sock.close()
+            if self.sock is not None:
+                self.sock.close()
         except OSError:
             pass
 
@@ -162,6 +156,54 @@ class ForkServer:
         return UNKNOWN_EXIT if state in ("Z", "X") else None
 
     def _log_tail(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        """Close the connection (the server forgets it; its workers are not affected)."""
+        if self.state != "dead":
+            self._died()
+
+
+def connect_fork_server(address: str) -> ForkServerConnection:
+    """A connection to the fork server listening at `address` (another process's, e.g. the xdist
+    controller's); a dead one if nobody listens there, so that workers are spawned instead."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        connection = ForkServerConnection(None)
+        connection.why = f"cannot connect to the fork server at {address}: {exc}"
+        return connection
+    return ForkServerConnection(sock)
+
+
+class ForkServer(ForkServerConnection):
+    """A fork server process started by this harness, and this harness's connection to it; with
+    `shared`, it also listens at `address` for other harness processes (`connect_fork_server`)."""
+
+    def __init__(self, python: str, env: dict[str, str], shared: bool = False) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-fork-server-"))
+        self.address: str | None = None
+        passed = [theirs]
+        if shared:  # listening before the server starts: others may connect at once, and wait for "ready"
+            self.address = str(self.home / "fork-server.sock")
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            listener.bind(self.address)
+            listener.listen(socket.SOMAXCONN)
+            passed.append(listener)
+        with open(self.home / "server.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [python, "-m", "unlearn_audit.engine.fork_server_main", *(str(s.fileno()) for s in passed)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, env=env,
+                pass_fds=[s.fileno() for s in passed], start_new_session=True,
+            )
+        for sock in passed:
+            sock.close()
+        super().__init__(ours)
+
+    def _log_tail(self) -> str:
         try:
             return (self.home / "server.log").read_text(errors="replace").strip()[-2000:]
         except OSError:
@@ -169,8 +211,7 @@ class ForkServer:
 
     def close(self) -> None:
         """Close the socket (the server exits on that) and remove the server's directory."""
-        if self.state != "dead":
-            self._died()
+        super().close()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -182,7 +223,7 @@ class ForkServer:
 class ForkedProcess:
     """The part of `subprocess.Popen` that `UnlearnerWorker` uses, for a worker the server forked."""
 
-    def __init__(self, pid: int, server: ForkServer) -> None:
+    def __init__(self, pid: int, server: ForkServerConnection) -> None:
         self.pid = pid
         self.server = server
         self.returncode: int | None = None
@@ -201,21 +242,33 @@ class ForkedProcess:
         return self.returncode
 
 
-_servers: dict[str, ForkServer] = {}
+_servers: dict[str, ForkServerConnection] = {}
 
 
-def launch_fork_server(python: str, env: dict[str, str]) -> ForkServer | None:
+def launch_fork_server(python: str, env: dict[str, str], shared: bool = False) -> ForkServerConnection | None:
     """This process's fork server for `python`, started now if needed (without waiting for it to
-    import: `ForkServer.fork` waits); None where fork servers are not used."""
+    import: `fork` waits); None where fork servers are not used. `shared`: one that other harness
+    processes can connect to (its `address`)."""
     server = _servers.get(python)
     if server is not None and server.state in ("starting", "ready"):
         return server
     if server is not None or not fork_server_wanted():
         return None  # one that failed is not retried: workers are spawned from then on
+    _remember(python, ForkServer(python, env, shared=shared))
+    return _servers[python]
+
+
+def use_shared_fork_server(python: str, address: str) -> None:
+    """Fork this process's workers for `python` from the server listening at `address` (started by
+    another harness process of the same run, see `launch_fork_server(shared=True)`)."""
+    if python not in _servers and fork_server_wanted():
+        _remember(python, connect_fork_server(address))
+
+
+def _remember(python: str, server: ForkServerConnection) -> None:
     if not _servers:
         atexit.register(close_fork_servers)
-    server = _servers[python] = ForkServer(python, env)
-    return server
+    _servers[python] = server
 
 
 def close_fork_servers() -> None:

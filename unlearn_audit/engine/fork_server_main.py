@@ -1,4 +1,4 @@
-"""The fork server: `python -m unlearn_audit.engine.fork_server_main FD`.
+"""The fork server: `python -m unlearn_audit.engine.fork_server_main FD [LISTENING_FD]`.
 
 A pristine interpreter, started by `unlearn_audit.engine.fork_server.ForkServer` exactly as a worker
 would be (private directory, the harness's settings stripped from its environment), that imports
@@ -13,6 +13,12 @@ Messages on the SOCK_SEQPACKET socket FD, one JSON object each:
     harness -> server: {"home": DIR, "env": {...}} with the worker's stdin, control pipe and log as
                        SCM_RIGHTS file descriptors.
 The server exits when the harness closes its end.
+
+Given a second descriptor, a listening AF_UNIX socket (bound in the server's private directory by
+the harness that starts it), the server also serves other harness processes of the same run: the xdist workers of one
+controller, which would otherwise each start a server and import torch once more. Each connection
+is answered {"event": "ready"} once the server has imported, and hears the exits of the workers it
+asked for; a connection closing ends only that connection.
 """
 
 from __future__ import annotations
@@ -55,13 +61,14 @@ def _preload() -> None:
     import_harness_modules()
 
 
-def _become_worker(sock: socket.socket, wakeup: tuple[int, int], request: dict[str, Any], fds: list[int]) -> None:
+def _become_worker(closing: list[socket.socket], wakeup: tuple[int, int], request: dict[str, Any], fds: list[int]) -> None:
     """In the forked child: take the worker's descriptors, directory and environment, run it, never return."""
     code = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        sock.close()
+        for sock in closing:
+            sock.close()
         for fd in wakeup:
             os.close(fd)
         os.setsid()  # its own process group: a timeout kills the method's children too
@@ -86,7 +93,83 @@ def _become_worker(sock: socket.socket, wakeup: tuple[int, int], request: dict[s
         os._exit(code if isinstance(code, int) else 1)
 
 
-def _reap(sock: socket.socket) -> None:
+def _become_python(closing: list[socket.socket], wakeup: tuple[int, int], request: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child: become `python ARGS` as started by `xdist_launcher` (a pytest-xdist worker:
+    harness code, never a method), with the launcher's stdio, directory, environment and import path."""
+    code: Any = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for sock in closing:
+            sock.close()
+        for fd in wakeup:
+            os.close(fd)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = request["path"]
+        code = run_python_args(list(request["argv"]))
+    except SystemExit as exc:
+        code = exc.code
+    except BaseException:  # noqa: BLE001 - the child must not return into the server's loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(_exit_status(code))
+
+
+def run_python_args(args: list[str]) -> Any:
+    """Run `python ARGS` in this (forked) interpreter; only the `-u`, `-B` and `-c CODE` that execnet uses."""
+    import atexit
+    import threading
+    import types
+
+    code = None
+    while args:
+        arg = args.pop(0)
+        if arg == "-B":
+            sys.dont_write_bytecode = True
+        elif arg == "-c" and args:
+            code = args.pop(0)
+            break
+        elif arg != "-u":  # unbuffered: the streams are flushed at exit either way
+            raise SystemExit(f"xdist_launcher: unsupported python argument {arg!r}")
+    if code is None:
+        raise SystemExit("xdist_launcher: no -c CODE")
+    sys.argv = ["-c", *args]
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    status: Any = 0
+    try:
+        exec(compile(code, "<string>", "exec"), main.__dict__)
+    except SystemExit as exc:
+        status = exc.code
+    # What the interpreter does at exit, less the teardown of its modules (about 0.7 s with torch).
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return status
+
+
+def _exit_status(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _reap(asked_by: dict[int, socket.socket]) -> None:
+    """Tell each ended worker's harness how it ended (a harness that has gone is not told)."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -94,17 +177,26 @@ def _reap(sock: socket.socket) -> None:
             return
         if pid == 0:
             return
-        _send(sock, {"event": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        sock = asked_by.pop(pid, None)
+        if sock is not None:
+            try:
+                _send(sock, {"event": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+            except OSError:
+                pass
 
 
-def serve(sock: socket.socket) -> None:
+def serve(owner: socket.socket, listener: socket.socket | None = None) -> None:
+    """Fork a worker per request until the owner (the harness that started the server) hangs up."""
     wakeup = os.pipe()
     for fd in wakeup:
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wakeup[1])
     signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up descriptor is what matters
+    clients = [owner]
+    asked_by: dict[int, socket.socket] = {}
     while True:
-        ready, _, _ = select.select([sock, wakeup[0]], [], [])
+        listening = [listener] if listener is not None else []
+        ready, _, _ = select.select([*clients, *listening, wakeup[0]], [], [])
         if wakeup[0] in ready:
             while True:
                 try:
@@ -112,31 +204,51 @@ def serve(sock: socket.socket) -> None:
                         break
                 except BlockingIOError:
                     break
-            _reap(sock)
-        if sock in ready:
-            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
+            _reap(asked_by)
+        if listener is not None and listener in ready:
+            conn, _ = listener.accept()
+            try:
+                _send(conn, {"event": "ready"})
+                clients.append(conn)
+            except OSError:
+                conn.close()
+        for sock in [c for c in clients if c in ready]:
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
+            except OSError:
+                data, fds = b"", []
             if not data:
-                return  # the harness closed its end
+                if sock is owner:
+                    return  # the harness that started the server closed its end
+                clients.remove(sock)
+                sock.close()
+                continue
             request = json.loads(data)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
             pid = os.fork()
             if pid == 0:
-                _become_worker(sock, wakeup, request, fds)
+                become = _become_python if request.get("kind") == "python" else _become_worker
+                become([*clients, *listening], wakeup, request, fds)
             for fd in fds:
                 os.close(fd)
-            _send(sock, {"event": "forked", "pid": pid})
+            asked_by[pid] = sock
+            try:
+                _send(sock, {"event": "forked", "pid": pid})
+            except OSError:
+                pass
 
 
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
+    listener = socket.socket(fileno=int(argv[2])) if len(argv) > 2 else None  # already listening
     why = _why_unavailable()
     if why is not None:
         _send(sock, {"event": "unavailable", "why": why})
         return
     _preload()
     _send(sock, {"event": "ready"})
-    serve(sock)
+    serve(sock, listener)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from unlearn_audit.errors import RecipeError
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
 from unlearn_audit.scenarios.fixture import Fixture
-from unlearn_audit.scenarios.measurements import MeasurementStore
+from unlearn_audit.scenarios.measurements import MeasurementStore, numerics
+from unlearn_audit.scenarios.prepared import mark_prepared
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
 from unlearn_audit.engine.returned import identical_weights
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
@@ -116,16 +117,19 @@ class AuditSession:
         Each check runs once with the retrain reference standing in for the method's model, so its
         measurements of the reference (and the original's, for the power) are computed and stored;
         the stand-in's own measurements are the reference's, so nothing else is computed. Called
-        before the tests (by the xdist controller too), so workers and later runs only load them.
+        before the tests (by the xdist controller too), so workers and later runs only load them; the
+        fixture is then marked prepared (`scenarios.prepared`), so that a later xdist controller can
+        tell without torch that there is nothing left to do.
         """
         fixture = self.fixture(scenario, seed)
-        if not fixture.meta.get("validation", {}).get("effective", True):
-            return
-        budget = budget_for(fixture, self.options.budget_fraction)
-        stand_in = UnlearnOutcome(fixture.retrain, 0, 0.0, budget)
-        for check in fixture.recipe.checks:
-            if check != "budget_respected":
-                get_check(check)(CheckContext(fixture, stand_in, fixture.recipe.options(check), self.measure))
+        if fixture.meta.get("validation", {}).get("effective", True):
+            budget = budget_for(fixture, self.options.budget_fraction)
+            stand_in = UnlearnOutcome(fixture.retrain, 0, 0.0, budget)
+            for check in fixture.recipe.checks:
+                if check != "budget_respected":
+                    get_check(check)(CheckContext(fixture, stand_in, fixture.recipe.options(check), self.measure))
+        mark_prepared(fixture.path, fixture.recipe.check_options, self.device.type, torch.get_num_threads(),
+                      numerics(self.device.type))
 
     def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
         if self.progress is None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from unlearn_audit.engine.fork_server import ForkedProcess, launch_fork_server
+from unlearn_audit.engine.fork_server import ForkedProcess, launch_fork_server, use_shared_fork_server
 from unlearn_audit.engine.worker_protocol import encode
 
 HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
@@ -305,24 +305,41 @@ def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = W
     return workers
 
 
-def prepare_fork_server(options: WorkerOptions = WorkerOptions()) -> None:
+def prepare_fork_server(options: WorkerOptions = WorkerOptions(), shared: bool = False,
+                        address: str | None = None) -> str | None:
     """Start this process's fork server now (where one is used), so that it imports torch while this
-    process does other work; the workers started later are forked from it."""
-    launch_fork_server(options.python, worker_env())
+    process does other work; the workers started later are forked from it.
+
+    `shared` (an xdist controller): one that other processes can use; its address is returned.
+    `address` (an xdist worker): use the server listening there instead of starting one.
+    """
+    if address is not None:
+        use_shared_fork_server(options.python, address)
+        return None
+    server = launch_fork_server(options.python, worker_env(), shared=shared)
+    return getattr(server, "address", None)
 
 
-def start_spec_check(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> UnlearnerWorker:
+def start_spec_check(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions(),
+                     fork: bool = False) -> UnlearnerWorker:
     """Start resolving every spec in one short-lived child process (one interpreter start for all of
     them), for runs whose audits happen in other processes (xdist workers) or not at all
     (--collect-only), where per-spec workers would be wasted; `finish_spec_check` collects the answer,
-    so that the caller can do its own work (e.g. import torch) meanwhile."""
-    checker = UnlearnerWorker("<spec check>", options, fork_server=False)  # one process: nothing to share
-    checker.start({"check_specs": list(specs)})
+    so that the caller can do its own work (e.g. import torch) meanwhile.
+
+    `fork`: the child is forked from this process's fork server when `finish_spec_check` asks for the
+    answer (a fork costs only the method's import once the server has imported, and waiting for the
+    server here would hold the caller up); spawned now otherwise."""
+    checker = UnlearnerWorker("<spec check>", options, fork_server=fork)
+    if not fork:
+        checker.start({"check_specs": list(specs)})
     return checker
 
 
 def finish_spec_check(checker: UnlearnerWorker, specs: list[str] | tuple[str, ...]) -> None:
     """Wait for `start_spec_check`'s child; WorkerStartError for the first spec that does not resolve."""
+    if checker.process is None:
+        checker.start({"check_specs": list(specs)})
     try:
         message = checker._read_message(STARTUP_TIMEOUT)
     except WorkerFailed as exc:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ import pytest
 from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
 from unlearn_audit.plugin.settings import check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
-from unlearn_audit.plugin.state import collector_key, get_audit_session, prestarted_key, session_key, settings_key, spec_check_key
+from unlearn_audit.plugin.state import (collector_key, fork_server_address_key, get_audit_session, prestarted_key, session_key,
+                                        settings_key, spec_check_key)
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.reports.record import CASE_PROPERTY
 
 CHECK_MARKER = "audit_check"
+FORK_SERVER_INPUT = "unlearn_audit_fork_server"  # xdist workerinput: the address of the controller's fork server
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,10 +89,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[settings_key] = settings
     if not hasattr(config, "workerinput"):  # xdist workers trust the controller's check
         _check_specs(config, settings)
-    elif settings.isolation != "inline":  # an xdist worker: its fork server imports while it collects
+    elif settings.isolation != "inline":  # an xdist worker: forks its workers from the controller's server
         from unlearn_audit.engine.worker import prepare_fork_server
 
-        prepare_fork_server()
+        prepare_fork_server(address=config.workerinput.get(FORK_SERVER_INPUT))  # or starts its own
     # Run the conformance suite: alone when no paths were given, else beside the given paths.
     conformance = str(CONFORMANCE_DIR)
     if conformance not in config.args:
@@ -115,7 +119,8 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
     if settings.isolation == "inline":
         check_specs_inline(settings.unlearners)
         return
-    from unlearn_audit.engine.worker import WorkerOptions, WorkerStartError, check_specs_in_child, start_spec_check, start_workers
+    from unlearn_audit.engine.worker import (WorkerOptions, WorkerStartError, check_specs_in_child, prepare_fork_server,
+                                             start_spec_check, start_workers)
 
     options = WorkerOptions(threads=settings.threads, max_memory=settings.max_memory, device=settings.device)
     distributed = getattr(config.option, "dist", "no") != "no"
@@ -123,12 +128,26 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
     try:
         if config.option.collectonly:
             check_specs_in_child(settings.unlearners, options)
-        elif distributed:
-            config.stash[spec_check_key] = start_spec_check(settings.unlearners, options)
+        elif distributed:  # one fork server for all xdist workers; it forks the spec check too
+            address = prepare_fork_server(options, shared=True)
+            if address is not None:
+                config.stash[fork_server_address_key] = address
+                _fork_xdist_workers(config, address)
+            config.stash[spec_check_key] = start_spec_check(settings.unlearners, options, fork=address is not None)
         else:
             config.stash[prestarted_key] = start_workers(settings.unlearners, options, _import_the_engine)
     except WorkerStartError as exc:
         raise usage_error(str(exc)) from None
+
+
+def _fork_xdist_workers(config: pytest.Config, address: str) -> None:
+    """Start the xdist workers of `-n N` as forks of the run's fork server, through
+    `unlearn_audit.engine.xdist_launcher` (each saves about 3 CPU-s of imports). Worker specs that a
+    user gave with `--tx` other than plain `popen` are left as they are."""
+    tx = list(getattr(config.option, "tx", None) or [])
+    if tx and all(spec == "popen" for spec in tx):
+        launcher = shlex.join([sys.executable, "-m", "unlearn_audit.engine.xdist_launcher", address])
+        config.option.tx = [f"popen//python={launcher}"] * len(tx)
 
 
 def _import_the_engine() -> None:
@@ -137,9 +156,9 @@ def _import_the_engine() -> None:
     import unlearn_audit.engine.session  # noqa: F401
 
 
-def _finish_spec_check(config: pytest.Config) -> None:
+def _finish_spec_check(config: pytest.Config, import_engine: bool) -> None:
     """Collect the answer of the spec check that `_check_specs` started (xdist controller), importing the
-    engine meanwhile; a usage error for a spec that does not resolve."""
+    engine meanwhile if this process needs it; a usage error for a spec that does not resolve."""
     checker = config.stash.get(spec_check_key, None)
     if checker is None:
         return
@@ -147,7 +166,8 @@ def _finish_spec_check(config: pytest.Config) -> None:
     from unlearn_audit.engine.worker import WorkerStartError, finish_spec_check
 
     try:
-        _import_the_engine()
+        if import_engine:
+            _import_the_engine()
     finally:
         try:
             finish_spec_check(checker, config.stash[settings_key].unlearners)
@@ -274,9 +294,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     if getattr(config.option, "dist", "no") == "no":
         return
-    _finish_spec_check(config)
     settings = config.stash[settings_key]
-    _build_fixtures(config, [(sc, seed) for sc in settings.scenarios for seed in settings.seeds])
+    needed = [(sc, seed) for sc in settings.scenarios for seed in settings.seeds]
+    from unlearn_audit.scenarios.prepared import references_ready
+
+    if references_ready(settings.cache_dir, settings.profile, needed, settings.device, settings.threads or 1):
+        # A warm cache: nothing to build or measure here, so the workers start now, without this
+        # process importing torch; the spec check is collected once a worker has collected.
+        return
+    _finish_spec_check(config, import_engine=True)
+    _build_fixtures(config, needed)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """The xdist controller tells each worker where its shared fork server listens."""
+    address = node.config.stash.get(fork_server_address_key, None)
+    if address is not None:
+        node.workerinput[FORK_SERVER_INPUT] = address
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """The xdist controller: before any test is scheduled, a spec that does not resolve is a usage
+    error (the spec check was left running by `pytest_sessionstart` on a warm cache)."""
+    _finish_spec_check(node.config, import_engine=False)
 
 
 def _build_fixtures(config: pytest.Config, needed: list[tuple[str, int]]) -> None:

@@ -23,6 +23,7 @@ collector_key = pytest.StashKey["ReportCollector"]()
 session_key = pytest.StashKey["AuditSession"]()
 prestarted_key = pytest.StashKey["dict[str, UnlearnerWorker]"]()  # workers that resolved the specs at start-up
 spec_check_key = pytest.StashKey["UnlearnerWorker"]()  # the xdist controller's spec check, until its answer is read
+fork_server_address_key = pytest.StashKey[str]()  # the xdist controller's shared fork server, for its workers
 
 
 def get_audit_session(config: pytest.Config) -> "AuditSession":

@@ -18,7 +18,6 @@ tensors (dtype, shape, values, exactly) and the harness's own frozen dataclasses
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import importlib
 import json
@@ -30,19 +29,9 @@ from typing import Any, Callable
 
 import torch
 
-MEASUREMENTS_DIR = "measurements"
+from unlearn_audit.scenarios.prepared import MEASUREMENTS_DIR, code_fingerprint
+
 _MISSING = object()
-
-
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """SHA-256 over the harness's Python source: any change to it invalidates stored measurements."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def numerics(device: str) -> dict[str, Any]:
