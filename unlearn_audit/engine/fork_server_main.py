@@ -15,10 +15,14 @@ Messages on the SOCK_SEQPACKET socket FD, one JSON object each:
 The server exits when the harness closes its end.
 
 Given a second descriptor, a listening AF_UNIX socket (bound in the server's private directory by
-the harness that starts it), the server also serves other harness processes of the same run: the xdist workers of one
-controller, which would otherwise each start a server and import torch once more. Each connection
-is answered {"event": "ready"} once the server has imported, and hears the exits of the workers it
-asked for; a connection closing ends only that connection.
+the harness that starts it, an xdist controller), the server also serves the other harness processes
+of the run, which would otherwise each start a server and import torch once more. Each connection is
+answered {"event": "ready"} once the server has imported, and hears the exits of the workers it asked
+for; a connection closing ends only that connection.
+
+A request {"kind": "python", "argv": [...], "cwd": ..., "env": {...}, "path": [...]} with stdin,
+stdout and stderr comes from `xdist_launcher` and forks an xdist worker: harness code (pytest), run as
+`python ARGV` would run it, with the launcher's streams, directory, environment and import path.
 """
 
 from __future__ import annotations
@@ -61,16 +65,21 @@ def _preload() -> None:
     import_harness_modules()
 
 
+def _leave_the_server(closing: list[socket.socket], wakeup: tuple[int, int]) -> None:
+    """In a forked child: drop the server's signal handling and its sockets."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for sock in closing:
+        sock.close()
+    for fd in wakeup:
+        os.close(fd)
+
+
 def _become_worker(closing: list[socket.socket], wakeup: tuple[int, int], request: dict[str, Any], fds: list[int]) -> None:
     """In the forked child: take the worker's descriptors, directory and environment, run it, never return."""
     code = 1
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for sock in closing:
-            sock.close()
-        for fd in wakeup:
-            os.close(fd)
+        _leave_the_server(closing, wakeup)
         os.setsid()  # its own process group: a timeout kills the method's children too
         stdin, control, log = fds
         os.dup2(stdin, 0)
@@ -98,12 +107,7 @@ def _become_python(closing: list[socket.socket], wakeup: tuple[int, int], reques
     harness code, never a method), with the launcher's stdio, directory, environment and import path."""
     code: Any = 1
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for sock in closing:
-            sock.close()
-        for fd in wakeup:
-            os.close(fd)
+        _leave_the_server(closing, wakeup)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)

@@ -58,8 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--audit-update-baseline", action="store_true", default=False,
                     help="write this run's report to --audit-baseline instead of comparing with it.")
     group.addoption("--audit-threads", default=None, metavar="N",
-                    help="torch CPU threads per process (default: 1, or the cores divided among xdist workers; "
-                         "the tiny models gain little from more, and oversubscribed cores slow torch down tenfold).")
+                    help="torch CPU threads per process, xdist workers included (default: 1; the tiny models gain "
+                         "little from more, and oversubscribed cores slow torch down tenfold).")
     group.addoption("--audit-shard", default=None, metavar="I/N",
                     help="run only shard I of N of the audit cases (1 <= I <= N; all checks of one unlearner x "
                          "scenario x budget stay together, with their seeds), e.g. one CI job each; join the shards' "
@@ -113,8 +113,9 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
     With process isolation the specs resolve in other processes, so this process never imports a
     method: in their worker processes (started in parallel, then kept for this process's audit), or,
     when the tests run elsewhere (xdist workers) or not at all (--collect-only), in one short-lived
-    child for all specs. Under xdist that child's answer is collected in `pytest_sessionstart`, after
-    this process's own torch import, which it overlaps.
+    child for all specs. Under xdist that child is a fork of the run's fork server (which the xdist
+    workers share, and are forks of themselves), asked for when the answer is wanted: in
+    `pytest_sessionstart` on a cold cache, when the first worker has collected on a warm one.
     """
     if settings.isolation == "inline":
         check_specs_inline(settings.unlearners)
@@ -317,7 +318,7 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     """The xdist controller: before any test is scheduled, a spec that does not resolve is a usage
-    error (the spec check was left running by `pytest_sessionstart` on a warm cache)."""
+    error (on a warm cache `pytest_sessionstart` leaves the spec check to here)."""
     _finish_spec_check(node.config, import_engine=False)
 
 
