@@ -155,6 +155,18 @@ def test_the_xdist_launcher_runs_python_as_a_fork_of_the_server(own_servers, tmp
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=30) == -signal.SIGTERM
     run.communicate()
+    # A server that dies leaves the launcher standing in for its worker until the worker ends.
+    run = _launch(address, "import os, sys, time; print(os.getpid(), flush=True); sys.stdin.readline()")
+    worker = int(run.stdout.readline())
+    server.process.kill()
+    server.process.wait()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run.wait(timeout=1)
+    run.stdin.close()  # the worker reads the end of its input and exits
+    assert run.wait(timeout=30) == 255
+    assert not Path(f"/proc/{worker}").exists() or _stat(worker)[0] == "Z"
+    run.stdout.close()
+    run.stderr.close()
     server.close()
 
 

@@ -22,6 +22,7 @@ import select
 import signal
 import socket
 import sys
+import time
 
 READY_TIMEOUT = 300.0  # the server imports torch before it answers
 RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -65,6 +66,20 @@ def _exit_like(code: int) -> None:
     os._exit(code if 0 <= code < 256 else 1)
 
 
+def _wait_for_orphan(pid: int) -> None:
+    """Block until the process `pid` (not our child: the server's) has ended; execnet takes this
+    process's exit for the worker's."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):  # a zombie nobody reaps (not every container's init does) has ended too
+            return
+        time.sleep(0.1)
+
+
 def main(argv: list[str]) -> None:
     address, args = argv[1], argv[2:]
     forked = _forked_worker(address, args)
@@ -85,7 +100,8 @@ def main(argv: list[str]) -> None:
             continue
         except OSError:
             message = None
-        if message is None:  # the server died: nobody will say how the worker ends
+        if message is None:  # the server died: nobody will say how the worker ends, so wait it out
+            _wait_for_orphan(pid)
             _exit_like(255)
         if message.get("event") == "exited" and int(message.get("pid", -1)) == pid:
             _exit_like(int(message["code"]))
