@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,10 @@ def test_the_xdist_launcher_runs_python_as_a_fork_of_the_server(own_servers, tmp
     # A server that dies leaves the launcher standing in for its worker until the worker ends.
     run = _launch(address, "import os, sys, time; print(os.getpid(), flush=True); sys.stdin.readline()")
     worker = int(run.stdout.readline())
+    for _ in range(300):  # until the launcher has heard "forked" (it then hands its stdin over for good)
+        if os.readlink(f"/proc/{run.pid}/fd/0") == os.devnull:
+            break
+        time.sleep(0.01)
     server.process.kill()
     server.process.wait()
     with pytest.raises(subprocess.TimeoutExpired):

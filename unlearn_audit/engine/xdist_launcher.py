@@ -26,6 +26,7 @@ import time
 
 READY_TIMEOUT = 300.0  # the server imports torch before it answers
 RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+UNKNOWN_EXIT = 255  # how the worker ended cannot be told (the server died)
 
 
 def _receive(sock: socket.socket, timeout: float | None) -> dict | None:
@@ -41,7 +42,10 @@ def _become_plain_worker(args: list[str]) -> None:
 
 
 def _forked_worker(address: str, args: list[str]) -> tuple[socket.socket, int] | None:
-    """Ask the server at `address` to fork the worker; its pid and our connection, or None."""
+    """Ask the server at `address` to fork the worker; its pid and our connection, or None if the
+    server could not be asked (then nothing was forked). Once asked, the server may have forked the
+    worker even if its answer never comes: then this process must not become a second worker on the
+    same pipes, and it exits instead (execnet sees a worker that did not start, or a working orphan)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(address)
@@ -50,11 +54,15 @@ def _forked_worker(address: str, args: list[str]) -> tuple[socket.socket, int] |
         path = ["", *sys.path[1:]]  # what `python -c` has: the current directory first
         request = {"kind": "python", "argv": args, "cwd": os.getcwd(), "env": dict(os.environ), "path": path}
         socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
-        answer = _receive(sock, READY_TIMEOUT) or {}
     except (OSError, ValueError):
         return None
+    try:
+        answer = _receive(sock, READY_TIMEOUT) or {}
+    except (OSError, ValueError):
+        answer = {}
     if answer.get("event") != "forked":
-        return None
+        print("unlearn-audit xdist launcher: the fork server did not answer", file=sys.stderr)
+        _exit_like(UNKNOWN_EXIT)
     return sock, int(answer["pid"])
 
 
@@ -82,13 +90,17 @@ def _wait_for_orphan(pid: int) -> None:
 
 def main(argv: list[str]) -> None:
     address, args = argv[1], argv[2:]
+    # A signal that arrives before the worker's pid is known waits (blocked), then is relayed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED_SIGNALS)
     forked = _forked_worker(address, args)
     if forked is None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED_SIGNALS)  # exec keeps the mask
         _become_plain_worker(args)
         return
     sock, pid = forked
     for signum in RELAYED_SIGNALS:
         signal.signal(signum, lambda received, _frame: os.kill(pid, received))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED_SIGNALS)
     # stdin and stdout belong to the worker now; this process only waits.
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):
@@ -102,7 +114,7 @@ def main(argv: list[str]) -> None:
             message = None
         if message is None:  # the server died: nobody will say how the worker ends, so wait it out
             _wait_for_orphan(pid)
-            _exit_like(255)
+            _exit_like(UNKNOWN_EXIT)
         if message.get("event") == "exited" and int(message.get("pid", -1)) == pid:
             _exit_like(int(message["code"]))
 
