@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -157,21 +158,67 @@ def test_the_xdist_launcher_runs_python_as_a_fork_of_the_server(own_servers, tmp
     assert run.wait(timeout=30) == -signal.SIGTERM
     run.communicate()
     # A server that dies leaves the launcher standing in for its worker until the worker ends.
-    run = _launch(address, "import os, sys, time; print(os.getpid(), flush=True); sys.stdin.readline()")
-    worker = int(run.stdout.readline())
-    for _ in range(300):  # until the launcher has heard "forked" (it then hands its stdin over for good)
-        if os.readlink(f"/proc/{run.pid}/fd/0") == os.devnull:
-            break
-        time.sleep(0.01)
+    run, worker = _forked_launch(address)
     server.process.kill()
     server.process.wait()
     with pytest.raises(subprocess.TimeoutExpired):
         run.wait(timeout=1)
-    run.stdin.close()  # the worker reads the end of its input and exits
+    os.kill(worker, signal.SIGTERM)  # the orphan ends; nobody can say how
     assert run.wait(timeout=30) == 255
-    assert not Path(f"/proc/{worker}").exists() or _stat(worker)[0] == "Z"
-    run.stdout.close()
-    run.stderr.close()
+    assert _gone(worker)
+    run.stdout.close(), run.stdin.close(), run.stderr.close()
+    server.close()
+
+
+def _forked_launch(address: str) -> tuple[subprocess.Popen, int]:
+    """A launcher whose worker sleeps, once the launcher has heard "forked"; and the worker's pid."""
+    run = _launch(address, "import os, time; print(os.getpid(), flush=True); time.sleep(120)")
+    worker = int(run.stdout.readline())
+    for _ in range(300):  # the launcher hands its stdin over for good once it has heard "forked"
+        if os.readlink(f"/proc/{run.pid}/fd/0") == os.devnull:
+            break
+        time.sleep(0.01)
+    return run, worker
+
+
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _stat(pid)[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_fork_server
+def test_a_killed_worker_or_launcher_ends_both(own_servers) -> None:
+    """SIGKILL cannot be relayed: a worker killed so makes its launcher end as killed, and a launcher
+    killed so (execnet's last resort) makes the server kill its worker."""
+    address = prepare_fork_server(shared=True)
+    (server,) = own_servers.values()
+    try:
+        run, worker = _forked_launch(address)
+        os.kill(worker, signal.SIGKILL)
+        assert run.wait(timeout=30) == -signal.SIGKILL
+        run.stdout.close(), run.stdin.close(), run.stderr.close()
+        run, worker = _forked_launch(address)
+        run.kill()
+        run.wait(timeout=30)
+        assert _gone(worker), "the worker outlived its killed launcher"
+        run.stdout.close(), run.stdin.close(), run.stderr.close()
+    finally:
+        server.close()
+
+
+@needs_fork_server
+def test_a_temp_dir_too_long_for_a_socket_means_no_shared_server(own_servers, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    assert prepare_fork_server(shared=True) is None  # xdist workers then start their own
+    (server,) = own_servers.values()
+    assert server.address is None and server.wait_ready()
     server.close()
 
 

@@ -188,11 +188,15 @@ class ForkServer(ForkServerConnection):
         self.address: str | None = None
         passed = [theirs]
         if shared:  # listening before the server starts: others may connect at once, and wait for "ready"
-            self.address = str(self.home / "fork-server.sock")
+            address = str(self.home / "fork-server.sock")
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            listener.bind(self.address)
-            listener.listen(socket.SOMAXCONN)
-            passed.append(listener)
+            try:
+                listener.bind(address)  # fails where $TMPDIR is long: a socket path has at most 107 bytes
+                listener.listen(socket.SOMAXCONN)
+                self.address = address
+                passed.append(listener)
+            except OSError:
+                listener.close()  # not shared then: each xdist worker starts its own server
         with open(self.home / "server.log", "wb") as log:
             self.process = subprocess.Popen(
                 [python, "-m", "unlearn_audit.engine.fork_server_main", *(str(s.fileno()) for s in passed)],

@@ -198,6 +198,7 @@ def serve(owner: socket.socket, listener: socket.socket | None = None) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up descriptor is what matters
     clients = [owner]
     asked_by: dict[int, socket.socket] = {}
+    pythons: dict[socket.socket, int] = {}  # an xdist launcher's connection -> the worker forked for it
     while True:
         listening = [listener] if listener is not None else []
         ready, _, _ = select.select([*clients, *listening, wakeup[0]], [], [])
@@ -225,6 +226,9 @@ def serve(owner: socket.socket, listener: socket.socket | None = None) -> None:
                 if sock is owner:
                     return  # the harness that started the server closed its end
                 clients.remove(sock)
+                pid = pythons.pop(sock, None)
+                if pid is not None and asked_by.get(pid) is sock:  # its launcher was killed before it ended
+                    os.kill(pid, signal.SIGKILL)
                 sock.close()
                 continue
             request = json.loads(data)
@@ -237,6 +241,8 @@ def serve(owner: socket.socket, listener: socket.socket | None = None) -> None:
             for fd in fds:
                 os.close(fd)
             asked_by[pid] = sock
+            if request.get("kind") == "python":
+                pythons[sock] = pid
             try:
                 _send(sock, {"event": "forked", "pid": pid})
             except OSError:

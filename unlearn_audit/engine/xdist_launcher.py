@@ -10,8 +10,11 @@ execnet starts an xdist worker as `PYTHON -u -c BOOTSTRAP` with the worker's std
 pipes; the plugin makes PYTHON this launcher (`popen//python=...`), which hands its own stdin, stdout
 and stderr, directory, environment, import path and arguments to the server, and then stands in for
 the forked worker: it relays signals to it and exits as it exits. The launcher imports nothing but the
-standard library and starts in milliseconds. Whatever goes wrong before the fork (no server, a server
-that cannot fork), the launcher becomes an ordinary worker by exec'ing the interpreter with ARGS.
+standard library and starts in milliseconds. Whatever goes wrong before the request is sent (no
+server, one that never became ready), the launcher becomes an ordinary worker by exec'ing the
+interpreter with ARGS; after it, a missing answer makes it exit with 255 (the server may have forked
+the worker already, and a second one must not share its pipes). A launcher that is killed (SIGKILL,
+which cannot be relayed) takes its worker with it: the server kills the worker whose launcher hung up.
 """
 
 from __future__ import annotations
@@ -69,9 +72,19 @@ def _forked_worker(address: str, args: list[str]) -> tuple[socket.socket, int] |
 def _exit_like(code: int) -> None:
     """Exit as the worker did: with its status, or killed by its signal."""
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        try:
+            signal.signal(-code, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+            pass
         os.kill(os.getpid(), -code)
     os._exit(code if 0 <= code < 256 else 1)
+
+
+def _relay(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:  # it has just ended: its "exited" message is on its way
+        pass
 
 
 def _wait_for_orphan(pid: int) -> None:
@@ -99,7 +112,7 @@ def main(argv: list[str]) -> None:
         return
     sock, pid = forked
     for signum in RELAYED_SIGNALS:
-        signal.signal(signum, lambda received, _frame: os.kill(pid, received))
+        signal.signal(signum, lambda received, _frame: _relay(pid, received))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED_SIGNALS)
     # stdin and stdout belong to the worker now; this process only waits.
     devnull = os.open(os.devnull, os.O_RDWR)

@@ -131,9 +131,8 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
             check_specs_in_child(settings.unlearners, options)
         elif distributed:  # one fork server for all xdist workers; it forks the spec check too
             address = prepare_fork_server(options, shared=True)
-            if address is not None:
-                config.stash[fork_server_address_key] = address
-                _fork_xdist_workers(config, address)
+            if address is not None and _fork_xdist_workers(config, address):
+                config.stash[fork_server_address_key] = address  # shared only with workers of this python
             config.stash[spec_check_key] = start_spec_check(settings.unlearners, options, fork=address is not None)
         else:
             config.stash[prestarted_key] = start_workers(settings.unlearners, options, _import_the_engine)
@@ -141,14 +140,17 @@ def _check_specs(config: pytest.Config, settings: Any) -> None:
         raise usage_error(str(exc)) from None
 
 
-def _fork_xdist_workers(config: pytest.Config, address: str) -> None:
+def _fork_xdist_workers(config: pytest.Config, address: str) -> bool:
     """Start the xdist workers of `-n N` as forks of the run's fork server, through
-    `unlearn_audit.engine.xdist_launcher` (each saves about 3 CPU-s of imports). Worker specs that a
-    user gave with `--tx` other than plain `popen` are left as they are."""
+    `unlearn_audit.engine.xdist_launcher` (each saves about 3 CPU-s of imports); whether it did.
+    Worker specs that a user gave with `--tx` other than plain `popen` are left as they are (they may
+    run another python, whose workers must not be forked from this one's server)."""
     tx = list(getattr(config.option, "tx", None) or [])
-    if tx and all(spec == "popen" for spec in tx):
-        launcher = shlex.join([sys.executable, "-m", "unlearn_audit.engine.xdist_launcher", address])
-        config.option.tx = [f"popen//python={launcher}"] * len(tx)
+    if not tx or any(spec != "popen" for spec in tx):
+        return False
+    launcher = shlex.join([sys.executable, "-m", "unlearn_audit.engine.xdist_launcher", address])
+    config.option.tx = [f"popen//python={launcher}"] * len(tx)
+    return True
 
 
 def _import_the_engine() -> None:
@@ -158,8 +160,9 @@ def _import_the_engine() -> None:
 
 
 def _finish_spec_check(config: pytest.Config, import_engine: bool) -> None:
-    """Collect the answer of the spec check that `_check_specs` started (xdist controller), importing the
-    engine meanwhile if this process needs it; a usage error for a spec that does not resolve."""
+    """Collect the answer of the spec check that `_check_specs` prepared (xdist controller), importing the
+    engine first if this process needs it (a spawned check imports meanwhile; a forked one is started
+    here and costs only the methods' imports); a usage error for a spec that does not resolve."""
     checker = config.stash.get(spec_check_key, None)
     if checker is None:
         return
