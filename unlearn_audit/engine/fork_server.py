@@ -51,6 +51,17 @@ def fork_server_wanted() -> bool:
     return not torch_build_has_gpu_backend()  # a GPU build: see the module's docstring
 
 
+def process_ended(pid: int) -> bool:
+    """Whether the process `pid`, which is not our child (the server's, once the server has died), has
+    ended: its pid is gone, or it is a zombie (an orphan's zombie may stay: not every container's init
+    reaps)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 class ForkServerConnection:
     """A harness's connection to a fork server: asks it for workers and hears how they ended."""
 
@@ -134,9 +145,8 @@ class ForkServerConnection:
         """The worker's exit code once the server has reaped it; waits up to `timeout` (None: forever)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while pid not in self.exits:
-            code = self._orphan_exit(pid) if self.state == "dead" else None
-            if code is not None:
-                return code
+            if self.state == "dead" and process_ended(pid):  # nobody is left to relay its status
+                return UNKNOWN_EXIT
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
@@ -145,15 +155,6 @@ class ForkServerConnection:
             else:
                 self._pump(remaining)
         return self.exits[pid]
-
-    def _orphan_exit(self, pid: int) -> int | None:
-        """Without a server nobody relays the status: the worker is alive while its pid is, and not a
-        zombie (an orphan's zombie may stay: not every container's init reaps)."""
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return UNKNOWN_EXIT
-        return UNKNOWN_EXIT if state in ("Z", "X") else None
 
     def _log_tail(self) -> str:
         return ""

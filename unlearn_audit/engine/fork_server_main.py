@@ -234,14 +234,15 @@ def serve(owner: socket.socket, listener: socket.socket | None = None) -> None:
             request = json.loads(data)
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
+            python = request.get("kind") == "python"
             pid = os.fork()
             if pid == 0:
-                become = _become_python if request.get("kind") == "python" else _become_worker
+                become = _become_python if python else _become_worker
                 become([*clients, *listening], wakeup, request, fds)
             for fd in fds:
                 os.close(fd)
             asked_by[pid] = sock
-            if request.get("kind") == "python":
+            if python:
                 pythons[sock] = pid
             try:
                 _send(sock, {"event": "forked", "pid": pid})

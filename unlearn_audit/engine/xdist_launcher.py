@@ -10,7 +10,7 @@ execnet starts an xdist worker as `PYTHON -u -c BOOTSTRAP` with the worker's std
 pipes; the plugin makes PYTHON this launcher (`popen//python=...`), which hands its own stdin, stdout
 and stderr, directory, environment, import path and arguments to the server, and then stands in for
 the forked worker: it relays signals to it and exits as it exits. The launcher imports nothing but the
-standard library and starts in milliseconds. Whatever goes wrong before the request is sent (no
+standard library and the torch-free `fork_server`, and starts in milliseconds. Whatever goes wrong before the request is sent (no
 server, one that never became ready), the launcher becomes an ordinary worker by exec'ing the
 interpreter with ARGS; after it, a missing answer makes it exit with 255 (the server may have forked
 the worker already, and a second one must not share its pipes). A launcher that is killed (SIGKILL,
@@ -27,9 +27,10 @@ import socket
 import sys
 import time
 
+from unlearn_audit.engine.fork_server import UNKNOWN_EXIT, process_ended
+
 READY_TIMEOUT = 300.0  # the server imports torch before it answers
 RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-UNKNOWN_EXIT = 255  # how the worker ended cannot be told (the server died)
 
 
 def _receive(sock: socket.socket, timeout: float | None) -> dict | None:
@@ -87,20 +88,6 @@ def _relay(pid: int, signum: int) -> None:
         pass
 
 
-def _wait_for_orphan(pid: int) -> None:
-    """Block until the process `pid` (not our child: the server's) has ended; execnet takes this
-    process's exit for the worker's."""
-    while True:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return
-        if state in ("Z", "X"):  # a zombie nobody reaps (not every container's init does) has ended too
-            return
-        time.sleep(0.1)
-
-
 def main(argv: list[str]) -> None:
     address, args = argv[1], argv[2:]
     # A signal that arrives before the worker's pid is known waits (blocked), then is relayed.
@@ -126,7 +113,8 @@ def main(argv: list[str]) -> None:
         except OSError:
             message = None
         if message is None:  # the server died: nobody will say how the worker ends, so wait it out
-            _wait_for_orphan(pid)
+            while not process_ended(pid):  # execnet takes this process's exit for the worker's
+                time.sleep(0.1)
             _exit_like(UNKNOWN_EXIT)
         if message.get("event") == "exited" and int(message.get("pid", -1)) == pid:
             _exit_like(int(message["code"]))
