@@ -1,8 +1,17 @@
 """Benchmark of the `cifar10-resnet18` profile (prints figures; not a test).
 
+    python benchmarks/bench_cifar.py --loops --out benchmarks/results/loops-DEVICE-DATE.json   # on a GPU
+    python benchmarks/bench_cifar.py --loops --quick --device cpu   # the same code paths, CPU-sized
+    python benchmarks/bench_cifar.py --table          # the docs' GPU table from benchmarks/results/*.json
     python benchmarks/bench_cifar.py                 # on a GPU machine with CIFAR-10 (or network for it)
     python benchmarks/bench_cifar.py --standin       # the CPU stand-in (synthetic data, narrow ResNet-18)
     python benchmarks/bench_cifar.py --flops-only    # only the FLOPs-based GPU time estimate
+
+`--loops` (benchmarks/loop_bench.py) times every training loop and evaluation of the profile on random
+CIFAR-shaped data: the fast trainer, budgeted fine-tuning, the relearning attack (fp32 eager as before,
+the recipe's numerics eager, graphed, and three attacker sizes at once), GUS, accuracy and the
+interpolation path; each line has seconds, steps/s, achieved TFLOP/s and the ratio to the floor, and
+the graphed and eager attacks are compared after the same steps.
 
 Measures, in a fresh temporary cache (or `--cache DIR`):
   1. cold fixture build (`unlearn-audit fixtures build`): per fixture the training time of the poisoned
@@ -82,6 +91,25 @@ def gpu_estimate(profile: str = "cifar10-resnet18", scenario: str = "backdoor") 
               f"GradPC {gradpc / (u * H100_TF32_DENSE_PEAK):.0f} s, canceling {canceling / (u * H100_TF32_DENSE_PEAK):.0f} s")
 
 
+def run_loop_benchmark(args: argparse.Namespace) -> None:
+    import datetime
+    import platform
+
+    import torch
+
+    from loop_bench import run_loops
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    steps = args.relearn_steps or (12 if args.quick else 400)
+    doc = run_loops(device, quick=args.quick, relearn_steps=steps)
+    doc.update(date=datetime.date.today().isoformat(), torch=torch.__version__, python=platform.python_version(),
+               kind="loops")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {args.out}")
+
+
 def timed(cmd: list[str], cwd: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     rc = subprocess.call(cmd, cwd=cwd)
@@ -95,9 +123,22 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", default=None, help="only these scenarios (default: gaussian, backdoor)")
     parser.add_argument("--cache", default=None, help="fixture cache (default: a fresh temporary directory)")
     parser.add_argument("--flops-only", action="store_true")
+    parser.add_argument("--loops", action="store_true", help="per-loop figures (benchmarks/loop_bench.py)")
+    parser.add_argument("--quick", action="store_true", help="with --loops: CPU-sized data and model")
+    parser.add_argument("--relearn-steps", type=int, default=None, help="with --loops: attack steps timed (default 400; quick 12)")
+    parser.add_argument("--out", default=None, help="with --loops: write the JSON here")
+    parser.add_argument("--table", action="store_true", help="print the docs' GPU table from benchmarks/results/*.json")
     args = parser.parse_args()
     if args.flops_only:
         gpu_estimate()
+        return
+    if args.table:
+        from gpu_table import render_table
+
+        print(render_table(Path(__file__).parent / "results"))
+        return
+    if args.loops:
+        run_loop_benchmark(args)
         return
     profile = "cifar10-resnet18-standin" if args.standin else "cifar10-resnet18"
     scenarios = args.scenario or ["gaussian", "backdoor"]

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.training.loops import predict
+from unlearn_audit.training.numerics import evaluation_numerics
 
 
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -37,17 +38,21 @@ def gaussian_unlearning_scores(
     """
     model.eval()
     device = next(model.parameters()).device
+    numerics = evaluation_numerics(device)
     scores = []
     for i in range(0, len(base_x), batch_size):
-        x = base_x[i : i + batch_size].to(device).clone().requires_grad_(True)
+        x = numerics.inputs(base_x[i : i + batch_size].to(device)).clone().requires_grad_(True)
         y = labels[i : i + batch_size].to(device)
         with torch.enable_grad():
-            loss = F.cross_entropy(model(x), y, reduction="sum")
+            with numerics.autocast():
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
-        g = grad.flatten(1).double().cpu()
-        xi = noise[i : i + batch_size].flatten(1).double()
+        g = grad.flatten(1).double()
+        xi = noise[i : i + batch_size].flatten(1).to(device).double()
         norm = g.norm(dim=1)
         s = -(g * xi).sum(1) / norm
         s[norm == 0] = float("nan")
         scores.append(s)
-    return torch.cat(scores) if scores else torch.empty(0, dtype=torch.float64)
+    # One copy back to the host, not one per batch.
+    return torch.cat(scores).cpu() if scores else torch.empty(0, dtype=torch.float64)

@@ -38,8 +38,8 @@ class TrainingRecipe:
     nesterov: bool = False
     label_smoothing: float = 0.0  # used by the fast trainer only
     warmup_epochs: float = 0.0  # fast trainer: linear warm-up to `lr`, then linear decay to 0
-    precision: str = "fp32"  # fast trainer: "bf16" = bfloat16 autocast on CUDA (always fp32 on CPU)
-    channels_last: bool = False  # fast trainer: channels_last memory format on CUDA
+    precision: str = "fp32"  # "bf16" = bfloat16 autocast on CUDA for every loop (always fp32 on CPU): `training.numerics`
+    channels_last: bool = False  # channels_last memory format on CUDA, likewise
 
     def cache_spec(self) -> dict[str, Any]:
         """The fields that identify a training run: all v1 fields, and later fields unless at their default."""
@@ -50,16 +50,20 @@ class TrainingRecipe:
         """Example-gradients the original training spent: one per example per epoch."""
         return self.epochs * num_train
 
-    def make_optimizer(self, params: Any, **overrides: Any) -> "torch.optim.Optimizer":
-        """Build this recipe's optimizer; `overrides` replace recipe fields (lr, momentum, weight_decay)."""
+    def make_optimizer(self, params: Any, *, fused: bool | None = None, **overrides: Any) -> "torch.optim.Optimizer":
+        """Build this recipe's optimizer; `overrides` replace recipe fields (lr, momentum, weight_decay).
+
+        `fused=True` asks torch for its fused kernels (CUDA parameters only: one launch per step rather
+        than one per tensor); None leaves torch's default."""
         import torch
 
         opts = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, **overrides}
+        kernels = {} if fused is None else {"fused": fused}
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
-                                   nesterov=bool(opts.get("nesterov", self.nesterov)))
+                                   nesterov=bool(opts.get("nesterov", self.nesterov)), **kernels)
         if self.optimizer == "adam":
-            return torch.optim.Adam(params, lr=opts["lr"], weight_decay=opts["weight_decay"])
+            return torch.optim.Adam(params, lr=opts["lr"], weight_decay=opts["weight_decay"], **kernels)
         raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
 
 

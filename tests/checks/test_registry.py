@@ -18,7 +18,7 @@ from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
 @pytest.mark.parametrize("name", CHECK_NAMES)
 def test_check_module_and_conformance_test_are_named_after_the_check(name: str) -> None:
     module = import_module(f"unlearn_audit.checks.{name}")
-    assert module.NAME == name and get_check(name) is module.run
+    assert module.NAME == name and get_check(name).__wrapped__ is module.run  # type: ignore[attr-defined]
     assert (resources.files("unlearn_audit.conformance") / f"test_{name}.py").is_file()
 
 

@@ -72,13 +72,13 @@ def _run_relearning(cache: Path, monkeypatch: pytest.MonkeyPatch, spec: str, twi
 
     audit = AuditSession(AuditOptions(cache_dir=cache, isolation="inline"))
     calls = []
-    real = relearning.relearn
+    real = relearning.relearn_many
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+    def counting(models, *args, **kwargs):
+        calls.extend(1 for _ in models)  # one relearning run per (model, size)
+        return real(models, *args, **kwargs)
 
-    monkeypatch.setattr("unlearn_audit.checks.relearning_resistant.relearn", counting)
+    monkeypatch.setattr("unlearn_audit.checks.relearning_resistant.relearn_many", counting)
     if not twins:
         monkeypatch.setattr("unlearn_audit.engine.session.identical_weights", lambda *a: False)
     result, _ = audit.run_check("relearning_resistant", spec, "gaussian", 0)

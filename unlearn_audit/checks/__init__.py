@@ -3,6 +3,7 @@ with `NAME = "X"` and `run(ctx) -> CheckResult`, and is judged by `conformance/t
 
 from __future__ import annotations
 
+import functools
 from importlib import import_module
 from typing import Callable
 
@@ -24,9 +25,20 @@ REMOVAL_CHECKS = ("gaussian_leakage", "targeted_removed", "indiscriminate_restor
 
 
 def get_check(name: str) -> Callable[[CheckContext], CheckResult]:
+    """Check `name`'s `run`, evaluating under the numerics of the fixture's training recipe (bf16 on a GPU
+    profile's CUDA device, fp32 on the CPU: `training.numerics`)."""
     if name not in CHECK_NAMES:
         raise KeyError(f"unknown check {name!r}; known: {', '.join(CHECK_NAMES)}")
-    return import_module(f"{__name__}.{name}").run
+    run: Callable[[CheckContext], CheckResult] = import_module(f"{__name__}.{name}").run
+
+    @functools.wraps(run)
+    def run_in_fixture_numerics(ctx: CheckContext) -> CheckResult:
+        from unlearn_audit.training.numerics import evaluating_fixture_of
+
+        with evaluating_fixture_of(ctx.fixture.recipe.training):
+            return run(ctx)
+
+    return run_in_fixture_numerics
 
 
 __all__ = ["CHECK_NAMES", "REMOVAL_CHECKS", "CheckContext", "CheckResult", "get_check"]

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from scipy import stats as st
 
 from unlearn_audit.attacks.base import PoisonMeasurement
-from unlearn_audit.training.relearning import RelearningAttack, attack_from_options, relearn, relearning_set
+from unlearn_audit.training.relearning import RelearningAttack, attack_from_options, relearn_many, relearning_set
 from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.stats import Proportion, excess_effect, excess_test, population_excess_test, z_power
@@ -39,28 +39,55 @@ from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 NAME = "relearning_resistant"
 
 
-def relearn_curves(ctx: CheckContext, model: torch.nn.Module, k: int, positions: torch.Tensor, held_out: torch.Tensor,
-                   attack: RelearningAttack) -> dict[str, Any]:
-    """The relearning curve of `model` under `attack` with k forget examples, and the poison measurement
-    the verdict reads: the mean of the curve's last `attack.window` evaluations."""
+class _NotMeasuredYet(Exception):
+    """Raised by a probe's compute: the measurement is neither memoised nor stored."""
+
+
+def _not_measured_yet() -> Any:
+    raise _NotMeasuredYet
+
+
+def relearn_curves(ctx: CheckContext, models: list[torch.nn.Module], sizes: list[int], positions: torch.Tensor,
+                   held_out: torch.Tensor | None, attack: RelearningAttack) -> list[dict[int, dict[str, Any]]]:
+    """For each model, for each k in `sizes`: its relearning curve under `attack` with k forget examples, and
+    the poison measurement the verdict reads (the mean of the curve's last `attack.window` evaluations).
+
+    Curves already measured (the session's memo, or the fixture's stored reference measurements) are read
+    back; all the others run together in one `relearn_many` (on a GPU their steps overlap on separate
+    streams), each exactly as it would alone."""
     f = ctx.fixture
-
-    def compute() -> dict[str, Any]:
+    name = f"relearn-{'-'.join(map(str, sizes))}-{attack.key()}"
+    missing: list[torch.nn.Module] = []
+    for model in models:
+        if any(model is m for m in missing):
+            continue
+        try:
+            ctx.measure(model, name, _not_measured_yet)
+        except _NotMeasuredYet:
+            missing.append(model)
+    if missing:
         forget, retain = f.forget_set(), f.retain_set()
-        data = relearning_set(retain, forget, positions[:k])
-        measured: list[PoisonMeasurement] = []
+        data = {k: relearning_set(retain, forget, positions[:k]) for k in sizes}  # one copy per k, shared
+        measured: list[list[PoisonMeasurement]] = [[] for _ in missing for _ in sizes]
 
-        def measure(m: torch.nn.Module) -> float:
-            pm = ctx.attack.measure_poison(f, m, held_out, memo=ctx.measure)
-            measured.append(pm)
-            return pm.value
+        def measure_into(into: list[PoisonMeasurement]) -> Callable[[torch.nn.Module], float]:
+            def measure(m: torch.nn.Module) -> float:
+                pm = ctx.attack.measure_poison(f, m, held_out, memo=ctx.measure)
+                into.append(pm)
+                return pm.value
+            return measure
 
-        # The attack runs on the audited model's device for method and retrain alike.
-        curve = relearn(model, data, f.recipe.training, attack, seed=derived_seed(f.seed, f"relearn-{k}"),
-                        measure=measure, device=next(ctx.model.parameters()).device)
-        return {"curve": curve, "final": window_mean(measured[-attack.window:])}
-
-    return ctx.measure(model, f"relearn-{k}-{attack.key()}", compute)
+        # The attack runs on the audited model's device for method and reference models alike.
+        curves = relearn_many([m for m in missing for _ in sizes], [data[k] for _ in missing for k in sizes],
+                              f.recipe.training, attack,
+                              seeds=[derived_seed(f.seed, f"relearn-{k}") for _ in missing for k in sizes],
+                              measures=[measure_into(into) for into in measured],
+                              device=next(ctx.model.parameters()).device)
+        for i, model in enumerate(missing):
+            result = {k: {"curve": curves[i * len(sizes) + j], "final": window_mean(measured[i * len(sizes) + j][-attack.window:])}
+                      for j, k in enumerate(sizes)}
+            ctx.measure(model, name, lambda result=result: result)
+    return [ctx.measure(model, name, _not_measured_yet) for model in models]
 
 
 def window_mean(measured: list[PoisonMeasurement]) -> PoisonMeasurement:
@@ -107,19 +134,23 @@ def run(ctx: CheckContext) -> CheckResult:
     worst: tuple[float, dict[str, Any]] | None = None
     best_power: tuple[float, float, bool, float | None] | None = None
     null = ""
+    # The method's model, retrain, and the poisoned original for the power (the poison not removed at all).
+    mine_all, ref_all, original_all = relearn_curves(ctx, [ctx.model, f.retrain, f.original], sizes, positions,
+                                                     held_out, attack)
+    # The clean population only where its test uses it: attack success (a proportion).
+    proportions = next(iter(mine_all.values()))["final"].null == "proportion"
+    clean_all = (relearn_curves(ctx, list(f.clean_models), sizes, positions, held_out, attack)
+                 if population_models and proportions else [])
     for k in sizes:
-        mine = relearn_curves(ctx, ctx.model, k, positions, held_out, attack)
-        ref = relearn_curves(ctx, f.retrain, k, positions, held_out, attack)
+        mine, ref = mine_all[k], ref_all[k]
         m, r = mine["final"], ref["final"]
         null = m.null  # the same for every k: the attack's poison metric
-        # The power: the same attack on the poisoned original (the poison not removed at all).
-        o = relearn_curves(ctx, f.original, k, positions, held_out, attack)["final"]
+        o = original_all[k]["final"]
         entry: dict[str, Any] = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value,
                                  "retrain_stderr": r.stderr, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
         critical: float | None = None
         if null == "proportion" and population_models:
-            population = [r.value] + [relearn_curves(ctx, c, k, positions, held_out, attack)["final"].value
-                                      for c in f.clean_models]
+            population = [r.value] + [clean[k]["final"].value for clean in clean_all]
             test = population_excess_test(m.value, population, margin, level, m.n)
             critical = float(st.t.isf(level, df=len(population) - 1))
             failed, strength = test.rejected, test.t - critical

@@ -24,6 +24,7 @@ from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, clean_model_name
 from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.training.loops import seeded_model, train
+from unlearn_audit.training.numerics import evaluating_fixture_of
 
 ProgressCallback = Callable[[str, int, int, float], None]
 """(stage, epochs done, epochs total, seconds elapsed) during a build."""
@@ -141,11 +142,14 @@ def hold_out_validation(split: Split, fraction: float, seed: int) -> tuple[Split
 def validate_attack(
     recipe: ScenarioRecipe, original: nn.Module, retrain: nn.Module, tensors: dict[str, torch.Tensor]
 ) -> dict[str, Any]:
-    """Did the attack work on the poisoned original? A fixture whose attack failed cannot judge anything."""
+    """Did the attack work on the poisoned original? A fixture whose attack failed cannot judge anything.
+
+    Measured under the recipe's evaluation numerics, as the checks measure."""
     test_x, test_y = tensors["test_x"], tensors["test_y"]
-    report: dict[str, Any] = {
-        "original_test_accuracy": correct(original, test_x, test_y).float().mean().item(),
-        "retrain_test_accuracy": correct(retrain, test_x, test_y).float().mean().item(),
-    }
-    report.update(get_attack(recipe.attack["kind"]).validate(recipe, original, retrain, tensors))
+    with evaluating_fixture_of(recipe.training):
+        report: dict[str, Any] = {
+            "original_test_accuracy": correct(original, test_x, test_y).float().mean().item(),
+            "retrain_test_accuracy": correct(retrain, test_x, test_y).float().mean().item(),
+        }
+        report.update(get_attack(recipe.attack["kind"]).validate(recipe, original, retrain, tensors))
     return report

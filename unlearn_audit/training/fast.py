@@ -9,9 +9,8 @@ per model on one H100-class GPU. What makes it fast (airbench-style, Keller Jord
   per batch, no worker processes;
 - augmentation on the device, vectorised over the whole epoch: random crop with 4-pixel zero
   padding (`random_crop`) and horizontal flip (`random_flip`), one draw per example per epoch;
-- channels_last memory format and bfloat16 autocast on CUDA (`recipe.channels_last`,
-  `recipe.precision = "bf16"`); on CPU the loop runs in fp32 and contiguous format (channels_last
-  convolutions crashed the CPU build of torch 2.13 in our tests, and bf16 autocast is slow there);
+- the recipe's numerics (`training.numerics`): channels_last memory format, bfloat16 autocast and a
+  fused optimizer on CUDA; fp32 in the contiguous format on the CPU;
 - a short schedule: SGD with Nesterov momentum, label smoothing, batch 512, a linear warm-up to
   `recipe.lr` over `recipe.warmup_epochs` then a linear decay to 0 at the last step.
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
+from unlearn_audit.training.numerics import LoopNumerics
 
 EpochCallback = Callable[..., None]
 """Called after each epoch as (epoch done, epochs total, seconds elapsed, status=str)."""
@@ -119,13 +119,10 @@ def train_fast(
         raise ValueError(f"unsupported loss {recipe.loss!r}")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    use_bf16 = cuda and recipe.precision == "bf16"
-    if recipe.precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {recipe.precision!r} (expected 'fp32' or 'bf16')")
-    memory_format = torch.channels_last if (cuda and recipe.channels_last) else torch.contiguous_format
+    numerics = LoopNumerics.of(recipe, device)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    model.to(device=device, memory_format=memory_format).train()
+    numerics.prepare_model(model.to(device)).train()
     x_all = data.inputs.to(device, non_blocking=True)
     y_all = data.labels.to(device, non_blocking=True)
     n = len(y_all)
@@ -133,7 +130,7 @@ def train_fast(
     steps_per_epoch = math.ceil(n / batch) if n else 0
     total_steps = steps_per_epoch * recipe.epochs
     warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
-    optimizer = recipe.make_optimizer(model.parameters())
+    optimizer = recipe.make_optimizer(model.parameters(), **numerics.optimizer_options())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     start = time.perf_counter()
@@ -144,11 +141,11 @@ def train_fast(
         correct_t = torch.zeros((), device=device, dtype=torch.long)
         for s in range(0, n, batch):
             idx = order[s : s + batch]
-            x = x_epoch[idx].contiguous(memory_format=memory_format)
+            x = numerics.inputs(x_epoch[idx])
             y = y_all[idx]
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with numerics.autocast():
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -164,7 +161,7 @@ def train_fast(
     if stats is not None:
         stats.append(FastTrainStats(
             epochs=recipe.epochs, steps=total_steps, seconds=time.perf_counter() - start,
-            train_accuracy=correct / max(seen, 1), device=str(device), precision="bf16" if use_bf16 else "fp32",
+            train_accuracy=correct / max(seen, 1), device=str(device), precision=numerics.precision,
             peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
         ))
     return model.eval()

@@ -11,6 +11,8 @@ import copy
 import torch
 from torch import nn
 
+from unlearn_audit.training.numerics import evaluation_numerics
+
 
 def interpolate(start: nn.Module, end: nn.Module, alpha: float) -> nn.Module:
     mixed = copy.deepcopy(start)
@@ -35,8 +37,13 @@ def parameter_distance(a: nn.Module, b: nn.Module) -> float:
 
 @torch.no_grad()
 def per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Per-sample cross-entropy in eval mode, under the evaluated fixture's numerics (logits reduced in fp32)."""
     model.eval()
     device = next(model.parameters()).device
-    out = [torch.nn.functional.cross_entropy(model(x[i : i + batch_size].to(device)), y[i : i + batch_size].to(device),
-                                             reduction="none").cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).double()
+    numerics = evaluation_numerics(device)
+    out = []
+    for i in range(0, len(x), batch_size):
+        with numerics.autocast():
+            logits = model(numerics.inputs(x[i : i + batch_size].to(device)))
+        out.append(torch.nn.functional.cross_entropy(logits.float(), y[i : i + batch_size].to(device), reduction="none"))
+    return torch.cat(out).cpu().double() if out else torch.empty(0, dtype=torch.float64)

@@ -1,0 +1,227 @@
+"""Per-loop figures of the GPU profile: seconds, steps/s and achieved TFLOP/s of each training loop and
+evaluation, with the ratio to the chip's floor on every line (used by `bench_cifar.py loops`; not a test).
+
+Data are random CIFAR-shaped tensors: the speed of a loop does not depend on what the pixels show.
+The model is the profile's ResNet-18 (CIFAR stem). FLOPs are counted with torch.utils.flop_counter
+(matmuls and convolutions only) on a small batch on the CPU and scaled by the batch size.
+
+The floor: ResNet-18 at half the chip's bf16 rate (`CHIP_BF16_FLOPS`); `floor_ratio` = measured time over
+the time the loop's counted FLOPs would take at that rate (1.0 = at the floor; 10 = ten times slower).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable
+
+CHIP_BF16_FLOPS = 790e12  # FLOP/s: what one H200 does in bf16 matrix work (the device notes' figure)
+FLOOR_FRACTION = 0.5  # the floor runs at half of it
+
+
+def flops_per_image(width: int, probe_batch: int = 4) -> dict[str, float]:
+    """Forward and forward+backward FLOPs of one image through ResNet-18 of `width`."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from unlearn_audit.profiles.cifar.resnet import ResNet18
+
+    model = ResNet18(width=width).train()
+    x, y = torch.rand(probe_batch, 3, 32, 32), torch.randint(0, 10, (probe_batch,))
+    with FlopCounterMode(display=False) as train:
+        F.cross_entropy(model(x), y).backward()
+    with FlopCounterMode(display=False) as forward, torch.no_grad():
+        model.eval()(x)
+    return {"forward": forward.get_total_flops() / probe_batch, "train": train.get_total_flops() / probe_batch}
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: Any) -> tuple[float, Any]:
+    _sync(device)
+    t = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - t, out
+
+
+def line(name: str, seconds: float, steps: int, flops: float, **extra: Any) -> dict[str, Any]:
+    """One benchmark line: seconds, steps/s, achieved TFLOP/s and the ratio to the floor."""
+    floor_s = flops / (FLOOR_FRACTION * CHIP_BF16_FLOPS)
+    row = {"loop": name, "seconds": round(seconds, 4), "steps": steps,
+           "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
+           "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
+           "tflops": round(flops / seconds / 1e12, 2) if seconds > 0 else None,
+           "floor_ratio": round(seconds / floor_s, 2) if floor_s > 0 else None, **extra}
+    print(f"{name:<44} {seconds:8.2f} s  {row['steps_per_s'] or 0:9.1f} steps/s  {row['ms_per_step'] or 0:8.2f} ms/step  "
+          f"{row['tflops'] or 0:7.1f} TFLOP/s  x{row['floor_ratio'] or 0:.1f} floor  "
+          + "  ".join(f"{k}={v}" for k, v in extra.items() if not isinstance(v, (dict, list))), flush=True)
+    return row
+
+
+def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "gaussian") -> dict[str, Any]:
+    """Every loop of the profile, timed on `device` (quick: a CPU-sized rehearsal of the same code paths)."""
+    import torch
+
+    from unlearn_audit.metrics import gaussian_unlearning_scores
+    from unlearn_audit.profiles.cifar.resnet import ResNet18
+    from unlearn_audit.protocol import ExampleSet
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+    from unlearn_audit.training.fast import FastTrainStats, train_fast
+    from unlearn_audit.training.interpolation import interpolate, per_sample_loss
+    from unlearn_audit.training.loops import predict, train
+    from unlearn_audit.training.numerics import evaluating_fixture_of
+    from unlearn_audit.training.relearning import AttackRun, attack_from_options, relearn_many
+
+    recipe = load_profile_recipes("cifar10-resnet18")[scenario]
+    width = 4 if quick else int(recipe.model.get("width", 64))
+    training = recipe.training
+    if quick:
+        training = dataclasses.replace(training, epochs=2, batch_size=64, warmup_epochs=0.5)
+    n_train, n_test, n_poison = (512, 256, 64) if quick else (50_000, 9_000, 650)
+    g = torch.Generator().manual_seed(0)
+    data = ExampleSet(torch.rand(n_train, 3, 32, 32, generator=g), torch.randint(0, 10, (n_train,), generator=g))
+    test_x, test_y = torch.rand(n_test, 3, 32, 32, generator=g), torch.randint(0, 10, (n_test,), generator=g)
+    noise = torch.randn(n_poison, 3, 32, 32, generator=g)
+    flops = flops_per_image(width)
+    rows: list[dict[str, Any]] = []
+    doc: dict[str, Any] = {"device": device, "width": width, "quick": quick, "flops_per_image": flops,
+                           "chip_bf16_flops": CHIP_BF16_FLOPS, "floor_fraction": FLOOR_FRACTION, "loops": rows}
+    if torch.device(device).type == "cuda":
+        doc["gpu"] = torch.cuda.get_device_name(device)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return ResNet18(width=width).to(device)
+
+    # 1. The fast trainer (fixture builds, Retrain): one epoch of warm-up, then the timed epochs (4 of the
+    # recipe's schedule: the speed of an epoch does not depend on where it is in the schedule).
+    epochs: list[float] = []
+    stats: list[FastTrainStats] = []
+    short = dataclasses.replace(training, epochs=min(training.epochs, 4))
+    seconds, _ = timed(lambda: train_fast(model(), data, short, generator=torch.Generator().manual_seed(1), device=device,
+                                          on_epoch=lambda e, t, s, **kw: epochs.append(s), stats=stats), device)
+    steps_per_epoch = math.ceil(n_train / training.batch_size)
+    later = epochs[-1] - epochs[0] if len(epochs) > 1 else epochs[0]
+    timed_epochs = max(1, len(epochs) - 1)
+    rows.append(line("fast trainer (per epoch after the first)", later / timed_epochs, steps_per_epoch,
+                     flops["train"] * n_train, precision=stats[0].precision, first_epoch_s=round(epochs[0], 3),
+                     epochs=len(epochs), batch=training.batch_size))
+
+    # 2. Budgeted fine-tuning (the reference unlearners, e.g. GradientDescent): 10% of the training compute.
+    budget = max(1, training.epochs * n_train // 10)
+    m = model()
+    seconds, _ = timed(lambda: train(m, data, training, generator=torch.Generator().manual_seed(2), epochs=training.epochs,
+                                     max_examples=budget, device=device), device)
+    rows.append(line("budgeted fine-tuning (GradientDescent, 10%)", seconds, math.ceil(budget / training.batch_size),
+                     flops["train"] * budget, batch=training.batch_size))
+
+    # 3. The relearning attack: the recipe's attacker, `relearn_steps` steps, variants of the numerics.
+    options = {k: v for k, v in recipe.options("relearning_resistant").items() if k not in ("window", "eval_every")}
+    attack = attack_from_options(options, training, n_train)
+    full_steps = attack.steps
+    attack = dataclasses.replace(attack, steps=relearn_steps, eval_every=relearn_steps, window=1)
+    base = model().eval()
+
+    def relearn_variant(name: str, copies: int, *, fp32: bool = False, graphs: bool = True) -> dict[str, Any]:
+        runs: list[AttackRun] = []
+        rec = dataclasses.replace(training, precision="fp32", channels_last=False) if fp32 else training
+        seconds, _ = timed(lambda: relearn_many([base] * copies, [data] * copies, rec, attack, seeds=list(range(copies)),
+                                                measures=[lambda _m: 0.0] * copies, device=device, graphs=graphs,
+                                                runs_out=runs), device)
+        per_model = seconds / copies
+        return line(name, per_model, relearn_steps, flops["train"] * attack.batch_size * relearn_steps, models=copies,
+                    batch=attack.batch_size, run=runs[0].describe(),
+                    check_estimate_s=round(per_model * full_steps * 3, 1))
+
+    variants: list[tuple[str, int, dict[str, bool]]] = [
+        ("relearning, fp32 eager (before)", 1, {"fp32": True, "graphs": False}),
+        ("relearning, recipe numerics, eager", 1, {"graphs": False}),
+        ("relearning, recipe numerics, graphed", 1, {}),
+        ("relearning, 3 sizes at once, graphed", 3, {}),
+        ("relearning, 3 sizes at once, eager", 3, {"graphs": False}),
+    ]
+    errors = doc.setdefault("errors", [])
+    for name, copies, kwargs in variants:
+        try:
+            rows.append(relearn_variant(name, copies, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - a variant that breaks is a finding; the others still run
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+
+    # 4. Graphed and eager steps agree: the same 200 (or fewer) steps from one model, compared with two eager runs.
+    try:
+        doc["graph_equivalence"] = graph_equivalence(base, data, training, attack, test_x[:1000], test_y[:1000], device,
+                                                     steps=min(200, relearn_steps))
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"graph equivalence: {type(exc).__name__}: {exc}")
+        print(f"graph equivalence: FAILED {type(exc).__name__}: {exc}", flush=True)
+
+    # 5. Evaluations, in the recipe's numerics.
+    with evaluating_fixture_of(training):
+        evaluated = model().eval()
+        poisons_x, poisons_y = data.inputs[:n_poison], data.labels[:n_poison]
+        seconds, _ = timed(lambda: gaussian_unlearning_scores(evaluated, poisons_x, poisons_y, noise), device)
+        seconds, _ = timed(lambda: [gaussian_unlearning_scores(evaluated, poisons_x, poisons_y, noise) for _ in range(5)], device)
+        rows.append(line(f"GUS of {n_poison} poisons (one relearning evaluation)", seconds / 5, 1,
+                         flops["train"] * n_poison, note="forward + input gradient"))
+        seconds, _ = timed(lambda: predict(evaluated, test_x), device)
+        rows.append(line(f"accuracy on {n_test} test images", seconds, 1, flops["forward"] * n_test))
+        other = model().eval()
+        points = 21
+
+        def path() -> None:
+            for i in range(points):
+                mixed = interpolate(evaluated, other, i / (points - 1))
+                per_sample_loss(mixed, test_x, test_y)
+                predict(mixed, test_x)
+                gaussian_unlearning_scores(mixed, poisons_x, poisons_y, noise)
+
+        seconds, _ = timed(path, device)
+        rows.append(line(f"interpolation path, {points} points (loss, accuracy, GUS)", seconds, points,
+                         points * (2 * flops["forward"] * n_test + flops["train"] * n_poison)))
+    return doc
+
+
+def graph_equivalence(base: Any, data: Any, training: Any, attack: Any, x: Any, y: Any, device: str,
+                      steps: int) -> dict[str, Any]:
+    """Logits of the attacked model after `steps` steps: graphed vs eager, against eager vs eager (run-to-run)."""
+    import dataclasses as dc
+
+    import torch
+
+    from unlearn_audit.training.relearning import AttackRun, relearn_many
+
+    attack = dc.replace(attack, steps=steps, eval_every=steps)
+    finals: dict[str, torch.Tensor] = {}
+    info: dict[str, Any] = {}
+    for name, graphs in (("eager", False), ("eager_again", False), ("graphed", True)):
+        runs: list[AttackRun] = []
+        models: list[torch.nn.Module] = []
+
+        def keep(m: torch.nn.Module) -> float:
+            models.append(m)
+            return 0.0
+
+        relearn_many([base], [data], training, attack, seeds=[7], measures=[keep], device=device, graphs=graphs, runs_out=runs)
+        with torch.no_grad():
+            finals[name] = runs[0].model.eval()(x.to(device)).float().cpu()
+        info[name] = runs[0].describe()
+
+    def compare(a: str, b: str) -> dict[str, float]:
+        d = (finals[a] - finals[b]).abs()
+        return {"max_abs_logit_diff": float(d.max()), "mean_abs_logit_diff": float(d.mean()),
+                "argmax_agreement": float((finals[a].argmax(1) == finals[b].argmax(1)).float().mean())}
+
+    out = {"steps": steps, "eager_vs_eager": compare("eager", "eager_again"), "graphed_vs_eager": compare("graphed", "eager"),
+           "runs": info, "logit_scale": float(finals["eager"].abs().mean())}
+    print(f"graph equivalence after {steps} steps: graphed vs eager {out['graphed_vs_eager']}, "
+          f"eager vs eager {out['eager_vs_eager']}", flush=True)
+    return out

@@ -1,0 +1,105 @@
+"""How a loop computes on its device: autocast precision, memory format, fused optimizers.
+
+Every loop that trains or evaluates a fixture's models (the fast trainer, the relearning attack, the
+reference unlearners' budgeted fine-tuning, the evaluations of the checks) asks `LoopNumerics.of`
+for the recipe's numerics on its device, so that one rule decides them all:
+
+- on CUDA, the recipe's `precision` ("bf16": bfloat16 autocast, losses and scores reduced in fp32)
+  and `channels_last` memory format, and fused optimizer kernels (one launch per step instead of one
+  per parameter tensor: a 128-image step of ResNet-18 is otherwise launch-bound);
+- on the CPU, fp32 in the contiguous format, whatever the recipe says: bf16 autocast is slow on
+  most CPUs, channels_last convolutions crashed the CPU build of torch 2.13 in our tests, and the
+  CPU profiles' calibrated verdicts were measured in fp32. `force_precision` runs the bf16 path on
+  a CPU anyway (tests and CPU rehearsals of the GPU path).
+
+A score measured under bf16 keeps its null distribution: GUS is N(0, 1) per poison for any gradient
+that does not depend on the secret noise, however it was rounded; attack success and accuracy are
+counts of argmaxes. What bf16 changes is the last bits of each value, which the measurement store
+keys on (the device type is part of its key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+from unlearn_audit.protocol import TrainingRecipe
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class LoopNumerics:
+    """The numerics of one loop on one device."""
+
+    device_type: str
+    autocast_dtype: torch.dtype | None  # None: plain fp32
+    channels_last: bool
+    fused_optimizer: bool
+
+    @classmethod
+    def of(cls, recipe: TrainingRecipe, device: torch.device | str, *, force_precision: bool = False) -> "LoopNumerics":
+        """The recipe's numerics on `device` (see the module docstring for the CPU rule)."""
+        if recipe.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {recipe.precision!r} (expected one of {PRECISIONS})")
+        device_type = torch.device(device).type
+        cuda = device_type == "cuda"
+        bf16 = recipe.precision == "bf16" and (cuda or force_precision)
+        return cls(device_type, torch.bfloat16 if bf16 else None, cuda and recipe.channels_last, cuda)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype is torch.bfloat16 else "fp32"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self, *, cache_enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """The loop's autocast region (a no-op in fp32). `cache_enabled=False` inside CUDA graph capture."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype, cache_enabled=cache_enabled)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` in the loop's memory format (in place; parameters keep their fp32 master copy)."""
+        return model.to(memory_format=self.memory_format) if self.channels_last else model
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the loop's memory format (image batches only; other shapes pass through)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Keyword arguments for torch.optim.SGD / Adam: fused kernels on CUDA, torch's default elsewhere."""
+        return {"fused": True} if self.fused_optimizer else {}
+
+    def describe(self) -> str:
+        parts = [self.precision + (" autocast" if self.autocast_dtype is not None else "")]
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.fused_optimizer:
+            parts.append("fused optimizer")
+        return ", ".join(parts)
+
+
+_EVALUATED_RECIPE: contextvars.ContextVar[TrainingRecipe | None] = contextvars.ContextVar("evaluated_recipe", default=None)
+
+
+@contextlib.contextmanager
+def evaluating_fixture_of(recipe: TrainingRecipe) -> Iterator[None]:
+    """Evaluations inside this block (accuracy, attack success, GUS, losses along a path) use the numerics of
+    the fixture's training recipe: a check, or a build's validation, sets it once for all its measurements."""
+    token = _EVALUATED_RECIPE.set(recipe)
+    try:
+        yield
+    finally:
+        _EVALUATED_RECIPE.reset(token)
+
+
+def evaluation_numerics(device: torch.device | str) -> LoopNumerics:
+    """The numerics of an evaluation on `device`: the evaluated fixture's recipe's, fp32 outside one."""
+    return LoopNumerics.of(_EVALUATED_RECIPE.get() or TrainingRecipe(), device)
