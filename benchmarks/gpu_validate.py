@@ -311,6 +311,17 @@ def fixture_summary(cache: Path, profile: str, scenario: str, seed: int = 0) -> 
     }
 
 
+def reference_seconds(build_log: Path) -> float | None:
+    """The reference measurements' seconds, as `unlearn-audit fixtures build` prints them."""
+    import re
+
+    try:
+        found = re.search(r"reference measurements of \d+ fixture\(s\) in ([0-9.]+) s", build_log.read_text())
+    except OSError:
+        return None
+    return float(found.group(1)) if found else None
+
+
 def audit_summary(report: Path) -> dict[str, Any] | None:
     if not report.is_file():
         return None
@@ -435,6 +446,7 @@ class Run:
             self.doc["steps"].append(step)
             summary = fixture_summary(cache, self.profile, scenario)
             if summary is not None:
+                summary["reference_seconds"] = reference_seconds(Path(step["log"]))
                 self.doc["fixtures"][scenario] = summary
                 build_wall.append(step["seconds"])
                 log(f"fixture {scenario}: train s {summary['train_seconds']}, test accuracy {summary['test_accuracy']}, "

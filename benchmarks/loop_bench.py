@@ -137,9 +137,11 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
                                                 measures=[lambda _m: 0.0] * copies, device=device, graphs=graphs,
                                                 runs_out=runs), device)
         per_model = seconds / copies
+        # The check's relearning of one model: 3 attacker sizes x the full attack, at this speed (evaluations aside).
+        per_step = per_model / relearn_steps
         return line(name, per_model, relearn_steps, flops["train"] * attack.batch_size * relearn_steps, models=copies,
-                    batch=attack.batch_size, run=runs[0].describe(),
-                    check_estimate_s=round(per_model * full_steps * 3, 1))
+                    batch=attack.batch_size, run=runs[0].describe(), full_attack_steps=full_steps,
+                    three_sizes_estimate_s=round(per_step * full_steps * 3, 1))
 
     variants: list[tuple[str, int, dict[str, bool]]] = [
         ("relearning, fp32 eager (before)", 1, {"fp32": True, "graphs": False}),
@@ -147,6 +149,7 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
         ("relearning, recipe numerics, graphed", 1, {}),
         ("relearning, 3 sizes at once, graphed", 3, {}),
         ("relearning, 3 sizes at once, eager", 3, {"graphs": False}),
+        ("relearning, 6 runs at once (references), graphed", 6, {}),
     ]
     errors = doc.setdefault("errors", [])
     for name, copies, kwargs in variants:
@@ -163,6 +166,22 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
     except Exception as exc:  # noqa: BLE001
         errors.append(f"graph equivalence: {type(exc).__name__}: {exc}")
         print(f"graph equivalence: FAILED {type(exc).__name__}: {exc}", flush=True)
+
+    # 4b. Curves measured on snapshots while training goes on, against measured between steps.
+    try:
+        doc["snapshot_equivalence"] = snapshot_equivalence(base, data, training, attack, test_x[:1000], device,
+                                                           steps=min(200, relearn_steps))
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"snapshot equivalence: {type(exc).__name__}: {exc}")
+        print(f"snapshot equivalence: FAILED {type(exc).__name__}: {exc}", flush=True)
+
+    # 4c. A graphed step of the recipe's own SGD at its batch size (what the fast trainer and fine-tuning could do).
+    if torch.device(device).type == "cuda":
+        try:
+            rows.append(graphed_sgd_steps(model(), data, training, device, flops["train"]))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"graphed SGD: {type(exc).__name__}: {exc}")
+            print(f"graphed SGD: FAILED {type(exc).__name__}: {exc}", flush=True)
 
     # 5. Evaluations, in the recipe's numerics.
     with evaluating_fixture_of(training):
@@ -225,3 +244,58 @@ def graph_equivalence(base: Any, data: Any, training: Any, attack: Any, x: Any, 
     print(f"graph equivalence after {steps} steps: graphed vs eager {out['graphed_vs_eager']}, "
           f"eager vs eager {out['eager_vs_eager']}", flush=True)
     return out
+
+
+def snapshot_equivalence(base: Any, data: Any, training: Any, attack: Any, x: Any, device: str, steps: int) -> dict[str, Any]:
+    """The same attack measured on snapshots (overlapped) and on the model between steps: identical curves?"""
+    import dataclasses as dc
+
+    import torch
+
+    from unlearn_audit.training.relearning import relearn_many
+
+    attack = dc.replace(attack, steps=steps, eval_every=max(1, steps // 4))
+    probe = x.to(device)
+
+    def mean_logit(m: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return float(m.eval()(probe).float().mean())
+
+    curves = {}
+    for overlap in (True, False):
+        curves[overlap] = relearn_many([base], [data], training, attack, seeds=[11], measures=[mean_logit], device=device,
+                                       overlap_evaluation=overlap)[0]
+    diff = max(abs(a[1] - b[1]) for a, b in zip(curves[True], curves[False]))
+    out = {"steps": steps, "overlapped": curves[True], "between_steps": curves[False], "max_abs_diff": diff,
+           "same_steps": [s for s, _ in curves[True]] == [s for s, _ in curves[False]]}
+    print(f"snapshot equivalence after {steps} steps: max |diff| {diff:.3g}, same steps {out['same_steps']}", flush=True)
+    return out
+
+
+def graphed_sgd_steps(model: Any, data: Any, training: Any, device: str, train_flops: float, steps: int = 200) -> dict[str, Any]:
+    """`steps` graphed steps of the recipe's SGD (fused, lr in a device tensor) at the recipe's batch size."""
+    import torch
+
+    from unlearn_audit.training.graphed_step import GraphedTrainingStep
+    from unlearn_audit.training.numerics import LoopNumerics
+
+    numerics = LoopNumerics.of(training, device)
+    numerics.prepare_model(model).train()
+    lr = torch.tensor(training.lr, device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=training.momentum, nesterov=training.nesterov,
+                                weight_decay=training.weight_decay, fused=True)
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    step = GraphedTrainingStep(model, optimizer, lr, numerics, stream, batch_size=training.batch_size)
+    x_all, y_all = data.inputs.to(device), data.labels.to(device)
+    batch = training.batch_size
+    _sync(device)
+    t = time.perf_counter()
+    for i in range(steps):
+        s = (i * batch) % (len(y_all) - batch)
+        step.step(x_all[s : s + batch], y_all[s : s + batch], training.lr)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    _sync(device)
+    seconds = time.perf_counter() - t
+    return line("fine-tuning step, recipe SGD, graphed", seconds, steps, train_flops * batch * steps, batch=batch,
+                replayed=step.replayed, eager=step.eager, fallback=step.fallback_reason)

@@ -21,8 +21,9 @@ augmentation draws from a device generator seeded from it, so a run is reproduci
 Only full training runs use this loop (`training.train` without `epochs`/`max_examples`: fixture
 builds, the attacker's clean model, and the `Retrain` reference unlearner, which thereby retrains
 exactly as the fixture's reference was trained). Budgeted fine-tuning (GD and the other reference
-unlearners) and the relearning attack use the plain loop with `recipe.make_optimizer` at the
-constant `recipe.lr`, plain cross-entropy and no augmentation, as on the `tiny` profile.
+unlearners) uses the plain loop (`training.loops.train`) with `recipe.make_optimizer` at the constant
+`recipe.lr`, plain cross-entropy and no augmentation, in the same numerics; the relearning attack has
+its own loop (`training.relearning`).
 """
 
 from __future__ import annotations

@@ -86,20 +86,22 @@ class LoopNumerics:
         return ", ".join(parts)
 
 
-_EVALUATED_RECIPE: contextvars.ContextVar[TrainingRecipe | None] = contextvars.ContextVar("evaluated_recipe", default=None)
+_EVALUATED: contextvars.ContextVar[tuple[TrainingRecipe, bool] | None] = contextvars.ContextVar("evaluated", default=None)
 
 
 @contextlib.contextmanager
-def evaluating_fixture_of(recipe: TrainingRecipe) -> Iterator[None]:
+def evaluating_fixture_of(recipe: TrainingRecipe, *, force_precision: bool = False) -> Iterator[None]:
     """Evaluations inside this block (accuracy, attack success, GUS, losses along a path) use the numerics of
-    the fixture's training recipe: a check, or a build's validation, sets it once for all its measurements."""
-    token = _EVALUATED_RECIPE.set(recipe)
+    the fixture's training recipe: a check, or a build's validation, sets it once for all its measurements.
+    `force_precision` as in `LoopNumerics.of` (the bf16 path on a CPU, for tests)."""
+    token = _EVALUATED.set((recipe, force_precision))
     try:
         yield
     finally:
-        _EVALUATED_RECIPE.reset(token)
+        _EVALUATED.reset(token)
 
 
 def evaluation_numerics(device: torch.device | str) -> LoopNumerics:
     """The numerics of an evaluation on `device`: the evaluated fixture's recipe's, fp32 outside one."""
-    return LoopNumerics.of(_EVALUATED_RECIPE.get() or TrainingRecipe(), device)
+    recipe, force = _EVALUATED.get() or (TrainingRecipe(), False)
+    return LoopNumerics.of(recipe, device, force_precision=force)

@@ -248,6 +248,7 @@ def relearn_many(
     device: torch.device | str = "cpu",
     graphs: bool | None = None,
     overlap_evaluation: bool = True,
+    numerics: LoopNumerics | None = None,
     runs_out: list[AttackRun] | None = None,
 ) -> list[list[tuple[int, float]]]:
     """`relearn` for several (model, data, seed, measure) at once, in lockstep.
@@ -258,13 +259,14 @@ def relearn_many(
     graphs unless `graphs=False` or `UNLEARN_AUDIT_CUDA_GRAPHS=0`; each evaluation measures a copy of
     the model taken at its step while the next `eval_every` steps already train. Runs given the same
     `ExampleSet` object share one copy of it on the device. `overlap_evaluation=False` measures the
-    models themselves between steps instead (benchmarks compare the two). `runs_out`, if given, receives
-    the runs.
+    models themselves between steps instead (benchmarks compare the two). `numerics` replaces the recipe's
+    (`LoopNumerics.of(recipe, "cpu", force_precision=True)`: the bf16 path on a CPU, for tests). `runs_out`,
+    if given, receives the runs.
     """
     if not (len(models) == len(datas) == len(seeds) == len(measures)):
         raise ValueError("relearn_many needs one data set, seed and measure per model")
     device = torch.device(device)
-    numerics = LoopNumerics.of(recipe, device)
+    numerics = numerics or LoopNumerics.of(recipe, device)
     use_graphs = cuda_graphs_enabled() if graphs is None else graphs
     on_device: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for data in datas:
