@@ -64,8 +64,8 @@ class CacheEntry:
 
 class FixtureCache:
     """Fixtures on the local disk, optionally mirrored from a shared remote cache (`remote`: an
-    fsspec URL such as s3://bucket/prefix; see `scenarios.remote`). With a remote, `root` is the
-    local cache under which the mirror lives."""
+    fsspec URL such as s3://bucket/prefix, or a read-only https:// or hf:// one; see `scenarios.remote`).
+    With a remote, `root` is the local cache under which the mirror lives."""
 
     def __init__(self, root: Path | str | None = None, remote: str | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
@@ -136,13 +136,22 @@ class FixtureCache:
                 return path
             if path.exists():
                 shutil.rmtree(path)
-            if not remote.has(rel):
+            if remote.read_only:
+                if remote.has(rel):
+                    remote.fetch(rel, path)
+                else:
+                    warnings.warn(f"{remote.url} has no {rel}: building it here, into the local mirror {self.root} "
+                                  "(a read-only cache is never written)", stacklevel=3)
+                    self._build_into(recipe, seed, path, progress, device)
+            elif not remote.has(rel):
                 with remote.build_lock(rel, done=lambda: remote.has(rel)) as mine:
                     if mine and not remote.has(rel):
                         self._build_into(recipe, seed, path, progress, device)
                         remote.publish(rel, path)
                         return path
-            remote.fetch(rel, path)
+                remote.fetch(rel, path)
+            else:
+                remote.fetch(rel, path)
             problems = self.verify_path(path)
             if problems:
                 raise FixtureCorruptError("; ".join(problems))

@@ -16,6 +16,11 @@ Same guarantees as the local cache, across machines:
 Credentials and endpoints come from the environment as fsspec and botocore read them (e.g.
 `AWS_ACCESS_KEY_ID`, `FSSPEC_S3_ENDPOINT_URL` for a non-AWS server). Locally computed reference
 measurements (`measurements/`) stay in the mirror and are not uploaded.
+
+**Read-only remotes.** An `http://`, `https://` or `hf://` URL (a web server or a Hugging Face repository
+holding a cache directory's layout, e.g. one that `unlearn-audit fixtures pack` / `unpack` filled) is only
+read: entries are fetched and verified as above, nothing is ever written or locked there, and an entry the
+remote does not have is built locally into the mirror, with a warning that says so.
 """
 
 from __future__ import annotations
@@ -39,8 +44,16 @@ class RemoteCacheError(RuntimeError):
     """A remote entry that does not verify, or a lock that was never released."""
 
 
+READ_ONLY_SCHEMES = ("http", "https", "hf")
+"""URL schemes of caches that are read, never written: publishing there is someone else's job."""
+
+
 def is_remote(location: str | os.PathLike[str] | None) -> bool:
     return location is not None and "://" in str(location) and not str(location).startswith("file://")
+
+
+def is_read_only(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in READ_ONLY_SCHEMES
 
 
 def mirror_dir(url: str, base: Path) -> Path:
@@ -57,7 +70,12 @@ class RemoteStore:
             raise RemoteCacheError("a remote --audit-cache needs fsspec (and s3fs for s3://): "
                                    "pip install 'unlearn-audit[s3]'") from exc
         self.url = url.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.read_only = is_read_only(self.url)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        except ImportError as exc:  # e.g. http:// without aiohttp, hf:// without huggingface_hub
+            raise RemoteCacheError(f"--audit-cache {self.url}: {exc} (for http(s):// pip install 'unlearn-audit[http]'; "
+                                   f"for hf:// pip install huggingface_hub)") from exc
         self.poll_seconds = poll_seconds
         self.stale_after = stale_after
 
@@ -66,7 +84,16 @@ class RemoteStore:
 
     def has(self, rel: str) -> bool:
         self.fs.invalidate_cache()  # s3fs caches listings; another machine may have just published
-        return bool(self.fs.exists(self._key(rel, META_FILE)))
+        # Reading the (small) meta.json, not `exists` or `info`: fsspec's http filesystem answers those with
+        # False / FileNotFoundError for a server it cannot reach, which would look like a missing entry (and,
+        # on a read-only cache, start a local build); reading it raises the connection error.
+        try:
+            self.fs.cat_file(self._key(rel, META_FILE))
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # noqa: BLE001 - connection errors differ by backend (aiohttp, botocore, ...)
+            raise RemoteCacheError(f"cannot reach the fixture cache {self.url}: {type(exc).__name__}: {exc}") from exc
 
     def fetch(self, rel: str, dest: Path) -> None:
         """Download the entry into `dest` (which must not exist), verified, via a temporary folder."""
@@ -85,12 +112,20 @@ class RemoteStore:
                 (tmp / name).write_bytes(data)
             (tmp / META_FILE).write_bytes(meta_bytes)
             os.replace(tmp, dest)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise RemoteCacheError(f"cannot download {self._key(rel)} from {self.url}: {exc}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise RemoteCacheError(f"{self.url} is a read-only fixture cache: nothing is written or locked there")
+
     def publish(self, rel: str, entry: Path) -> None:
         """Upload a built entry: every file first, `meta.json` last (the commit marker)."""
+        self._writable()
         meta = json.loads((entry / META_FILE).read_text())
         for name in meta.get("sha256", {}):
             self.fs.pipe_file(self._key(rel, name), (entry / name).read_bytes())
@@ -100,6 +135,7 @@ class RemoteStore:
     def build_lock(self, rel: str, done: Callable[[], bool]) -> Iterator[bool]:
         """Yield True while holding the entry's lock object (build it), or False once `done()` says
         another machine finished it (fetch it instead)."""
+        self._writable()
         lock = self._key(rel) + ".lock"
         token = uuid.uuid4().hex
         while True:

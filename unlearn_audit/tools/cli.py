@@ -4,6 +4,8 @@
     unlearn-audit fixtures list   [--cache DIR]
     unlearn-audit fixtures verify [--cache DIR]
     unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
+    unlearn-audit fixtures pack ARCHIVE [--profile P] [--scenario S ...] [--seed N ...] [--measurements] [--cache DIR]
+    unlearn-audit fixtures unpack ARCHIVE [--cache DIR]
     unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [-k EXPR] [--out DIR]
                                   [--engine local|ray [--address ADDR]]
     unlearn-audit compare OLD.json NEW.json
@@ -18,9 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from unlearn_audit.scenarios.cache import FixtureCache
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
@@ -45,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     c = fsub.add_parser("clean", help="delete cached fixtures")
     c.add_argument("--profile", default=None, help="only this profile")
     _add_cache(c)
+    pk = fsub.add_parser("pack", help="write built fixtures into one verified archive (to move them to a machine that "
+                                      "should not build them)")
+    pk.add_argument("archive", type=Path, help="the archive to write (.tar, or .tar.gz to compress)")
+    pk.add_argument("--profile", default=None, help="only this profile")
+    pk.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
+    pk.add_argument("--seed", type=int, action="append", default=None, help="only this seed (repeatable)")
+    pk.add_argument("--measurements", action="store_true",
+                    help="also the stored reference measurements (reused only where torch, the device and "
+                         "unlearn-audit are the same)")
+    _add_cache(pk)
+    up = fsub.add_parser("unpack", help="verify an archive written by `fixtures pack` and add its fixtures to the cache")
+    up.add_argument("archive", type=Path)
+    _add_cache(up)
     cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
     cal.add_argument("--profile", default="tiny")
     cal.add_argument("--seeds", type=_seeds, default="3",
@@ -191,7 +210,33 @@ def main(argv: list[str] | None = None) -> int:
         n = cache.clean(args.profile)
         console.print(f"removed {n} fixture(s) from {cache.root}")
         return 0
+    if args.action in ("pack", "unpack"):
+        return pack_main(args, cache, console)
     return 2
+
+
+def pack_main(args: argparse.Namespace, cache: "FixtureCache", console: Console) -> int:
+    from unlearn_audit.scenarios.pack import PackError, pack, select_entries, unpack
+
+    def say(text: str) -> None:
+        console.print(f"unlearn-audit: {text}", markup=False, highlight=False)
+
+    try:
+        if args.action == "pack":
+            entries = select_entries(cache, profile=args.profile, scenarios=args.scenario, seeds=args.seed)
+            packed = pack(cache, args.archive, entries, with_measurements=args.measurements, progress=say)
+            say(f"wrote {len(packed)} fixture(s) to {args.archive} ({args.archive.stat().st_size / 2**20:.1f} MiB)")
+            return 0
+        if not args.archive.is_file():
+            say(f"no such archive: {args.archive}")
+            return 2
+        result = unpack(args.archive, cache, progress=say)
+    except PackError as exc:
+        say(f"error: {exc}")
+        return 1
+    say(f"{cache.root}: {len(result.added)} added, {len(result.replaced)} replaced (were corrupt or incomplete), "
+        f"{len(result.kept)} already there")
+    return 0
 
 
 def diff_main(args: argparse.Namespace, console: Console) -> int:
