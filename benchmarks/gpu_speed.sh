@@ -9,6 +9,9 @@
 #   CARRY=.gpu-carry bash benchmarks/gpu_speed.sh          # on a GPU machine; CARRY holds the packed
 #                                                          # cifar10-images.tar.gz and any missing wheels
 #   bash benchmarks/gpu_speed.sh --rehearse                # the same steps on this CPU (stand-ins)
+# Environment: SCENARIOS (default gaussian), METHODS (NoOp GradientDescent Retrain), RESUME (an earlier
+# gpu_validate.json: its finished steps are skipped), VALIDATE_DEADLINE_S (350), LOOPS_TIMEOUT_S (150),
+# RELEARN_STEPS (300). SKIP_LOOPS=1 leaves out the loop benchmark.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=gpu-speed-out          # everything, tarred at the end into ${OUT:-.}/gpu-speed-out.tar.gz
@@ -28,15 +31,15 @@ if [ "${1:-}" = "--rehearse" ]; then
   PYTHONPATH=$SHIM timeout 300 $PY benchmarks/bench_cifar.py --loops --quick --device cpu --relearn-steps 8 --out "$RUN/loops.json" 2>&1 | tee "$RUN/loops.log"
   cp "$RUN/loops.json" "$RETURN/" 2>/dev/null
   timeout 400 $PY benchmarks/gpu_validate.py --standin --out "$RUN/validate" --deadline-s 380 --scenario gaussian \
-    --methods NoOp GradientDescent 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
+    --methods NoOp GradientDescent ${RESUME:+--resume $RESUME} 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RUN/env.txt" 2>&1
-  PYTHONPATH=$SHIM timeout ${LOOPS_TIMEOUT_S:-150} $PY benchmarks/bench_cifar.py --loops --relearn-steps ${RELEARN_STEPS:-300} \
+  [ -n "${SKIP_LOOPS:-}" ] || PYTHONPATH=$SHIM timeout ${LOOPS_TIMEOUT_S:-150} $PY benchmarks/bench_cifar.py --loops --relearn-steps ${RELEARN_STEPS:-300} \
     --out "$RUN/loops.json" 2>&1 | tee "$RUN/loops.log"
   cp "$RUN/loops.json" "$RETURN/" 2>/dev/null
   timeout $(( ${VALIDATE_DEADLINE_S:-350} + 20 )) $PY benchmarks/gpu_validate.py --images "$CARRY/cifar10-images.tar.gz" \
-    --out "$RUN/validate" --deadline-s ${VALIDATE_DEADLINE_S:-350} --scenario gaussian --methods ${METHODS:-NoOp GradientDescent Retrain} \
-    2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
+    --out "$RUN/validate" --deadline-s ${VALIDATE_DEADLINE_S:-350} $(for s in ${SCENARIOS:-gaussian}; do echo --scenario $s; done) \
+    --methods ${METHODS:-NoOp GradientDescent Retrain} ${RESUME:+--resume $RESUME} 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
 fi
 cp "$RUN/validate/gpu_validate.json" "$RETURN/" 2>/dev/null
 tar czf "$RETURN/$RUN.tar.gz" "$RUN" && echo "wrote $RETURN/$RUN.tar.gz"

@@ -6,15 +6,20 @@
     python benchmarks/gpu_validate.py --images cifar10-images.tar.gz --out OUTDIR [--deadline-s 520]
     # rehearsal on a CPU: the same steps on the stand-in profile, with a small generated image tree
     python benchmarks/gpu_validate.py --standin --out OUTDIR
-    # what the machine has (python, torch, CUDA, the packages the audit imports), then exit
+    # what the machine has (python, torch, CUDA, the packages the audit imports; exit 1 and how to carry
+    # the missing ones as wheels), then exit
     python benchmarks/gpu_validate.py --check-env
+    # a later slot: continue where committed runs stopped (--plan prints what is left)
+    python benchmarks/gpu_validate.py --resume benchmarks/results/RUN-validate.json --plan
+    python benchmarks/gpu_validate.py --images cifar10-images.tar.gz --out OUTDIR --resume benchmarks/results/RUN-validate.json
 
 Steps, each timed and written to OUTDIR/gpu_validate.json as soon as it ends:
   1. data: unpack the archive (a .tar.gz of the tree as `--pack` writes it; or give the tree itself),
      import it with `unlearn_audit.profiles.cifar.image_folder` (the code behind `unlearn-audit data
      import cifar10`) into a private data directory, and load it back through the profile's loader;
-  2. fixtures: `unlearn-audit fixtures build` of `gaussian`, then `backdoor`, seed 0, one subprocess
-     each; from the fixture's meta: per-model training seconds, clean test accuracy (target >= 93% for
+  2. fixtures: `unlearn-audit fixtures build` of each scenario (`--scenario`; default all five, in the
+     order gaussian, backdoor, witches_brew, gradient_canceling, gradient_canceling_low), seed 0, one
+     subprocess each (with the reference measurements, whose seconds are recorded); from the fixture's meta: per-model training seconds, clean test accuracy (target >= 93% for
      the poisoned original and the retrain reference), peak GPU memory, the attack's validation;
   3. audits: `python -m pytest --unlearner unlearn_audit.methods:<M> --audit-profile <profile>
      --audit-report ...`, one subprocess per (method, scenario), NoOp, GradientDescent, then Retrain
@@ -24,8 +29,14 @@ Before the deadline (`--deadline-s`, default 520 s from the start) a running ste
 (SIGTERM to its process group, then SIGKILL) and the remaining ones are skipped; a step is also
 skipped when an earlier measurement says it cannot finish in the time left. The JSON always says
 what was done, skipped or stopped (`finished`: the script got to its end; `all_done`: and nothing
-was skipped or stopped). With `--work DIR` (e.g. `gpu-validate-work`, git-ignored) the fixtures are
-kept, so that a second call on the same machine audits what the first one built.
+was skipped or stopped). With `--work DIR` (e.g. `gpu-validate-work`, git-ignored) the imported data and
+the fixtures are kept, so that a second call on the same machine (a device stays warm only briefly
+between calls) skips the import and audits what the first one built.
+
+Stages across slots: a fixture (about 1.2 GB) does not travel between machines, but the JSON does. With
+`--resume EARLIER.json` (repeatable; e.g. the committed runs under benchmarks/results/) a scenario whose
+requested audits were all done is neither built nor audited again, and an audit done earlier is skipped;
+the new JSON names where each skipped step was done, so one slot at a time covers the five scenarios.
 
 The checkout runs as it is, installed or not: the subprocesses import it through a directory of
 symbolic links laid out as an install would (`unlearn_audit/` with `fixtures/` and `conformance/`
@@ -60,7 +71,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = "cifar10-resnet18"
 STANDIN = "cifar10-resnet18-standin"
-SCENARIOS = ("gaussian", "backdoor")
+SCENARIOS = ("gaussian", "backdoor", "witches_brew", "gradient_canceling", "gradient_canceling_low")
 METHODS = ("NoOp", "GradientDescent", "Retrain")
 ACCURACY_TARGET = 0.93
 KILL_GRACE_S = 5.0
@@ -105,6 +116,22 @@ def make_shim(repo: Path, dest: Path) -> Path:
     return dest
 
 
+# Import name -> distribution on PyPI, for the hint that says how to carry a missing module.
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "PIL": "pillow"}
+
+
+def carry_hint(missing: list[str]) -> str:
+    """How to bring missing modules to a machine without network: wheels downloaded here, installed there."""
+    if not missing:
+        return ""
+    names = " ".join(DISTRIBUTIONS.get(m, m) for m in missing)
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return (f"missing: {', '.join(missing)}. Where pip can reach PyPI: pip download --no-deps --only-binary=:all: "
+            f"--python-version {py} --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d WHEELS {names}; "
+            f"carry WHEELS to this machine, then: pip install --no-index --no-deps --target /tmp/site WHEELS/*.whl "
+            f"and PYTHONPATH=/tmp/site (benchmarks/gpu_speed.sh does this for the wheels in its CARRY folder)")
+
+
 def plugin_is_installed() -> bool:
     return any(e.value.split(":")[0] == "unlearn_audit.plugin" for e in importlib.metadata.entry_points(group="pytest11"))
 
@@ -113,6 +140,8 @@ def environment() -> dict[str, Any]:
     """What this machine has: versions, CUDA devices, missing modules."""
     info: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()}
     info["missing_modules"] = [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
+    if info["missing_modules"]:
+        info["how_to_carry"] = carry_hint(info["missing_modules"])
     for dist in ("torch", "torchvision", "pillow", "numpy", "scipy", "scikit-learn", "rich", "safetensors", "pytest"):
         try:
             info.setdefault("versions", {})[dist] = importlib.metadata.version(dist)
@@ -333,6 +362,37 @@ def audit_summary(report: Path) -> dict[str, Any] | None:
     return {"tests": tests, "unlearn_seconds": sorted(unlearn)}
 
 
+# -- earlier runs (a slot continues where the last one stopped) -------------------------------------
+def load_earlier(paths: list[str], mode: str | None = None) -> dict[str, Any]:
+    """What earlier gpu_validate.json files finished: fixtures built and validated, audits that ran to the
+    end ({"fixtures": {scenario: summary}, "audits": {(method, scenario): entry}}, each with "from")."""
+    fixtures: dict[str, Any] = {}
+    audits: dict[tuple[str, str], Any] = {}
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        if mode is not None and doc.get("mode") != mode:
+            raise SystemExit(f"--resume {path}: a {doc.get('mode')!r} run cannot stand in for this {mode!r} run")
+        for scenario, summary in (doc.get("fixtures") or {}).items():
+            if summary.get("validation"):
+                fixtures[scenario] = {**summary, "from": str(path)}
+        for entry in doc.get("audits") or []:
+            if entry.get("status") == "ok" and entry.get("tests"):
+                audits[(entry["method"], entry["scenario"])] = {**entry, "from": str(path)}
+    return {"fixtures": fixtures, "audits": audits}
+
+
+def plan(scenarios: list[str], methods: list[str], earlier: dict[str, Any]) -> list[str]:
+    """The steps still to do: per scenario, a build (the fixture does not travel between machines) when any of
+    its audits is not done yet, then those audits."""
+    steps = []
+    for scenario in scenarios:
+        todo = [m for m in methods if (m, scenario) not in earlier["audits"]]
+        if todo or scenario not in earlier["fixtures"]:
+            steps.append(f"build {scenario}")
+            steps.extend(f"audit {m} on {scenario}" for m in todo)
+    return steps
+
+
 # -- the whole validation ---------------------------------------------------------------------------
 class Run:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -396,8 +456,8 @@ class Run:
             f"GPUs {env_info.get('gpus', 'none')}, missing: {env_info['missing_modules'] or 'nothing'}", t0)
         self.save()
         if env_info["missing_modules"]:
-            self.doc["errors"].append(f"missing modules: {', '.join(env_info['missing_modules'])} (install the project's "
-                                      f"dependencies, e.g. from a wheelhouse with pip install --no-index --find-links)")
+            self.doc["errors"].append(carry_hint(env_info["missing_modules"]))
+            log(carry_hint(env_info["missing_modules"]), t0)
             return 1
         device = args.device or ("cpu" if args.standin else "cuda")
         if device.startswith("cuda") and not env_info.get("cuda_available"):
@@ -410,7 +470,7 @@ class Run:
         if images is None and not args.standin:
             self.doc["errors"].append("--images is required (an archive written by --pack, or an image-folder tree)")
             return 2
-        scenarios = args.scenario or list(SCENARIOS)
+        scenarios = list(args.scenario or SCENARIOS)
         if self.left() < args.min_step_s:
             for what in ["data", *(f"build {s}" for s in scenarios)]:
                 self.skip(what, f"{self.left():.0f} s left")
@@ -422,7 +482,12 @@ class Run:
             self.doc["standin_pack"] = pack_tree(tree, images, allow_partial=True)
             shutil.rmtree(tree)
         log(f"data: {images}", t0)
-        self.doc["data"] = prepare_data(images, work, allow_partial=args.standin or args.allow_partial, t0=t0)
+        imported = work / "data" / "cifar10" / "cifar10-image-folder.npz"
+        if imported.is_file() and not args.standin:  # a kept work directory: imported by an earlier call
+            self.doc["data"] = {"source": str(images), "reused": str(imported), "import_seconds": 0.0, "load_seconds": 0.0,
+                                "shapes": "kept from an earlier call"}
+        else:
+            self.doc["data"] = prepare_data(images, work, allow_partial=args.standin or args.allow_partial, t0=t0)
         d = self.doc["data"]
         log(f"data: imported {d['shapes']} in {d['import_seconds']:.1f} s, loaded in {d['load_seconds']:.1f} s", t0)
         self.save()
@@ -431,7 +496,15 @@ class Run:
                    UNLEARN_AUDIT_DATA=str(work / "data"), UNLEARN_AUDIT_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
         py, cache, logs = sys.executable, work / "cache", self.out / "logs"
 
-        # 2. fixtures
+        # 2. fixtures (a scenario whose every requested audit an earlier run did is not built again)
+        methods = args.methods or list(METHODS)
+        earlier = load_earlier(args.resume or [], self.doc["mode"])
+        self.doc["earlier"] = {"fixtures": {k: v["from"] for k, v in earlier["fixtures"].items()},
+                               "audits": {f"{m} on {sc}": v["from"] for (m, sc), v in earlier["audits"].items()}}
+        for scenario in list(scenarios):
+            if scenario in earlier["fixtures"] and all((m, scenario) in earlier["audits"] for m in methods):
+                self.skip(f"build {scenario} and its audits", f"done in {earlier['fixtures'][scenario]['from']}")
+                scenarios.remove(scenario)
         build_wall: list[float] = []
         for scenario in scenarios:
             if self.left() < args.min_step_s:
@@ -456,9 +529,12 @@ class Run:
         # 3. audits
         plugin = [] if plugin_is_installed() else ["-p", "unlearn_audit.plugin"]
         seconds: dict[tuple[str, str], float] = {}
-        for method in args.methods or list(METHODS):
+        for method in methods:
             for scenario in scenarios:
                 what = f"audit {method} on {scenario}"
+                if (method, scenario) in earlier["audits"]:
+                    self.skip(what, f"done in {earlier['audits'][(method, scenario)]['from']}")
+                    continue
                 if scenario not in self.doc["fixtures"]:
                     self.skip(what, "no fixture")
                     continue
@@ -521,9 +597,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-partial", action="store_true", help="import a tree without the full 50,000 + 10,000 images")
     p.add_argument("--work", default=None, help="work directory for data and fixtures, kept (default: a temporary one)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work directory")
+    p.add_argument("--resume", action="append", default=None, metavar="JSON",
+                   help="an earlier run's gpu_validate.json (repeatable): what it finished is not done again, and the "
+                        "new JSON says where each skipped step was done")
+    p.add_argument("--plan", action="store_true", help="print the steps still to do (after --resume), then exit")
     args = p.parse_args(argv)
     if args.check_env:
-        print(json.dumps(environment(), indent=2))
+        info = environment()
+        print(json.dumps(info, indent=2))
+        if info["missing_modules"]:
+            print(info["how_to_carry"], file=sys.stderr)
+            return 1
+        return 0
+    if args.plan:
+        earlier = load_earlier(args.resume or [])
+        steps = plan(args.scenario or list(SCENARIOS), args.methods or list(METHODS), earlier)
+        print("\n".join(steps) if steps else "nothing left to do")
         return 0
     if args.pack:
         if not args.out:

@@ -48,8 +48,11 @@ def gaussian_unlearning_scores(
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, x)
-        g = grad.flatten(1).double()
-        xi = noise[i : i + batch_size].flatten(1).to(device).double()
+        g = grad.flatten(1)
+        if g.device.type not in ("cpu", "cuda"):  # float64 is not available on every device (MPS)
+            g = g.cpu()
+        g = g.double()
+        xi = noise[i : i + batch_size].flatten(1).to(g.device).double()
         norm = g.norm(dim=1)
         s = -(g * xi).sum(1) / norm
         s[norm == 0] = float("nan")

@@ -79,5 +79,51 @@ def test_the_json_is_written_when_no_time_is_left(gv, tmp_path: Path, monkeypatc
     rc = gv.main(["--standin", "--out", str(tmp_path / "out"), "--deadline-s", "1", "--work", str(tmp_path / "work")])
     doc = json.loads((tmp_path / "out" / "gpu_validate.json").read_text())
     assert rc == 0 and doc["finished"] and not doc["all_done"] and doc["profile"] == "cifar10-resnet18-standin"
-    assert [s["step"] for s in doc["skipped"]] == ["data", "build gaussian", "build backdoor"]
+    assert [s["step"] for s in doc["skipped"]] == ["data", *(f"build {s}" for s in gv.SCENARIOS)]
     assert doc["environment"]["missing_modules"] == [] and not doc["errors"]
+
+
+def _earlier(tmp_path: Path, mode: str, audits: list[tuple[str, str]]) -> Path:
+    doc = {"mode": mode, "fixtures": {sc: {"validation": {"effective": True}} for _, sc in audits},
+           "audits": [{"method": m, "scenario": sc, "status": "ok", "tests": [{"check": "x", "outcome": "passed"}]}
+                      for m, sc in audits]}
+    path = tmp_path / f"earlier-{mode}.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_the_plan_continues_from_earlier_runs(gv, tmp_path: Path) -> None:
+    earlier = gv.load_earlier([str(_earlier(tmp_path, "gpu", [("NoOp", "gaussian"), ("Retrain", "gaussian"),
+                                                              ("NoOp", "backdoor")]))])
+    assert gv.plan(["gaussian", "backdoor"], ["NoOp", "Retrain"], earlier) == ["build backdoor", "audit Retrain on backdoor"]
+    assert gv.plan(["gaussian"], ["NoOp", "Retrain"], earlier) == []
+    with pytest.raises(SystemExit, match="cannot stand in"):
+        gv.load_earlier([str(_earlier(tmp_path, "standin", []))], "gpu")
+
+
+def test_the_committed_gpu_runs_resume(gv, capsys: pytest.CaptureFixture) -> None:
+    results = sorted((SCRIPT.parent / "results").glob("*-validate.json"))
+    assert results
+    assert gv.main([*(a for r in results for a in ("--resume", str(r))), "--plan", "--scenario", "gaussian",
+                    "--methods", "NoOp", "GradientDescent"]) == 0
+    assert capsys.readouterr().out.strip() == "nothing left to do"
+
+
+def test_a_resumed_run_skips_what_was_done(gv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    earlier = _earlier(tmp_path, "standin", [("NoOp", "gaussian")])
+    rc = gv.main(["--standin", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--scenario", "gaussian",
+                  "--methods", "NoOp", "--resume", str(earlier)])
+    doc = json.loads((tmp_path / "out" / "gpu_validate.json").read_text())
+    assert rc == 0 and doc["finished"] and not doc["steps"], "nothing was built or audited again"
+    assert doc["skipped"] == [{"step": "build gaussian and its audits", "why": f"done in {earlier}"}]
+    assert doc["earlier"]["audits"] == {"NoOp on gaussian": str(earlier)}
+
+
+def test_check_env_names_what_is_missing_and_how_to_carry_it(gv, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(gv, "NEEDED_MODULES", (*gv.NEEDED_MODULES, "sklearn_not_here", "PIL"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert gv.main(["--check-env"]) == 1
+    err = capsys.readouterr().err
+    assert "missing: sklearn_not_here" in err and "pip download --no-deps" in err and "--target /tmp/site" in err

@@ -34,7 +34,7 @@ from typing import Callable, Iterable
 
 from filelock import FileLock
 
-from unlearn_audit.scenarios.cache import META_FILE, CacheEntry, FixtureCache
+from unlearn_audit.scenarios.cache import META_FILE, CacheEntry, FixtureCache, sha256_file
 from unlearn_audit.scenarios.prepared import MEASUREMENTS_DIR
 
 MANIFEST = "unlearn-audit-pack.json"
@@ -75,14 +75,6 @@ def _entry_files(entry: Path, with_measurements: bool) -> list[str]:
     return files
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def select_entries(cache: FixtureCache, *, profile: str | None = None, scenarios: Iterable[str] | None = None,
                    seeds: Iterable[int] | None = None) -> list[CacheEntry]:
     wanted_scenarios = set(scenarios) if scenarios else None
@@ -105,7 +97,7 @@ def pack(cache: FixtureCache, archive: Path, entries: list[CacheEntry], *, with_
             raise PackError(f"refusing to pack a fixture that does not verify: {'; '.join(problems)}")
         rel = entry.path.relative_to(cache.root).as_posix()
         files = _entry_files(entry.path, with_measurements)
-        hashes = {name: _sha256(entry.path / name) for name in files}
+        hashes = {name: sha256_file(entry.path / name) for name in files}
         packed.append(PackedEntry(rel, hashes, sum((entry.path / n).stat().st_size for n in files)))
     manifest = {"format": PACK_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "measurements": with_measurements,
