@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from unlearn_audit.plugin.options import add_options
 from unlearn_audit.plugin.case import AuditCase, AuditCaseParams
 from unlearn_audit.plugin.settings import check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
@@ -29,55 +30,7 @@ FORK_SERVER_INPUT = "unlearn_audit_fork_server"  # xdist workerinput: the addres
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("unlearn-audit", "audit machine-unlearning methods against data poisoning")
-    group.addoption("--unlearner", action="append", default=[], metavar="SPEC",
-                    help="unlearning method to audit: 'package.module:Attr' (class, instance, factory or "
-                         "function (model, request) -> model) or a name registered in the entry-point group "
-                         "'unlearn_audit.unlearners'. Repeatable. Without it the plugin does nothing.")
-    group.addoption("--audit-profile", default="tiny", metavar="NAME",
-                    help="fixture profile: data, model and scenarios (default: tiny, CPU, minutes).")
-    group.addoption("--audit-seeds", default="1", metavar="N|A-B|A,B,...",
-                    help="the seeds (fixtures and unlearner runs): N for seeds 0..N-1 (default: 1), a range A-B, "
-                         "or a list A,B,...; each test pools the evidence of all of them into one verdict.")
-    group.addoption("--audit-report", default=None, metavar="PATH",
-                    help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.")
-    group.addoption("--audit-cache", default=None, metavar="DIR|URL",
-                    help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir), "
-                         "or the fsspec URL of a cache shared between machines, e.g. s3://bucket/prefix (needs the "
-                         "[s3] extra; mirrored into the local cache).")
-    group.addoption("--audit-timeout", default=None, metavar="SECONDS",
-                    help="time limit of one unlearn() call (default: 10x the fixture's original training time, "
-                         "at least 60 s); an unlearner over it fails its tests.")
-    group.addoption("--audit-budget", default=None, metavar="FRACTIONS",
-                    help=f"compute budget as a fraction of the original training (default: {DEFAULT_BUDGET_FRACTION:g}, as in "
-                         "Pawelczyk et al.); "
-                         "a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.")
-    group.addoption("--audit-baseline", default=None, metavar="PATH",
-                    help="a previous --audit-report: fail a test when its score is significantly worse than the "
-                         "baseline's (one-sided z-test on the two scores and their standard errors).")
-    group.addoption("--audit-update-baseline", action="store_true", default=False,
-                    help="write this run's report to --audit-baseline instead of comparing with it.")
-    group.addoption("--audit-threads", default=None, metavar="N",
-                    help="torch CPU threads per process, xdist workers included (default: 1; the tiny models gain "
-                         "little from more, and oversubscribed cores slow torch down tenfold).")
-    group.addoption("--audit-shard", default=None, metavar="I/N",
-                    help="run only shard I of N of the audit cases (1 <= I <= N; all checks of one unlearner x "
-                         "scenario x budget stay together, with their seeds), e.g. one CI job each; join the shards' "
-                         "--audit-report files with `unlearn-audit merge`.")
-    group.addoption("--audit-device", default=None, metavar="DEVICE",
-                    help="torch device for unlearning and evaluation, and for building GPU-profile fixtures "
-                         "(default: cuda if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses "
-                         "cuda:N modulo the number of GPUs, so -n <number of GPUs> gives each worker its own GPU.")
-    group.addoption("--audit-isolation", default="process", metavar="MODE",
-                    help="'process' (default): each unlearner runs in its own worker process that sees only the "
-                         "request, is killed at the timeout, and whose crash fails only its own cases; 'inline': in "
-                         "the pytest process, for stepping through a method with a debugger.")
-    group.addoption("--audit-max-memory", default=None, metavar="SIZE",
-                    help="cap the memory (address space) a worker may map beyond its start-up, e.g. 4G; a method "
-                         "that needs more fails its cases (CPU audits only; default: no cap).")
-    group.addoption("--audit-keep-seed-parts", action="store_true", default=False,
-                    help="also record each seed's unpooled results in the report's metadata, so that one-seed "
-                         "reports can be pooled afterwards (what `unlearn-audit calibrate --engine ray` runs).")
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
