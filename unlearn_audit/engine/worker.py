@@ -1,36 +1,49 @@
 """The harness's side of an unlearner's worker process (torch-free, so the plugin can check specs).
 
-One `UnlearnerWorker` per `--unlearner` spec: a fresh interpreter that imports the method's
-module, so the harness process never does. It is forked from this process's fork server (a
-pristine interpreter that imported torch once, see `fork_server`), or, where there is none,
-started with `subprocess` (the moral equivalent of multiprocessing's `spawn`, without its pickled
-channel). It is reused across the spec's scenarios, seeds and budgets, and restarted after a crash
-or a timeout. The worker runs in its own session (process group): a timeout terminates, then
-kills, the whole group, including processes the method started.
+One `UnlearnerWorker` per `--unlearner` spec: a process of its own that imports the method's
+module, so the harness process never does. It is started through the standard library's
+`multiprocessing`: from the `forkserver` context, whose server imports torch and the worker's
+harness modules once (`WORKER_PRELOAD`) so that each worker is a fork of a pristine interpreter,
+or from `spawn` where forking is not safe or not available (see `start_method`). Only the process
+and two pipes come from multiprocessing: jobs go in and answers come out as JSON lines, and the
+results as files, so the harness never unpickles anything the worker produced.
+
+A worker is reused across the spec's scenarios, seeds and budgets, and restarted after a crash or
+a timeout. It runs in its own session (process group): a timeout terminates, then kills, the whole
+group, including processes the method started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable
 
-from unlearn_audit.engine.fork_server import ForkedProcess, launch_fork_server, use_shared_fork_server
-from unlearn_audit.engine.worker_protocol import encode
+from unlearn_audit.engine.worker_protocol import WORKER_PRELOAD, encode
 
 HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
+START_METHOD_ENV = "UNLEARN_AUDIT_START_METHOD"  # "forkserver" or "spawn": overrides `start_method`
+START_METHODS = ("forkserver", "spawn")
 STARTUP_TIMEOUT = 300.0  # seconds for a worker to import torch and the method's module
 LOG_TAIL = 3000
 MAX_MESSAGE = 1 << 20  # a control message is a short JSON line; more is a method writing to the pipe
+LOG_FILE = "worker.log"
+
 
 
 class WorkerStartError(RuntimeError):
@@ -41,8 +54,10 @@ class WorkerFailed(RuntimeError):
     """The worker died or timed out during a job; the message says how (exit status, signal, limit)."""
 
 
-def describe_exit(returncode: int) -> str:
+def describe_exit(returncode: int | None) -> str:
     """`exited with status 3`, `killed by SIGSEGV`, `killed by SIGKILL: out of memory?`"""
+    if returncode is None:
+        return "ended in an unknown way"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -68,7 +83,42 @@ class WorkerOptions:
     threads: int | None = None  # torch CPU threads (default 1, as in the harness)
     max_memory: int | None = None  # bytes of address space; applied when the audit runs on the CPU
     device: str | None = None  # the audit device as requested (None: CUDA if available)
-    python: str = sys.executable
+
+
+def start_method(device: str | None) -> str:
+    """`forkserver` where forking a pre-loaded interpreter is safe, else `spawn`.
+
+    CUDA must not be used in a process forked after its driver was initialised. The forkserver never
+    touches the GPU, but whether torch's import leaves the driver alone is a property of the build
+    that this harness does not test on every GPU stack; so a CUDA audit (asked for, or the default on
+    a torch build with a GPU backend) spawns, as PyTorch recommends. `UNLEARN_AUDIT_START_METHOD`
+    overrides the choice (e.g. `forkserver` with `--audit-device cpu` on a CUDA build is the default
+    anyway; `spawn` to rule the forkserver out while debugging).
+    """
+    chosen = os.environ.get(START_METHOD_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in START_METHODS:
+            raise ValueError(f"{START_METHOD_ENV}={chosen!r}: expected one of {', '.join(START_METHODS)}")
+        return chosen
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    requested = (device or "").strip().lower()
+    if requested.startswith("cuda"):
+        return "spawn"
+    if not requested:
+        from unlearn_audit.engine.devices import torch_build_has_gpu_backend
+
+        if torch_build_has_gpu_backend():
+            return "spawn"
+    return "forkserver"
+
+
+def worker_context(method: str) -> BaseContext:
+    """The multiprocessing context of `method`, its forkserver told what to pre-load."""
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(list(WORKER_PRELOAD))  # type: ignore[attr-defined]
+    return context
 
 
 def worker_sys_path() -> list[str]:
@@ -83,14 +133,33 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+_environ_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def harness_settings_hidden() -> Iterator[None]:
+    """Start processes without the harness's `UNLEARN_AUDIT_*` variables in their initial environment.
+
+    A process's initial environment stays readable in `/proc/<pid>/environ` whatever it later does to
+    `os.environ`; multiprocessing starts the forkserver (whose forks inherit its environment) and
+    spawned workers with this process's environment, so the settings are out of it while they start.
+    """
+    with _environ_lock:
+        hidden = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(HARNESS_ENV_PREFIX)}
+        try:
+            yield
+        finally:
+            os.environ.update(hidden)
+
+
 class UnlearnerWorker:
-    def __init__(self, spec: str, options: WorkerOptions = WorkerOptions(), fork_server: bool = True) -> None:
+    def __init__(self, spec: str, options: WorkerOptions = WorkerOptions()) -> None:
         self.spec = spec
         self.options = options
-        self.fork_server = fork_server  # fork from this process's fork server where there is one
-        self.process: subprocess.Popen[bytes] | ForkedProcess | None = None
+        self.process: BaseProcess | None = None
         self.home: Path | None = None
-        self._control: int | None = None
+        self._jobs_out: Connection | None = None
+        self._control: Connection | None = None
         self._buffer = b""
         self._jobs = 0
         self._exit_sent = False
@@ -99,38 +168,22 @@ class UnlearnerWorker:
     # -- life cycle -------------------------------------------------------------------------
     def start(self, hello_extra: dict[str, Any] | None = None) -> None:
         """Start the process and send the hello; `wait_ready` collects the answer."""
+        from unlearn_audit.engine.worker_main import serve
+
         self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-"))
-        read_end, write_end = os.pipe()
-        env = worker_env()
-        with open(self.home / "worker.log", "wb") as log:
-            self.process = self._fork(env, write_end, log.fileno()) if self.fork_server else None
-            if self.process is None:
-                self.process = subprocess.Popen(
-                    [self.options.python, "-m", "unlearn_audit.engine.worker_main", str(write_end)],
-                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, env=env,
-                    pass_fds=(write_end,), start_new_session=True,
-                )
-        os.close(write_end)
-        self._control, self._buffer, self._exit_sent = read_end, b"", False
+        context = worker_context(start_method(self.options.device))
+        jobs_in, jobs_out = context.Pipe(duplex=False)
+        control_in, control_out = context.Pipe(duplex=False)
         hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": self.options.threads,
                  "max_memory": self.options.max_memory, "device": self.options.device, **(hello_extra or {})}
-        self._write(hello)
-
-    def _fork(self, env: dict[str, str], control: int, log: int) -> ForkedProcess | None:
-        """The worker as a fork of this process's fork server, or None where there is none (spawn)."""
-        server = launch_fork_server(self.options.python, env)
-        if server is None:
-            return None
-        jobs_read, jobs_write = os.pipe()
-        try:
-            process = server.fork(self.home, env, jobs_read, control, log)  # type: ignore[arg-type]
-        finally:
-            os.close(jobs_read)
-        if process is None:
-            os.close(jobs_write)
-            return None
-        process.stdin = os.fdopen(jobs_write, "wb")
-        return process
+        process = context.Process(target=serve, args=(hello, jobs_in, control_out, str(self.home), worker_env()),
+                                  name=f"unlearn-audit worker {self.spec}")  # type: ignore[attr-defined]
+        with harness_settings_hidden():
+            process.start()
+        jobs_in.close()  # the worker's ends: it holds its own copies now
+        control_out.close()
+        self.process, self._jobs_out, self._control = process, jobs_out, control_in
+        self._buffer, self._exit_sent = b"", False
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Block until the worker resolved its spec; WorkerStartError if it could not."""
@@ -148,7 +201,7 @@ class UnlearnerWorker:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.is_alive()
 
     def ensure_started(self) -> None:
         if not self.alive:
@@ -172,10 +225,7 @@ class UnlearnerWorker:
         """Ask the worker to exit; kill it if it does not within a few seconds; remove its directory."""
         if self.alive:
             self.ask_to_exit()
-            try:
-                self.process.wait(timeout=5)  # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                pass
+            self.process.join(timeout=5)  # type: ignore[union-attr]
         self._kill()
         self._discard()
 
@@ -202,11 +252,17 @@ class UnlearnerWorker:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _write(self, message: dict[str, Any]) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write(encode(message))
-        self.process.stdin.flush()
+        assert self._jobs_out is not None
+        self._jobs_out.send_bytes(encode(message))
 
     def _read_message(self, timeout: float) -> dict[str, Any]:
+        """The worker's next JSON line, read with a deadline from the raw pipe (never unpickled).
+
+        The pipe is read byte-wise with `select`, not with `Connection.recv`, so that a method that
+        writes garbage or half a message to it cannot block the harness past the deadline.
+        """
+        assert self._control is not None and self.process is not None
+        control = self._control.fileno()
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
@@ -214,11 +270,14 @@ class UnlearnerWorker:
                 self._kill()
                 raise WorkerFailed(f"did not finish within the time limit of {timeout:.0f} s (--audit-timeout) "
                                    "and was killed")
-            ready, _, _ = select.select([self._control], [], [], remaining)
-            if not ready:
+            ready, _, _ = select.select([control, self.process.sentinel], [], [], remaining)
+            if control in ready:
+                chunk = os.read(control, 1 << 16)
+            elif ready:  # the worker ended; what it wrote before is read first
+                chunk = b""
+            else:
                 continue
-            chunk = os.read(self._control, 1 << 16)  # type: ignore[arg-type]
-            if not chunk:  # every write end closed: the worker is gone
+            if not chunk:  # the worker is gone (or closed the pipe)
                 code = self._wait_exit()
                 self._kill()  # and whatever it started goes with it
                 raise WorkerFailed(describe_exit(code))
@@ -236,44 +295,47 @@ class UnlearnerWorker:
             raise WorkerFailed(f"sent a malformed message {line[:200]!r}")
         return message
 
-    def _wait_exit(self) -> int:
+    def _wait_exit(self) -> int | None:
         assert self.process is not None
-        try:
-            return self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        self.process.join(timeout=10)
+        if self.process.exitcode is None:
             self._kill()
-            return self.process.returncode
+        return self.process.exitcode
 
     def _kill(self) -> None:
         """Terminate, then kill, the worker's whole process group (what the method started dies too)."""
         p = self.process
-        if p is None:
+        if p is None or p.pid is None:
             return
         for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(p.pid, sig)
             except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                p.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
+                if p.exitcode is None:  # not (yet) a group leader: the process alone
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(p.pid, sig)
+            p.join(timeout=grace)
+            if p.exitcode is not None and sig == signal.SIGTERM:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)  # what the method left in its group
+                break
 
     def _log_tail(self) -> str:
-        if self.home is None or not (self.home / "worker.log").exists():
+        if self.home is None or not (self.home / LOG_FILE).exists():
             return ""
-        text = (self.home / "worker.log").read_text(errors="replace").strip()
+        text = (self.home / LOG_FILE).read_text(errors="replace").strip()
         return f"\nworker log (end):\n{text[-LOG_TAIL:]}" if text else ""
 
     def _discard(self) -> None:
-        if self._control is not None:
-            os.close(self._control)
-            self._control = None
-        if self.process is not None and self.process.stdin is not None:
-            try:
-                self.process.stdin.close()
-            except OSError:
-                pass
+        for connection in (self._control, self._jobs_out):
+            if connection is not None:
+                with contextlib.suppress(OSError):
+                    connection.close()
+        self._control = self._jobs_out = None
+        if self.process is not None and self.process.exitcode is not None:
+            with contextlib.suppress(ValueError):
+                self.process.close()  # its sentinel and other resources
+            self.process = None
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
             self.home = None
@@ -281,82 +343,72 @@ class UnlearnerWorker:
 
 def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions(),
                   while_starting: Callable[[], None] | None = None) -> dict[str, UnlearnerWorker]:
-    """Start one worker per spec (in parallel) and wait until each resolved its spec.
+    """Start one worker per spec and wait until each resolved its spec.
 
-    `while_starting` runs meanwhile (e.g. the harness's own torch import, which then overlaps the
-    workers'). WorkerStartError for the first spec that does not resolve (the others are closed).
+    `while_starting` runs meanwhile in this thread (e.g. the harness's own torch import, which then
+    overlaps the worker's start: the first start waits for the forkserver's imports). WorkerStartError
+    for the first spec that does not resolve (the others are closed).
     """
-    server = launch_fork_server(options.python, worker_env())
     workers = {spec: UnlearnerWorker(spec, options) for spec in specs}
-    if server is None:  # spawned workers import in parallel with `while_starting`
-        for worker in workers.values():
-            worker.start()
-    try:
-        if while_starting is not None:
-            while_starting()  # with a fork server, it imports meanwhile; its forks are then quick
-        if server is not None:
+    failure: list[BaseException] = []
+
+    def start_all() -> None:
+        try:
             for worker in workers.values():
                 worker.start()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+
+    starter = threading.Thread(target=start_all, name="unlearn-audit worker start", daemon=True)
+    starter.start()
+    try:
+        if while_starting is not None:
+            while_starting()
+        starter.join()
+        if failure:
+            raise failure[0]
         for worker in workers.values():
             worker.wait_ready()
-    except WorkerStartError:
+    except BaseException:
+        starter.join()
         close_all(workers)
         raise
     return workers
 
 
-def prepare_fork_server(options: WorkerOptions = WorkerOptions(), shared: bool = False,
-                        address: str | None = None) -> str | None:
-    """Start this process's fork server now (where one is used), so that it imports torch while this
-    process does other work; the workers started later are forked from it.
+class SpecCheck:
+    """Every spec resolved in one short-lived worker (one interpreter for all of them), for runs whose
+    audits happen in other processes (xdist workers) or not at all (--collect-only), where per-spec
+    workers would be wasted. Started at once; `finish` collects the answer, so that the caller can
+    do other work meanwhile."""
 
-    `shared` (an xdist controller): one that other processes can use; its address is returned.
-    `address` (an xdist worker): use the server listening there instead of starting one.
-    """
-    if address is not None:
-        use_shared_fork_server(options.python, address)
-        return None
-    server = launch_fork_server(options.python, worker_env(), shared=shared)
-    return getattr(server, "address", None)
+    def __init__(self, specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> None:
+        self.specs = tuple(specs)
+        self.worker = UnlearnerWorker("<spec check>", options)
+        self.worker.start({"check_specs": list(self.specs)})
 
+    def finish(self) -> None:
+        """WorkerStartError for the first spec that does not resolve."""
+        try:
+            message = self.worker._read_message(STARTUP_TIMEOUT)
+        except WorkerFailed as exc:
+            raise WorkerStartError(f"checking the --unlearner specs: the process {exc}{self.worker._log_tail()}") from None
+        finally:
+            self.worker.close()
+        errors = message.get("errors") if message.get("event") == "specs_checked" else None
+        if not isinstance(errors, dict):
+            raise WorkerStartError(f"checking the --unlearner specs: unexpected answer {message!r}")
+        for spec in self.specs:
+            if spec in errors:
+                raise WorkerStartError(str(errors[spec]))
 
-def start_spec_check(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions(),
-                     fork: bool = False) -> UnlearnerWorker:
-    """Start resolving every spec in one short-lived child process (one interpreter start for all of
-    them), for runs whose audits happen in other processes (xdist workers) or not at all
-    (--collect-only), where per-spec workers would be wasted; `finish_spec_check` collects the answer,
-    so that the caller can do its own work (e.g. import torch) meanwhile.
-
-    `fork`: the child is forked from this process's fork server when `finish_spec_check` asks for the
-    answer (a fork costs only the method's import once the server has imported, and waiting for the
-    server here would hold the caller up); spawned now otherwise."""
-    checker = UnlearnerWorker("<spec check>", options, fork_server=fork)
-    if not fork:
-        checker.start({"check_specs": list(specs)})
-    return checker
-
-
-def finish_spec_check(checker: UnlearnerWorker, specs: list[str] | tuple[str, ...]) -> None:
-    """Wait for `start_spec_check`'s child; WorkerStartError for the first spec that does not resolve."""
-    if checker.process is None:
-        checker.start({"check_specs": list(specs)})
-    try:
-        message = checker._read_message(STARTUP_TIMEOUT)
-    except WorkerFailed as exc:
-        raise WorkerStartError(f"checking the --unlearner specs: the process {exc}{checker._log_tail()}") from None
-    finally:
-        checker.close()
-    errors = message.get("errors") if message.get("event") == "specs_checked" else None
-    if not isinstance(errors, dict):
-        raise WorkerStartError(f"checking the --unlearner specs: unexpected answer {message!r}")
-    for spec in specs:
-        if spec in errors:
-            raise WorkerStartError(str(errors[spec]))
+    def close(self) -> None:
+        self.worker.close()
 
 
 def check_specs_in_child(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions()) -> None:
     """Resolve every spec in one short-lived child process; WorkerStartError for the first that does not."""
-    finish_spec_check(start_spec_check(specs, options), specs)
+    SpecCheck(specs, options).finish()
 
 
 def close_all(workers: dict[str, UnlearnerWorker]) -> None:

@@ -1,8 +1,8 @@
-"""The worker process that runs one unlearner spec: `python -m unlearn_audit.engine.worker_main FD`.
+"""The worker process that runs one unlearner spec (`serve`, a multiprocessing target).
 
 Started by `unlearn_audit.engine.worker.UnlearnerWorker` in a private temporary directory, with
-no cache path in its environment. It reads a hello line and then one job per line from stdin
-(JSON), and answers on file descriptor FD (JSON lines): `ready` or `spec_error` once, then `done`
+no cache path in its environment. It gets a hello (JSON) and then one job per message on its jobs
+pipe, and answers on its control pipe (JSON lines): `ready` or `spec_error` once, then `done`
 per job. A job names the request's data file (safetensors, see `worker_protocol`) and a result
 directory; the worker writes the returned weights and its report there. Only the request's data
 ever reaches this process: never the fixture's secret, its test sets or its reference models.
@@ -18,6 +18,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from multiprocessing.connection import Connection
 from typing import Any, BinaryIO
 
 
@@ -136,31 +137,29 @@ def run_job(unlearner: Any, job: dict[str, Any]) -> None:
 def import_harness_modules() -> None:
     """Everything the harness itself runs in a worker, imported before the memory cap: compiling a
     module under a tight address-space limit can fail (CPython then reports a SyntaxError), and the
-    cap is meant for the method, not for the harness's start-up. The fork server imports the same."""
-    import numpy  # noqa: F401
-    import safetensors.torch  # noqa: F401
+    cap is meant for the method, not for the harness's start-up. A forkserver has imported them already."""
+    from importlib import import_module
 
-    import unlearn_audit.engine.counting  # noqa: F401
-    import unlearn_audit.engine.execute  # noqa: F401
-    import unlearn_audit.engine.specs  # noqa: F401
-    import unlearn_audit.profiles.models  # noqa: F401
+    from unlearn_audit.engine.worker_protocol import WORKER_PRELOAD
+
+    for module in WORKER_PRELOAD:
+        import_module(module)
 
 
-def main(argv: list[str]) -> int:
-    control = os.fdopen(int(argv[1]), "wb", buffering=0)
-    faulthandler.enable()  # a segfault leaves a Python traceback in the worker's log
-    # Jobs arrive on the original stdin; the method gets /dev/null there, so it cannot read them.
-    jobs = os.fdopen(os.dup(0), "r")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    hello = json.loads(jobs.readline())
+def _resolve_error(spec: str, exc: BaseException) -> str:
+    from unlearn_audit.engine.specs import SpecError
+
+    return f"{exc}" if isinstance(exc, SpecError) else f"--unlearner {spec!r}: {type(exc).__name__}: {exc}"
+
+
+def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
+    """Resolve the spec (or, for a spec check, every spec), then run jobs until asked to exit."""
     sys.path[:0] = [p for p in hello.get("sys_path", []) if p not in sys.path]
     import torch
 
     torch.set_num_threads(int(hello.get("threads") or 1))
     import_harness_modules()
-    from unlearn_audit.engine.specs import SpecError, resolve_unlearner
+    from unlearn_audit.engine.specs import resolve_unlearner
 
     _limit_memory(hello.get("max_memory"), hello.get("device"))
 
@@ -170,18 +169,20 @@ def main(argv: list[str]) -> int:
             try:
                 resolve_unlearner(spec)
             except BaseException as exc:  # noqa: BLE001
-                errors[spec] = f"{exc}" if isinstance(exc, SpecError) else f"--unlearner {spec!r}: {type(exc).__name__}: {exc}"
+                errors[spec] = _resolve_error(spec, exc)
         _send(control, {"event": "specs_checked", "errors": errors})
         return 0
     try:
         unlearner = resolve_unlearner(hello["spec"])
     except BaseException as exc:  # noqa: BLE001 - a spec that does not resolve is a usage error
-        _send(control, {"event": "spec_error", "message": f"{exc}" if isinstance(exc, SpecError)
-                        else f"--unlearner {hello['spec']!r}: {type(exc).__name__}: {exc}"})
+        _send(control, {"event": "spec_error", "message": _resolve_error(hello["spec"], exc)})
         return 0
     _send(control, {"event": "ready", "pid": os.getpid()})
-    for line in jobs:
-        job = json.loads(line)
+    while True:
+        try:
+            job = json.loads(jobs.recv_bytes())
+        except EOFError:  # the harness is gone
+            break
         if job.get("exit"):
             break
         try:
@@ -195,6 +196,35 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: str, env: dict[str, str]) -> None:
+    """The worker process's entry point (a multiprocessing target).
+
+    It becomes a session of its own (so that the harness can end it with everything it started), works
+    in its private directory with the harness's settings out of its environment, writes its output to
+    the directory's log and never returns: `exit_now` skips the interpreter's teardown.
+    """
+    os.setsid()
+    os.chdir(home)
+    os.environ.clear()
+    os.environ.update(env)
+    log = os.open(os.path.join(home, "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for fd in (1, 2):
+        os.dup2(log, fd)
+    os.close(log)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # the method cannot read anything on stdin
+    os.close(devnull)
+    faulthandler.enable()  # a segfault leaves a Python traceback in the worker's log
+    status = 1
+    try:
+        status = main(hello, jobs, os.fdopen(os.dup(control.fileno()), "wb", buffering=0))
+    except BaseException:  # noqa: BLE001 - said in the log; the harness sees the exit status
+        import traceback
+
+        traceback.print_exc()
+    exit_now(status)
+
+
 def exit_now(status: int) -> None:
     """Leave without the interpreter's teardown: with torch loaded it takes about 0.5 s (measured on
     2 cores), paid once per worker at the end of every audit, and this process has nothing to save
@@ -205,7 +235,3 @@ def exit_now(status: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(status)
-
-
-if __name__ == "__main__":
-    exit_now(main(sys.argv))

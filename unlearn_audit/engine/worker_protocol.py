@@ -28,6 +28,19 @@ WEIGHTS_FILE = "weights.safetensors"
 STDOUT_FILE = "stdout.txt"
 STDERR_FILE = "stderr.txt"
 MODEL_PREFIX = "model."
+WORKER_PRELOAD = (
+    "numpy",
+    "torch",
+    "torch._dynamo",  # torch imports it at a method's first optimizer step: 1.4 CPU-s, once here instead
+    "safetensors.torch",
+    "unlearn_audit.engine.counting",
+    "unlearn_audit.engine.execute",
+    "unlearn_audit.engine.specs",
+    "unlearn_audit.profiles.models",
+    "unlearn_audit.engine.worker_main",
+)
+"""What every worker imports before its method: the forkserver imports it once, a spawned worker itself."""
+
 OUTPUT_LIMIT = 4000  # characters of captured stdout/stderr kept (the end, where the error usually is)
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from unlearn_audit.plugin.state import get_audit_session, settings_key
+from unlearn_audit.plugin.state import run_key
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.reports.record import RESULT_PROPERTY, seeds_range
 
@@ -42,8 +42,14 @@ class AuditCaseParams:
 
     @property
     def group(self) -> str:
-        """Cases that share their unlearn() calls run on the same xdist worker."""
+        """Cases that share their unlearn() calls (and so one shard, and one xdist worker)."""
         return f"{self.spec}|{self.profile}|{self.scenario}|{seeds_label(self.seeds)}|{self.budget:g}"
+
+
+def case_of(item: pytest.Item) -> AuditCaseParams | None:
+    """The audit case a collected test judges, None for any other test."""
+    case = getattr(getattr(item, "callspec", None), "params", {}).get("audit_case")
+    return case if isinstance(case, AuditCaseParams) else None
 
 
 def seeds_label(seeds: tuple[int, ...]) -> str:
@@ -61,13 +67,13 @@ class AuditCase:
 
     def run(self) -> tuple["CheckResult", dict[str, Any]]:
         p = self.params
-        return get_audit_session(self.config).run_check(p.check, p.spec, p.scenario, p.seeds, p.budget,
-                                                         nodeid=self.node.nodeid)
+        return self.config.stash[run_key].session.run_check(p.check, p.spec, p.scenario, p.seeds, p.budget,
+                                                             nodeid=self.node.nodeid)
 
     def judge(self) -> "CheckResult":
         result, meta = self.run()
         judged: dict[str, Any] = {"result": result.to_json(), "meta": meta}
-        settings = self.config.stash[settings_key]
+        settings = self.config.stash[run_key].settings
         comparison = None
         if settings.compare_with_baseline and settings.baseline:
             from unlearn_audit.reports.baseline import compare_with_baseline

@@ -16,6 +16,7 @@ import pytest
 
 from unlearn_audit.plugin.sharding import parse_shard
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
+from unlearn_audit.scenarios.remote import is_remote, local_path
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         threads=threads,
         timeout=timeout,
         device=config.getoption("audit_device"),
-        cache_dir=(cache if "://" in cache else str(Path(cache).expanduser().resolve())) if cache else None,
+        cache_dir=(cache if is_remote(cache) else str(local_path(cache).resolve())) if cache else None,
         baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
         update_baseline=update_baseline,
         shard=shard,

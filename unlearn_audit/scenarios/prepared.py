@@ -124,7 +124,9 @@ def references_ready(cache_dir: str | None, profile: str, needed: list[tuple[str
     """Whether every needed (scenario, seed) fixture is in the local cache with its reference
     measurements prepared for this environment, told without importing torch. False whenever in
     doubt (a shared remote cache, a GPU, an unknown environment, a missing marker)."""
-    if cache_dir is not None and "://" in cache_dir:
+    from unlearn_audit.scenarios.remote import is_remote
+
+    if is_remote(cache_dir):
         return False  # the local mirror may lack entries that the remote has: fetched with torch, as before
     device_type = device_type_without_torch(device)
     if device_type is None:

@@ -49,7 +49,14 @@ READ_ONLY_SCHEMES = ("http", "https", "hf")
 
 
 def is_remote(location: str | os.PathLike[str] | None) -> bool:
+    """Whether a cache location is a URL of another machine's storage (`file://` is a local path)."""
     return location is not None and "://" in str(location) and not str(location).startswith("file://")
+
+
+def local_path(location: str | os.PathLike[str]) -> Path:
+    """A local cache location as a path: `file:///a/b` and `/a/b` are the same directory."""
+    text = str(location)
+    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
 
 
 def is_read_only(url: str) -> bool:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from unlearn_audit.scenarios.remote import is_remote, local_path
 from unlearn_audit.tools.suite_run import method_spec, suite_command
 
 FAILED_EXIT_CODES = {2: "interrupted", 3: "pytest internal error", 4: "usage error", 5: "no tests collected"}
@@ -154,8 +155,8 @@ def run_sweep(methods: list[str], profile: str, seeds: str, report: Path, cache:
     from unlearn_audit.reports.collector import write_report
 
     cache = cache or os.environ.get("UNLEARN_AUDIT_CACHE")  # the cells may run where this variable is not set
-    if cache and "://" not in str(cache):
-        cache = str(Path(cache).expanduser().resolve())
+    if cache and not is_remote(cache):
+        cache = str(local_path(cache).resolve())
     gpus = gpus_for(profile) if gpus_per_cell is None else gpus_per_cell
     cells = [Cell(method_spec(m), seed, profile, str(cache) if cache else None, select, os.getcwd())
              for m in methods for seed in parse_seeds(str(seeds))]  # method-major: a method's seeds build fixtures at once
