@@ -1,0 +1,177 @@
+"""The worker process layer on its own, under both start methods: start, spec errors, crashes, hangs,
+garbage on the control pipe, the harness's settings kept out of the worker, its process group ended.
+
+The methods here misbehave while their module is imported, which is the first thing a worker does
+with a spec, so no fixture is needed (`tests/plugin/test_isolation.py` runs whole audits)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from unlearn_audit.engine.worker import (START_METHOD_ENV, SpecCheck, UnlearnerWorker, WorkerOptions,
+                                         WorkerStartError, describe_exit, start_method)
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="process isolation needs POSIX")
+
+METHODS = ["forkserver", "spawn"]
+
+
+@pytest.fixture(params=METHODS)
+def method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(START_METHOD_ENV, request.param)
+    return str(request.param)
+
+
+@pytest.fixture
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path (the worker imports what the harness could import) for the test's modules."""
+    folder = tmp_path / "pkgs"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def module(folder: Path, name: str, source: str) -> str:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    return f"{name}:Method"
+
+
+GOOD = """
+    class Method:
+        def unlearn(self, model, request):
+            return model
+    """
+
+
+def test_start_method_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(START_METHOD_ENV, raising=False)
+    assert start_method("cuda") == "spawn" and start_method("cuda:1") == "spawn"
+    if sys.platform.startswith("linux"):
+        assert start_method("cpu") == "forkserver"
+    monkeypatch.setenv(START_METHOD_ENV, "spawn")
+    assert start_method("cpu") == "spawn"
+    monkeypatch.setenv(START_METHOD_ENV, "fork")
+    with pytest.raises(ValueError, match="forkserver, spawn"):
+        start_method("cpu")
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(3) == "exited with status 3"
+    assert describe_exit(-9) == "killed by SIGKILL: out of memory?"
+    assert describe_exit(-11) == "killed by SIGSEGV"
+
+
+def test_a_worker_starts_and_exits(method: str, package: Path) -> None:
+    worker = UnlearnerWorker(module(package, "good_method", GOOD), WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    assert worker.alive and worker.home is not None and worker.home.is_dir()
+    home = worker.home
+    worker.close()
+    assert not worker.alive and not home.exists(), "closed, and its directory removed"
+
+
+def test_a_spec_that_does_not_resolve_is_a_start_error(method: str, package: Path) -> None:
+    worker = UnlearnerWorker(module(package, "no_method", "X = 1\n"), WorkerOptions(device="cpu"))
+    worker.start()
+    with pytest.raises(WorkerStartError, match="Method"):
+        worker.wait_ready(timeout=120)
+    worker.close()
+
+
+def test_a_crash_while_importing_says_how(method: str, package: Path) -> None:
+    spec = module(package, "crash_method", "import os\nos._exit(7)\n")
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    with pytest.raises(WorkerStartError, match="exited with status 7"):
+        worker.wait_ready(timeout=120)
+    worker.close()
+
+
+def test_a_hang_hits_the_deadline_and_the_process_group_dies(method: str, package: Path, tmp_path: Path) -> None:
+    """The method starts a child in the worker's group and hangs; the deadline kills both."""
+    pid_file = tmp_path / "child.pid"
+    spec = module(package, "hang_method", f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(600)
+        """)
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    started = time.monotonic()
+    with pytest.raises(WorkerStartError, match="time limit"):
+        worker.wait_ready(timeout=30)
+    assert time.monotonic() - started < 60
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "what the method started dies with its worker"
+    worker.close()
+
+
+def test_garbage_on_the_control_pipe_is_refused(method: str, package: Path) -> None:
+    """A method that writes to the harness's pipe (it finds it among its file descriptors) cannot pose
+    as the worker: a line that is not a JSON object fails the worker."""
+    spec = module(package, "garbage_method", """
+        import os
+        for fd in range(3, 64):
+            try:
+                os.write(fd, b"not json\\n")
+            except OSError:
+                pass
+        import time; time.sleep(5)
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """)
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    with pytest.raises(WorkerStartError, match="malformed message"):
+        worker.wait_ready(timeout=120)
+    worker.close()
+
+
+def test_the_harness_settings_stay_out_of_the_worker(method: str, package: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither `os.environ` nor the initial environment in /proc/self/environ shows the cache path."""
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE", "/secret/cache/path")
+    out = tmp_path / "environ"
+    spec = module(package, "env_method", f"""
+        import os
+        open({str(out)!r}, "wb").write(open("/proc/self/environ", "rb").read() + b"|" +
+                                      repr(sorted(os.environ)).encode())
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """)
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    worker.close()
+    seen = out.read_bytes()
+    assert b"/secret/cache/path" not in seen and b"UNLEARN_AUDIT_CACHE" not in seen
+    assert os.environ["UNLEARN_AUDIT_CACHE"] == "/secret/cache/path", "the harness's own environment is restored"
+
+
+def test_one_spec_check_for_all_specs(method: str, package: Path) -> None:
+    good = module(package, "checked_good", GOOD)
+    bad = module(package, "checked_bad", "X = 1\n")
+    SpecCheck([good], WorkerOptions(device="cpu")).finish()
+    with pytest.raises(WorkerStartError, match="checked_bad"):
+        SpecCheck([good, bad], WorkerOptions(device="cpu")).finish()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
