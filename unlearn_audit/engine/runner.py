@@ -14,7 +14,7 @@ import copy
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,7 +28,7 @@ from unlearn_audit.protocol import Budget, UnlearningRequest
 from unlearn_audit.scenarios.fixture import Fixture
 
 
-@dataclass
+@dataclass(frozen=True)
 class UnlearnOutcome:
     model: nn.Module | None
     example_gradients: int
@@ -41,7 +41,6 @@ class UnlearnOutcome:
     spend_problem: str | None = None  # why the counted spend cannot be trusted (counter hooks removed)
     output: dict[str, Any] = field(default_factory=dict)  # the method's captured stdout, stderr, warnings
     details: dict[str, Any] = field(default_factory=dict)  # e.g. the distance to the retrain reference
-    reported_in: str | None = None  # the test that showed this failure in full
 
     @property
     def ok(self) -> bool:
@@ -56,21 +55,18 @@ def budget_for(fixture: Fixture, fraction: float) -> Budget:
 def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture: Fixture, budget: Budget,
            device: torch.device, exempt: bool, output: dict[str, Any]) -> UnlearnOutcome:
     """The outcome of a finished call: load and vet the returned weights (shared by both modes)."""
-    outcome = UnlearnOutcome(None, execution.example_gradients, execution.seconds, budget, execution.error, exempt,
-                             traceback=execution.traceback, spend_problem=execution.spend_problem, output=output)
-    if outcome.error is not None or state is None:
-        outcome.error = outcome.error or "unlearn() returned no weights"
-        return outcome
+    failed = UnlearnOutcome(None, execution.example_gradients, execution.seconds, budget, execution.error, exempt,
+                            traceback=execution.traceback, spend_problem=execution.spend_problem, output=output)
+    if failed.error is not None or state is None:
+        return replace(failed, error=failed.error or "unlearn() returned no weights")
     model, problem = audited_copy(state, fixture, device)
     if model is None:
-        outcome.error = problem
-        return outcome
+        return replace(failed, error=problem)
     distances = reference_distances(model, fixture)
-    outcome.details["distance_to_retrain"] = distances["retrain"]
     closest = min(distances, key=lambda name: distances[name])
-    outcome.error = reference_copy_problem(distances[closest], closest)
-    outcome.model = model if outcome.error is None else None
-    return outcome
+    error = reference_copy_problem(distances[closest], closest)
+    return replace(failed, model=model if error is None else None, error=error,
+                   details={"distance_to_retrain": distances["retrain"]})
 
 
 def run_unlearner(

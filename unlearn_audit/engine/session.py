@@ -66,6 +66,7 @@ class AuditSession:
     progress: Callable[[str, int, int, float], None] | None = None
     _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
     _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
+    _reported_in: dict[tuple[str, str, int, float], str] = field(default_factory=dict)  # the test showing a failure in full
     _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
     workers: dict[str, UnlearnerWorker] = field(default_factory=dict)  # one per spec (process isolation)
     # The fixture models' measurements persist in their cache entries (see scenarios.measurements).
@@ -162,15 +163,17 @@ class AuditSession:
                 self._outcomes[key] = run_isolated(self.worker(spec), fixture, files, **run)
             o = self._outcomes[key]
             if o.error and self.options.max_memory and _looks_like_memory(o.error):
-                o.error += f" (the worker's memory is capped by --audit-max-memory {_size(self.options.max_memory)})"
+                cap = f" (the worker's memory is capped by --audit-max-memory {_size(self.options.max_memory)})"
+                o = dataclasses.replace(o, error=o.error + cap)
             if o.fixture_tampered:
                 del self._fixtures[(scenario, seed)]  # reload a clean copy from disk for later cases
             problems = self.cache.verify_path(fixture.path)
             if problems:
-                o.error = "the cached fixture changed on disk while unlearn() ran: " + "; ".join(problems)
-                o.model = None
+                o = dataclasses.replace(o, model=None, error="the cached fixture changed on disk while unlearn() ran: "
+                                        + "; ".join(problems))
             if o.model is not None and not o.fixture_tampered and identical_weights(o.model, fixture.original):
                 self._twins[o.model] = fixture.original
+            self._outcomes[key] = o
         return self._outcomes[key]
 
     def worker(self, spec: str) -> UnlearnerWorker:
@@ -285,7 +288,8 @@ class AuditSession:
                 direction="lower_is_better",
                 rule="the unlearner must return a finite model of the same architecture in time, "
                      "leaving its inputs unmodified, and not the harness's own reference",
-                message=failure_message(outcome, nodeid),
+                message=failure_message(outcome, self._reported_in.setdefault(
+                    (spec, scenario, seed, budget), nodeid or "the first test of this case"), nodeid),
             )
         else:
             ctx = CheckContext(fixture, outcome, self.check_options(recipe, check), self.measure)
@@ -307,12 +311,12 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def failure_message(outcome: UnlearnOutcome, nodeid: str | None) -> str:
-    """The full story (error, traceback, captured output) once per case, a pointer to it elsewhere."""
+def failure_message(outcome: UnlearnOutcome, reported_in: str, nodeid: str | None) -> str:
+    """The full story (error, traceback, captured output) in the test that reports the case's failure
+    first (`reported_in`), a pointer to it in the others."""
     error = outcome.error or ""
-    if outcome.reported_in is not None and outcome.reported_in != nodeid:
-        return f"unlearn() failed (see {outcome.reported_in}): {error.splitlines()[0] if error else ''}"
-    outcome.reported_in = nodeid or "the first test of this case"
+    if reported_in != (nodeid or "the first test of this case"):
+        return f"unlearn() failed (see {reported_in}): {error.splitlines()[0] if error else ''}"
     parts = [error]
     if outcome.traceback:
         parts.append(outcome.traceback.rstrip())
