@@ -1,0 +1,110 @@
+"""The Landlock sandbox: the allow-list arithmetic, and a confined process trying what a hostile method
+would (read the cache, the harness's command line and environment, write outside its directory,
+signal its parent, connect over TCP), each in a child process so that this one stays free."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from unlearn_audit.engine.sandbox import SandboxStatus, confine, grants_around, landlock_abi
+
+ABI = landlock_abi()
+needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")
+
+
+def test_grants_around_a_denied_folder(tmp_path: Path) -> None:
+    for name in ("a/x", "a/cache/entries", "a/cache/other", "b"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "a" / "file.py").write_text("")
+    granted = grants_around(tmp_path, [tmp_path / "a" / "cache" / "entries"])
+    assert set(granted) == {tmp_path / "a" / "x", tmp_path / "a" / "file.py", tmp_path / "a" / "cache" / "other",
+                            tmp_path / "b"}
+    assert grants_around(tmp_path / "b", [tmp_path / "a"]) == [tmp_path / "b"], "unrelated: granted whole"
+    assert grants_around(tmp_path / "a", [tmp_path / "a"]) == [], "the denied folder itself: nothing"
+
+
+def test_no_landlock_says_so_and_goes_on() -> None:
+    from unlearn_audit.engine.sandbox import SandboxPlan
+
+    status = confine(SandboxPlan(read=(), write=(), devices=()), abi=0)
+    assert status.describe().startswith("none: Landlock is not available")
+    assert SandboxStatus(7, ("fs", "signals", "net")).describe() == "landlock abi 7: fs, signals, net"
+
+
+PROBE = """
+import json, os, signal, socket, subprocess, sys
+from unlearn_audit.engine.sandbox import confine, worker_plan
+home, project, cache, allow_network = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+status = confine(worker_plan(home, [project, *[p for p in sys.path if p]], [cache], allow_network=allow_network))
+seen = {"status": status.describe()}
+
+def attempt(name, action):
+    try:
+        action()
+        seen[name] = "allowed"
+    except OSError as exc:
+        seen[name] = f"denied ({exc.errno})"
+
+attempt("read cache", lambda: open(os.path.join(cache, "secret.txt")).read())
+attempt("read project", lambda: open(os.path.join(project, "mod.py")).read())
+attempt("read parent cmdline", lambda: open(f"/proc/{os.getppid()}/cmdline").read())
+attempt("read parent environ", lambda: open(f"/proc/{os.getppid()}/environ", "rb").read())
+attempt("write home", lambda: open(os.path.join(home, "out.txt"), "w").write("x"))
+attempt("write project", lambda: open(os.path.join(project, "out.txt"), "w").write("x"))
+attempt("signal parent", lambda: os.kill(os.getppid(), 0))
+listener = None
+def bind():
+    global listener
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+attempt("bind tcp", bind)
+import torch
+seen["torch"] = float(torch.ones(3).sum())
+seen["child"] = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True, text=True).stdout.strip()
+print(json.dumps(seen))
+"""
+
+
+def run_confined(tmp_path: Path, allow_network: bool = False) -> dict[str, str]:
+    home, project = tmp_path / "home", tmp_path / "project"
+    cache = project / ".cache" / "unlearn-audit"  # the cache beneath a granted folder: still denied
+    for folder in (home, cache):
+        folder.mkdir(parents=True)
+    (cache / "secret.txt").write_text("the retrain reference")
+    (project / "mod.py").write_text("X = 1\n")
+    probe = tmp_path / "probe.py"
+    probe.write_text(textwrap.dedent(PROBE))
+    done = subprocess.run([sys.executable, str(probe), str(home), str(project), str(cache), "1" if allow_network else "0"],
+                          capture_output=True, text=True, timeout=120, cwd=home)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@needs_landlock
+def test_a_confined_process_keeps_what_it_needs_and_nothing_else(tmp_path: Path) -> None:
+    seen = run_confined(tmp_path)
+    assert seen["status"].startswith(f"landlock abi {ABI}: fs")
+    assert seen["read project"] == "allowed" and seen["write home"] == "allowed"
+    assert seen["torch"] == 3.0 and seen["child"] == "1", "torch and child processes still work"
+    assert seen["read cache"].startswith("denied"), "the cache, though beneath the granted project"
+    assert seen["read parent cmdline"].startswith("denied")
+    assert seen["read parent environ"].startswith("denied")
+    assert seen["write project"].startswith("denied")
+    if ABI >= 6:
+        assert seen["signal parent"].startswith("denied") and "signals" in seen["status"]
+    if ABI >= 4:
+        assert seen["bind tcp"].startswith("denied") and "net" in seen["status"]
+
+
+@pytest.mark.skipif(ABI < 4, reason="network rules need Landlock ABI 4")
+def test_the_network_can_be_allowed(tmp_path: Path) -> None:
+    seen = run_confined(tmp_path, allow_network=True)
+    assert seen["bind tcp"] == "allowed" and "net" not in seen["status"]
+    assert seen["read cache"].startswith("denied")

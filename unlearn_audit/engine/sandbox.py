@@ -1,0 +1,215 @@
+"""Landlock: the worker process confines itself before it imports the method (Linux, unprivileged).
+
+Landlock (Linux >= 5.13) lets a process give up rights for itself and everything it starts, without
+privileges: here, three system calls through ctypes (`landlock_create_ruleset`, `landlock_add_rule`,
+`landlock_restrict_self`) after `prctl(PR_SET_NO_NEW_PRIVS)`. What the worker keeps (`SandboxPlan`):
+
+- read and execute: the interpreter and its libraries, every import path of the harness (the method's
+  package among them), system libraries and configuration, and a few kernel files torch reads
+  (`/proc/self`, `/proc/cpuinfo`, `/sys/devices/system/cpu`, ...); never the rest of `/proc`, where the
+  harness's command line would give its cache away;
+- write: its private directory (its results and temporary files) and `/dev/shm`;
+- devices: `/dev/null`, `/dev/zero`, `/dev/urandom`, and the GPU's device files on a CUDA audit.
+
+Landlock grants by allow-list, so a denied directory inside an allowed one (the fixture cache under the
+user's project, say) is handled by granting the allowed directory's other entries, down to the denied
+one (`grants_around`). With ABI >= 4 TCP bind and connect are refused (unless allowed); with ABI >= 6
+the worker cannot signal, nor connect to the abstract unix sockets of, processes outside its sandbox:
+the harness and pytest among them. `describe()` says what applied, for the report.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# System call numbers: the same on every architecture that has Landlock (generic table, Linux 5.13).
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_ADD_RULE = 445
+SYS_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
+LANDLOCK_RULE_PATH_BENEATH = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+# Filesystem rights, by the ABI that introduced them.
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+FS_IOCTL_DEV = 1 << 15  # ABI 5
+NET_BIND_TCP = 1 << 0  # ABI 4
+NET_CONNECT_TCP = 1 << 1  # ABI 4
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1  # ABI 6
+
+FS_V1 = (1 << 13) - 1
+FS_BY_ABI = {1: FS_V1, 2: FS_V1 | FS_REFER, 3: FS_V1 | FS_REFER | FS_TRUNCATE}
+READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+WRITE = (FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR | FS_MAKE_REG | FS_MAKE_SOCK | FS_MAKE_FIFO
+         | FS_MAKE_SYM | FS_REFER | FS_TRUNCATE)
+FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV  # what a file (not a dir) takes
+
+SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/nix", "/run/current-system",
+               "/proc/self", "/proc/thread-self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/filesystems",
+               "/proc/sys/kernel", "/proc/sys/vm", "/proc/mounts", "/sys/devices/system/cpu", "/sys/devices/system/node",
+               "/sys/fs/cgroup", "/dev/shm")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", "/dev/dri",
+               "/dev/kfd", "/sys/bus/pci", "/sys/devices", "/proc/driver/nvidia")
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 where there is none (not Linux, disabled, or blocked by seccomp)."""
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64", "riscv64", "arm64"):
+        return 0
+    try:
+        version = _libc().syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                                  ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    except (OSError, AttributeError):
+        return 0
+    return max(int(version), 0)
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    """What the confined process may reach. Paths that do not exist are skipped."""
+
+    read: tuple[str, ...]  # read and execute, beneath each
+    write: tuple[str, ...]  # read, write, create and remove, beneath each
+    devices: tuple[str, ...]  # read, write and ioctl (device files or folders of them)
+    deny: tuple[str, ...] = ()  # never reachable, even beneath a path of `read` or `write`
+    allow_network: bool = False
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """What applied: `landlock abi 7: fs, signals, net` or `none: <why>`."""
+
+    abi: int
+    protections: tuple[str, ...] = ()
+    why_not: str = ""
+    denied: tuple[str, ...] = field(default=())
+
+    def describe(self) -> str:
+        if not self.protections:
+            return f"none: {self.why_not}"
+        return f"landlock abi {self.abi}: " + ", ".join(self.protections)
+
+
+def grants_around(allowed: Path, denied: Iterable[Path]) -> list[Path]:
+    """`allowed`, or where a denied path lies beneath it, the entries of `allowed` that lead elsewhere,
+    recursively down to each denied path (Landlock cannot subtract from a grant)."""
+    inside = [d for d in denied if d == allowed or allowed in d.parents]
+    if not inside:
+        return [allowed]
+    if any(d == allowed for d in inside):
+        return []
+    try:
+        entries = sorted(allowed.iterdir())
+    except OSError:
+        return []
+    out: list[Path] = []
+    for entry in entries:
+        out.extend(grants_around(entry, inside))
+    return out
+
+
+def _rules(plan: SandboxPlan) -> list[tuple[str, int]]:
+    denied = [Path(os.path.realpath(d)) for d in plan.deny]
+    rules: list[tuple[str, int]] = []
+    for paths, rights in ((plan.read, READ), (plan.write, READ | WRITE), (plan.devices, READ | FS_WRITE_FILE | FS_IOCTL_DEV)):
+        for text in paths:
+            if not os.path.exists(text):
+                continue
+            for path in grants_around(Path(os.path.realpath(text)), denied):
+                rules.append((str(path), rights))
+    return rules
+
+
+def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
+    """Confine this process (and what it starts) to `plan`; the status says what applied. Never raises
+    for a kernel without Landlock: the run then goes on with detection as the defence, and says so."""
+    abi = landlock_abi() if abi is None else abi
+    if abi <= 0:
+        why = "Landlock is not available (not Linux, a kernel before 5.13, or disabled)"
+        return SandboxStatus(0, why_not=why)
+    handled_fs = FS_BY_ABI.get(abi, FS_BY_ABI[3] | FS_IOCTL_DEV)
+    handled_net = (NET_BIND_TCP | NET_CONNECT_TCP) if abi >= 4 and not plan.allow_network else 0
+    scoped = (SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if abi >= 6 else 0
+    attr = _RulesetAttr(handled_fs, handled_net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    libc = _libc()
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return SandboxStatus(abi, why_not=f"landlock_create_ruleset failed: {os.strerror(ctypes.get_errno())}")
+    try:
+        for path, rights in _rules(plan):
+            rights &= handled_fs
+            flags = os.O_PATH | os.O_CLOEXEC
+            try:
+                fd = os.open(path, flags)
+            except OSError:
+                continue
+            try:
+                if not os.path.isdir(path):
+                    rights &= FILE_RIGHTS
+                rule = _PathBeneathAttr(rights, fd)
+                if libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule),
+                                ctypes.c_uint32(0)) < 0:
+                    return SandboxStatus(abi, why_not=f"landlock_add_rule({path}) failed: "
+                                                      f"{os.strerror(ctypes.get_errno())}")
+            finally:
+                os.close(fd)
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return SandboxStatus(abi, why_not=f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
+        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) < 0:
+            return SandboxStatus(abi, why_not=f"landlock_restrict_self failed: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(ruleset)
+    protections = ["fs"] + (["signals", "abstract sockets"] if scoped else []) + (["net"] if handled_net else [])
+    return SandboxStatus(abi, tuple(protections), denied=tuple(plan.deny))
+
+
+def worker_plan(home: str, import_paths: Iterable[str], deny: Iterable[str], *, cuda: bool = False,
+                allow_network: bool = False, request_dir: str | None = None) -> SandboxPlan:
+    """The worker's plan: its interpreter, import paths and system files to read, `request_dir` (the
+    request data) to read, its `home` to write; `deny` (the fixture cache, the harness's directories)
+    never, even beneath an import path."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                os.path.dirname(os.path.realpath(sys.executable))}
+    read = [*SYSTEM_READ, *sorted(prefixes), *import_paths, *([request_dir] if request_dir else [])]
+    devices = [*DEVICES, *(GPU_DEVICES if cuda else ())]
+    if cuda:
+        devices += [str(p) for p in Path("/dev").glob("nvidia[0-9]*")]
+    return SandboxPlan(read=tuple(dict.fromkeys(read)), write=(home, "/dev/shm"), devices=tuple(devices),
+                       deny=tuple(deny), allow_network=allow_network)
