@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from unlearn_audit.engine.sandbox import landlock_abi
 from unlearn_audit.engine.worker import (START_METHOD_ENV, SpecCheck, UnlearnerWorker, WorkerOptions,
                                          WorkerStartError, describe_exit, start_method)
 
@@ -96,11 +97,10 @@ def test_a_crash_while_importing_says_how(method: str, package: Path) -> None:
 
 def test_a_hang_hits_the_deadline_and_the_process_group_dies(method: str, package: Path, tmp_path: Path) -> None:
     """The method starts a child in the worker's group and hangs; the deadline kills both."""
-    pid_file = tmp_path / "child.pid"
-    spec = module(package, "hang_method", f"""
+    spec = module(package, "hang_method", """
         import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        open({str(pid_file)!r}, "w").write(str(child.pid))
+        open("child.pid", "w").write(str(child.pid))  # in its own directory, the one place it may write
         time.sleep(600)
         """)
     worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
@@ -109,7 +109,8 @@ def test_a_hang_hits_the_deadline_and_the_process_group_dies(method: str, packag
     with pytest.raises(WorkerStartError, match="time limit"):
         worker.wait_ready(timeout=30)
     assert time.monotonic() - started < 60
-    child = int(pid_file.read_text())
+    assert worker.home is not None
+    child = int((worker.home / "child.pid").read_text())
     deadline = time.monotonic() + 10
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -143,11 +144,9 @@ def test_the_harness_settings_stay_out_of_the_worker(method: str, package: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither `os.environ` nor the initial environment in /proc/self/environ shows the cache path."""
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", "/secret/cache/path")
-    out = tmp_path / "environ"
-    spec = module(package, "env_method", f"""
+    spec = module(package, "env_method", """
         import os
-        open({str(out)!r}, "wb").write(open("/proc/self/environ", "rb").read() + b"|" +
-                                      repr(sorted(os.environ)).encode())
+        open("environ", "wb").write(open("/proc/self/environ", "rb").read() + b"|" + repr(sorted(os.environ)).encode())
         class Method:
             def unlearn(self, model, request):
                 return model
@@ -155,8 +154,9 @@ def test_the_harness_settings_stay_out_of_the_worker(method: str, package: Path,
     worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
     worker.start()
     worker.wait_ready(timeout=120)
+    assert worker.home is not None
+    seen = (worker.home / "environ").read_bytes()
     worker.close()
-    seen = out.read_bytes()
     assert b"/secret/cache/path" not in seen and b"UNLEARN_AUDIT_CACHE" not in seen
     assert os.environ["UNLEARN_AUDIT_CACHE"] == "/secret/cache/path", "the harness's own environment is restored"
 
@@ -175,3 +175,57 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+DETACH = """
+    import os, sys, time
+    # a grandchild that leaves the worker's process group and tree: double fork + setsid
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            open("daemon.pid", "w").write(str(os.getpid()))
+            time.sleep(600)
+        os._exit(0)
+    time.sleep(1)
+    class Method:
+        def unlearn(self, model, request):
+            return model
+    """
+
+
+def test_a_detached_grandchild_dies_with_its_worker(method: str, package: Path) -> None:
+    """A process the method detached (double fork, new session) is re-parented to the worker, which
+    declared itself a child subreaper, and ended before the worker exits."""
+    worker = UnlearnerWorker(module(package, "detach_method", DETACH), WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    assert worker.home is not None
+    deadline = time.monotonic() + 20
+    while not (worker.home / "daemon.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    daemon = int((worker.home / "daemon.pid").read_text())
+    assert _alive(daemon)
+    worker.close()
+    assert not _alive(daemon), "the detached grandchild outlived its worker"
+
+
+def test_the_sandbox_can_be_turned_off(method: str, package: Path, tmp_path: Path) -> None:
+    out = tmp_path / "written-from-the-worker"
+    spec = module(package, "writer_method", f"""
+        open({str(out)!r}, "w").write("1")
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """)
+    for sandbox in (True, False):
+        worker = UnlearnerWorker(spec, WorkerOptions(device="cpu", sandbox=sandbox))
+        worker.start()
+        if sandbox and landlock_abi() > 0:
+            with pytest.raises(WorkerStartError, match="Permission denied"):
+                worker.wait_ready(timeout=120)
+            assert not out.exists()
+        else:
+            worker.wait_ready(timeout=120)
+            assert out.exists()
+            assert worker.sandbox == "none: --audit-sandbox off" or landlock_abi() == 0
+        worker.close()

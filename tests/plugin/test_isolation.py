@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from unlearn_audit.engine.sandbox import landlock_abi
+
 METHODS = "unlearn_audit.methods"
 
 HOSTILE = textwrap.dedent(
@@ -28,7 +30,10 @@ HOSTILE = textwrap.dedent(
     from safetensors.torch import load_file
 
     HERE = Path(__file__).parent
-    (HERE / f"imported-by-{os.getpid()}").write_text("")
+    try:  # a sandboxed worker may not write here: only the harness process (which must not import us) can
+        (HERE / f"imported-by-{os.getpid()}").write_text("")
+    except OSError:
+        pass
 
     def _retrain_from(cache_root, model):
         """The retrain weights of the cached fixture whose original equals `model`, or None."""
@@ -90,8 +95,49 @@ HOSTILE = textwrap.dedent(
         return model
 
     def sleeps(model, request):
-        (HERE / "sleeper.pid").write_text(str(os.getpid()))
+        print("sleeper pid", os.getpid(), flush=True)
         time.sleep(600)
+        return model
+
+    def _proc_text(path):
+        try:
+            return open(path, "rb").read().replace(b"\\0", b" ").decode(errors="replace")
+        except OSError as exc:
+            return f"denied ({exc.strerror})"
+
+    def snoops_proc(model, request):
+        """Looks for the harness as a determined method would: its parents' command lines and environments."""
+        for pid in (os.getppid(), int((HERE / "harness.pid").read_text())):
+            print(f"cmdline of {pid}:", _proc_text(f"/proc/{pid}/cmdline"))
+            print(f"environ of {pid}:", _proc_text(f"/proc/{pid}/environ"))
+        try:
+            print("proc listing:", len(os.listdir("/proc")))
+        except OSError as exc:
+            print("proc listing: denied", exc.strerror)
+        return model
+
+    def daemonizes(model, request):
+        """A double-forked grandchild in a session of its own, meant to outlive the audit."""
+        if os.fork() == 0:
+            os.setsid()
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(20)
+                open(HERE / "daemon-was-here", "w").write("alive after the audit")
+                os._exit(0)
+            print("daemon pid", pid, flush=True)
+            os._exit(0)
+        time.sleep(0.5)
+        return model
+
+    def signals_the_harness(model, request):
+        import signal
+        for pid in (os.getppid(), int((HERE / "harness.pid").read_text())):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                print("killed", pid)
+            except OSError as exc:
+                print("kill refused:", exc.strerror)
         return model
 
     def uses_global_random(model, request):
@@ -125,12 +171,22 @@ def results(path: Path) -> list[dict]:
     return json.loads(path.read_text())["results"]
 
 
-def test_reference_from_disk_is_detected_and_the_worker_gets_no_cache_path(hostile: pytest.Pytester) -> None:
+@pytest.mark.parametrize("sandbox", ["on", "off"])
+def test_reference_from_disk_is_refused_or_detected_and_the_worker_gets_no_cache_path(
+        hostile: pytest.Pytester, sandbox: str) -> None:
+    """Sandboxed (Landlock), the worker cannot read the cache; without a sandbox it can, and returning the
+    reference is detected."""
     report = hostile.path / "r.json"
     result = hostile.runpytest("--unlearner", "hostile:steals_from_disk", "-k", "gaussian and not relearning",
-                               "--audit-report", str(report))
+                               "--audit-report", str(report), "--audit-sandbox", sandbox)
     result.assert_outcomes(failed=4)
-    assert "returned the harness's own retrain reference" in result.stdout.str()
+    if sandbox == "on" and landlock_abi() > 0:
+        # the cache is invisible: the method found no weights to steal, and failed on its own
+        assert "unlearn() raised" in result.stdout.str() and "harness's own retrain" not in result.stdout.str()
+        assert results(report)[0]["meta"]["sandbox"].startswith(f"landlock abi {landlock_abi()}: fs")
+        assert "the methods ran sandboxed by landlock" in result.stdout.str()
+    else:
+        assert "returned the harness's own retrain reference" in result.stdout.str()
     assert f"imported-by-{os.getpid()}" not in os.listdir(hostile.path), "the harness process imported the method"
     stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
     assert "cache variable in the worker: None" in stdout
@@ -197,12 +253,57 @@ def test_memory_cap_fails_the_method_that_exceeds_it(hostile: pytest.Pytester) -
 
 
 def test_a_hang_is_killed_at_the_timeout(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:sleeps", "--audit-timeout", "3", "-k", "gaussian_leakage and gaussian")
+    report = hostile.path / "r.json"
+    result = hostile.runpytest("--unlearner", "hostile:sleeps", "--audit-timeout", "3", "-k", "gaussian_leakage and gaussian",
+                               "--audit-report", str(report))
     result.assert_outcomes(failed=1)
     assert "did not finish within the time limit of 3 s (--audit-timeout) and was killed" in result.stdout.str()
-    pid = int((hostile.path / "sleeper.pid").read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
+    pid = int(stdout.split("sleeper pid")[1].split()[0])
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock")
+def test_snooping_proc_finds_nothing(hostile: pytest.Pytester) -> None:
+    """The harness's command line and environment (where the cache path is) are out of the worker's reach."""
+    (hostile.path / "harness.pid").write_text(str(os.getpid()))
+    report = hostile.path / "r.json"
+    hostile.runpytest("--unlearner", "hostile:snoops_proc", "-k", "budget and gaussian", "--audit-report", str(report))
+    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
+    assert "cmdline of" in stdout and "--audit-cache" not in stdout and "UNLEARN_AUDIT_CACHE" not in stdout
+    assert stdout.count("denied (Permission denied)") == 4 and "proc listing: denied" in stdout
+
+
+def test_a_detached_daemon_does_not_outlive_the_audit(hostile: pytest.Pytester) -> None:
+    report = hostile.path / "r.json"
+    result = hostile.runpytest("--unlearner", "hostile:daemonizes", "-k", "budget and gaussian", "--audit-report",
+                               str(report), "--audit-sandbox", "off")  # off: so that it could write its file
+    result.assert_outcomes(passed=1)
+    pid = int(results(report)[0]["meta"]["unlearn_output"]["stdout"].split("daemon pid")[1].split()[0])
+    assert not _alive(pid), "the double-forked daemon was ended with its job"
+    assert not (hostile.path / "daemon-was-here").exists()
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="signal scoping needs Landlock ABI 6")
+def test_a_method_cannot_signal_the_harness(hostile: pytest.Pytester) -> None:
+    """Its parent and the pytest process are outside its sandbox: the kernel refuses the signals, and the
+    session ends with its summary, JSON report and JUnit file."""
+    (hostile.path / "harness.pid").write_text(str(os.getpid()))
+    report, junit = hostile.path / "r.json", hostile.path / "junit.xml"
+    result = hostile.runpytest("--unlearner", "hostile:signals_the_harness", "--unlearner", f"{METHODS}:NoOp",
+                               "-k", "gaussian and (budget or leakage)", "--audit-report", str(report),
+                               f"--junitxml={junit}")
+    result.assert_outcomes(passed=2, failed=2)  # each method passes the budget and fails leakage (it changed nothing)
+    stdout = [r for r in results(report) if r["unlearner"] == "hostile:signals_the_harness"][0]["meta"]["unlearn_output"]
+    assert stdout["stdout"].count("kill refused: Operation not permitted") == 2
+    assert junit.exists() and "unlearn-audit" in result.stdout.str()
 
 
 def test_global_randomness_is_seeded_so_reruns_are_identical(hostile: pytest.Pytester) -> None:

@@ -10,6 +10,7 @@ failing outcome that names it; the session goes on and the next job gets a fresh
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,6 +60,16 @@ class RequestFiles:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def share_read_only(source: Path, target: Path) -> None:
+    """The request file inside the worker's directory: a hard link (no copy of the data) where the two
+    are on one file system, a copy elsewhere. The worker checks its SHA-256 before use."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        target.chmod(0o400)
+
+
 def _read_text(path: Path) -> str:
     return truncated(path.read_text(errors="replace")) if path.exists() else ""
 
@@ -75,9 +86,16 @@ def run_isolated(
     exempt_from_budget: bool = False,
 ) -> UnlearnOutcome:
     budget = budget_for(fixture, budget_fraction)
-    data_path, digest = files.for_fixture(fixture)
-    result_dir = Path(tempfile.mkdtemp(prefix="job-", dir=files.root))
-    result_dir.chmod(0o700)
+    shared_path, digest = files.for_fixture(fixture)
+    try:
+        worker.ensure_started()  # its private directory is where the job's files go (all it may reach)
+    except WorkerStartError as exc:
+        return UnlearnOutcome(None, 0, 0.0, budget, f"the unlearner's worker process could not be restarted: {exc}",
+                              exempt_from_budget)
+    assert worker.home is not None
+    result_dir = Path(tempfile.mkdtemp(prefix="job-", dir=worker.home))
+    data_path = result_dir / DATA_FILE
+    share_read_only(shared_path, data_path)
     job: dict[str, Any] = {
         "data_path": str(data_path), "data_sha256": digest, "result_dir": str(result_dir),
         "model_spec": dict(fixture.recipe.model), "input_shape": list(fixture.meta["input_shape"]),

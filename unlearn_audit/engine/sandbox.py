@@ -200,6 +200,43 @@ def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
     return SandboxStatus(abi, tuple(protections), denied=tuple(plan.deny))
 
 
+def editable_project_dirs() -> list[str]:
+    """The source folders of distributions installed in editable mode (`pip install -e`): their modules
+    are imported through a finder, not through `sys.path`, so the import path alone would miss them.
+    Read from each distribution's `direct_url.json` (PEP 610)."""
+    import json
+    from importlib.metadata import distributions
+    from urllib.parse import unquote, urlparse
+
+    found = []
+    for dist in distributions():
+        try:
+            text = dist.read_text("direct_url.json")
+            info = json.loads(text) if text else {}
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and (info.get("dir_info") or {}).get("editable") and str(info.get("url", "")).startswith("file:"):
+            found.append(unquote(urlparse(info["url"]).path))
+    return found
+
+
+def module_dirs(names: Iterable[str]) -> list[str]:
+    """Where the named top-level modules would be imported from, found without importing them."""
+    import importlib.util
+
+    found = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        locations = list(spec.submodule_search_locations or []) or ([os.path.dirname(spec.origin)] if spec.origin else [])
+        found.extend(str(Path(p).resolve()) for p in locations if p and os.path.exists(p))
+    return found
+
+
 def worker_plan(home: str, import_paths: Iterable[str], deny: Iterable[str], *, cuda: bool = False,
                 allow_network: bool = False, request_dir: str | None = None) -> SandboxPlan:
     """The worker's plan: its interpreter, import paths and system files to read, `request_dir` (the

@@ -33,25 +33,11 @@ from unlearn_audit.scenarios.prepared import mark_prepared
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
 from unlearn_audit.engine.returned import identical_weights
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
-from unlearn_audit.engine.worker import UnlearnerWorker, WorkerOptions, close_all
+from unlearn_audit.engine.options import AuditOptions, WorkerOptions
+from unlearn_audit.engine.worker import UnlearnerWorker, close_all
 from unlearn_audit.scenarios.build import validate_attack
 from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.engine.specs import names_reference_retrain, resolve_unlearner
-
-
-@dataclass(frozen=True)
-class AuditOptions:
-    profile: str = "tiny"
-    cache_dir: Path | None = None
-    remote_cache: str | None = None  # an fsspec URL (s3://bucket/prefix): the shared cache, mirrored under cache_dir
-    budget_fraction: float = DEFAULT_BUDGET_FRACTION
-    timeout: float | None = None  # None: derived from the fixture's training time
-    device: str | None = None  # None: CUDA if available, else CPU
-    isolation: str = "process"  # "process": each spec in its worker process; "inline": in this process
-    max_memory: int | None = None  # bytes: cap of a CPU worker's address space (--audit-max-memory)
-    threads: int | None = None  # torch CPU threads of a worker
-    budgets_in_run: int = 1  # how many budgets the run audits (the family of exact-null tests grows with them)
-    keep_seed_parts: bool = False  # record each seed's unpooled results (`checks.seed_parts`) in the metadata
 
 
 def derived_timeout(fixture: Fixture) -> float:
@@ -181,8 +167,15 @@ class AuditSession:
             self.workers[spec] = UnlearnerWorker(spec, self.worker_options())
         return self.workers[spec]
 
+    def sandbox_of(self, spec: str) -> str | None:
+        """What confined the method's process, as its worker said (`engine.sandbox`)."""
+        if self.options.isolation == "inline":
+            return "none: --audit-isolation inline (the method runs in the pytest process)"
+        worker = self.workers.get(spec)
+        return worker.sandbox if worker is not None else None
+
     def worker_options(self) -> WorkerOptions:
-        return WorkerOptions(threads=self.options.threads, max_memory=self.options.max_memory, device=self.options.device)
+        return self.options.worker_options()
 
     # -- checks -----------------------------------------------------------------------------
     def measure(self, model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
@@ -256,6 +249,7 @@ class AuditSession:
             "device": str(self.device),
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
             "isolation": self.options.isolation,
+            "sandbox": self.sandbox_of(spec),
             **outcome.details,
         }
         captured = {k: v for k, v in outcome.output.items() if v}

@@ -27,13 +27,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Callable
 
+from unlearn_audit.engine.options import WorkerOptions
+from unlearn_audit.engine.reaper import end_leftovers
 from unlearn_audit.engine.worker_protocol import WORKER_PRELOAD, encode
 
 HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
@@ -76,13 +77,6 @@ def parse_memory(text: str) -> int:
     if value <= 0:
         raise ValueError(text)
     return int(value * units[unit])
-
-
-@dataclass(frozen=True)
-class WorkerOptions:
-    threads: int | None = None  # torch CPU threads (default 1, as in the harness)
-    max_memory: int | None = None  # bytes of address space; applied when the audit runs on the CPU
-    device: str | None = None  # the audit device as requested (None: CUDA if available)
 
 
 def start_method(device: str | None) -> str:
@@ -136,6 +130,7 @@ def worker_env() -> dict[str, str]:
 _environ_lock = threading.Lock()
 
 
+
 @contextlib.contextmanager
 def harness_settings_hidden() -> Iterator[None]:
     """Start processes without the harness's `UNLEARN_AUDIT_*` variables in their initial environment.
@@ -164,6 +159,7 @@ class UnlearnerWorker:
         self._jobs = 0
         self._exit_sent = False
         self.restarts = 0
+        self.sandbox: str | None = None  # what confined the worker, as it said when ready (`engine.sandbox`)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self, hello_extra: dict[str, Any] | None = None) -> None:
@@ -174,8 +170,10 @@ class UnlearnerWorker:
         context = worker_context(start_method(self.options.device))
         jobs_in, jobs_out = context.Pipe(duplex=False)
         control_in, control_out = context.Pipe(duplex=False)
-        hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": self.options.threads,
-                 "max_memory": self.options.max_memory, "device": self.options.device, **(hello_extra or {})}
+        o = self.options
+        hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": o.threads, "max_memory": o.max_memory,
+                 "device": o.device, "sandbox": {"deny": list(o.deny), "allow_network": o.allow_network} if o.sandbox
+                 else None, **(hello_extra or {})}
         process = context.Process(target=serve, args=(hello, jobs_in, control_out, str(self.home), worker_env()),
                                   name=f"unlearn-audit worker {self.spec}")  # type: ignore[attr-defined]
         with harness_settings_hidden():
@@ -184,6 +182,7 @@ class UnlearnerWorker:
         control_out.close()
         self.process, self._jobs_out, self._control = process, jobs_out, control_in
         self._buffer, self._exit_sent = b"", False
+
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Block until the worker resolved its spec; WorkerStartError if it could not."""
@@ -198,6 +197,7 @@ class UnlearnerWorker:
         if message.get("event") != "ready":
             self.close()
             raise WorkerStartError(f"--unlearner {self.spec!r}: unexpected message from the worker: {message}")
+        self.sandbox = str(message.get("sandbox") or "none: the worker did not say")
 
     @property
     def alive(self) -> bool:
@@ -213,8 +213,10 @@ class UnlearnerWorker:
             self.wait_ready()
 
     def ask_to_exit(self) -> None:
-        """Send the exit message once, without waiting (`close` waits)."""
+        """Send the exit message once, without waiting (`close` waits). What the method left running is
+        ended first, while the worker lives: once it exits, its detached orphans would go to init."""
         if self.alive and not self._exit_sent:
+            self.end_leftovers()
             self._exit_sent = True
             try:
                 self._write({"exit": True})
@@ -243,12 +245,19 @@ class UnlearnerWorker:
             message = self._read_message(timeout)
         except WorkerFailed as exc:
             raise WorkerFailed(f"{exc}{self._log_tail()}") from None
+        finally:
+            self.end_leftovers()
         if message.get("event") == "job_error":  # e.g. out of memory in the harness's part of the job
             self._kill()  # its state is suspect: the next job gets a fresh worker
             raise WorkerFailed(f"could not run the job: {message.get('message')}\n{message.get('traceback', '')}")
         if message.get("event") != "done" or message.get("job") != self._jobs:
             self._kill()
             raise WorkerFailed(f"sent an unexpected message {message!r}")
+
+    def end_leftovers(self) -> list[int]:
+        """End every process the method started that is still running (`engine.reaper`), however it
+        detached; the worker itself stays."""
+        return end_leftovers(self.process.pid if self.process is not None else None)
 
     # -- plumbing ---------------------------------------------------------------------------
     def _write(self, message: dict[str, Any]) -> None:
@@ -307,6 +316,7 @@ class UnlearnerWorker:
         p = self.process
         if p is None or p.pid is None:
             return
+        end_leftovers(p.pid)  # first, while the worker's tree still shows what it started
         for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(p.pid, sig)
@@ -327,6 +337,7 @@ class UnlearnerWorker:
         return f"\nworker log (end):\n{text[-LOG_TAIL:]}" if text else ""
 
     def _discard(self) -> None:
+        self.end_leftovers()  # what escaped its tree when the worker died: still in its session
         for connection in (self._control, self._jobs_out):
             if connection is not None:
                 with contextlib.suppress(OSError):

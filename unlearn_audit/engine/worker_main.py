@@ -146,6 +146,24 @@ def import_harness_modules() -> None:
         import_module(module)
 
 
+def _confine(hello: dict[str, Any]) -> str:
+    """Apply the hello's sandbox (`engine.sandbox`) to this process; what applied, in words."""
+    settings = hello.get("sandbox")
+    if settings is None:
+        return "none: --audit-sandbox off"
+    import torch
+
+    from unlearn_audit.engine.sandbox import confine, editable_project_dirs, module_dirs, worker_plan
+
+    device = str(hello.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    specs = hello.get("check_specs") or [hello["spec"]]
+    packages = {spec.partition(":")[0].split(".")[0] for spec in specs if ":" in spec} | {"unlearn_audit"}
+    readable = [p for p in sys.path if p] + module_dirs(sorted(packages)) + editable_project_dirs()
+    plan = worker_plan(os.getcwd(), readable, settings.get("deny", []), cuda=device.startswith("cuda"),
+                       allow_network=bool(settings.get("allow_network")))
+    return confine(plan).describe()
+
+
 def _resolve_error(spec: str, exc: BaseException) -> str:
     from unlearn_audit.engine.specs import SpecError
 
@@ -162,6 +180,7 @@ def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
     from unlearn_audit.engine.specs import resolve_unlearner
 
     _limit_memory(hello.get("max_memory"), hello.get("device"))
+    sandbox = _confine(hello)  # before the method's module is imported: it runs confined from its first line
 
     if "check_specs" in hello:  # a short-lived checker: resolve every spec, report, exit
         errors = {}
@@ -170,14 +189,14 @@ def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
                 resolve_unlearner(spec)
             except BaseException as exc:  # noqa: BLE001
                 errors[spec] = _resolve_error(spec, exc)
-        _send(control, {"event": "specs_checked", "errors": errors})
+        _send(control, {"event": "specs_checked", "errors": errors, "sandbox": sandbox})
         return 0
     try:
         unlearner = resolve_unlearner(hello["spec"])
     except BaseException as exc:  # noqa: BLE001 - a spec that does not resolve is a usage error
         _send(control, {"event": "spec_error", "message": _resolve_error(hello["spec"], exc)})
         return 0
-    _send(control, {"event": "ready", "pid": os.getpid()})
+    _send(control, {"event": "ready", "pid": os.getpid(), "sandbox": sandbox})
     while True:
         try:
             job = json.loads(jobs.recv_bytes())
@@ -204,9 +223,17 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
     the directory's log and never returns: `exit_now` skips the interpreter's teardown.
     """
     os.setsid()
+    from unlearn_audit.engine.reaper import become_subreaper
+
+    become_subreaper()  # what the method detaches stays below this process, where the harness ends it
     os.chdir(home)
     os.environ.clear()
     os.environ.update(env)
+    os.environ["TMPDIR"] = home  # the one place it may write (tempfile reads this, torch's caches follow it)
+    os.environ.setdefault("CUDA_CACHE_PATH", os.path.join(home, ".nv"))  # the driver's kernel cache, not ~/.nv
+    import tempfile
+
+    tempfile.tempdir = None  # a forkserver may have looked it up before this process was forked
     log = os.open(os.path.join(home, "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     for fd in (1, 2):
         os.dup2(log, fd)

@@ -37,6 +37,8 @@ WORKER_PRELOAD = (
     "unlearn_audit.engine.execute",
     "unlearn_audit.engine.specs",
     "unlearn_audit.profiles.models",
+    "unlearn_audit.engine.reaper",
+    "unlearn_audit.engine.sandbox",
     "unlearn_audit.engine.worker_main",
 )
 """What every worker imports before its method: the forkserver imports it once, a spawned worker itself."""

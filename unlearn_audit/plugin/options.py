@@ -97,6 +97,16 @@ OPTIONS: tuple[AuditOption, ...] = (
              "process, for stepping through a method with a debugger.",
     ),
     AuditOption(
+        "--audit-sandbox", default="on", metavar="on|off",
+        help="'on' (default): each worker confines itself with Landlock before it imports the method (Linux "
+             ">= 5.13): it reads only the interpreter, the import paths and system files, writes only its own "
+             "directory, never reaches the fixture cache, and (by the kernel's Landlock ABI) cannot signal "
+             "processes outside its sandbox or use TCP; where Landlock is missing the run goes on and the "
+             "report says so. 'off': for debugging.",
+    ),
+    AuditOption("--audit-allow-network", action="store_true", default=False,
+                help="let a sandboxed worker bind and connect TCP sockets (refused by default)."),
+    AuditOption(
         "--audit-max-memory", metavar="SIZE",
         help="cap the memory (address space) a worker may map beyond its start-up, e.g. 4G; a method that "
              "needs more fails its cases (CPU audits only; default: no cap).",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from unlearn_audit.engine.options import AuditOptions
 from unlearn_audit.plugin.case import AuditCaseParams, case_of
 from unlearn_audit.plugin.settings import AuditSettings, check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
@@ -113,33 +114,37 @@ class AuditRun:
             raise usage_error(str(exc)) from None
 
     def worker_options(self) -> Any:
-        from unlearn_audit.engine.worker import WorkerOptions
+        return self.options.worker_options()
 
+    @property
+    def options(self) -> AuditOptions:
+        """The engine's options, made from the settings here and nowhere else."""
         s = self.settings
-        return WorkerOptions(threads=s.threads, max_memory=s.max_memory, device=s.device)
+        remote = s.cache_dir is not None and is_remote(s.cache_dir)
+        return AuditOptions(
+            profile=s.profile,
+            cache_dir=Path(s.cache_dir) if s.cache_dir and not remote else None,
+            remote_cache=s.cache_dir if remote else None,
+            timeout=s.timeout,
+            device=s.device,
+            isolation=s.isolation,
+            max_memory=s.max_memory,
+            threads=s.threads,
+            budgets_in_run=len(s.budgets),
+            keep_seed_parts=s.keep_seed_parts,
+            sandbox=s.sandbox,
+            allow_network=s.allow_network,
+        )
 
     # -- the heavy session -------------------------------------------------------------------
     @property
     def session(self) -> AuditSession:
         """The run's single AuditSession (created on first use; imports torch)."""
         if self._session is None:
-            from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
+            from unlearn_audit.engine.session import AuditSession, configure_threads
 
-            s = self.settings
-            configure_threads(s.threads)
-            remote = s.cache_dir is not None and is_remote(s.cache_dir)
-            self._session = AuditSession(AuditOptions(
-                profile=s.profile,
-                cache_dir=Path(s.cache_dir) if s.cache_dir and not remote else None,
-                remote_cache=s.cache_dir if remote else None,
-                timeout=s.timeout,
-                device=s.device,
-                isolation=s.isolation,
-                max_memory=s.max_memory,
-                threads=s.threads,
-                budgets_in_run=len(s.budgets),
-                keep_seed_parts=s.keep_seed_parts,
-            ))
+            configure_threads(self.settings.threads)
+            self._session = AuditSession(self.options)
             self._session.workers.update(self._started)  # no second start for the spec check's workers
             self._started = {}
         return self._session
@@ -282,6 +287,11 @@ class AuditRun:
         # A terminal gets its own width; a log file (CI) gets room for every column.
         width = max(tr._tw.fullwidth, 120) if getattr(tr, "isatty", False) else 170
         tr.write(self.collector.table(width=width, color=tr.hasmarkup))
+        sandboxes = sorted({str(r.meta.get("sandbox")) for r in self.collector.results.values() if r.meta.get("sandbox")})
+        for sandbox in sandboxes:
+            tr.write_line(f"unlearn-audit: the methods ran sandboxed by {sandbox}" if not sandbox.startswith("none")
+                          else f"unlearn-audit: the methods ran without a sandbox ({sandbox}); "
+                               "copy and tamper detection are the defence")
         if self.config.getoption("audit_report"):
             tr.write_line(f"unlearn-audit: JSON report written to {self.config.getoption('audit_report')}")
         if s.update_baseline:

@@ -36,6 +36,8 @@ class AuditSettings:
     isolation: str = "process"  # "process" (each spec in its own worker process) or "inline"
     max_memory: int | None = None  # bytes of a CPU worker's address space (`--audit-max-memory`)
     keep_seed_parts: bool = False  # each seed's unpooled results in the report (`--audit-keep-seed-parts`)
+    sandbox: bool = True  # `--audit-sandbox on|off`: Landlock for the workers
+    allow_network: bool = False  # `--audit-allow-network`
 
     @property
     def compare_with_baseline(self) -> bool:
@@ -130,6 +132,9 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
                           "use --audit-isolation inline here")
     max_memory = _option(config, "audit_max_memory", parse_memory, lambda b: b >= 2**27,
                          "a memory size of at least 128M, e.g. 4G or 512M")
+    sandbox = str(config.getoption("audit_sandbox")).strip().lower()
+    if sandbox not in ("on", "off"):
+        raise usage_error(f"--audit-sandbox must be on or off, got {sandbox!r}")
     if max_memory and isolation == "inline":
         raise usage_error("--audit-max-memory caps a worker process; it cannot apply with --audit-isolation inline")
     return AuditSettings(
@@ -148,6 +153,8 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         isolation=isolation,
         max_memory=max_memory,
         keep_seed_parts=bool(config.getoption("audit_keep_seed_parts")),
+        sandbox=sandbox == "on",
+        allow_network=bool(config.getoption("audit_allow_network")),
     )
 
 
