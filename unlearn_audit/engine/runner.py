@@ -22,7 +22,8 @@ from torch import nn
 
 from unlearn_audit.engine.counting import ExampleGradientCounter
 from unlearn_audit.engine.execute import Execution, execute
-from unlearn_audit.engine.returned import audited_copy, reference_copy_problem, reference_distances
+from unlearn_audit.engine.copy_detection import closeness, closeness_details, copy_problem
+from unlearn_audit.engine.returned import audited_copy
 from unlearn_audit.engine.seeding import preserved_global_rng
 from unlearn_audit.protocol import Budget, UnlearningRequest
 from unlearn_audit.scenarios.fixture import Fixture
@@ -62,11 +63,10 @@ def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture:
     model, problem = audited_copy(state, fixture, device)
     if model is None:
         return replace(failed, error=problem)
-    distances = reference_distances(model, fixture)
-    closest = min(distances, key=lambda name: distances[name])
-    error = reference_copy_problem(distances[closest], closest)
+    found, yardstick = closeness(model, fixture, device)
+    error = copy_problem(found, yardstick)
     return replace(failed, model=model if error is None else None, error=error,
-                   details={"distance_to_retrain": distances["retrain"]})
+                   details={"reference_closeness": closeness_details(found, yardstick)})
 
 
 def run_unlearner(
