@@ -58,7 +58,7 @@ class TrainingRecipe:
         import torch
 
         opts = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, **overrides}
-        kernels = {} if fused is None else {"fused": fused}
+        kernels: dict[str, Any] = {} if fused is None else {"fused": fused}
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
                                    nesterov=bool(opts.get("nesterov", self.nesterov)), **kernels)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +86,8 @@ def _matching_loss(
     loss = F.cross_entropy(model(poison_x), poison_y)
     poison_grad = torch.autograd.grad(loss, _params(model), create_graph=True)
     dot = sum((pg * tg).sum() for pg, tg in zip(poison_grad, target_grad))
-    poison_norm = sum(pg.pow(2).sum() for pg in poison_grad).sqrt()
-    target_norm = sum(tg.pow(2).sum() for tg in target_grad).sqrt()
+    poison_norm = cast(torch.Tensor, sum(pg.pow(2).sum() for pg in poison_grad)).sqrt()
+    target_norm = cast(torch.Tensor, sum(tg.pow(2).sum() for tg in target_grad)).sqrt()
     return 1 - dot / (poison_norm * target_norm).clamp_min(1e-12)
 
 
@@ -352,7 +352,7 @@ def runner_up_classes(model: nn.Module | list[nn.Module], x: torch.Tensor, y: to
     """For each input, the class with the largest logit other than its label (logits averaged over
     several models): the cheapest flip, so the natural adversarial class for a target."""
     models = model if isinstance(model, list) else [model]
-    total = sum(eval_logits(m, x) for m in models)
+    total = cast(torch.Tensor, sum(eval_logits(m, x) for m in models))
     return total.scatter(1, y.view(-1, 1), float("-inf")).argmax(dim=1)
 
 

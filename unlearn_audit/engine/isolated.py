@@ -107,10 +107,11 @@ def run_isolated(
         try:
             worker.run(job, timeout)
         except (WorkerFailed, WorkerStartError) as exc:  # died, timed out, or could not be restarted
-            output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
+            failed_output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
             return UnlearnOutcome(None, 0, timeout, budget, f"the unlearner's worker process {exc}", exempt_from_budget,
-                                  output=output)
-        output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
+                                  output=failed_output)
+        output: dict[str, Any] = {"stdout": _read_text(result_dir / STDOUT_FILE),
+                                  "stderr": _read_text(result_dir / STDERR_FILE)}
         try:
             report = parse_report((result_dir / REPORT_FILE).read_text())
         except (OSError, MalformedReport) as exc:

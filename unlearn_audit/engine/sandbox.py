@@ -224,7 +224,7 @@ def module_dirs(names: Iterable[str]) -> list[str]:
     """Where the named top-level modules would be imported from, found without importing them."""
     import importlib.util
 
-    found = []
+    found: list[str] = []
     for name in names:
         try:
             spec = importlib.util.find_spec(name)

@@ -174,8 +174,9 @@ class UnlearnerWorker:
         hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": o.threads, "max_memory": o.max_memory,
                  "device": o.device, "sandbox": {"deny": list(o.deny), "allow_network": o.allow_network} if o.sandbox
                  else None, **(hello_extra or {})}
-        process = context.Process(target=serve, args=(hello, jobs_in, control_out, str(self.home), worker_env()),
-                                  name=f"unlearn-audit worker {self.spec}")  # type: ignore[attr-defined]
+        process = context.Process(  # type: ignore[attr-defined]
+            target=serve, args=(hello, jobs_in, control_out, str(self.home), worker_env()),
+            name=f"unlearn-audit worker {self.spec}")
         with harness_settings_hidden():
             process.start()
         jobs_in.close()  # the worker's ends: it holds its own copies now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ class _LastLayers:
         if split is not None:
             # Precompute the frozen body's features once, without autograd (no budget spent), and
             # train the tail on them: the same updates as training the whole net with the body frozen.
-            body, tail = model[:split], model[split:]
+            body, tail = cast(nn.Sequential, model)[:split], cast(nn.Sequential, model)[split:]
             feats = ExampleSet(features(body, retain, request.device), retain.labels)
             train(tail, feats, recipe, generator=request.generator, epochs=epochs, max_examples=limit, device=request.device)
         else:

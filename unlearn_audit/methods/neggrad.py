@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch.nn.functional as F
+from typing import Any
 from torch import nn
 
 from unlearn_audit.protocol import UnlearningRequest
@@ -49,7 +50,7 @@ class NegGradPlus:
             if n == 0 or not spend.fits(n):
                 break
             optimizer.zero_grad(set_to_none=True)
-            loss = 0.0
+            loss: Any = 0.0  # a tensor once a term is added
             if yr is not None:
                 loss = self.alpha * F.cross_entropy(model(xr), yr)
             if yf is not None:

@@ -59,7 +59,7 @@ class SSD:
         n_full = min(nf + nr, limit - n_forget)
         batch = self.batch_size or request.recipe.batch_size
         model.to(request.device).eval()
-        params = [p for p in model.parameters() if p.requires_grad]
+        params: list[torch.Tensor] = [p for p in model.parameters() if p.requires_grad]
 
         forget_order = torch.randperm(nf, generator=request.generator)[:n_forget]
         full_order = torch.randperm(nf + nr, generator=request.generator)[:n_full]

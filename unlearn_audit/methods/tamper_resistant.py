@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +131,7 @@ def _distance_regulariser(params: list[nn.Parameter], original: list[torch.Tenso
     count = sum(p.numel() for p in params)
 
     def regulariser() -> torch.Tensor:
-        sq = sum((p - p0).pow(2).sum() for p, p0 in zip(params, original))
+        sq = cast(torch.Tensor, sum((p - p0).pow(2).sum() for p, p0 in zip(params, original)))
         return -alpha * torch.sqrt(sq / count + eps)
 
     return regulariser

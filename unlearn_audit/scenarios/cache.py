@@ -194,7 +194,7 @@ class FixtureCache:
             raise
 
     def entries(self) -> list[CacheEntry]:
-        out = []
+        out: list[CacheEntry] = []
         if not self.root.is_dir():
             return out
         for meta_path in sorted(self.root.glob(f"*/*/{META_FILE}")):

@@ -25,7 +25,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 
@@ -94,7 +94,7 @@ def decode(data: Any) -> Any:
             cls = getattr(cls, part)
         if not dataclasses.is_dataclass(cls):
             raise ValueError(f"{data['__dataclass__']} is not a dataclass")
-        return cls(**{k: decode(v) for k, v in data["fields"].items()})
+        return cast(Any, cls)(**{k: decode(v) for k, v in data["fields"].items()})
     if "__items__" in data:
         return {decode(k): decode(v) for k, v in data["__items__"]}
     if "__tuple__" in data:

@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
         if err.is_terminal:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
                           TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=err) as progress:
-                tasks: dict[str, int] = {}
+                tasks: dict[str, Any] = {}
 
                 def report(split: str, done: int, total: int) -> None:
                     if split not in tasks:

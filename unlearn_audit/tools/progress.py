@@ -11,7 +11,15 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 if TYPE_CHECKING:
     from unlearn_audit.engine.session import AuditSession
@@ -29,7 +37,7 @@ def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) ->
         console=console, transient=False,
         disable=not missing or not console.is_terminal,
     ) as progress:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def bar(label: str, done: int, total: int, seconds: float, status: str = "") -> None:
             if label not in tasks:

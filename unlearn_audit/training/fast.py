@@ -158,7 +158,7 @@ def train_fast(
                      status=f"train acc {correct / max(seen, 1):.1%}")
     if cuda:
         torch.cuda.synchronize(device)
-    model.to(memory_format=torch.contiguous_format)
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if stats is not None:
         stats.append(FastTrainStats(
             epochs=recipe.epochs, steps=total_steps, seconds=time.perf_counter() - start,

@@ -89,7 +89,7 @@ def train(
         if max_examples is not None and spent >= max_examples:
             break
     if numerics.channels_last:
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return model.eval()
 
 

@@ -67,7 +67,7 @@ class LoopNumerics:
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """`model` in the loop's memory format (in place; parameters keep their fp32 master copy)."""
-        return model.to(memory_format=self.memory_format) if self.channels_last else model
+        return model.to(memory_format=self.memory_format) if self.channels_last else model  # type: ignore[call-overload]
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """A batch in the loop's memory format (image batches only; other shapes pass through)."""

@@ -110,7 +110,7 @@ def scan_tree(root: str | Path, allow_partial: bool = False) -> ScannedTree:
             raise ImageFolderError(f"{folder}: missing class folder(s) {', '.join(missing)} (CIFAR-10's classes: {expected})")
         per_split = []
         for i in range(len(CLASSES)):
-            images = []
+            images: list[Any] = []
             for entry in found[i].iterdir():
                 if entry.name.startswith(".") or entry.is_dir():
                     continue
@@ -188,7 +188,7 @@ def import_image_folder(src: str | Path, data_dir: str | Path, allow_partial: bo
     fd, tmp = tempfile.mkstemp(prefix=f".{IMPORTED_FILE}.", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, classes=np.array(CLASSES), complete=np.array(complete),
+            np.savez(f, **arrays, classes=np.array(CLASSES), complete=np.array(complete),  # type: ignore[arg-type]
                      format=np.array(FORMAT_VERSION))
             f.flush()
             os.fsync(f.fileno())

@@ -54,6 +54,8 @@ class ResNet18(nn.Module):
         super().__init__()
         if len(mean) != in_channels or len(std) != in_channels:
             mean, std = (0.5,) * in_channels, (0.25,) * in_channels
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)

@@ -16,7 +16,7 @@ while every token still passes through the same causal transformer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ class GPT2Classifier(nn.Module):
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}")
         self.transformer = backbone
-        self.score = nn.Linear(backbone.config.n_embd, num_classes)
+        self.score = nn.Linear(int(cast(Any, backbone).config.n_embd), num_classes)
         self.pad_token_id = int(pad_token_id)
         self.pooling = pooling
 
