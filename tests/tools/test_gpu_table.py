@@ -1,4 +1,4 @@
-"""The README's GPU tables are generated from the committed benchmark JSON and must stay equal to it."""
+"""The GPU tables are generated from the committed benchmark JSON, and the docs render them at build time."""
 
 from __future__ import annotations
 
@@ -6,29 +6,52 @@ import importlib.util
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+PAGE = REPO / "docs" / "explanation" / "gpu.md"
 
 
-def _gpu_table():  # benchmarks/ is not a package: load the module from its file
-    spec = importlib.util.spec_from_file_location("gpu_table", REPO / "benchmarks" / "gpu_table.py")
+def _load(name: str, path: Path):  # benchmarks/ and docs/_hooks/ are not packages: load the modules from their files
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_readme_gpu_tables_match_the_committed_results() -> None:
+def _gpu_table():
+    return _load("gpu_table", REPO / "benchmarks" / "gpu_table.py")
+
+
+def test_the_generator_renders_every_committed_run() -> None:
     gpu_table = _gpu_table()
-    results = REPO / "benchmarks" / "results"
-    assert sorted(results.glob("*-loops.json")), "no committed GPU loop benchmark"
-    readme = (REPO / "README.md").read_text()
-    assert gpu_table.readme_block(readme) == gpu_table.render_table(results).strip(), (
-        "README's GPU tables are stale: replace the block with `python benchmarks/bench_cifar.py --table`")
+    loops = sorted(RESULTS.glob("*-loops.json"))
+    assert loops, "no committed GPU loop benchmark"
+    rendered = gpu_table.render_table(RESULTS)
+    for path in loops:
+        assert path.name.removesuffix("-loops.json") in rendered, path.name
+    for path in sorted(RESULTS.glob("*-validate.json")):
+        assert f"| {path.name.removesuffix('-validate.json')} |" in rendered, path.name
+    assert "| loop |" in rendered and "| run | scenario |" in rendered
+    assert "_no loop benchmark committed_" not in rendered and "_no validation committed_" not in rendered
+
+
+def test_the_generator_says_when_nothing_is_committed(tmp_path: Path) -> None:
+    rendered = _gpu_table().render_table(tmp_path)
+    assert "_no loop benchmark committed_" in rendered and "_no validation committed_" in rendered
+
+
+def test_the_docs_page_renders_the_tables_from_the_committed_results() -> None:
+    page = PAGE.read_text()
+    assert "<!-- gpu-tables -->" in page, "the GPU page lost its placeholder"
+    rendered = _load("docs_hook_generate", REPO / "docs" / "_hooks" / "generate.py").render(page)
+    assert "<!-- gpu-tables -->" not in rendered
+    assert _gpu_table().render_table(RESULTS).strip() in rendered
 
 
 def test_every_committed_loop_line_has_its_figures() -> None:
     import json
 
-    for path in (REPO / "benchmarks" / "results").glob("*-loops.json"):
+    for path in RESULTS.glob("*-loops.json"):
         doc = json.loads(path.read_text())
         assert doc["device"] and doc["date"] and doc["loops"], path.name
         for row in doc["loops"]:
