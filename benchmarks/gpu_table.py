@@ -1,9 +1,9 @@
-"""The README's GPU tables, generated from the committed benchmark JSON in benchmarks/results/.
+"""The documentation's GPU tables, generated from the committed benchmark JSON in benchmarks/results/.
 
-    python benchmarks/bench_cifar.py --table     # prints the block between the README's gpu-table markers
+    python benchmarks/bench_cifar.py --table     # prints the tables
 
-`tests/tools/test_gpu_table.py` keeps the README equal to this rendering, so a new committed run
-changes the docs in the same commit.
+The docs build renders them (docs/_hooks/generate.py), so a new committed run changes the docs
+without a hand edit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-START, END = "<!-- gpu-table:start -->", "<!-- gpu-table:end -->"
 
 
 def _runs(results: Path, kind: str) -> list[tuple[str, dict[str, Any]]]:
@@ -94,8 +93,3 @@ def render_table(results: Path) -> str:
             "with each check's seconds where it took one or more; budget's include starting the worker and unlearn()):\n\n"
             + validate_table(results))
 
-
-def readme_block(readme: str) -> str:
-    """The README's current block between the markers."""
-    start, end = readme.index(START) + len(START), readme.index(END)
-    return readme[start:end].strip()

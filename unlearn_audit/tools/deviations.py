@@ -1,8 +1,8 @@
 """`unlearn-audit deviations`: the table of where each profile differs from the papers, from the recipes.
 
 Every recipe lists its deviations (`[[deviations]]`: topic, what the paper or the authors' code
-does, what the harness does here, why, and what it does to verdicts). The README's table is this
-command's output, and a test keeps the two equal, so the table cannot drift from the recipes.
+does, what the harness does here, why, and what it does to verdicts). The documentation's table is this
+command's output, rendered when the docs are built, so the table cannot drift from the recipes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 DOCUMENTED_PROFILES = ("tiny", "text", "cifar10-resnet18")
-START, END = "<!-- deviations:start -->", "<!-- deviations:end -->"
 
 
 def deviation_rows(profiles: tuple[str, ...] = DOCUMENTED_PROFILES) -> list[dict[str, Any]]:
@@ -37,13 +36,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         cells = [r["profile"], ", ".join(r["scenarios"]), r["topic"], r["paper"], r["here"], r["why"], r["effect"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def readme_block(text: str) -> str:
-    """The table between the README's markers."""
-    if START not in text or END not in text:
-        raise ValueError(f"no {START} ... {END} block")
-    return text.split(START, 1)[1].split(END, 1)[0].strip("\n") + "\n"
 
 
 def main(args: Any) -> int:
