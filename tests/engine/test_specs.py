@@ -11,6 +11,7 @@ from typing import Iterator
 import pytest
 
 import unlearn_audit.engine.specs as specs
+import unlearn_audit.registry as registry
 from unlearn_audit.engine.specs import (
     ENTRY_POINT_GROUP,
     FunctionUnlearner,
@@ -253,7 +254,7 @@ def test_empty_spec(spec: str) -> None:
 
 
 def test_unknown_entry_point_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(specs, "entry_points", fake_entry_points())
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points())
     msg = raises_spec_error("no_such_entry_point", "no_such_entry_point", ENTRY_POINT_GROUP, "registered: none", HELP)
     assert ENTRY_POINT_GROUP == "unlearn_audit.unlearners"
     assert "unlearn_audit.unlearners" in msg
@@ -298,7 +299,7 @@ def test_entry_point_resolves(modules: Path, monkeypatch: pytest.MonkeyPatch) ->
         EntryPoint(name="fn", value=f"{MOD}:unlearn_fn", group=ENTRY_POINT_GROUP),
         EntryPoint(name="other_group", value=f"{MOD}:Good", group="somebody.else"),
     ]
-    monkeypatch.setattr(specs, "entry_points", fake_entry_points(*eps))
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points(*eps))
     assert registered_names() == ["fn", "mine"]
     assert check_spec("mine") == "class"
     u = resolve_unlearner("mine")
@@ -314,6 +315,6 @@ def test_entry_point_that_fails_to_load(modules: Path, monkeypatch: pytest.Monke
         EntryPoint(name="broken", value=f"{BROKEN}:Good", group=ENTRY_POINT_GROUP),
         EntryPoint(name="typo", value=f"{MOD}:Goood", group=ENTRY_POINT_GROUP),
     ]
-    monkeypatch.setattr(specs, "entry_points", fake_entry_points(*eps))
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points(*eps))
     raises_spec_error("broken", "'broken'", "failed to load", "ImportError", f"{BROKEN}:Good", HELP)
     raises_spec_error("typo", "failed to load", "AttributeError", HELP)

@@ -6,16 +6,18 @@ A package adds an attack without editing this one: it subclasses `unlearn_audit.
     [project.entry-points."unlearn_audit.attacks"]
     blended_backdoor = "mypkg.attack:BlendedBackdoor"
 
-The entry point's name is the recipe's `[attack] kind`. Built-in kinds cannot be overridden.
+The entry point's name is the recipe's `[attack] kind`. Built-in kinds cannot be overridden. The
+lookup is the suite's one `Registry` (`unlearn_audit.registry`); the built-ins are named lazily, so
+importing this module imports no attack (nor torch).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import import_module
-from importlib.metadata import entry_points
+from typing import Any
 
 from unlearn_audit.attacks.base import Attack
+from unlearn_audit.registry import Registry
 
 ENTRY_POINT_GROUP = "unlearn_audit.attacks"
 
@@ -28,25 +30,24 @@ BUILTIN_ATTACKS = {
 }
 
 
+def _is_attack_class(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, Attack)
+
+
+ATTACKS: Registry[type[Attack]] = Registry(
+    "attack kind", ENTRY_POINT_GROUP, BUILTIN_ATTACKS, accepts=_is_attack_class, expected="an unlearn_audit Attack subclass",
+)
+
+
 def attack_kinds() -> list[str]:
-    """Every kind a recipe may name: built in, then registered."""
-    return sorted(set(BUILTIN_ATTACKS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    """Every kind a recipe may name: built in and registered."""
+    return ATTACKS.names()
 
 
 @lru_cache(maxsize=None)
 def get_attack(kind: str) -> Attack:
     """The attack of a recipe's `[attack] kind` (a ValueError naming the known kinds if there is none)."""
-    if kind in BUILTIN_ATTACKS:
-        module, _, name = BUILTIN_ATTACKS[kind].partition(":")
-        cls = getattr(import_module(module), name)
-    else:
-        matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == kind]
-        if not matches:
-            raise ValueError(f"unknown attack kind {kind!r}; known: {', '.join(attack_kinds())} "
-                             f"(other packages add kinds through the entry-point group {ENTRY_POINT_GROUP!r})")
-        cls = matches[0].load()
-    if not (isinstance(cls, type) and issubclass(cls, Attack)):
-        raise ValueError(f"attack kind {kind!r} is registered as {cls!r}, which is not an unlearn_audit Attack subclass")
+    cls = ATTACKS.get(kind)
     attack = cls()
     if getattr(attack, "kind", None) != kind:
         raise ValueError(f"attack class {cls.__qualname__} has kind {getattr(attack, 'kind', None)!r} but is registered as {kind!r}")

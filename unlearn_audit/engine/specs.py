@@ -8,11 +8,11 @@ a one-line usage error, not a traceback wall in every test.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Callable
+
+from unlearn_audit.registry import Registry, RegistryError, UnknownName
 
 ENTRY_POINT_GROUP = "unlearn_audit.unlearners"
 SPEC_HELP = (
@@ -40,36 +40,25 @@ class FunctionUnlearner:
         return self.function(model, request)
 
 
+UNLEARNERS: Registry[Any] = Registry("--unlearner", ENTRY_POINT_GROUP, specs=True)
+"""Names registered in the group, or `package.module:Attr` specs; what the target is, `check_spec` decides."""
+
+
 def registered_names() -> list[str]:
-    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return UNLEARNERS.names()
 
 
 def _load_target(spec: str) -> Any:
     spec = spec.strip()
     if not spec:
         raise SpecError(f"empty --unlearner spec; {SPEC_HELP}")
-    if ":" not in spec:
-        matches = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec]
-        if not matches:
-            known = ", ".join(registered_names()) or "none"
-            raise SpecError(f"--unlearner {spec!r}: no ':' and no entry point of that name (registered: {known}); {SPEC_HELP}")
-        try:
-            return matches[0].load()
-        except Exception as exc:  # noqa: BLE001
-            raise SpecError(f"--unlearner {spec!r}: entry point {matches[0].value!r} failed to load: {type(exc).__name__}: {exc}") from exc
-    module_name, _, attr_path = spec.partition(":")
-    if not module_name or not attr_path:
-        raise SpecError(f"--unlearner {spec!r}: module or attribute missing; {SPEC_HELP}")
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time failure is the spec's problem
-        raise SpecError(f"--unlearner {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise SpecError(f"--unlearner {spec!r}: module {module_name!r} has no attribute {attr_path!r}; {SPEC_HELP}") from None
-    return obj
+        return UNLEARNERS.get(spec)
+    except UnknownName as exc:
+        known = ", ".join(exc.known) or "none"
+        raise SpecError(f"--unlearner {spec!r}: no ':' and no entry point of that name (registered: {known}); {SPEC_HELP}") from None
+    except RegistryError as exc:
+        raise SpecError(str(exc)) from exc
 
 
 def _required_positional(fn: Callable[..., Any]) -> int | None:
@@ -132,6 +121,4 @@ def names_reference_retrain(spec: str) -> bool:
     A subclass or a look-alike elsewhere is not the reference and is held to the budget.
     """
     spec = spec.strip()
-    if ":" not in spec:
-        spec = next((ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == spec), spec)
-    return spec.replace(" ", "") in REFERENCE_RETRAIN
+    return (UNLEARNERS.target(spec) or spec).replace(" ", "") in REFERENCE_RETRAIN

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from unlearn_audit.profiles.registry import DATASETS_GROUP, load_registered
+from unlearn_audit.profiles.registry import DATASETS
 from unlearn_audit.profiles.split import Split
 
 
@@ -36,42 +36,6 @@ def load_digits_split(image_size: int = 32, test_fraction: float = 0.2, split_se
     return Split(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10)
 
 
-def _cifar10(**options: object) -> Split:
-    """CIFAR-10 (profile `cifar10-resnet18`); see `unlearn_audit.profiles.cifar.data` (imported lazily)."""
-    from unlearn_audit.profiles.cifar.data import load_cifar10_split
-
-    return load_cifar10_split(**options)  # type: ignore[arg-type]
-
-
-def _synthetic_cifar(**options: object) -> Split:
-    """The CPU stand-in for CIFAR-10 (profile `cifar10-resnet18-standin`); see `unlearn_audit.profiles.cifar.data`."""
-    from unlearn_audit.profiles.cifar.data import synthetic_cifar_split
-
-    return synthetic_cifar_split(**options)
-
-
-def _synthetic_sentiment(**options: object) -> Split:
-    from unlearn_audit.profiles.text.data import load_synthetic_sentiment  # the text profiles' loaders live with the text code
-
-    return load_synthetic_sentiment(**options)  # type: ignore[arg-type]
-
-
-def _imdb(**options: object) -> Split:
-    from unlearn_audit.profiles.text.data import load_imdb
-
-    return load_imdb(**options)  # type: ignore[arg-type]
-
-
-DATASETS = {
-    "digits": load_digits_split,
-    "cifar10": _cifar10,  # `cifar10-resnet18` profile
-    "synthetic_cifar": _synthetic_cifar,  # its CPU stand-in
-    "synthetic_sentiment": _synthetic_sentiment,  # `text` profile: token ids N x L (long)
-    "imdb": _imdb,  # `text-gpt2-imdb` profile
-}
-
-
 def load_split(source: str, **options: object) -> Split:
-    """Load the data set named in a recipe."""
-    loader = load_registered(DATASETS_GROUP, source, DATASETS, "data source")
-    return loader(**options)  # type: ignore[arg-type]
+    """Load the data set named in a recipe's `[data] source` (built in or registered, `profiles.registry`)."""
+    return DATASETS.get(source)(**options)  # type: ignore[no-any-return]

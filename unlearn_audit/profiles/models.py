@@ -7,8 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from unlearn_audit.profiles.cifar.resnet import resnet18
-from unlearn_audit.profiles.registry import ARCHITECTURES_GROUP, load_registered
+from unlearn_audit.profiles.registry import ARCHITECTURES
 
 
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | None = None) -> nn.Module:
@@ -35,27 +34,6 @@ def small_cnn(input_shape: tuple[int, ...], num_classes: int, channels: list[int
     return nn.Sequential(*layers)
 
 
-def _gpt2_small(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
-    from unlearn_audit.profiles.text.models import gpt2_small  # transformers is an optional extra, imported when a text model is built
-
-    return gpt2_small(input_shape, num_classes, **options)
-
-
-def _gpt2_pretrained(input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
-    from unlearn_audit.profiles.text.models import gpt2_pretrained
-
-    return gpt2_pretrained(input_shape, num_classes, **options)
-
-
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "mlp": mlp,
-    "small_cnn": small_cnn,
-    "resnet18": resnet18,  # `cifar10-resnet18` profile
-    "gpt2_small": _gpt2_small,  # `text` profile
-    "gpt2_pretrained": _gpt2_pretrained,  # `text-gpt2-imdb` profile
-}
-
-
 def model_factory(spec: dict[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:
     """A zero-argument function that builds a freshly initialised model of the recipe's architecture.
 
@@ -64,7 +42,7 @@ def model_factory(spec: dict[str, Any], input_shape: tuple[int, ...], num_classe
     """
     options = dict(spec)
     name = options.pop("architecture")
-    build = load_registered(ARCHITECTURES_GROUP, name, ARCHITECTURES, "architecture")
+    build = ARCHITECTURES.get(name)
 
     def factory() -> nn.Module:
         return build(tuple(input_shape), num_classes, **options)
