@@ -1,4 +1,4 @@
-"""What a check returns, and what it is given."""
+"""What a check is (its declaration), what it returns, and what it is given."""
 
 from __future__ import annotations
 
@@ -15,9 +15,31 @@ if TYPE_CHECKING:
     from unlearn_audit.engine.runner import UnlearnOutcome
 
 Verdict = Literal["pass", "fail", "xfail", "skip"]
+CheckKind = Literal["removal", "other"]
 
 POWER_TARGET = 0.8
 """A check whose power against the unremoved poison is below this says "low power" (`checks.power`)."""
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """What a check is, declared once in its own module as `CHECK = CheckInfo(...)`.
+
+    The suite's list of checks, the removal checks, and the metric and unit a report gives each score all
+    follow from these declarations (`unlearn_audit.checks`), so that they cannot drift apart from the code
+    that computes the score. The arguments must be literals: the declarations are read from the modules'
+    source, without importing them, so that the torch-free parts of the suite know every check.
+    """
+
+    name: str
+    """The check's name: its module is `unlearn_audit.checks.<name>` and its test `conformance/test_<name>.py`."""
+    kind: CheckKind
+    """A "removal" check judges whether the poison is gone (and is conditioned on utility); "other": utility, compute."""
+    metric: str
+    """What the score measures, as a plot's axis names it ("mean GUS of the forget-set poisons")."""
+    unit: str
+    """The score's unit: "fraction" (in [0, 1]), "z-score" (N(0, 1) when the poison is gone), "nats",
+    "example-gradients"; empty when it depends on the attack."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 
-NAME = "budget_respected"
+CHECK = CheckInfo(name="budget_respected", kind="other", metric="example-gradients spent", unit="example-gradients")
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -29,7 +29,7 @@ def run(ctx: CheckContext) -> CheckResult:
         message = f"spent {o.example_gradients} example-gradients, budget {o.budget.example_gradients}" if over else ""
     details["evidence"] = evidence.exact(verdict == "fail", float(o.example_gradients))
     return CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict=verdict,
         score=float(o.example_gradients),
         stderr=0.0,

@@ -19,11 +19,11 @@ from scipy import stats as st
 from unlearn_audit.metrics import gaussian_unlearning_scores
 from unlearn_audit.stats import Proportion, unit_normal_mean_test
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
-NAME = "gaussian_leakage"
+CHECK = CheckInfo(name="gaussian_leakage", kind="removal", metric="mean GUS of the forget-set poisons", unit="z-score")
 
 
 def gus_scores(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
@@ -73,7 +73,7 @@ def run(ctx: CheckContext) -> CheckResult:
     if not math.isfinite(test.mean):
         verdict, message = "fail", "no usable GUS values (every input gradient was zero)"
     result = CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict=verdict,
         score=test.mean,
         stderr=test.stderr,

@@ -18,10 +18,10 @@ from __future__ import annotations
 from unlearn_audit.stats import Proportion, excess_effect
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_correct
 
-NAME = "indiscriminate_restored"
+CHECK = CheckInfo(name="indiscriminate_restored", kind="removal", metric="clean test accuracy", unit="fraction")
 
 
 def damage_repaired(unlearned: float, original: float, retrain: float) -> float:
@@ -55,7 +55,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "evidence": evidence.excess(retrain_acc, acc, margin, method="b"),
     }
     result = CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict="fail" if test.rejected else "pass",
         score=acc.value,
         stderr=acc.stderr,

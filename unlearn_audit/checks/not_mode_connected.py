@@ -26,10 +26,10 @@ from scipy import stats as st
 from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
 from unlearn_audit.training.loops import predict
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.power import certain, with_power
 
-NAME = "not_mode_connected"
+CHECK = CheckInfo(name="not_mode_connected", kind="removal", metric="test-loss barrier on the linear path", unit="nats")
 
 
 def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "evidence": evidence.shortfall(threshold - b, se, b, ref["barrier"]),
     }
     result = CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict="fail" if failed else "pass",
         score=b,
         stderr=se,

@@ -33,10 +33,11 @@ from unlearn_audit.scenarios.seeds import derived_seed
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.stats import Proportion, excess_effect, excess_test, population_excess_test, z_power
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
-NAME = "relearning_resistant"
+# The score is the attack's poison metric (after relearning, at the worst k): its unit is the attack's.
+CHECK = CheckInfo(name="relearning_resistant", kind="removal", metric="the attack's poison metric", unit="")
 
 
 class _NotMeasuredYet(Exception):
@@ -213,7 +214,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "evidence": evidence.any_of(parts, len(sizes)),
     }
     result = CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict="fail" if failed_any else "pass",
         score=w["method"],
         stderr=w["method_stderr"],

@@ -44,12 +44,12 @@ import torch
 from scipy import stats as st
 
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.stats import Proportion, excess_effect, excess_test, prediction_test
 
-NAME = "targeted_removed"
+CHECK = CheckInfo(name="targeted_removed", kind="removal", metric="attack success rate", unit="fraction")
 
 
 def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
@@ -93,7 +93,7 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
         "evidence": evidence.excess(a, b, margin, method="a"),
     }
     result = CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict="fail" if test.rejected else "pass",
         score=a.value,
         stderr=a.stderr,
@@ -149,7 +149,7 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         **notes,
     }
     result = CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict="fail" if test.rejected else "pass",
         score=score,
         stderr=stderr,

@@ -11,9 +11,9 @@ import torch
 from unlearn_audit.metrics import correct
 from unlearn_audit.stats import ExcessTest, Proportion, excess_test
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 
-NAME = "utility_preserved"
+CHECK = CheckInfo(name="utility_preserved", kind="other", metric="clean test accuracy", unit="fraction")
 
 
 def clean_test_correct(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
@@ -59,7 +59,7 @@ def run(ctx: CheckContext) -> CheckResult:
         "evidence": evidence.excess(retrain_acc, acc, margin, method="b"),
     }
     return CheckResult(
-        check=NAME,
+        check=CHECK.name,
         verdict="fail" if test.rejected else "pass",
         score=acc.value,
         stderr=acc.stderr,
