@@ -151,7 +151,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
                    "unlearn-audit: score"):
         assert needle in out
     doc = json.loads(report.read_text())
-    assert doc["schema_version"] == 2
+    assert doc["schema_version"] == 3
     assert {"unlearn_audit", "torch", "python"} <= set(doc["versions"])
     by_check = {(r["check"], r["scenario"]): r for r in doc["results"]}
     assert len(by_check) == 10
@@ -159,6 +159,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
         for key in ("unlearner", "check", "scenario", "profile", "seed", "outcome", "score", "stderr", "reference", "rule"):
             assert key in r
         assert r["meta"]["recipe_hash"] and r["meta"]["device"] == "cpu"
+        assert r["metric"] and r["unit"], r["nodeid"]  # what the score measures, for the plots
     # Each one-seed verdict is what its evidence decides at its level: pooled seeds run the same tests.
     from unlearn_audit.checks.evidence import decide
 
@@ -172,6 +173,8 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
     for scenario in ("gaussian", "backdoor"):
         assert by_check[("relearning_resistant", scenario)]["outcome"] == "failed"
         assert by_check[("not_mode_connected", scenario)]["outcome"] == "failed"
+        # the relearning check's score is the attack's poison metric, in the attack's unit
+        assert by_check[("relearning_resistant", scenario)]["unit"] == {"gaussian": "z-score", "backdoor": "fraction"}[scenario]
         relearning = by_check[("relearning_resistant", scenario)]["details"]
         curves, attack = relearning["relearning"], relearning["attack"]
         assert attack["optimizer"] == "adam" and attack["window"] == 10 and attack["steps"] >= 200

@@ -6,7 +6,7 @@ import json
 from types import SimpleNamespace
 
 from unlearn_audit.reports.collector import ReportCollector
-from unlearn_audit.reports.record import CASE_PROPERTY, RESULT_PROPERTY, ResultRecord, key_of
+from unlearn_audit.reports.record import CASE_PROPERTY, RESULT_PROPERTY, SCHEMA_VERSION, ResultRecord, key_of
 
 CASE = {"unlearner": "pkg.m:M", "check": "utility_preserved", "scenario": "backdoor",
         "profile": "cifar10-resnet18-standin", "seed": 1, "budget": 0.1}
@@ -45,3 +45,47 @@ def test_tests_without_a_case_are_not_audit_results() -> None:
     collector = ReportCollector(options={})
     collector.add(report("call", "passed", []))
     assert collector.records() == []
+
+
+def test_the_record_says_what_the_score_measures() -> None:
+    """Schema 3: the check's metric and unit travel from its result to the report, for the plots to read."""
+    collector = ReportCollector(options={})
+    judged = {"result": {"verdict": "pass", "score": 0.9, "stderr": 0.01, "reference": 0.91, "reference_stderr": 0.01,
+                         "direction": "higher_is_better", "rule": "r", "message": "", "details": {},
+                         "metric": "clean test accuracy", "unit": "fraction"}, "meta": {}}
+    collector.add(report("call", "passed", [(CASE_PROPERTY, json.dumps(CASE)), (RESULT_PROPERTY, json.dumps(judged))]))
+    doc = json.loads(json.dumps(collector.document()))
+    assert doc["schema_version"] == SCHEMA_VERSION == 3
+    assert (doc["results"][0]["metric"], doc["results"][0]["unit"]) == ("clean test accuracy", "fraction")
+    assert ResultRecord.from_json(doc["results"][0]) == collector.records()[0]
+
+
+def test_a_result_of_an_older_report_loads_without_metric_and_unit() -> None:
+    old = {"nodeid": "t.py::test[x]", **CASE, "seeds": [1], "outcome": "passed", "verdict": "pass", "score": 0.9}
+    record = ResultRecord.from_json(old)
+    assert (record.metric, record.unit, record.score) == ("", "", 0.9)
+    assert record.key == key_of(old)
+
+
+def test_a_check_result_carries_its_declared_metric_and_unit_into_the_record() -> None:
+    from unlearn_audit.checks import check_info
+    from unlearn_audit.checks.base import CheckResult
+
+    info = check_info("utility_preserved")
+    result = CheckResult(check=info.name, metric=info.metric, unit=info.unit, verdict="pass", score=0.9, stderr=0.01,
+                         reference=0.9, reference_stderr=0.01, direction="higher_is_better", rule="r")
+    assert (result.to_json()["metric"], result.to_json()["unit"]) == ("clean test accuracy", "fraction")
+
+
+def test_a_pooled_result_keeps_what_its_seeds_measured() -> None:
+    from unlearn_audit.checks import evidence
+    from unlearn_audit.checks.base import CheckResult
+    from unlearn_audit.checks.pooling import pool_check
+
+    def seed(total: float) -> CheckResult:
+        return CheckResult(check="gaussian_leakage", metric="mean GUS of the forget-set poisons", unit="z-score",
+                           verdict="pass", score=total / 10, stderr=0.3, reference=0.0, reference_stderr=0.3,
+                           direction="lower_is_better", rule="r", details={"evidence": evidence.unit_normal(total, 10)})
+
+    pooled = pool_check("gaussian_leakage", [0, 1], [seed(1.0), seed(-2.0)], [None, None], 0.01, 0.01)
+    assert (pooled.metric, pooled.unit) == ("mean GUS of the forget-set poisons", "z-score")

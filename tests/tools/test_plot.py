@@ -21,11 +21,14 @@ METHODS = ["unlearn_audit.methods:NoOp", "unlearn_audit.methods:GradientAscent"]
 
 
 def _result(unlearner: str, check: str, scenario: str, score: float, details: dict[str, Any], budget: float = 0.1,
-            outcome: str = "passed", rule: str = "") -> dict[str, Any]:
-    return {"nodeid": f"test_{check}.py::x[{unlearner}-tiny-{scenario}-seed0]", "unlearner": unlearner, "check": check,
-            "scenario": scenario, "profile": "tiny", "seed": 0, "budget": budget, "outcome": outcome,
-            "verdict": "pass" if outcome == "passed" else "fail", "score": score, "stderr": 0.02, "reference": 0.05,
-            "reference_stderr": 0.01, "direction": "lower_is_better", "rule": rule, "message": "", "details": details}
+            outcome: str = "passed", rule: str = "", metric: str = "", unit: str = "") -> dict[str, Any]:
+    result = {"nodeid": f"test_{check}.py::x[{unlearner}-tiny-{scenario}-seed0]", "unlearner": unlearner, "check": check,
+              "scenario": scenario, "profile": "tiny", "seed": 0, "budget": budget, "outcome": outcome,
+              "verdict": "pass" if outcome == "passed" else "fail", "score": score, "stderr": 0.02, "reference": 0.05,
+              "reference_stderr": 0.01, "direction": "lower_is_better", "rule": rule, "message": "", "details": details}
+    if metric:  # a report of schema 3; before it, results have no metric and unit
+        result.update(metric=metric, unit=unit)
+    return result
 
 
 def _relearning(scenario: str, level: float) -> dict[str, Any]:
@@ -42,22 +45,32 @@ def _path(bump: float) -> dict[str, Any]:
             "test_accuracy": [0.97 - bump * math.sin(math.pi * a) for a in alphas], "poison": [1 - a for a in alphas]}
 
 
-def synthetic_report(budgets: tuple[float, ...] = (0.1,)) -> dict[str, Any]:
+POISON = {"backdoor": ("attack success", "fraction"), "gaussian": ("mean GUS", "z-score")}
+
+
+def synthetic_report(budgets: tuple[float, ...] = (0.1,), schema: int = 3) -> dict[str, Any]:
+    """A report of today's layout, or (`schema` 1) one whose results say nothing of their metric and unit."""
+    def declared(metric: str, unit: str) -> dict[str, str]:
+        return {"metric": metric, "unit": unit} if schema >= 3 else {}
+
     results = []
     for budget in budgets:
         for i, u in enumerate(METHODS):
             level = 0.9 if i == 0 else 0.3
             for scenario, rule in (("backdoor", "attack success exceeds retrain's"), ("gaussian", "the mean GUS of the held-out")):
                 results.append(_result(u, "relearning_resistant", scenario, level, _relearning(scenario, level), budget,
-                                       "failed" if level > 0.5 else "passed", rule))
+                                       "failed" if level > 0.5 else "passed", rule, **declared(*POISON[scenario])))
                 results.append(_result(u, "not_mode_connected", scenario, 0.01 * i, {
                     "l2_distance": 0.5 * i, "retrain_l2_distance": 18.0, "l2_ratio": 0.03 * i, "barrier_alpha": 0.5,
-                    "path": _path(0.01 * i), "retrain_path": _path(0.08)}, budget))
+                    "path": _path(0.01 * i), "retrain_path": _path(0.08)}, budget,
+                    **declared("test-loss barrier on the linear path", "nats")))
             results.append(_result(u, "gaussian_leakage", "gaussian", 0.7, {
                 "tpr_at_fpr_0.01": 0.12, "original_gus": 0.77, "retrain_gus": 0.0,
-                "scores": [round(math.sin(j) + 0.7 * (1 - i), 4) for j in range(60)]}, budget))
-            results.append(_result(u, "budget_respected", "backdoor", 900.0 * i, {"fraction_used": 0.2 * i}, budget))
-    return {"schema_version": 1, "tool": "unlearn-audit", "options": {"unlearners": METHODS, "profile": "tiny"},
+                "scores": [round(math.sin(j) + 0.7 * (1 - i), 4) for j in range(60)]}, budget,
+                **declared("mean GUS of the forget-set poisons", "z-score")))
+            results.append(_result(u, "budget_respected", "backdoor", 900.0 * i, {"fraction_used": 0.2 * i}, budget,
+                                   **declared("example-gradients spent", "example-gradients")))
+    return {"schema_version": schema, "tool": "unlearn-audit", "options": {"unlearners": METHODS, "profile": "tiny"},
             "results": results}
 
 
@@ -75,8 +88,9 @@ def _assert_pngs(directory: Path, names: list[str]) -> None:
         assert len(data) > 1000 and data[:8] == PNG_MAGIC, name
 
 
-def test_plots_from_synthetic_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = _write(tmp_path, synthetic_report())
+@pytest.mark.parametrize("schema", [3, 1])
+def test_plots_from_synthetic_report(tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: int) -> None:
+    report = _write(tmp_path, synthetic_report(schema=schema))
     out = tmp_path / "p"
     assert plot.main(argparse.Namespace(report=report, out=out)) == 0
     expected = ["relearning-backdoor-seed0.png", "relearning-gaussian-seed0.png", "interpolation-backdoor-seed0.png",
@@ -114,3 +128,31 @@ def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.
     assert plot.main(argparse.Namespace(report=_write(tmp_path, synthetic_report()), out=tmp_path / "p")) == 2
     assert 'pip install "unlearn-audit[plot]"' in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_axes_come_from_the_recorded_metric_and_unit() -> None:
+    results = plot.results_of(synthetic_report())
+    relearning = [r for r in results if r["check"] == "relearning_resistant"]
+    backdoor = plot.poison_axis("backdoor", [r for r in relearning if r["scenario"] == "backdoor"])
+    gaussian = plot.poison_axis("gaussian", [r for r in relearning if r["scenario"] == "gaussian"])
+    assert (backdoor.label, backdoor.fraction, backdoor.null_at_zero) == ("attack success (fraction)", True, False)
+    assert (gaussian.label, gaussian.fraction, gaussian.null_at_zero) == ("mean GUS (z-score)", False, True)
+    budget = plot.score_axis("budget_respected", [r for r in results if r["check"] == "budget_respected"])
+    assert budget.label == "example-gradients spent (example-gradients)"
+
+
+def test_the_recorded_unit_wins_over_the_rule_and_the_scenario_name() -> None:
+    """A scenario called "gaussian" whose poison is an attack success rate is drawn as a fraction: no guessing."""
+    r = _result("m:M", "relearning_resistant", "gaussian_blend", 0.4, {}, rule="mean GUS", metric="attack success",
+                unit="fraction")
+    assert plot.poison_axis("gaussian_blend", [r]) == plot.Axis("attack success", "fraction")
+
+
+def test_reports_without_metric_and_unit_fall_back_to_the_old_guess() -> None:
+    results = plot.results_of(synthetic_report(schema=1))
+    assert all(r["metric"] == "" and r["unit"] == "" for r in results)  # read with the defaults
+    by = {s: [r for r in results if r["check"] == "relearning_resistant" and r["scenario"] == s] for s in ("backdoor", "gaussian")}
+    assert plot.poison_axis("backdoor", by["backdoor"]) == plot.LEGACY_ATTACK_SUCCESS
+    assert plot.poison_axis("gaussian", by["gaussian"]) == plot.LEGACY_GUS
+    assert plot.poison_axis("gaussian", []) == plot.LEGACY_GUS  # no rule to go by: the scenario's name
+    assert plot.score_axis("utility_preserved", []).label == "clean test accuracy"

@@ -39,7 +39,7 @@ class CheckInfo:
     """What the score measures, as a plot's axis names it ("mean GUS of the forget-set poisons")."""
     unit: str
     """The score's unit: "fraction" (in [0, 1]), "z-score" (N(0, 1) when the poison is gone), "nats",
-    "example-gradients"; empty when it depends on the attack."""
+    "example-gradients"; empty when it depends on the attack (the check then sets its result's own)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +61,8 @@ class CheckResult:
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     reference_label: str = "retrain"  # what `reference` is: "retrain", "8 clean models", "budget"
+    metric: str = ""  # what `score` measures: the check's declared metric, or the attack's poison metric
+    unit: str = ""  # its unit ("fraction", "z-score", "nats", "example-gradients"); see `CheckInfo`
 
     def to_json(self) -> dict[str, Any]:
         return finite(asdict(self))

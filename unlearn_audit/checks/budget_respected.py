@@ -30,6 +30,8 @@ def run(ctx: CheckContext) -> CheckResult:
     details["evidence"] = evidence.exact(verdict == "fail", float(o.example_gradients))
     return CheckResult(
         check=CHECK.name,
+        metric=CHECK.metric,
+        unit=CHECK.unit,
         verdict=verdict,
         score=float(o.example_gradients),
         stderr=0.0,

@@ -74,6 +74,8 @@ def run(ctx: CheckContext) -> CheckResult:
         verdict, message = "fail", "no usable GUS values (every input gradient was zero)"
     result = CheckResult(
         check=CHECK.name,
+        metric=CHECK.metric,
+        unit=CHECK.unit,
         verdict=verdict,
         score=test.mean,
         stderr=test.stderr,

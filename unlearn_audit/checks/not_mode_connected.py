@@ -100,6 +100,8 @@ def run(ctx: CheckContext) -> CheckResult:
     }
     result = CheckResult(
         check=CHECK.name,
+        metric=CHECK.metric,
+        unit=CHECK.unit,
         verdict="fail" if failed else "pass",
         score=b,
         stderr=se,

@@ -95,6 +95,8 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
         message=message,
         details=details,
         reference_label=first.reference_label,
+        metric=first.metric,
+        unit=first.unit,
     )
     return pooled_power(result, used)
 
@@ -163,6 +165,8 @@ def short_of_evidence(seeds: list[int], results: list[CheckResult], left_out: li
         details={"seeds": seeds, "left_out_seeds": left_out, "validated_targets": have, "needed_targets": needed,
                  "per_seed": [seed_summary(s, r) for s, r in zip(seeds, results)]},
         reference_label=first.reference_label,
+        metric=first.metric,
+        unit=first.unit,
     )
 
 

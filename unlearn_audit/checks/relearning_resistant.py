@@ -36,8 +36,12 @@ from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 
-# The score is the attack's poison metric (after relearning, at the worst k): its unit is the attack's.
+# The score is the attack's poison metric (after relearning, at the worst k): `run` sets the attack's own
+# metric and unit on its result (`UNIT_OF_NULL`); the declaration can only say so.
 CHECK = CheckInfo(name="relearning_resistant", kind="removal", metric="the attack's poison metric", unit="")
+
+UNIT_OF_NULL = {"proportion": "fraction", "unit_normal": "z-score"}
+"""The unit of a poison measurement, from its null: a proportion of hits, or a mean of N(0, 1) scores."""
 
 
 class _NotMeasuredYet(Exception):
@@ -215,6 +219,8 @@ def run(ctx: CheckContext) -> CheckResult:
     }
     result = CheckResult(
         check=CHECK.name,
+        metric=what,
+        unit=UNIT_OF_NULL.get(null, CHECK.unit),
         verdict="fail" if failed_any else "pass",
         score=w["method"],
         stderr=w["method_stderr"],

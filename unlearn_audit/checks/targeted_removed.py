@@ -94,6 +94,8 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
     }
     result = CheckResult(
         check=CHECK.name,
+        metric=CHECK.metric,
+        unit=CHECK.unit,
         verdict="fail" if test.rejected else "pass",
         score=a.value,
         stderr=a.stderr,
@@ -150,6 +152,8 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
     }
     result = CheckResult(
         check=CHECK.name,
+        metric="soft attack success",
+        unit=CHECK.unit,
         verdict="fail" if test.rejected else "pass",
         score=score,
         stderr=stderr,

@@ -60,6 +60,8 @@ def run(ctx: CheckContext) -> CheckResult:
     }
     return CheckResult(
         check=CHECK.name,
+        metric=CHECK.metric,
+        unit=CHECK.unit,
         verdict="fail" if test.rejected else "pass",
         score=acc.value,
         stderr=acc.stderr,

@@ -18,7 +18,7 @@ from typing import Any
 
 from unlearn_audit.checks.pooling import pool_check, pooled_meta
 from unlearn_audit.checks.seed_parts import SEED_PARTS_KEY, SeedParts
-from unlearn_audit.reports.record import OUTCOME_OF_VERDICT, SCHEMA_VERSION, ResultRecord, seeds_range
+from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, OUTCOME_OF_VERDICT, SCHEMA_VERSION, ResultRecord, seeds_range
 
 CELL_OPTIONS = ("unlearners", "seeds", "keep_seed_parts")
 """Report options that differ between the cells of one sweep (each cell has its own method and seed)."""
@@ -43,7 +43,7 @@ def assemble_reports(cells: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     seeds: list[int] = []
     tests: dict[tuple[Any, ...], list[tuple[str, ResultRecord]]] = defaultdict(list)
     for label, doc in cells:
-        if doc.get("schema_version") != SCHEMA_VERSION:
+        if doc.get("schema_version") not in COMPATIBLE_SCHEMAS:
             raise AssembleError(f"{label}: report schema {doc.get('schema_version')}, expected {SCHEMA_VERSION}")
         options = doc.get("options", {})
         if not options.get("keep_seed_parts"):
@@ -60,6 +60,7 @@ def assemble_reports(cells: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     results = [_pooled(parts, seeds) for parts in tests.values()]
     results.sort(key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or []))
     out = dict(first)
+    out["schema_version"] = SCHEMA_VERSION  # the results are written in today's layout
     out["options"] = {**first.get("options", {}), "unlearners": unlearners, "seeds": seeds, "keep_seed_parts": False}
     out["assembled_from"] = [label for label, _ in cells]
     out["timings"] = {"session_seconds": [doc.get("timings", {}).get("session_seconds") for _, doc in cells]}
@@ -96,6 +97,7 @@ def _pooled(cells: list[tuple[str, ResultRecord]], all_seeds: list[int]) -> Resu
         profile=head.profile, seed=seeds[0] if len(seeds) == 1 else None, budget=head.budget, outcome=outcome,
         verdict=judged["verdict"], score=judged["score"], stderr=judged["stderr"], reference=judged["reference"],
         reference_stderr=judged["reference_stderr"], direction=judged["direction"], rule=judged["rule"],
+        metric=judged["metric"], unit=judged["unit"],
         # a failing test's report shows the check's explanation when its message is empty (see the collector)
         message=judged["message"] or (result.explain() if outcome == "failed" else ""),
         details=judged["details"], meta=pooled_meta(metas), duration=sum(r.duration for _, r in cells), seeds=seeds,

@@ -18,9 +18,9 @@ from typing import Any
 
 from scipy import stats as st
 
-from unlearn_audit.reports.record import KEY_FIELDS, SCHEMA_VERSION, ResultRecord, key_of
+from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, KEY_FIELDS, SCHEMA_VERSION, ResultRecord, key_of
 
-READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+READABLE_SCHEMAS = (1, *COMPATIBLE_SCHEMAS)
 
 ALPHA = 0.01
 

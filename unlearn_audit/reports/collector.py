@@ -69,6 +69,8 @@ class ReportCollector:
             reference_stderr=result.get("reference_stderr"),
             direction=result.get("direction"),
             rule=result.get("rule"),
+            metric=result.get("metric") or "",
+            unit=result.get("unit") or "",
             message=result.get("message") or (_longrepr_head(report) if outcome in ("failed", "error") else ""),
             details=result.get("details", {}),
             meta=judged.get("meta", {}),

@@ -4,7 +4,8 @@
 whether anything changed at all. Results are matched on (unlearner, check, scenario, profile, seeds,
 budget); for each, the outcome, verdict, score, uncertainty, reference, rule, message and details
 are compared, except timings (keys named `seconds` or ending in `_seconds`) and any detail key
-given in `ignore`.
+given in `ignore`; and what the score measures (metric, unit) where both reports say it (a report
+before schema 3 does not).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 from unlearn_audit.reports.record import ResultRecord
 
 COMPARED = ("outcome", "verdict", "score", "stderr", "reference", "reference_stderr", "direction", "rule", "message")
+COMPARED_WHERE_KNOWN = ("metric", "unit")
+"""Empty in reports before schema 3: compared only when both reports have them, so an upgrade is not a difference."""
 
 
 def _strip(value: Any, ignore: frozenset[str]) -> Any:
@@ -41,6 +44,9 @@ def diff_reports(old: Path, new: Path, ignore: tuple[str, ...] = ()) -> list[str
         ra, rb = a[key], b[key]
         for name in COMPARED:
             if getattr(ra, name) != getattr(rb, name):
+                lines.append(f"{key}: {name} {getattr(ra, name)!r} -> {getattr(rb, name)!r}")
+        for name in COMPARED_WHERE_KNOWN:
+            if getattr(ra, name) and getattr(rb, name) and getattr(ra, name) != getattr(rb, name):
                 lines.append(f"{key}: {name} {getattr(ra, name)!r} -> {getattr(rb, name)!r}")
         da, db = _strip(ra.details, skip), _strip(rb.details, skip)
         for name in sorted(set(da) | set(db)):

@@ -1,8 +1,8 @@
 """Join the JSON reports of the shards of one audit (`--audit-shard i/n`) into one report.
 
-The shards must be of one audit: the same schema and the same options apart from `shard`, and no
-result may appear in two of them. The merged report is what an unsharded run writes (its results
-sorted the same way), with `merged_from` naming the shard files.
+The shards must be of one audit: a schema whose results read as today's, the same options apart
+from `shard`, and no result may appear in two of them. The merged report is what an unsharded run
+writes (its results sorted the same way, in today's layout), with `merged_from` naming the shard files.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.reports.record import SCHEMA_VERSION, ResultRecord
+from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, SCHEMA_VERSION, ResultRecord
 
 
 class MergeError(ValueError):
@@ -25,7 +25,7 @@ def _load(path: Path) -> dict[str, Any]:
         doc["results"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MergeError(f"{path}: not an unlearn-audit JSON report ({exc!r})") from None
-    if version != SCHEMA_VERSION:
+    if version not in COMPATIBLE_SCHEMAS:
         raise MergeError(f"{path}: report schema {version}, expected {SCHEMA_VERSION}")
     return doc
 
@@ -49,6 +49,7 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
     ordered = sorted((r for _, r in records.values()),
                      key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or []))
     merged = dict(docs[0])
+    merged["schema_version"] = SCHEMA_VERSION  # the results are written in today's layout
     merged["options"] = {**common, "shard": None}
     merged["merged_from"] = [str(p) for p in paths]
     merged["timings"] = {"session_seconds": [d.get("timings", {}).get("session_seconds") for d in docs]}

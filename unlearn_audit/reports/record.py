@@ -12,11 +12,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-SCHEMA_VERSION = 2
-"""Version of the JSON report's layout; a baseline of another version is refused with a message.
+SCHEMA_VERSION = 3
+"""Version of the JSON report's layout; a baseline of a version it cannot read is refused with a message.
 
-2: each test pools its seeds (`seeds`, every seed's own result in `details.per_seed`); results are
-matched on their seeds. 1: one test per seed (`seed`); its results read as one-seed tests."""
+3: each result says what its score measures (`metric`, `unit`: the check's declaration, or the attack's
+poison metric), so that tools need not guess it from the rule's text. 2: each test pools its seeds
+(`seeds`, every seed's own result in `details.per_seed`); results are matched on their seeds; read as 3
+with `metric` and `unit` empty. 1: one test per seed (`seed`); its results read as one-seed tests."""
+
+COMPATIBLE_SCHEMAS = (2, SCHEMA_VERSION)
+"""Layouts whose results read as this version's (one test pools its seeds; a field a layout lacks takes its
+default), so that reports written before an upgrade can still be merged and assembled with today's."""
 
 CASE_PROPERTY = "unlearn_audit.case"
 RESULT_PROPERTY = "unlearn_audit"
@@ -53,6 +59,8 @@ class ResultRecord:
     baseline: dict[str, Any] | None = None
     duration: float = 0.0
     seeds: list[int] | None = None  # every seed the test pooled
+    metric: str = ""  # what `score` measures ("clean test accuracy"); empty in reports before schema 3
+    unit: str = ""  # its unit ("fraction", "z-score", "nats", "example-gradients"); see `checks.base.CheckInfo`
 
     def __post_init__(self) -> None:
         if self.seeds is None and self.seed is not None:  # a schema-1 record: one test per seed
@@ -67,7 +75,8 @@ class ResultRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ResultRecord":
-        """From a report's result entry (unknown keys, e.g. of a newer minor layout, are ignored)."""
+        """From a report's result entry (unknown keys, e.g. of a newer minor layout, are ignored; keys an older
+        layout lacks take their defaults: `metric` and `unit` are empty before schema 3)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values.setdefault("nodeid", "")

@@ -27,6 +27,7 @@ import math
 import re
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,41 @@ from unlearn_audit.reports.record import ResultRecord, per_seed_records
 DPI = 120
 INSTALL_HINT = 'pip install "unlearn-audit[plot]"'
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.6, "zorder": 5}
-SCORE_LABELS = {  # y label of scores-<check>.png; the reference is retrain's score unless named here
-    "relearning_resistant": ("poison metric after relearning (worst k)", None),
-    "not_mode_connected": ("test-loss barrier on the linear path", None),
-    "gaussian_leakage": ("mean GUS of the forget-set poisons", None),
-    "targeted_removed": ("attack success rate", None),
-    "utility_preserved": ("clean test accuracy", None),
-    "budget_respected": ("example-gradients spent", "budget (limit)"),
+REFERENCE_NAMES = {"budget_respected": "budget (limit)"}  # the reference is retrain's score unless named here
+LEGACY_SCORE_LABELS = {  # y label of scores-<check>.png for reports before schema 3, whose results lack metric/unit
+    "relearning_resistant": "poison metric after relearning (worst k)",
+    "not_mode_connected": "test-loss barrier on the linear path",
+    "gaussian_leakage": "mean GUS of the forget-set poisons",
+    "targeted_removed": "attack success rate",
+    "utility_preserved": "clean test accuracy",
+    "budget_respected": "example-gradients spent",
 }
 GroupKey = tuple[Any, Any, Any, Any]  # (profile, scenario, seed, budget)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """What a y axis shows, from a result's `metric` and `unit`: its label, and how it is drawn (fractions on
+    [0, 1], z-scores with their null at 0), so that no figure has to guess it from a rule's wording."""
+
+    metric: str
+    unit: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric} ({self.unit})" if self.unit else self.metric
+
+    @property
+    def fraction(self) -> bool:
+        return self.unit == "fraction"
+
+    @property
+    def null_at_zero(self) -> bool:
+        return self.unit == "z-score"
+
+
+LEGACY_GUS = Axis("mean GUS", "z-score")
+LEGACY_ATTACK_SUCCESS = Axis("attack success rate", "fraction")
 
 
 class ReportError(Exception):
@@ -67,10 +94,14 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise ReportError(f"{path} is not an unlearn-audit JSON report (no 'results' list); "
                           "write one with `pytest --audit-report FILE`")
-    # A pooled test's seeds as one result each: the curves are per seed.
-    results = [one.to_json() for r in doc["results"] if isinstance(r, dict)
-               for one in per_seed_records(ResultRecord.from_json(r))]
-    return doc, results
+    return doc, results_of(doc)
+
+
+def results_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """A report's results in today's layout (fields an older report lacks take their defaults), a pooled
+    test's seeds as one result each: the curves are per seed."""
+    return [one.to_json() for r in doc["results"] if isinstance(r, dict)
+            for one in per_seed_records(ResultRecord.from_json(r))]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -94,14 +125,33 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
 
 
-def _is_gaussian(scenario: Any, results: list[dict[str, Any]]) -> bool:
+def recorded_axis(results: list[dict[str, Any]]) -> Axis | None:
+    """The axis the results' own metric and unit give (the first that has them), None if none does."""
+    for r in results:
+        if r.get("metric") and r.get("unit"):
+            return Axis(str(r["metric"]), str(r["unit"]))
+    return None
+
+
+def poison_axis(scenario: Any, results: list[dict[str, Any]]) -> Axis:
+    """The axis of the scenario's poison metric (relearning curves, the interpolation path's poison panel): the
+    metric and unit its `relearning_resistant` results record (the attack's poison metric). A report before
+    schema 3 does not record them: there it is guessed, as before, from the rules' wording or the scenario name."""
+    recorded = recorded_axis([r for r in results if r.get("check") == "relearning_resistant"])
+    if recorded is not None:
+        return recorded
     for r in results:
         rule = str(r.get("rule") or "")
         if "GUS" in rule:
-            return True
+            return LEGACY_GUS
         if "attack success" in rule:
-            return False
-    return "gaussian" in str(scenario).lower()
+            return LEGACY_ATTACK_SUCCESS
+    return LEGACY_GUS if "gaussian" in str(scenario).lower() else LEGACY_ATTACK_SUCCESS
+
+
+def score_axis(check: str, results: list[dict[str, Any]]) -> Axis:
+    """The axis of a check's scores: their recorded metric and unit, else (before schema 3) the check's usual label."""
+    return recorded_axis(results) or Axis(LEGACY_SCORE_LABELS.get(check, "score"))
 
 
 def _finite(v: Any) -> bool:
@@ -190,8 +240,7 @@ class Plotter:
             if not entries:
                 continue
             ks = sorted({e["k"] for _, e in entries})
-            gaussian = _is_gaussian(key[1], rs)
-            ylabel = "mean GUS of held-out poisons" if gaussian else "attack success rate"
+            axis = poison_axis(key[1], rs)
             steps = next((r["details"].get("steps") for r in rs if r["details"].get("steps")), None)
             fig = self._figure(max(4.6, 4.0 * len(ks)), 4.0)
             axes = fig.subplots(1, len(ks), sharey=True, squeeze=False)[0]
@@ -216,14 +265,14 @@ class Plotter:
                             (ref,) = ax.plot(rx, ry, **REFERENCE_STYLE, label="retrain reference (same attack)")
                             handles.setdefault("retrain reference (same attack)", ref)
                             ref_drawn = True
-                if gaussian:
+                if axis.null_at_zero:
                     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
                 ax.set_title(f"k = {k} forget example{'' if k == 1 else 's'}")
                 ax.set_xlabel("relearning step")
                 ax.grid(alpha=0.3)
-            if not gaussian:
+            if axis.fraction:
                 axes[0].set_ylim(-0.03, 1.03)
-            axes[0].set_ylabel(ylabel)
+            axes[0].set_ylabel(axis.label)
             marker_note = any(e.get("failed") for _, e in entries)
             if marker_note:
                 from matplotlib.lines import Line2D
@@ -233,8 +282,7 @@ class Plotter:
             handles = _reference_last(handles)
             fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 5),
                        frameon=False)
-            what = "mean GUS" if gaussian else "attack success"
-            fig.suptitle(f"Relearning attack ({self._where(key)}): {what} while fine-tuning on the retain set "
+            fig.suptitle(f"Relearning attack ({self._where(key)}): {axis.metric} while fine-tuning on the retain set "
                          f"+ k forget examples" + (f", {steps} steps" if steps else ""), fontsize=11)
             self._save(fig, self._stem("relearning", key))
 
@@ -244,10 +292,9 @@ class Plotter:
             rs = [r for r in rs if isinstance(r["details"].get("path"), dict)]
             if not rs:
                 continue
-            gaussian = _is_gaussian(key[1], [r for r in self.results if r.get("scenario") == key[1]
-                                            and r.get("check") == "relearning_resistant"] or rs)
-            poison_label = "mean GUS (forget set)" if gaussian else "attack success rate"
-            present = [(f, lbl or poison_label) for f, lbl in panels
+            axis = poison_axis(key[1], [r for r in self.results if r.get("scenario") == key[1]
+                                        and r.get("check") == "relearning_resistant"] or rs)
+            present = [(f, lbl or axis.label) for f, lbl in panels
                        if any(r["details"]["path"].get(f) for r in rs)]
             if not present:
                 continue
@@ -274,9 +321,9 @@ class Plotter:
                         label = f"retrain reference  (L2 {l2:.3g})" if _finite(l2) else "retrain reference"
                         (line,) = ax.plot(xs, ys, **REFERENCE_STYLE, label=label)
                         handles.setdefault(label, line)
-                if field == "poison" and gaussian:
+                if field == "poison" and axis.null_at_zero:
                     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
-                if field in ("test_accuracy",) or (field == "poison" and not gaussian):
+                if field in ("test_accuracy",) or (field == "poison" and axis.fraction):
                     lo = min([v for line in ax.get_lines() for v in line.get_ydata() if _finite(float(v))] or [0.0])
                     ax.set_ylim(min(lo - 0.03, 0.9 if field == "test_accuracy" else -0.03), 1.01 if field == "test_accuracy" else 1.03)
                 ax.set_title(ylabel[0].upper() + ylabel[1:])
@@ -349,8 +396,8 @@ class Plotter:
             groups = {k: rs for k, rs in groups.items() if rs}
             if not groups:
                 continue
-            ylabel, ref_name = SCORE_LABELS.get(check, ("score", None))
-            ref_name = ref_name or "reference (retrain)"
+            axis = score_axis(check, [r for rs in groups.values() for r in rs])
+            ref_name = REFERENCE_NAMES.get(check, "reference (retrain)")
             n_u = max(1, len(self.unlearners))
             width = 0.8 / n_u
             fig = self._figure(max(6.0, 2.6 + len(groups) * (0.4 + 0.45 * n_u)), 4.2)
@@ -388,7 +435,7 @@ class Plotter:
                                                            markersize=8)
             ax.set_xticks(range(len(groups)), [self._where(k).replace(", ", "\n", 1) for k in groups])
             ax.set_xlim(-0.6, len(groups) - 0.4)
-            ax.set_ylabel(f"{ylabel} (± stderr)")
+            ax.set_ylabel(f"{axis.label} ± stderr")
             ax.grid(axis="y", alpha=0.3)
             nice = {"lower_is_better": "lower is better", "higher_is_better": "higher is better"}.get(direction or "", "")
             fig.suptitle(f"{check}: score per unlearner" + (f" ({nice})" if nice else ""), fontsize=11)
