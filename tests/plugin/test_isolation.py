@@ -51,6 +51,46 @@ HOSTILE = textwrap.dedent(
         model.load_state_dict(stolen)
         return model
 
+    def _steal_and_perturb(model, fraction):
+        stolen = _retrain_from((HERE / "cache_path.txt").read_text(), model)
+        g = torch.Generator().manual_seed(1)
+        model.load_state_dict({k: v + torch.randn(v.shape, generator=g) * fraction * v.std() if v.numel() > 1 else v
+                               for k, v in stolen.items()})
+        return model
+
+    def steals_and_adds_1pct_noise(model, request):
+        return _steal_and_perturb(model, 0.01)
+
+    def steals_and_adds_5pct_noise(model, request):
+        return _steal_and_perturb(model, 0.05)
+
+    def probes_the_sandbox(model, request):
+        """Reaches for what a confined worker must not: the network, the cache, other workers' directories."""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", int((HERE / "port.txt").read_text())), timeout=5).close()
+            print("tcp connect: connected")
+        except OSError as exc:
+            print("tcp connect: refused", exc.strerror)
+        try:
+            (Path((HERE / "cache_path.txt").read_text()) / "planted").write_text("x")
+            print("cache write: written")
+        except OSError as exc:
+            print("cache write: refused", exc.strerror)
+        mine = Path.cwd()
+        others = []
+        try:
+            others = [p for p in mine.parent.iterdir() if p.name.startswith("unlearn-audit-worker-") and p != mine]
+            print("other workers listed:", len(others))
+        except OSError as exc:
+            print("listing the workers' parent: refused", exc.strerror)
+        for other in others:
+            try:
+                print("read another worker's directory:", sorted(os.listdir(other)))
+            except OSError as exc:
+                print("another worker's directory: refused", exc.strerror)
+        return model
+
     def _module_attr(o, name):
         try:
             return isinstance(getattr(o, name, None), nn.Module)
@@ -186,7 +226,7 @@ def test_reference_from_disk_is_refused_or_detected_and_the_worker_gets_no_cache
         assert results(report)[0]["meta"]["sandbox"].startswith(f"landlock abi {landlock_abi()}: fs")
         assert "the methods ran sandboxed by landlock" in result.stdout.str()
     else:
-        assert "returned the harness's own retrain reference" in result.stdout.str()
+        assert "returned a copy of the harness's retrain reference" in result.stdout.str()
     assert f"imported-by-{os.getpid()}" not in os.listdir(hostile.path), "the harness process imported the method"
     stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
     assert "cache variable in the worker: None" in stdout
@@ -194,7 +234,7 @@ def test_reference_from_disk_is_refused_or_detected_and_the_worker_gets_no_cache
 
 
 @pytest.mark.parametrize("isolation, expected", [("process", "harness objects found: 0"),
-                                                 ("inline", "returned the harness's own retrain reference")])
+                                                 ("inline", "returned a copy of the harness's retrain reference")])
 def test_reference_from_memory(hostile: pytest.Pytester, isolation: str, expected: str) -> None:
     """In a worker there is nothing to find; in-process the method finds it and the detection fails it."""
     report = hostile.path / "r.json"
@@ -203,6 +243,41 @@ def test_reference_from_memory(hostile: pytest.Pytester, isolation: str, expecte
     result.assert_outcomes(failed=1)
     text = result.stdout.str() + json.dumps(results(report))
     assert expected in text
+
+
+@pytest.mark.parametrize("noise", ["1pct", "5pct"])
+def test_a_stolen_reference_with_noise_added_is_caught(hostile: pytest.Pytester, noise: str) -> None:
+    """Without the sandbox (so that it can be stolen), a retrain reference perturbed by 1% or 5% of each
+    tensor's std is still a copy; the reference methods in the same session keep their verdicts."""
+    report = hostile.path / "r.json"
+    result = hostile.runpytest("--unlearner", f"hostile:steals_and_adds_{noise}_noise", "--unlearner", f"{METHODS}:Retrain",
+                               "-k", "gaussian and (budget or leakage)", "--audit-sandbox", "off",
+                               "--audit-report", str(report))
+    result.assert_outcomes(passed=1, failed=2, skipped=1)  # Retrain's budget is skipped: the reference is exempt
+    out = result.stdout.str()
+    assert "returned a copy of the harness's retrain reference" in out and "a copy is anything below 0.25" in out
+    verdicts = {(r["unlearner"], r["check"]): r["verdict"] for r in results(report)}
+    assert verdicts[(f"{METHODS}:Retrain", "gaussian_leakage")] == "pass"
+    assert verdicts[(f"hostile:steals_and_adds_{noise}_noise", "gaussian_leakage")] == "fail"
+
+
+@pytest.mark.skipif(landlock_abi() < 4, reason="refusing TCP needs Landlock ABI 4")
+def test_a_confined_method_reaches_no_network_no_cache_and_no_other_worker(hostile: pytest.Pytester,
+                                                                             audit_env: Path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        (hostile.path / "port.txt").write_text(str(server.getsockname()[1]))
+        report = hostile.path / "r.json"
+        result = hostile.runpytest("--unlearner", "hostile:probes_the_sandbox", "--unlearner", f"{METHODS}:NoOp",
+                                   "-k", "budget and gaussian", "--audit-report", str(report))
+    result.assert_outcomes(passed=2)
+    stdout = [r for r in results(report) if r["unlearner"] == "hostile:probes_the_sandbox"][0]["meta"]["unlearn_output"]
+    text = stdout["stdout"]
+    assert "tcp connect: refused Permission denied" in text
+    assert "cache write: refused Permission denied" in text and not (audit_env / "planted").exists()
+    assert "listing the workers' parent: refused Permission denied" in text
+    assert "read another worker's directory" not in text
 
 
 def test_stripping_module_hooks_is_still_counted(hostile: pytest.Pytester) -> None:

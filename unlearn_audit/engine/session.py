@@ -20,7 +20,7 @@ from torch import nn
 
 from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.attacks.registry import get_attack
-from unlearn_audit.checks import CHECK_NAMES, REMOVAL_CHECKS, CheckContext, CheckResult, get_check
+from unlearn_audit.checks import CHECK_NAMES, REMOVAL_CHECKS, CheckContext, CheckResult, check_info, get_check
 from unlearn_audit.checks.family import family_size, has_exact_null
 from unlearn_audit.checks.pooling import pool_check, pooled_meta
 from unlearn_audit.checks.seed_parts import SeedParts
@@ -52,7 +52,7 @@ class AuditSession:
     progress: Callable[[str, int, int, float], None] | None = None
     _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
     _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
-    _reported_in: dict[tuple[str, str, int, float], str] = field(default_factory=dict)  # the test showing a failure in full
+    _reported_in: dict[tuple[str, str, int, float | None], str] = field(default_factory=dict)  # the test showing a failure in full
     _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
     workers: dict[str, UnlearnerWorker] = field(default_factory=dict)  # one per spec (process isolation)
     # The fixture models' measurements persist in their cache entries (see scenarios.measurements).
@@ -130,7 +130,7 @@ class AuditSession:
         key = (spec, scenario, seed, budget)
         if key not in self._outcomes:
             fixture = self.fixture(scenario, seed)
-            run = dict(
+            run: dict[str, Any] = dict(
                 budget_fraction=budget,
                 # Independent of every seed used to build the fixture (and of the retrain reference's).
                 seed=derived_seed(seed, f"unlearner:{scenario}") % (2**31),
@@ -257,9 +257,12 @@ class AuditSession:
             meta["unlearn_output"] = captured
         validation = fixture.meta.get("validation", {})
         utility = None
+        declared = check_info(check)  # what the score would have measured, for the record of a check that did not run
         if not validation.get("effective", True) and check != "budget_respected":
             result = CheckResult(
                 check=check,
+                metric=declared.metric,
+                unit=declared.unit,
                 verdict="xfail",
                 score=None,
                 stderr=None,
@@ -274,6 +277,8 @@ class AuditSession:
         elif not outcome.ok:
             result = CheckResult(
                 check=check,
+                metric=declared.metric,
+                unit=declared.unit,
                 verdict="fail",
                 score=None,
                 stderr=None,
