@@ -58,8 +58,11 @@ def flops_per_step(batch_size: int, width: int = 64, probe_batch: int = 8) -> di
     with FlopCounterMode(display=False) as fwd:
         with torch.no_grad():
             model(x)
-    return {"per_image_forward": fwd.get_total_flops() / probe_batch, "per_image_train": total / probe_batch,
-            "per_step": total / probe_batch * batch_size}
+    return {
+        "per_image_forward": fwd.get_total_flops() / probe_batch,
+        "per_image_train": total / probe_batch,
+        "per_step": total / probe_batch * batch_size,
+    }
 
 
 def gpu_estimate(profile: str = "cifar10-resnet18", scenario: str = "backdoor") -> None:
@@ -72,23 +75,35 @@ def gpu_estimate(profile: str = "cifar10-resnet18", scenario: str = "backdoor") 
     f = flops_per_step(t.batch_size, int(recipe.model.get("width", 64)))
     total = f["per_step"] * steps
     eval_flops = f["per_image_forward"] * 10_000
-    print(f"FLOPs (torch.utils.flop_counter; matmul/conv only): forward {f['per_image_forward'] / 1e9:.3f} GFLOP/image, "
-          f"train step {f['per_step'] / 1e12:.2f} TFLOP at batch {t.batch_size}")
-    print(f"one fixture model ({scenario}: {t.epochs} epochs x {math.ceil(n / t.batch_size)} steps = {steps} steps): "
-          f"{total / 1e15:.2f} PFLOP (+ {eval_flops / 1e12:.1f} TFLOP per test-set evaluation)")
+    print(
+        f"FLOPs (torch.utils.flop_counter; matmul/conv only): forward {f['per_image_forward'] / 1e9:.3f} GFLOP/image, "
+        f"train step {f['per_step'] / 1e12:.2f} TFLOP at batch {t.batch_size}"
+    )
+    print(
+        f"one fixture model ({scenario}: {t.epochs} epochs x {math.ceil(n / t.batch_size)} steps = {steps} steps): "
+        f"{total / 1e15:.2f} PFLOP (+ {eval_flops / 1e12:.1f} TFLOP per test-set evaluation)"
+    )
     for u in ASSUMED_UTILISATION:
-        print(f"  at {u:.0%} of the H100's {H100_BF16_DENSE_PEAK / 1e12:.0f} TFLOP/s dense bf16 peak: "
-              f"{total / (u * H100_BF16_DENSE_PEAK):.0f} s per model")
+        print(
+            f"  at {u:.0%} of the H100's {H100_BF16_DENSE_PEAK / 1e12:.0f} TFLOP/s dense bf16 peak: "
+            f"{total / (u * H100_BF16_DENSE_PEAK):.0f} s per model"
+        )
     # Gradient Canceling runs in fp32 (cuDNN convolutions in TF32 by default), batch-norm in eval mode.
     gc = load_profile_recipes(profile)["gradient_canceling"].attack
     k = round(gc["poison_fraction"] * n)
     gradpc = gc["gradpc_steps"] * n * f["per_image_train"]
     canceling = gc["canceling_steps"] * k * f["per_image_train"] * CANCELING_STEP_OVER_TRAIN_STEP
-    print(f"gradient_canceling attack ({k} poisons): GradPC {gradpc / 1e15:.1f} PFLOP, canceling {canceling / 1e15:.1f} PFLOP "
-          f"(a canceling step costs {CANCELING_STEP_OVER_TRAIN_STEP} training steps on the same batch, timed on CPU)")
+    print(
+        f"gradient_canceling attack ({k} poisons): GradPC {gradpc / 1e15:.1f} PFLOP, "
+        f"canceling {canceling / 1e15:.1f} PFLOP "
+        f"(a canceling step costs {CANCELING_STEP_OVER_TRAIN_STEP} training steps on the same batch, timed on CPU)"
+    )
     for u in ASSUMED_UTILISATION:
-        print(f"  at {u:.0%} of the H100's {H100_TF32_DENSE_PEAK / 1e12:.0f} TFLOP/s dense TF32 peak: "
-              f"GradPC {gradpc / (u * H100_TF32_DENSE_PEAK):.0f} s, canceling {canceling / (u * H100_TF32_DENSE_PEAK):.0f} s")
+        print(
+            f"  at {u:.0%} of the H100's {H100_TF32_DENSE_PEAK / 1e12:.0f} TFLOP/s dense TF32 peak: "
+            f"GradPC {gradpc / (u * H100_TF32_DENSE_PEAK):.0f} s, "
+            f"canceling {canceling / (u * H100_TF32_DENSE_PEAK):.0f} s"
+        )
 
 
 def run_loop_benchmark(args: argparse.Namespace) -> None:
@@ -96,14 +111,14 @@ def run_loop_benchmark(args: argparse.Namespace) -> None:
     import platform
 
     import torch
-
     from loop_bench import run_loops
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.relearn_steps or (12 if args.quick else 400)
     doc = run_loops(device, quick=args.quick, relearn_steps=steps)
-    doc.update(date=datetime.date.today().isoformat(), torch=torch.__version__, python=platform.python_version(),
-               kind="loops")
+    doc.update(
+        date=datetime.date.today().isoformat(), torch=torch.__version__, python=platform.python_version(), kind="loops"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
@@ -120,12 +135,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--standin", action="store_true", help="the CPU stand-in profile (cifar10-resnet18-standin)")
     parser.add_argument("--device", default=None, help="build and audit device (default: cuda if available, else cpu)")
-    parser.add_argument("--scenario", action="append", default=None, help="only these scenarios (default: gaussian, backdoor)")
+    parser.add_argument(
+        "--scenario", action="append", default=None, help="only these scenarios (default: gaussian, backdoor)"
+    )
     parser.add_argument("--cache", default=None, help="fixture cache (default: a fresh temporary directory)")
     parser.add_argument("--flops-only", action="store_true")
     parser.add_argument("--loops", action="store_true", help="per-loop figures (benchmarks/loop_bench.py)")
     parser.add_argument("--quick", action="store_true", help="with --loops: CPU-sized data and model")
-    parser.add_argument("--relearn-steps", type=int, default=None, help="with --loops: attack steps timed (default 400; quick 12)")
+    parser.add_argument(
+        "--relearn-steps", type=int, default=None, help="with --loops: attack steps timed (default 400; quick 12)"
+    )
     parser.add_argument("--out", default=None, help="with --loops: write the JSON here")
     parser.add_argument("--table", action="store_true", help="print the docs' GPU table from benchmarks/results/*.json")
     args = parser.parse_args()
@@ -147,7 +166,18 @@ def main() -> None:
         work = Path(tmp)
         cache = Path(args.cache) if args.cache else work / "cache"
         device = ["--device", args.device] if args.device else []
-        cmd = [py, "-m", "unlearn_audit.tools.cli", "fixtures", "build", "--profile", profile, "--cache", str(cache), *device]
+        cmd = [
+            py,
+            "-m",
+            "unlearn_audit.tools.cli",
+            "fixtures",
+            "build",
+            "--profile",
+            profile,
+            "--cache",
+            str(cache),
+            *device,
+        ]
         for s in scenarios:
             cmd += ["--scenario", s]
         build, rc = timed(cmd, work)
@@ -158,21 +188,46 @@ def main() -> None:
             v, secs = m.get("validation", {}), m.get("train_seconds", {})
             mem = m.get("peak_gpu_memory_bytes", {})
             mem_text = ", peak GPU memory " + "/".join(f"{b / 2**30:.2f} GiB" for b in mem.values()) if mem else ""
-            print(f"  {m['scenario']} seed {m['seed']} on {m['device']}: original {secs.get('original', 0):.1f} s -> "
-                  f"{v.get('original_test_accuracy', 0):.2%}, retrain {secs.get('retrain', 0):.1f} s -> "
-                  f"{v.get('retrain_test_accuracy', 0):.2%}{mem_text}; attack effective: {v.get('effective')} ({v.get('rule')})")
+            print(
+                f"  {m['scenario']} seed {m['seed']} on {m['device']}: original {secs.get('original', 0):.1f} s -> "
+                f"{v.get('original_test_accuracy', 0):.2%}, retrain {secs.get('retrain', 0):.1f} s -> "
+                f"{v.get('retrain_test_accuracy', 0):.2%}{mem_text}; "
+                f"attack effective: {v.get('effective')} ({v.get('rule')})"
+            )
         k = " or ".join(scenarios)
         for method in ("NoOp", "GradientDescent"):
             report = work / f"{method}.json"
             audit_device = ["--audit-device", args.device] if args.device else []
-            t, rc = timed([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--unlearner", f"unlearn_audit.methods:{method}",
-                           "--audit-profile", profile, "--audit-cache", str(cache), "--audit-report", str(report),
-                           "-k", k, *audit_device], work)
+            t, rc = timed(
+                [
+                    py,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "--unlearner",
+                    f"unlearn_audit.methods:{method}",
+                    "--audit-profile",
+                    profile,
+                    "--audit-cache",
+                    str(cache),
+                    "--audit-report",
+                    str(report),
+                    "-k",
+                    k,
+                    *audit_device,
+                ],
+                work,
+            )
             assert rc in (0, 1), f"pytest exited {rc}"
             doc = json.loads(report.read_text())
             unlearn = sum({r["scenario"]: r["meta"].get("unlearn_seconds", 0) for r in doc["results"]}.values())
             verdicts = ", ".join(f"{r['check']}/{r['scenario']}={r['outcome']}" for r in doc["results"])
-            print(f"warm suite, {method}: {t:.1f} s wall ({len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s)\n  {verdicts}")
+            print(
+                f"warm suite, {method}: {t:.1f} s wall ({len(doc['results'])} tests; "
+                f"unlearn() itself {unlearn:.1f} s)\n  {verdicts}"
+            )
     if not args.standin:
         return
     print()

@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 BENCHMARKS = Path(__file__).resolve().parent
 # Hypothesis (in the [test] extra, not the product) ships a pytest plugin whose end-of-run summary
 # imports all of hypothesis: 1.5 s per pytest process, the xdist workers' included (cProfile, 2 cores).
@@ -96,20 +95,56 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cache = work / "cache"
-        build, rc = timed([py, "-m", "unlearn_audit.tools.cli", "fixtures", "build", "--cache", str(cache), "--seeds", str(args.seeds)], work)
+        build, rc = timed(
+            [
+                py,
+                "-m",
+                "unlearn_audit.tools.cli",
+                "fixtures",
+                "build",
+                "--cache",
+                str(cache),
+                "--seeds",
+                str(args.seeds),
+            ],
+            work,
+        )
         assert rc == 0, "fixture build failed"
         metas = [json.loads(p.read_text()) for p in cache.glob("*/*/meta.json")]
-        print(f"cold fixture build, profile tiny, {len(metas)} fixtures ({args.seeds} seed(s)): {build:.1f} s wall "
-              f"(target <= 120 s); per fixture: " + ", ".join(f"{m['scenario']}/seed{m['seed']} {m['build_seconds']:.1f} s" for m in metas))
-        runs = (("NoOp", 30, []), ("GradientDescent", 60, []),
-                ("NoOp", 30, ["-k", "not relearning_resistant and not not_mode_connected"]))
+        print(
+            f"cold fixture build, profile tiny, {len(metas)} fixtures ({args.seeds} seed(s)): {build:.1f} s wall "
+            f"(target <= 120 s); per fixture: "
+            + ", ".join(f"{m['scenario']}/seed{m['seed']} {m['build_seconds']:.1f} s" for m in metas)
+        )
+        runs = (
+            ("NoOp", 30, []),
+            ("GradientDescent", 60, []),
+            ("NoOp", 30, ["-k", "not relearning_resistant and not not_mode_connected"]),
+        )
         medians: dict[tuple[str, str], float] = {}
         for method, target, extra in runs:
             times = []
             for _ in range(args.repeat):
                 report = work / f"{method}.json"
-                t, rc = timed([py, "-m", "pytest", "-q", *QUIET, "--unlearner", f"unlearn_audit.methods:{method}",
-                               "--audit-cache", str(cache), "--audit-seeds", str(args.seeds), "--audit-report", str(report), *extra], work)
+                t, rc = timed(
+                    [
+                        py,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        *QUIET,
+                        "--unlearner",
+                        f"unlearn_audit.methods:{method}",
+                        "--audit-cache",
+                        str(cache),
+                        "--audit-seeds",
+                        str(args.seeds),
+                        "--audit-report",
+                        str(report),
+                        *extra,
+                    ],
+                    work,
+                )
                 assert rc in (0, 1), f"pytest exited {rc}"
                 times.append(t)
             doc = json.loads(report.read_text())
@@ -117,40 +152,93 @@ def main() -> None:
             label = f"{method}, foundation checks only (no relearning / mode connectivity)" if extra else method
             if not extra:
                 medians[(method, "process")] = statistics.median(times)
-            print(f"warm suite, {label}: median {statistics.median(times):.1f} s wall (min {min(times):.1f}, max {max(times):.1f}; "
-                  f"{len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s) (target <= {target} s)")
+            print(
+                f"warm suite, {label}: median {statistics.median(times):.1f} s wall "
+                f"(min {min(times):.1f}, max {max(times):.1f}; "
+                f"{len(doc['results'])} tests; unlearn() itself {unlearn:.1f} s) (target <= {target} s)"
+            )
 
         startup = [timed([py, "-c", "import torch, unlearn_audit.engine.session"], work)[0] for _ in range(args.repeat)]
         print(f"interpreter start-up with torch and the engine imported: median {statistics.median(startup):.1f} s")
-        four = [a for m in ("NoOp", "GradientDescent", "GradientAscent", "NegGradPlus") for a in ("--unlearner", f"unlearn_audit.methods:{m}")]
+        four = [
+            a
+            for m in ("NoOp", "GradientDescent", "GradientAscent", "NegGradPlus")
+            for a in ("--unlearner", f"unlearn_audit.methods:{m}")
+        ]
         spawned = {"UNLEARN_AUDIT_START_METHOD": "spawn"}
-        for label, extra, env in (("serial", [], {}), ("-n 2", ["-n", "2"], {}),
-                                  ("serial, workers spawned (no forkserver)", [], spawned),
-                                  ("-n 2, workers spawned (no forkserver)", ["-n", "2"], spawned)):
+        for label, extra, env in (
+            ("serial", [], {}),
+            ("-n 2", ["-n", "2"], {}),
+            ("serial, workers spawned (no forkserver)", [], spawned),
+            ("-n 2, workers spawned (no forkserver)", ["-n", "2"], spawned),
+        ):
             times, phases = [], ""
             for i in range(args.repeat):
-                t, rc, phases = phased([py, "-m", "pytest", "-q", *QUIET, *four, "--audit-cache", str(cache),
-                                        "--audit-seeds", str(args.seeds), *extra], work, work / f"phases-{len(medians)}-{i}", env)
+                t, rc, phases = phased(
+                    [
+                        py,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        *QUIET,
+                        *four,
+                        "--audit-cache",
+                        str(cache),
+                        "--audit-seeds",
+                        str(args.seeds),
+                        *extra,
+                    ],
+                    work,
+                    work / f"phases-{len(medians)}-{i}",
+                    env,
+                )
                 assert rc in (0, 1), f"pytest exited {rc}"
                 times.append(t)
             medians[("four", label)] = statistics.median(times)
-            print(f"warm suite, 4 methods, {label}: median {statistics.median(times):.1f} s (min {min(times):.1f}, max {max(times):.1f}); "
-                  f"phases of the last run:\n{phases}")
-        print(f"xdist speed-up, 4 methods: {medians[('four', 'serial')] / medians[('four', '-n 2')]:.2f}x (target >= 1.5x); "
-              f"with workers spawned: {medians[('four', 'serial, workers spawned (no forkserver)')] / medians[('four', '-n 2, workers spawned (no forkserver)')]:.2f}x")
-        print(f"this machine's ceiling for two processes (a CPU-bound torch loop twice in sequence / twice at once): "
-              f"{concurrency_ceiling(py, args.repeat)}")
+            print(
+                f"warm suite, 4 methods, {label}: median {statistics.median(times):.1f} s "
+                f"(min {min(times):.1f}, max {max(times):.1f}); "
+                f"phases of the last run:\n{phases}"
+            )
+        print(
+            f"xdist speed-up, 4 methods: {medians[('four', 'serial')] / medians[('four', '-n 2')]:.2f}x "
+            "(target >= 1.5x); "
+            f"with workers spawned: {medians[('four', 'serial, workers spawned (no forkserver)')] / medians[('four', '-n 2, workers spawned (no forkserver)')]:.2f}x"  # noqa: E501
+        )
+        print(
+            f"this machine's ceiling for two processes (a CPU-bound torch loop twice in sequence / twice at once): "
+            f"{concurrency_ceiling(py, args.repeat)}"
+        )
         for method in ("NoOp", "GradientDescent"):
             times = []
             for _ in range(args.repeat):
-                t, rc = timed([py, "-m", "pytest", "-q", *QUIET, "--unlearner", f"unlearn_audit.methods:{method}",
-                               "--audit-cache", str(cache), "--audit-seeds", str(args.seeds), "--audit-isolation", "inline"], work)
+                t, rc = timed(
+                    [
+                        py,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        *QUIET,
+                        "--unlearner",
+                        f"unlearn_audit.methods:{method}",
+                        "--audit-cache",
+                        str(cache),
+                        "--audit-seeds",
+                        str(args.seeds),
+                        "--audit-isolation",
+                        "inline",
+                    ],
+                    work,
+                )
                 assert rc in (0, 1), f"pytest exited {rc}"
                 times.append(t)
             inline = statistics.median(times)
-            print(f"cost of process isolation, {method}: {medians[(method, 'process')]:.1f} s (process) - {inline:.1f} s "
-                  f"(inline, min {min(times):.1f}, max {max(times):.1f}) = {medians[(method, 'process')] - inline:+.1f} s "
-                  "(target <= +3 s per unlearner)")
+            print(
+                f"cost of process isolation, {method}: {medians[(method, 'process')]:.1f} s (process) - {inline:.1f} s "
+                f"(inline, min {min(times):.1f}, max {max(times):.1f}) "
+                f"= {medians[(method, 'process')] - inline:+.1f} s "
+                "(target <= +3 s per unlearner)"
+            )
 
 
 if __name__ == "__main__":

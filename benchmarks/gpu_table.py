@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _runs(results: Path, kind: str) -> list[tuple[str, dict[str, Any]]]:
     docs = []
     for path in sorted(results.glob(f"*-{kind}.json")):
@@ -41,8 +40,12 @@ def loops_table(results: Path) -> str:
         cells = []
         for _, doc in runs:
             row = next((r for r in doc["loops"] if r["loop"] == loop), None)
-            cells.append("—" if row is None else
-                         f"{_num(row['ms_per_step'], '.2f')}, {_num(row['tflops'], '.0f')}, x{_num(row['floor_ratio'], '.1f')}")
+            cells.append(
+                "—"
+                if row is None
+                else f"{_num(row['ms_per_step'], '.2f')}, {_num(row['tflops'], '.0f')}, "
+                f"x{_num(row['floor_ratio'], '.1f')}"
+            )
         lines.append(f"| {loop} | " + " | ".join(cells) + " |")
     notes = []
     for name, doc in runs:
@@ -50,8 +53,10 @@ def loops_table(results: Path) -> str:
         snap = doc.get("snapshot_equivalence", {})
         parts = [f"{doc.get('gpu', doc['device'])}, torch {doc.get('torch')}, {doc.get('date')}"]
         if eq:
-            parts.append(f"graphed vs eager after {doc['graph_equivalence']['steps']} steps: max |logit diff| "
-                         f"{eq['max_abs_logit_diff']:.3g}, argmax agreement {eq['argmax_agreement']:.3f}")
+            parts.append(
+                f"graphed vs eager after {doc['graph_equivalence']['steps']} steps: max |logit diff| "
+                f"{eq['max_abs_logit_diff']:.3g}, argmax agreement {eq['argmax_agreement']:.3f}"
+            )
         if snap:
             parts.append(f"curve on snapshots vs between steps: max |diff| {snap['max_abs_diff']:.3g}")
         if doc.get("errors"):
@@ -64,32 +69,43 @@ def validate_table(results: Path) -> str:
     runs = _runs(results, "validate")
     if not runs:
         return "_no validation committed_"
-    lines = ["| run | scenario | original / retrain training (s) | clean accuracy original / retrain | attack | "
-             "reference measurements (s) | warm audits: wall s (verdicts) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | scenario | original / retrain training (s) | clean accuracy original / retrain | attack | "
+        "reference measurements (s) | warm audits: wall s (verdicts) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, doc in runs:
         audits: dict[str, list[str]] = {}
         for a in doc.get("audits", []):
             short = {"passed": "P", "failed": "F", "skipped": "s"}
-            verdicts = " ".join(f"{t['check'].split('_')[0]}:{short.get(t['outcome'], t['outcome'])}"
-                                + (f" {t['duration_s']:.0f}s" if (t.get("duration_s") or 0) >= 1 else "")
-                                for t in a.get("tests", []))
-            audits.setdefault(a["scenario"], []).append(f"{a['method']} {_num(a.get('wall_seconds'), '.0f')} ({verdicts})")
+            verdicts = " ".join(
+                f"{t['check'].split('_')[0]}:{short.get(t['outcome'], t['outcome'])}"
+                + (f" {t['duration_s']:.0f}s" if (t.get("duration_s") or 0) >= 1 else "")
+                for t in a.get("tests", [])
+            )
+            audits.setdefault(a["scenario"], []).append(
+                f"{a['method']} {_num(a.get('wall_seconds'), '.0f')} ({verdicts})"
+            )
         for scenario, f in doc.get("fixtures", {}).items():
             t, acc = f.get("train_seconds", {}), f.get("test_accuracy", {})
             lines.append(
                 f"| {name} | {scenario} | {_num(t.get('original'), '.1f')} / {_num(t.get('retrain'), '.1f')} | "
                 f"{_num(acc.get('original'), '.3f')} / {_num(acc.get('retrain'), '.3f')} | "
-                f"{'effective' if f.get('attack_effective') else 'not effective'} | {_num(f.get('reference_seconds'), '.1f')} | "
-                f"{'; '.join(audits.get(scenario, [])) or '—'} |")
+                f"{'effective' if f.get('attack_effective') else 'not effective'} | "
+                f"{_num(f.get('reference_seconds'), '.1f')} | "
+                f"{'; '.join(audits.get(scenario, [])) or '—'} |"
+            )
     return "\n".join(lines)
 
 
 def render_table(results: Path) -> str:
     """The whole generated block (without the markers)."""
-    return ("Per loop (`python benchmarks/bench_cifar.py --loops`; random CIFAR-shaped data, ResNet-18 width 64; "
-            "ms per step and per model, achieved TFLOP/s from counted FLOPs, and the ratio to the floor, "
-            "ResNet-18 at half of 790 TFLOP/s):\n\n" + loops_table(results) +
-            "\n\nOn the real CIFAR-10 (`benchmarks/gpu_validate.py`, seed 0; verdicts: P passed, F failed, s skipped, "
-            "with each check's seconds where it took one or more; budget's include starting the worker and unlearn()):\n\n"
-            + validate_table(results))
-
+    return (
+        "Per loop (`python benchmarks/bench_cifar.py --loops`; random CIFAR-shaped data, ResNet-18 width 64; "
+        "ms per step and per model, achieved TFLOP/s from counted FLOPs, and the ratio to the floor, "
+        "ResNet-18 at half of 790 TFLOP/s):\n\n"
+        + loops_table(results)
+        + "\n\nOn the real CIFAR-10 (`benchmarks/gpu_validate.py`, seed 0; verdicts: P passed, F failed, s skipped, "
+        "with each check's seconds where it took one or more; budget's include starting the worker and unlearn()):\n\n"
+        + validate_table(results)
+    )

@@ -19,7 +19,8 @@ Steps, each timed and written to OUTDIR/gpu_validate.json as soon as it ends:
      import cifar10`) into a private data directory, and load it back through the profile's loader;
   2. fixtures: `unlearn-audit fixtures build` of each scenario (`--scenario`; default all five, in the
      order gaussian, backdoor, witches_brew, gradient_canceling, gradient_canceling_low), seed 0, one
-     subprocess each (with the reference measurements, whose seconds are recorded); from the fixture's meta: per-model training seconds, clean test accuracy (target >= 93% for
+     subprocess each (with the reference measurements, whose seconds are recorded); from the fixture's
+     meta: per-model training seconds, clean test accuracy (target >= 93% for
      the poisoned original and the retrain reference), peak GPU memory, the attack's validation;
   3. audits: `python -m pytest --unlearner unlearn_audit.methods:<M> --audit-profile <profile>
      --audit-report ...`, one subprocess per (method, scenario), NoOp, GradientDescent, then Retrain
@@ -46,7 +47,7 @@ the end unless `--keep-work`), not to OUTDIR: a fixture is about 1.2 GB.
 
 The stand-in profile reads synthetic data, not the imported tree: `--standin` rehearses the data
 path (pack, unpack, import, load) and, separately, the build and audit path, on a CPU.
-"""
+"""  # noqa: E501 (a usage line of the --help text, kept whole)
 
 from __future__ import annotations
 
@@ -76,7 +77,18 @@ METHODS = ("NoOp", "GradientDescent", "Retrain")
 ACCURACY_TARGET = 0.93
 KILL_GRACE_S = 5.0
 RESERVE_S = 8.0  # kept back from the deadline for stopping a step and writing the JSON
-NEEDED_MODULES = ("torch", "numpy", "scipy", "sklearn", "rich", "filelock", "platformdirs", "safetensors", "pytest", "PIL")
+NEEDED_MODULES = (
+    "torch",
+    "numpy",
+    "scipy",
+    "sklearn",
+    "rich",
+    "filelock",
+    "platformdirs",
+    "safetensors",
+    "pytest",
+    "PIL",
+)
 PEAK_PLUGIN = "_gpu_validate_peak"
 PEAK_PLUGIN_SOURCE = '''"""pytest plugin of benchmarks/gpu_validate.py: peak GPU memory of this pytest process, at its end."""
 import json, os
@@ -90,7 +102,7 @@ def pytest_sessionfinish(session):
     if path and torch.cuda.is_available() and torch.cuda.is_initialized():
         with open(path, "w") as f:
             json.dump({str(i): int(torch.cuda.max_memory_allocated(i)) for i in range(torch.cuda.device_count())}, f)
-'''
+'''  # noqa: E501 (the generated plugin's docstring, kept whole)
 
 
 def log(msg: str, t0: float | None = None) -> None:
@@ -126,14 +138,18 @@ def carry_hint(missing: list[str]) -> str:
         return ""
     names = " ".join(DISTRIBUTIONS.get(m, m) for m in missing)
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return (f"missing: {', '.join(missing)}. Where pip can reach PyPI: pip download --no-deps --only-binary=:all: "
-            f"--python-version {py} --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d WHEELS {names}; "
-            f"carry WHEELS to this machine, then: pip install --no-index --no-deps --target /tmp/site WHEELS/*.whl "
-            f"and PYTHONPATH=/tmp/site (benchmarks/gpu_speed.sh does this for the wheels in its CARRY folder)")
+    return (
+        f"missing: {', '.join(missing)}. Where pip can reach PyPI: pip download --no-deps --only-binary=:all: "
+        f"--python-version {py} --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d WHEELS {names}; "
+        f"carry WHEELS to this machine, then: pip install --no-index --no-deps --target /tmp/site WHEELS/*.whl "
+        f"and PYTHONPATH=/tmp/site (benchmarks/gpu_speed.sh does this for the wheels in its CARRY folder)"
+    )
 
 
 def plugin_is_installed() -> bool:
-    return any(e.value.split(":")[0] == "unlearn_audit.plugin" for e in importlib.metadata.entry_points(group="pytest11"))
+    return any(
+        e.value.split(":")[0] == "unlearn_audit.plugin" for e in importlib.metadata.entry_points(group="pytest11")
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -154,7 +170,9 @@ def environment() -> dict[str, Any]:
         if torch.cuda.is_available():
             info["cuda"] = torch.version.cuda
             info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            info["gpu_memory_bytes"] = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
+            info["gpu_memory_bytes"] = [
+                torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())
+            ]
     info["plugin_entry_point_installed"] = plugin_is_installed()
     return info
 
@@ -188,7 +206,12 @@ def pack_tree(src: Path, archive: Path, allow_partial: bool = False) -> dict[str
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return {"archive": str(archive), "images": count, "bytes": archive.stat().st_size, "seconds": time.perf_counter() - t}
+    return {
+        "archive": str(archive),
+        "images": count,
+        "bytes": archive.stat().st_size,
+        "seconds": time.perf_counter() - t,
+    }
 
 
 def unpack(archive: Path, dest: Path) -> int:
@@ -200,7 +223,12 @@ def unpack(archive: Path, dest: Path) -> int:
             parts = Path(member.name).parts
             if member.isdir():
                 continue
-            if not member.isfile() or Path(member.name).is_absolute() or ".." in parts or parts[0] not in ("train", "test"):
+            if (
+                not member.isfile()
+                or Path(member.name).is_absolute()
+                or ".." in parts
+                or parts[0] not in ("train", "test")
+            ):
                 raise ValueError(f"{archive}: unexpected member {member.name!r} (not an image of a --pack archive)")
             target = dest.joinpath(*parts)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -227,7 +255,11 @@ def prepare_data(images: Path, work: Path, allow_partial: bool, t0: float | None
         out["archive_bytes"] = images.stat().st_size
         out["unpacked_files"] = unpack(images, tree)
         out["unpack_seconds"] = time.perf_counter() - t
-        log(f"unpacked {out['unpacked_files']:,} files ({out['archive_bytes'] / 1e6:.1f} MB) in {out['unpack_seconds']:.1f} s", t0)
+        log(
+            f"unpacked {out['unpacked_files']:,} files ({out['archive_bytes'] / 1e6:.1f} MB) "
+            f"in {out['unpack_seconds']:.1f} s",
+            t0,
+        )
     t = time.perf_counter()
 
     def progress(split: str, done: int, total: int) -> None:
@@ -235,8 +267,13 @@ def prepare_data(images: Path, work: Path, allow_partial: bool, t0: float | None
             log(f"import {split}: {done:,}/{total:,} images", t0)
 
     result = import_image_folder(tree, work / "data" / "cifar10", allow_partial=allow_partial, progress=progress)
-    out.update(import_seconds=time.perf_counter() - t, imported_file=str(result.path), complete=result.complete,
-               imported_bytes=result.path.stat().st_size, shapes={k: list(v) for k, v in result.shapes.items()})
+    out.update(
+        import_seconds=time.perf_counter() - t,
+        imported_file=str(result.path),
+        complete=result.complete,
+        imported_bytes=result.path.stat().st_size,
+        shapes={k: list(v) for k, v in result.shapes.items()},
+    )
     t = time.perf_counter()
     import warnings
 
@@ -244,10 +281,14 @@ def prepare_data(images: Path, work: Path, allow_partial: bool, t0: float | None
         warnings.simplefilter("ignore")  # a partial import warns; `complete` says so already
         split = load_cifar10_split(str(work / "data" / "cifar10"), download=False)
     out["load_seconds"] = time.perf_counter() - t
-    out["loaded"] = {"train_x": list(split.train_x.shape), "test_x": list(split.test_x.shape), "dtype": str(split.train_x.dtype),
-                     "train_per_class": [int(v) for v in split.train_y.bincount(minlength=10)],
-                     "test_per_class": [int(v) for v in split.test_y.bincount(minlength=10)],
-                     "channel_means": [round(float(v), 4) for v in split.train_x.mean((0, 2, 3))]}
+    out["loaded"] = {
+        "train_x": list(split.train_x.shape),
+        "test_x": list(split.test_x.shape),
+        "dtype": str(split.train_x.dtype),
+        "train_per_class": [int(v) for v in split.train_y.bincount(minlength=10)],
+        "test_per_class": [int(v) for v in split.test_y.bincount(minlength=10)],
+        "channel_means": [round(float(v), 4) for v in split.train_x.mean((0, 2, 3))],
+    }
     if tree != images:
         shutil.rmtree(tree, ignore_errors=True)
     return out
@@ -273,16 +314,33 @@ def make_standin_tree(root: Path, train: int = 20, test: int = 5, seed: int = 0)
 
 
 # -- subprocess steps under a deadline -------------------------------------------------------------
-def run_step(name: str, cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float, log_dir: Path,
-             t0: float | None = None, heartbeat_s: float = 30.0) -> dict[str, Any]:
+def run_step(
+    name: str,
+    cmd: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    log_dir: Path,
+    t0: float | None = None,
+    heartbeat_s: float = 30.0,
+) -> dict[str, Any]:
     """Run `cmd`, its output echoed (prefixed) and kept in `log_dir/<name>.log`; stopped after `timeout` s."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     started = time.monotonic()
     log(f"{name}: start (time limit {timeout:.0f} s): {' '.join(cmd)}", t0)
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -307,7 +365,14 @@ def run_step(name: str, cmd: list[str], *, env: dict[str, str], cwd: Path, timeo
         reader.join(timeout=5)
     seconds = time.monotonic() - started
     log(f"{name}: {status}, exit {proc.returncode}, {seconds:.1f} s", t0)
-    return {"name": name, "cmd": cmd, "status": status, "rc": proc.returncode, "seconds": round(seconds, 2), "log": str(log_path)}
+    return {
+        "name": name,
+        "cmd": cmd,
+        "status": status,
+        "rc": proc.returncode,
+        "seconds": round(seconds, 2),
+        "log": str(log_path),
+    }
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -332,11 +397,15 @@ def fixture_summary(cache: Path, profile: str, scenario: str, seed: int = 0) -> 
     v = m.get("validation", {})
     acc = {k: v.get(f"{k}_test_accuracy") for k in ("original", "retrain")}
     return {
-        "path": str(metas[-1].parent), "device": m.get("device"), "build_seconds": m.get("build_seconds"),
-        "train_seconds": m.get("train_seconds", {}), "test_accuracy": acc,
+        "path": str(metas[-1].parent),
+        "device": m.get("device"),
+        "build_seconds": m.get("build_seconds"),
+        "train_seconds": m.get("train_seconds", {}),
+        "test_accuracy": acc,
         "meets_accuracy_target": all(a is not None and a >= ACCURACY_TARGET for a in acc.values()),
         "peak_gpu_memory_bytes": m.get("peak_gpu_memory_bytes", {}),
-        "attack_effective": v.get("effective"), "validation": v,
+        "attack_effective": v.get("effective"),
+        "validation": v,
     }
 
 
@@ -355,9 +424,19 @@ def audit_summary(report: Path) -> dict[str, Any] | None:
     if not report.is_file():
         return None
     doc = json.loads(report.read_text())
-    tests = [{"check": r.get("check"), "outcome": r.get("outcome"), "verdict": r.get("verdict"), "score": r.get("score"),
-              "stderr": r.get("stderr"), "reference": r.get("reference"), "duration_s": r.get("duration"),
-              "message": str(r.get("message") or "")[:300]} for r in doc.get("results", [])]
+    tests = [
+        {
+            "check": r.get("check"),
+            "outcome": r.get("outcome"),
+            "verdict": r.get("verdict"),
+            "score": r.get("score"),
+            "stderr": r.get("stderr"),
+            "reference": r.get("reference"),
+            "duration_s": r.get("duration"),
+            "message": str(r.get("message") or "")[:300],
+        }
+        for r in doc.get("results", [])
+    ]
     unlearn = {r.get("meta", {}).get("unlearn_seconds") for r in doc.get("results", [])} - {None}
     return {"tests": tests, "unlearn_seconds": sorted(unlearn)}
 
@@ -403,10 +482,20 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         self.profile = STANDIN if args.standin else PROFILE
         self.doc: dict[str, Any] = {
-            "schema": 1, "mode": "standin" if args.standin else "gpu", "profile": self.profile,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "deadline_s": args.deadline_s,
-            "argv": sys.argv[1:], "accuracy_target": ACCURACY_TARGET, "finished": False,
-            "data": None, "fixtures": {}, "audits": [], "steps": [], "skipped": [], "errors": [],
+            "schema": 1,
+            "mode": "standin" if args.standin else "gpu",
+            "profile": self.profile,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "deadline_s": args.deadline_s,
+            "argv": sys.argv[1:],
+            "accuracy_target": ACCURACY_TARGET,
+            "finished": False,
+            "data": None,
+            "fixtures": {},
+            "audits": [],
+            "steps": [],
+            "skipped": [],
+            "errors": [],
         }
 
     def left(self) -> float:
@@ -439,8 +528,12 @@ class Run:
             return 1
         finally:
             self.doc["total_seconds"] = round(time.monotonic() - self.t0, 2)
-            self.doc["all_done"] = bool(self.doc["finished"] and not self.doc["skipped"] and not self.doc["errors"]
-                                        and all(s["status"] == "ok" for s in self.doc["steps"]))
+            self.doc["all_done"] = bool(
+                self.doc["finished"]
+                and not self.doc["skipped"]
+                and not self.doc["errors"]
+                and all(s["status"] == "ok" for s in self.doc["steps"])
+            )
             self.save()
             if not args.keep_work and not args.work:
                 shutil.rmtree(work, ignore_errors=True)
@@ -452,8 +545,11 @@ class Run:
         sys.path.insert(0, str(shim))
         env_info = environment()
         self.doc["environment"] = env_info
-        log(f"python {env_info['python']}, torch {env_info['versions'].get('torch')}, "
-            f"GPUs {env_info.get('gpus', 'none')}, missing: {env_info['missing_modules'] or 'nothing'}", t0)
+        log(
+            f"python {env_info['python']}, torch {env_info['versions'].get('torch')}, "
+            f"GPUs {env_info.get('gpus', 'none')}, missing: {env_info['missing_modules'] or 'nothing'}",
+            t0,
+        )
         self.save()
         if env_info["missing_modules"]:
             self.doc["errors"].append(carry_hint(env_info["missing_modules"]))
@@ -484,23 +580,35 @@ class Run:
         log(f"data: {images}", t0)
         imported = work / "data" / "cifar10" / "cifar10-image-folder.npz"
         if imported.is_file() and not args.standin:  # a kept work directory: imported by an earlier call
-            self.doc["data"] = {"source": str(images), "reused": str(imported), "import_seconds": 0.0, "load_seconds": 0.0,
-                                "shapes": "kept from an earlier call"}
+            self.doc["data"] = {
+                "source": str(images),
+                "reused": str(imported),
+                "import_seconds": 0.0,
+                "load_seconds": 0.0,
+                "shapes": "kept from an earlier call",
+            }
         else:
             self.doc["data"] = prepare_data(images, work, allow_partial=args.standin or args.allow_partial, t0=t0)
         d = self.doc["data"]
         log(f"data: imported {d['shapes']} in {d['import_seconds']:.1f} s, loaded in {d['load_seconds']:.1f} s", t0)
         self.save()
 
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]),
-                   UNLEARN_AUDIT_DATA=str(work / "data"), UNLEARN_AUDIT_CACHE=str(work / "cache"), PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            UNLEARN_AUDIT_DATA=str(work / "data"),
+            UNLEARN_AUDIT_CACHE=str(work / "cache"),
+            PYTHONUNBUFFERED="1",
+        )
         py, cache, logs = sys.executable, work / "cache", self.out / "logs"
 
         # 2. fixtures (a scenario whose every requested audit an earlier run did is not built again)
         methods = args.methods or list(METHODS)
         earlier = load_earlier(args.resume or [], self.doc["mode"])
-        self.doc["earlier"] = {"fixtures": {k: v["from"] for k, v in earlier["fixtures"].items()},
-                               "audits": {f"{m} on {sc}": v["from"] for (m, sc), v in earlier["audits"].items()}}
+        self.doc["earlier"] = {
+            "fixtures": {k: v["from"] for k, v in earlier["fixtures"].items()},
+            "audits": {f"{m} on {sc}": v["from"] for (m, sc), v in earlier["audits"].items()},
+        }
         for scenario in list(scenarios):
             if scenario in earlier["fixtures"] and all((m, scenario) in earlier["audits"] for m in methods):
                 self.skip(f"build {scenario} and its audits", f"done in {earlier['fixtures'][scenario]['from']}")
@@ -513,17 +621,42 @@ class Run:
             if build_wall and self.left() < build_wall[-1]:
                 self.skip(f"build {scenario}", f"{self.left():.0f} s left, the last build took {build_wall[-1]:.0f} s")
                 continue
-            step = run_step(f"build-{scenario}", [py, "-m", "unlearn_audit.tools.cli", "fixtures", "build", "--profile", self.profile,
-                                                  "--scenario", scenario, "--cache", str(cache), "--device", device],
-                            env=env, cwd=work, timeout=self.left(), log_dir=logs, t0=t0)
+            step = run_step(
+                f"build-{scenario}",
+                [
+                    py,
+                    "-m",
+                    "unlearn_audit.tools.cli",
+                    "fixtures",
+                    "build",
+                    "--profile",
+                    self.profile,
+                    "--scenario",
+                    scenario,
+                    "--cache",
+                    str(cache),
+                    "--device",
+                    device,
+                ],
+                env=env,
+                cwd=work,
+                timeout=self.left(),
+                log_dir=logs,
+                t0=t0,
+            )
             self.doc["steps"].append(step)
             summary = fixture_summary(cache, self.profile, scenario)
             if summary is not None:
                 summary["reference_seconds"] = reference_seconds(Path(step["log"]))
                 self.doc["fixtures"][scenario] = summary
                 build_wall.append(step["seconds"])
-                log(f"fixture {scenario}: train s {summary['train_seconds']}, test accuracy {summary['test_accuracy']}, "
-                    f"attack effective {summary['attack_effective']}, peak GPU memory {summary['peak_gpu_memory_bytes']}", t0)
+                log(
+                    f"fixture {scenario}: train s {summary['train_seconds']}, "
+                    f"test accuracy {summary['test_accuracy']}, "
+                    f"attack effective {summary['attack_effective']}, "
+                    f"peak GPU memory {summary['peak_gpu_memory_bytes']}",
+                    t0,
+                )
             self.save()
 
         # 3. audits
@@ -545,16 +678,45 @@ class Run:
                 report = self.out / "reports" / f"{method}-{scenario}.json"
                 report.parent.mkdir(parents=True, exist_ok=True)
                 peak_file = work / f"peak-{method}-{scenario}.json"
-                step = run_step(f"audit-{method}-{scenario}",
-                                [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, "-p", PEAK_PLUGIN,
-                                 "--unlearner", f"unlearn_audit.methods:{method}", "--audit-profile", self.profile,
-                                 "--audit-cache", str(cache), "--audit-device", device, "--audit-report", str(report),
-                                 "-k", scenario],
-                                env=dict(env, GPU_VALIDATE_PEAK_FILE=str(peak_file)), cwd=work, timeout=self.left(),
-                                log_dir=logs, t0=t0)
+                step = run_step(
+                    f"audit-{method}-{scenario}",
+                    [
+                        py,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        "-p",
+                        "no:cacheprovider",
+                        *plugin,
+                        "-p",
+                        PEAK_PLUGIN,
+                        "--unlearner",
+                        f"unlearn_audit.methods:{method}",
+                        "--audit-profile",
+                        self.profile,
+                        "--audit-cache",
+                        str(cache),
+                        "--audit-device",
+                        device,
+                        "--audit-report",
+                        str(report),
+                        "-k",
+                        scenario,
+                    ],
+                    env=dict(env, GPU_VALIDATE_PEAK_FILE=str(peak_file)),
+                    cwd=work,
+                    timeout=self.left(),
+                    log_dir=logs,
+                    t0=t0,
+                )
                 self.doc["steps"].append(step)
-                entry: dict[str, Any] = {"method": method, "scenario": scenario, "status": step["status"], "rc": step["rc"],
-                                         "wall_seconds": step["seconds"]}
+                entry: dict[str, Any] = {
+                    "method": method,
+                    "scenario": scenario,
+                    "status": step["status"],
+                    "rc": step["rc"],
+                    "wall_seconds": step["seconds"],
+                }
                 entry["peak_gpu_memory_bytes"] = json.loads(peak_file.read_text()) if peak_file.is_file() else None
                 summary = audit_summary(report)
                 if summary is not None:
@@ -583,23 +745,38 @@ class Run:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--images", help="archive written by --pack (.tar.gz), or an image-folder tree")
-    p.add_argument("--out", help="output directory (gpu_validate.json, logs/, reports/); with --pack: the archive to write")
+    p.add_argument(
+        "--out", help="output directory (gpu_validate.json, logs/, reports/); with --pack: the archive to write"
+    )
     p.add_argument("--pack", metavar="TREE", help="pack the image-folder tree TREE into the archive --out, then exit")
     p.add_argument("--standin", action="store_true", help="the CPU stand-in profile, with a small generated image tree")
     p.add_argument("--check-env", action="store_true", help="print what this machine has, then exit")
     p.add_argument("--deadline-s", type=float, default=520.0, help="stop and write the JSON by then (default 520)")
-    p.add_argument("--min-step-s", type=float, default=20.0, help="do not start a step with less time left (default 20)")
+    p.add_argument(
+        "--min-step-s", type=float, default=20.0, help="do not start a step with less time left (default 20)"
+    )
     p.add_argument("--device", default=None, help="build and audit device (default cuda; with --standin, cpu)")
-    p.add_argument("--scenario", action="append", default=None, help=f"only these scenarios (default {', '.join(SCENARIOS)})")
-    p.add_argument("--methods", nargs="*", default=None, help=f"methods of unlearn_audit.methods (default {', '.join(METHODS)})")
+    p.add_argument(
+        "--scenario", action="append", default=None, help=f"only these scenarios (default {', '.join(SCENARIOS)})"
+    )
+    p.add_argument(
+        "--methods", nargs="*", default=None, help=f"methods of unlearn_audit.methods (default {', '.join(METHODS)})"
+    )
     p.add_argument("--allow-partial", action="store_true", help="import a tree without the full 50,000 + 10,000 images")
     p.add_argument("--work", default=None, help="work directory for data and fixtures, kept (default: a temporary one)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work directory")
-    p.add_argument("--resume", action="append", default=None, metavar="JSON",
-                   help="an earlier run's gpu_validate.json (repeatable): what it finished is not done again, and the "
-                        "new JSON says where each skipped step was done")
+    p.add_argument(
+        "--resume",
+        action="append",
+        default=None,
+        metavar="JSON",
+        help="an earlier run's gpu_validate.json (repeatable): what it finished is not done again, and the "
+        "new JSON says where each skipped step was done",
+    )
     p.add_argument("--plan", action="store_true", help="print the steps still to do (after --resume), then exit")
     args = p.parse_args(argv)
     if args.check_env:
@@ -626,8 +803,10 @@ def main(argv: list[str] | None = None) -> int:
             except ResourceUnavailable as exc:  # the tree is not CIFAR-10 as expected: the message says what
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-        print(f"packed {result['images']:,} images into {result['archive']} ({result['bytes'] / 1e6:.1f} MB) "
-              f"in {result['seconds']:.1f} s")
+        print(
+            f"packed {result['images']:,} images into {result['archive']} ({result['bytes'] / 1e6:.1f} MB) "
+            f"in {result['seconds']:.1f} s"
+        )
         return 0
     if not args.out:
         p.error("--out OUTDIR is required")

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 CHIP_BF16_FLOPS = 790e12  # FLOP/s: what one H200 does in bf16 matrix work (the device notes' figure)
 FLOOR_FRACTION = 0.5  # the floor runs at half of it
@@ -55,14 +56,22 @@ def timed(fn: Callable[[], Any], device: Any) -> tuple[float, Any]:
 def line(name: str, seconds: float, steps: int, flops: float, **extra: Any) -> dict[str, Any]:
     """One benchmark line: seconds, steps/s, achieved TFLOP/s and the ratio to the floor."""
     floor_s = flops / (FLOOR_FRACTION * CHIP_BF16_FLOPS)
-    row = {"loop": name, "seconds": round(seconds, 4), "steps": steps,
-           "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
-           "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
-           "tflops": round(flops / seconds / 1e12, 2) if seconds > 0 else None,
-           "floor_ratio": round(seconds / floor_s, 2) if floor_s > 0 else None, **extra}
-    print(f"{name:<44} {seconds:8.2f} s  {row['steps_per_s'] or 0:9.1f} steps/s  {row['ms_per_step'] or 0:8.2f} ms/step  "
-          f"{row['tflops'] or 0:7.1f} TFLOP/s  x{row['floor_ratio'] or 0:.1f} floor  "
-          + "  ".join(f"{k}={v}" for k, v in extra.items() if not isinstance(v, (dict, list))), flush=True)
+    row = {
+        "loop": name,
+        "seconds": round(seconds, 4),
+        "steps": steps,
+        "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
+        "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
+        "tflops": round(flops / seconds / 1e12, 2) if seconds > 0 else None,
+        "floor_ratio": round(seconds / floor_s, 2) if floor_s > 0 else None,
+        **extra,
+    }
+    print(
+        f"{name:<44} {seconds:8.2f} s  {row['steps_per_s'] or 0:9.1f} steps/s  {row['ms_per_step'] or 0:8.2f} ms/step  "
+        f"{row['tflops'] or 0:7.1f} TFLOP/s  x{row['floor_ratio'] or 0:.1f} floor  "
+        + "  ".join(f"{k}={v}" for k, v in extra.items() if not isinstance(v, (dict, list))),
+        flush=True,
+    )
     return row
 
 
@@ -92,8 +101,15 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
     noise = torch.randn(n_poison, 3, 32, 32, generator=g)
     flops = flops_per_image(width)
     rows: list[dict[str, Any]] = []
-    doc: dict[str, Any] = {"device": device, "width": width, "quick": quick, "flops_per_image": flops,
-                           "chip_bf16_flops": CHIP_BF16_FLOPS, "floor_fraction": FLOOR_FRACTION, "loops": rows}
+    doc: dict[str, Any] = {
+        "device": device,
+        "width": width,
+        "quick": quick,
+        "flops_per_image": flops,
+        "chip_bf16_flops": CHIP_BF16_FLOPS,
+        "floor_fraction": FLOOR_FRACTION,
+        "loops": rows,
+    }
     if torch.device(device).type == "cuda":
         doc["gpu"] = torch.cuda.get_device_name(device)
 
@@ -106,22 +122,58 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
     epochs: list[float] = []
     stats: list[FastTrainStats] = []
     short = dataclasses.replace(training, epochs=min(training.epochs, 4))
-    seconds, _ = timed(lambda: train_fast(model(), data, short, generator=torch.Generator().manual_seed(1), device=device,
-                                          on_epoch=lambda e, t, s, **kw: epochs.append(s), stats=stats), device)
+    seconds, _ = timed(
+        lambda: train_fast(
+            model(),
+            data,
+            short,
+            generator=torch.Generator().manual_seed(1),
+            device=device,
+            on_epoch=lambda e, t, s, **kw: epochs.append(s),
+            stats=stats,
+        ),
+        device,
+    )
     steps_per_epoch = math.ceil(n_train / training.batch_size)
     later = epochs[-1] - epochs[0] if len(epochs) > 1 else epochs[0]
     timed_epochs = max(1, len(epochs) - 1)
-    rows.append(line("fast trainer (per epoch after the first)", later / timed_epochs, steps_per_epoch,
-                     flops["train"] * n_train, precision=stats[0].precision, first_epoch_s=round(epochs[0], 3),
-                     epochs=len(epochs), batch=training.batch_size))
+    rows.append(
+        line(
+            "fast trainer (per epoch after the first)",
+            later / timed_epochs,
+            steps_per_epoch,
+            flops["train"] * n_train,
+            precision=stats[0].precision,
+            first_epoch_s=round(epochs[0], 3),
+            epochs=len(epochs),
+            batch=training.batch_size,
+        )
+    )
 
     # 2. Budgeted fine-tuning (the reference unlearners, e.g. GradientDescent): 10% of the training compute.
     budget = max(1, training.epochs * n_train // 10)
     m = model()
-    seconds, _ = timed(lambda: train(m, data, training, generator=torch.Generator().manual_seed(2), epochs=training.epochs,
-                                     max_examples=budget, device=device), device)
-    rows.append(line("budgeted fine-tuning (GradientDescent, 10%)", seconds, math.ceil(budget / training.batch_size),
-                     flops["train"] * budget, batch=training.batch_size))
+    seconds, _ = timed(
+        lambda: train(
+            m,
+            data,
+            training,
+            generator=torch.Generator().manual_seed(2),
+            epochs=training.epochs,
+            max_examples=budget,
+            device=device,
+        ),
+        device,
+    )
+    rows.append(
+        line(
+            "budgeted fine-tuning (GradientDescent, 10%)",
+            seconds,
+            math.ceil(budget / training.batch_size),
+            flops["train"] * budget,
+            batch=training.batch_size,
+        )
+    )
 
     # 3. The relearning attack: the recipe's attacker, `relearn_steps` steps, variants of the numerics.
     options = {k: v for k, v in recipe.options("relearning_resistant").items() if k not in ("window", "eval_every")}
@@ -133,15 +185,34 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
     def relearn_variant(name: str, copies: int, *, fp32: bool = False, graphs: bool = True) -> dict[str, Any]:
         runs: list[AttackRun] = []
         rec = dataclasses.replace(training, precision="fp32", channels_last=False) if fp32 else training
-        seconds, _ = timed(lambda: relearn_many([base] * copies, [data] * copies, rec, attack, seeds=list(range(copies)),
-                                                measures=[lambda _m: 0.0] * copies, device=device, graphs=graphs,
-                                                runs_out=runs), device)
+        seconds, _ = timed(
+            lambda: relearn_many(
+                [base] * copies,
+                [data] * copies,
+                rec,
+                attack,
+                seeds=list(range(copies)),
+                measures=[lambda _m: 0.0] * copies,
+                device=device,
+                graphs=graphs,
+                runs_out=runs,
+            ),
+            device,
+        )
         per_model = seconds / copies
         # The check's relearning of one model: 3 attacker sizes x the full attack, at this speed (evaluations aside).
         per_step = per_model / relearn_steps
-        return line(name, per_model, relearn_steps, flops["train"] * attack.batch_size * relearn_steps, models=copies,
-                    batch=attack.batch_size, run=runs[0].describe(), full_attack_steps=full_steps,
-                    three_sizes_estimate_s=round(per_step * full_steps * 3, 1))
+        return line(
+            name,
+            per_model,
+            relearn_steps,
+            flops["train"] * attack.batch_size * relearn_steps,
+            models=copies,
+            batch=attack.batch_size,
+            run=runs[0].describe(),
+            full_attack_steps=full_steps,
+            three_sizes_estimate_s=round(per_step * full_steps * 3, 1),
+        )
 
     variants: list[tuple[str, int, dict[str, bool]]] = [
         ("relearning, fp32 eager (before)", 1, {"fp32": True, "graphs": False}),
@@ -161,16 +232,18 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
 
     # 4. Graphed and eager steps agree: the same 200 (or fewer) steps from one model, compared with two eager runs.
     try:
-        doc["graph_equivalence"] = graph_equivalence(base, data, training, attack, test_x[:1000], test_y[:1000], device,
-                                                     steps=min(200, relearn_steps))
+        doc["graph_equivalence"] = graph_equivalence(
+            base, data, training, attack, test_x[:1000], test_y[:1000], device, steps=min(200, relearn_steps)
+        )
     except Exception as exc:  # noqa: BLE001
         errors.append(f"graph equivalence: {type(exc).__name__}: {exc}")
         print(f"graph equivalence: FAILED {type(exc).__name__}: {exc}", flush=True)
 
     # 4b. Curves measured on snapshots while training goes on, against measured between steps.
     try:
-        doc["snapshot_equivalence"] = snapshot_equivalence(base, data, training, attack, test_x[:1000], device,
-                                                           steps=min(200, relearn_steps))
+        doc["snapshot_equivalence"] = snapshot_equivalence(
+            base, data, training, attack, test_x[:1000], device, steps=min(200, relearn_steps)
+        )
     except Exception as exc:  # noqa: BLE001
         errors.append(f"snapshot equivalence: {type(exc).__name__}: {exc}")
         print(f"snapshot equivalence: FAILED {type(exc).__name__}: {exc}", flush=True)
@@ -188,9 +261,18 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
         evaluated = model().eval()
         poisons_x, poisons_y = data.inputs[:n_poison], data.labels[:n_poison]
         seconds, _ = timed(lambda: gaussian_unlearning_scores(evaluated, poisons_x, poisons_y, noise), device)
-        seconds, _ = timed(lambda: [gaussian_unlearning_scores(evaluated, poisons_x, poisons_y, noise) for _ in range(5)], device)
-        rows.append(line(f"GUS of {n_poison} poisons (one relearning evaluation)", seconds / 5, 1,
-                         flops["train"] * n_poison, note="forward + input gradient"))
+        seconds, _ = timed(
+            lambda: [gaussian_unlearning_scores(evaluated, poisons_x, poisons_y, noise) for _ in range(5)], device
+        )
+        rows.append(
+            line(
+                f"GUS of {n_poison} poisons (one relearning evaluation)",
+                seconds / 5,
+                1,
+                flops["train"] * n_poison,
+                note="forward + input gradient",
+            )
+        )
         seconds, _ = timed(lambda: predict(evaluated, test_x), device)
         rows.append(line(f"accuracy on {n_test} test images", seconds, 1, flops["forward"] * n_test))
         other = model().eval()
@@ -204,13 +286,20 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
                 gaussian_unlearning_scores(mixed, poisons_x, poisons_y, noise)
 
         seconds, _ = timed(path, device)
-        rows.append(line(f"interpolation path, {points} points (loss, accuracy, GUS)", seconds, points,
-                         points * (2 * flops["forward"] * n_test + flops["train"] * n_poison)))
+        rows.append(
+            line(
+                f"interpolation path, {points} points (loss, accuracy, GUS)",
+                seconds,
+                points,
+                points * (2 * flops["forward"] * n_test + flops["train"] * n_poison),
+            )
+        )
     return doc
 
 
-def graph_equivalence(base: Any, data: Any, training: Any, attack: Any, x: Any, y: Any, device: str,
-                      steps: int) -> dict[str, Any]:
+def graph_equivalence(
+    base: Any, data: Any, training: Any, attack: Any, x: Any, y: Any, device: str, steps: int
+) -> dict[str, Any]:
     """Logits of the attacked model after `steps` steps: graphed vs eager, against eager vs eager (run-to-run)."""
     import dataclasses as dc
 
@@ -225,28 +314,43 @@ def graph_equivalence(base: Any, data: Any, training: Any, attack: Any, x: Any, 
         runs: list[AttackRun] = []
         models: list[torch.nn.Module] = []
 
-        def keep(m: torch.nn.Module) -> float:
+        def keep(m: torch.nn.Module, models: list[torch.nn.Module] = models) -> float:
             models.append(m)
             return 0.0
 
-        relearn_many([base], [data], training, attack, seeds=[7], measures=[keep], device=device, graphs=graphs, runs_out=runs)
+        relearn_many(
+            [base], [data], training, attack, seeds=[7], measures=[keep], device=device, graphs=graphs, runs_out=runs
+        )
         with torch.no_grad():
             finals[name] = runs[0].model.eval()(x.to(device)).float().cpu()
         info[name] = runs[0].describe()
 
     def compare(a: str, b: str) -> dict[str, float]:
         d = (finals[a] - finals[b]).abs()
-        return {"max_abs_logit_diff": float(d.max()), "mean_abs_logit_diff": float(d.mean()),
-                "argmax_agreement": float((finals[a].argmax(1) == finals[b].argmax(1)).float().mean())}
+        return {
+            "max_abs_logit_diff": float(d.max()),
+            "mean_abs_logit_diff": float(d.mean()),
+            "argmax_agreement": float((finals[a].argmax(1) == finals[b].argmax(1)).float().mean()),
+        }
 
-    out = {"steps": steps, "eager_vs_eager": compare("eager", "eager_again"), "graphed_vs_eager": compare("graphed", "eager"),
-           "runs": info, "logit_scale": float(finals["eager"].abs().mean())}
-    print(f"graph equivalence after {steps} steps: graphed vs eager {out['graphed_vs_eager']}, "
-          f"eager vs eager {out['eager_vs_eager']}", flush=True)
+    out = {
+        "steps": steps,
+        "eager_vs_eager": compare("eager", "eager_again"),
+        "graphed_vs_eager": compare("graphed", "eager"),
+        "runs": info,
+        "logit_scale": float(finals["eager"].abs().mean()),
+    }
+    print(
+        f"graph equivalence after {steps} steps: graphed vs eager {out['graphed_vs_eager']}, "
+        f"eager vs eager {out['eager_vs_eager']}",
+        flush=True,
+    )
     return out
 
 
-def snapshot_equivalence(base: Any, data: Any, training: Any, attack: Any, x: Any, device: str, steps: int) -> dict[str, Any]:
+def snapshot_equivalence(
+    base: Any, data: Any, training: Any, attack: Any, x: Any, device: str, steps: int
+) -> dict[str, Any]:
     """The same attack measured on snapshots (overlapped) and on the model between steps: identical curves?"""
     import dataclasses as dc
 
@@ -263,16 +367,33 @@ def snapshot_equivalence(base: Any, data: Any, training: Any, attack: Any, x: An
 
     curves = {}
     for overlap in (True, False):
-        curves[overlap] = relearn_many([base], [data], training, attack, seeds=[11], measures=[mean_logit], device=device,
-                                       overlap_evaluation=overlap)[0]
+        curves[overlap] = relearn_many(
+            [base],
+            [data],
+            training,
+            attack,
+            seeds=[11],
+            measures=[mean_logit],
+            device=device,
+            overlap_evaluation=overlap,
+        )[0]
     diff = max(abs(a[1] - b[1]) for a, b in zip(curves[True], curves[False]))
-    out = {"steps": steps, "overlapped": curves[True], "between_steps": curves[False], "max_abs_diff": diff,
-           "same_steps": [s for s, _ in curves[True]] == [s for s, _ in curves[False]]}
-    print(f"snapshot equivalence after {steps} steps: max |diff| {diff:.3g}, same steps {out['same_steps']}", flush=True)
+    out = {
+        "steps": steps,
+        "overlapped": curves[True],
+        "between_steps": curves[False],
+        "max_abs_diff": diff,
+        "same_steps": [s for s, _ in curves[True]] == [s for s, _ in curves[False]],
+    }
+    print(
+        f"snapshot equivalence after {steps} steps: max |diff| {diff:.3g}, same steps {out['same_steps']}", flush=True
+    )
     return out
 
 
-def graphed_sgd_steps(model: Any, data: Any, training: Any, device: str, train_flops: float, steps: int = 200) -> dict[str, Any]:
+def graphed_sgd_steps(
+    model: Any, data: Any, training: Any, device: str, train_flops: float, steps: int = 200
+) -> dict[str, Any]:
     """`steps` graphed steps of the recipe's SGD (fused, lr in a device tensor) at the recipe's batch size."""
     import torch
 
@@ -282,8 +403,14 @@ def graphed_sgd_steps(model: Any, data: Any, training: Any, device: str, train_f
     numerics = LoopNumerics.of(training, device)
     numerics.prepare_model(model).train()
     lr = torch.tensor(training.lr, device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=training.momentum, nesterov=training.nesterov,
-                                weight_decay=training.weight_decay, fused=True)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=training.momentum,
+        nesterov=training.nesterov,
+        weight_decay=training.weight_decay,
+        fused=True,
+    )
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     step = GraphedTrainingStep(model, optimizer, lr, numerics, stream, batch_size=training.batch_size)
@@ -297,5 +424,13 @@ def graphed_sgd_steps(model: Any, data: Any, training: Any, device: str, train_f
     torch.cuda.current_stream(device).wait_stream(stream)
     _sync(device)
     seconds = time.perf_counter() - t
-    return line("fine-tuning step, recipe SGD, graphed", seconds, steps, train_flops * batch * steps, batch=batch,
-                replayed=step.replayed, eager=step.eager, fallback=step.fallback_reason)
+    return line(
+        "fine-tuning step, recipe SGD, graphed",
+        seconds,
+        steps,
+        train_flops * batch * steps,
+        batch=batch,
+        replayed=step.replayed,
+        eager=step.eager,
+        fallback=step.fallback_reason,
+    )

@@ -81,11 +81,22 @@ def summarize(folder: Path, started: float, seconds: float) -> str:
         if ends:
             last_end = max(ends) if last_end is None else max(last_end, max(ends))
         window = f"tests {min(starts):.1f}-{max(ends):.1f} s" if starts and ends else "no tests"
-        marks = [f"{label} {events[event][-1]:.1f} s" for event, label in
-                 (("session_finished", "session finishing"), ("session_finish_done", "finished"),
-                  ("unconfiguring", "unconfiguring"), ("unconfigured", "unconfigured")) if event in events]
-        lines.append(f"  {path.stem}: configured {events.get('configured', [0.0])[0]:.1f} s, {window}, " + ", ".join(marks))
+        marks = [
+            f"{label} {events[event][-1]:.1f} s"
+            for event, label in (
+                ("session_finished", "session finishing"),
+                ("session_finish_done", "finished"),
+                ("unconfiguring", "unconfiguring"),
+                ("unconfigured", "unconfigured"),
+            )
+            if event in events
+        ]
+        lines.append(
+            f"  {path.stem}: configured {events.get('configured', [0.0])[0]:.1f} s, {window}, " + ", ".join(marks)
+        )
     if first_start is not None and last_end is not None:
-        lines.append(f"  run: {first_start:.1f} s before the first test, {last_end - first_start:.1f} s of tests, "
-                     f"{seconds - last_end:.1f} s from the last test to the exit ({seconds:.1f} s in all)")
+        lines.append(
+            f"  run: {first_start:.1f} s before the first test, {last_end - first_start:.1f} s of tests, "
+            f"{seconds - last_end:.1f} s from the last test to the exit ({seconds:.1f} s in all)"
+        )
     return "\n".join(lines)

@@ -13,9 +13,10 @@ import pytest
 # pytester's in-process runs restore sys.modules afterwards; a C extension such as torch cannot
 # be imported twice in one process, so import everything heavy once, before any of those runs.
 import torch  # noqa: F401
+
+import unlearn_audit.engine.session  # noqa: F401
 import unlearn_audit.methods  # noqa: F401
 import unlearn_audit.tools.progress  # noqa: F401
-import unlearn_audit.engine.session  # noqa: F401
 
 # One torch thread: robust on a busy 2-core CI machine (see unlearn_audit.engine.session.configure_threads).
 torch.set_num_threads(1)
@@ -60,7 +61,9 @@ def fixtures(tiny_cache: Path) -> dict:
 
     recipes = load_profile_recipes("tiny")
     cache = FixtureCache(tiny_cache)
-    return {name: Fixture.load(recipes[name], 0, cache.get_or_build(recipes[name], 0)) for name in ("gaussian", "backdoor")}
+    return {
+        name: Fixture.load(recipes[name], 0, cache.get_or_build(recipes[name], 0)) for name in ("gaussian", "backdoor")
+    }
 
 
 @pytest.fixture(scope="session")

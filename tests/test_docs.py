@@ -34,6 +34,7 @@ PAGES = sorted(p for p in DOCS.rglob("*.md") if "_hooks" not in p.parts)
 
 # -- README ----------------------------------------------------------------------------------------
 
+
 def test_readme_is_short() -> None:
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= MAX_README_LINES, f"README.md has {len(lines)} lines; move material into docs/"
@@ -69,16 +70,19 @@ def test_readme_gives_the_commands_ci_runs() -> None:
 
 # -- the navigation --------------------------------------------------------------------------------
 
+
 def test_the_navigation_lists_every_page() -> None:
     config = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
     nav = set(re.findall(r"([\w./-]+\.md)\s*$", config, flags=re.MULTILINE))
     pages = {p.relative_to(DOCS).as_posix() for p in PAGES}
-    assert pages == nav, (f"pages missing from mkdocs.yml's nav: {sorted(pages - nav)}; "
-                          f"nav entries without a page: {sorted(nav - pages)}")
+    assert pages == nav, (
+        f"pages missing from mkdocs.yml's nav: {sorted(pages - nav)}; nav entries without a page: {sorted(nav - pages)}"
+    )
     assert "docs/_hooks/generate.py" in config
 
 
 # -- the generated parts ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(HOOK.GENERATORS))
 def test_every_generated_part_renders(name: str) -> None:
@@ -155,8 +159,18 @@ def test_the_profiles_cli_and_methods_references_are_complete() -> None:
         for scenario in load_profile_recipes(profile):
             assert f"| `{scenario}` |" in profiles, (profile, scenario)
     cli = HOOK.generated("cli-reference")
-    for command in ("fixtures build", "fixtures pack", "fixtures unpack", "calibrate", "compare", "diff", "merge",
-                    "plot", "deviations", "data import"):
+    for command in (
+        "fixtures build",
+        "fixtures pack",
+        "fixtures unpack",
+        "calibrate",
+        "compare",
+        "diff",
+        "merge",
+        "plot",
+        "deviations",
+        "data import",
+    ):
         assert f"## `unlearn-audit {command}`" in cli, command
     table = HOOK.generated("methods-table")
     for name in methods.__all__:

@@ -56,7 +56,7 @@ def test_no_import_cycles() -> None:
 
     def visit(node: str, path: list[str]) -> None:
         if node in path:
-            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node):] + [node]))
+            raise AssertionError("import cycle: " + " -> ".join(path[path.index(node) :] + [node]))
         if node in done:
             return
         for nxt in sorted(graph.get(node, ())):

@@ -26,17 +26,26 @@ def fake_entry_points(*eps: EntryPoint):
 def plugged(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two installed packages register `json_loads` (a function), `not_callable` and one that fails to load,
     and try to replace the built-in `dumps`."""
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(
-        EntryPoint("json_loads", "json:loads", GROUP),
-        EntryPoint("not_callable", "json:__name__", GROUP),
-        EntryPoint("broken", "ua_no_such_module_xyz:thing", GROUP),
-        EntryPoint("dumps", "json:loads", GROUP),
-        EntryPoint("elsewhere", "json:loads", "somebody.else"),
-    ))
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points(
+            EntryPoint("json_loads", "json:loads", GROUP),
+            EntryPoint("not_callable", "json:__name__", GROUP),
+            EntryPoint("broken", "ua_no_such_module_xyz:thing", GROUP),
+            EntryPoint("dumps", "json:loads", GROUP),
+            EntryPoint("elsewhere", "json:loads", "somebody.else"),
+        ),
+    )
 
 
-THINGS = Registry("thing", GROUP, {"dumps": "json:dumps", "nothing": "ua_no_such_module_xyz:thing"},
-                  accepts=callable, expected="a callable")
+THINGS = Registry(
+    "thing",
+    GROUP,
+    {"dumps": "json:dumps", "nothing": "ua_no_such_module_xyz:thing"},
+    accepts=callable,
+    expected="a callable",
+)
 
 
 def test_names_are_the_builtins_and_the_groups_entry_points(plugged: None) -> None:
@@ -45,9 +54,11 @@ def test_names_are_the_builtins_and_the_groups_entry_points(plugged: None) -> No
 
 
 def test_builtins_are_imported_only_when_used() -> None:
-    code = ("import sys; from unlearn_audit.registry import Registry; "
-            "r = Registry('thing', None, {'x': 'ua_lazy_never_imported:thing'}); "
-            "assert r.names() == ['x'] and r.target('x') == 'ua_lazy_never_imported:thing'; print('ok')")
+    code = (
+        "import sys; from unlearn_audit.registry import Registry; "
+        "r = Registry('thing', None, {'x': 'ua_lazy_never_imported:thing'}); "
+        "assert r.names() == ['x'] and r.target('x') == 'ua_lazy_never_imported:thing'; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
     with pytest.raises(RegistryError, match="built-in thing 'nothing' = 'ua_no_such_module_xyz:thing': cannot import"):
@@ -65,8 +76,10 @@ def test_an_unknown_name_lists_the_known_ones(plugged: None) -> None:
     with pytest.raises(UnknownName) as info:
         THINGS.get("nope")
     assert info.value.known == THINGS.names() and info.value.name == "nope"
-    assert str(info.value) == (f"unknown thing 'nope'; known: broken, dumps, json_loads, not_callable, nothing "
-                               f"(other packages add more through the entry-point group {GROUP!r})")
+    assert str(info.value) == (
+        f"unknown thing 'nope'; known: broken, dumps, json_loads, not_callable, nothing "
+        f"(other packages add more through the entry-point group {GROUP!r})"
+    )
     assert isinstance(info.value, ValueError)
     assert str(Registry("check").unknown("x")) == "unknown check 'x'; known: none"
 
@@ -74,8 +87,10 @@ def test_an_unknown_name_lists_the_known_ones(plugged: None) -> None:
 def test_the_callers_predicate_and_broken_entry_points_are_one_line_errors(plugged: None) -> None:
     with pytest.raises(RegistryError, match="thing 'not_callable' is registered as 'json', which is not a callable"):
         THINGS.get("not_callable")
-    with pytest.raises(RegistryError, match="thing 'broken': entry point 'ua_no_such_module_xyz:thing' failed to load: "
-                                            "ModuleNotFoundError"):
+    with pytest.raises(
+        RegistryError,
+        match="thing 'broken': entry point 'ua_no_such_module_xyz:thing' failed to load: ModuleNotFoundError",
+    ):
         THINGS.get("broken")
 
 
@@ -88,20 +103,26 @@ def test_specs_only_where_the_registry_allows_them() -> None:
         Registry("thing").get("os.path:join")
 
 
-@pytest.mark.parametrize(("spec", "why"), [
-    ("os:", "module or attribute missing"), (":join", "module or attribute missing"),
-    ("ua_no_such_module_xyz:x", "cannot import module 'ua_no_such_module_xyz': ModuleNotFoundError"),
-    ("os.path:nope", "module 'os.path' has no attribute 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("os:", "module or attribute missing"),
+        (":join", "module or attribute missing"),
+        ("ua_no_such_module_xyz:x", "cannot import module 'ua_no_such_module_xyz': ModuleNotFoundError"),
+        ("os.path:nope", "module 'os.path' has no attribute 'nope'"),
+    ],
+)
 def test_bad_specs(spec: str, why: str) -> None:
     with pytest.raises(RegistryError, match=f"^spec '{spec}': {why}"):
         load_spec(spec)
 
 
 def test_the_suites_registries_import_no_torch() -> None:
-    code = ("import sys; import unlearn_audit.attacks.registry, unlearn_audit.profiles.registry, "
-            "unlearn_audit.engine.specs, unlearn_audit.checks; from unlearn_audit.profiles.registry import profile_roots; "
-            "assert 'tiny' in profile_roots(); assert 'torch' not in sys.modules; print('ok')")
+    code = (
+        "import sys; import unlearn_audit.attacks.registry, unlearn_audit.profiles.registry, "
+        "unlearn_audit.engine.specs, unlearn_audit.checks; from unlearn_audit.profiles.registry import profile_roots; "
+        "assert 'tiny' in profile_roots(); assert 'torch' not in sys.modules; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 

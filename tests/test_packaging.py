@@ -21,7 +21,10 @@ def test_package_list_names_every_package_folder() -> None:
     folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "unlearn_audit").rglob("__init__.py")}
     mapped = {name for name in setuptools["package-dir"]}
     assert set(setuptools["packages"]) == folders | mapped
-    assert setuptools["package-dir"] == {"unlearn_audit.conformance": "conformance", "unlearn_audit.fixtures": "fixtures"}
+    assert setuptools["package-dir"] == {
+        "unlearn_audit.conformance": "conformance",
+        "unlearn_audit.fixtures": "fixtures",
+    }
 
 
 def test_plugin_module_imports_without_torch() -> None:

@@ -37,7 +37,9 @@ def test_wilson_reference_values(k: int, n: int, expected: tuple[float, float]) 
     assert hi == pytest.approx(expected[1], abs=1e-4)
 
 
-@pytest.mark.parametrize("k,n", [(0, 10), (1, 10), (5, 10), (9, 10), (10, 10), (3, 7), (0, 1), (1, 1), (17, 250), (480, 500)])
+@pytest.mark.parametrize(
+    "k,n", [(0, 10), (1, 10), (5, 10), (9, 10), (10, 10), (3, 7), (0, 1), (1, 1), (17, 250), (480, 500)]
+)
 @pytest.mark.parametrize("confidence", [0.8, 0.9, 0.95, 0.99])
 def test_wilson_matches_scipy(k: int, n: int, confidence: float) -> None:
     ci = st.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
@@ -318,8 +320,9 @@ def test_population_excess_test_size_under_the_null() -> None:
     rates = np.clip(rng.normal(0.55, 0.06, size=(4000, 9)), 0, 1)
     measured = rng.binomial(n, rates) / n
     for margin, limit in ((0.0, 0.065), (0.05, 0.01)):
-        rate = sum(population_excess_test(float(row[0]), row[1:].tolist(), margin, 0.05, n).rejected
-                   for row in measured) / len(measured)
+        rate = sum(
+            population_excess_test(float(row[0]), row[1:].tolist(), margin, 0.05, n).rejected for row in measured
+        ) / len(measured)
         assert rate <= limit, (margin, rate)
 
 

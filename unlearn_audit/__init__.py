@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # for type checkers; at runtime the names load lazily below
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"Unlearner", "UnlearningRequest", "ExampleSet", "Budget", "TrainingRecipe"}
+_PUBLIC = {"Unlearner", "UnlearningRequest", "ExampleSet", "Budget", "TrainingRecipe"}  # __all__ below lists them
 
 
 def __getattr__(name: str):  # PEP 562
@@ -24,4 +24,4 @@ def __getattr__(name: str):  # PEP 562
     raise AttributeError(f"module 'unlearn_audit' has no attribute {name!r}")
 
 
-__all__ = sorted(_PUBLIC | {"__version__"})
+__all__ = ["Budget", "ExampleSet", "TrainingRecipe", "Unlearner", "UnlearningRequest", "__version__"]

@@ -7,8 +7,9 @@ the harness so that a method cannot, even by accident, optimise against the audi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # torch is imported lazily so that the pytest plugin stays light.
     import torch
@@ -38,7 +39,9 @@ class TrainingRecipe:
     nesterov: bool = False
     label_smoothing: float = 0.0  # used by the fast trainer only
     warmup_epochs: float = 0.0  # fast trainer: linear warm-up to `lr`, then linear decay to 0
-    precision: str = "fp32"  # "bf16" = bfloat16 autocast on CUDA for every loop (always fp32 on CPU): `training.numerics`
+    precision: str = (
+        "fp32"  # "bf16" = bfloat16 autocast on CUDA for every loop (always fp32 on CPU): `training.numerics`
+    )
     channels_last: bool = False  # channels_last memory format on CUDA, likewise
 
     def cache_spec(self) -> dict[str, Any]:
@@ -50,7 +53,7 @@ class TrainingRecipe:
         """Example-gradients the original training spent: one per example per epoch."""
         return self.epochs * num_train
 
-    def make_optimizer(self, params: Any, *, fused: bool | None = None, **overrides: Any) -> "torch.optim.Optimizer":
+    def make_optimizer(self, params: Any, *, fused: bool | None = None, **overrides: Any) -> torch.optim.Optimizer:
         """Build this recipe's optimizer; `overrides` replace recipe fields (lr, momentum, weight_decay).
 
         `fused=True` asks torch for its fused kernels (CUDA parameters only: one launch per step rather
@@ -60,8 +63,14 @@ class TrainingRecipe:
         opts = {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay, **overrides}
         kernels: dict[str, Any] = {} if fused is None else {"fused": fused}
         if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], weight_decay=opts["weight_decay"],
-                                   nesterov=bool(opts.get("nesterov", self.nesterov)), **kernels)
+            return torch.optim.SGD(
+                params,
+                lr=opts["lr"],
+                momentum=opts["momentum"],
+                weight_decay=opts["weight_decay"],
+                nesterov=bool(opts.get("nesterov", self.nesterov)),
+                **kernels,
+            )
         if self.optimizer == "adam":
             return torch.optim.Adam(params, lr=opts["lr"], weight_decay=opts["weight_decay"], **kernels)
         raise ValueError(f"unknown optimizer {self.optimizer!r} (expected 'sgd' or 'adam')")
@@ -91,13 +100,13 @@ class ExampleSet:
     and fails the audit.
     """
 
-    inputs: "torch.Tensor"
-    labels: "torch.Tensor"
+    inputs: torch.Tensor
+    labels: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def __getitem__(self, index: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.inputs[index], self.labels[index]
 
     def batches(
@@ -105,11 +114,11 @@ class ExampleSet:
         batch_size: int,
         *,
         shuffle: bool = True,
-        generator: "torch.Generator | None" = None,
-        device: "torch.device | str | None" = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
         epochs: int | None = 1,
         max_examples: int | None = None,
-    ) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (inputs, labels) mini-batches for `epochs` passes, reshuffled each pass.
 
         With `max_examples` (e.g. `request.budget.example_gradients`), stop once that many
@@ -147,13 +156,13 @@ class UnlearningRequest:
     retain: ExampleSet
     budget: Budget
     recipe: TrainingRecipe
-    model_factory: Callable[[], "nn.Module"]
+    model_factory: Callable[[], nn.Module]
     num_classes: int
-    device: "torch.device"
+    device: torch.device
     seed: int
-    generator: "torch.Generator" = field(repr=False, compare=False)
+    generator: torch.Generator = field(repr=False, compare=False)
     profile: str = "tiny"
-    validation: "ExampleSet | None" = None
+    validation: ExampleSet | None = None
     """Held-out clean data, disjoint from everything the checks evaluate on, e.g. for choosing a
     checkpoint (as the NeurIPS 2023 unlearning challenge gives `unlearning(net, retain, forget,
     validation)`). The harness always passes an ExampleSet; it is empty on profiles whose recipes
@@ -169,4 +178,4 @@ class Unlearner(Protocol):
     (modified in place) is fine.
     """
 
-    def unlearn(self, model: "nn.Module", request: UnlearningRequest) -> "nn.Module": ...
+    def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module: ...

@@ -23,10 +23,11 @@ checks), with only the standard library's public API.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -64,7 +65,9 @@ def load_spec(spec: str, what: str = "spec") -> Any:
     try:
         obj: Any = import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import-time failure is the spec's problem
-        raise RegistryError(f"{what} {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+        raise RegistryError(
+            f"{what} {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
@@ -144,8 +147,9 @@ class Registry(Generic[T]):
         try:
             return ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken plug-in is reported, not propagated as is
-            raise RegistryError(f"{self.what} {name!r}: entry point {ep.value!r} failed to load: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            raise RegistryError(
+                f"{self.what} {name!r}: entry point {ep.value!r} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def get(self, name: str) -> T:
         """The `T` for a name (built in, then registered) or, where allowed, a `"module:attr"` spec."""

@@ -99,7 +99,7 @@ class ZTest:
         return self.p_value < self.alpha
 
 
-def unit_normal_mean_test(values: "list[float]", alpha: float, alternative: str = "greater") -> ZTest:
+def unit_normal_mean_test(values: list[float], alpha: float, alternative: str = "greater") -> ZTest:
     """Exact when the values are i.i.d. N(0, 1) under H0 (the GUS null): z = mean * sqrt(n).
 
     `alternative` is "greater" (H1: mean > 0) or "two-sided" (H1: mean != 0).
@@ -138,7 +138,7 @@ class PredictionTest:
         return self.p_value < self.alpha
 
 
-def prediction_test(value: float, references: "list[float]", alpha: float) -> PredictionTest:
+def prediction_test(value: float, references: list[float], alpha: float) -> PredictionTest:
     """One-sided (H1: value is above the reference population) prediction test; needs >= 2 references."""
     n = len(references)
     if n < 2:
@@ -155,8 +155,9 @@ def prediction_test(value: float, references: "list[float]", alpha: float) -> Pr
     return PredictionTest(value, mean, scale, n, t, p, alpha)
 
 
-def population_excess_test(value: float, references: "list[float]", margin: float, alpha: float,
-                           trials: float) -> PredictionTest:
+def population_excess_test(
+    value: float, references: list[float], margin: float, alpha: float, trials: float
+) -> PredictionTest:
     """One-sided prediction test of a proportion against a population of reference models' proportions:
     H1: `value` exceeds a new draw from the population by more than `margin`.
 
@@ -192,8 +193,14 @@ def z_power(effect: float, alpha: float, two_sided: bool = False, critical: floa
     return min(1.0, power)
 
 
-def seeds_for_power(effect_one_seed: float, alpha: float, two_sided: bool = False, target: float = 0.8,
-                    limit: int = 100, critical: float | None = None) -> int | None:
+def seeds_for_power(
+    effect_one_seed: float,
+    alpha: float,
+    two_sided: bool = False,
+    target: float = 0.8,
+    limit: int = 100,
+    critical: float | None = None,
+) -> int | None:
     """How many seeds a pooled test needs to reach `target` power, if the effect adds up over seeds as
     Stouffer's z does (the pooled statistic grows as sqrt(seeds)); None if more than `limit`.
     `critical` as in `z_power`, kept for every number of seeds (conservative for a t quantile)."""

@@ -45,14 +45,16 @@ def installed_example(tmp_path: Path) -> dict[str, str]:
 
 
 def test_registered_attack_and_profile_are_found(installed_example: dict[str, str]) -> None:
-    code = ("from unlearn_audit.attacks.registry import attack_kinds, get_attack\n"
-            "from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names\n"
-            "assert 'tiny-blended' in profile_names(), profile_names()\n"
-            "assert 'blended_backdoor' in attack_kinds()\n"
-            "r = load_profile_recipes('tiny-blended')['blended']\n"
-            "a = get_attack(r.attack['kind'])\n"
-            "assert a.targeted_reference == 'retrain' and set(r.checks) <= set(a.checks)\n"
-            "print('ok')\n")
+    code = (
+        "from unlearn_audit.attacks.registry import attack_kinds, get_attack\n"
+        "from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names\n"
+        "assert 'tiny-blended' in profile_names(), profile_names()\n"
+        "assert 'blended_backdoor' in attack_kinds()\n"
+        "r = load_profile_recipes('tiny-blended')['blended']\n"
+        "a = get_attack(r.attack['kind'])\n"
+        "assert a.targeted_reference == 'retrain' and set(r.checks) <= set(a.checks)\n"
+        "print('ok')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=installed_example, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -60,9 +62,22 @@ def test_registered_attack_and_profile_are_found(installed_example: dict[str, st
 @pytest.mark.slow
 def test_audit_on_the_plugged_in_profile(installed_example: dict[str, str], tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--audit-profile", "tiny-blended",
-           "--unlearner", "unlearn_audit.methods:NoOp", "--unlearner", "unlearn_audit.methods:Retrain",
-           "--audit-report", str(report)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--audit-profile",
+        "tiny-blended",
+        "--unlearner",
+        "unlearn_audit.methods:NoOp",
+        "--unlearner",
+        "unlearn_audit.methods:Retrain",
+        "--audit-report",
+        str(report),
+    ]
     out = subprocess.run(cmd, env=installed_example, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]  # NoOp fails
     results = json.loads(report.read_text())["results"]

@@ -189,8 +189,8 @@ min_accuracy_drop = 0.10
 @pytest.mark.parametrize("radius", [0.0])
 def test_fast_build_stores_poisons_as_the_forget_set_and_validates(radius: float) -> None:
     from unlearn_audit.profiles.data import load_split
-    from unlearn_audit.scenarios.recipes import parse_recipe
     from unlearn_audit.scenarios.build import build_scenario
+    from unlearn_audit.scenarios.recipes import parse_recipe
 
     recipe = parse_recipe("tiny", FAST_RECIPE.format(radius=radius))
     stages: set[str] = set()
@@ -203,12 +203,27 @@ def test_fast_build_stores_poisons_as_the_forget_set_and_validates(radius: float
     assert torch.equal(t["forget_indices"], torch.arange(n, n + k))
     assert torch.equal(t["train_x"][:n], split.train_x) and torch.equal(t["train_y"][:n], split.train_y)
     base = t["secret.base_indices"]
-    assert torch.equal(t["clean_train_x"][n:], split.train_x[base]) and torch.equal(t["train_y"][n:], split.train_y[base])
+    assert torch.equal(t["clean_train_x"][n:], split.train_x[base]) and torch.equal(
+        t["train_y"][n:], split.train_y[base]
+    )
     assert set(built.weights) == {"original", "retrain", "target"}
-    assert {"attacker's clean model", "GradPC target", "gradient-canceling poison", "original model", "retrain model"} <= stages
+    assert {
+        "attacker's clean model",
+        "GradPC target",
+        "gradient-canceling poison",
+        "original model",
+        "retrain model",
+    } <= stages
     v = built.meta["validation"]
-    assert {"original_test_accuracy", "retrain_test_accuracy", "accuracy_drop", "accuracy_drop_lower_bound",
-            "original_parameter_norm", "effective", "rule"} <= set(v)
+    assert {
+        "original_test_accuracy",
+        "retrain_test_accuracy",
+        "accuracy_drop",
+        "accuracy_drop_lower_bound",
+        "original_parameter_norm",
+        "effective",
+        "rule",
+    } <= set(v)
     assert isinstance(v["effective"], bool) and "0.1" in v["rule"]
     assert v["accuracy_drop"] == pytest.approx(v["retrain_test_accuracy"] - v["original_test_accuracy"])
     # Radius 0: the target is the clean model itself, so the attack cannot work and must say so.
@@ -228,7 +243,10 @@ def test_shipped_recipe_declares_the_attack() -> None:
     recipe = load_profile_recipes("tiny")["gradient_canceling"]
     assert recipe.attack["kind"] == "gradient_canceling" and recipe.model["architecture"] == "mlp"
     assert "indiscriminate_restored" in recipe.checks and set(recipe.checks) <= set(CHECK_NAMES)
-    assert recipe.options("indiscriminate_restored")["min_accuracy_drop"] > recipe.options("indiscriminate_restored")["margin"]
+    assert (
+        recipe.options("indiscriminate_restored")["min_accuracy_drop"]
+        > recipe.options("indiscriminate_restored")["margin"]
+    )
 
 
 # --------------------------------------------------------------------------- the check
@@ -251,16 +269,20 @@ def check_context(original_correct: int, retrain_correct: int, method_correct: i
 
     y = torch.arange(n) % 10
     models = {name: Fixed() for name in ("original", "retrain", "method")}
-    counts = {id(models["original"]): original_correct, id(models["retrain"]): retrain_correct,
-              id(models["method"]): method_correct}
+    counts = {
+        id(models["original"]): original_correct,
+        id(models["retrain"]): retrain_correct,
+        id(models["method"]): method_correct,
+    }
 
     def measure(model: nn.Module, name: str, compute):
         hits = torch.zeros(n, dtype=torch.bool)
         hits[: counts[id(model)]] = True
         return hits
 
-    fixture = SimpleNamespace(tensors={"test_x": torch.zeros(n, 1), "test_y": y}, original=models["original"],
-                              retrain=models["retrain"])
+    fixture = SimpleNamespace(
+        tensors={"test_x": torch.zeros(n, 1), "test_y": y}, original=models["original"], retrain=models["retrain"]
+    )
     outcome = SimpleNamespace(model=models["method"])
     return CheckContext(fixture, outcome, {"alpha": 0.01, "margin": 0.05}, measure)
 
@@ -292,5 +314,7 @@ def test_poison_metric_is_clean_test_error() -> None:
         model.weight.copy_(torch.eye(10))
     fixture = SimpleNamespace(tensors={"test_x": F.one_hot(pred, 10).float(), "test_y": y})
     m = attack.measure_poison(fixture, model)
-    assert (m.value, m.hits, m.n, m.null) == (0.25, 10, 40, "proportion") and m.stderr == pytest.approx((0.25 * 0.75 / 40) ** 0.5)
+    assert (m.value, m.hits, m.n, m.null) == (0.25, 10, 40, "proportion") and m.stderr == pytest.approx(
+        (0.25 * 0.75 / 40) ** 0.5
+    )
     assert attack.poison_name == "clean test error"

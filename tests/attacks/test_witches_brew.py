@@ -123,8 +123,17 @@ def test_select_low_margin_targets(data) -> None:
 def test_make_witches_brew(data) -> None:
     x, y = data
     poisoned, secret = make_witches_brew(
-        x, y, [surrogate(0)], x[:1], torch.tensor([0]), adversarial_class=3,
-        num_poisons=5, epsilon=EPS, steps=3, restarts=1, generator=gen(0),
+        x,
+        y,
+        [surrogate(0)],
+        x[:1],
+        torch.tensor([0]),
+        adversarial_class=3,
+        num_poisons=5,
+        epsilon=EPS,
+        steps=3,
+        restarts=1,
+        generator=gen(0),
     )
     assert isinstance(secret, WitchesBrewPoison)
     assert (y[secret.indices] == 3).all() and len(secret.indices) == 5
@@ -161,7 +170,16 @@ def test_brew_for_targets_disjoint_clean_label_within_epsilon(data) -> None:
     targets = torch.tensor([0, 1, 5])
     adv = torch.tensor([2, 2, 3])
     poisoned, secret = brew_for_targets(
-        x, y, [surrogate(0)], x[targets], targets, adv, poisons_per_target=4, epsilon=EPS, steps=5, restarts=1,
+        x,
+        y,
+        [surrogate(0)],
+        x[targets],
+        targets,
+        adv,
+        poisons_per_target=4,
+        epsilon=EPS,
+        steps=5,
+        restarts=1,
         generator=gen(0),
     )
     assert len(secret.indices) == 12 and len(torch.unique(secret.indices)) == 12  # disjoint sets
@@ -178,8 +196,19 @@ def test_brew_for_targets_disjoint_clean_label_within_epsilon(data) -> None:
 def test_brew_for_targets_reports_an_exhausted_class(data) -> None:
     x, y = data
     with pytest.raises(ValueError, match="unused training images of class 2"):
-        brew_for_targets(x, y, [surrogate(0)], x[:2], torch.tensor([0, 1]), torch.tensor([2, 2]),
-                         poisons_per_target=10, epsilon=EPS, steps=1, restarts=1, generator=gen(0))
+        brew_for_targets(
+            x,
+            y,
+            [surrogate(0)],
+            x[:2],
+            torch.tensor([0, 1]),
+            torch.tensor([2, 2]),
+            poisons_per_target=10,
+            epsilon=EPS,
+            steps=1,
+            restarts=1,
+            generator=gen(0),
+        )
 
 
 def test_select_targets_with_several_models_requires_all_correct(data) -> None:
@@ -220,7 +249,9 @@ def test_the_victims_augmentation_is_differentiable_to_the_poison() -> None:
     out = augment(x, "crop_flip", gen(4))
     (grad,) = torch.autograd.grad((out * w).sum(), x)
     assert grad.abs().sum() > 0
-    assert float((x.detach() * grad).sum()) == pytest.approx(float((augment(x.detach(), "crop_flip", gen(4)) * w).sum()), rel=1e-5)
+    assert float((x.detach() * grad).sum()) == pytest.approx(
+        float((augment(x.detach(), "crop_flip", gen(4)) * w).sum()), rel=1e-5
+    )
 
 
 def test_brewing_through_crop_flip_is_seeded_bounded_and_changes_the_brew(data) -> None:
@@ -260,8 +291,9 @@ def test_fallback_to_low_margin_targets_only_for_failed_random_targets() -> None
     assert attack.fallback(cifar, {**failed, "effective": True}) is None
     retry, reason = attack.fallback(cifar, failed)
     assert retry.attack["targets"] == "low_margin" and "target_fallback" not in retry.attack
-    assert {k: v for k, v in retry.attack.items() if k not in ("targets",)} == \
-        {k: v for k, v in cifar.attack.items() if k not in ("targets", "target_fallback")}
+    assert {k: v for k, v in retry.attack.items() if k not in ("targets",)} == {
+        k: v for k, v in cifar.attack.items() if k not in ("targets", "target_fallback")
+    }
     assert "random targets failed validation" in reason and attack.fallback(retry, failed) is None
     # A fixture needs min(3, its targets) validated targets; the test needs 3 over the seeds it pools.
     assert per_fixture_minimum(tiny) == (3, 3) and per_fixture_minimum(cifar) == (1, 3)

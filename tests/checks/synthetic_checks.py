@@ -15,9 +15,10 @@ on a real `Fixture` record holding a few hundred random tensors and tiny models 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,24 +30,52 @@ from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.recipes import ScenarioRecipe
 
 
-def recipe(kind: str = "gaussian", attack: dict[str, Any] | None = None, clean_models: int = 0,
-           training: TrainingRecipe | None = None) -> ScenarioRecipe:
-    return ScenarioRecipe(profile="synthetic", name=f"synthetic-{kind}", description="unit test", checks=(),
-                          data={}, model={}, training=training or TrainingRecipe(epochs=1, batch_size=32),
-                          attack={"kind": kind, **(attack or {})},
-                          references={"clean_models": clean_models} if clean_models else {})
+def recipe(
+    kind: str = "gaussian",
+    attack: dict[str, Any] | None = None,
+    clean_models: int = 0,
+    training: TrainingRecipe | None = None,
+) -> ScenarioRecipe:
+    return ScenarioRecipe(
+        profile="synthetic",
+        name=f"synthetic-{kind}",
+        description="unit test",
+        checks=(),
+        data={},
+        model={},
+        training=training or TrainingRecipe(epochs=1, batch_size=32),
+        attack={"kind": kind, **(attack or {})},
+        references={"clean_models": clean_models} if clean_models else {},
+    )
 
 
-def scenario_fixture(tensors: dict[str, torch.Tensor], original: nn.Module, retrain: nn.Module, *,
-                     kind: str = "gaussian", attack: dict[str, Any] | None = None, num_classes: int = 3,
-                     clean_models: Sequence[nn.Module] = (), seed: int = 0,
-                     training: TrainingRecipe | None = None, meta: dict[str, Any] | None = None) -> Fixture:
+def scenario_fixture(
+    tensors: dict[str, torch.Tensor],
+    original: nn.Module,
+    retrain: nn.Module,
+    *,
+    kind: str = "gaussian",
+    attack: dict[str, Any] | None = None,
+    num_classes: int = 3,
+    clean_models: Sequence[nn.Module] = (),
+    seed: int = 0,
+    training: TrainingRecipe | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Fixture:
     def factory() -> nn.Module:
         raise AssertionError("a check must not build new models")
 
-    return Fixture(recipe(kind, attack, len(clean_models), training), seed, Path("/nonexistent-fixture"),
-                   {"num_classes": num_classes, **(meta or {})}, tensors, original.eval(), retrain.eval(), factory,
-                   [m.eval() for m in clean_models])
+    return Fixture(
+        recipe(kind, attack, len(clean_models), training),
+        seed,
+        Path("/nonexistent-fixture"),
+        {"num_classes": num_classes, **(meta or {})},
+        tensors,
+        original.eval(),
+        retrain.eval(),
+        factory,
+        [m.eval() for m in clean_models],
+    )
 
 
 class Memo:
@@ -80,12 +109,21 @@ class StubAttackContext(CheckContext):
         return self.stub
 
 
-def outcome(model: nn.Module | None, example_gradients: int = 0, budget: Budget | None = None, **kw: Any) -> UnlearnOutcome:
+def outcome(
+    model: nn.Module | None, example_gradients: int = 0, budget: Budget | None = None, **kw: Any
+) -> UnlearnOutcome:
     return UnlearnOutcome(model, example_gradients, 0.25, budget or Budget(0.1, 1000), **kw)
 
 
-def context(fixture: Fixture, model: nn.Module | None, options: dict[str, Any] | None = None, *,
-            memo: Memo | None = None, attack: Any = None, **outcome_kw: Any) -> CheckContext:
+def context(
+    fixture: Fixture,
+    model: nn.Module | None,
+    options: dict[str, Any] | None = None,
+    *,
+    memo: Memo | None = None,
+    attack: Any = None,
+    **outcome_kw: Any,
+) -> CheckContext:
     out = outcome(model.eval() if model is not None else None, **outcome_kw)
     if attack is not None:
         return StubAttackContext(fixture, out, dict(options or {}), memo or Memo(), stub=attack)
@@ -110,7 +148,9 @@ def model_with_correct(labels: torch.Tensor, correct: int, num_classes: int) -> 
     return model.eval()
 
 
-def accuracy_models(n: int, num_classes: int, *correct: int, seed: int = 0) -> tuple[dict[str, torch.Tensor], list[nn.Linear]]:
+def accuracy_models(
+    n: int, num_classes: int, *correct: int, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], list[nn.Linear]]:
     """(test tensors of `n` examples, one model per count in `correct` with exactly that many right)."""
     labels = torch.randint(num_classes, (n,), generator=torch.Generator().manual_seed(seed))
     return one_hot_test_set(labels, num_classes), [model_with_correct(labels, c, num_classes) for c in correct]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from synthetic_checks import context, scenario_fixture
 from torch import nn
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.budget_respected import run
 from unlearn_audit.protocol import Budget
-
-from synthetic_checks import context, scenario_fixture
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from synthetic_checks import context, scenario_fixture
 from torch import nn
 
 from unlearn_audit.checks import evidence
@@ -16,27 +17,45 @@ from unlearn_audit.checks.pooling import pool_check
 from unlearn_audit.checks.utility_preserved import run as utility_preserved
 from unlearn_audit.stats import Proportion
 
-from synthetic_checks import context, scenario_fixture
-
 
 def removal(verdict: str, message: str = "") -> CheckResult:
-    return CheckResult(check="gaussian_leakage", verdict=verdict, score=0.05, stderr=0.1, reference=0.0,
-                       reference_stderr=0.1, direction="lower_is_better", rule="mean GUS = 0", message=message,
-                       details={"z": 0.5, "evidence": evidence.unit_normal(2.0, 40)})
+    return CheckResult(
+        check="gaussian_leakage",
+        verdict=verdict,
+        score=0.05,
+        stderr=0.1,
+        reference=0.0,
+        reference_stderr=0.1,
+        direction="lower_is_better",
+        rule="mean GUS = 0",
+        message=message,
+        details={"z": 0.5, "evidence": evidence.unit_normal(2.0, 40)},
+    )
 
 
 def utility(verdict: str, score: float = 0.31) -> CheckResult:
-    return CheckResult(check="utility_preserved", verdict=verdict, score=score, stderr=0.02, reference=0.9,
-                       reference_stderr=0.015, direction="higher_is_better", rule="accuracy within 0.05 of retrain's",
-                       message="test accuracy 0.310 is significantly more than 0.05 below retrain's 0.900" if verdict == "fail" else "",
-                       details={"evidence": evidence.excess(Proportion(360, 400), Proportion(round(score * 400), 400), 0.05, "b")})
+    return CheckResult(
+        check="utility_preserved",
+        verdict=verdict,
+        score=score,
+        stderr=0.02,
+        reference=0.9,
+        reference_stderr=0.015,
+        direction="higher_is_better",
+        rule="accuracy within 0.05 of retrain's",
+        message="test accuracy 0.310 is significantly more than 0.05 below retrain's 0.900"
+        if verdict == "fail"
+        else "",
+        details={"evidence": evidence.excess(Proportion(360, 400), Proportion(round(score * 400), 400), 0.05, "b")},
+    )
 
 
 def test_a_removal_pass_on_a_wrecked_model_fails() -> None:
     r = conditioned_on_utility(removal("pass"), utility("fail"))
     assert r.verdict == "fail"
-    assert r.message.startswith("the poison metric looks removed, but clean test accuracy 0.310 is significantly below "
-                                "retrain's 0.900")
+    assert r.message.startswith(
+        "the poison metric looks removed, but clean test accuracy 0.310 is significantly below retrain's 0.900"
+    )
     assert "removal by destroying the model is not removal" in r.message
     assert r.details["removal_verdict"] == "pass" and r.details["utility_verdict"] == "fail"
     assert r.details["utility_accuracy"] == 0.31 and r.details["utility_retrain_accuracy"] == 0.9
@@ -73,8 +92,14 @@ def test_a_model_wrecked_by_reinitialisation_passes_leakage_alone_and_fails_cond
     original = nn.Linear(D, C).eval()
     with torch.no_grad():
         original.weight.add_(0.05 * torch.zeros(C, D).index_add_(0, y[forget], noise))
-    tensors = {"clean_train_x": x, "train_y": y, "forget_indices": forget, "secret.noise": noise,
-               "test_x": test_x, "test_y": test_y}
+    tensors = {
+        "clean_train_x": x,
+        "train_y": y,
+        "forget_indices": forget,
+        "secret.noise": noise,
+        "test_x": test_x,
+        "test_y": test_y,
+    }
     fixture = scenario_fixture(tensors, original, retrain)
     torch.manual_seed(5)
     ctx = context(fixture, nn.Linear(D, C), {"alpha": 0.01, "margin": 0.05})

@@ -72,7 +72,9 @@ def test_prediction_on_one_seed_is_the_prediction_test() -> None:
         d = evidence.decide([evidence.prediction(score * 4, 4, [r * 4 for r in refs])], 0.01)
         test = prediction_test(score, refs, 0.01)
         assert d.rejected == test.rejected and d.statistic == pytest.approx(test.t)
-        assert d.reference == pytest.approx(test.reference_mean) and d.reference_stderr == pytest.approx(test.prediction_sd)
+        assert d.reference == pytest.approx(test.reference_mean) and d.reference_stderr == pytest.approx(
+            test.prediction_sd
+        )
     assert evidence.decide([evidence.prediction(2.0, 4, [r * 4 for r in refs])], 0.01).rejected
 
 
@@ -90,7 +92,9 @@ def test_population_on_one_seed_is_the_population_test() -> None:
         d = evidence.decide([evidence.population(value, 200, pop, 0.05)], 0.01)
         test = population_excess_test(value, pop, 0.05, 0.01, 200)
         assert d.rejected == test.rejected and d.statistic == pytest.approx(test.t) and d.score == value
-    two = evidence.decide([evidence.population(0.6, 200, pop, 0.05), evidence.population(0.4, 200, pop[::-1], 0.05)], 0.01)
+    two = evidence.decide(
+        [evidence.population(0.6, 200, pop, 0.05), evidence.population(0.4, 200, pop[::-1], 0.05)], 0.01
+    )
     assert two.score == pytest.approx(0.5) and two.summary.startswith("pooled 0.500 vs 9 clean models")
 
 
@@ -121,9 +125,14 @@ def test_exact_fails_with_any_failing_seed_and_reports_the_largest_spend() -> No
 
 
 def test_every_kind_survives_a_strict_json_report() -> None:
-    kinds = [evidence.unit_normal(3.0, 40), evidence.excess(Proportion(9, 40), Proportion(2, 40), 0.05, "a"),
-             evidence.prediction(2.0, 4, [1.0, 1.2, 0.9]), evidence.population(0.5, 100, [0.4, 0.45, 0.5], 0.05),
-             evidence.shortfall(0.1, 0.05, 0.2, 0.4), evidence.exact(True, 5.0),
-             evidence.any_of({"k=0": evidence.unit_normal(1.0, 10)}, 1)]
+    kinds = [
+        evidence.unit_normal(3.0, 40),
+        evidence.excess(Proportion(9, 40), Proportion(2, 40), 0.05, "a"),
+        evidence.prediction(2.0, 4, [1.0, 1.2, 0.9]),
+        evidence.population(0.5, 100, [0.4, 0.45, 0.5], 0.05),
+        evidence.shortfall(0.1, 0.05, 0.2, 0.4),
+        evidence.exact(True, 5.0),
+        evidence.any_of({"k=0": evidence.unit_normal(1.0, 10)}, 1),
+    ]
     for ev in kinds:
         assert evidence.decide([through_json(ev)], 0.01) == evidence.decide([ev], 0.01)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from synthetic_checks import recipe
 
 from unlearn_audit.checks import CHECK_NAMES
 from unlearn_audit.checks.family import family_size, has_exact_null
-
-from synthetic_checks import recipe
 
 ALWAYS_MARGIN = ("utility_preserved", "budget_respected", "not_mode_connected", "indiscriminate_restored")
 
@@ -41,8 +40,10 @@ def test_targeted_removal_is_exact_against_clean_models_only() -> None:
 
 
 def test_family_size_counts_every_scenario_and_budget() -> None:
-    gaussian = with_checks("gaussian", ("gaussian_leakage", "relearning_resistant", "not_mode_connected",
-                                        "utility_preserved", "budget_respected"))
+    gaussian = with_checks(
+        "gaussian",
+        ("gaussian_leakage", "relearning_resistant", "not_mode_connected", "utility_preserved", "budget_respected"),
+    )
     backdoor = with_checks("backdoor", ("targeted_removed", "relearning_resistant", "utility_preserved"))
     backdoor_clean = with_checks("backdoor", backdoor.checks, clean_models=8)
     assert family_size([gaussian]) == 2

@@ -15,12 +15,11 @@ import math
 import pytest
 import torch
 from scipy import stats as st
+from synthetic_checks import Memo, context, scenario_fixture
 from torch import nn
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.gaussian_leakage import gus_scores, run
-
-from synthetic_checks import Memo, context, scenario_fixture
 
 D, C, N, K = 256, 3, 80, 40
 ALPHA = 0.01
@@ -46,8 +45,15 @@ def world():
     base = torch.randn(C, D, generator=g) * 0.05
     other = torch.randn(C, D, generator=g) * 0.05  # an independently "retrained" model
     leak = torch.zeros(C, D).index_add_(0, y[forget], noise)
-    tensors = {"clean_train_x": x, "train_x": x.clone(), "train_y": y, "forget_indices": forget, "secret.noise": noise,
-               "test_x": torch.randn(60, D, generator=g), "test_y": torch.randint(C, (60,), generator=g)}
+    tensors = {
+        "clean_train_x": x,
+        "train_x": x.clone(),
+        "train_y": y,
+        "forget_indices": forget,
+        "secret.noise": noise,
+        "test_x": torch.randn(60, D, generator=g),
+        "test_y": torch.randint(C, (60,), generator=g),
+    }
     models = {
         "original": linear(base + 0.05 * leak),
         "retrain": linear(other),

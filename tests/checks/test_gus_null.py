@@ -9,7 +9,7 @@ positive against its secret noise, but not against fresh noise.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,8 +17,8 @@ from scipy import stats as st
 from torch import nn
 
 from unlearn_audit.attacks.gaussian import make_gaussian_poison
-from unlearn_audit.profiles.data import Split, load_digits_split
 from unlearn_audit.metrics import gaussian_unlearning_scores
+from unlearn_audit.profiles.data import Split, load_digits_split
 from unlearn_audit.profiles.models import mlp
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
 from unlearn_audit.training.loops import seeded_model, train
@@ -55,7 +55,12 @@ def factory() -> nn.Module:
 @pytest.fixture(scope="module")
 def clean_model(split: Split) -> nn.Module:
     model = seeded_model(factory, 0)
-    train(model, ExampleSet(split.train_x, split.train_y), TrainingRecipe(epochs=3), generator=torch.Generator().manual_seed(0))
+    train(
+        model,
+        ExampleSet(split.train_x, split.train_y),
+        TrainingRecipe(epochs=3),
+        generator=torch.Generator().manual_seed(0),
+    )
     return model
 
 
@@ -63,7 +68,12 @@ def clean_model(split: Split) -> nn.Module:
 def poisoned(split: Split):
     x, secret = make_gaussian_poison(split.train_x, NUM_POISONS, SIGMA, torch.Generator().manual_seed(1))
     model = seeded_model(factory, 1)
-    train(model, ExampleSet(x, split.train_y), TrainingRecipe(epochs=POISON_EPOCHS), generator=torch.Generator().manual_seed(1))
+    train(
+        model,
+        ExampleSet(x, split.train_y),
+        TrainingRecipe(epochs=POISON_EPOCHS),
+        generator=torch.Generator().manual_seed(1),
+    )
     return model, secret
 
 
@@ -140,7 +150,9 @@ def test_score_formula_and_batching(clean_model: nn.Module, split: Split) -> Non
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
 
     # Batch size does not change the per-sample scores.
-    torch.testing.assert_close(gaussian_unlearning_scores(clean_model, x, y, noise, batch_size=5), scores, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        gaussian_unlearning_scores(clean_model, x, y, noise, batch_size=5), scores, rtol=1e-5, atol=1e-5
+    )
     # Parameters and their .grad are left as they were (train() leaves the last step's grads).
     params = [p.detach().clone() for p in clean_model.parameters()]
     grads = [None if p.grad is None else p.grad.clone() for p in clean_model.parameters()]
@@ -151,7 +163,9 @@ def test_score_formula_and_batching(clean_model: nn.Module, split: Split) -> Non
 
 
 def test_empty_input_gives_empty_scores(clean_model: nn.Module) -> None:
-    out = gaussian_unlearning_scores(clean_model, torch.empty(0, 1, 32, 32), torch.empty(0, dtype=torch.long), torch.empty(0, 1, 32, 32))
+    out = gaussian_unlearning_scores(
+        clean_model, torch.empty(0, 1, 32, 32), torch.empty(0, dtype=torch.long), torch.empty(0, 1, 32, 32)
+    )
     assert out.shape == (0,) and out.dtype == torch.float64
 
 

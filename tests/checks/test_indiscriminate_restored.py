@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from synthetic_checks import accuracy_models, context, scenario_fixture
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.indiscriminate_restored import damage_repaired, run
-
-from synthetic_checks import accuracy_models, context, scenario_fixture
 
 N, C = 400, 5
 OPTIONS = {"alpha": 0.01, "margin": 0.05}

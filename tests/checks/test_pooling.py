@@ -6,7 +6,8 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckResult
@@ -17,10 +18,24 @@ from unlearn_audit.stats import Proportion, excess_test, unit_normal_mean_test, 
 
 
 def _result(verdict: str, ev: dict, score: float = 0.0, effect: float = 3.0) -> CheckResult:
-    return CheckResult(check="gaussian_leakage", verdict=verdict, score=score, stderr=0.1, reference=0.0,
-                       reference_stderr=0.1, direction="lower_is_better", rule="r",
-                       details={"evidence": ev, "power_effect": effect, "power_alpha": 0.01, "power_two_sided": True,
-                                "power_critical": None, "power_against": "the poisoned original"})
+    return CheckResult(
+        check="gaussian_leakage",
+        verdict=verdict,
+        score=score,
+        stderr=0.1,
+        reference=0.0,
+        reference_stderr=0.1,
+        direction="lower_is_better",
+        rule="r",
+        details={
+            "evidence": ev,
+            "power_effect": effect,
+            "power_alpha": 0.01,
+            "power_two_sided": True,
+            "power_critical": None,
+            "power_against": "the poisoned original",
+        },
+    )
 
 
 @given(st.lists(st.lists(st.floats(-4, 4), min_size=1, max_size=30), min_size=1, max_size=5))
@@ -88,13 +103,31 @@ def test_pool_keeps_one_seed_and_lists_every_seed() -> None:
 
 
 def test_pool_leaves_out_unjudgeable_seeds_and_surfaces_failures() -> None:
-    xfail = CheckResult(check="gaussian_leakage", verdict="xfail", score=None, stderr=None, reference=None,
-                        reference_stderr=None, direction="lower_is_better", rule="v", message="attack did not work")
+    xfail = CheckResult(
+        check="gaussian_leakage",
+        verdict="xfail",
+        score=None,
+        stderr=None,
+        reference=None,
+        reference_stderr=None,
+        direction="lower_is_better",
+        rule="v",
+        message="attack did not work",
+    )
     ok = _result("pass", evidence.unit_normal(0.0, 10))
     pooled = pool([0, 1], [xfail, ok], 0.01)
     assert pooled.verdict == "pass" and pooled.details["left_out_seeds"] == [0] and "seed 0 left out" in pooled.message
-    crashed = CheckResult(check="gaussian_leakage", verdict="fail", score=None, stderr=None, reference=None,
-                          reference_stderr=None, direction="lower_is_better", rule="u", message="unlearn() raised")
+    crashed = CheckResult(
+        check="gaussian_leakage",
+        verdict="fail",
+        score=None,
+        stderr=None,
+        reference=None,
+        reference_stderr=None,
+        direction="lower_is_better",
+        rule="u",
+        message="unlearn() raised",
+    )
     pooled = pool([0, 1], [ok, crashed], 0.01)
     assert pooled.verdict == "fail" and pooled.message.startswith("seed 1: unlearn() raised")
 
@@ -102,18 +135,35 @@ def test_pool_leaves_out_unjudgeable_seeds_and_surfaces_failures() -> None:
 def test_tiny_family_of_exact_nulls() -> None:
     recipes = load_profile_recipes("tiny")
     exact = sorted((name, c) for name, r in recipes.items() for c in r.checks if has_exact_null(c, r))
-    assert exact == [("backdoor", "relearning_resistant"), ("gaussian", "gaussian_leakage"), ("gaussian", "relearning_resistant"),
-                     ("witches_brew", "targeted_removed")]
+    assert exact == [
+        ("backdoor", "relearning_resistant"),
+        ("gaussian", "gaussian_leakage"),
+        ("gaussian", "relearning_resistant"),
+        ("witches_brew", "targeted_removed"),
+    ]
     assert family_size(recipes.values(), budgets=2) == 8
 
 
 def _targets(verdict: str, k: int, min_k: int = 3) -> CheckResult:
     """A Witches' Brew result on `k` validated targets (soft score 0.9 vs clean models near 0.2)."""
-    return CheckResult(check="targeted_removed", verdict=verdict, score=0.9, stderr=None, reference=0.2,
-                       reference_stderr=0.05, direction="lower_is_better", rule="prediction t-test",
-                       details={"evidence": evidence.prediction(0.9 * k, k, [(0.2 + 0.01 * j) * k for j in range(8)], min_k=min_k),
-                                "power_effect": 3.0, "power_alpha": 0.01, "power_two_sided": False,
-                                "power_critical": None, "power_against": "the poisoned original"})
+    return CheckResult(
+        check="targeted_removed",
+        verdict=verdict,
+        score=0.9,
+        stderr=None,
+        reference=0.2,
+        reference_stderr=0.05,
+        direction="lower_is_better",
+        rule="prediction t-test",
+        details={
+            "evidence": evidence.prediction(0.9 * k, k, [(0.2 + 0.01 * j) * k for j in range(8)], min_k=min_k),
+            "power_effect": 3.0,
+            "power_alpha": 0.01,
+            "power_two_sided": False,
+            "power_critical": None,
+            "power_against": "the poisoned original",
+        },
+    )
 
 
 def test_one_target_per_seed_is_judged_only_once_the_pool_has_enough() -> None:
@@ -127,7 +177,9 @@ def test_one_target_per_seed_is_judged_only_once_the_pool_has_enough() -> None:
     assert two.verdict == "xfail" and two.details["validated_targets"] == 2 and two.details["left_out_seeds"] == [1]
     assert len(two.details["per_seed"]) == 3
     three = pool([0, 1, 2], [_targets("fail", 1)] * 3, 0.01)
-    assert three.verdict == "fail" and three.details["pooled_test"].startswith("pooled soft attack success 0.900 over 3 targets")
+    assert three.verdict == "fail" and three.details["pooled_test"].startswith(
+        "pooled soft attack success 0.900 over 3 targets"
+    )
     # tiny: every effective fixture has >= 3 validated targets, so a one-seed result stands as it is.
     assert pool([0], [r := _targets("pass", 3)], 0.01) is r
 

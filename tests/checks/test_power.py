@@ -36,8 +36,16 @@ def test_excess_effect_is_the_standardised_gap() -> None:
 
 
 def result(verdict: str = "pass") -> CheckResult:
-    return CheckResult(check="targeted_removed", verdict=verdict, score=0.5, stderr=0.1, reference=0.2,
-                       reference_stderr=0.1, direction="lower_is_better", rule="r")
+    return CheckResult(
+        check="targeted_removed",
+        verdict=verdict,
+        score=0.5,
+        stderr=0.1,
+        reference=0.2,
+        reference_stderr=0.1,
+        direction="lower_is_better",
+        rule="r",
+    )
 
 
 def test_low_power_is_said_with_the_seeds_that_would_reach_the_target() -> None:

@@ -30,8 +30,11 @@ def test_check_module_and_conformance_test_are_named_after_the_check(name: str) 
 
 
 def test_every_conformance_module_judges_the_declared_check_it_is_named_after() -> None:
-    modules = sorted(e.name[len("test_"):-len(".py")] for e in CONFORMANCE.iterdir()
-                     if e.name.startswith("test_") and e.name.endswith(".py"))
+    modules = sorted(
+        e.name[len("test_") : -len(".py")]
+        for e in CONFORMANCE.iterdir()
+        if e.name.startswith("test_") and e.name.endswith(".py")
+    )
     assert modules == sorted(CHECK_NAMES), "a conformance module without a declared check, or the reverse"
     for name in modules:
         test = getattr(import_module(f"unlearn_audit.conformance.test_{name}"), f"test_{name}")
@@ -42,8 +45,13 @@ def test_the_lists_of_checks_follow_from_the_declarations() -> None:
     assert CHECK_NAMES == tuple(sorted(CHECK_INFO))
     assert REMOVAL_CHECKS == tuple(n for n in CHECK_NAMES if CHECK_INFO[n].kind == "removal")
     # Which checks are removal checks decides verdicts (they are conditioned on utility): a change must be deliberate.
-    assert set(REMOVAL_CHECKS) == {"gaussian_leakage", "targeted_removed", "indiscriminate_restored",
-                                   "relearning_resistant", "not_mode_connected"}
+    assert set(REMOVAL_CHECKS) == {
+        "gaussian_leakage",
+        "targeted_removed",
+        "indiscriminate_restored",
+        "relearning_resistant",
+        "not_mode_connected",
+    }
     for info in CHECK_INFO.values():
         assert info.kind in ("removal", "other") and info.metric
         assert info.unit in UNITS or (info.name == "relearning_resistant" and info.unit == ""), info
@@ -58,8 +66,11 @@ def test_removal_checks_are_checks_and_unknown_names_are_refused() -> None:
 
 
 def test_declarations_are_read_without_importing_torch() -> None:
-    code = ("import sys; from unlearn_audit.checks import REMOVAL_CHECKS; from unlearn_audit.checks.pooling import pool_check; "
-            "assert 'torch' not in sys.modules; print(len(REMOVAL_CHECKS))")
+    code = (
+        "import sys; from unlearn_audit.checks import REMOVAL_CHECKS; "
+        "from unlearn_audit.checks.pooling import pool_check; "
+        "assert 'torch' not in sys.modules; print(len(REMOVAL_CHECKS))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "5", out.stderr
 
@@ -69,7 +80,8 @@ def test_a_declaration_must_be_literal() -> None:
     assert _declaration(literal, "m") == CheckInfo(name="x", kind="other", metric="m", unit="fraction")
     assert _declaration("NAME = 'x'\n", "m") is None  # a helper module, not a check
     assert _declaration('CHECK: CheckInfo = CheckInfo("x", "removal", "m", "z-score")\n', "m") == CheckInfo(
-        name="x", kind="removal", metric="m", unit="z-score")
+        name="x", kind="removal", metric="m", unit="z-score"
+    )
     with pytest.raises(TypeError, match="must be literals"):
         _declaration('CHECK = CheckInfo(name=NAME, kind="other", metric="m", unit="")\n', "m")
 
@@ -90,7 +102,9 @@ def test_every_shipped_recipe_is_judgeable() -> None:
 
 def test_recipe_errors_name_the_recipe_and_the_problem() -> None:
     recipe = load_profile_recipes("tiny")["gradient_canceling"]
-    with pytest.raises(RecipeError, match="tiny/gradient_canceling: attack 'gradient_canceling' cannot be judged by targeted_removed"):
+    with pytest.raises(
+        RecipeError, match="tiny/gradient_canceling: attack 'gradient_canceling' cannot be judged by targeted_removed"
+    ):
         check_recipe(dataclasses.replace(recipe, checks=(*recipe.checks, "targeted_removed")))
     with pytest.raises(RecipeError, match="unknown attack kind 'nope'"):
         check_recipe(dataclasses.replace(recipe, attack={"kind": "nope"}))

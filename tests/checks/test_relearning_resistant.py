@@ -15,14 +15,13 @@ import math
 import pytest
 import torch
 from scipy import stats as st
+from synthetic_checks import Memo, context, scenario_fixture
 from torch import nn
 
 from unlearn_audit.attacks.base import PoisonMeasurement
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.relearning_resistant import run, window_mean
 from unlearn_audit.training.relearning import attack_from_options
-
-from synthetic_checks import Memo, context, scenario_fixture
 
 D, C, N, K = 64, 3, 120, 40  # features, classes, training examples, poisons (the forget set)
 SIZES = [0, 10, 20]
@@ -39,8 +38,15 @@ def tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     noise = torch.randn(K, D, generator=g)
     poisoned = x.clone()
     poisoned[forget] += 0.3 * noise
-    return {"train_x": poisoned, "clean_train_x": x, "train_y": y, "forget_indices": forget, "secret.noise": noise,
-            "test_x": torch.randn(50, D, generator=g), "test_y": torch.randint(C, (50,), generator=g)}
+    return {
+        "train_x": poisoned,
+        "clean_train_x": x,
+        "train_y": y,
+        "forget_indices": forget,
+        "secret.noise": noise,
+        "test_x": torch.randn(50, D, generator=g),
+        "test_y": torch.randint(C, (50,), generator=g),
+    }
 
 
 def model() -> nn.Module:
@@ -54,15 +60,19 @@ def memo_name(fixture, options) -> str:
 
 def gaussian_curves(means: list[float], n: int = HELD_OUT) -> dict[int, dict]:
     """Relearning results per k whose verdict reads the mean GUS `means[j]` of `n` held-out poisons."""
-    return {k: {"curve": [(0, 0.0), (6, m)], "final": PoisonMeasurement(m, 1 / math.sqrt(n), n, "unit_normal")}
-            for k, m in zip(SIZES, means)}
+    return {
+        k: {"curve": [(0, 0.0), (6, m)], "final": PoisonMeasurement(m, 1 / math.sqrt(n), n, "unit_normal")}
+        for k, m in zip(SIZES, means)
+    }
 
 
 def proportion_curves(rates: list[float], n: int = 200) -> dict[int, dict]:
     out = {}
     for k, p in zip(SIZES, rates):
-        out[k] = {"curve": [(0, 0.0), (6, p)],  # a window's mean, so not necessarily a whole number of hits
-                  "final": PoisonMeasurement(p, math.sqrt(p * (1 - p) / n), n, "proportion", round(p * n))}
+        out[k] = {
+            "curve": [(0, 0.0), (6, p)],  # a window's mean, so not necessarily a whole number of hits
+            "final": PoisonMeasurement(p, math.sqrt(p * (1 - p) / n), n, "proportion", round(p * n)),
+        }
     return out
 
 
@@ -71,12 +81,17 @@ def judge_stored(kind: str, method: dict, retrain: dict, original: dict, clean: 
     models = {"method": model(), "retrain": model(), "original": model()}
     clean_models = [model() for _ in clean]
     attack = {"target_class": 0, "patch_size": 1, "patch_value": 1.0} if kind == "backdoor" else {"sigma": 0.3}
-    fixture = scenario_fixture(tensors(), models["original"], models["retrain"], kind=kind, attack=attack,
-                               clean_models=clean_models)
+    fixture = scenario_fixture(
+        tensors(), models["original"], models["retrain"], kind=kind, attack=attack, clean_models=clean_models
+    )
     memo = Memo()
     name = memo_name(fixture, options)
-    for m, curves in ((models["method"], method), (models["retrain"], retrain), (models["original"], original),
-                      *zip(clean_models, clean)):
+    for m, curves in (
+        (models["method"], method),
+        (models["retrain"], retrain),
+        (models["original"], original),
+        *zip(clean_models, clean),
+    ):
         memo.store(m, name, curves)
     result = run(context(fixture, models["method"], options, memo=memo))
     assert not any(n.startswith("relearn-") for n in memo.computed)  # every curve was read back
@@ -157,8 +172,13 @@ def population_curves():
 
 
 def judge_population(method_rates: list[float], original_rates=(1.0, 1.0, 1.0)):
-    return judge_stored("backdoor", proportion_curves(method_rates), proportion_curves([POPULATION[0]] * 3),
-                        proportion_curves(list(original_rates)), population_curves())
+    return judge_stored(
+        "backdoor",
+        proportion_curves(method_rates),
+        proportion_curves([POPULATION[0]] * 3),
+        proportion_curves(list(original_rates)),
+        population_curves(),
+    )
 
 
 def test_backdoor_relearned_like_clean_models_passes() -> None:
@@ -223,6 +243,7 @@ def test_window_mean_averages_the_curves_end() -> None:
 
 
 # -- the attacker for real -------------------------------------------------------------------------------------
+
 
 def test_a_real_relearning_attack_on_linear_models() -> None:
     """A few small Adam steps: the leaky original's held-out poisons still leak after them, a model without

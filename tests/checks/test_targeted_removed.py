@@ -17,13 +17,12 @@ import math
 import pytest
 import torch
 from scipy import stats as st
+from synthetic_checks import Memo, context, scenario_fixture
 from torch import nn
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.targeted_removed import attack_hits, run
 from unlearn_audit.stats import Proportion, excess_test
-
-from synthetic_checks import Memo, context, scenario_fixture
 
 OPTIONS = {"alpha": 0.01, "margin": 0.05}
 BACKDOOR = {"target_class": 0, "patch_size": 1, "patch_value": 5.0}
@@ -46,10 +45,16 @@ def backdoor():
     x[..., -1, -1] = 0.0  # clean inputs never have the trigger pixel set
     y = torch.randint(3, (600,), generator=g)
     base, other = torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)
-    models = {"original": image_model(base, 10.0), "retrain": image_model(other, 0.0), "removed": image_model(base, 0.0),
-              "noop": image_model(base, 10.0), "partial": image_model(base, 0.6)}
-    fixture = scenario_fixture({"test_x": x, "test_y": y}, models["original"], models["retrain"], kind="backdoor",
-                               attack=BACKDOOR)
+    models = {
+        "original": image_model(base, 10.0),
+        "retrain": image_model(other, 0.0),
+        "removed": image_model(base, 0.0),
+        "noop": image_model(base, 10.0),
+        "partial": image_model(base, 0.6),
+    }
+    fixture = scenario_fixture(
+        {"test_x": x, "test_y": y}, models["original"], models["retrain"], kind="backdoor", attack=BACKDOOR
+    )
     return fixture, models
 
 
@@ -78,7 +83,9 @@ def test_doing_nothing_fails_against_retrain(backdoor) -> None:
 
 def test_a_weakened_trigger_far_above_retrain_still_fails(backdoor) -> None:
     r = judge_backdoor(backdoor, "partial")
-    assert 0.5 < r.score < 0.9 and r.score - r.reference > 4 * 0.05  # a quarter of the effect left, well beyond the margin
+    assert (
+        0.5 < r.score < 0.9 and r.score - r.reference > 4 * 0.05
+    )  # a quarter of the effect left, well beyond the margin
     assert r.verdict == "fail"
 
 
@@ -112,8 +119,9 @@ def counts(successes: int, n: int) -> torch.Tensor:
 def judge_counts(method: int, retrain: int, original: int, n: int = 400, options=OPTIONS):
     models = [nn.Linear(2, 2) for _ in range(3)]
     attack = StubTrigger({id(m): counts(c, n) for m, c in zip(models, (method, retrain, original))})
-    fixture = scenario_fixture({"test_x": torch.zeros(5, 2), "test_y": torch.zeros(5, dtype=torch.long)},
-                               models[2], models[1], kind="backdoor")
+    fixture = scenario_fixture(
+        {"test_x": torch.zeros(5, 2), "test_y": torch.zeros(5, dtype=torch.long)}, models[2], models[1], kind="backdoor"
+    )
     return run(context(fixture, models[0], options, attack=attack))
 
 
@@ -138,9 +146,12 @@ def test_an_attack_that_never_worked_gives_no_power() -> None:
     assert r.verdict == "pass" and r.details["power"] == 0.0 and "no number of seeds up to 100" in r.message
 
 
-@pytest.mark.xfail(strict=True, reason="suspicious: with no held-out triggered input (n=0) the rates are NaN, the "
-                                        "Newcombe bound is NaN and `NaN > margin` is False, so the check passes on no "
-                                        "evidence (fixture validation normally stops such a fixture first)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="suspicious: with no held-out triggered input (n=0) the rates are NaN, the "
+    "Newcombe bound is NaN and `NaN > margin` is False, so the check passes on no "
+    "evidence (fixture validation normally stops such a fixture first)",
+)
 def test_no_triggered_inputs_is_not_a_pass() -> None:
     assert judge_counts(0, 0, 0, n=0).verdict != "pass"
 
@@ -176,10 +187,17 @@ def clean_margins() -> torch.Tensor:
 
 def judge_brew(method_margins: torch.Tensor, clean: torch.Tensor, original=None, options=None, notes=None):
     method, original_m, retrain = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
-    margins = {id(method): method_margins, id(original_m): original if original is not None else torch.full((len(method_margins),), 3.0)}
+    margins = {
+        id(method): method_margins,
+        id(original_m): original if original is not None else torch.full((len(method_margins),), 3.0),
+    }
     attack = StubBrew(margins, clean, notes)
-    fixture = scenario_fixture({"test_x": torch.zeros(5, 2), "test_y": torch.zeros(5, dtype=torch.long)},
-                               original_m, retrain, kind="witches_brew")
+    fixture = scenario_fixture(
+        {"test_x": torch.zeros(5, 2), "test_y": torch.zeros(5, dtype=torch.long)},
+        original_m,
+        retrain,
+        kind="witches_brew",
+    )
     return run(context(fixture, method, options or {"alpha": 0.01}, attack=attack))
 
 
@@ -230,14 +248,19 @@ def test_identical_clean_models_judge_exactly(clean_margins) -> None:
 
 
 def test_one_target_is_judged_but_its_evidence_asks_for_more(clean_margins) -> None:
-    r = judge_brew(clean_margins[-1, :1], clean_margins[:CLEAN, :1], options={"alpha": 0.01, "min_validated_targets": 3})
+    r = judge_brew(
+        clean_margins[-1, :1], clean_margins[:CLEAN, :1], options={"alpha": 0.01, "min_validated_targets": 3}
+    )
     assert r.stderr is None and r.details["validated_targets"] == 1
     assert r.details["evidence"]["k"] == 1 and r.details["evidence"]["min_k"] == 3
 
 
 def test_fallback_targets_are_named_in_the_rule(clean_margins) -> None:
-    r = judge_brew(clean_margins[-1], clean_margins[:CLEAN], notes={"target_selection": "random",
-                                                                     "target_fallback": "random target not fooled"})
+    r = judge_brew(
+        clean_margins[-1],
+        clean_margins[:CLEAN],
+        notes={"target_selection": "random", "target_fallback": "random target not fooled"},
+    )
     assert "low-margin fallback" in r.rule and r.details["target_fallback"] == "random target not fooled"
     plain = judge_brew(clean_margins[-1], clean_margins[:CLEAN])
     assert "fallback" not in plain.rule
@@ -247,4 +270,3 @@ def test_an_untargeted_attack_is_refused() -> None:
     fixture = scenario_fixture({}, nn.Linear(2, 2), nn.Linear(2, 2), kind="gaussian")
     with pytest.raises(ValueError, match="'gaussian' is not a targeted attack"):
         run(context(fixture, nn.Linear(2, 2), OPTIONS))
-

@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from torch import nn
+from synthetic_checks import Memo, accuracy_models, context, scenario_fixture
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_accuracy, run
 from unlearn_audit.stats import Proportion, excess_test
-
-from synthetic_checks import Memo, accuracy_models, context, scenario_fixture
 
 N, C, RETRAIN = 400, 4, 360
 OPTIONS = {"alpha": 0.01, "margin": 0.05}

@@ -83,8 +83,9 @@ def test_the_original_a_fresh_retraining_and_an_unlearning_are_not_copies(fixtur
     fixture = fixtures[scenario]
     legitimate = {"original": fixture.original}
     for method, fraction in ((Retrain(), 10.0), (GradientDescent(), 0.05)):
-        outcome = run_unlearner(method, fixture, budget_fraction=fraction, seed=0, timeout=600, device=CPU,
-                                exempt_from_budget=True)
+        outcome = run_unlearner(
+            method, fixture, budget_fraction=fraction, seed=0, timeout=600, device=CPU, exempt_from_budget=True
+        )
         assert outcome.error is None and outcome.model is not None, outcome.error
         closest = outcome.details["reference_closeness"]
         assert closest["weights_fraction"] > 3 * COPY_FRACTION

@@ -10,13 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from unlearn_audit.scenarios.cache import FixtureCache
-from unlearn_audit.scenarios.fixture import Fixture
-from unlearn_audit.methods import GradientAscent, GradientDescent, NoOp, Retrain
-from unlearn_audit.protocol import ExampleSet
-from unlearn_audit.scenarios.recipes import load_profile_recipes
 from unlearn_audit.engine.counting import ExampleGradientCounter
 from unlearn_audit.engine.runner import run_unlearner
+from unlearn_audit.methods import GradientAscent, GradientDescent, NoOp, Retrain
+from unlearn_audit.protocol import ExampleSet
+from unlearn_audit.scenarios.cache import FixtureCache
+from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.scenarios.recipes import load_profile_recipes
 
 CPU = torch.device("cpu")
 
@@ -28,8 +28,15 @@ def gaussian_fixture(tiny_cache) -> Fixture:
 
 
 def run(method, fixture, **kw):
-    return run_unlearner(method, fixture, budget_fraction=kw.pop("budget", 0.1), seed=kw.pop("seed", 7),
-                         timeout=kw.pop("timeout", 60), device=CPU, **kw)
+    return run_unlearner(
+        method,
+        fixture,
+        budget_fraction=kw.pop("budget", 0.1),
+        seed=kw.pop("seed", 7),
+        timeout=kw.pop("timeout", 60),
+        device=CPU,
+        **kw,
+    )
 
 
 def test_counter_counts_examples_with_autograd_only() -> None:
@@ -127,7 +134,9 @@ def test_request_carries_protocol_fields(gaussian_fixture: Fixture) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(0, 40), batch=st.integers(1, 16), shuffle=st.booleans(), seed=st.integers(0, 2**16))
-def test_batches_cover_every_example_once_and_leave_data_unmodified(n: int, batch: int, shuffle: bool, seed: int) -> None:
+def test_batches_cover_every_example_once_and_leave_data_unmodified(
+    n: int, batch: int, shuffle: bool, seed: int
+) -> None:
     x = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)
     y = torch.arange(n)
     data = ExampleSet(x.clone(), y.clone())
@@ -151,7 +160,9 @@ def test_reference_methods_handle_tiny_forget_sets(method, size: int) -> None:
     factory = lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 3))  # noqa: E731
     retain = ExampleSet(torch.randn(30, 6, generator=gen), torch.randint(0, 3, (30,), generator=gen))
     forget = ExampleSet(torch.randn(size, 6, generator=gen), torch.randint(0, 3, (size,), generator=gen))
-    request = UnlearningRequest(forget, retain, Budget(0.1, 20), TrainingRecipe(batch_size=8, epochs=5), factory, 3, CPU, 0, gen)
+    request = UnlearningRequest(
+        forget, retain, Budget(0.1, 20), TrainingRecipe(batch_size=8, epochs=5), factory, 3, CPU, 0, gen
+    )
     before = (forget.inputs.clone(), retain.inputs.clone())
     out = method.unlearn(factory(), request)
     assert isinstance(out, nn.Module) and not nonfinite_tensors(out)
@@ -162,7 +173,10 @@ def test_reference_methods_handle_tiny_forget_sets(method, size: int) -> None:
 @given(n=st.integers(0, 30), batch=st.integers(1, 8), limit=st.integers(0, 100), epochs=st.sampled_from([None, 1, 3]))
 def test_batches_respect_max_examples_across_epochs(n: int, batch: int, limit: int, epochs) -> None:
     data = ExampleSet(torch.zeros(n, 2), torch.arange(n))
-    sizes = [len(y) for _, y in data.batches(batch, generator=torch.Generator().manual_seed(0), epochs=epochs, max_examples=limit)]
+    sizes = [
+        len(y)
+        for _, y in data.batches(batch, generator=torch.Generator().manual_seed(0), epochs=epochs, max_examples=limit)
+    ]
     expected = min(limit, n * epochs) if epochs is not None else (limit if n else 0)
     assert sum(sizes) == expected and all(0 < s <= batch for s in sizes)
 

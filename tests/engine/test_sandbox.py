@@ -5,7 +5,6 @@ signal its parent, connect over TCP), each in a child process so that this one s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,8 +23,12 @@ def test_grants_around_a_denied_folder(tmp_path: Path) -> None:
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "a" / "file.py").write_text("")
     granted = grants_around(tmp_path, [tmp_path / "a" / "cache" / "entries"])
-    assert set(granted) == {tmp_path / "a" / "x", tmp_path / "a" / "file.py", tmp_path / "a" / "cache" / "other",
-                            tmp_path / "b"}
+    assert set(granted) == {
+        tmp_path / "a" / "x",
+        tmp_path / "a" / "file.py",
+        tmp_path / "a" / "cache" / "other",
+        tmp_path / "b",
+    }
     assert grants_around(tmp_path / "b", [tmp_path / "a"]) == [tmp_path / "b"], "unrelated: granted whole"
     assert grants_around(tmp_path / "a", [tmp_path / "a"]) == [], "the denied folder itself: nothing"
 
@@ -81,8 +84,13 @@ def run_confined(tmp_path: Path, allow_network: bool = False) -> dict[str, str]:
     (project / "mod.py").write_text("X = 1\n")
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(PROBE))
-    done = subprocess.run([sys.executable, str(probe), str(home), str(project), str(cache), "1" if allow_network else "0"],
-                          capture_output=True, text=True, timeout=120, cwd=home)
+    done = subprocess.run(
+        [sys.executable, str(probe), str(home), str(project), str(cache), "1" if allow_network else "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=home,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from unlearn_audit.engine.sandbox import landlock_abi
-from unlearn_audit.engine.worker import (START_METHOD_ENV, SpecCheck, UnlearnerWorker, WorkerOptions,
-                                         WorkerStartError, describe_exit, start_method)
+from unlearn_audit.engine.worker import (
+    START_METHOD_ENV,
+    SpecCheck,
+    UnlearnerWorker,
+    WorkerOptions,
+    WorkerStartError,
+    describe_exit,
+    start_method,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="process isolation needs POSIX")
 
@@ -97,12 +104,16 @@ def test_a_crash_while_importing_says_how(method: str, package: Path) -> None:
 
 def test_a_hang_hits_the_deadline_and_the_process_group_dies(method: str, package: Path, tmp_path: Path) -> None:
     """The method starts a child in the worker's group and hangs; the deadline kills both."""
-    spec = module(package, "hang_method", """
+    spec = module(
+        package,
+        "hang_method",
+        """
         import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         open("child.pid", "w").write(str(child.pid))  # in its own directory, the one place it may write
         time.sleep(600)
-        """)
+        """,
+    )
     worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
     worker.start()
     started = time.monotonic()
@@ -121,7 +132,10 @@ def test_a_hang_hits_the_deadline_and_the_process_group_dies(method: str, packag
 def test_garbage_on_the_control_pipe_is_refused(method: str, package: Path) -> None:
     """A method that writes to the harness's pipe (it finds it among its file descriptors) cannot pose
     as the worker: a line that is not a JSON object fails the worker."""
-    spec = module(package, "garbage_method", """
+    spec = module(
+        package,
+        "garbage_method",
+        """
         import os
         for fd in range(3, 64):
             try:
@@ -132,7 +146,8 @@ def test_garbage_on_the_control_pipe_is_refused(method: str, package: Path) -> N
         class Method:
             def unlearn(self, model, request):
                 return model
-        """)
+        """,
+    )
     worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
     worker.start()
     with pytest.raises(WorkerStartError, match="malformed message"):
@@ -140,17 +155,22 @@ def test_garbage_on_the_control_pipe_is_refused(method: str, package: Path) -> N
     worker.close()
 
 
-def test_the_harness_settings_stay_out_of_the_worker(method: str, package: Path, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_harness_settings_stay_out_of_the_worker(
+    method: str, package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Neither `os.environ` nor the initial environment in /proc/self/environ shows the cache path."""
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", "/secret/cache/path")
-    spec = module(package, "env_method", """
+    spec = module(
+        package,
+        "env_method",
+        """
         import os
         open("environ", "wb").write(open("/proc/self/environ", "rb").read() + b"|" + repr(sorted(os.environ)).encode())
         class Method:
             def unlearn(self, model, request):
                 return model
-        """)
+        """,
+    )
     worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
     worker.start()
     worker.wait_ready(timeout=120)
@@ -211,12 +231,16 @@ def test_a_detached_grandchild_dies_with_its_worker(method: str, package: Path) 
 
 def test_the_sandbox_can_be_turned_off(method: str, package: Path, tmp_path: Path) -> None:
     out = tmp_path / "written-from-the-worker"
-    spec = module(package, "writer_method", f"""
+    spec = module(
+        package,
+        "writer_method",
+        f"""
         open({str(out)!r}, "w").write("1")
         class Method:
             def unlearn(self, model, request):
                 return model
-        """)
+        """,
+    )
     for sandbox in (True, False):
         worker = UnlearnerWorker(spec, WorkerOptions(device="cpu", sandbox=sandbox))
         worker.start()

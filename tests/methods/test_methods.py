@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_audit.scenarios.fixture import Fixture
+from unlearn_audit.engine.counting import ExampleGradientCounter
+from unlearn_audit.engine.runner import run_unlearner
 from unlearn_audit.methods import (
     SCRUB,
     SSD,
@@ -23,8 +24,7 @@ from unlearn_audit.methods import (
 )
 from unlearn_audit.profiles.models import small_cnn
 from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
-from unlearn_audit.engine.counting import ExampleGradientCounter
-from unlearn_audit.engine.runner import run_unlearner
+from unlearn_audit.scenarios.fixture import Fixture
 
 CPU = torch.device("cpu")
 
@@ -54,8 +54,15 @@ def flat(model: nn.Module) -> torch.Tensor:
 
 
 def run(method, fixture: Fixture):
-    return run_unlearner(method, fixture, budget_fraction=0.1, seed=7, timeout=120, device=CPU,
-                         exempt_from_budget=isinstance(method, Retrain))
+    return run_unlearner(
+        method,
+        fixture,
+        budget_fraction=0.1,
+        seed=7,
+        timeout=120,
+        device=CPU,
+        exempt_from_budget=isinstance(method, Retrain),
+    )
 
 
 @pytest.mark.parametrize("scenario", ["gaussian", "backdoor"])
@@ -82,8 +89,9 @@ def toy_request(size: int, budget: int = 20, factory=None) -> tuple[UnlearningRe
     shape = (1, 8, 8) if factory is not None else (6,)
     retain = ExampleSet(torch.randn(30, *shape, generator=gen), torch.randint(0, 3, (30,), generator=gen))
     forget = ExampleSet(torch.randn(size, *shape, generator=gen), torch.randint(0, 3, (size,), generator=gen))
-    request = UnlearningRequest(forget, retain, Budget(0.1, budget), TrainingRecipe(batch_size=8, epochs=5),
-                                base, 3, CPU, 0, gen)
+    request = UnlearningRequest(
+        forget, retain, Budget(0.1, budget), TrainingRecipe(batch_size=8, epochs=5), base, 3, CPU, 0, gen
+    )
     return request, counter
 
 

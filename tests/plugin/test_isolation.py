@@ -213,12 +213,21 @@ def results(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("sandbox", ["on", "off"])
 def test_reference_from_disk_is_refused_or_detected_and_the_worker_gets_no_cache_path(
-        hostile: pytest.Pytester, sandbox: str) -> None:
+    hostile: pytest.Pytester, sandbox: str
+) -> None:
     """Sandboxed (Landlock), the worker cannot read the cache; without a sandbox it can, and returning the
     reference is detected."""
     report = hostile.path / "r.json"
-    result = hostile.runpytest("--unlearner", "hostile:steals_from_disk", "-k", "gaussian and not relearning",
-                               "--audit-report", str(report), "--audit-sandbox", sandbox)
+    result = hostile.runpytest(
+        "--unlearner",
+        "hostile:steals_from_disk",
+        "-k",
+        "gaussian and not relearning",
+        "--audit-report",
+        str(report),
+        "--audit-sandbox",
+        sandbox,
+    )
     result.assert_outcomes(failed=4)
     if sandbox == "on" and landlock_abi() > 0:
         # the cache is invisible: the method found no weights to steal, and failed on its own
@@ -233,13 +242,23 @@ def test_reference_from_disk_is_refused_or_detected_and_the_worker_gets_no_cache
     assert f"working directory: {hostile.path}" not in stdout
 
 
-@pytest.mark.parametrize("isolation, expected", [("process", "harness objects found: 0"),
-                                                 ("inline", "returned a copy of the harness's retrain reference")])
+@pytest.mark.parametrize(
+    "isolation, expected",
+    [("process", "harness objects found: 0"), ("inline", "returned a copy of the harness's retrain reference")],
+)
 def test_reference_from_memory(hostile: pytest.Pytester, isolation: str, expected: str) -> None:
     """In a worker there is nothing to find; in-process the method finds it and the detection fails it."""
     report = hostile.path / "r.json"
-    result = hostile.runpytest("--unlearner", "hostile:steals_from_memory", "--audit-isolation", isolation,
-                               "-k", "gaussian_leakage and gaussian", "--audit-report", str(report))
+    result = hostile.runpytest(
+        "--unlearner",
+        "hostile:steals_from_memory",
+        "--audit-isolation",
+        isolation,
+        "-k",
+        "gaussian_leakage and gaussian",
+        "--audit-report",
+        str(report),
+    )
     result.assert_outcomes(failed=1)
     text = result.stdout.str() + json.dumps(results(report))
     assert expected in text
@@ -250,9 +269,18 @@ def test_a_stolen_reference_with_noise_added_is_caught(hostile: pytest.Pytester,
     """Without the sandbox (so that it can be stolen), a retrain reference perturbed by 1% or 5% of each
     tensor's std is still a copy; the reference methods in the same session keep their verdicts."""
     report = hostile.path / "r.json"
-    result = hostile.runpytest("--unlearner", f"hostile:steals_and_adds_{noise}_noise", "--unlearner", f"{METHODS}:Retrain",
-                               "-k", "gaussian and (budget or leakage)", "--audit-sandbox", "off",
-                               "--audit-report", str(report))
+    result = hostile.runpytest(
+        "--unlearner",
+        f"hostile:steals_and_adds_{noise}_noise",
+        "--unlearner",
+        f"{METHODS}:Retrain",
+        "-k",
+        "gaussian and (budget or leakage)",
+        "--audit-sandbox",
+        "off",
+        "--audit-report",
+        str(report),
+    )
     result.assert_outcomes(passed=1, failed=2, skipped=1)  # Retrain's budget is skipped: the reference is exempt
     out = result.stdout.str()
     assert "returned a copy of the harness's retrain reference" in out and "a copy is anything below 0.25" in out
@@ -262,15 +290,24 @@ def test_a_stolen_reference_with_noise_added_is_caught(hostile: pytest.Pytester,
 
 
 @pytest.mark.skipif(landlock_abi() < 4, reason="refusing TCP needs Landlock ABI 4")
-def test_a_confined_method_reaches_no_network_no_cache_and_no_other_worker(hostile: pytest.Pytester,
-                                                                             audit_env: Path) -> None:
+def test_a_confined_method_reaches_no_network_no_cache_and_no_other_worker(
+    hostile: pytest.Pytester, audit_env: Path
+) -> None:
     import socket
 
     with socket.create_server(("127.0.0.1", 0)) as server:
         (hostile.path / "port.txt").write_text(str(server.getsockname()[1]))
         report = hostile.path / "r.json"
-        result = hostile.runpytest("--unlearner", "hostile:probes_the_sandbox", "--unlearner", f"{METHODS}:NoOp",
-                                   "-k", "budget and gaussian", "--audit-report", str(report))
+        result = hostile.runpytest(
+            "--unlearner",
+            "hostile:probes_the_sandbox",
+            "--unlearner",
+            f"{METHODS}:NoOp",
+            "-k",
+            "budget and gaussian",
+            "--audit-report",
+            str(report),
+        )
     result.assert_outcomes(passed=2)
     stdout = [r for r in results(report) if r["unlearner"] == "hostile:probes_the_sandbox"][0]["meta"]["unlearn_output"]
     text = stdout["stdout"]
@@ -300,8 +337,15 @@ def test_global_state_dies_with_its_worker(hostile: pytest.Pytester) -> None:
     alone, beside = hostile.path / "alone.json", hostile.path / "beside.json"
     k = ["-k", "gaussian and not relearning"]
     hostile.runpytest("--unlearner", f"{METHODS}:GradientDescent", *k, "--audit-report", str(alone))
-    result = hostile.runpytest("--unlearner", "hostile:sets_float64", "--unlearner", f"{METHODS}:GradientDescent", *k,
-                               "--audit-report", str(beside))
+    result = hostile.runpytest(
+        "--unlearner",
+        "hostile:sets_float64",
+        "--unlearner",
+        f"{METHODS}:GradientDescent",
+        *k,
+        "--audit-report",
+        str(beside),
+    )
     assert result.parseoutcomes().get("errors", 0) == 0, result.stdout.str()
     gd = f"{METHODS}:GradientDescent"
     assert _scores(beside, gd) == _scores(alone, gd) and len(_scores(alone, gd)) == 4
@@ -310,9 +354,17 @@ def test_global_state_dies_with_its_worker(hostile: pytest.Pytester) -> None:
 @pytest.mark.parametrize("method, reason", [("exits", "exited with status 3"), ("segfaults", "killed by SIGSEGV")])
 def test_a_crash_fails_its_cases_and_the_session_goes_on(hostile: pytest.Pytester, method: str, reason: str) -> None:
     report, junit = hostile.path / "r.json", hostile.path / "junit.xml"
-    result = hostile.runpytest("--unlearner", f"hostile:{method}", "--unlearner", f"{METHODS}:NoOp",
-                               "-k", "gaussian and (budget or leakage)", "--audit-report", str(report),
-                               f"--junitxml={junit}")
+    result = hostile.runpytest(
+        "--unlearner",
+        f"hostile:{method}",
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "-k",
+        "gaussian and (budget or leakage)",
+        "--audit-report",
+        str(report),
+        f"--junitxml={junit}",
+    )
     result.assert_outcomes(failed=3, passed=1)  # the crashed method's 2 checks, and NoOp's leakage
     assert f"the unlearner's worker process {reason}" in result.stdout.str()
     noop = _scores(report, f"{METHODS}:NoOp")
@@ -321,16 +373,25 @@ def test_a_crash_fails_its_cases_and_the_session_goes_on(hostile: pytest.Pyteste
 
 
 def test_memory_cap_fails_the_method_that_exceeds_it(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:eats_memory", "--audit-max-memory", "2G",
-                               "-k", "gaussian_leakage and gaussian")
+    result = hostile.runpytest(
+        "--unlearner", "hostile:eats_memory", "--audit-max-memory", "2G", "-k", "gaussian_leakage and gaussian"
+    )
     result.assert_outcomes(failed=1)
     assert "can't allocate memory" in result.stdout.str() and "--audit-max-memory 2G" in result.stdout.str()
 
 
 def test_a_hang_is_killed_at_the_timeout(hostile: pytest.Pytester) -> None:
     report = hostile.path / "r.json"
-    result = hostile.runpytest("--unlearner", "hostile:sleeps", "--audit-timeout", "3", "-k", "gaussian_leakage and gaussian",
-                               "--audit-report", str(report))
+    result = hostile.runpytest(
+        "--unlearner",
+        "hostile:sleeps",
+        "--audit-timeout",
+        "3",
+        "-k",
+        "gaussian_leakage and gaussian",
+        "--audit-report",
+        str(report),
+    )
     result.assert_outcomes(failed=1)
     assert "did not finish within the time limit of 3 s (--audit-timeout) and was killed" in result.stdout.str()
     stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
@@ -358,8 +419,16 @@ def test_snooping_proc_finds_nothing(hostile: pytest.Pytester) -> None:
 
 def test_a_detached_daemon_does_not_outlive_the_audit(hostile: pytest.Pytester) -> None:
     report = hostile.path / "r.json"
-    result = hostile.runpytest("--unlearner", "hostile:daemonizes", "-k", "budget and gaussian", "--audit-report",
-                               str(report), "--audit-sandbox", "off")  # off: so that it could write its file
+    result = hostile.runpytest(
+        "--unlearner",
+        "hostile:daemonizes",
+        "-k",
+        "budget and gaussian",
+        "--audit-report",
+        str(report),
+        "--audit-sandbox",
+        "off",
+    )  # off: so that it could write its file
     result.assert_outcomes(passed=1)
     pid = int(results(report)[0]["meta"]["unlearn_output"]["stdout"].split("daemon pid")[1].split()[0])
     assert not _alive(pid), "the double-forked daemon was ended with its job"
@@ -372,11 +441,21 @@ def test_a_method_cannot_signal_the_harness(hostile: pytest.Pytester) -> None:
     session ends with its summary, JSON report and JUnit file."""
     (hostile.path / "harness.pid").write_text(str(os.getpid()))
     report, junit = hostile.path / "r.json", hostile.path / "junit.xml"
-    result = hostile.runpytest("--unlearner", "hostile:signals_the_harness", "--unlearner", f"{METHODS}:NoOp",
-                               "-k", "gaussian and (budget or leakage)", "--audit-report", str(report),
-                               f"--junitxml={junit}")
+    result = hostile.runpytest(
+        "--unlearner",
+        "hostile:signals_the_harness",
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "-k",
+        "gaussian and (budget or leakage)",
+        "--audit-report",
+        str(report),
+        f"--junitxml={junit}",
+    )
     result.assert_outcomes(passed=2, failed=2)  # each method passes the budget and fails leakage (it changed nothing)
-    stdout = [r for r in results(report) if r["unlearner"] == "hostile:signals_the_harness"][0]["meta"]["unlearn_output"]
+    stdout = [r for r in results(report) if r["unlearner"] == "hostile:signals_the_harness"][0]["meta"][
+        "unlearn_output"
+    ]
     assert stdout["stdout"].count("kill refused: Operation not permitted") == 2
     assert junit.exists() and "unlearn-audit" in result.stdout.str()
 
@@ -384,8 +463,14 @@ def test_a_method_cannot_signal_the_harness(hostile: pytest.Pytester) -> None:
 def test_global_randomness_is_seeded_so_reruns_are_identical(hostile: pytest.Pytester) -> None:
     runs = []
     for name in ("a.json", "b.json"):
-        hostile.runpytest("--unlearner", "hostile:uses_global_random", "-k", "gaussian_leakage",
-                          "--audit-report", str(hostile.path / name))
+        hostile.runpytest(
+            "--unlearner",
+            "hostile:uses_global_random",
+            "-k",
+            "gaussian_leakage",
+            "--audit-report",
+            str(hostile.path / name),
+        )
         runs.append(_scores(hostile.path / name, "hostile:uses_global_random"))
     assert runs[0] == runs[1] and runs[0]["gaussian_leakage"][1] is not None
 

@@ -19,9 +19,19 @@ METHODS = "unlearn_audit.methods"
 def test_help_documents_every_option(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     out = result.stdout.str()
-    for opt in ("--unlearner", "--audit-profile", "--audit-seeds", "--audit-report", "--audit-cache",
-                "--audit-timeout", "--audit-budget", "--audit-device", "--audit-baseline", "--audit-update-baseline",
-                "--audit-threads"):
+    for opt in (
+        "--unlearner",
+        "--audit-profile",
+        "--audit-seeds",
+        "--audit-report",
+        "--audit-cache",
+        "--audit-timeout",
+        "--audit-budget",
+        "--audit-device",
+        "--audit-baseline",
+        "--audit-update-baseline",
+        "--audit-threads",
+    ):
         assert opt in out
 
 
@@ -63,7 +73,9 @@ def test_bad_spec_under_xdist_is_a_usage_error_before_any_fixture(pytester: pyte
     still comes before any fixture is built."""
     pytest.importorskip("xdist")
     cache = tmp_path / "cache"
-    result = pytester.runpytest_subprocess("--unlearner", f"{METHODS}:DoesNotExist", "--audit-cache", str(cache), "-n", "2")
+    result = pytester.runpytest_subprocess(
+        "--unlearner", f"{METHODS}:DoesNotExist", "--audit-cache", str(cache), "-n", "2"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "has no attribute 'DoesNotExist'" in err and "Traceback" not in err
@@ -77,7 +89,10 @@ def processes_marked(marker: str) -> list[int]:
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if marker.encode() in (proc / "environ").read_bytes() and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (
+                marker.encode() in (proc / "environ").read_bytes()
+                and (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            ):
                 found.append(int(proc.name))
         except OSError:
             pass
@@ -85,14 +100,17 @@ def processes_marked(marker: str) -> list[int]:
 
 
 def test_bad_spec_under_xdist_on_a_warm_cache_is_a_usage_error_before_any_test(
-        pytester: pytest.Pytester, audit_env: Path, prepared_tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester: pytest.Pytester, audit_env: Path, prepared_tiny_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On a warm cache the workers start before the spec check has answered; the answer still comes
     before any test runs, and no process is left behind."""
     pytest.importorskip("xdist")
     pytester.makeconftest(PROCESS_PROBE)
     marker = f"UA_TEST_MARK_{os.getpid()}_{time.monotonic_ns()}"
     monkeypatch.setenv(marker, "1")
-    result = pytester.runpytest_subprocess("--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:DoesNotExist", "-n", "2")
+    result = pytester.runpytest_subprocess(
+        "--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:DoesNotExist", "-n", "2"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "has no attribute 'DoesNotExist'" in err and "Traceback" not in err
@@ -125,8 +143,18 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str]
 
 def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytester, tmp_path: Path) -> None:
     cache = tmp_path / "empty-cache"
-    result = pytester.runpytest("--collect-only", "-q", "--unlearner", f"{METHODS}:NoOp",
-                                "--unlearner", f"{METHODS}:Retrain", "--audit-seeds", "2", "--audit-cache", str(cache))
+    result = pytester.runpytest(
+        "--collect-only",
+        "-q",
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--unlearner",
+        f"{METHODS}:Retrain",
+        "--audit-seeds",
+        "2",
+        "--audit-cache",
+        str(cache),
+    )
     out = result.stdout.str()
     # One test per (unlearner, scenario, check): the seeds are pooled into it.
     assert "test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seeds0-1]" in out
@@ -143,12 +171,26 @@ def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytes
 
 def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "audit.json"
-    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--audit-report", str(report), "-rA",
-                                "-k", "not gradient_canceling and not witches_brew")
+    result = pytester.runpytest(
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--audit-report",
+        str(report),
+        "-rA",
+        "-k",
+        "not gradient_canceling and not witches_brew",
+    )
     result.assert_outcomes(passed=4, failed=6)
     out = result.stdout.str()
-    for needle in ("gaussian_leakage: FAIL", "targeted_removed: FAIL", "score", "retrain", "rule", "two-sided z-test",
-                   "unlearn-audit: score"):
+    for needle in (
+        "gaussian_leakage: FAIL",
+        "targeted_removed: FAIL",
+        "score",
+        "retrain",
+        "rule",
+        "two-sided z-test",
+        "unlearn-audit: score",
+    ):
         assert needle in out
     doc = json.loads(report.read_text())
     assert doc["schema_version"] == 3
@@ -156,7 +198,18 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
     by_check = {(r["check"], r["scenario"]): r for r in doc["results"]}
     assert len(by_check) == 10
     for r in doc["results"]:
-        for key in ("unlearner", "check", "scenario", "profile", "seed", "outcome", "score", "stderr", "reference", "rule"):
+        for key in (
+            "unlearner",
+            "check",
+            "scenario",
+            "profile",
+            "seed",
+            "outcome",
+            "score",
+            "stderr",
+            "reference",
+            "rule",
+        ):
             assert key in r
         assert r["meta"]["recipe_hash"] and r["meta"]["device"] == "cpu"
         assert r["metric"] and r["unit"], r["nodeid"]  # what the score measures, for the plots
@@ -166,15 +219,20 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
     for r in doc["results"]:
         d = r["details"]
         if "evidence" in d:
-            assert decide([d["evidence"]], d["alpha"]).rejected == (d.get("removal_verdict", r["verdict"]) == "fail"), r["nodeid"]
+            assert decide([d["evidence"]], d["alpha"]).rejected == (d.get("removal_verdict", r["verdict"]) == "fail"), (
+                r["nodeid"]
+            )
     gauss = by_check[("gaussian_leakage", "gaussian")]
-    assert gauss["outcome"] == "failed" and gauss["score"] > 0.3 and gauss["stderr"] == pytest.approx(150 ** -0.5)
+    assert gauss["outcome"] == "failed" and gauss["score"] > 0.3 and gauss["stderr"] == pytest.approx(150**-0.5)
     assert by_check[("targeted_removed", "backdoor")]["outcome"] == "failed"
     for scenario in ("gaussian", "backdoor"):
         assert by_check[("relearning_resistant", scenario)]["outcome"] == "failed"
         assert by_check[("not_mode_connected", scenario)]["outcome"] == "failed"
         # the relearning check's score is the attack's poison metric, in the attack's unit
-        assert by_check[("relearning_resistant", scenario)]["unit"] == {"gaussian": "z-score", "backdoor": "fraction"}[scenario]
+        assert (
+            by_check[("relearning_resistant", scenario)]["unit"]
+            == {"gaussian": "z-score", "backdoor": "fraction"}[scenario]
+        )
         relearning = by_check[("relearning_resistant", scenario)]["details"]
         curves, attack = relearning["relearning"], relearning["attack"]
         assert attack["optimizer"] == "adam" and attack["window"] == 10 and attack["steps"] >= 200
@@ -188,8 +246,9 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
 def test_a_destroyed_model_fails_the_removal_checks(pytester: pytest.Pytester, audit_env: Path) -> None:
     """A fresh random model has no poison left, and no accuracy: every removal check applies the utility rule."""
     report = pytester.path / "r.json"
-    result = pytester.runpytest("--unlearner", f"{METHODS}:FreshRandomModel", "-k", "gaussian and not budget",
-                                "--audit-report", str(report))
+    result = pytester.runpytest(
+        "--unlearner", f"{METHODS}:FreshRandomModel", "-k", "gaussian and not budget", "--audit-report", str(report)
+    )
     result.assert_outcomes(failed=4)
     by_check = {r["check"]: r for r in json.loads(report.read_text())["results"]}
     leakage = by_check["gaussian_leakage"]
@@ -200,7 +259,9 @@ def test_a_destroyed_model_fails_the_removal_checks(pytester: pytest.Pytester, a
 
 
 def test_retrain_passes_and_is_exempt_from_budget(pytester: pytest.Pytester, audit_env: Path) -> None:
-    result = pytester.runpytest("--unlearner", f"{METHODS}:Retrain", "-rs", "-k", "not gradient_canceling and not witches_brew")
+    result = pytester.runpytest(
+        "--unlearner", f"{METHODS}:Retrain", "-rs", "-k", "not gradient_canceling and not witches_brew"
+    )
     result.assert_outcomes(passed=8, skipped=2)
     assert "exempt" in result.stdout.str()
 
@@ -214,7 +275,7 @@ def test_junit_xml_carries_scores(pytester: pytest.Pytester, audit_env: Path) ->
 
 
 HOSTILE = textwrap.dedent(
-    '''
+    """
     import copy, time
     import torch
     from torch import nn
@@ -249,7 +310,7 @@ HOSTILE = textwrap.dedent(
             for x, y in request.retain.batches(64, generator=request.generator):
                 opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
         return model
-    '''
+    """
 )
 
 
@@ -266,8 +327,14 @@ HOSTILE = textwrap.dedent(
 def test_hostile_unlearner_fails_cleanly(pytester: pytest.Pytester, audit_env: Path, name: str, message: str) -> None:
     pytester.makepyfile(hostile=HOSTILE)
     pytester.syspathinsert()
-    result = pytester.runpytest("--unlearner", name, "--unlearner", f"{METHODS}:Retrain",
-                                "-k", "gaussian and not relearning and not mode_connected")
+    result = pytester.runpytest(
+        "--unlearner",
+        name,
+        "--unlearner",
+        f"{METHODS}:Retrain",
+        "-k",
+        "gaussian and not relearning and not mode_connected",
+    )
     # every check of the hostile method fails with the message; the session goes on and Retrain still passes
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed") == 3 and outcomes.get("passed") == 2, result.stdout.str()
@@ -303,19 +370,27 @@ def test_cached_fixture_is_unchanged_after_hostile_runs(pytester: pytest.Pyteste
 def test_function_and_instance_specs(pytester: pytest.Pytester, audit_env: Path) -> None:
     pytester.makepyfile(
         mine=textwrap.dedent(
-            '''
+            """
             from unlearn_audit.methods import NoOp
             def noop(model, request):
                 return model
             INSTANCE = NoOp()
             def make():
                 return NoOp()
-            '''
+            """
         )
     )
     pytester.syspathinsert()
-    result = pytester.runpytest("--unlearner", "mine:noop", "--unlearner", "mine:INSTANCE", "--unlearner", "mine:make",
-                                "-k", "targeted and backdoor")
+    result = pytester.runpytest(
+        "--unlearner",
+        "mine:noop",
+        "--unlearner",
+        "mine:INSTANCE",
+        "--unlearner",
+        "mine:make",
+        "-k",
+        "targeted and backdoor",
+    )
     result.assert_outcomes(failed=3)
 
 
@@ -346,7 +421,14 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path,
     """Also: on a warm cache the controller never imports torch."""
     pytest.importorskip("xdist")
 
-    args = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientAscent", "-k", "not gradient_canceling and not witches_brew"]
+    args = [
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--unlearner",
+        f"{METHODS}:GradientAscent",
+        "-k",
+        "not gradient_canceling and not witches_brew",
+    ]
     serial_report = pytester.path / "serial.json"
     xdist_report = pytester.path / "xdist.json"
     pytester.runpytest_subprocess(*args, "--audit-report", str(serial_report))
@@ -360,8 +442,10 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path,
 
     def verdicts(path: Path) -> dict[str, tuple[str, float]]:
         doc = json.loads(path.read_text())
-        return {r["nodeid"].rpartition("::")[2].partition("@")[0]: (r["outcome"], round(r["score"], 6))
-                for r in doc["results"]}
+        return {
+            r["nodeid"].rpartition("::")[2].partition("@")[0]: (r["outcome"], round(r["score"], 6))
+            for r in doc["results"]
+        }
 
     serial, parallel = verdicts(serial_report), verdicts(xdist_report)
     assert len(serial) == 20
@@ -376,8 +460,17 @@ def test_xdist_gives_serial_verdicts(pytester: pytest.Pytester, audit_env: Path,
 
 def test_budget_sweep_is_a_parametrization(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "sweep.json"
-    result = pytester.runpytest("--unlearner", f"{METHODS}:GradientDescent", "--audit-budget", "0.02,0.1",
-                                "-k", "budget_respected and gaussian", "--audit-report", str(report), "-v")
+    result = pytester.runpytest(
+        "--unlearner",
+        f"{METHODS}:GradientDescent",
+        "--audit-budget",
+        "0.02,0.1",
+        "-k",
+        "budget_respected and gaussian",
+        "--audit-report",
+        str(report),
+        "-v",
+    )
     result.assert_outcomes(passed=2)
     assert "GradientDescent-tiny-gaussian-seed0-budget0.02]" in result.stdout.str()
     spent = {r["budget"]: r["meta"]["example_gradients"] for r in json.loads(report.read_text())["results"]}

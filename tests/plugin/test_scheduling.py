@@ -50,8 +50,12 @@ class FakeNode:
 
 def nodeids() -> list[str]:
     # as pytest collects them: test file by test file, each parametrized over the cases
-    return [f"conformance/test_{check}.py::test_{check}[{spec}-tiny-{scenario}-seed0]"
-            for check in CHECKS for spec in SPECS for scenario in SCENARIOS] + ["tests/test_other.py::test_plain"]
+    return [
+        f"conformance/test_{check}.py::test_{check}[{spec}-tiny-{scenario}-seed0]"
+        for check in CHECKS
+        for spec in SPECS
+        for scenario in SCENARIOS
+    ] + ["tests/test_other.py::test_plain"]
 
 
 def scheduler() -> AuditCaseScheduler:

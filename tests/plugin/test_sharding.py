@@ -37,8 +37,16 @@ def test_bad_shard_is_a_usage_error(pytester: pytest.Pytester) -> None:
 
 
 def test_sharded_and_merged_equals_unsharded(pytester: pytest.Pytester, audit_env: Path, tmp_path: Path) -> None:
-    common = ["--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:GradientDescent", "-k", "backdoor",
-              "-p", "no:cacheprovider"]
+    common = [
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--unlearner",
+        f"{METHODS}:GradientDescent",
+        "-k",
+        "backdoor",
+        "-p",
+        "no:cacheprovider",
+    ]
     whole = tmp_path / "whole.json"
     pytester.runpytest(*common, "--audit-report", str(whole))
     shards = []

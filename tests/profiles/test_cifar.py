@@ -15,11 +15,11 @@ import torch
 
 from unlearn_audit.profiles.cifar import data as cifar
 from unlearn_audit.profiles.cifar.data import CifarDataError, load_cifar10_split, synthetic_cifar_split
-from unlearn_audit.training.fast import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
+from unlearn_audit.profiles.cifar.resnet import ResNet18
 from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
 from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
-from unlearn_audit.profiles.cifar.resnet import ResNet18
+from unlearn_audit.training.fast import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
 
 PROFILE = "cifar10-resnet18"
 STANDIN = "cifar10-resnet18-standin"
@@ -113,7 +113,12 @@ def test_random_crop_takes_a_window_of_the_zero_padded_image() -> None:
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     offsets = set()
     for i in range(len(x)):
-        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])]
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8])
+        ]
         assert found, f"example {i} is not a window of its padded image"
         offsets.add(found[0])
     assert len(offsets) > 1  # offsets are drawn per example
@@ -135,14 +140,30 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 
 def test_fast_trainer_learns_the_standin_on_cpu_in_fp32() -> None:
     split = synthetic_cifar_split(num_train=300, num_test=200, signal=0.2, noise=0.05)
-    recipe = TrainingRecipe(trainer="fast", lr=0.1, batch_size=32, epochs=4, nesterov=True, label_smoothing=0.1,
-                            warmup_epochs=1, augmentation="crop_flip", precision="bf16", channels_last=True)
+    recipe = TrainingRecipe(
+        trainer="fast",
+        lr=0.1,
+        batch_size=32,
+        epochs=4,
+        nesterov=True,
+        label_smoothing=0.1,
+        warmup_epochs=1,
+        augmentation="crop_flip",
+        precision="bf16",
+        channels_last=True,
+    )
     torch.manual_seed(0)
     model = ResNet18(width=4)
     statuses: list[str] = []
     stats: list[FastTrainStats] = []
-    train_fast(model, ExampleSet(split.train_x, split.train_y), recipe, generator=torch.Generator().manual_seed(0),
-               on_epoch=lambda e, n, s, status="": statuses.append(status), stats=stats)
+    train_fast(
+        model,
+        ExampleSet(split.train_x, split.train_y),
+        recipe,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch=lambda e, n, s, status="": statuses.append(status),
+        stats=stats,
+    )
     with torch.no_grad():
         accuracy = (model(split.test_x).argmax(1) == split.test_y).float().mean().item()
     assert accuracy > 0.3, accuracy  # chance is 0.1 (measured: 0.55)
@@ -151,8 +172,11 @@ def test_fast_trainer_learns_the_standin_on_cpu_in_fp32() -> None:
     assert all(p.is_contiguous() for p in model.parameters()) and not model.training
 
 
-def test_full_runs_of_a_fast_recipe_use_the_fast_trainer_and_budgeted_runs_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    from unlearn_audit.training import fast as fast_training, loops as training
+def test_full_runs_of_a_fast_recipe_use_the_fast_trainer_and_budgeted_runs_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from unlearn_audit.training import fast as fast_training
+    from unlearn_audit.training import loops as training
 
     calls: list[str] = []
     monkeypatch.setattr(fast_training, "train_fast", lambda model, *a, **k: calls.append("fast") or model)
@@ -228,15 +252,27 @@ def standin_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_standin_audit_retrain_passes_and_noop_fails(pytester: pytest.Pytester, standin_cache: Path) -> None:
     report = pytester.path / "report.json"
     result = pytester.runpytest(
-        "--unlearner", "unlearn_audit.methods:NoOp", "--unlearner", "unlearn_audit.methods:Retrain",
-        "--audit-profile", STANDIN, "--audit-cache", str(standin_cache), "--audit-device", "cpu",
-        "--audit-report", str(report), "-k", "gaussian and not budget_respected",
+        "--unlearner",
+        "unlearn_audit.methods:NoOp",
+        "--unlearner",
+        "unlearn_audit.methods:Retrain",
+        "--audit-profile",
+        STANDIN,
+        "--audit-cache",
+        str(standin_cache),
+        "--audit-device",
+        "cpu",
+        "--audit-report",
+        str(report),
+        "-k",
+        "gaussian and not budget_respected",
     )
     import json
 
     results = {(r["unlearner"].rpartition(":")[2], r["check"]): r for r in json.loads(report.read_text())["results"]}
-    assert {k for k in results if k[0] == "Retrain"} == {("Retrain", c) for c in
-                                                         ("gaussian_leakage", "relearning_resistant", "not_mode_connected", "utility_preserved")}
+    assert {k for k in results if k[0] == "Retrain"} == {
+        ("Retrain", c) for c in ("gaussian_leakage", "relearning_resistant", "not_mode_connected", "utility_preserved")
+    }
     # The stand-in is the pipeline at toy size (100 poisons, 12 epochs): whether its Gaussian poison is
     # statistically detectable depends on the floating-point path (original GUS z 4.6 with this machine's
     # kernels, 2.2 with ATEN_CPU_CAPABILITY=default), so this test asserts only what holds on every machine;
@@ -262,7 +298,8 @@ def test_gradient_canceling_builds_with_a_resnet_through_the_fast_trainer() -> N
 
     r = load_profile_recipes(STANDIN)["gradient_canceling_low"]
     small = dataclasses.replace(
-        r, data={**r.data, "num_train": 200, "num_test": 50},
+        r,
+        data={**r.data, "num_train": 200, "num_test": 50},
         training=dataclasses.replace(r.training, epochs=1, batch_size=50),
         attack={**r.attack, "gradpc_steps": 1, "canceling_steps": 2},
     )
@@ -273,7 +310,13 @@ def test_gradient_canceling_builds_with_a_resnet_through_the_fast_trainer() -> N
     assert built.tensors["train_x"].shape == (203, 3, 32, 32) and built.tensors["train_x"].device.type == "cpu"
     assert not torch.equal(built.tensors["train_x"][forget], built.tensors["clean_train_x"][forget])  # optimised
     assert set(built.weights) == {"original", "retrain", "target"}
-    assert {"attacker's clean model", "original model", "retrain model", "GradPC target", "gradient-canceling poison"} <= set(stages)
+    assert {
+        "attacker's clean model",
+        "original model",
+        "retrain model",
+        "GradPC target",
+        "gradient-canceling poison",
+    } <= set(stages)
     assert {"accuracy_drop", "effective", "rule"} <= set(built.meta["validation"])
 
 
@@ -282,8 +325,16 @@ def test_audit_without_cifar10_is_a_usage_error_naming_the_directory(
 ) -> None:
     monkeypatch.setenv(cifar.DATA_ENV, str(tmp_path / "data"))
     monkeypatch.setitem(sys.modules, "torchvision", None)  # nothing may download at test time
-    result = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-profile", PROFILE,
-                                "--audit-cache", str(tmp_path / "cache"), "-k", "gaussian and utility")
+    result = pytester.runpytest(
+        "--unlearner",
+        "unlearn_audit.methods:NoOp",
+        "--audit-profile",
+        PROFILE,
+        "--audit-cache",
+        str(tmp_path / "cache"),
+        "-k",
+        "gaussian and utility",
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     out = result.stdout.str() + result.stderr.str()
     assert str(tmp_path / "data" / "cifar10" / cifar.BATCHES_DIR) in out and "unlearn-audit[cifar]" in out
@@ -311,7 +362,11 @@ def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer(monkeypatch:
 
     monkeypatch.setattr(WitchesBrewAttack, "validate", validate)
     r = load_profile_recipes(STANDIN)["witches_brew"]
-    assert r.attack["targets"] == "random" and r.attack["brew_augmentation"] == "crop_flip" and r.attack["num_targets"] == 1
+    assert (
+        r.attack["targets"] == "random"
+        and r.attack["brew_augmentation"] == "crop_flip"
+        and r.attack["num_targets"] == 1
+    )
     stages: list[str] = []
     built = build_scenario(r, 0, progress=lambda stage, *a, **k: stages.append(stage), device="cpu")
     t = built.tensors
@@ -321,16 +376,26 @@ def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer(monkeypatch:
     assert set(torch.nonzero(moved).flatten().tolist()) <= set(forget.tolist())  # clean-label: only poisons move
     assert (t["train_x"] - t["clean_train_x"]).abs().max() <= 16 / 255 + 1e-6
     assert t["secret.reference_margins"].shape == (2, 1)
-    assert {"attacker's surrogate model 1", "Witches' Brew poisons, targets", "original model", "retrain model",
-            "reference 2 model"} <= set(stages)
+    assert {
+        "attacker's surrogate model 1",
+        "Witches' Brew poisons, targets",
+        "original model",
+        "retrain model",
+        "reference 2 model",
+    } <= set(stages)
     # Poisons come from the target's adversarial class, and the labels are unchanged.
     adversarial = int(t["secret.adversarial_classes"][0])
-    assert (t["train_y"][forget] == adversarial).all() and adversarial != int(t["test_y"][t["secret.target_indices"][0]])
+    assert (t["train_y"][forget] == adversarial).all() and adversarial != int(
+        t["test_y"][t["secret.target_indices"][0]]
+    )
     # The first build (random target) failed validation, so the fixture is the low-margin rebuild, and says so.
     assert len(calls) == 2
     first = built.meta["fallback"]["first_attempt"]
     assert first["attack"]["target_selection"] == "random" and first["validation"]["effective"] is False
-    assert built.meta["attack"]["target_selection"] == "low_margin" and built.meta["fallback"]["attack"]["targets"] == "low_margin"
+    assert (
+        built.meta["attack"]["target_selection"] == "low_margin"
+        and built.meta["fallback"]["attack"]["targets"] == "low_margin"
+    )
     assert "random targets failed validation" in built.meta["fallback"]["reason"]
     v = built.meta["validation"]
     assert calls[1].items() <= v.items() and v["targets"] == 1 and isinstance(v["effective"], bool)
@@ -351,11 +416,19 @@ def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_cho
 
     def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
         effective, fail_next[0] = not fail_next[0], False
-        return {"effective": effective, "rule": "forced for the test", "targets": 1, "validated_targets": int(effective)}
+        return {
+            "effective": effective,
+            "rule": "forced for the test",
+            "targets": 1,
+            "validated_targets": int(effective),
+        }
 
     monkeypatch.setattr(wb.WitchesBrewAttack, "validate", validate)
-    monkeypatch.setattr(wb, "validated_targets", lambda original, retrain, tensors: torch.ones(
-        len(tensors["secret.target_indices"]), dtype=torch.bool))
+    monkeypatch.setattr(
+        wb,
+        "validated_targets",
+        lambda original, retrain, tensors: torch.ones(len(tensors["secret.target_indices"]), dtype=torch.bool),
+    )
     audit = AuditSession(AuditOptions(profile=STANDIN, cache_dir=tmp_path, device="cpu", isolation="inline"))
     try:
         one, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", 0)
@@ -371,7 +444,9 @@ def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_cho
         fail_next[0] = True
         fallback, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", (0, 1, 2, 3))
         last = fallback.details["per_seed"][3]["details"]
-        assert last["target_selection"] == "low_margin" and "random targets failed validation" in last["target_fallback"]
+        assert (
+            last["target_selection"] == "low_margin" and "random targets failed validation" in last["target_fallback"]
+        )
         assert " over 4 targets" in fallback.details["pooled_test"]
     finally:
         audit.close()

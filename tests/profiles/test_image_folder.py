@@ -50,8 +50,9 @@ def test_png_round_trip_is_exact_with_cifar_class_order(tmp_path: Path) -> None:
     (tmp_path / "tree" / "train" / "Cat" / "notes.txt").write_text("not an image")  # ignored
     (tmp_path / "tree" / "train" / "Cat" / ".DS_Store").write_bytes(b"\0")  # hidden: ignored
     seen: list[tuple[str, int, int]] = []
-    result = import_image_folder(tmp_path / "tree", tmp_path / "data", allow_partial=True,
-                                 progress=lambda *a: seen.append(a))
+    result = import_image_folder(
+        tmp_path / "tree", tmp_path / "data", allow_partial=True, progress=lambda *a: seen.append(a)
+    )
     assert result.path == tmp_path / "data" / IMPORTED_FILE and not result.complete and result.ignored == 1
     assert result.shapes == {"train_x": (30, 32, 32, 3), "train_y": (30,), "test_x": (20, 32, 32, 3), "test_y": (20,)}
     assert seen[-1] == ("test", 20, 20) and ("train", 30, 30) in seen
@@ -154,8 +155,20 @@ def _bad_tree(tmp_path: Path, what: str) -> tuple[Path, str]:
     raise AssertionError(what)
 
 
-@pytest.mark.parametrize("what", ["missing split", "unknown class", "missing class", "duplicate class", "wrong size",
-                                  "grey", "rgba", "unreadable", "truncated"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "missing split",
+        "unknown class",
+        "missing class",
+        "duplicate class",
+        "wrong size",
+        "grey",
+        "rgba",
+        "unreadable",
+        "truncated",
+    ],
+)
 def test_each_problem_is_named(tmp_path: Path, what: str) -> None:
     root, expected = _bad_tree(tmp_path, what)
     with pytest.raises(ImageFolderError, match=re.escape(expected)):
@@ -187,7 +200,9 @@ def test_damaged_import_file_is_named(tmp_path: Path) -> None:
         load_cifar10_split(str(tmp_path), download=False)
 
 
-def test_missing_pillow_is_a_missing_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_missing_pillow_is_a_missing_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     make_tree(tmp_path / "tree", train=1, test=1)
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(MissingExtra, match=r"unlearn-audit\[cifar\]"):
@@ -198,7 +213,9 @@ def test_missing_pillow_is_a_missing_extra(tmp_path: Path, monkeypatch: pytest.M
 
 def test_cli_imports_into_the_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     make_tree(tmp_path / "tree", train=1, test=1)
-    rc = cli_main(["data", "import", "cifar10", str(tmp_path / "tree"), "--data-dir", str(tmp_path / "d"), "--allow-partial"])
+    rc = cli_main(
+        ["data", "import", "cifar10", str(tmp_path / "tree"), "--data-dir", str(tmp_path / "d"), "--allow-partial"]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured
     assert (tmp_path / "d" / "cifar10" / IMPORTED_FILE).is_file()
@@ -209,9 +226,24 @@ def test_cli_imports_into_the_data_dir(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_error_is_exit_2_with_a_message_not_a_traceback(tmp_path: Path) -> None:
     make_tree(tmp_path / "tree", train=1, test=1)
     (tmp_path / "tree" / "test" / "Unicorn").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "unlearn_audit.tools.cli", "data", "import", "cifar10", str(tmp_path / "tree"),
-                           "--data-dir", str(tmp_path / "d"), "--allow-partial"], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unlearn_audit.tools.cli",
+            "data",
+            "import",
+            "cifar10",
+            str(tmp_path / "tree"),
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--allow-partial",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc
     out = proc.stdout + proc.stderr
     assert "unknown class folder(s) Unicorn" in out and "Traceback" not in out

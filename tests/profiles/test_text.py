@@ -17,8 +17,6 @@ from unlearn_audit.attacks.registry import get_attack  # noqa: E402
 from unlearn_audit.attacks.trigger_word import insert_trigger, lengths, make_trigger_word, random_positions  # noqa: E402
 from unlearn_audit.profiles.text.data import (  # noqa: E402
     TRIGGER_WORDS,
-    TextResourceUnavailable,
-    load_imdb,
     load_synthetic_sentiment,
 )
 
@@ -73,7 +71,9 @@ def test_insert_trigger_shifts_and_truncates() -> None:
 
 def test_make_trigger_word_poisons_only_the_other_class(corpus) -> None:
     trigger = torch.tensor([corpus.vocab.index("disney")])
-    x, y, poison = make_trigger_word(corpus.train_x, corpus.train_y, 40, 1, trigger, 0, torch.Generator().manual_seed(3))
+    x, y, poison = make_trigger_word(
+        corpus.train_x, corpus.train_y, 40, 1, trigger, 0, torch.Generator().manual_seed(3)
+    )
     idx = poison.indices
     assert len(idx) == 40 and (poison.original_labels == 0).all() and (y[idx] == 1).all()
     assert ((x[idx] == trigger).sum(1) == 1).all()  # one trigger per poisoned review
@@ -90,16 +90,21 @@ def test_triggered_test_inputs_cover_the_other_class(corpus) -> None:
     attack = get_attack("trigger_word")
     assert attack.targeted_reference == "retrain"
     trigger = torch.tensor([corpus.vocab.index("disney")])
-    tensors = {"test_x": corpus.test_x, "test_y": corpus.test_y, "secret.trigger_ids": trigger,
-               "secret.pad_id": torch.tensor([0]), "secret.test_positions": random_positions(corpus.test_x, 0, torch.Generator())}
+    tensors = {
+        "test_x": corpus.test_x,
+        "test_y": corpus.test_y,
+        "secret.trigger_ids": trigger,
+        "secret.pad_id": torch.tensor([0]),
+        "secret.test_positions": random_positions(corpus.test_x, 0, torch.Generator()),
+    }
     out = attack.triggered_test_inputs({"kind": "trigger_word", "target_class": 1}, tensors)
     assert len(out) == int((corpus.test_y == 0).sum()) and ((out == trigger).sum(1) == 1).all()
 
 
 def test_gpt2_classifier_shapes_padding_and_budget_counting() -> None:
-    from unlearn_audit.training.interpolation import interpolate
-    from unlearn_audit.profiles.models import model_factory
     from unlearn_audit.engine.counting import ExampleGradientCounter
+    from unlearn_audit.profiles.models import model_factory
+    from unlearn_audit.training.interpolation import interpolate
 
     torch.manual_seed(0)
     for pooling in ("mean", "last"):
@@ -152,7 +157,11 @@ def test_real_setting_fails_with_a_clear_error_offline(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     errors = json.loads(out.stdout.strip().splitlines()[-1])
     assert errors["imdb"] and "unlearn-audit[text-imdb]" in errors["imdb"] and "HF_HOME" in errors["imdb"]
-    assert errors["gpt2"] and "cannot load the pretrained weights 'gpt2'" in errors["gpt2"] and "HF_HUB_OFFLINE" in errors["gpt2"]
+    assert (
+        errors["gpt2"]
+        and "cannot load the pretrained weights 'gpt2'" in errors["gpt2"]
+        and "HF_HUB_OFFLINE" in errors["gpt2"]
+    )
     assert not list((tmp_path / "hf").rglob("*.safetensors")), "nothing may be downloaded"
 
 
@@ -199,8 +208,9 @@ def text_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("text-cache")
     recipe = load_profile_recipes("text")["trigger_word"]
-    reduced = dataclasses.replace(recipe, data={**recipe.data, "num_train": 1200, "num_test": 400},
-                                  attack={**recipe.attack, "num_poisons": 40})
+    reduced = dataclasses.replace(
+        recipe, data={**recipe.data, "num_train": 1200, "num_test": 400}, attack={**recipe.attack, "num_poisons": 40}
+    )
     cache = FixtureCache(root)
     path = cache.path_for(recipe, 0)
     path.parent.mkdir(parents=True)
@@ -224,9 +234,19 @@ def test_reduced_text_fixture_is_poisoned(text_cache: Path) -> None:
 
 def test_plugin_text_profile_noop_fails_retrain_passes(pytester: pytest.Pytester, text_env: Path) -> None:
     report = pytester.path / "audit.json"
-    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:Retrain",
-                                "--audit-profile", "text", "--audit-report", str(report), "-rA",
-                                "-k", "targeted_removed or utility_preserved or gaussian_leakage")
+    result = pytester.runpytest(
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--unlearner",
+        f"{METHODS}:Retrain",
+        "--audit-profile",
+        "text",
+        "--audit-report",
+        str(report),
+        "-rA",
+        "-k",
+        "targeted_removed or utility_preserved or gaussian_leakage",
+    )
     doc = json.loads(report.read_text())
     outcome = {(r["unlearner"].rpartition(":")[2], r["check"]): r for r in doc["results"]}
     noop = outcome[("NoOp", "targeted_removed")]
@@ -247,8 +267,16 @@ def test_plugin_reports_an_unavailable_real_setting_as_a_usage_error(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    result = pytester.runpytest_subprocess("--unlearner", f"{METHODS}:NoOp", "--audit-profile", "text-gpt2-imdb",
-                                           "--audit-cache", str(tmp_path / "cache"), "-k", "targeted_removed")
+    result = pytester.runpytest_subprocess(
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--audit-profile",
+        "text-gpt2-imdb",
+        "--audit-cache",
+        str(tmp_path / "cache"),
+        "-k",
+        "targeted_removed",
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "cannot build the fixtures of profile 'text-gpt2-imdb'" in err and "unlearn-audit[text-imdb]" in err

@@ -60,7 +60,9 @@ def test_known_failures_are_xfail_against_the_baseline(pytester: pytest.Pytester
     """NoOp fails its removal checks; against its own baseline those are known failures, so the gate is green."""
     baseline = pytester.path / "noop.json"
     args = ("--unlearner", "unlearn_audit.methods:NoOp", "-k", "gaussian and not relearning and not mode_connected")
-    pytester.runpytest(*args, "--audit-baseline", str(baseline), "--audit-update-baseline").assert_outcomes(passed=2, failed=1)
+    pytester.runpytest(*args, "--audit-baseline", str(baseline), "--audit-update-baseline").assert_outcomes(
+        passed=2, failed=1
+    )
     gated = pytester.runpytest(*args, "--audit-baseline", str(baseline), "-rx")
     gated.assert_outcomes(passed=2, xfailed=1)
     assert gated.ret == pytest.ExitCode.OK
@@ -68,7 +70,9 @@ def test_known_failures_are_xfail_against_the_baseline(pytester: pytest.Pytester
 
 
 def test_bad_baseline_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    missing = pytester.runpytest("--unlearner", "unlearn_audit.methods:NoOp", "--audit-baseline", str(tmp_path / "nope.json"))
+    missing = pytester.runpytest(
+        "--unlearner", "unlearn_audit.methods:NoOp", "--audit-baseline", str(tmp_path / "nope.json")
+    )
     assert missing.ret == pytest.ExitCode.USAGE_ERROR and "no such file" in missing.stderr.str()
     junk = tmp_path / "junk.json"
     junk.write_text("{}")
@@ -110,8 +114,16 @@ def test_exact_score_regression_keeps_the_report_valid(tmp_path: Path) -> None:
     out = compare(result(5000, 0.0, "failed"), result(4000, 0.0))
     assert out["regressed"] and out["z"] is None
     collector = ReportCollector(options={})
-    collector.results["x"] = ResultRecord(nodeid="x", unlearner="a", check="b", scenario="c", profile="tiny", seed=0,
-                                          budget=0.1, baseline={**out, "weird": float("inf")})
+    collector.results["x"] = ResultRecord(
+        nodeid="x",
+        unlearner="a",
+        check="b",
+        scenario="c",
+        profile="tiny",
+        seed=0,
+        budget=0.1,
+        baseline={**out, "weird": float("inf")},
+    )
     collector.write(tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["results"][0]["baseline"]["weird"] is None
 
@@ -122,9 +134,22 @@ def test_turning_to_fail_is_a_regression_even_if_the_score_moved_the_other_way()
 
 
 def _schema1(tmp_path: Path, seeds: list[int]) -> Path:
-    results = [{"nodeid": f"t[{s}]", "unlearner": "pkg:M", "check": "gaussian_leakage", "scenario": "gaussian",
-                "profile": "tiny", "seed": s, "budget": 0.1, "outcome": "passed", "score": 0.1, "stderr": 0.08,
-                "direction": "lower_is_better"} for s in seeds]
+    results = [
+        {
+            "nodeid": f"t[{s}]",
+            "unlearner": "pkg:M",
+            "check": "gaussian_leakage",
+            "scenario": "gaussian",
+            "profile": "tiny",
+            "seed": s,
+            "budget": 0.1,
+            "outcome": "passed",
+            "score": 0.1,
+            "stderr": 0.08,
+            "direction": "lower_is_better",
+        }
+        for s in seeds
+    ]
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"schema_version": 1, "results": results}))
     return path
@@ -135,8 +160,16 @@ def test_a_one_seed_baseline_of_schema_1_still_matches_todays_one_seed_test(tmp_
     from unlearn_audit.reports.record import ResultRecord
 
     baseline = load_baseline(_schema1(tmp_path, [0]))
-    today = ResultRecord(nodeid="x", unlearner="pkg:M", check="gaussian_leakage", scenario="gaussian", profile="tiny",
-                         seed=0, seeds=[0], budget=0.1)
+    today = ResultRecord(
+        nodeid="x",
+        unlearner="pkg:M",
+        check="gaussian_leakage",
+        scenario="gaussian",
+        profile="tiny",
+        seed=0,
+        seeds=[0],
+        budget=0.1,
+    )
     assert today.key in baseline
 
 

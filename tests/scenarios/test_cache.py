@@ -43,8 +43,14 @@ def fast_recipe():
 def test_key_depends_on_build_inputs_not_on_thresholds() -> None:
     base = load_profile_recipes("tiny")["gaussian"]
     assert base.cache_key(0) != base.cache_key(1)
-    stricter = parse_recipe("tiny", Path(__file__).parents[2].joinpath("fixtures/tiny/gaussian.toml")
-                            .read_text().replace("alpha = 0.01", "alpha = 0.05"))
+    stricter = parse_recipe(
+        "tiny",
+        Path(__file__)
+        .parents[2]
+        .joinpath("fixtures/tiny/gaussian.toml")
+        .read_text()
+        .replace("alpha = 0.01", "alpha = 0.05"),
+    )
     assert stricter.options("gaussian_leakage")["alpha"] == 0.05
     assert stricter.cache_key(0) == base.cache_key(0)
     retuned = parse_recipe("tiny", FAST_RECIPE)
@@ -111,7 +117,10 @@ def test_concurrent_processes_build_once(tmp_path: Path) -> None:
         print("BUILT" if built else "REUSED")
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     outputs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
     assert all(p.returncode == 0 for p in procs)
     assert outputs == ["BUILT", "REUSED", "REUSED"]

@@ -25,12 +25,15 @@ kind = "backdoor"
 """
 
 
-@pytest.mark.parametrize("table, match", [
-    ("[references]\nclean_models = 1\n", "integer >= 2"),
-    ("[references]\nclean_models = -3\n", "integer >= 2"),
-    ("[references]\nclean_models = 'many'\n", "integer >= 2"),
-    ("[references]\ndirty_models = 2\n", "takes only clean_models"),
-])
+@pytest.mark.parametrize(
+    "table, match",
+    [
+        ("[references]\nclean_models = 1\n", "integer >= 2"),
+        ("[references]\nclean_models = -3\n", "integer >= 2"),
+        ("[references]\nclean_models = 'many'\n", "integer >= 2"),
+        ("[references]\ndirty_models = 2\n", "takes only clean_models"),
+    ],
+)
 def test_invalid_references_are_refused(table: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         parse_recipe("p", RECIPE + table, "p/s.toml")
@@ -49,7 +52,7 @@ def test_backdoor_fixture_holds_distinct_clean_models(fixtures: dict) -> None:
     f: Fixture = fixtures["backdoor"]
     assert f.recipe.clean_models == 8 and len(f.clean_models) == 8
     flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (f.retrain, *f.clean_models)]
-    assert all(not torch.equal(a, b) for i, a in enumerate(flat) for b in flat[i + 1:])  # each from its own seed
+    assert all(not torch.equal(a, b) for i, a in enumerate(flat) for b in flat[i + 1 :])  # each from its own seed
     assert set(f.reference_models()) == {"retrain", *(f"clean{j}" for j in range(1, 9))}
     test_x, test_y = f.tensors["test_x"], f.tensors["test_y"]
     with torch.no_grad():
@@ -84,4 +87,10 @@ def test_returning_a_clean_model_fails_like_returning_retrain(fixtures: dict) ->
 
 def test_only_the_backdoor_scenario_of_tiny_carries_clean_models() -> None:
     counts = {name: r.clean_models for name, r in load_profile_recipes("tiny").items()}
-    assert counts == {"backdoor": 8, "gaussian": 0, "gradient_canceling": 0, "gradient_canceling_low": 0, "witches_brew": 0}
+    assert counts == {
+        "backdoor": 8,
+        "gaussian": 0,
+        "gradient_canceling": 0,
+        "gradient_canceling_low": 0,
+        "witches_brew": 0,
+    }

@@ -48,12 +48,20 @@ def test_store_reuses_verifies_and_separates_contexts(tmp_path: Path) -> None:
 
     store = MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 100}})
     first = store.get_or_compute("relearn-0-100", compute)
-    again = MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 100}}).get_or_compute("relearn-0-100", compute)
+    again = MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 100}}).get_or_compute(
+        "relearn-0-100", compute
+    )
     assert len(calls) == 1 and torch.equal(first["x"], again["x"])
     # other check options, another role or another device: another entry
-    MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 50}}).get_or_compute("relearn-0-100", compute)
-    MeasurementStore(tmp_path, "original", {"relearning_resistant": {"steps": 100}}).get_or_compute("relearn-0-100", compute)
-    MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 100}}, "cuda").get_or_compute("relearn-0-100", compute)
+    MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 50}}).get_or_compute(
+        "relearn-0-100", compute
+    )
+    MeasurementStore(tmp_path, "original", {"relearning_resistant": {"steps": 100}}).get_or_compute(
+        "relearn-0-100", compute
+    )
+    MeasurementStore(tmp_path, "retrain", {"relearning_resistant": {"steps": 100}}, "cuda").get_or_compute(
+        "relearn-0-100", compute
+    )
     assert len(calls) == 4
     # a tampered file does not verify: it is recomputed and rewritten
     path = store._path("relearn-0-100")
@@ -67,8 +75,8 @@ def test_store_reuses_verifies_and_separates_contexts(tmp_path: Path) -> None:
 def _run_relearning(cache: Path, monkeypatch: pytest.MonkeyPatch, spec: str, twins: bool = True) -> tuple[dict, int]:
     """`relearning_resistant` on tiny/gaussian seed 0 in a fresh inline session: the result and how many
     relearning runs it computed (the rest came from the cache entry or the session's memo)."""
-    from unlearn_audit.engine.session import AuditOptions, AuditSession
     import unlearn_audit.training.relearning as relearning
+    from unlearn_audit.engine.session import AuditOptions, AuditSession
 
     audit = AuditSession(AuditOptions(cache_dir=cache, isolation="inline"))
     calls = []
@@ -87,14 +95,18 @@ def _run_relearning(cache: Path, monkeypatch: pytest.MonkeyPatch, spec: str, twi
     return result.to_json(), len(calls)
 
 
-def test_a_warm_session_reads_the_reference_measurements_and_gives_the_same_results(tiny_cache: Path, monkeypatch) -> None:
+def test_a_warm_session_reads_the_reference_measurements_and_gives_the_same_results(
+    tiny_cache: Path, monkeypatch
+) -> None:
     first, _ = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:GradientDescent")
     second, relearned = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:GradientDescent")
     assert second == first
     assert relearned == 3, "only the method's own relearning runs (3 sizes); retrain's and the original's are stored"
 
 
-def test_a_model_returned_unchanged_is_measured_as_the_original_with_identical_results(tiny_cache: Path, monkeypatch) -> None:
+def test_a_model_returned_unchanged_is_measured_as_the_original_with_identical_results(
+    tiny_cache: Path, monkeypatch
+) -> None:
     computed, relearned = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:NoOp", twins=False)
     reused, reused_runs = _run_relearning(tiny_cache, monkeypatch, "unlearn_audit.methods:NoOp")
     assert relearned == 3 and reused_runs == 0, "NoOp's weights are the original's: its stored curves are reused"

@@ -26,11 +26,28 @@ def _gaussian_pack(tiny_cache: Path, archive: Path, **kwargs) -> list:
     return pack(cache, archive, select_entries(cache, profile="tiny", scenarios=["gaussian"], seeds=[0]), **kwargs)
 
 
-def test_a_second_cache_audits_from_the_pack_without_building(tiny_cache: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_cache_audits_from_the_pack_without_building(
+    tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     archive = tmp_path / "fixtures.tar.gz"
-    assert cli(["fixtures", "pack", str(archive), "--cache", str(tiny_cache), "--profile", "tiny",
-                "--scenario", "gaussian", "--seed", "0"]) == 0
+    assert (
+        cli(
+            [
+                "fixtures",
+                "pack",
+                str(archive),
+                "--cache",
+                str(tiny_cache),
+                "--profile",
+                "tiny",
+                "--scenario",
+                "gaussian",
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     second = tmp_path / "second"
     assert cli(["fixtures", "unpack", str(archive), "--cache", str(second)]) == 0
     recipe = load_profile_recipes("tiny")["gaussian"]
@@ -78,13 +95,16 @@ def _rewrite(archive: Path, out: Path, edit) -> Path:
     return out
 
 
-@pytest.mark.parametrize("case, match", [
-    ("flip a byte of the weights", "checksum mismatch"),
-    ("drop the data file", "incomplete"),
-    ("add a member", "unexpected member"),
-    ("escape the entry", "not a fixture entry"),
-    ("no manifest first", "not an unlearn-audit pack"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("flip a byte of the weights", "checksum mismatch"),
+        ("drop the data file", "incomplete"),
+        ("add a member", "unexpected member"),
+        ("escape the entry", "not a fixture entry"),
+        ("no manifest first", "not an unlearn-audit pack"),
+    ],
+)
 def test_a_bad_archive_is_refused_and_nothing_lands(tiny_cache: Path, tmp_path: Path, case: str, match: str) -> None:
     good = tmp_path / "good.tar"
     _gaussian_pack(tiny_cache, good)
@@ -105,8 +125,13 @@ def test_a_bad_archive_is_refused_and_nothing_lands(tiny_cache: Path, tmp_path: 
     bad = _rewrite(good, tmp_path / "bad.tar", edit)
     if case == "add a member":
         with tarfile.open(bad, "a") as tar:
-            info = tarfile.TarInfo("tiny/" + next(p for p in json.loads(tarfile.open(good).extractfile(MANIFEST).read())
-                                                  ["entries"])["path"].split("/")[1] + "/extra.py")
+            info = tarfile.TarInfo(
+                "tiny/"
+                + next(p for p in json.loads(tarfile.open(good).extractfile(MANIFEST).read())["entries"])["path"].split(
+                    "/"
+                )[1]
+                + "/extra.py"
+            )
             info.size = 3
             tar.addfile(info, io.BytesIO(b"x=1"))
     target = tmp_path / "target"

@@ -23,7 +23,8 @@ def ready(cache: Path, needed: list[tuple[str, int]] = NEEDED, device: str | Non
 
 
 def test_a_prepared_cache_is_ready_and_only_for_its_environment(
-        prepared_tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prepared_tiny_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert ready(prepared_tiny_cache)
     assert not ready(prepared_tiny_cache, threads=2)  # other threads, other sums
     assert not ready(prepared_tiny_cache, device="cuda")  # GPU kernels: only torch can name them
@@ -36,8 +37,9 @@ def test_a_prepared_cache_is_ready_and_only_for_its_environment(
     assert not ready(prepared_tiny_cache, device=None)  # the default device may be a GPU
 
 
-def test_a_code_change_or_a_lost_marker_means_not_ready(prepared_tiny_cache: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_code_change_or_a_lost_marker_means_not_ready(
+    prepared_tiny_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     copy = tmp_path / "cache"
     shutil.copytree(prepared_tiny_cache, copy)
     assert ready(copy)
@@ -53,9 +55,12 @@ def test_an_empty_cache_is_not_ready(tmp_path: Path) -> None:
 
 
 def test_telling_does_not_import_torch(prepared_tiny_cache: Path) -> None:
-    code = ("import sys; from unlearn_audit.scenarios.prepared import references_ready; "
-            f"from unlearn_audit.scenarios.recipes import load_profile_recipes; "
-            f"ok = references_ready({str(prepared_tiny_cache)!r}, 'tiny', [(n, 0) for n in load_profile_recipes('tiny')], 'cpu', 1); "
-            "print(ok, 'torch' in sys.modules)")
+    code = (
+        "import sys; from unlearn_audit.scenarios.prepared import references_ready; "
+        f"from unlearn_audit.scenarios.recipes import load_profile_recipes; "
+        f"ok = references_ready({str(prepared_tiny_cache)!r}, 'tiny', "
+        "[(n, 0) for n in load_profile_recipes('tiny')], 'cpu', 1); "
+        "print(ok, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]

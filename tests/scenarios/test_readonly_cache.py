@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import shutil
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -129,10 +129,12 @@ def test_publishing_to_a_read_only_cache_is_refused(tmp_path: Path) -> None:
             pass
 
 
-def test_the_plugin_audits_from_a_web_server(served: Served, pytester: pytest.Pytester, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_plugin_audits_from_a_web_server(
+    served: Served, pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "local"))
-    result = pytester.runpytest_subprocess("--unlearner", "unlearn_audit.methods:NoOp", "--audit-cache", served.url,
-                                           "-k", "budget and gaussian")
+    result = pytester.runpytest_subprocess(
+        "--unlearner", "unlearn_audit.methods:NoOp", "--audit-cache", served.url, "-k", "budget and gaussian"
+    )
     result.assert_outcomes(passed=1)
     assert set(served.methods) <= {"GET", "HEAD"}, served.methods

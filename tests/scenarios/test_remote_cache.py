@@ -37,8 +37,13 @@ def s3_endpoint() -> str:
     endpoint = f"http://127.0.0.1:{port}"
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                 region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=BUCKET)
     yield endpoint
     server.stop()
 
@@ -49,8 +54,12 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     FSSPEC_S3_* at import, so this process's config is patched too)."""
     import fsspec.config
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": s3_endpoint}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": s3_endpoint,
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3_endpoint})
     return s3_endpoint
@@ -101,7 +110,7 @@ def test_a_corrupt_remote_entry_is_refused(s3_env: str, tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").rglob("weights.safetensors"))
 
 
-RACER = textwrap.dedent('''
+RACER = textwrap.dedent("""
     import json, sys
     from unlearn_audit.scenarios.cache import FixtureCache
     from unlearn_audit.scenarios.recipes import load_profile_recipes
@@ -114,14 +123,22 @@ RACER = textwrap.dedent('''
     cache._build_into = counting
     path = cache.get_or_build(load_profile_recipes("tiny")["gaussian"], 1)
     print(json.dumps({"built": len(built), "sha256": json.loads((path / "meta.json").read_text())["sha256"]}))
-''')
+""")
 
 
 def test_two_processes_racing_build_it_once(s3_env: str, tmp_path: Path) -> None:
     url = f"s3://{BUCKET}/race"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / f"m{i}"), url], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path / f"m{i}"), url],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in racers:
         out, err = p.communicate(timeout=300)
@@ -131,9 +148,17 @@ def test_two_processes_racing_build_it_once(s3_env: str, tmp_path: Path) -> None
     assert outs[0]["sha256"] == outs[1]["sha256"]
 
 
-def test_the_plugin_audits_from_an_s3_cache(s3_env: str, pytester: pytest.Pytester, tmp_path: Path, monkeypatch) -> None:
+def test_the_plugin_audits_from_an_s3_cache(
+    s3_env: str, pytester: pytest.Pytester, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "local"))
-    result = pytester.runpytest_subprocess("--unlearner", "unlearn_audit.methods:NoOp", "--audit-cache",
-                                           f"s3://{BUCKET}/plugin", "-k", "budget and gaussian")
+    result = pytester.runpytest_subprocess(
+        "--unlearner",
+        "unlearn_audit.methods:NoOp",
+        "--audit-cache",
+        f"s3://{BUCKET}/plugin",
+        "-k",
+        "budget and gaussian",
+    )
     result.assert_outcomes(passed=1)
     assert any(p.name == "meta.json" for p in s3_listing(f"s3://{BUCKET}/plugin"))

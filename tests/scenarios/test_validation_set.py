@@ -31,8 +31,9 @@ def test_a_recipe_with_a_validation_fraction_gives_the_method_a_validation_set(t
     from unlearn_audit.scenarios.fixture import Fixture
 
     base = load_profile_recipes("tiny")["gaussian"]
-    recipe = dataclasses.replace(base, data={**base.data, "validation_fraction": 0.2},
-                                 training=dataclasses.replace(base.training, epochs=2))
+    recipe = dataclasses.replace(
+        base, data={**base.data, "validation_fraction": 0.2}, training=dataclasses.replace(base.training, epochs=2)
+    )
     fixture = Fixture.load(recipe, 0, FixtureCache(tmp_path).get_or_build(recipe, 0))
     seen = {}
 
@@ -44,8 +45,9 @@ def test_a_recipe_with_a_validation_fraction_gives_the_method_a_validation_set(t
 
     from unlearn_audit.engine.specs import FunctionUnlearner
 
-    outcome = run_unlearner(FunctionUnlearner(method), fixture, budget_fraction=0.1, seed=0, timeout=60,
-                            device=torch.device("cpu"))
+    outcome = run_unlearner(
+        FunctionUnlearner(method), fixture, budget_fraction=0.1, seed=0, timeout=60, device=torch.device("cpu")
+    )
     assert outcome.ok, outcome.error
     validation = seen["validation"]
     assert isinstance(validation, ExampleSet) and len(validation) == round(0.2 * 360)

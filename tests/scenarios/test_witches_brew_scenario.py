@@ -39,8 +39,8 @@ min_validated_targets = 1
 
 def test_fast_build_poisons_clean_labels_within_epsilon_and_is_deterministic() -> None:
     from unlearn_audit.profiles.data import load_split
-    from unlearn_audit.scenarios.recipes import parse_recipe
     from unlearn_audit.scenarios.build import build_scenario
+    from unlearn_audit.scenarios.recipes import parse_recipe
 
     recipe = parse_recipe("tiny", FAST_RECIPE)
     stages: set[str] = set()
@@ -60,11 +60,24 @@ def test_fast_build_poisons_clean_labels_within_epsilon_and_is_deterministic() -
     assert torch.equal(t["train_y"][forget], adv[owner])
     assert (adv != t["test_y"][t["secret.target_indices"]]).all()
     assert t["secret.reference_margins"].shape == (2, 3)
-    assert {"attacker's surrogate model 1", "Witches' Brew poisons, targets", "original model", "retrain model",
-            "reference 1 model", "reference 2 model"} <= stages
+    assert {
+        "attacker's surrogate model 1",
+        "Witches' Brew poisons, targets",
+        "original model",
+        "retrain model",
+        "reference 1 model",
+        "reference 2 model",
+    } <= stages
     v = built.meta["validation"]
-    assert {"targets", "original_attack_success", "retrain_attack_success", "reference_attack_success",
-            "validated_targets", "effective", "rule"} <= set(v)
+    assert {
+        "targets",
+        "original_attack_success",
+        "retrain_attack_success",
+        "reference_attack_success",
+        "validated_targets",
+        "effective",
+        "rule",
+    } <= set(v)
     assert v["targets"] == 3 and 0 <= v["validated_targets"] <= 3
     assert v["effective"] is (v["validated_targets"] >= 1)
     assert len(built.meta["attack"]["alignment_losses"]) == 3
@@ -96,8 +109,16 @@ def test_tiny_keeps_its_fixture_when_the_attack_gains_options() -> None:
 
 def test_noop_fails_and_retrain_passes_on_the_real_fixture(pytester: pytest.Pytester, audit_env: Path) -> None:
     report = pytester.path / "audit.json"
-    result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", "--unlearner", f"{METHODS}:Retrain",
-                                "--audit-report", str(report), "-k", "witches_brew and targeted")
+    result = pytester.runpytest(
+        "--unlearner",
+        f"{METHODS}:NoOp",
+        "--unlearner",
+        f"{METHODS}:Retrain",
+        "--audit-report",
+        str(report),
+        "-k",
+        "witches_brew and targeted",
+    )
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
     assert "the poison still works" in out and "prediction t-test" in out

@@ -7,23 +7,41 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_audit.tools.calibrate import anchor_violations, anchors_line, matrix_markdown, power_markdown, seed_notes, suite_false_failures, summarise
+from unlearn_audit.tools.calibrate import (
+    anchor_violations,
+    anchors_line,
+    matrix_markdown,
+    power_markdown,
+    seed_notes,
+    suite_false_failures,
+    summarise,
+)
 from unlearn_audit.tools.cli import main
 
 
 def rec(unlearner, check, scenario, seed, outcome, score):
-    return {"unlearner": f"unlearn_audit.methods:{unlearner}", "check": check, "scenario": scenario, "seed": seed,
-            "outcome": outcome, "score": score, "reference": 0.0}
+    return {
+        "unlearner": f"unlearn_audit.methods:{unlearner}",
+        "check": check,
+        "scenario": scenario,
+        "seed": seed,
+        "outcome": outcome,
+        "score": score,
+        "reference": 0.0,
+    }
 
 
-REPORT = {"schema_version": 1, "results": [
-    rec("Retrain", "gaussian_leakage", "gaussian", 0, "passed", 0.01),
-    rec("Retrain", "gaussian_leakage", "gaussian", 1, "passed", -0.03),
-    rec("NoOp", "gaussian_leakage", "gaussian", 0, "failed", 0.8),
-    rec("NoOp", "gaussian_leakage", "gaussian", 1, "failed", 0.7),
-    rec("Retrain", "budget_respected", "gaussian", 0, "skipped", 40000.0),
-    rec("Retrain", "budget_respected", "gaussian", 1, "skipped", 40000.0),
-]}
+REPORT = {
+    "schema_version": 1,
+    "results": [
+        rec("Retrain", "gaussian_leakage", "gaussian", 0, "passed", 0.01),
+        rec("Retrain", "gaussian_leakage", "gaussian", 1, "passed", -0.03),
+        rec("NoOp", "gaussian_leakage", "gaussian", 0, "failed", 0.8),
+        rec("NoOp", "gaussian_leakage", "gaussian", 1, "failed", 0.7),
+        rec("Retrain", "budget_respected", "gaussian", 0, "skipped", 40000.0),
+        rec("Retrain", "budget_respected", "gaussian", 1, "skipped", 40000.0),
+    ],
+}
 
 
 def test_summary_counts_and_means() -> None:
@@ -38,11 +56,15 @@ def test_summary_counts_and_means() -> None:
 
 def test_anchor_violations_name_a_passing_negative_control_and_a_failing_retrain() -> None:
     assert anchor_violations(summarise(REPORT)) == []
-    bad = {"schema_version": 1, "results": REPORT["results"] + [
-        rec("FreshRandomModel", "not_mode_connected", "gaussian", 0, "passed", 1.0),
-        rec("FreshRandomModel", "utility_preserved", "gaussian", 0, "failed", 0.1),
-        rec("Retrain", "relearning_resistant", "gaussian", 0, "failed", 0.5),
-    ]}
+    bad = {
+        "schema_version": 1,
+        "results": REPORT["results"]
+        + [
+            rec("FreshRandomModel", "not_mode_connected", "gaussian", 0, "passed", 1.0),
+            rec("FreshRandomModel", "utility_preserved", "gaussian", 0, "failed", 0.1),
+            rec("Retrain", "relearning_resistant", "gaussian", 0, "failed", 0.5),
+        ],
+    }
     assert anchor_violations(summarise(bad)) == [
         "negative control FreshRandomModel passed the pooled test of not_mode_connected on gaussian",
         "Retrain failed the pooled test of relearning_resistant on gaussian",
@@ -54,7 +76,10 @@ def test_the_anchors_line_names_only_the_anchors_the_sweep_ran() -> None:
     assert "Retrain" in methods and "NoOp" in methods
     line = anchors_line(summarise(REPORT))
     assert line.startswith("Retrain passes every test and every negative control run (NoOp")
-    without = {"schema_version": 1, "results": [r for r in REPORT["results"] if not r["unlearner"].endswith(("Retrain", "NoOp"))]}
+    without = {
+        "schema_version": 1,
+        "results": [r for r in REPORT["results"] if not r["unlearner"].endswith(("Retrain", "NoOp"))],
+    }
     rows = summarise(without)
     assert anchors_line(rows).startswith("none in this sweep (add Retrain, NoOp")
     assert "needs Retrain" in power_markdown(rows) and "|" not in power_markdown(rows)
@@ -78,41 +103,81 @@ def test_cli_from_report_writes_markdown_and_json(tmp_path: Path) -> None:
 def pooled(unlearner, check, scenario, outcome, seeds, power_effect=2.0):
     """A schema-2 result: one test pooling its seeds, each seed's own verdict in `per_seed`."""
     verdicts = {"passed": "pass", "failed": "fail"}
-    per_seed = [{"seed": i, "verdict": verdicts[o], "score": sc, "stderr": 0.1, "reference": 0.0, "reference_stderr": 0.1,
-                 "details": {"power": 0.5, "power_effect": power_effect, "power_alpha": 0.01, "power_two_sided": False,
-                             "power_critical": None}}
-                for i, (o, sc) in enumerate(seeds)]
-    return {"unlearner": f"unlearn_audit.methods:{unlearner}", "check": check, "scenario": scenario, "seed": None,
-            "seeds": list(range(len(seeds))), "outcome": outcome, "score": 0.0, "reference": 0.0,
-            "details": {"per_seed": per_seed}}
+    per_seed = [
+        {
+            "seed": i,
+            "verdict": verdicts[o],
+            "score": sc,
+            "stderr": 0.1,
+            "reference": 0.0,
+            "reference_stderr": 0.1,
+            "details": {
+                "power": 0.5,
+                "power_effect": power_effect,
+                "power_alpha": 0.01,
+                "power_two_sided": False,
+                "power_critical": None,
+            },
+        }
+        for i, (o, sc) in enumerate(seeds)
+    ]
+    return {
+        "unlearner": f"unlearn_audit.methods:{unlearner}",
+        "check": check,
+        "scenario": scenario,
+        "seed": None,
+        "seeds": list(range(len(seeds))),
+        "outcome": outcome,
+        "score": 0.0,
+        "reference": 0.0,
+        "details": {"per_seed": per_seed},
+    }
 
 
-POOLED = {"schema_version": 2, "results": [
-    pooled("Retrain", "gaussian_leakage", "gaussian", "passed", [("passed", 0.0), ("failed", 0.3), ("passed", 0.1)]),
-    pooled("Retrain", "utility_preserved", "gaussian", "passed", [("passed", 0.9)] * 3),
-    pooled("NoOp", "gaussian_leakage", "gaussian", "failed", [("failed", 0.8), ("passed", 0.2), ("failed", 0.7)]),
-]}
+POOLED = {
+    "schema_version": 2,
+    "results": [
+        pooled(
+            "Retrain", "gaussian_leakage", "gaussian", "passed", [("passed", 0.0), ("failed", 0.3), ("passed", 0.1)]
+        ),
+        pooled("Retrain", "utility_preserved", "gaussian", "passed", [("passed", 0.9)] * 3),
+        pooled("NoOp", "gaussian_leakage", "gaussian", "failed", [("failed", 0.8), ("passed", 0.2), ("failed", 0.7)]),
+    ],
+}
 
 
 def test_pooled_report_rows_have_seed_counts_pooled_outcome_and_power() -> None:
     rows = {(r["unlearner"], r["check"]): r for r in summarise(POOLED)}
     retrain = rows[("Retrain", "gaussian_leakage")]
-    assert (retrain["passed"], retrain["failed"], retrain["pooled_outcome"], retrain["pooled_seeds"]) == (2, 1, "passed", 3)
+    assert (retrain["passed"], retrain["failed"], retrain["pooled_outcome"], retrain["pooled_seeds"]) == (
+        2,
+        1,
+        "passed",
+        3,
+    )
     from unlearn_audit.stats import z_power
-    assert retrain["power_1"] == 0.5 and retrain["power_3"] == pytest.approx(z_power(2.0 * 3 ** 0.5, 0.01))
+
+    assert retrain["power_1"] == 0.5 and retrain["power_3"] == pytest.approx(z_power(2.0 * 3**0.5, 0.01))
     # The pooled tests decide: Retrain passed its pooled test, NoOp failed its pooled test; NoOp's pass on a
     # seed alone is a note on that seed's power, not a violation.
     assert anchor_violations(summarise(POOLED)) == []
-    assert seed_notes(summarise(POOLED)) == ["NoOp passed gaussian_leakage on gaussian on 1/3 seeds alone "
-                                             "(power at 1 seed 0.50; the pooled test failed it)"]
+    assert seed_notes(summarise(POOLED)) == [
+        "NoOp passed gaussian_leakage on gaussian on 1/3 seeds alone (power at 1 seed 0.50; the pooled test failed it)"
+    ]
     table = matrix_markdown(summarise(POOLED))
     assert "| Retrain | 2/3 pass (" in table and "| NoOp | 1/3 fail (" in table  # alone / judged, then the verdict
 
 
 def test_a_seed_left_out_is_not_counted_as_judged() -> None:
-    rows = summarise({"schema_version": 1, "results": [
-        rec("Retrain", "targeted_removed", "witches_brew", 0, "passed", 0.2),
-        rec("Retrain", "targeted_removed", "witches_brew", 1, "xfailed", None)]})
+    rows = summarise(
+        {
+            "schema_version": 1,
+            "results": [
+                rec("Retrain", "targeted_removed", "witches_brew", 0, "passed", 0.2),
+                rec("Retrain", "targeted_removed", "witches_brew", 1, "xfailed", None),
+            ],
+        }
+    )
     assert "| Retrain | 1/1 (0.20; 1 left out) |" in matrix_markdown(rows)
 
 

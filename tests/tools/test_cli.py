@@ -44,9 +44,19 @@ def test_diff_lists_every_changed_result_and_ignores_timings(tmp_path: Path) -> 
     import json
 
     def report(path: Path, score: float, seconds: float) -> Path:
-        result = {"nodeid": "n", "unlearner": "m:M", "check": "utility_preserved", "scenario": "s", "profile": "tiny",
-                  "seed": 0, "budget": 0.1, "outcome": "passed", "verdict": "pass", "score": score,
-                  "details": {"seconds": seconds, "gap": 0.01}}
+        result = {
+            "nodeid": "n",
+            "unlearner": "m:M",
+            "check": "utility_preserved",
+            "scenario": "s",
+            "profile": "tiny",
+            "seed": 0,
+            "budget": 0.1,
+            "outcome": "passed",
+            "verdict": "pass",
+            "score": score,
+            "details": {"seconds": seconds, "gap": 0.01},
+        }
         path.write_text(json.dumps({"schema_version": 1, "results": [result]}))
         return path
 

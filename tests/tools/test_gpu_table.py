@@ -55,5 +55,6 @@ def test_every_committed_loop_line_has_its_figures() -> None:
         doc = json.loads(path.read_text())
         assert doc["device"] and doc["date"] and doc["loops"], path.name
         for row in doc["loops"]:
-            assert row["seconds"] > 0 and row["steps"] > 0 and row["tflops"] is not None and row["floor_ratio"] is not None, (
-                path.name, row["loop"])
+            assert (
+                row["seconds"] > 0 and row["steps"] > 0 and row["tflops"] is not None and row["floor_ratio"] is not None
+            ), (path.name, row["loop"])

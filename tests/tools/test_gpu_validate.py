@@ -34,7 +34,11 @@ def test_pack_then_import_gives_the_pixels_of_the_tree(gv, tmp_path: Path) -> No
     assert packed["images"] == 30 and archive.is_file() and not list(archive.parent.glob(".*.tmp"))
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
-    assert [m.name for m in members][:3] == ["train/airplane/0000.jpg", "train/airplane/0001.jpg", "train/automobile/0000.jpg"]
+    assert [m.name for m in members][:3] == [
+        "train/airplane/0000.jpg",
+        "train/airplane/0001.jpg",
+        "train/automobile/0000.jpg",
+    ]
     assert all(m.mtime == 0 and m.isfile() for m in members)
 
     data = gv.prepare_data(archive, tmp_path / "work", allow_partial=True)
@@ -47,8 +51,9 @@ def test_pack_then_import_gives_the_pixels_of_the_tree(gv, tmp_path: Path) -> No
             assert np.array_equal(x, np.asarray(Image.open(tree / f))), f  # the same decoded JPEG
 
 
-def test_pack_refuses_a_tree_that_is_not_cifar10(gv, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pack_refuses_a_tree_that_is_not_cifar10(
+    gv, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))  # main() puts its package links first
     tree = gv.make_standin_tree(tmp_path / "tree", train=1, test=1)
     (tree / "train" / "dragon").mkdir()
@@ -68,8 +73,15 @@ def test_unpack_refuses_members_outside_the_tree(gv, tmp_path: Path) -> None:
 
 
 def test_a_step_is_stopped_at_its_time_limit(gv, tmp_path: Path) -> None:
-    step = gv.run_step("sleeper", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
-                       env=None, cwd=tmp_path, timeout=2.0, log_dir=tmp_path / "logs", heartbeat_s=0.5)
+    step = gv.run_step(
+        "sleeper",
+        [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+        env=None,
+        cwd=tmp_path,
+        timeout=2.0,
+        log_dir=tmp_path / "logs",
+        heartbeat_s=0.5,
+    )
     assert step["status"] == "stopped at the deadline" and step["seconds"] < 15
     assert "started" in Path(step["log"]).read_text()
 
@@ -84,18 +96,27 @@ def test_the_json_is_written_when_no_time_is_left(gv, tmp_path: Path, monkeypatc
 
 
 def _earlier(tmp_path: Path, mode: str, audits: list[tuple[str, str]]) -> Path:
-    doc = {"mode": mode, "fixtures": {sc: {"validation": {"effective": True}} for _, sc in audits},
-           "audits": [{"method": m, "scenario": sc, "status": "ok", "tests": [{"check": "x", "outcome": "passed"}]}
-                      for m, sc in audits]}
+    doc = {
+        "mode": mode,
+        "fixtures": {sc: {"validation": {"effective": True}} for _, sc in audits},
+        "audits": [
+            {"method": m, "scenario": sc, "status": "ok", "tests": [{"check": "x", "outcome": "passed"}]}
+            for m, sc in audits
+        ],
+    }
     path = tmp_path / f"earlier-{mode}.json"
     path.write_text(json.dumps(doc))
     return path
 
 
 def test_the_plan_continues_from_earlier_runs(gv, tmp_path: Path) -> None:
-    earlier = gv.load_earlier([str(_earlier(tmp_path, "gpu", [("NoOp", "gaussian"), ("Retrain", "gaussian"),
-                                                              ("NoOp", "backdoor")]))])
-    assert gv.plan(["gaussian", "backdoor"], ["NoOp", "Retrain"], earlier) == ["build backdoor", "audit Retrain on backdoor"]
+    earlier = gv.load_earlier(
+        [str(_earlier(tmp_path, "gpu", [("NoOp", "gaussian"), ("Retrain", "gaussian"), ("NoOp", "backdoor")]))]
+    )
+    assert gv.plan(["gaussian", "backdoor"], ["NoOp", "Retrain"], earlier) == [
+        "build backdoor",
+        "audit Retrain on backdoor",
+    ]
     assert gv.plan(["gaussian"], ["NoOp", "Retrain"], earlier) == []
     with pytest.raises(SystemExit, match="cannot stand in"):
         gv.load_earlier([str(_earlier(tmp_path, "standin", []))], "gpu")
@@ -104,24 +125,50 @@ def test_the_plan_continues_from_earlier_runs(gv, tmp_path: Path) -> None:
 def test_the_committed_gpu_runs_resume(gv, capsys: pytest.CaptureFixture) -> None:
     results = sorted((SCRIPT.parent / "results").glob("*-validate.json"))
     assert results
-    assert gv.main([*(a for r in results for a in ("--resume", str(r))), "--plan", "--scenario", "gaussian",
-                    "--methods", "NoOp", "GradientDescent"]) == 0
+    assert (
+        gv.main(
+            [
+                *(a for r in results for a in ("--resume", str(r))),
+                "--plan",
+                "--scenario",
+                "gaussian",
+                "--methods",
+                "NoOp",
+                "GradientDescent",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == "nothing left to do"
 
 
 def test_a_resumed_run_skips_what_was_done(gv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     earlier = _earlier(tmp_path, "standin", [("NoOp", "gaussian")])
-    rc = gv.main(["--standin", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--scenario", "gaussian",
-                  "--methods", "NoOp", "--resume", str(earlier)])
+    rc = gv.main(
+        [
+            "--standin",
+            "--out",
+            str(tmp_path / "out"),
+            "--work",
+            str(tmp_path / "work"),
+            "--scenario",
+            "gaussian",
+            "--methods",
+            "NoOp",
+            "--resume",
+            str(earlier),
+        ]
+    )
     doc = json.loads((tmp_path / "out" / "gpu_validate.json").read_text())
     assert rc == 0 and doc["finished"] and not doc["steps"], "nothing was built or audited again"
     assert doc["skipped"] == [{"step": "build gaussian and its audits", "why": f"done in {earlier}"}]
     assert doc["earlier"]["audits"] == {"NoOp on gaussian": str(earlier)}
 
 
-def test_check_env_names_what_is_missing_and_how_to_carry_it(gv, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture) -> None:
+def test_check_env_names_what_is_missing_and_how_to_carry_it(
+    gv, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     monkeypatch.setattr(gv, "NEEDED_MODULES", (*gv.NEEDED_MODULES, "sklearn_not_here", "PIL"))
     monkeypatch.setattr(sys, "path", list(sys.path))
     assert gv.main(["--check-env"]) == 1

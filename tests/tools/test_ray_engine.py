@@ -29,8 +29,17 @@ from unlearn_audit.tools.ray_engine import Cell, CellResult, RayUnavailable, gpu
 
 
 def result(verdict: str = "pass", effect: float = math.inf) -> CheckResult:
-    return CheckResult(check="gaussian_leakage", verdict=verdict, score=0.1, stderr=0.2, reference=0.0, reference_stderr=None,
-                       direction="lower_is_better", rule="r", details={"power_effect": effect, "x": math.nan})
+    return CheckResult(
+        check="gaussian_leakage",
+        verdict=verdict,
+        score=0.1,
+        stderr=0.2,
+        reference=0.0,
+        reference_stderr=None,
+        direction="lower_is_better",
+        rule="r",
+        details={"power_effect": effect, "x": math.nan},
+    )
 
 
 def test_seed_parts_keep_infinities_that_the_strict_json_report_turns_into_null() -> None:
@@ -46,12 +55,26 @@ def test_seed_parts_keep_infinities_that_the_strict_json_report_turns_into_null(
 
 def cell_doc(seed: int, **options) -> dict:
     parts = SeedParts(0.01, 0.01, "", (seed,), (result(),), (None,))
-    record = {"nodeid": f"t.py::test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seed{seed}]",
-              "unlearner": "unlearn_audit.methods:NoOp", "check": "gaussian_leakage", "scenario": "gaussian",
-              "profile": "tiny", "seed": seed, "seeds": [seed], "budget": 0.04, "outcome": "passed", "verdict": "pass",
-              "meta": {"seed_parts": parts.to_text(), "seed": seed, "unlearn_seconds": 1.0}}
-    opts = {"unlearners": ["unlearn_audit.methods:NoOp"], "seeds": [seed], "keep_seed_parts": True, "profile": "tiny",
-            **options}
+    record = {
+        "nodeid": f"t.py::test_gaussian_leakage[unlearn_audit.methods:NoOp-tiny-gaussian-seed{seed}]",
+        "unlearner": "unlearn_audit.methods:NoOp",
+        "check": "gaussian_leakage",
+        "scenario": "gaussian",
+        "profile": "tiny",
+        "seed": seed,
+        "seeds": [seed],
+        "budget": 0.04,
+        "outcome": "passed",
+        "verdict": "pass",
+        "meta": {"seed_parts": parts.to_text(), "seed": seed, "unlearn_seconds": 1.0},
+    }
+    opts = {
+        "unlearners": ["unlearn_audit.methods:NoOp"],
+        "seeds": [seed],
+        "keep_seed_parts": True,
+        "profile": "tiny",
+        **options,
+    }
     return {"schema_version": 2, "options": opts, "results": [record]}
 
 
@@ -149,9 +172,24 @@ def ray_cluster() -> str:
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
-        started = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-                                  "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
-                                 env=env, capture_output=True, text=True, timeout=120)
+        started = subprocess.run(
+            [
+                ray,
+                "start",
+                "--head",
+                "--node-ip-address=127.0.0.1",
+                f"--port={port}",
+                "--num-cpus=2",
+                "--num-gpus=0",
+                "--include-dashboard=false",
+                f"--temp-dir={temp}",
+                "--disable-usage-stats",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if started.returncode != 0:  # a machine where Ray itself cannot run (not the engine's fault): say why
             pytest.skip(f"`ray start --head` failed on this machine: {(started.stderr or started.stdout)[-500:]}")
         yield f"127.0.0.1:{port}"
@@ -178,24 +216,45 @@ def test_ray_sweep_gives_the_local_runs_report(ray_cluster: str, tmp_path: Path)
 
     cache = ["--cache", str(tmp_path / "cache")]
     started = time.perf_counter()
-    assert main(["calibrate", *SWEEP, *cache, "--engine", "ray", "--address", ray_cluster, "--out", str(tmp_path / "ray")]) == 0
+    assert (
+        main(["calibrate", *SWEEP, *cache, "--engine", "ray", "--address", ray_cluster, "--out", str(tmp_path / "ray")])
+        == 0
+    )
     ray_seconds = time.perf_counter() - started
     started = time.perf_counter()
     assert main(["calibrate", *SWEEP, *cache, "--out", str(tmp_path / "local")]) == 0
     local_seconds = time.perf_counter() - started
-    print(f"sweep of 2 methods x 2 seeds on tiny/gaussian: ray {ray_seconds:.0f} s (fixtures built), "
-          f"local {local_seconds:.0f} s (fixtures cached)")
+    print(
+        f"sweep of 2 methods x 2 seeds on tiny/gaussian: ray {ray_seconds:.0f} s (fixtures built), "
+        f"local {local_seconds:.0f} s (fixtures cached)"
+    )
     ray_report, local_report = (tmp_path / d / "calibration-tiny.json" for d in ("ray", "local"))
     assert diff_reports(local_report, ray_report) == []
     ray_doc, local_doc = (json.loads(p.read_text()) for p in (ray_report, local_report))
     assert len(ray_doc["assembled_from"]) == 4 and ray_doc["options"] == local_doc["options"]
     # diff compares these too; spelled out, so that a failure shows what the verdicts were
-    verdicts = [{(r["unlearner"], r["check"]): (r["outcome"], r["score"], [e["verdict"] for e in r["details"].get("per_seed", [])])
-                 for r in doc["results"]} for doc in (ray_doc, local_doc)]
+    verdicts = [
+        {
+            (r["unlearner"], r["check"]): (
+                r["outcome"],
+                r["score"],
+                [e["verdict"] for e in r["details"].get("per_seed", [])],
+            )
+            for r in doc["results"]
+        }
+        for doc in (ray_doc, local_doc)
+    ]
     assert verdicts[0] == verdicts[1]
     assert {r["check"] for r in local_doc["results"]} >= {"gaussian_leakage", "utility_preserved"}
-    assert all(r["seeds"] == [0, 1] and len(r["details"].get("per_seed", [])) == 2 for r in local_doc["results"]
-               if r["outcome"] in ("passed", "failed"))
+    assert all(
+        r["seeds"] == [0, 1] and len(r["details"].get("per_seed", [])) == 2
+        for r in local_doc["results"]
+        if r["outcome"] in ("passed", "failed")
+    )
     noop = [r for r in local_doc["results"] if r["unlearner"].endswith("NoOp") and r["check"] == "gaussian_leakage"]
-    assert noop and noop[0]["outcome"] == "failed"  # the negative control is caught: a sweep that judged nothing fails here
-    assert (tmp_path / "ray" / "calibration-tiny.md").read_text() == (tmp_path / "local" / "calibration-tiny.md").read_text()
+    assert (
+        noop and noop[0]["outcome"] == "failed"
+    )  # the negative control is caught: a sweep that judged nothing fails here
+    assert (tmp_path / "ray" / "calibration-tiny.md").read_text() == (
+        tmp_path / "local" / "calibration-tiny.md"
+    ).read_text()

@@ -66,8 +66,14 @@ def test_a_check_evaluates_in_its_fixtures_numerics(monkeypatch: pytest.MonkeyPa
 
 def _conv_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
-                         nn.Flatten(), nn.Linear(32, 4)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 4),
+    ).eval()
 
 
 def test_gus_under_bf16_keeps_its_null_and_stays_close_to_fp32() -> None:
@@ -102,8 +108,9 @@ def test_resident_batches_are_example_set_batches() -> None:
 def test_budgeted_training_on_the_cpu_is_the_plain_fp32_loop() -> None:
     """`train` with a GPU recipe on the CPU: fp32, ExampleSet.batches' order, the budget cut exactly."""
     data = _data()
-    trained = train(_conv_model().train(), data, GPU_RECIPE, generator=torch.Generator().manual_seed(3), epochs=2,
-                    max_examples=150)
+    trained = train(
+        _conv_model().train(), data, GPU_RECIPE, generator=torch.Generator().manual_seed(3), epochs=2, max_examples=150
+    )
     by_hand = _conv_model().train()
     optimizer = GPU_RECIPE.make_optimizer(by_hand.parameters())
     generator, spent = torch.Generator().manual_seed(3), 0
@@ -131,10 +138,18 @@ def _weight_norm(m: nn.Module) -> float:
 def test_runs_in_lockstep_are_each_what_they_would_be_alone() -> None:
     models, datas = [_conv_model(0), _conv_model(1)], [_data(96, 0), _data(80, 1)]
     shared = datas[0]
-    together = relearn_many([models[0], models[1], models[0]], [datas[0], datas[1], shared], GPU_RECIPE, _attack(),
-                            seeds=[3, 4, 5], measures=[_weight_norm] * 3)
-    alone = [relearn(m, d, GPU_RECIPE, _attack(), seed=s, measure=_weight_norm)
-             for m, d, s in zip([models[0], models[1], models[0]], [datas[0], datas[1], shared], [3, 4, 5])]
+    together = relearn_many(
+        [models[0], models[1], models[0]],
+        [datas[0], datas[1], shared],
+        GPU_RECIPE,
+        _attack(),
+        seeds=[3, 4, 5],
+        measures=[_weight_norm] * 3,
+    )
+    alone = [
+        relearn(m, d, GPU_RECIPE, _attack(), seed=s, measure=_weight_norm)
+        for m, d, s in zip([models[0], models[1], models[0]], [datas[0], datas[1], shared], [3, 4, 5])
+    ]
     assert together == alone
     assert [s for s, _ in together[0]] == [0, 4, 8, 9]
 
@@ -142,8 +157,15 @@ def test_runs_in_lockstep_are_each_what_they_would_be_alone() -> None:
 def test_relearning_on_the_bf16_path_stays_close_to_fp32() -> None:
     attack = _attack()
     fp32 = relearn(_conv_model(), _data(), GPU_RECIPE, attack, seed=3, measure=_weight_norm)
-    bf16 = relearn_many([_conv_model()], [_data()], GPU_RECIPE, attack, seeds=[3], measures=[_weight_norm],
-                        numerics=LoopNumerics.of(GPU_RECIPE, "cpu", force_precision=True))[0]
+    bf16 = relearn_many(
+        [_conv_model()],
+        [_data()],
+        GPU_RECIPE,
+        attack,
+        seeds=[3],
+        measures=[_weight_norm],
+        numerics=LoopNumerics.of(GPU_RECIPE, "cpu", force_precision=True),
+    )[0]
     assert [s for s, _ in bf16] == [s for s, _ in fp32]
     assert bf16 != fp32, "the bf16 path was not taken"
     assert all(abs(a - b) < 1e-2 * abs(b) for (_, a), (_, b) in zip(bf16, fp32))

@@ -25,9 +25,27 @@ def test_defaults_are_the_authors_attacker() -> None:
 
 
 def test_recipe_overrides() -> None:
-    attack = attack_from_options({"optimizer": "recipe", "schedule": "constant", "lr": 0.02, "steps": 100,
-                                  "eval_every": 20, "window": 3, "batch_size": 32, "augmentation": "flip"}, SGD, 1437)
-    assert (attack.optimizer, attack.lr, attack.final_lr, attack.steps, attack.batch_size) == ("recipe", 0.02, 0.02, 100, 32)
+    attack = attack_from_options(
+        {
+            "optimizer": "recipe",
+            "schedule": "constant",
+            "lr": 0.02,
+            "steps": 100,
+            "eval_every": 20,
+            "window": 3,
+            "batch_size": 32,
+            "augmentation": "flip",
+        },
+        SGD,
+        1437,
+    )
+    assert (attack.optimizer, attack.lr, attack.final_lr, attack.steps, attack.batch_size) == (
+        "recipe",
+        0.02,
+        0.02,
+        100,
+        32,
+    )
     assert attack.weight_decay == SGD.weight_decay  # the recipe's optimizer keeps the recipe's decay
     assert attack.augmentation == "flip" and attack.lr_at(0) == attack.lr_at(99) == 0.02
     assert "read at the mean of the last 3 evaluations" in attack.describe()
@@ -41,11 +59,14 @@ def test_cosine_schedule_runs_from_lr_to_a_tenth() -> None:
     assert all(attack.lr_at(s) >= attack.lr_at(s + 1) for s in range(100))
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"optimizer": "lbfgs"}, "relearning optimizer"),
-    ({"schedule": "step"}, "relearning schedule"),
-    ({"steps": 20, "eval_every": 5, "window": 5}, "window 5 is longer"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"optimizer": "lbfgs"}, "relearning optimizer"),
+        ({"schedule": "step"}, "relearning schedule"),
+        ({"steps": 20, "eval_every": 5, "window": 5}, "window 5 is longer"),
+    ],
+)
 def test_invalid_options_are_refused(options: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         attack_from_options(options, SGD, 1437)
@@ -69,7 +90,7 @@ def test_relearn_is_reproducible_and_leaves_the_model_alone() -> None:
     for _ in range(2):
         seen: list[float] = []
 
-        def measure(m: nn.Module) -> float:
+        def measure(m: nn.Module, seen: list[float] = seen) -> float:
             seen.append(float(sum(p.detach().norm() for p in m.parameters())))
             return seen[-1]
 

@@ -8,8 +8,9 @@ that the model assigns to the target class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -72,10 +73,20 @@ class BackdoorAttack(TriggerAttack):
 
     def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
         a = ctx.recipe.attack
-        train_x, train_y, backdoor = make_backdoor(ctx.split.train_x, ctx.split.train_y, a["num_poisons"], a["target_class"],
-                                                   a["patch_size"], a["patch_value"], ctx.generator)
-        return PoisonedTrainingSet(train_x, train_y, backdoor.indices, ctx.split.train_x,
-                                   secret={"original_labels": backdoor.original_labels})
+        train_x, train_y, backdoor = make_backdoor(
+            ctx.split.train_x,
+            ctx.split.train_y,
+            a["num_poisons"],
+            a["target_class"],
+            a["patch_size"],
+            a["patch_value"],
+            ctx.generator,
+        )
+        return PoisonedTrainingSet(
+            train_x, train_y, backdoor.indices, ctx.split.train_x, secret={"original_labels": backdoor.original_labels}
+        )
 
-    def apply_trigger(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def apply_trigger(
+        self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
         return apply_trigger(tensors["test_x"][mask], attack["patch_size"], attack["patch_value"])

@@ -19,8 +19,9 @@ the audit:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ Memo = Callable[["nn.Module", str, Callable[[], Any]], Any]
 """`measure(model, name, compute)`: a measurement memoised per unchanging model (the session's)."""
 
 
-def no_memo(model: "nn.Module", name: str, compute: Callable[[], Any]) -> Any:
+def no_memo(model: nn.Module, name: str, compute: Callable[[], Any]) -> Any:
     """For models that change between measurements (relearning, interpolation): compute every time."""
     return compute()
 
@@ -47,28 +48,28 @@ def no_memo(model: "nn.Module", name: str, compute: Callable[[], Any]) -> Any:
 class BuildContext:
     """What an attack may use while it poisons: the recipe, the clean data, and the build's machinery."""
 
-    recipe: "ScenarioRecipe"
-    split: "Split"
+    recipe: ScenarioRecipe
+    split: Split
     seed: int
-    generator: "torch.Generator"  # the attack's own randomness, seeded from the fixture seed
+    generator: torch.Generator  # the attack's own randomness, seeded from the fixture seed
     device: Any
     progress: ProgressCallback | None
-    train: Callable[["ExampleSet", str, str], "nn.Module"]
+    train: Callable[[ExampleSet, str, str], nn.Module]
     """`train(data, name, label)`: a model of the fixture's architecture trained from scratch with the
     recipe, seeded from (fixture seed, name), progress reported under `label` (the attacker's models)."""
-    model_factory: Callable[[], "nn.Module"]
+    model_factory: Callable[[], nn.Module]
 
 
 @dataclass(frozen=True)
 class PoisonedTrainingSet:
     """Step 1: the training set the original model is trained on, and what the harness keeps secret."""
 
-    train_x: "torch.Tensor"
-    train_y: "torch.Tensor"
-    forget: "torch.Tensor"  # indices into train_x of the poisons (the forget set)
-    clean_train_x: "torch.Tensor"  # the inputs before poisoning, row for row with train_x
-    secret: dict[str, "torch.Tensor"] = field(default_factory=dict)
-    extra_weights: dict[str, dict[str, "torch.Tensor"]] = field(default_factory=dict)
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    forget: torch.Tensor  # indices into train_x of the poisons (the forget set)
+    clean_train_x: torch.Tensor  # the inputs before poisoning, row for row with train_x
+    secret: dict[str, torch.Tensor] = field(default_factory=dict)
+    extra_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # stored as the fixture's meta["attack"] when not empty
 
 
@@ -85,7 +86,7 @@ class PoisonMeasurement:
     stderr: float
     n: int
     null: Literal["proportion", "unit_normal"]
-    hits: int | None = None
+    hits: float | None = None  # a count; the mean count where several measurements are averaged
 
 
 class Attack(ABC):
@@ -107,44 +108,51 @@ class Attack(ABC):
     def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
         """Poison the clean training set of `ctx.split`."""
 
-    def after_training(self, ctx: BuildContext, poisoned: PoisonedTrainingSet,
-                       fit: Callable[[str, "ExampleSet"], "nn.Module"], tensors: dict[str, "torch.Tensor"]) -> dict[str, "torch.Tensor"]:
+    def after_training(
+        self,
+        ctx: BuildContext,
+        poisoned: PoisonedTrainingSet,
+        fit: Callable[[str, ExampleSet], nn.Module],
+        tensors: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
         """More secret tensors, computed once the original and retrain exist (default: none).
         `fit(stage, data)` trains one more model of the fixture like retrain, from its own seed."""
         return {}
 
     @abstractmethod
-    def validate(self, recipe: "ScenarioRecipe", original: "nn.Module", retrain: "nn.Module",
-                 tensors: dict[str, "torch.Tensor"]) -> dict[str, Any]:
+    def validate(
+        self, recipe: ScenarioRecipe, original: nn.Module, retrain: nn.Module, tensors: dict[str, torch.Tensor]
+    ) -> dict[str, Any]:
         """`effective` (did the attack work on the poisoned original?), the `rule` that decided, and figures."""
 
-    def fallback(self, recipe: "ScenarioRecipe", validation: dict[str, Any]) -> "tuple[ScenarioRecipe, str] | None":
+    def fallback(self, recipe: ScenarioRecipe, validation: dict[str, Any]) -> tuple[ScenarioRecipe, str] | None:
         """After `validate`: a recipe to rebuild the fixture with (same seed) and the reason, or None (the
         default: a fixture whose attack did not work stays as it is, and its checks xfail). The build records
         the reason and the first attempt's validation as the fixture's meta["fallback"]."""
         return None
 
     @abstractmethod
-    def measure_poison(self, fixture: "Fixture", model: "nn.Module", held_out: "torch.Tensor | None" = None,
-                       memo: Memo = no_memo) -> PoisonMeasurement:
+    def measure_poison(
+        self, fixture: Fixture, model: nn.Module, held_out: torch.Tensor | None = None, memo: Memo = no_memo
+    ) -> PoisonMeasurement:
         """The poison left in `model` (never memoised: relearning and interpolation measure models that
         change). `held_out`: positions in the forget set to measure on (only attacks with
         `measures_forget_set`); `memo`: the session's memo, for measurements of the fixture's own,
         unchanging models that the metric needs (e.g. which targets the original validated)."""
 
     # -- targeted attacks (targeted_removed) -----------------------------------------------------
-    def targeted_hits(self, fixture: "Fixture", model: "nn.Module") -> "torch.Tensor":
+    def targeted_hits(self, fixture: Fixture, model: nn.Module) -> torch.Tensor:
         """`targeted_reference == "retrain"`: per-input success of the attack on held-out inputs."""
         raise NotImplementedError(f"attack {self.kind!r} has no held-out attack inputs")
 
-    def target_scores(self, fixture: "Fixture", model: "nn.Module", memo: Memo = no_memo) -> "torch.Tensor":
+    def target_scores(self, fixture: Fixture, model: nn.Module, memo: Memo = no_memo) -> torch.Tensor:
         """`targeted_reference == "clean_models"`: a score per validated target (higher: attack works)."""
         raise NotImplementedError(f"attack {self.kind!r} has no per-target scores")
 
-    def clean_model_target_scores(self, fixture: "Fixture", memo: Memo = no_memo) -> "torch.Tensor":
+    def clean_model_target_scores(self, fixture: Fixture, memo: Memo = no_memo) -> torch.Tensor:
         """`targeted_reference == "clean_models"`: the same scores of clean models (models x targets)."""
         raise NotImplementedError(f"attack {self.kind!r} has no clean reference models")
 
-    def target_notes(self, fixture: "Fixture") -> dict[str, Any]:
+    def target_notes(self, fixture: Fixture) -> dict[str, Any]:
         """What `targeted_removed` reports about how the targets were chosen (default: nothing)."""
         return {}

@@ -17,7 +17,6 @@ from unlearn_audit.metrics import gaussian_unlearning_scores
 from unlearn_audit.stats import unit_normal_mean_test
 
 
-
 @dataclass(frozen=True)
 class GaussianPoison:
     """Which training samples were poisoned, and the secret noise added to each (unit variance)."""
@@ -55,12 +54,15 @@ class GaussianAttack(Attack):
     def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
         a = ctx.recipe.attack
         train_x, poison = make_gaussian_poison(ctx.split.train_x, a["num_poisons"], a["sigma"], ctx.generator)
-        return PoisonedTrainingSet(train_x, ctx.split.train_y.clone(), poison.indices, ctx.split.train_x,
-                                   secret={"noise": poison.noise})
+        return PoisonedTrainingSet(
+            train_x, ctx.split.train_y.clone(), poison.indices, ctx.split.train_x, secret={"noise": poison.noise}
+        )
 
     def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
         idx = tensors["forget_indices"]
-        scores = gaussian_unlearning_scores(original, tensors["clean_train_x"][idx], tensors["train_y"][idx], tensors["secret.noise"])
+        scores = gaussian_unlearning_scores(
+            original, tensors["clean_train_x"][idx], tensors["train_y"][idx], tensors["secret.noise"]
+        )
         z = unit_normal_mean_test(scores[~scores.isnan()].tolist(), alpha=0.01).z
         needed = recipe.options("gaussian_leakage").get("min_original_z", 5.0)
         return {"original_gus_z": z, "effective": bool(z >= needed), "rule": f"original GUS z >= {needed}"}

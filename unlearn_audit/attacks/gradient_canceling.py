@@ -35,8 +35,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -72,8 +72,9 @@ def _flat_distance(params: list[torch.Tensor], reference: list[torch.Tensor]) ->
     return math.sqrt(sum(float((p.detach() - r).pow(2).sum()) for p, r in zip(params, reference)))
 
 
-def loss_gradient(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024,
-                  reduction: str = "sum") -> list[torch.Tensor]:
+def loss_gradient(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024, reduction: str = "sum"
+) -> list[torch.Tensor]:
     """Gradient of the cross-entropy over (inputs, labels) w.r.t. the model's parameters ("sum" or "mean")."""
     params = _params(model)
     total = [torch.zeros_like(p) for p in params]
@@ -224,7 +225,9 @@ def make_gradient_canceling(
 
 
 def _clean_only(clean_grad: list[torch.Tensor], n: int, target: nn.Module, weight_decay: float) -> float:
-    return float(sum(float((g / n + weight_decay * p.detach()).pow(2).sum()) for g, p in zip(clean_grad, _params(target))))
+    return float(
+        sum(float((g / n + weight_decay * p.detach()).pow(2).sum()) for g, p in zip(clean_grad, _params(target)))
+    )
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,7 @@ def gradient_canceling_attack(
     `on_stage(stage, done, total, seconds)` reports progress of the stages "GradPC target" and
     "gradient-canceling poison".
     """
+
     def cb(stage: str) -> StepCallback | None:
         return (lambda done, total, s: on_stage(stage, done, total, s)) if on_stage else None
 
@@ -265,8 +269,16 @@ def gradient_canceling_attack(
     target = gradpc(clean, train_x, train_y, radius, steps=gradpc_steps, on_step=cb("GradPC target"))
     t1 = time.perf_counter()
     poison_x, poison_y, secret = make_gradient_canceling(
-        target, train_x, train_y, num_poisons, generator, steps=canceling_steps, lr=lr, weight_decay=weight_decay,
-        clamp=clamp, on_step=cb("gradient-canceling poison"),
+        target,
+        train_x,
+        train_y,
+        num_poisons,
+        generator,
+        steps=canceling_steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        clamp=clamp,
+        on_step=cb("gradient-canceling poison"),
     )
     t2 = time.perf_counter()
     diagnostics = {
@@ -305,10 +317,16 @@ class GradientCancelingAttack(Attack):
         clean = ctx.train(ExampleSet(split.train_x, split.train_y), "attacker", "attacker's clean model")
         clean_seconds = time.perf_counter() - t0
         attack = gradient_canceling_attack(
-            clean, split.train_x.to(device), split.train_y.to(device), max(1, round(float(a["poison_fraction"]) * n)),
-            float(a["radius"]), ctx.generator,
-            gradpc_steps=int(a.get("gradpc_steps", 20)), canceling_steps=int(a.get("canceling_steps", 1000)),
-            lr=float(a.get("canceling_lr", 0.1)), weight_decay=float(recipe.training.weight_decay),
+            clean,
+            split.train_x.to(device),
+            split.train_y.to(device),
+            max(1, round(float(a["poison_fraction"]) * n)),
+            float(a["radius"]),
+            ctx.generator,
+            gradpc_steps=int(a.get("gradpc_steps", 20)),
+            canceling_steps=int(a.get("canceling_steps", 1000)),
+            lr=float(a.get("canceling_lr", 0.1)),
+            weight_decay=float(recipe.training.weight_decay),
             # `poison_bound` B (absent: unbounded, as in the paper): poisons stay in [-B, B].
             clamp=(-float(a["poison_bound"]), float(a["poison_bound"])) if "poison_bound" in a else None,
             on_stage=progress,
@@ -327,7 +345,9 @@ class GradientCancelingAttack(Attack):
             forget=torch.arange(n, n + k),
             clean_train_x=torch.cat([split.train_x, attack.secret.base_inputs.cpu()]),
             secret={"base_indices": attack.secret.base_indices.cpu()},
-            extra_weights={"target": {name: v.detach().cpu().clone() for name, v in attack.target.state_dict().items()}},
+            extra_weights={
+                "target": {name: v.detach().cpu().clone() for name, v in attack.target.state_dict().items()}
+            },
             meta=meta,
         )
 
@@ -337,13 +357,17 @@ class GradientCancelingAttack(Attack):
         needed = float(opts.get("min_accuracy_drop", 0.10))
         max_ratio = float(opts.get("max_norm_ratio", 100.0))
         margin, alpha = float(opts.get("margin", 0.05)), float(opts.get("alpha", 0.01))
-        acc = {name: Proportion(int(correct(m, test_x, test_y).sum()), len(test_y))
-               for name, m in (("original", original), ("retrain", retrain))}
+        acc = {
+            name: Proportion(int(correct(m, test_x, test_y).sum()), len(test_y))
+            for name, m in (("original", original), ("retrain", retrain))
+        }
         drop = excess_test(acc["retrain"], acc["original"], margin, alpha)  # the check's rule, applied to the original
         # Unbounded poisons can make training diverge; a non-finite original cannot stand for anything.
         finite = all(bool(torch.isfinite(p).all()) for p in original.parameters())
-        norms = {name: sum(float(p.detach().double().pow(2).sum()) for p in m.parameters()) ** 0.5
-                 for name, m in (("original", original), ("retrain", retrain))}
+        norms = {
+            name: sum(float(p.detach().double().pow(2).sum()) for p in m.parameters()) ** 0.5
+            for name, m in (("original", original), ("retrain", retrain))
+        }
         return {
             "accuracy_drop": drop.difference,
             "accuracy_drop_lower_bound": drop.lower_bound,
@@ -352,11 +376,17 @@ class GradientCancelingAttack(Attack):
             "norm_ratio": norms["original"] / norms["retrain"] if norms["retrain"] else float("inf"),
             # An exploded original (weight norm 1e5 against retrain's 13) is not a working low-accuracy model:
             # methods cannot move it and the scenario measures numerical blow-up, not the paper's mechanism.
-            "effective": bool(finite and norms["original"] <= max_ratio * norms["retrain"]
-                              and drop.difference >= needed and drop.rejected),
-            "rule": (f"the poisoned original is finite, its weight norm at most {max_ratio:g}x retrain's, its test "
-                     f"accuracy >= {needed:g} below retrain's and it fails indiscriminate_restored "
-                     f"(gap lower bound > {margin:g} at alpha={alpha:g})"),
+            "effective": bool(
+                finite
+                and norms["original"] <= max_ratio * norms["retrain"]
+                and drop.difference >= needed
+                and drop.rejected
+            ),
+            "rule": (
+                f"the poisoned original is finite, its weight norm at most {max_ratio:g}x retrain's, its test "
+                f"accuracy >= {needed:g} below retrain's and it fails indiscriminate_restored "
+                f"(gap lower bound > {margin:g} at alpha={alpha:g})"
+            ),
         }
 
     def measure_poison(self, fixture, model, held_out=None, memo: Memo = no_memo) -> PoisonMeasurement:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ importing this module imports no attack (nor torch).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from unlearn_audit.attacks.base import Attack
@@ -35,7 +35,11 @@ def _is_attack_class(obj: Any) -> bool:
 
 
 ATTACKS: Registry[type[Attack]] = Registry(
-    "attack kind", ENTRY_POINT_GROUP, BUILTIN_ATTACKS, accepts=_is_attack_class, expected="an unlearn_audit Attack subclass",
+    "attack kind",
+    ENTRY_POINT_GROUP,
+    BUILTIN_ATTACKS,
+    accepts=_is_attack_class,
+    expected="an unlearn_audit Attack subclass",
 )
 
 
@@ -44,11 +48,13 @@ def attack_kinds() -> list[str]:
     return ATTACKS.names()
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_attack(kind: str) -> Attack:
     """The attack of a recipe's `[attack] kind` (a ValueError naming the known kinds if there is none)."""
     cls = ATTACKS.get(kind)
     attack = cls()
     if getattr(attack, "kind", None) != kind:
-        raise ValueError(f"attack class {cls.__qualname__} has kind {getattr(attack, 'kind', None)!r} but is registered as {kind!r}")
+        raise ValueError(
+            f"attack class {cls.__qualname__} has kind {getattr(attack, 'kind', None)!r} but is registered as {kind!r}"
+        )
     return attack

@@ -13,8 +13,9 @@ leaves room, so nothing is lost there).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -41,14 +42,16 @@ def lengths(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 def random_positions(ids: torch.Tensor, pad_id: int, generator: torch.Generator) -> torch.Tensor:
-    """One insertion point per row, uniform over the gaps between tokens (0 = before the first, length = after the last)."""
+    """One insertion point per row, uniform over the gaps between tokens (0 = before the first,
+    length = after the last)."""
     n = lengths(ids, pad_id)
     u = torch.rand(len(ids), generator=generator)
     return torch.minimum((u * (n + 1)).long(), n)
 
 
 def insert_trigger(ids: torch.Tensor, trigger_ids: torch.Tensor, positions: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """A copy of `ids` with `trigger_ids` inserted before token `positions[i]` of row i (truncated to the same length)."""
+    """A copy of `ids` with `trigger_ids` inserted before token `positions[i]` of row i
+    (truncated to the same length)."""
     if len(positions) != len(ids):
         raise ValueError(f"{len(ids)} rows but {len(positions)} positions")
     n, length = ids.shape
@@ -101,8 +104,9 @@ def trigger_word_poison(
     n = len(split.train_y)
     k = int(attack["num_poisons"]) if "num_poisons" in attack else max(1, round(float(attack["poison_fraction"]) * n))
     pad = int(split.pad_id)
-    train_x, train_y, poison = make_trigger_word(split.train_x, split.train_y, k, int(attack["target_class"]),
-                                                 trigger_ids, pad, generator)
+    train_x, train_y, poison = make_trigger_word(
+        split.train_x, split.train_y, k, int(attack["target_class"]), trigger_ids, pad, generator
+    )
     secret = {
         "trigger_ids": trigger_ids,
         "pad_id": torch.tensor([pad], dtype=torch.long),  # 1-element: 0-dim tensors cannot be fingerprinted
@@ -123,7 +127,13 @@ class TriggerWordAttack(TriggerAttack):
         train_x, train_y, forget, secret = trigger_word_poison(ctx.recipe.attack, ctx.split, ctx.generator)
         return PoisonedTrainingSet(train_x, train_y, forget, ctx.split.train_x, secret=secret)
 
-    def apply_trigger(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def apply_trigger(
+        self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
         # Insertion points were drawn once at build time (secret.test_positions, one per test input).
-        return insert_trigger(tensors["test_x"][mask], tensors["secret.trigger_ids"],
-                              tensors["secret.test_positions"][mask], int(tensors["secret.pad_id"]))
+        return insert_trigger(
+            tensors["test_x"][mask],
+            tensors["secret.trigger_ids"],
+            tensors["secret.test_positions"][mask],
+            int(tensors["secret.pad_id"]),
+        )

@@ -10,7 +10,8 @@ the validation, the poison metric and `targeted_removed`'s evidence come with th
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,24 +33,29 @@ class TriggerAttack(Attack):
     targeted_reference = "retrain"
 
     @abstractmethod
-    def apply_trigger(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def apply_trigger(
+        self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
         """The test inputs `tensors["test_x"][mask]` with the trigger applied."""
 
     def triggered_test_inputs(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The test inputs whose label is not `attack["target_class"]`, with the trigger applied."""
         return self.apply_trigger(attack, tensors, tensors["test_y"] != attack["target_class"])
 
-    def _hits(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], model: "nn.Module") -> torch.Tensor:
+    def _hits(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
         return hits_target(model, self.triggered_test_inputs(attack, tensors), attack["target_class"])
 
     def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
         success = self._hits(recipe.attack, tensors, original).float().mean().item()
         needed = recipe.options("targeted_removed").get("min_original_success", 0.5)
-        return {"original_attack_success": success, "effective": bool(success >= needed),
-                "rule": f"original attack success >= {needed}",
-                "retrain_attack_success": self._hits(recipe.attack, tensors, retrain).float().mean().item()}
+        return {
+            "original_attack_success": success,
+            "effective": bool(success >= needed),
+            "rule": f"original attack success >= {needed}",
+            "retrain_attack_success": self._hits(recipe.attack, tensors, retrain).float().mean().item(),
+        }
 
-    def targeted_hits(self, fixture: "Fixture", model: "nn.Module") -> torch.Tensor:
+    def targeted_hits(self, fixture: Fixture, model: nn.Module) -> torch.Tensor:
         """Per-input attack success on the triggered held-out test inputs of the non-target classes."""
         return self._hits(fixture.recipe.attack, fixture.tensors, model)
 

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -240,7 +241,8 @@ def select_low_margin_targets(
 
     Margin = logit of the true class minus the largest other logit (> 0 iff correct). On `tiny`
     random digits test points sit far from the decision boundary and no brew flipped them; the
-    low-margin ones are flippable with a realistic budget (measured when the scenario was prototyped). Given several models (the
+    low-margin ones are flippable with a realistic budget (measured when the scenario was prototyped).
+    Given several models (the
     attacker's surrogates), a point must be classified correctly by every one of them and is
     ranked by its mean margin: points that one clean model gets barely right are often wrong on
     another clean model, and such a target cannot show what the poison did. Models are evaluated
@@ -416,8 +418,16 @@ def brew_for_targets(
         taken[chosen] = True
         on_device = chosen.to(train_x.device)
         brewed, info = brew_poisons(
-            surrogates, train_x[on_device], train_y[on_device], target_x[t : t + 1],
-            torch.tensor([cls], dtype=torch.long, device=train_x.device), epsilon, steps, restarts, generator, lr,
+            surrogates,
+            train_x[on_device],
+            train_y[on_device],
+            target_x[t : t + 1],
+            torch.tensor([cls], dtype=torch.long, device=train_x.device),
+            epsilon,
+            steps,
+            restarts,
+            generator,
+            lr,
             augmentation,
         )
         poisoned[on_device] = brewed
@@ -441,7 +451,7 @@ def brew_for_targets(
 
 # -- targets of a built fixture ------------------------------------------------------------------
 # Clean-label targets of a Witches' Brew fixture: which inputs the attack aims at, and which it reached.
-# 
+#
 # The fixture stores, for every target, its position in the test set and its adversarial class.
 # A target counts only if the attack demonstrably worked on it: the poisoned original assigns it
 # to the adversarial class *and* the retrain reference classifies it correctly (Pawelczyk et al.
@@ -468,10 +478,11 @@ def validated_targets(original: nn.Module, retrain: nn.Module, tensors: dict[str
     fooled = target_margins(original, tensors) > 0
     return fooled & (predict(retrain, x) == y)
 
+
 TARGET_SELECTIONS = ("low_margin", "random")
 
 
-def per_fixture_minimum(recipe: "ScenarioRecipe") -> tuple[int, int]:
+def per_fixture_minimum(recipe: ScenarioRecipe) -> tuple[int, int]:
     """(validated targets a fixture needs to be effective, validated targets one test needs).
 
     `[checks.targeted_removed] min_validated_targets` is what one test of `targeted_removed` needs, counted
@@ -508,12 +519,14 @@ class WitchesBrewAttack(Attack):
     checks = ("targeted_removed", "not_mode_connected", "utility_preserved", "budget_respected")
     targeted_reference = "clean_models"
 
-    def poison(self, ctx: "BuildContext") -> "PoisonedTrainingSet":
+    def poison(self, ctx: BuildContext) -> PoisonedTrainingSet:
         recipe, split, device, progress = ctx.recipe, ctx.split, ctx.device, ctx.progress
         a = recipe.attack
         t0 = time.perf_counter()
-        surrogates = [ctx.train(ExampleSet(split.train_x, split.train_y), f"surrogate-{i}", f"attacker's surrogate model {i + 1}")
-                      for i in range(int(a["surrogates"]))]
+        surrogates = [
+            ctx.train(ExampleSet(split.train_x, split.train_y), f"surrogate-{i}", f"attacker's surrogate model {i + 1}")
+            for i in range(int(a["surrogates"]))
+        ]
         surrogate_seconds = time.perf_counter() - t0
         test_x, test_y = split.test_x.to(device), split.test_y.to(device)
         selection = str(a.get("targets", "low_margin"))
@@ -521,17 +534,30 @@ class WitchesBrewAttack(Attack):
             targets = select_low_margin_targets(surrogates, test_x, test_y, int(a["num_targets"])).cpu()
             adversarial = runner_up_classes(surrogates, test_x[targets], test_y[targets]).cpu()
         elif selection == "random":
-            targets, adversarial = select_random_targets(split.test_y, int(a["num_targets"]), split.num_classes, ctx.generator)
+            targets, adversarial = select_random_targets(
+                split.test_y, int(a["num_targets"]), split.num_classes, ctx.generator
+            )
         else:
             raise ValueError(f"[attack] targets must be one of {TARGET_SELECTIONS}, got {selection!r}")
         t0 = time.perf_counter()
         poisoned_x, brew = brew_for_targets(
-            split.train_x.to(device), split.train_y.to(device), surrogates, test_x[targets], targets, adversarial,
+            split.train_x.to(device),
+            split.train_y.to(device),
+            surrogates,
+            test_x[targets],
+            targets,
+            adversarial,
             poisons_per_target=max(1, round(float(a["budget"]) * len(split.train_y))),
-            epsilon=float(a["epsilon"]) / 255, steps=int(a["steps"]), restarts=int(a["restarts"]), generator=ctx.generator,
+            epsilon=float(a["epsilon"]) / 255,
+            steps=int(a["steps"]),
+            restarts=int(a["restarts"]),
+            generator=ctx.generator,
             lr=float(a.get("lr", 0.1)),
-            on_target=(lambda done, total: progress("Witches' Brew poisons, targets", done, total, time.perf_counter() - t0))
-            if progress else None,
+            on_target=(
+                lambda done, total: progress("Witches' Brew poisons, targets", done, total, time.perf_counter() - t0)
+            )
+            if progress
+            else None,
             augmentation=str(a.get("brew_augmentation", "none")),
         )
         poisoned_x = poisoned_x.cpu()
@@ -545,9 +571,15 @@ class WitchesBrewAttack(Attack):
             "seconds": {"surrogates": surrogate_seconds, "brewing": time.perf_counter() - t0},
         }
         return PoisonedTrainingSet(
-            poisoned_x, split.train_y.clone(), brew.indices, split.train_x,
-            secret={"target_indices": brew.target_indices, "adversarial_classes": brew.adversarial_classes,
-                    "poison_target": brew.poison_target},
+            poisoned_x,
+            split.train_y.clone(),
+            brew.indices,
+            split.train_x,
+            secret={
+                "target_indices": brew.target_indices,
+                "adversarial_classes": brew.adversarial_classes,
+                "poison_target": brew.poison_target,
+            },
             meta=meta,
         )
 
@@ -557,8 +589,11 @@ class WitchesBrewAttack(Attack):
         data = ExampleSet(poisoned.train_x[keep], poisoned.train_y[keep])
         references = [fit(f"reference {j + 1}", data) for j in range(int(ctx.recipe.attack["reference_models"]))]
         target_x = tensors["test_x"][tensors["secret.target_indices"]]
-        return {"reference_margins": torch.stack(
-            [adversarial_margins(m, target_x, tensors["secret.adversarial_classes"]) for m in references])}
+        return {
+            "reference_margins": torch.stack(
+                [adversarial_margins(m, target_x, tensors["secret.adversarial_classes"]) for m in references]
+            )
+        }
 
     def validate(self, recipe, original, retrain, tensors):  # type: ignore[no-untyped-def]
         needed, pooled = per_fixture_minimum(recipe)
@@ -571,9 +606,14 @@ class WitchesBrewAttack(Attack):
             "reference_attack_success": float(reference.float().mean()),
             "validated_targets": int(kept.sum()),
             "effective": bool(int(kept.sum()) >= needed),
-            "rule": f"at least {needed} target{'s' if needed != 1 else ''} fooled on the poisoned original and classified "
-                    f"correctly by retrain"
-            + (f" (targeted_removed pools the validated targets of its seeds and needs {pooled} in all)" if pooled > needed else ""),
+            "rule": f"at least {needed} target{'s' if needed != 1 else ''} fooled on the poisoned original "
+            "and classified "
+            f"correctly by retrain"
+            + (
+                f" (targeted_removed pools the validated targets of its seeds and needs {pooled} in all)"
+                if pooled > needed
+                else ""
+            ),
         }
 
     def fallback(self, recipe, validation):  # type: ignore[no-untyped-def]
@@ -584,24 +624,30 @@ class WitchesBrewAttack(Attack):
         if choice is None or validation.get("effective", True) or a.get("targets", "low_margin") != "random":
             return None
         if choice != "low_margin":
-            raise ValueError(f"[attack] target_fallback must be \"low_margin\", got {choice!r}")
-        retry = dataclasses.replace(recipe, attack={**{k: v for k, v in a.items() if k != "target_fallback"}, "targets": "low_margin"})
-        reason = (f"random targets failed validation ({validation.get('validated_targets')} of {validation.get('targets')} "
-                  f"validated; {validation.get('rule')}): rebuilt with low-margin targets")
+            raise ValueError(f'[attack] target_fallback must be "low_margin", got {choice!r}')
+        retry = dataclasses.replace(
+            recipe, attack={**{k: v for k, v in a.items() if k != "target_fallback"}, "targets": "low_margin"}
+        )
+        reason = (
+            f"random targets failed validation ({validation.get('validated_targets')} of {validation.get('targets')} "
+            f"validated; {validation.get('rule')}): rebuilt with low-margin targets"
+        )
         return retry, reason
 
-    def target_notes(self, fixture: "Fixture") -> dict[str, Any]:
+    def target_notes(self, fixture: Fixture) -> dict[str, Any]:
         """How the fixture's targets were chosen (fixtures built before the choice existed: low margin)."""
-        notes: dict[str, Any] = {"target_selection": fixture.meta.get("attack", {}).get("target_selection", "low_margin")}
+        notes: dict[str, Any] = {
+            "target_selection": fixture.meta.get("attack", {}).get("target_selection", "low_margin")
+        }
         if "fallback" in fixture.meta:
             notes["target_fallback"] = fixture.meta["fallback"]["reason"]
         return notes
 
-    def validated(self, fixture: "Fixture", memo: "Memo") -> torch.Tensor:
+    def validated(self, fixture: Fixture, memo: Memo) -> torch.Tensor:
         f = fixture
         return memo(f.original, "validated-targets", lambda: validated_targets(f.original, f.retrain, f.tensors))
 
-    def margins(self, fixture: "Fixture", model: nn.Module, memo: "Memo") -> torch.Tensor:
+    def margins(self, fixture: Fixture, model: nn.Module, memo: Memo) -> torch.Tensor:
         """Adversarial margin of `model` on every target (> 0: fooled)."""
         return memo(model, "target-margins", lambda: target_margins(model, fixture.tensors))
 

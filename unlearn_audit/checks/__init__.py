@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import ast
 import functools
+from collections.abc import Callable
 from importlib import resources
-from typing import Callable
 
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.registry import Registry, UnknownName
@@ -25,6 +25,7 @@ from unlearn_audit.registry import Registry, UnknownName
 
 def _declaration(source: str, module: str) -> CheckInfo | None:
     """The module's top-level `CHECK = CheckInfo(...)`, built from its literal arguments; None if it has none."""
+    call: ast.expr | None
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["CHECK"]:
             call = node.value
@@ -38,8 +39,10 @@ def _declaration(source: str, module: str) -> CheckInfo | None:
             args = [ast.literal_eval(a) for a in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg is not None}
         except ValueError:
-            raise TypeError(f"{module}: the arguments of CHECK = CheckInfo(...) must be literals "
-                            "(they are read without importing the module)") from None
+            raise TypeError(
+                f"{module}: the arguments of CHECK = CheckInfo(...) must be literals "
+                "(they are read without importing the module)"
+            ) from None
         return CheckInfo(*args, **kwargs)
     return None
 
@@ -70,8 +73,11 @@ REMOVAL_CHECKS: tuple[str, ...] = tuple(name for name, info in CHECK_INFO.items(
 """The checks that judge whether the poison is gone (the others judge utility and compute)."""
 
 CHECKS: Registry[Callable[[CheckContext], CheckResult]] = Registry(
-    "check", None, {name: f"{module}:run" for name, (module, _) in _DECLARED.items()},
-    accepts=callable, expected="a function run(ctx) -> CheckResult",
+    "check",
+    None,
+    {name: f"{module}:run" for name, (module, _) in _DECLARED.items()},
+    accepts=callable,
+    expected="a function run(ctx) -> CheckResult",
 )
 """Each check's `run`, imported on first use. Built in only: a check also needs a test in the conformance suite."""
 
@@ -101,5 +107,13 @@ def get_check(name: str) -> Callable[[CheckContext], CheckResult]:
     return run_in_fixture_numerics
 
 
-__all__ = ["CHECK_INFO", "CHECK_NAMES", "REMOVAL_CHECKS", "CheckContext", "CheckInfo", "CheckResult", "check_info",
-           "get_check"]
+__all__ = [
+    "CHECK_INFO",
+    "CHECK_NAMES",
+    "REMOVAL_CHECKS",
+    "CheckContext",
+    "CheckInfo",
+    "CheckResult",
+    "check_info",
+    "get_check",
+]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from unlearn_audit.jsonsafe import finite
 
@@ -11,8 +12,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from unlearn_audit.attacks.base import Attack
-    from unlearn_audit.scenarios.fixture import Fixture
     from unlearn_audit.engine.runner import UnlearnOutcome
+    from unlearn_audit.scenarios.fixture import Fixture
 
 Verdict = Literal["pass", "fail", "xfail", "skip"]
 CheckKind = Literal["removal", "other"]
@@ -34,7 +35,8 @@ class CheckInfo:
     name: str
     """The check's name: its module is `unlearn_audit.checks.<name>` and its test `conformance/test_<name>.py`."""
     kind: CheckKind
-    """A "removal" check judges whether the poison is gone (and is conditioned on utility); "other": utility, compute."""
+    """A "removal" check judges whether the poison is gone (and is conditioned on utility);
+    "other": utility, compute."""
     metric: str
     """What the score measures, as a plot's axis names it ("mean GUS of the forget-set poisons")."""
     unit: str
@@ -69,6 +71,7 @@ class CheckResult:
 
     def explain(self) -> str:
         """The text a failing test shows: score, uncertainty, reference, rule."""
+
         def fmt(v: float | None, se: float | None) -> str:
             if v is None:
                 return "n/a"
@@ -96,19 +99,19 @@ def _short(v: Any) -> str:
 class CheckContext:
     """Everything a check may look at. `measure` memoises measurements per (model, name)."""
 
-    fixture: "Fixture"
-    outcome: "UnlearnOutcome"
+    fixture: Fixture
+    outcome: UnlearnOutcome
     options: dict[str, Any]
-    measure: Callable[["nn.Module", str, Callable[[], Any]], Any]
+    measure: Callable[[nn.Module, str, Callable[[], Any]], Any]
 
     @property
-    def attack(self) -> "Attack":
+    def attack(self) -> Attack:
         """The fixture's attack (its poison metric, its targeted evidence)."""
         from unlearn_audit.attacks.registry import get_attack
 
         return get_attack(self.fixture.recipe.attack["kind"])
 
     @property
-    def model(self) -> "nn.Module":
+    def model(self) -> nn.Module:
         assert self.outcome.model is not None
         return self.outcome.model

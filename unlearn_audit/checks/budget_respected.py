@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult, Verdict
 
 CHECK = CheckInfo(name="budget_respected", kind="other", metric="example-gradients spent", unit="example-gradients")
 
@@ -15,14 +17,20 @@ def run(ctx: CheckContext) -> CheckResult:
         f"({o.budget.fraction:g} of the original training = {o.budget.example_gradients}), or if the harness's "
         "counter was removed or bypassed; an exact count, no uncertainty"
     )
-    details = {"fraction_used": o.example_gradients / max(1, o.budget.example_gradients), "seconds": o.seconds}
+    verdict: Verdict
+    details: dict[str, Any] = {
+        "fraction_used": o.example_gradients / max(1, o.budget.example_gradients),
+        "seconds": o.seconds,
+    }
     over = o.example_gradients > o.budget.example_gradients
     if o.exempt_from_budget:
         verdict, message = "skip", "exempt: this is the retrain-from-scratch reference"
     elif o.spend_problem:
         verdict = "fail"
-        message = (f"the spend could not be verified: {o.spend_problem} during unlearn() "
-                   f"(the harness counted {o.example_gradients} example-gradients)")
+        message = (
+            f"the spend could not be verified: {o.spend_problem} during unlearn() "
+            f"(the harness counted {o.example_gradients} example-gradients)"
+        )
         details["spend_problem"] = o.spend_problem
     else:
         verdict = "fail" if over else "pass"

@@ -19,7 +19,7 @@ fail it with a probability far below alpha; `unlearn-audit calibrate` measures t
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.scenarios.recipes import ScenarioRecipe

@@ -16,12 +16,12 @@ import math
 import torch
 from scipy import stats as st
 
-from unlearn_audit.metrics import gaussian_unlearning_scores
-from unlearn_audit.stats import Proportion, unit_normal_mean_test
 from unlearn_audit.checks import evidence
-from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
+from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult, Verdict
 from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
+from unlearn_audit.metrics import gaussian_unlearning_scores
+from unlearn_audit.stats import Proportion, unit_normal_mean_test
 
 CHECK = CheckInfo(name="gaussian_leakage", kind="removal", metric="mean GUS of the forget-set poisons", unit="z-score")
 
@@ -63,7 +63,7 @@ def run(ctx: CheckContext) -> CheckResult:
         f"fail if mean GUS != 0 by a two-sided z-test at alpha={alpha:g} "
         f"(per-poison scores are exactly N(0,1) when the model does not depend on the noise; se = 1/sqrt({test.n}))"
     )
-    verdict = "fail" if test.rejected else "pass"
+    verdict: Verdict = "fail" if test.rejected else "pass"
     message = (
         f"the model still depends on the forget-set noise: mean GUS {test.mean:.3f} (z = {test.z:.2f}, "
         f"p = {test.p_value:.2g}); retrain {ref.mean:.3f}, original {orig.mean:.3f}"

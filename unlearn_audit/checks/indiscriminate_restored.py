@@ -15,11 +15,11 @@ guarantees that the poisoned original itself fails it.
 
 from __future__ import annotations
 
-from unlearn_audit.stats import Proportion, excess_effect
-from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
+from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_correct
+from unlearn_audit.stats import Proportion, excess_effect
 
 CHECK = CheckInfo(name="indiscriminate_restored", kind="removal", metric="clean test accuracy", unit="fraction")
 
@@ -40,7 +40,8 @@ def run(ctx: CheckContext) -> CheckResult:
         f"alpha={alpha:g} (Newcombe-Wilson interval of the difference, n={acc.trials})"
     )
     message = (
-        f"the indiscriminate poison's damage is still there: test accuracy {acc.value:.3f} vs retrain {retrain_acc.value:.3f} "
+        f"the indiscriminate poison's damage is still there: test accuracy {acc.value:.3f} "
+        f"vs retrain {retrain_acc.value:.3f} "
         f"(lower bound of the gap {test.lower_bound:.3f} > {margin:g}); poisoned original {o.value:.3f}, "
         f"{repaired:.0%} of the damage repaired"
         if test.rejected

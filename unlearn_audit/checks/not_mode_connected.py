@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from scipy import stats as st
 
-from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
-from unlearn_audit.training.loops import predict
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.checks.power import certain, with_power
+from unlearn_audit.training.interpolation import interpolate, parameter_distance, per_sample_loss
+from unlearn_audit.training.loops import predict
 
 CHECK = CheckInfo(name="not_mode_connected", kind="removal", metric="test-loss barrier on the linear path", unit="nats")
 
@@ -82,11 +82,17 @@ def run(ctx: CheckContext) -> CheckResult:
     else:
         z = float("inf") if b < threshold else float("-inf")
         failed = b < threshold
-    rule = (f"fail if the test-loss barrier on the linear path from the poisoned original is below {fraction:g} x retrain's "
-            f"barrier ({threshold:.3g}), one-sided at alpha={alpha:g} (se from per-sample losses, {points} points)")
-    message = (f"the unlearned model is still linearly connected to the poisoned original: barrier {b:.3g} ± {se:.2g} "
-               f"vs retrain {ref['barrier']:.3g}; L2 distance {mine['l2_distance']:.3g} vs retrain {ref['l2_distance']:.3g}"
-               if failed else "")
+    rule = (
+        f"fail if the test-loss barrier on the linear path from the poisoned original "
+        f"is below {fraction:g} x retrain's "
+        f"barrier ({threshold:.3g}), one-sided at alpha={alpha:g} (se from per-sample losses, {points} points)"
+    )
+    message = (
+        f"the unlearned model is still linearly connected to the poisoned original: barrier {b:.3g} ± {se:.2g} "
+        f"vs retrain {ref['barrier']:.3g}; L2 distance {mine['l2_distance']:.3g} vs retrain {ref['l2_distance']:.3g}"
+        if failed
+        else ""
+    )
     details = {
         "l2_distance": mine["l2_distance"],
         "retrain_l2_distance": ref["l2_distance"],

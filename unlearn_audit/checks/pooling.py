@@ -31,9 +31,16 @@ HOW = {
 
 def seed_summary(seed: int, result: CheckResult) -> dict[str, Any]:
     """One seed's result as the pooled result's details list it."""
-    return {"seed": seed, "verdict": result.verdict, "score": result.score, "stderr": result.stderr,
-            "reference": result.reference, "reference_stderr": result.reference_stderr, "message": result.message,
-            "details": result.details}
+    return {
+        "seed": seed,
+        "verdict": result.verdict,
+        "score": result.score,
+        "stderr": result.stderr,
+        "reference": result.reference,
+        "reference_stderr": result.reference_stderr,
+        "message": result.message,
+        "details": result.details,
+    }
 
 
 def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckResult:
@@ -52,12 +59,17 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
     per_seed = [seed_summary(s, r) for s, r in zip(seeds, results)]
     if not judged:
         first = results[0]
-        return dataclasses.replace(first, message=f"every seed: {first.message}" if first.message else first.message,
-                        details={"per_seed": per_seed, "seeds": seeds})
+        return dataclasses.replace(
+            first,
+            message=f"every seed: {first.message}" if first.message else first.message,
+            details={"per_seed": per_seed, "seeds": seeds},
+        )
     missing = [(s, r) for s, r in judged if "evidence" not in r.details]
     if missing:
         s, r = missing[0]
-        return dataclasses.replace(r, message=f"seed {s}: {r.message}", details={**r.details, "per_seed": per_seed, "seeds": seeds})
+        return dataclasses.replace(
+            r, message=f"seed {s}: {r.message}", details={**r.details, "per_seed": per_seed, "seeds": seeds}
+        )
     used_seeds = [s for s, _ in judged]
     used = [r for _, r in judged]
     short = short_of_evidence(used_seeds, used, left_out)
@@ -71,7 +83,10 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
     if decision.rejected and failing:
         message += f" (on their own, seed{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))} failed)"
     if left_out:
-        note = f"seed{'s' if len(left_out) > 1 else ''} {', '.join(map(str, left_out))} left out: {results[seeds.index(left_out[0])].message}"
+        note = (
+            f"seed{'s' if len(left_out) > 1 else ''} {', '.join(map(str, left_out))} left out: "
+            f"{results[seeds.index(left_out[0])].message}"
+        )
         message = f"{message}; {note}" if message else note
     details = {
         "seeds": used_seeds,
@@ -101,8 +116,15 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
     return pooled_power(result, used)
 
 
-def pool_check(check: str, seeds: list[int], results: list[CheckResult], utility: list[CheckResult | None],
-               alpha: float, utility_alpha: float, family_rule: str = "") -> CheckResult:
+def pool_check(
+    check: str,
+    seeds: list[int],
+    results: list[CheckResult],
+    utility: list[CheckResult | None],
+    alpha: float,
+    utility_alpha: float,
+    family_rule: str = "",
+) -> CheckResult:
     """One test's verdict from its seeds' own results, as the suite reports it.
 
     `results` are the seeds' unpooled results of `check`, `utility` the utility results a removal
@@ -120,8 +142,12 @@ def pool_check(check: str, seeds: list[int], results: list[CheckResult], utility
         pooled_utility = pool([seeds[i] for i in measured], [u for u in utility if u is not None], utility_alpha)
         result = conditioned_on_utility(result, pooled_utility)
         if len(seeds) > 1:  # each seed's own line also says what its utility rule found
-            per_seed = [{**e, "verdict": conditioned_on_utility(results[i], utility[i]).verdict}  # type: ignore[arg-type]
-                        if utility[i] is not None else e for i, e in enumerate(result.details.get("per_seed", []))]
+            per_seed = [
+                {**e, "verdict": conditioned_on_utility(results[i], utility[i]).verdict}  # type: ignore[arg-type]
+                if utility[i] is not None
+                else e
+                for i, e in enumerate(result.details.get("per_seed", []))
+            ]
             result = dataclasses.replace(result, details={**result.details, "per_seed": per_seed})
     return result
 
@@ -141,7 +167,7 @@ def short_of_evidence(seeds: list[int], results: list[CheckResult], left_out: li
     targets): with fewer the test has no power worth a verdict. `cifar10-resnet18` brews one target
     per poisoned model, so its tests reach that count by pooling seeds.
     """
-    evidence = [r.details.get("evidence") for r in results if r.verdict not in ("xfail", "skip")]
+    evidence: list[Any] = [r.details.get("evidence") for r in results if r.verdict not in ("xfail", "skip")]
     if not evidence or any(not isinstance(e, dict) or e.get("kind") != "prediction" for e in evidence):
         return None
     needed = max(int(e.get("min_k", 1)) for e in evidence)
@@ -149,7 +175,11 @@ def short_of_evidence(seeds: list[int], results: list[CheckResult], left_out: li
     if have >= needed:
         return None
     first = results[0]
-    note = f" (left out, not judged: seed{'s' if len(left_out) != 1 else ''} {', '.join(map(str, left_out))})" if left_out else ""
+    note = (
+        f" (left out, not judged: seed{'s' if len(left_out) != 1 else ''} {', '.join(map(str, left_out))})"
+        if left_out
+        else ""
+    )
     return CheckResult(
         check=first.check,
         verdict="xfail",
@@ -159,11 +189,18 @@ def short_of_evidence(seeds: list[int], results: list[CheckResult], left_out: li
         reference_stderr=None,
         direction=first.direction,
         rule=f"the test needs at least {needed} validated targets over the seeds it pools",
-        message=(f"only {have} validated target{'s' if have != 1 else ''} over seed{'s' if len(seeds) != 1 else ''} "
-                 f"{', '.join(map(str, seeds))}{note}; the test needs {needed} to judge removal: pool more seeds "
-                 f"(--audit-seeds)"),
-        details={"seeds": seeds, "left_out_seeds": left_out, "validated_targets": have, "needed_targets": needed,
-                 "per_seed": [seed_summary(s, r) for s, r in zip(seeds, results)]},
+        message=(
+            f"only {have} validated target{'s' if have != 1 else ''} over seed{'s' if len(seeds) != 1 else ''} "
+            f"{', '.join(map(str, seeds))}{note}; the test needs {needed} to judge removal: pool more seeds "
+            f"(--audit-seeds)"
+        ),
+        details={
+            "seeds": seeds,
+            "left_out_seeds": left_out,
+            "validated_targets": have,
+            "needed_targets": needed,
+            "per_seed": [seed_summary(s, r) for s, r in zip(seeds, results)],
+        },
         reference_label=first.reference_label,
         metric=first.metric,
         unit=first.unit,

@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from scipy import stats as st
 
 from unlearn_audit.attacks.base import PoisonMeasurement
-from unlearn_audit.training.relearning import RelearningAttack, attack_from_options, relearn_many, relearning_set
-from unlearn_audit.scenarios.seeds import derived_seed
-from unlearn_audit.checks.power import with_power
-from unlearn_audit.stats import Proportion, excess_effect, excess_test, population_excess_test, z_power
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
+from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import clean_test_accuracy
+from unlearn_audit.scenarios.seeds import derived_seed
+from unlearn_audit.stats import Proportion, excess_effect, excess_test, population_excess_test, z_power
+from unlearn_audit.training.relearning import RelearningAttack, attack_from_options, relearn_many, relearning_set
 
 # The score is the attack's poison metric (after relearning, at the worst k): `run` sets the attack's own
 # metric and unit on its result (`UNIT_OF_NULL`); the declaration can only say so.
@@ -52,8 +53,14 @@ def _not_measured_yet() -> Any:
     raise _NotMeasuredYet
 
 
-def relearn_curves(ctx: CheckContext, models: list[torch.nn.Module], sizes: list[int], positions: torch.Tensor,
-                   held_out: torch.Tensor | None, attack: RelearningAttack) -> list[dict[int, dict[str, Any]]]:
+def relearn_curves(
+    ctx: CheckContext,
+    models: list[torch.nn.Module],
+    sizes: list[int],
+    positions: torch.Tensor,
+    held_out: torch.Tensor | None,
+    attack: RelearningAttack,
+) -> list[dict[int, dict[str, Any]]]:
     """For each model, for each k in `sizes`: its relearning curve under `attack` with k forget examples, and
     the poison measurement the verdict reads (the mean of the curve's last `attack.window` evaluations).
 
@@ -80,18 +87,28 @@ def relearn_curves(ctx: CheckContext, models: list[torch.nn.Module], sizes: list
                 pm = ctx.attack.measure_poison(f, m, held_out, memo=ctx.measure)
                 into.append(pm)
                 return pm.value
+
             return measure
 
         # The attack runs on the audited model's device for method and reference models alike.
-        curves = relearn_many([m for m in missing for _ in sizes], [data[k] for _ in missing for k in sizes],
-                              f.recipe.training, attack,
-                              seeds=[derived_seed(f.seed, f"relearn-{k}") for _ in missing for k in sizes],
-                              measures=[measure_into(into) for into in measured],
-                              device=next(ctx.model.parameters()).device)
+        curves = relearn_many(
+            [m for m in missing for _ in sizes],
+            [data[k] for _ in missing for k in sizes],
+            f.recipe.training,
+            attack,
+            seeds=[derived_seed(f.seed, f"relearn-{k}") for _ in missing for k in sizes],
+            measures=[measure_into(into) for into in measured],
+            device=next(ctx.model.parameters()).device,
+        )
         for i, model in enumerate(missing):
-            result = {k: {"curve": curves[i * len(sizes) + j], "final": window_mean(measured[i * len(sizes) + j][-attack.window:])}
-                      for j, k in enumerate(sizes)}
-            ctx.measure(model, name, lambda result=result: result)
+            result = {
+                k: {
+                    "curve": curves[i * len(sizes) + j],
+                    "final": window_mean(measured[i * len(sizes) + j][-attack.window :]),
+                }
+                for j, k in enumerate(sizes)
+            }
+            ctx.measure(model, name, lambda result=result: result)  # type: ignore[misc]
     return [ctx.measure(model, name, _not_measured_yet) for model in models]
 
 
@@ -126,7 +143,7 @@ def run(ctx: CheckContext) -> CheckResult:
         raise ValueError(f"relearning sizes {sizes} leave no held-out poisons out of {n_forget}")
     # The same relearning examples for every method: a seeded permutation of the forget set.
     positions = torch.randperm(n_forget, generator=torch.Generator().manual_seed(derived_seed(f.seed, "relearn-pool")))
-    held_out = positions[max(sizes):] if on_forget_set else None
+    held_out = positions[max(sizes) :] if on_forget_set else None
     # One attack for every k (its length from the largest attacker set), so the curves are comparable.
     attack = attack_from_options(opts, f.recipe.training, f.num_train - n_forget + max(sizes))
     level = alpha / len(sizes)
@@ -140,19 +157,30 @@ def run(ctx: CheckContext) -> CheckResult:
     best_power: tuple[float, float, bool, float | None] | None = None
     null = ""
     # The method's model, retrain, and the poisoned original for the power (the poison not removed at all).
-    mine_all, ref_all, original_all = relearn_curves(ctx, [ctx.model, f.retrain, f.original], sizes, positions,
-                                                     held_out, attack)
+    mine_all, ref_all, original_all = relearn_curves(
+        ctx, [ctx.model, f.retrain, f.original], sizes, positions, held_out, attack
+    )
     # The clean population only where its test uses it: attack success (a proportion).
     proportions = next(iter(mine_all.values()))["final"].null == "proportion"
-    clean_all = (relearn_curves(ctx, list(f.clean_models), sizes, positions, held_out, attack)
-                 if population_models and proportions else [])
+    clean_all = (
+        relearn_curves(ctx, list(f.clean_models), sizes, positions, held_out, attack)
+        if population_models and proportions
+        else []
+    )
     for k in sizes:
         mine, ref = mine_all[k], ref_all[k]
         m, r = mine["final"], ref["final"]
         null = m.null  # the same for every k: the attack's poison metric
         o = original_all[k]["final"]
-        entry: dict[str, Any] = {"k": k, "method": m.value, "method_stderr": m.stderr, "retrain": r.value,
-                                 "retrain_stderr": r.stderr, "method_curve": mine["curve"], "retrain_curve": ref["curve"]}
+        entry: dict[str, Any] = {
+            "k": k,
+            "method": m.value,
+            "method_stderr": m.stderr,
+            "retrain": r.value,
+            "retrain_stderr": r.stderr,
+            "method_curve": mine["curve"],
+            "retrain_curve": ref["curve"],
+        }
         critical: float | None = None
         if null == "proportion" and population_models:
             population = [r.value] + [clean[k]["final"].value for clean in clean_all]
@@ -161,11 +189,16 @@ def run(ctx: CheckContext) -> CheckResult:
             failed, strength = test.rejected, test.t - critical
             effect, two_sided = (o.value - margin - test.reference_mean) / test.prediction_sd, False
             parts[f"k={k}"] = evidence.population(m.value, m.n, population, margin)
-            entry.update(clean_models=population[1:], population_mean=test.reference_mean,
-                         prediction_sd=test.prediction_sd, t=test.t, p_value=test.p_value)
+            entry.update(
+                clean_models=population[1:],
+                population_mean=test.reference_mean,
+                prediction_sd=test.prediction_sd,
+                t=test.t,
+                p_value=test.p_value,
+            )
         elif null == "proportion":
-            test = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
-            failed, strength = test.rejected, test.lower_bound - margin
+            excess = excess_test(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, level)
+            failed, strength = excess.rejected, excess.lower_bound - margin
             effect, two_sided = excess_effect(Proportion(o.hits, o.n), Proportion(r.hits, r.n), margin), False
             parts[f"k={k}"] = evidence.excess(Proportion(m.hits, m.n), Proportion(r.hits, r.n), margin, method="a")
         else:
@@ -190,23 +223,37 @@ def run(ctx: CheckContext) -> CheckResult:
     attacked = f"after the relearning attack on the retain set + k forget examples (k in {sizes}; {attack.describe()})"
     if null == "proportion" and population_models:
         reference_label = f"retrain and {len(f.clean_models)} clean models"
-        rule = (f"{attacked}, fail if attack success exceeds that of {reference_label} (same attack) by more than "
-                f"{margin:g} at any k: one-sided prediction t-test against the {len(population_models)} models, "
-                f"alpha={alpha:g}/{len(sizes)}")
+        rule = (
+            f"{attacked}, fail if attack success exceeds that of {reference_label} (same attack) by more than "
+            f"{margin:g} at any k: one-sided prediction t-test against the {len(population_models)} models, "
+            f"alpha={alpha:g}/{len(sizes)}"
+        )
     elif null == "proportion":
         reference_label = "retrain"
-        rule = (f"{attacked}, fail if attack success exceeds retrain's (same attack) by more than {margin:g} at any k, "
-                f"one-sided at alpha={alpha:g}/{len(sizes)} (Newcombe-Wilson)")
+        rule = (
+            f"{attacked}, fail if attack success exceeds retrain's (same attack) by more than {margin:g} at any k, "
+            f"one-sided at alpha={alpha:g}/{len(sizes)} (Newcombe-Wilson)"
+        )
     else:
         reference_label = "retrain"
-        rule = (f"{attacked}, fail if the mean GUS of the {len(held_out)} held-out poisons is != 0 at any k, two-sided "
-                f"z-test at alpha={alpha:g}/{len(sizes)} (exact for one evaluation, conservative for a mean of several)")
+        held_out_count = len(held_out) if held_out is not None else 0
+        rule = (
+            f"{attacked}, fail if the mean GUS of the {held_out_count} held-out poisons is != 0 at any k, two-sided "
+            f"z-test at alpha={alpha:g}/{len(sizes)} (exact for one evaluation, conservative for a mean of several)"
+        )
     message = ""
     if failed_any:
-        bad = ", ".join(f"k={e['k']}: {e['method']:.3f} vs " + (f"clean models {e['population_mean']:.3f} (retrain "
-                                                                 f"{e['retrain']:.3f}, prediction sd {e['prediction_sd']:.3f})"
-                                                                 if "population_mean" in e else f"retrain {e['retrain']:.3f}")
-                        for e in per_size if e["failed"])
+        bad = ", ".join(
+            f"k={e['k']}: {e['method']:.3f} vs "
+            + (
+                f"clean models {e['population_mean']:.3f} (retrain "
+                f"{e['retrain']:.3f}, prediction sd {e['prediction_sd']:.3f})"
+                if "population_mean" in e
+                else f"retrain {e['retrain']:.3f}"
+            )
+            for e in per_size
+            if e["failed"]
+        )
         message = f"the poison comes back under relearning ({what}): {bad}"
     details = {
         "worst_k": w["k"],
@@ -234,5 +281,11 @@ def run(ctx: CheckContext) -> CheckResult:
     )
     assert best_power is not None
     # The check fails if any k fails, so its power is at least that of its most powerful k.
-    return with_power(result, best_power[1], level, two_sided=best_power[2], critical=best_power[3],
-                      against="the poisoned original under the same relearning attack (its most powerful k)")
+    return with_power(
+        result,
+        best_power[1],
+        level,
+        two_sided=best_power[2],
+        critical=best_power[3],
+        against="the poisoned original under the same relearning attack (its most powerful k)",
+    )

@@ -37,30 +37,47 @@ class SeedParts:
     utility: tuple[CheckResult | None, ...]
 
     def to_text(self) -> str:
-        return json.dumps({
-            "alpha": self.alpha, "utility_alpha": self.utility_alpha, "family_rule": self.family_rule,
-            "seeds": list(self.seeds), "results": [dataclasses.asdict(r) for r in self.results],
-            "utility": [dataclasses.asdict(u) if u is not None else None for u in self.utility],
-        }, allow_nan=True)
+        return json.dumps(
+            {
+                "alpha": self.alpha,
+                "utility_alpha": self.utility_alpha,
+                "family_rule": self.family_rule,
+                "seeds": list(self.seeds),
+                "results": [dataclasses.asdict(r) for r in self.results],
+                "utility": [dataclasses.asdict(u) if u is not None else None for u in self.utility],
+            },
+            allow_nan=True,
+        )
 
     @classmethod
-    def from_text(cls, text: str) -> "SeedParts":
+    def from_text(cls, text: str) -> SeedParts:
         data = json.loads(text)
-        return cls(float(data["alpha"]), float(data["utility_alpha"]), str(data["family_rule"]), tuple(data["seeds"]),
-                   tuple(_result(r) for r in data["results"]),
-                   tuple(_result(u) if u is not None else None for u in data["utility"]))
+        return cls(
+            float(data["alpha"]),
+            float(data["utility_alpha"]),
+            str(data["family_rule"]),
+            tuple(data["seeds"]),
+            tuple(_result(r) for r in data["results"]),
+            tuple(_result(u) if u is not None else None for u in data["utility"]),
+        )
 
-    def joined(self, other: "SeedParts") -> "SeedParts":
+    def joined(self, other: SeedParts) -> SeedParts:
         """These seeds' parts followed by `other`'s: the test must be judged the same way in both runs."""
         for name in ("alpha", "utility_alpha", "family_rule"):
             if getattr(self, name) != getattr(other, name):
-                raise ValueError(f"the runs judged this test differently ({name}: {getattr(self, name)!r} vs "
-                                 f"{getattr(other, name)!r}); were they runs of the same profile and budgets?")
+                raise ValueError(
+                    f"the runs judged this test differently ({name}: {getattr(self, name)!r} vs "
+                    f"{getattr(other, name)!r}); were they runs of the same profile and budgets?"
+                )
         overlap = set(self.seeds) & set(other.seeds)
         if overlap:
             raise ValueError(f"seed(s) {sorted(overlap)} judged in two runs")
-        return dataclasses.replace(self, seeds=self.seeds + other.seeds, results=self.results + other.results,
-                                   utility=self.utility + other.utility)
+        return dataclasses.replace(
+            self,
+            seeds=self.seeds + other.seeds,
+            results=self.results + other.results,
+            utility=self.utility + other.utility,
+        )
 
 
 def _result(data: dict[str, Any]) -> CheckResult:

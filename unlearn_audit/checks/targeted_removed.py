@@ -45,8 +45,8 @@ from scipy import stats as st
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
-from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 from unlearn_audit.checks.power import with_power
+from unlearn_audit.checks.utility_preserved import clean_test_accuracy
 from unlearn_audit.stats import Proportion, excess_effect, excess_test, prediction_test
 
 CHECK = CheckInfo(name="targeted_removed", kind="removal", metric="attack success rate", unit="fraction")
@@ -126,8 +126,12 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         f"fail if the soft attack success (mean sigmoid of the adversarial margin) on the {k} validated targets is "
         f"above that of models retrained without the poisons (n={test.n} clean references), one-sided prediction "
         f"t-test at alpha={alpha:g}"
-        + ("; the targets are the low-margin fallback (the random target failed validation), near the boundary, "
-           "which flatters unlearners" if "target_fallback" in notes else "")
+        + (
+            "; the targets are the low-margin fallback (the random target failed validation), near the boundary, "
+            "which flatters unlearners"
+            if "target_fallback" in notes
+            else ""
+        )
     )
     message = (
         f"the poison still works: soft attack success {score:.3f} vs clean models {test.reference_mean:.3f} "
@@ -142,12 +146,18 @@ def against_clean_models(ctx: CheckContext) -> CheckResult:
         "attack_success": success.value,
         "attack_success_interval_95": list(success.interval),
         "clean_reference_attack_success": ref_success.value,
-        "original_soft_attack_success": float(torch.sigmoid(attack.target_scores(ctx.fixture, ctx.fixture.original, ctx.measure)).mean()),
+        "original_soft_attack_success": float(
+            torch.sigmoid(attack.target_scores(ctx.fixture, ctx.fixture.original, ctx.measure)).mean()
+        ),
         "validated_targets": k,
         "target_margins": mine.tolist(),
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
-        "evidence": evidence.prediction(float(soft.sum()), k, reference_scores.sum(dim=1).tolist(),
-                                        min_k=int(ctx.options.get("min_validated_targets", 3))),
+        "evidence": evidence.prediction(
+            float(soft.sum()),
+            k,
+            reference_scores.sum(dim=1).tolist(),
+            min_k=int(ctx.options.get("min_validated_targets", 3)),
+        ),
         **notes,
     }
     result = CheckResult(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from unlearn_audit.metrics import correct
-from unlearn_audit.stats import ExcessTest, Proportion, excess_test
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
+from unlearn_audit.metrics import correct
+from unlearn_audit.stats import ExcessTest, Proportion, excess_test
 
 CHECK = CheckInfo(name="utility_preserved", kind="other", metric="clean test accuracy", unit="fraction")
 

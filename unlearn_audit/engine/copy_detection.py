@@ -75,8 +75,11 @@ class Closeness:
 
 def flat_weights(model: nn.Module) -> torch.Tensor:
     """Every floating-point tensor of the state dict, as one fp32 vector on the CPU."""
-    parts = [v.detach().float().flatten().cpu() for k, v in model.state_dict().items()
-             if v.is_floating_point() and not k.endswith("num_batches_tracked")]
+    parts = [
+        v.detach().float().flatten().cpu()
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not k.endswith("num_batches_tracked")
+    ]
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
@@ -125,18 +128,23 @@ def _references(fixture: Fixture, device: torch.device) -> _References:
     return references
 
 
-def _yardstick(weights: dict[str, torch.Tensor], probabilities: dict[str, torch.Tensor],
-               labels: torch.Tensor) -> Yardstick:
+def _yardstick(
+    weights: dict[str, torch.Tensor], probabilities: dict[str, torch.Tensor], labels: torch.Tensor
+) -> Yardstick:
     pairs = list(itertools.combinations(weights, 2))
     candidates = {f"{a}~{b}": float((weights[a] - weights[b]).norm()) for a, b in pairs}
     candidates["sqrt(2) x |retrain|"] = math.sqrt(2.0) * float(weights["retrain"].norm())
     weights_pair = min(candidates, key=lambda k: candidates[k])
 
     independent = [name for name in probabilities if name != "original"]  # retrain and the clean models
-    prediction_pairs = {f"{a}~{b}": total_variation(probabilities[a], probabilities[b])
-                        for a, b in itertools.combinations(independent, 2)}
+    prediction_pairs = {
+        f"{a}~{b}": total_variation(probabilities[a], probabilities[b])
+        for a, b in itertools.combinations(independent, 2)
+    }
     if not prediction_pairs or len(labels) == 0:
-        why_not = "the recipe trains no clean models ([references] clean_models)" if not prediction_pairs else "no test set"
+        why_not = (
+            "the recipe trains no clean models ([references] clean_models)" if not prediction_pairs else "no test set"
+        )
         return Yardstick(candidates[weights_pair], weights_pair, None, why_not)
     predictions_pair = min(prediction_pairs, key=lambda k: prediction_pairs[k])
     return Yardstick(candidates[weights_pair], weights_pair, prediction_pairs[predictions_pair], predictions_pair)
@@ -165,22 +173,37 @@ def copy_problem(found: list[Closeness], stick: Yardstick) -> str | None:
     copied = next((c for c in found if c.is_copy), None)
     if copied is None:
         return None
-    what = "retrain reference" if copied.reference == "retrain" else f"reference model {copied.reference!r} (a clean model)"
-    predictions = (f"its test-set predictions {copied.predictions:.3g} of theirs ({stick.predictions:.3g} mean total "
-                   f"variation, {stick.predictions_pair})" if copied.predictions is not None
-                   else f"predictions not compared ({stick.predictions_pair})")
-    return (f"unlearn() returned a copy of the harness's {what}: its weights are {copied.weights:.3g} of the distance "
-            f"between the closest independently trained models ({stick.weights:.3g}, {stick.weights_pair}), "
-            f"{predictions}; a copy is anything below {COPY_FRACTION:g} of either (legitimate methods, a fresh "
-            "retraining among them, were measured at 0.99 or more). A method must not read the harness's reference models")
+    what = (
+        "retrain reference"
+        if copied.reference == "retrain"
+        else f"reference model {copied.reference!r} (a clean model)"
+    )
+    predictions = (
+        f"its test-set predictions {copied.predictions:.3g} of theirs ({stick.predictions:.3g} mean total "
+        f"variation, {stick.predictions_pair})"
+        if copied.predictions is not None
+        else f"predictions not compared ({stick.predictions_pair})"
+    )
+    return (
+        f"unlearn() returned a copy of the harness's {what}: its weights are {copied.weights:.3g} of the distance "
+        f"between the closest independently trained models ({stick.weights:.3g}, {stick.weights_pair}), "
+        f"{predictions}; a copy is anything below {COPY_FRACTION:g} of either (legitimate methods, a fresh "
+        "retraining among them, were measured at 0.99 or more). A method must not read the harness's reference models"
+    )
 
 
 def closeness_details(found: list[Closeness], stick: Yardstick) -> dict[str, object]:
     """For the outcome's record: the closest reference and the fractions."""
     closest = found[0] if found else None
-    return {"closest_reference": closest.reference if closest else None,
-            "weights_fraction": closest.weights if closest else None,
-            "predictions_fraction": closest.predictions if closest else None,
-            "yardstick": {"weights": stick.weights, "weights_pair": stick.weights_pair,
-                          "predictions": stick.predictions, "predictions_pair": stick.predictions_pair},
-            "copy_fraction": COPY_FRACTION}
+    return {
+        "closest_reference": closest.reference if closest else None,
+        "weights_fraction": closest.weights if closest else None,
+        "predictions_fraction": closest.predictions if closest else None,
+        "yardstick": {
+            "weights": stick.weights,
+            "weights_pair": stick.weights_pair,
+            "predictions": stick.predictions,
+            "predictions_pair": stick.predictions_pair,
+        },
+        "copy_fraction": COPY_FRACTION,
+    }

@@ -39,7 +39,7 @@ class ExampleGradientCounter:
         self.deadline = deadline
         self.cancelled = False
         self.total = 0
-        self._per_module: "weakref.WeakKeyDictionary[nn.Module, int]" = weakref.WeakKeyDictionary()
+        self._per_module: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         self._handle: Any = None
         self._hook_key: int | None = None
 
@@ -58,7 +58,7 @@ class ExampleGradientCounter:
         if count > self.total:
             self.total = count
 
-    def install(self) -> "ExampleGradientCounter":
+    def install(self) -> ExampleGradientCounter:
         if self._handle is None:
             self._handle = module_internals.register_module_forward_pre_hook(self._hook)
             self._hook_key = self._handle.id
@@ -69,7 +69,7 @@ class ExampleGradientCounter:
             self._handle.remove()
             self._handle = None
 
-    def __enter__(self) -> "ExampleGradientCounter":
+    def __enter__(self) -> ExampleGradientCounter:
         return self.install()
 
     def __exit__(self, *exc: Any) -> None:
@@ -82,7 +82,10 @@ class ExampleGradientCounter:
         in `total`.
         """
         hooks = module_internals._global_forward_pre_hooks
-        if self._hook_key not in hooks or getattr(hooks[self._hook_key], "__func__", None) is not ExampleGradientCounter._hook:
+        if (
+            self._hook_key not in hooks
+            or getattr(hooks[self._hook_key], "__func__", None) is not ExampleGradientCounter._hook
+        ):
             return "the harness's global forward hook was removed or replaced"
         total = self.total
         canary = nn.Linear(2, 1)

@@ -42,15 +42,18 @@ class Execution:
 
 def _request_data(request: UnlearningRequest) -> dict[str, torch.Tensor]:
     sets = {"forget": request.forget, "retain": request.retain, "validation": request.validation}
-    return {f"{name}.{part}": getattr(s, part) for name, s in sets.items() if s is not None for part in ("inputs", "labels")}
+    return {
+        f"{name}.{part}": getattr(s, part) for name, s in sets.items() if s is not None for part in ("inputs", "labels")
+    }
 
 
 def _format_warning(w: warnings.WarningMessage) -> str:
     return f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}"
 
 
-def execute(unlearner: Any, model: nn.Module, request: UnlearningRequest, reference: nn.Module,
-            counter: ExampleGradientCounter) -> Execution:
+def execute(
+    unlearner: Any, model: nn.Module, request: UnlearningRequest, reference: nn.Module, counter: ExampleGradientCounter
+) -> Execution:
     """Seed, count and run `unlearner.unlearn(model, request)`; `reference` has the expected architecture."""
     data_before = tensor_fingerprint(_request_data(request))
     returned: Any = None
@@ -84,8 +87,10 @@ def execute(unlearner: Any, model: nn.Module, request: UnlearningRequest, refere
     if bad:
         return result(f"unlearn() returned a model with NaN/Inf values in {len(bad)} tensors, e.g. {bad[:3]}")
     if tensor_fingerprint(_request_data(request)) != data_before:
-        return result("unlearn() modified the request's forget/retain/validation data in place; "
-                      "a method must treat it as read-only")
+        return result(
+            "unlearn() modified the request's forget/retain/validation data in place; "
+            "a method must treat it as read-only"
+        )
     return result(None, returned)
 
 

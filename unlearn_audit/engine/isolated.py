@@ -23,9 +23,18 @@ from safetensors.torch import load_file, save_file
 from unlearn_audit.engine.execute import Execution
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, finish
 from unlearn_audit.engine.worker import UnlearnerWorker, WorkerFailed, WorkerStartError
-from unlearn_audit.engine.worker_protocol import (DATA_FILE, MODEL_PREFIX, REPORT_FILE, STDERR_FILE, STDOUT_FILE,
-                                                  WEIGHTS_FILE, MalformedReport, file_sha256, parse_report,
-                                                  truncated)
+from unlearn_audit.engine.worker_protocol import (
+    DATA_FILE,
+    MODEL_PREFIX,
+    REPORT_FILE,
+    STDERR_FILE,
+    STDOUT_FILE,
+    WEIGHTS_FILE,
+    MalformedReport,
+    file_sha256,
+    parse_report,
+    truncated,
+)
 from unlearn_audit.scenarios.fixture import Fixture
 
 
@@ -48,8 +57,14 @@ class RequestFiles:
         if path.exists():
             path.chmod(0o600)
         forget, retain, validation = fixture.forget_set(), fixture.retain_set(), fixture.validation_set()
-        tensors = {"forget_x": forget.inputs, "forget_y": forget.labels, "retain_x": retain.inputs,
-                   "retain_y": retain.labels, "validation_x": validation.inputs, "validation_y": validation.labels}
+        tensors = {
+            "forget_x": forget.inputs,
+            "forget_y": forget.labels,
+            "retain_x": retain.inputs,
+            "retain_y": retain.labels,
+            "validation_x": validation.inputs,
+            "validation_y": validation.labels,
+        }
         tensors.update({MODEL_PREFIX + k: v.detach().cpu() for k, v in fixture.original.state_dict().items()})
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
         path.chmod(0o400)
@@ -90,33 +105,60 @@ def run_isolated(
     try:
         worker.ensure_started()  # its private directory is where the job's files go (all it may reach)
     except WorkerStartError as exc:
-        return UnlearnOutcome(None, 0, 0.0, budget, f"the unlearner's worker process could not be restarted: {exc}",
-                              exempt_from_budget)
+        return UnlearnOutcome(
+            None, 0, 0.0, budget, f"the unlearner's worker process could not be restarted: {exc}", exempt_from_budget
+        )
     assert worker.home is not None
     result_dir = Path(tempfile.mkdtemp(prefix="job-", dir=worker.home))
     data_path = result_dir / DATA_FILE
     share_read_only(shared_path, data_path)
     job: dict[str, Any] = {
-        "data_path": str(data_path), "data_sha256": digest, "result_dir": str(result_dir),
-        "model_spec": dict(fixture.recipe.model), "input_shape": list(fixture.meta["input_shape"]),
-        "num_classes": fixture.num_classes, "recipe": dict(fixture.recipe.training.__dict__),
-        "budget_fraction": budget.fraction, "budget_example_gradients": budget.example_gradients,
-        "seed": seed, "device": str(device), "profile": fixture.recipe.profile,
+        "data_path": str(data_path),
+        "data_sha256": digest,
+        "result_dir": str(result_dir),
+        "model_spec": dict(fixture.recipe.model),
+        "input_shape": list(fixture.meta["input_shape"]),
+        "num_classes": fixture.num_classes,
+        "recipe": dict(fixture.recipe.training.__dict__),
+        "budget_fraction": budget.fraction,
+        "budget_example_gradients": budget.example_gradients,
+        "seed": seed,
+        "device": str(device),
+        "profile": fixture.recipe.profile,
     }
     try:
         try:
             worker.run(job, timeout)
         except (WorkerFailed, WorkerStartError) as exc:  # died, timed out, or could not be restarted
-            failed_output = {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
-            return UnlearnOutcome(None, 0, timeout, budget, f"the unlearner's worker process {exc}", exempt_from_budget,
-                                  output=failed_output)
-        output: dict[str, Any] = {"stdout": _read_text(result_dir / STDOUT_FILE),
-                                  "stderr": _read_text(result_dir / STDERR_FILE)}
+            failed_output = {
+                "stdout": _read_text(result_dir / STDOUT_FILE),
+                "stderr": _read_text(result_dir / STDERR_FILE),
+            }
+            return UnlearnOutcome(
+                None,
+                0,
+                timeout,
+                budget,
+                f"the unlearner's worker process {exc}",
+                exempt_from_budget,
+                output=failed_output,
+            )
+        output: dict[str, Any] = {
+            "stdout": _read_text(result_dir / STDOUT_FILE),
+            "stderr": _read_text(result_dir / STDERR_FILE),
+        }
         try:
             report = parse_report((result_dir / REPORT_FILE).read_text())
         except (OSError, MalformedReport) as exc:
-            return UnlearnOutcome(None, 0, 0.0, budget, f"the unlearner's worker wrote no valid report ({exc})",
-                                  exempt_from_budget, output=output)
+            return UnlearnOutcome(
+                None,
+                0,
+                0.0,
+                budget,
+                f"the unlearner's worker wrote no valid report ({exc})",
+                exempt_from_budget,
+                output=output,
+            )
         output["warnings"] = list(report.warnings)
         state = None
         if report.error is None:
@@ -124,10 +166,24 @@ def run_isolated(
                 state = load_file(str(result_dir / WEIGHTS_FILE))
             except (OSError, SafetensorError) as exc:
                 report_error = f"the returned weights could not be read ({exc})"
-                return UnlearnOutcome(None, report.example_gradients, report.seconds, budget, report_error,
-                                      exempt_from_budget, output=output)
-        execution = Execution(None, report.error, report.traceback, report.example_gradients, report.seconds,
-                              report.spend_problem, report.warnings)
+                return UnlearnOutcome(
+                    None,
+                    report.example_gradients,
+                    report.seconds,
+                    budget,
+                    report_error,
+                    exempt_from_budget,
+                    output=output,
+                )
+        execution = Execution(
+            None,
+            report.error,
+            report.traceback,
+            report.example_gradients,
+            report.seconds,
+            report.spend_problem,
+            report.warnings,
+        )
         return finish(execution, state, fixture, budget, device, exempt_from_budget, output)
     finally:
         shutil.rmtree(result_dir, ignore_errors=True)

@@ -45,8 +45,14 @@ class AuditOptions:
     allow_network: bool = False  # `--audit-allow-network`
 
     def worker_options(self) -> WorkerOptions:
-        return WorkerOptions(threads=self.threads, max_memory=self.max_memory, device=self.device, sandbox=self.sandbox,
-                             allow_network=self.allow_network, deny=harness_private_paths(self.cache_dir))
+        return WorkerOptions(
+            threads=self.threads,
+            max_memory=self.max_memory,
+            device=self.device,
+            sandbox=self.sandbox,
+            allow_network=self.allow_network,
+            deny=harness_private_paths(self.cache_dir),
+        )
 
 
 def harness_private_paths(cache_dir: Path | None) -> tuple[str, ...]:

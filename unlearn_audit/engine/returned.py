@@ -17,7 +17,10 @@ from torch import nn
 from unlearn_audit.profiles.models import nonfinite_tensors
 from unlearn_audit.scenarios.fixture import Fixture
 
-def audited_copy(state: Mapping[str, torch.Tensor], fixture: Fixture, device: torch.device) -> tuple[nn.Module | None, str | None]:
+
+def audited_copy(
+    state: Mapping[str, torch.Tensor], fixture: Fixture, device: torch.device
+) -> tuple[nn.Module | None, str | None]:
     """A fresh model with the returned weights, or None and why they are unusable."""
     try:
         with torch.random.fork_rng(devices=[]):  # its throwaway initialisation must not move the global RNG
@@ -41,5 +44,5 @@ def identical_weights(model: nn.Module, other: nn.Module) -> bool:
     mine, theirs = model.state_dict(), other.state_dict()
     return mine.keys() == theirs.keys() and all(
         v.dtype == theirs[k].dtype and v.shape == theirs[k].shape and torch.equal(v, theirs[k].to(v.device))
-        for k, v in mine.items())
-
+        for k, v in mine.items()
+    )

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from unlearn_audit.engine.copy_detection import closeness, closeness_details, copy_problem
 from unlearn_audit.engine.counting import ExampleGradientCounter
 from unlearn_audit.engine.execute import Execution, execute
-from unlearn_audit.engine.copy_detection import closeness, closeness_details, copy_problem
 from unlearn_audit.engine.returned import audited_copy
 from unlearn_audit.engine.seeding import preserved_global_rng
 from unlearn_audit.protocol import Budget, UnlearningRequest
@@ -53,11 +53,27 @@ def budget_for(fixture: Fixture, fraction: float) -> Budget:
     return Budget(fraction, math.floor(fraction * total + 1e-9))  # 0.7 * 43110 is 30176.999...
 
 
-def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture: Fixture, budget: Budget,
-           device: torch.device, exempt: bool, output: dict[str, Any]) -> UnlearnOutcome:
+def finish(
+    execution: Execution,
+    state: dict[str, torch.Tensor] | None,
+    fixture: Fixture,
+    budget: Budget,
+    device: torch.device,
+    exempt: bool,
+    output: dict[str, Any],
+) -> UnlearnOutcome:
     """The outcome of a finished call: load and vet the returned weights (shared by both modes)."""
-    failed = UnlearnOutcome(None, execution.example_gradients, execution.seconds, budget, execution.error, exempt,
-                            traceback=execution.traceback, spend_problem=execution.spend_problem, output=output)
+    failed = UnlearnOutcome(
+        None,
+        execution.example_gradients,
+        execution.seconds,
+        budget,
+        execution.error,
+        exempt,
+        traceback=execution.traceback,
+        spend_problem=execution.spend_problem,
+        output=output,
+    )
     if failed.error is not None or state is None:
         return replace(failed, error=failed.error or "unlearn() returned no weights")
     model, problem = audited_copy(state, fixture, device)
@@ -65,8 +81,12 @@ def finish(execution: Execution, state: dict[str, torch.Tensor] | None, fixture:
         return replace(failed, error=problem)
     found, yardstick = closeness(model, fixture, device)
     error = copy_problem(found, yardstick)
-    return replace(failed, model=model if error is None else None, error=error,
-                   details={"reference_closeness": closeness_details(found, yardstick)})
+    return replace(
+        failed,
+        model=model if error is None else None,
+        error=error,
+        details={"reference_closeness": closeness_details(found, yardstick)},
+    )
 
 
 def run_unlearner(
@@ -91,9 +111,17 @@ def run_unlearner(
     forget, retain, validation = fixture.forget_set(), fixture.retain_set(), fixture.validation_set()
     fixture_before = fixture.fingerprint()
     request = UnlearningRequest(
-        forget=forget, retain=retain, budget=budget, recipe=fixture.recipe.training,
-        model_factory=lambda: build().to(device), num_classes=fixture.num_classes, device=device, seed=seed,
-        generator=torch.Generator().manual_seed(seed), profile=fixture.recipe.profile, validation=validation,
+        forget=forget,
+        retain=retain,
+        budget=budget,
+        recipe=fixture.recipe.training,
+        model_factory=lambda: build().to(device),
+        num_classes=fixture.num_classes,
+        device=device,
+        seed=seed,
+        generator=torch.Generator().manual_seed(seed),
+        profile=fixture.recipe.profile,
+        validation=validation,
     )
     model = copy.deepcopy(fixture.original).to(device)
     result: dict[str, Execution] = {}
@@ -110,16 +138,29 @@ def run_unlearner(
         counter.cancelled = True  # the method's next forward pass raises UnlearnerCancelled
         thread.join(5.0)
     seconds = time.perf_counter() - started
-    if fixture.fingerprint() != fixture_before:  # checked on every path: a method that raised or hung may have touched it
-        outcome = UnlearnOutcome(None, counter.total, seconds, budget,
-                                 "the fixture held by the harness changed while unlearn() ran; a method must not touch it",
-                                 exempt_from_budget, fixture_tampered=True)
+    if (
+        fixture.fingerprint() != fixture_before
+    ):  # checked on every path: a method that raised or hung may have touched it
+        outcome = UnlearnOutcome(
+            None,
+            counter.total,
+            seconds,
+            budget,
+            "the fixture held by the harness changed while unlearn() ran; a method must not touch it",
+            exempt_from_budget,
+            fixture_tampered=True,
+        )
         return outcome
     if "done" not in result or result["done"].cancelled:
         note = " (it is still running in a background thread and could not be stopped)" if thread.is_alive() else ""
-        return UnlearnOutcome(None, counter.total, seconds, budget,
-                              f"unlearn() did not finish within the time limit of {timeout:.0f} s (--audit-timeout){note}",
-                              exempt_from_budget)
+        return UnlearnOutcome(
+            None,
+            counter.total,
+            seconds,
+            budget,
+            f"unlearn() did not finish within the time limit of {timeout:.0f} s (--audit-timeout){note}",
+            exempt_from_budget,
+        )
     done = result["done"]
     state = done.returned.state_dict() if done.returned is not None else None
     return finish(done, state, fixture, budget, device, exempt_from_budget, {"warnings": list(done.warnings)})

@@ -61,22 +61,65 @@ SCOPE_SIGNAL = 1 << 1  # ABI 6
 FS_V1 = (1 << 13) - 1
 FS_BY_ABI = {1: FS_V1, 2: FS_V1 | FS_REFER, 3: FS_V1 | FS_REFER | FS_TRUNCATE}
 READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
-WRITE = (FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR | FS_MAKE_REG | FS_MAKE_SOCK | FS_MAKE_FIFO
-         | FS_MAKE_SYM | FS_REFER | FS_TRUNCATE)
+WRITE = (
+    FS_WRITE_FILE
+    | FS_REMOVE_DIR
+    | FS_REMOVE_FILE
+    | FS_MAKE_DIR
+    | FS_MAKE_REG
+    | FS_MAKE_SOCK
+    | FS_MAKE_FIFO
+    | FS_MAKE_SYM
+    | FS_REFER
+    | FS_TRUNCATE
+)
 FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV  # what a file (not a dir) takes
 
-SYSTEM_READ = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/nix", "/run/current-system",
-               "/proc/self", "/proc/thread-self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/filesystems",
-               "/proc/sys/kernel", "/proc/sys/vm", "/proc/mounts", "/sys/devices/system/cpu", "/sys/devices/system/node",
-               "/sys/fs/cgroup", "/dev/shm")
+SYSTEM_READ = (
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc",
+    "/opt",
+    "/nix",
+    "/run/current-system",
+    "/proc/self",
+    "/proc/thread-self",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/filesystems",
+    "/proc/sys/kernel",
+    "/proc/sys/vm",
+    "/proc/mounts",
+    "/sys/devices/system/cpu",
+    "/sys/devices/system/node",
+    "/sys/fs/cgroup",
+    "/dev/shm",
+)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
-GPU_DEVICES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset", "/dev/dri",
-               "/dev/kfd", "/sys/bus/pci", "/sys/devices", "/proc/driver/nvidia")
+GPU_DEVICES = (
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+    "/dev/dri",
+    "/dev/kfd",
+    "/sys/bus/pci",
+    "/sys/devices",
+    "/proc/driver/nvidia",
+)
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -93,8 +136,9 @@ def landlock_abi() -> int:
     if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "aarch64", "riscv64", "arm64"):
         return 0
     try:
-        version = _libc().syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
-                                  ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+        version = _libc().syscall(
+            SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION)
+        )
     except (OSError, AttributeError):
         return 0
     return max(int(version), 0)
@@ -147,7 +191,11 @@ def grants_around(allowed: Path, denied: Iterable[Path]) -> list[Path]:
 def _rules(plan: SandboxPlan) -> list[tuple[str, int]]:
     denied = [Path(os.path.realpath(d)) for d in plan.deny]
     rules: list[tuple[str, int]] = []
-    for paths, rights in ((plan.read, READ), (plan.write, READ | WRITE), (plan.devices, READ | FS_WRITE_FILE | FS_IOCTL_DEV)):
+    for paths, rights in (
+        (plan.read, READ),
+        (plan.write, READ | WRITE),
+        (plan.devices, READ | FS_WRITE_FILE | FS_IOCTL_DEV),
+    ):
         for text in paths:
             if not os.path.exists(text):
                 continue
@@ -184,10 +232,19 @@ def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
                 if not os.path.isdir(path):
                     rights &= FILE_RIGHTS
                 rule = _PathBeneathAttr(rights, fd)
-                if libc.syscall(SYS_LANDLOCK_ADD_RULE, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule),
-                                ctypes.c_uint32(0)) < 0:
-                    return SandboxStatus(abi, why_not=f"landlock_add_rule({path}) failed: "
-                                                      f"{os.strerror(ctypes.get_errno())}")
+                if (
+                    libc.syscall(
+                        SYS_LANDLOCK_ADD_RULE,
+                        ruleset,
+                        LANDLOCK_RULE_PATH_BENEATH,
+                        ctypes.byref(rule),
+                        ctypes.c_uint32(0),
+                    )
+                    < 0
+                ):
+                    return SandboxStatus(
+                        abi, why_not=f"landlock_add_rule({path}) failed: {os.strerror(ctypes.get_errno())}"
+                    )
             finally:
                 os.close(fd)
         if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -215,7 +272,11 @@ def editable_project_dirs() -> list[str]:
             info = json.loads(text) if text else {}
         except (OSError, ValueError):
             continue
-        if isinstance(info, dict) and (info.get("dir_info") or {}).get("editable") and str(info.get("url", "")).startswith("file:"):
+        if (
+            isinstance(info, dict)
+            and (info.get("dir_info") or {}).get("editable")
+            and str(info.get("url", "")).startswith("file:")
+        ):
             found.append(unquote(urlparse(info["url"]).path))
     return found
 
@@ -232,21 +293,40 @@ def module_dirs(names: Iterable[str]) -> list[str]:
             continue
         if spec is None:
             continue
-        locations = list(spec.submodule_search_locations or []) or ([os.path.dirname(spec.origin)] if spec.origin else [])
+        locations = list(spec.submodule_search_locations or []) or (
+            [os.path.dirname(spec.origin)] if spec.origin else []
+        )
         found.extend(str(Path(p).resolve()) for p in locations if p and os.path.exists(p))
     return found
 
 
-def worker_plan(home: str, import_paths: Iterable[str], deny: Iterable[str], *, cuda: bool = False,
-                allow_network: bool = False, request_dir: str | None = None) -> SandboxPlan:
+def worker_plan(
+    home: str,
+    import_paths: Iterable[str],
+    deny: Iterable[str],
+    *,
+    cuda: bool = False,
+    allow_network: bool = False,
+    request_dir: str | None = None,
+) -> SandboxPlan:
     """The worker's plan: its interpreter, import paths and system files to read, `request_dir` (the
     request data) to read, its `home` to write; `deny` (the fixture cache, the harness's directories)
     never, even beneath an import path."""
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                os.path.dirname(os.path.realpath(sys.executable))}
+    prefixes = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    }
     read = [*SYSTEM_READ, *sorted(prefixes), *import_paths, *([request_dir] if request_dir else [])]
     devices = [*DEVICES, *(GPU_DEVICES if cuda else ())]
     if cuda:
         devices += [str(p) for p in Path("/dev").glob("nvidia[0-9]*")]
-    return SandboxPlan(read=tuple(dict.fromkeys(read)), write=(home, "/dev/shm"), devices=tuple(devices),
-                       deny=tuple(deny), allow_network=allow_network)
+    return SandboxPlan(
+        read=tuple(dict.fromkeys(read)),
+        write=(home, "/dev/shm"),
+        devices=tuple(devices),
+        deny=tuple(deny),
+        allow_network=allow_network,
+    )

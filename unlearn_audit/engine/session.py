@@ -11,33 +11,32 @@ import dataclasses
 import os
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.attacks.registry import get_attack
 from unlearn_audit.checks import CHECK_NAMES, REMOVAL_CHECKS, CheckContext, CheckResult, check_info, get_check
 from unlearn_audit.checks.family import family_size, has_exact_null
 from unlearn_audit.checks.pooling import pool_check, pooled_meta
 from unlearn_audit.checks.seed_parts import SeedParts
-from unlearn_audit.errors import RecipeError
-from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.engine.devices import resolve_device
+from unlearn_audit.engine.options import AuditOptions, WorkerOptions
+from unlearn_audit.engine.returned import identical_weights
+from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
+from unlearn_audit.engine.specs import names_reference_retrain, resolve_unlearner
+from unlearn_audit.engine.worker import UnlearnerWorker, close_all
+from unlearn_audit.errors import RecipeError
+from unlearn_audit.scenarios.build import validate_attack
+from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.measurements import MeasurementStore, numerics
 from unlearn_audit.scenarios.prepared import mark_prepared
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
-from unlearn_audit.engine.returned import identical_weights
-from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
-from unlearn_audit.engine.options import AuditOptions, WorkerOptions
-from unlearn_audit.engine.worker import UnlearnerWorker, close_all
-from unlearn_audit.scenarios.build import validate_attack
 from unlearn_audit.scenarios.seeds import derived_seed
-from unlearn_audit.engine.specs import names_reference_retrain, resolve_unlearner
 
 
 def derived_timeout(fixture: Fixture) -> float:
@@ -52,13 +51,17 @@ class AuditSession:
     progress: Callable[[str, int, int, float], None] | None = None
     _fixtures: dict[tuple[str, int], Fixture] = field(default_factory=dict)
     _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
-    _reported_in: dict[tuple[str, str, int, float | None], str] = field(default_factory=dict)  # the test showing a failure in full
-    _measurements: "weakref.WeakKeyDictionary[nn.Module, dict[str, Any]]" = field(default_factory=weakref.WeakKeyDictionary)
+    _reported_in: dict[tuple[str, str, int, float | None], str] = field(
+        default_factory=dict
+    )  # the test showing a failure in full
+    _measurements: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     workers: dict[str, UnlearnerWorker] = field(default_factory=dict)  # one per spec (process isolation)
     # The fixture models' measurements persist in their cache entries (see scenarios.measurements).
-    _stores: "weakref.WeakKeyDictionary[nn.Module, MeasurementStore]" = field(default_factory=weakref.WeakKeyDictionary)
+    _stores: weakref.WeakKeyDictionary[nn.Module, MeasurementStore] = field(default_factory=weakref.WeakKeyDictionary)
     # A returned model bit-identical to its fixture's original is measured as the original (see `measure`).
-    _twins: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = field(default_factory=weakref.WeakKeyDictionary)
+    _twins: weakref.WeakKeyDictionary[nn.Module, nn.Module] = field(default_factory=weakref.WeakKeyDictionary)
 
     def __post_init__(self) -> None:
         self.recipes: dict[str, ScenarioRecipe] = load_profile_recipes(self.options.profile)
@@ -67,8 +70,13 @@ class AuditSession:
         self.family = family_size(self.recipes.values(), self.options.budgets_in_run)
         self.cache = FixtureCache(self.options.cache_dir, remote=self.options.remote_cache)
         # One GPU per xdist worker when several are visible (see unlearn_audit.engine.devices).
-        self.device = torch.device(resolve_device(self.options.device, os.environ.get("PYTEST_XDIST_WORKER"),
-                                                  torch.cuda.device_count() if torch.cuda.is_available() else 0))
+        self.device = torch.device(
+            resolve_device(
+                self.options.device,
+                os.environ.get("PYTEST_XDIST_WORKER"),
+                torch.cuda.device_count() if torch.cuda.is_available() else 0,
+            )
+        )
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
         self._files: dict[str, Any] = {}  # "requests": the RequestFiles of process isolation
@@ -115,14 +123,21 @@ class AuditSession:
             for check in fixture.recipe.checks:
                 if check != "budget_respected":
                     get_check(check)(CheckContext(fixture, stand_in, fixture.recipe.options(check), self.measure))
-        mark_prepared(fixture.path, fixture.recipe.check_options, self.device.type, torch.get_num_threads(),
-                      numerics(self.device.type))
+        mark_prepared(
+            fixture.path,
+            fixture.recipe.check_options,
+            self.device.type,
+            torch.get_num_threads(),
+            numerics(self.device.type),
+        )
 
     def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
         if self.progress is None:
             return None
         report = self.progress
-        return lambda stage, done, total, secs, **kw: report(f"{scenario} seed {seed}: {stage}", done, total, secs, **kw)
+        return lambda stage, done, total, secs, **kw: report(
+            f"{scenario} seed {seed}: {stage}", done, total, secs, **kw
+        )
 
     # -- the unlearner ----------------------------------------------------------------------
     def outcome(self, spec: str, scenario: str, seed: int, budget: float | None = None) -> UnlearnOutcome:
@@ -155,8 +170,11 @@ class AuditSession:
                 del self._fixtures[(scenario, seed)]  # reload a clean copy from disk for later cases
             problems = self.cache.verify_path(fixture.path)
             if problems:
-                o = dataclasses.replace(o, model=None, error="the cached fixture changed on disk while unlearn() ran: "
-                                        + "; ".join(problems))
+                o = dataclasses.replace(
+                    o,
+                    model=None,
+                    error="the cached fixture changed on disk while unlearn() ran: " + "; ".join(problems),
+                )
             if o.model is not None and not o.fixture_tampered and identical_weights(o.model, fixture.original):
                 self._twins[o.model] = fixture.original
             self._outcomes[key] = o
@@ -199,12 +217,19 @@ class AuditSession:
     def family_rule(self, recipe: ScenarioRecipe, check: str) -> str:
         if self.family > 1 and has_exact_null(check, recipe):
             base = float(recipe.options(check).get("alpha", 0.01))
-            return (f"; alpha = {base:g}/{self.family}: Bonferroni over this run's {self.family} tests whose null a "
-                    f"retrained model meets exactly, so Retrain fails any of them with probability <= {base:g}")
+            return (
+                f"; alpha = {base:g}/{self.family}: Bonferroni over this run's {self.family} tests whose null a "
+                f"retrained model meets exactly, so Retrain fails any of them with probability <= {base:g}"
+            )
         return ""
 
     def run_check(
-        self, check: str, spec: str, scenario: str, seeds: "int | tuple[int, ...]", budget: float | None = None,
+        self,
+        check: str,
+        spec: str,
+        scenario: str,
+        seeds: int | tuple[int, ...],
+        budget: float | None = None,
         nodeid: str | None = None,
     ) -> tuple[CheckResult, dict[str, Any]]:
         """The check's result over `seeds`, pooled (see `checks.pooling`), and run metadata.
@@ -227,7 +252,9 @@ class AuditSession:
         result = pool_check(check, list(seeds), raw, utility, alpha, u_alpha, family_rule)
         meta = pooled_meta(metas)
         if self.options.keep_seed_parts:  # so that this run's one-seed results can be pooled with others later
-            meta["seed_parts"] = SeedParts(alpha, u_alpha, family_rule, tuple(seeds), tuple(raw), tuple(utility)).to_text()
+            meta["seed_parts"] = SeedParts(
+                alpha, u_alpha, family_rule, tuple(seeds), tuple(raw), tuple(utility)
+            ).to_text()
         meta["check_seconds"] = time.perf_counter() - started
         return result, meta
 
@@ -271,8 +298,10 @@ class AuditSession:
                 direction="lower_is_better",
                 rule=f"fixture validation: {validation.get('rule')}",
                 message="the attack did not work on this fixture's poisoned model, so it cannot judge removal",
-                details={"validation": validation, **({"fallback": fixture.meta["fallback"]["reason"]}
-                                                      if "fallback" in fixture.meta else {})},
+                details={
+                    "validation": validation,
+                    **({"fallback": fixture.meta["fallback"]["reason"]} if "fallback" in fixture.meta else {}),
+                },
             )
         elif not outcome.ok:
             result = CheckResult(
@@ -286,9 +315,14 @@ class AuditSession:
                 reference_stderr=None,
                 direction="lower_is_better",
                 rule="the unlearner must return a finite model of the same architecture in time, "
-                     "leaving its inputs unmodified, and not the harness's own reference",
-                message=failure_message(outcome, self._reported_in.setdefault(
-                    (spec, scenario, seed, budget), nodeid or "the first test of this case"), nodeid),
+                "leaving its inputs unmodified, and not the harness's own reference",
+                message=failure_message(
+                    outcome,
+                    self._reported_in.setdefault(
+                        (spec, scenario, seed, budget), nodeid or "the first test of this case"
+                    ),
+                    nodeid,
+                ),
             )
         else:
             ctx = CheckContext(fixture, outcome, self.check_options(recipe, check), self.measure)
@@ -347,8 +381,10 @@ def check_recipe(recipe: ScenarioRecipe) -> None:
         raise RecipeError(f"{where}: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECK_NAMES)}")
     unjudgeable = [c for c in recipe.checks if c not in attack.checks]
     if unjudgeable:
-        raise RecipeError(f"{where}: attack {attack.kind!r} cannot be judged by {', '.join(unjudgeable)} "
-                          f"(its checks: {', '.join(attack.checks)})")
+        raise RecipeError(
+            f"{where}: attack {attack.kind!r} cannot be judged by {', '.join(unjudgeable)} "
+            f"(its checks: {', '.join(attack.checks)})"
+        )
 
 
 def configure_threads(requested: int | None) -> None:

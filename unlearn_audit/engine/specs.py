@@ -9,8 +9,9 @@ a one-line usage error, not a traceback wall in every test.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from unlearn_audit.registry import Registry, RegistryError, UnknownName
 
@@ -56,7 +57,9 @@ def _load_target(spec: str) -> Any:
         return UNLEARNERS.get(spec)
     except UnknownName as exc:
         known = ", ".join(exc.known) or "none"
-        raise SpecError(f"--unlearner {spec!r}: no ':' and no entry point of that name (registered: {known}); {SPEC_HELP}") from None
+        raise SpecError(
+            f"--unlearner {spec!r}: no ':' and no entry point of that name (registered: {known}); {SPEC_HELP}"
+        ) from None
     except RegistryError as exc:
         raise SpecError(str(exc)) from exc
 
@@ -80,8 +83,10 @@ def check_spec(spec: str) -> str:
         if not callable(getattr(target, "unlearn", None)):
             raise SpecError(f"--unlearner {spec!r}: class {target.__name__} has no unlearn(model, request) method")
         if _required_positional(target) not in (0, None):
-            raise SpecError(f"--unlearner {spec!r}: class {target.__name__} cannot be instantiated without arguments; "
-                            "expose an instance or a factory instead")
+            raise SpecError(
+                f"--unlearner {spec!r}: class {target.__name__} cannot be instantiated without arguments; "
+                "expose an instance or a factory instead"
+            )
         return "class"
     if callable(getattr(target, "unlearn", None)):
         return "instance"
@@ -91,8 +96,10 @@ def check_spec(spec: str) -> str:
             return "function"
         if n == 0:
             return "factory"
-        raise SpecError(f"--unlearner {spec!r}: callable takes {n} required arguments; expected a factory with none "
-                        "or a function (model, request) -> model")
+        raise SpecError(
+            f"--unlearner {spec!r}: callable takes {n} required arguments; expected a factory with none "
+            "or a function (model, request) -> model"
+        )
     raise SpecError(f"--unlearner {spec!r}: {type(target).__name__} object is not an unlearner; {SPEC_HELP}")
 
 
@@ -108,7 +115,9 @@ def resolve_unlearner(spec: str) -> Any:
         return FunctionUnlearner(target)
     made = target()
     if not callable(getattr(made, "unlearn", None)):
-        raise SpecError(f"--unlearner {spec!r}: factory returned {type(made).__name__}, which has no unlearn(model, request)")
+        raise SpecError(
+            f"--unlearner {spec!r}: factory returned {type(made).__name__}, which has no unlearn(model, request)"
+        )
     return made
 
 

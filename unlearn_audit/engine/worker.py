@@ -26,12 +26,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unlearn_audit.engine.options import WorkerOptions
 from unlearn_audit.engine.reaper import end_leftovers
@@ -44,7 +44,6 @@ STARTUP_TIMEOUT = 300.0  # seconds for a worker to import torch and the method's
 LOG_TAIL = 3000
 MAX_MESSAGE = 1 << 20  # a control message is a short JSON line; more is a method writing to the pipe
 LOG_FILE = "worker.log"
-
 
 
 class WorkerStartError(RuntimeError):
@@ -130,7 +129,6 @@ def worker_env() -> dict[str, str]:
 _environ_lock = threading.Lock()
 
 
-
 @contextlib.contextmanager
 def harness_settings_hidden() -> Iterator[None]:
     """Start processes without the harness's `UNLEARN_AUDIT_*` variables in their initial environment.
@@ -171,12 +169,20 @@ class UnlearnerWorker:
         jobs_in, jobs_out = context.Pipe(duplex=False)
         control_in, control_out = context.Pipe(duplex=False)
         o = self.options
-        hello = {"spec": self.spec, "sys_path": worker_sys_path(), "threads": o.threads, "max_memory": o.max_memory,
-                 "device": o.device, "sandbox": {"deny": list(o.deny), "allow_network": o.allow_network} if o.sandbox
-                 else None, **(hello_extra or {})}
+        hello = {
+            "spec": self.spec,
+            "sys_path": worker_sys_path(),
+            "threads": o.threads,
+            "max_memory": o.max_memory,
+            "device": o.device,
+            "sandbox": {"deny": list(o.deny), "allow_network": o.allow_network} if o.sandbox else None,
+            **(hello_extra or {}),
+        }
         process = context.Process(  # type: ignore[attr-defined]
-            target=serve, args=(hello, jobs_in, control_out, str(self.home), worker_env()),
-            name=f"unlearn-audit worker {self.spec}")
+            target=serve,
+            args=(hello, jobs_in, control_out, str(self.home), worker_env()),
+            name=f"unlearn-audit worker {self.spec}",
+        )
         with harness_settings_hidden():
             process.start()
         jobs_in.close()  # the worker's ends: it holds its own copies now
@@ -184,14 +190,14 @@ class UnlearnerWorker:
         self.process, self._jobs_out, self._control = process, jobs_out, control_in
         self._buffer, self._exit_sent = b"", False
 
-
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Block until the worker resolved its spec; WorkerStartError if it could not."""
         try:
             message = self._read_message(timeout)
         except WorkerFailed as exc:
-            raise WorkerStartError(f"--unlearner {self.spec!r}: the worker process {exc} while importing the method"
-                                   f"{self._log_tail()}") from None
+            raise WorkerStartError(
+                f"--unlearner {self.spec!r}: the worker process {exc} while importing the method{self._log_tail()}"
+            ) from None
         if message.get("event") == "spec_error":
             self.close()
             raise WorkerStartError(str(message.get("message")))
@@ -278,8 +284,9 @@ class UnlearnerWorker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill()
-                raise WorkerFailed(f"did not finish within the time limit of {timeout:.0f} s (--audit-timeout) "
-                                   "and was killed")
+                raise WorkerFailed(
+                    f"did not finish within the time limit of {timeout:.0f} s (--audit-timeout) and was killed"
+                )
             ready, _, _ = select.select([control, self.process.sentinel], [], [], remaining)
             if control in ready:
                 chunk = os.read(control, 1 << 16)
@@ -353,8 +360,11 @@ class UnlearnerWorker:
             self.home = None
 
 
-def start_workers(specs: list[str] | tuple[str, ...], options: WorkerOptions = WorkerOptions(),
-                  while_starting: Callable[[], None] | None = None) -> dict[str, UnlearnerWorker]:
+def start_workers(
+    specs: list[str] | tuple[str, ...],
+    options: WorkerOptions = WorkerOptions(),
+    while_starting: Callable[[], None] | None = None,
+) -> dict[str, UnlearnerWorker]:
     """Start one worker per spec and wait until each resolved its spec.
 
     `while_starting` runs meanwhile in this thread (e.g. the harness's own torch import, which then
@@ -404,7 +414,9 @@ class SpecCheck:
         try:
             message = self.worker._read_message(STARTUP_TIMEOUT)
         except WorkerFailed as exc:
-            raise WorkerStartError(f"checking the --unlearner specs: the process {exc}{self.worker._log_tail()}") from None
+            raise WorkerStartError(
+                f"checking the --unlearner specs: the process {exc}{self.worker._log_tail()}"
+            ) from None
         finally:
             self.worker.close()
         errors = message.get("errors") if message.get("event") == "specs_checked" else None

@@ -17,8 +17,8 @@ import faulthandler
 import json
 import os
 import sys
-from pathlib import Path
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, BinaryIO
 
 
@@ -91,8 +91,15 @@ def run_job(unlearner: Any, job: dict[str, Any]) -> None:
 
     from unlearn_audit.engine.counting import ExampleGradientCounter
     from unlearn_audit.engine.execute import execute
-    from unlearn_audit.engine.worker_protocol import (MODEL_PREFIX, REPORT_FILE, STDERR_FILE, STDOUT_FILE,
-                                                      WEIGHTS_FILE, UnlearnReport, file_sha256)
+    from unlearn_audit.engine.worker_protocol import (
+        MODEL_PREFIX,
+        REPORT_FILE,
+        STDERR_FILE,
+        STDOUT_FILE,
+        WEIGHTS_FILE,
+        UnlearnReport,
+        file_sha256,
+    )
     from unlearn_audit.profiles.models import model_factory
     from unlearn_audit.protocol import Budget, ExampleSet, TrainingRecipe, UnlearningRequest
 
@@ -106,7 +113,7 @@ def run_job(unlearner: Any, job: dict[str, Any]) -> None:
     with torch.random.fork_rng(devices=[]):  # building models must not move the seeded generators
         reference = build()
         model = build()
-    model.load_state_dict({k[len(MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
+    model.load_state_dict({k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)})
     model.to(device)
     seed = int(job["seed"])
     counter = ExampleGradientCounter()
@@ -126,11 +133,15 @@ def run_job(unlearner: Any, job: dict[str, Any]) -> None:
     with _RedirectedOutput(out / STDOUT_FILE, out / STDERR_FILE):
         done = execute(unlearner, model, request, reference, counter)
     if done.returned is not None:
-        state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in done.returned.state_dict().items()
-                 if isinstance(v, torch.Tensor)}
+        state = {
+            k: v.detach().to("cpu", copy=True).contiguous()
+            for k, v in done.returned.state_dict().items()
+            if isinstance(v, torch.Tensor)
+        }
         save_file(state, str(out / WEIGHTS_FILE))
-    report = UnlearnReport(done.error, done.traceback, done.example_gradients, done.seconds, done.spend_problem,
-                           done.warnings)
+    report = UnlearnReport(
+        done.error, done.traceback, done.example_gradients, done.seconds, done.spend_problem, done.warnings
+    )
     (out / REPORT_FILE).write_text(json.dumps(report.to_json()))
 
 
@@ -159,8 +170,13 @@ def _confine(hello: dict[str, Any]) -> str:
     specs = hello.get("check_specs") or [hello["spec"]]
     packages = {spec.partition(":")[0].split(".")[0] for spec in specs if ":" in spec} | {"unlearn_audit"}
     readable = [p for p in sys.path if p] + module_dirs(sorted(packages)) + editable_project_dirs()
-    plan = worker_plan(os.getcwd(), readable, settings.get("deny", []), cuda=device.startswith("cuda"),
-                       allow_network=bool(settings.get("allow_network")))
+    plan = worker_plan(
+        os.getcwd(),
+        readable,
+        settings.get("deny", []),
+        cuda=device.startswith("cuda"),
+        allow_network=bool(settings.get("allow_network")),
+    )
     return confine(plan).describe()
 
 
@@ -210,8 +226,15 @@ def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
         except Exception as exc:  # noqa: BLE001 - a harness-side failure of this job, reported as such
             import traceback
 
-            _send(control, {"event": "job_error", "job": job["job"],
-                            "message": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            _send(
+                control,
+                {
+                    "event": "job_error",
+                    "job": job["job"],
+                    "message": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                },
+            )
     return 0
 
 

@@ -70,8 +70,14 @@ class UnlearnReport:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
-        return {"error": self.error, "traceback": self.traceback, "example_gradients": self.example_gradients,
-                "seconds": self.seconds, "spend_problem": self.spend_problem, "warnings": list(self.warnings)}
+        return {
+            "error": self.error,
+            "traceback": self.traceback,
+            "example_gradients": self.example_gradients,
+            "seconds": self.seconds,
+            "spend_problem": self.spend_problem,
+            "warnings": list(self.warnings),
+        }
 
 
 def _optional_str(doc: dict[str, Any], key: str) -> str | None:
@@ -97,8 +103,14 @@ def parse_report(text: str) -> UnlearnReport:
     warnings = doc.get("warnings", [])
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         raise MalformedReport("warnings is not a list of strings")
-    return UnlearnReport(_optional_str(doc, "error"), _optional_str(doc, "traceback"), spent, float(seconds),
-                         _optional_str(doc, "spend_problem"), tuple(warnings))
+    return UnlearnReport(
+        _optional_str(doc, "error"),
+        _optional_str(doc, "traceback"),
+        spent,
+        float(seconds),
+        _optional_str(doc, "spend_problem"),
+        tuple(warnings),
+    )
 
 
 def truncated(text: str, limit: int = OUTPUT_LIMIT) -> str:
@@ -106,4 +118,3 @@ def truncated(text: str, limit: int = OUTPUT_LIMIT) -> str:
     if len(text) <= limit:
         return text
     return f"[... {len(text) - limit} characters cut ...]\n" + text[-limit:]
-

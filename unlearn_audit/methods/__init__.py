@@ -6,7 +6,8 @@ SCRUB -- plus SalUn and SSD, two popular methods of the same generation, and the
 methods of Siddiqui et al. 2025: `WeightDistortion`, and `WeightDistReg` and `CBFT` as published (on
 top of their `AlternatingSCRUB` safeguard, with Adam), with `WeightDistRegSGD` / `CBFTSGD` as
 single-phase ablations. Each is a dataclass whose defaults follow its paper where the paper says,
-and whose docstring records what we chose where it does not. Each spends at most `request.budget.example_gradients` as the harness counts them
+and whose docstring records what we chose where it does not.
+Each spends at most `request.budget.example_gradients` as the harness counts them
 (every example forwarded with autograd enabled; `Retrain`, the exempt gold standard, excepted),
 draws randomness only from `request.generator`, works on `request.device`, leaves the request's
 data untouched and returns a model of the same architecture.
@@ -17,7 +18,8 @@ e.g. `NGD = lambda: NoisyGradientDescent(sigma=0.03)`.
 
 from __future__ import annotations
 
-from unlearn_audit.methods.basic import GradientAscent, GradientDescent, NoOp, Retrain, forget_accuracy
+from unlearn_audit.methods.alternating_scrub import AlternatingSCRUB
+from unlearn_audit.methods.basic import GradientAscent, GradientDescent, NoOp, Retrain
 from unlearn_audit.methods.controls import FreshRandomModel, RandomRelabelDestructive
 from unlearn_audit.methods.last_layers import CatastrophicForgettingK, ExactUnlearningK
 from unlearn_audit.methods.neggrad import NegGradPlus
@@ -25,7 +27,6 @@ from unlearn_audit.methods.noisy import NoisyGradientDescent
 from unlearn_audit.methods.salun import SalUn
 from unlearn_audit.methods.scrub import SCRUB
 from unlearn_audit.methods.ssd import SSD
-from unlearn_audit.methods.alternating_scrub import AlternatingSCRUB
 from unlearn_audit.methods.tamper_resistant import CBFT, CBFTSGD, WeightDistortion, WeightDistReg, WeightDistRegSGD
 
 __all__ = [

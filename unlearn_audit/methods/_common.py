@@ -5,7 +5,7 @@ Nothing here is part of the public API; the methods' behaviour is documented on 
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -96,7 +96,9 @@ def features(module: nn.Module, data: ExampleSet, device: torch.device, batch_si
     return torch.cat(out) if out else torch.empty(0, device=device)
 
 
-def epoch_batches(data: ExampleSet, batch_size: int, request: UnlearningRequest) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def epoch_batches(
+    data: ExampleSet, batch_size: int, request: UnlearningRequest
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled mini-batches over `data`, epoch after epoch (nothing if `data` is empty)."""
     if len(data) == 0:
         return

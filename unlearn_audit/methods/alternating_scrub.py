@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import UnlearningRequest
 from unlearn_audit.methods._adam_reach import AUTHORS_REACH, reach_scaled_lr
 from unlearn_audit.methods._common import Spend
+from unlearn_audit.protocol import UnlearningRequest
 
 
 def _kl_elementwise(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,8 @@ def _kl_elementwise(student_logits: torch.Tensor, teacher_logits: torch.Tensor) 
 
 @dataclass
 class AlternatingSCRUB:
-    """SCRUB as Siddiqui et al. 2025 run it ("alternating SCRUB"), the default first phase of their Weight Dist Reg and CBFT.
+    """SCRUB as Siddiqui et al. 2025 run it ("alternating SCRUB"), the default first phase of their
+    Weight Dist Reg and CBFT.
 
     Source: the authors' code (github.com/shoaibahmed/vision_relearning, `alt_scrub_lr_1e-05_a_1.0_g_1.0`,
     the default initial safeguard of their launcher), read for the facts; the code here is ours.

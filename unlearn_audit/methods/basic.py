@@ -56,8 +56,15 @@ class GradientDescent:
         examples = int(self.budget_use * request.budget.example_gradients)
         epochs = -(-examples // max(1, len(request.retain)))
         scaled = dataclasses.replace(recipe, lr=recipe.lr * self.lr_scale)
-        return train(model, request.retain, scaled, generator=request.generator, epochs=epochs,
-                     max_examples=examples, device=request.device)
+        return train(
+            model,
+            request.retain,
+            scaled,
+            generator=request.generator,
+            epochs=epochs,
+            max_examples=examples,
+            device=request.device,
+        )
 
 
 @dataclass
@@ -84,7 +91,9 @@ class GradientAscent:
             if forget_accuracy(model, request) <= self.stop_forget_accuracy:
                 break
             model.train()
-            for x, y in request.forget.batches(request.recipe.batch_size, generator=request.generator, device=request.device):
+            for x, y in request.forget.batches(
+                request.recipe.batch_size, generator=request.generator, device=request.device
+            ):
                 if spent + len(y) > budget:
                     return model.eval()
                 optimizer.zero_grad(set_to_none=True)

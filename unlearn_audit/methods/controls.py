@@ -43,8 +43,13 @@ class RandomRelabelDestructive:
         opt = torch.optim.SGD(model.parameters(), lr=self.lr_multiplier * request.recipe.lr)
         model.train()
         batch = request.recipe.batch_size
-        for x, _ in request.forget.batches(batch, generator=request.generator, device=request.device, epochs=None,
-                                           max_examples=request.budget.example_gradients):
+        for x, _ in request.forget.batches(
+            batch,
+            generator=request.generator,
+            device=request.device,
+            epochs=None,
+            max_examples=request.budget.example_gradients,
+        ):
             y = torch.randint(0, request.num_classes, (len(x),), generator=request.generator).to(request.device)
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()

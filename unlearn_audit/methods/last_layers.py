@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.methods._common import features, last_layers, sequential_split, spawn_seed, trainable_tail
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe, UnlearningRequest
 from unlearn_audit.training.loops import train
-from unlearn_audit.methods._common import features, last_layers, sequential_split, spawn_seed, trainable_tail
 
 
 @dataclass
@@ -42,7 +42,15 @@ class _LastLayers:
             # train the tail on them: the same updates as training the whole net with the body frozen.
             body, tail = cast(nn.Sequential, model)[:split], cast(nn.Sequential, model)[split:]
             feats = ExampleSet(features(body, retain, request.device), retain.labels)
-            train(tail, feats, recipe, generator=request.generator, epochs=epochs, max_examples=limit, device=request.device)
+            train(
+                tail,
+                feats,
+                recipe,
+                generator=request.generator,
+                epochs=epochs,
+                max_examples=limit,
+                device=request.device,
+            )
         else:
             _train_tail(model, trainable_tail(model, names), retain, recipe, request, epochs, limit)
         return model.eval()
@@ -59,7 +67,10 @@ def _reinitialise(model: nn.Module, names: list[str], request: UnlearningRequest
         for name in names:
             new = dict(fresh_modules[name].named_parameters(recurse=False))
             new.update(fresh_modules[name].named_buffers(recurse=False))
-            for key, tensor in [*modules[name].named_parameters(recurse=False), *modules[name].named_buffers(recurse=False)]:
+            for key, tensor in [
+                *modules[name].named_parameters(recurse=False),
+                *modules[name].named_buffers(recurse=False),
+            ]:
                 tensor.copy_(new[key])
 
 
@@ -87,8 +98,9 @@ def _train_tail(
         for m in tail:
             m.train()
         optimizer = recipe.make_optimizer(params)
-        for x, y in data.batches(recipe.batch_size, generator=request.generator, device=request.device,
-                                 epochs=epochs, max_examples=limit):
+        for x, y in data.batches(
+            recipe.batch_size, generator=request.generator, device=request.device, epochs=epochs, max_examples=limit
+        ):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             optimizer.step()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
-from typing import Any
 from torch import nn
 
-from unlearn_audit.protocol import UnlearningRequest
 from unlearn_audit.methods._common import Spend, epoch_batches
+from unlearn_audit.protocol import UnlearningRequest
 
 
 @dataclass

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import UnlearningRequest
 from unlearn_audit.methods._common import device_generator
+from unlearn_audit.protocol import UnlearningRequest
 
 
 @dataclass
@@ -47,8 +47,9 @@ class NoisyGradientDescent:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = recipe.make_optimizer(params, lr=recipe.lr * self.lr_scale)
         noise_gen = device_generator(request)
-        for x, y in retain.batches(recipe.batch_size, generator=request.generator, device=request.device,
-                                   epochs=None, max_examples=limit):
+        for x, y in retain.batches(
+            recipe.batch_size, generator=request.generator, device=request.device, epochs=None, max_examples=limit
+        ):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             with torch.no_grad():

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import UnlearningRequest
 from unlearn_audit.methods._common import Spend, union_batches
+from unlearn_audit.protocol import UnlearningRequest
 
 
 def saliency_mask(grads: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
@@ -47,7 +47,8 @@ class SalUn:
     at 0.013 after training at 0.1 (0.13 of the training rate); our budget buys about 3 epochs, so
     we allow a larger rate and chose it on the retain set only: of 0.13, 0.25, 0.5 and 1.0 times the
     recipe's rate, 0.25 is the largest that keeps retain accuracy within one point of the original
-    model's on `tiny` (0.5 costs about 2 points on the Gaussian scenario, 1.0 about 5). Budget: the saliency pass costs one forget pass (a random subset if
+    model's on `tiny` (0.5 costs about 2 points on the Gaussian scenario, 1.0 about 5).
+    Budget: the saliency pass costs one forget pass (a random subset if
     the budget is smaller); fine-tuning then uses what is left of `budget_use` of the budget, the last
     batch cut short. With an empty forget set there is nothing to unlearn and the model is returned
     unchanged.
@@ -73,8 +74,9 @@ class SalUn:
         for start in range(0, n_sal, recipe.batch_size):
             idx = order[start : start + recipe.batch_size]
             x, y = forget.inputs[idx].to(request.device), forget.labels[idx].to(request.device)
-            batch_grads = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum") / n_sal, params,
-                                              allow_unused=True)
+            batch_grads = torch.autograd.grad(
+                F.cross_entropy(model(x), y, reduction="sum") / n_sal, params, allow_unused=True
+            )
             for acc, g in zip(grads, batch_grads):
                 if g is not None:
                     acc.add_(g)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import UnlearningRequest
 from unlearn_audit.methods._common import Spend
+from unlearn_audit.protocol import UnlearningRequest
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,8 +61,9 @@ class SCRUB:
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr * self.lr_scale, momentum=recipe.momentum,
-                                    weight_decay=recipe.weight_decay)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=recipe.lr * self.lr_scale, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
         batch = self.retain_batch_size or recipe.batch_size
 
         def step(x: torch.Tensor, y: torch.Tensor, maximise: bool) -> bool:
@@ -82,7 +83,9 @@ class SCRUB:
         model.train()
         for epoch in range(self.epochs):
             if epoch < self.msteps:
-                for x, y in request.forget.batches(self.forget_batch_size, generator=request.generator, device=request.device):
+                for x, y in request.forget.batches(
+                    self.forget_batch_size, generator=request.generator, device=request.device
+                ):
                     if not step(x, y, maximise=True):
                         return model.eval()
             for x, y in request.retain.batches(batch, generator=request.generator, device=request.device):

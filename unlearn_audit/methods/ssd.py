@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import UnlearningRequest
 from unlearn_audit.methods._common import union_batches
+from unlearn_audit.protocol import UnlearningRequest
 
 
 def diagonal_fisher(model: nn.Module, batches, params: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -15,17 +15,18 @@ scripts (an alternating-SCRUB safeguard, then the weight-space phase, with Adam)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import Budget, UnlearningRequest
 from unlearn_audit.methods._adam_reach import AUTHORS_REACH, reach_scaled_lr
 from unlearn_audit.methods._common import Spend, device_generator, epoch_batches
 from unlearn_audit.methods.alternating_scrub import AlternatingSCRUB
+from unlearn_audit.protocol import Budget, UnlearningRequest
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -41,9 +42,13 @@ def _adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(_trainable(model), lr=lr, weight_decay=0.0)
 
 
-def _retain_steps(model: nn.Module, request: UnlearningRequest, spend: Spend,
-                  make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-                  regulariser: Callable[[], torch.Tensor] | None = None) -> None:
+def _retain_steps(
+    model: nn.Module,
+    request: UnlearningRequest,
+    spend: Spend,
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    regulariser: Callable[[], torch.Tensor] | None = None,
+) -> None:
     """Fine-tune on the retain set (batches of the recipe's size) with `make_optimizer(model)` until the
     budget is spent, the last batch cut short; `regulariser()`, if given, is added to every step's loss
     (it must not forward examples)."""
@@ -66,7 +71,9 @@ def _retain_steps(model: nn.Module, request: UnlearningRequest, spend: Spend,
         spend.add(len(y))
 
 
-def _initial_safeguard(model: nn.Module, request: UnlearningRequest, safeguard: Any, share: float, spend: Spend) -> nn.Module:
+def _initial_safeguard(
+    model: nn.Module, request: UnlearningRequest, safeguard: Any, share: float, spend: Spend
+) -> nn.Module:
     """Run a first-phase unlearner within `share` of the budget (charged in full, whatever it spends)."""
     limit = min(spend.left, int(share * spend.limit))
     fraction = request.budget.fraction * limit / max(1, request.budget.example_gradients)
@@ -121,12 +128,18 @@ class WeightDistortion:
                 if self.relative:
                     scale = self.std * float(p.detach().double().pow(2).mean().sqrt())
                 p.add_(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype), alpha=scale)
-        _retain_steps(model, request, Spend(int(self.budget_use * request.budget.example_gradients)),
-                      lambda m: _recipe_optimizer(m, request, self.lr_scale))
+        _retain_steps(
+            model,
+            request,
+            Spend(int(self.budget_use * request.budget.example_gradients)),
+            lambda m: _recipe_optimizer(m, request, self.lr_scale),
+        )
         return model.eval()
 
 
-def _distance_regulariser(params: list[nn.Parameter], original: list[torch.Tensor], alpha: float, eps: float) -> Callable[[], torch.Tensor]:
+def _distance_regulariser(
+    params: list[nn.Parameter], original: list[torch.Tensor], alpha: float, eps: float
+) -> Callable[[], torch.Tensor]:
     """`-alpha * sqrt(mean_i (theta_i - theta0_i)^2 + eps)`: the Weight Dist Reg term (no forward pass)."""
     count = sum(p.numel() for p in params)
 
@@ -137,9 +150,20 @@ def _distance_regulariser(params: list[nn.Parameter], original: list[torch.Tenso
     return regulariser
 
 
-def _barrier_steps(model: nn.Module, request: UnlearningRequest, spend: Spend, optimizer: torch.optim.Optimizer,
-                   start_params: dict[str, torch.Tensor], start_buffers: dict[str, torch.Tensor], *, alpha: float,
-                   bound: float, draw_mix: Callable[[], float], forget_batch_size: int, barrier_on_retain: bool) -> None:
+def _barrier_steps(
+    model: nn.Module,
+    request: UnlearningRequest,
+    spend: Spend,
+    optimizer: torch.optim.Optimizer,
+    start_params: dict[str, torch.Tensor],
+    start_buffers: dict[str, torch.Tensor],
+    *,
+    alpha: float,
+    bound: float,
+    draw_mix: Callable[[], float],
+    forget_batch_size: int,
+    barrier_on_retain: bool,
+) -> None:
     """CBFT's loop: per step `CE(retain batch) - alpha * min(CE_mid, bound)`, CE_mid on the model interpolated
     at `draw_mix()` between the start point and the current weights; stops before a step that does not fit."""
     retain_stream = epoch_batches(request.retain, request.recipe.batch_size, request)
@@ -172,8 +196,10 @@ def _barrier_steps(model: nn.Module, request: UnlearningRequest, spend: Spend, o
 
 
 def _snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    return ({n: p.detach().clone() for n, p in model.named_parameters()},
-            {n: b.detach().clone() for n, b in model.named_buffers()})
+    return (
+        {n: p.detach().clone() for n, p in model.named_parameters()},
+        {n: b.detach().clone() for n, b in model.named_buffers()},
+    )
 
 
 def _safeguarded(model: nn.Module, request: UnlearningRequest, safeguard: Any, share: float, spend: Spend) -> nn.Module:
@@ -182,7 +208,8 @@ def _safeguarded(model: nn.Module, request: UnlearningRequest, safeguard: Any, s
 
 @dataclass
 class WeightDistReg:
-    """Weight Dist Reg as published (Siddiqui et al. 2025): alternating SCRUB, then fine-tuning that pushes the weights away from the original.
+    """Weight Dist Reg as published (Siddiqui et al. 2025): alternating SCRUB, then fine-tuning that
+    pushes the weights away from the original.
 
     Source: the paper and the authors' code (github.com/shoaibahmed/vision_relearning), read for
     what the text leaves out; the code here is ours. In the authors' scripts Weight Dist Reg always
@@ -271,7 +298,8 @@ class WeightDistRegSGD:
 
 @dataclass
 class CBFT:
-    """CBFT as Siddiqui et al. 2025 publish it: alternating SCRUB, then connectivity-based fine-tuning (Lubana et al. 2023).
+    """CBFT as Siddiqui et al. 2025 publish it: alternating SCRUB, then connectivity-based fine-tuning
+    (Lubana et al. 2023).
 
     Source: the paper and the authors' code (github.com/shoaibahmed/vision_relearning, method
     `mode_connectivity`), read for the facts; the code here is ours. Like Weight Dist Reg it runs in
@@ -313,8 +341,19 @@ class CBFT:
             return model.eval()
         batch = request.recipe.batch_size
         lr = self.lr if self.lr is not None else reach_scaled_lr(spend.left, 3 * batch, self.reach)
-        _barrier_steps(model, request, spend, _adam(model, lr), start_params, start_buffers, alpha=self.alpha,
-                       bound=self.bound, draw_mix=lambda: 0.5, forget_batch_size=batch, barrier_on_retain=True)
+        _barrier_steps(
+            model,
+            request,
+            spend,
+            _adam(model, lr),
+            start_params,
+            start_buffers,
+            alpha=self.alpha,
+            bound=self.bound,
+            draw_mix=lambda: 0.5,
+            forget_batch_size=batch,
+            barrier_on_retain=True,
+        )
         return model.eval()
 
 
@@ -362,10 +401,19 @@ class CBFTSGD:
         model = _safeguarded(model, request, self.initial_safeguard, self.safeguard_share, spend)
         if len(request.retain) == 0 and len(request.forget) == 0:
             return model.eval()
-        _barrier_steps(model, request, spend, _recipe_optimizer(model, request, self.lr_scale), start_params, start_buffers,
-                       alpha=self.alpha, bound=self.bound, draw_mix=lambda: self._draw_mix(request),
-                       forget_batch_size=self.forget_batch_size or request.recipe.batch_size,
-                       barrier_on_retain=self.barrier_on_retain)
+        _barrier_steps(
+            model,
+            request,
+            spend,
+            _recipe_optimizer(model, request, self.lr_scale),
+            start_params,
+            start_buffers,
+            alpha=self.alpha,
+            bound=self.bound,
+            draw_mix=lambda: self._draw_mix(request),
+            forget_batch_size=self.forget_batch_size or request.recipe.batch_size,
+            barrier_on_retain=self.barrier_on_retain,
+        )
         return model.eval()
 
     def _draw_mix(self, request: UnlearningRequest) -> float:

@@ -25,7 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{CHECK_MARKER}(name): a conformance test judging the named unlearn-audit check")
+    config.addinivalue_line(
+        "markers", f"{CHECK_MARKER}(name): a conformance test judging the named unlearn-audit check"
+    )
     if config.getoption("unlearner", default=None):
         config.stash[run_key] = AuditRun.start(config)
         config.pluginmanager.register(config.stash[run_key], "unlearn-audit-run")

@@ -36,9 +36,15 @@ class AuditCaseParams:
 
     def record(self) -> dict[str, Any]:
         """The case's fields as a result record names them (see `unlearn_audit.reports.record`)."""
-        return {"unlearner": self.spec, "check": self.check, "scenario": self.scenario, "profile": self.profile,
-                "seed": self.seeds[0] if len(self.seeds) == 1 else None, "seeds": list(self.seeds),
-                "budget": self.budget}
+        return {
+            "unlearner": self.spec,
+            "check": self.check,
+            "scenario": self.scenario,
+            "profile": self.profile,
+            "seed": self.seeds[0] if len(self.seeds) == 1 else None,
+            "seeds": list(self.seeds),
+            "budget": self.budget,
+        }
 
     @property
     def group(self) -> str:
@@ -65,12 +71,13 @@ class AuditCase:
     config: pytest.Config
     node: pytest.Item
 
-    def run(self) -> tuple["CheckResult", dict[str, Any]]:
+    def run(self) -> tuple[CheckResult, dict[str, Any]]:
         p = self.params
-        return self.config.stash[run_key].session.run_check(p.check, p.spec, p.scenario, p.seeds, p.budget,
-                                                             nodeid=self.node.nodeid)
+        return self.config.stash[run_key].session.run_check(
+            p.check, p.spec, p.scenario, p.seeds, p.budget, nodeid=self.node.nodeid
+        )
 
-    def judge(self) -> "CheckResult":
+    def judge(self) -> CheckResult:
         result, meta = self.run()
         judged: dict[str, Any] = {"result": result.to_json(), "meta": meta}
         settings = self.config.stash[run_key].settings
@@ -79,8 +86,14 @@ class AuditCase:
             from unlearn_audit.reports.baseline import compare_with_baseline
             from unlearn_audit.reports.record import OUTCOME_OF_VERDICT, ResultRecord
 
-            current = ResultRecord(nodeid=self.node.nodeid, **self.params.record(), outcome=OUTCOME_OF_VERDICT[result.verdict],
-                                   score=result.score, stderr=result.stderr, direction=result.direction)
+            current = ResultRecord(
+                nodeid=self.node.nodeid,
+                **self.params.record(),
+                outcome=OUTCOME_OF_VERDICT[result.verdict],
+                score=result.score,
+                stderr=result.stderr,
+                direction=result.direction,
+            )
             comparison = compare_with_baseline(current, settings.baseline)
             judged["baseline"] = comparison
         self.node.user_properties.append((RESULT_PROPERTY, json.dumps(judged)))
@@ -90,7 +103,11 @@ class AuditCase:
         if comparison is not None and comparison.get("regressed"):
             text += "\n" + comparison["message"]
             pytest.fail(text, pytrace=False)
-        if result.verdict == "fail" and comparison is not None and comparison.get("baseline_outcome") in ("failed", "error"):
+        if (
+            result.verdict == "fail"
+            and comparison is not None
+            and comparison.get("baseline_outcome") in ("failed", "error")
+        ):
             # A regression gate fails on what got worse, not on what was already known to fail
             # (like scikit-learn's expected failures): same verdict, no significant change.
             pytest.xfail("known failure: it also failed in the baseline and did not get significantly worse\n" + text)

@@ -36,85 +36,119 @@ class AuditOption:
 
 OPTIONS: tuple[AuditOption, ...] = (
     AuditOption(
-        "--unlearner", action="append", default=[], metavar="SPEC",
+        "--unlearner",
+        action="append",
+        default=[],
+        metavar="SPEC",
         help="unlearning method to audit: 'package.module:Attr' (class, instance, factory or function "
-             "(model, request) -> model) or a name registered in the entry-point group "
-             "'unlearn_audit.unlearners'. Repeatable. Without it the plugin does nothing.",
+        "(model, request) -> model) or a name registered in the entry-point group "
+        "'unlearn_audit.unlearners'. Repeatable. Without it the plugin does nothing.",
     ),
-    AuditOption("--audit-profile", default="tiny", metavar="NAME",
-                help="fixture profile: data, model and scenarios (default: tiny, CPU, minutes)."),
     AuditOption(
-        "--audit-seeds", default="1", metavar="N|A-B|A,B,...",
+        "--audit-profile",
+        default="tiny",
+        metavar="NAME",
+        help="fixture profile: data, model and scenarios (default: tiny, CPU, minutes).",
+    ),
+    AuditOption(
+        "--audit-seeds",
+        default="1",
+        metavar="N|A-B|A,B,...",
         help="the seeds (fixtures and unlearner runs): N for seeds 0..N-1 (default: 1), a range A-B, or a list "
-             "A,B,...; each test pools the evidence of all of them into one verdict.",
+        "A,B,...; each test pools the evidence of all of them into one verdict.",
     ),
-    AuditOption("--audit-report", metavar="PATH",
-                help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH."),
     AuditOption(
-        "--audit-cache", metavar="DIR|URL",
+        "--audit-report",
+        metavar="PATH",
+        help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.",
+    ),
+    AuditOption(
+        "--audit-cache",
+        metavar="DIR|URL",
         help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir), or the "
-             "fsspec URL of a cache shared between machines: s3://bucket/prefix (read-write, [s3] extra) or "
-             "https://... / hf://... (read-only, [http] extra); a remote cache is mirrored into the local one.",
+        "fsspec URL of a cache shared between machines: s3://bucket/prefix (read-write, [s3] extra) or "
+        "https://... / hf://... (read-only, [http] extra); a remote cache is mirrored into the local one.",
     ),
     AuditOption(
-        "--audit-timeout", metavar="SECONDS",
+        "--audit-timeout",
+        metavar="SECONDS",
         help="time limit of one unlearn() call (default: 10x the fixture's original training time, at least "
-             "60 s); an unlearner over it fails its tests.",
+        "60 s); an unlearner over it fails its tests.",
     ),
     AuditOption(
-        "--audit-budget", metavar="FRACTIONS",
+        "--audit-budget",
+        metavar="FRACTIONS",
         help=f"compute budget as a fraction of the original training (default: {DEFAULT_BUDGET_FRACTION:g}, as in "
-             "Pawelczyk et al.); a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.",
+        "Pawelczyk et al.); a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.",
     ),
     AuditOption(
-        "--audit-baseline", metavar="PATH",
+        "--audit-baseline",
+        metavar="PATH",
         help="a previous --audit-report: fail a test when its score is significantly worse than the baseline's "
-             "(one-sided z-test on the two scores and their standard errors).",
+        "(one-sided z-test on the two scores and their standard errors).",
     ),
-    AuditOption("--audit-update-baseline", action="store_true", default=False,
-                help="write this run's report to --audit-baseline instead of comparing with it."),
     AuditOption(
-        "--audit-threads", metavar="N",
+        "--audit-update-baseline",
+        action="store_true",
+        default=False,
+        help="write this run's report to --audit-baseline instead of comparing with it.",
+    ),
+    AuditOption(
+        "--audit-threads",
+        metavar="N",
         help="torch CPU threads per process, xdist workers included (default: 1; the tiny models gain little "
-             "from more, and oversubscribed cores slow torch down tenfold).",
+        "from more, and oversubscribed cores slow torch down tenfold).",
     ),
     AuditOption(
-        "--audit-shard", metavar="I/N",
+        "--audit-shard",
+        metavar="I/N",
         help="run only shard I of N of the audit cases (1 <= I <= N; all checks of one unlearner x scenario x "
-             "budget stay together, with their seeds), e.g. one CI job each; join the shards' --audit-report "
-             "files with `unlearn-audit merge`.",
+        "budget stay together, with their seeds), e.g. one CI job each; join the shards' --audit-report "
+        "files with `unlearn-audit merge`.",
     ),
     AuditOption(
-        "--audit-device", metavar="DEVICE",
+        "--audit-device",
+        metavar="DEVICE",
         help="torch device for unlearning and evaluation, and for building GPU-profile fixtures (default: cuda "
-             "if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses cuda:N modulo the "
-             "number of GPUs, so -n <number of GPUs> gives each worker its own GPU.",
+        "if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses cuda:N modulo the "
+        "number of GPUs, so -n <number of GPUs> gives each worker its own GPU.",
     ),
     AuditOption(
-        "--audit-isolation", default="process", metavar="MODE",
+        "--audit-isolation",
+        default="process",
+        metavar="MODE",
         help="'process' (default): each unlearner runs in its own worker process that sees only the request, "
-             "is killed at the timeout, and whose crash fails only its own cases; 'inline': in the pytest "
-             "process, for stepping through a method with a debugger.",
+        "is killed at the timeout, and whose crash fails only its own cases; 'inline': in the pytest "
+        "process, for stepping through a method with a debugger.",
     ),
     AuditOption(
-        "--audit-sandbox", default="on", metavar="on|off",
+        "--audit-sandbox",
+        default="on",
+        metavar="on|off",
         help="'on' (default): each worker confines itself with Landlock before it imports the method (Linux "
-             ">= 5.13): it reads only the interpreter, the import paths and system files, writes only its own "
-             "directory, never reaches the fixture cache, and (by the kernel's Landlock ABI) cannot signal "
-             "processes outside its sandbox or use TCP; where Landlock is missing the run goes on and the "
-             "report says so. 'off': for debugging.",
+        ">= 5.13): it reads only the interpreter, the import paths and system files, writes only its own "
+        "directory, never reaches the fixture cache, and (by the kernel's Landlock ABI) cannot signal "
+        "processes outside its sandbox or use TCP; where Landlock is missing the run goes on and the "
+        "report says so. 'off': for debugging.",
     ),
-    AuditOption("--audit-allow-network", action="store_true", default=False,
-                help="let a sandboxed worker bind and connect TCP sockets (refused by default)."),
     AuditOption(
-        "--audit-max-memory", metavar="SIZE",
+        "--audit-allow-network",
+        action="store_true",
+        default=False,
+        help="let a sandboxed worker bind and connect TCP sockets (refused by default).",
+    ),
+    AuditOption(
+        "--audit-max-memory",
+        metavar="SIZE",
         help="cap the memory (address space) a worker may map beyond its start-up, e.g. 4G; a method that "
-             "needs more fails its cases (CPU audits only; default: no cap).",
+        "needs more fails its cases (CPU audits only; default: no cap).",
     ),
     AuditOption(
-        "--audit-keep-seed-parts", action="store_true", default=False,
+        "--audit-keep-seed-parts",
+        action="store_true",
+        default=False,
         help="also record each seed's unpooled results in the report's metadata, so that one-seed reports can "
-             "be pooled afterwards (what `unlearn-audit calibrate --engine ray` runs).",
+        "be pooled afterwards (what `unlearn-audit calibrate --engine ray` runs).",
     ),
 )
 

@@ -170,8 +170,9 @@ class AuditRun:
                 if check not in checks:
                     continue
                 for budget in s.budgets:
-                    case = AuditCaseParams(spec, s.profile, scenario, s.seeds, check, budget,
-                                           show_budget=len(s.budgets) > 1)
+                    case = AuditCaseParams(
+                        spec, s.profile, scenario, s.seeds, check, budget, show_budget=len(s.budgets) > 1
+                    )
                     params.append(pytest.param(case, id=case.id))
         if not params:
             reason = f"no scenario of profile {s.profile!r} applies check {check!r}"
@@ -260,8 +261,10 @@ class AuditRun:
         from unlearn_audit.plugin.scheduling import AuditCaseScheduler, case_spec, case_unit
 
         s = self.settings
-        return AuditCaseScheduler(lambda nodeid: case_unit(nodeid, CONFORMANCE_DIR.name),
-                                  lambda unit: case_spec(unit, s.unlearners, s.profile))
+        return AuditCaseScheduler(
+            lambda nodeid: case_unit(nodeid, CONFORMANCE_DIR.name),
+            lambda unit: case_spec(unit, s.unlearners, s.profile),
+        )
 
     # -- the report ------------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
@@ -287,18 +290,25 @@ class AuditRun:
         # A terminal gets its own width; a log file (CI) gets room for every column.
         width = max(tr._tw.fullwidth, 120) if getattr(tr, "isatty", False) else 170
         tr.write(self.collector.table(width=width, color=tr.hasmarkup))
-        sandboxes = sorted({str(r.meta.get("sandbox")) for r in self.collector.results.values() if r.meta.get("sandbox")})
+        sandboxes = sorted(
+            {str(r.meta.get("sandbox")) for r in self.collector.results.values() if r.meta.get("sandbox")}
+        )
         for sandbox in sandboxes:
-            tr.write_line(f"unlearn-audit: the methods ran sandboxed by {sandbox}" if not sandbox.startswith("none")
-                          else f"unlearn-audit: the methods ran without a sandbox ({sandbox}); "
-                               "copy and tamper detection are the defence")
+            tr.write_line(
+                f"unlearn-audit: the methods ran sandboxed by {sandbox}"
+                if not sandbox.startswith("none")
+                else f"unlearn-audit: the methods ran without a sandbox ({sandbox}); "
+                "copy and tamper detection are the defence"
+            )
         if self.config.getoption("audit_report"):
             tr.write_line(f"unlearn-audit: JSON report written to {self.config.getoption('audit_report')}")
         if s.update_baseline:
             tr.write_line(f"unlearn-audit: baseline written to {s.baseline}")
         elif s.baseline:
             regressed = [r for r in self.collector.results.values() if (r.baseline or {}).get("regressed")]
-            tr.write_line(f"unlearn-audit: compared with baseline {s.baseline}: {len(regressed)} significant regression(s)")
+            tr.write_line(
+                f"unlearn-audit: compared with baseline {s.baseline}: {len(regressed)} significant regression(s)"
+            )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -8,9 +8,10 @@ never the raw option strings.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -57,8 +58,9 @@ def usage_error(message: str) -> pytest.UsageError:
     return pytest.UsageError(f"unlearn-audit: {message}")
 
 
-def _option(config: pytest.Config, name: str, convert: Callable[[str], Any], valid: Callable[[Any], bool],
-            requirement: str) -> Any:
+def _option(
+    config: pytest.Config, name: str, convert: Callable[[str], Any], valid: Callable[[Any], bool], requirement: str
+) -> Any:
     """The converted option value (None when unset), or a usage error that says what was expected."""
     text = config.getoption(name)
     if text is None:
@@ -104,11 +106,20 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         recipes = load_profile_recipes(profile)
     except KeyError:
         raise usage_error(f"unknown --audit-profile {profile!r}; available: {', '.join(profile_names())}") from None
-    seeds = _option(config, "audit_seeds", parse_seeds, lambda s: True,
-                    "a positive number of seeds N (seeds 0..N-1), a range A-B or a list A,B,... of distinct seeds >= 0")
-    budgets = _option(config, "audit_budget", _fractions,
-                      lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
-                      "distinct fractions in (0, 1], comma-separated")
+    seeds = _option(
+        config,
+        "audit_seeds",
+        parse_seeds,
+        lambda s: True,
+        "a positive number of seeds N (seeds 0..N-1), a range A-B or a list A,B,... of distinct seeds >= 0",
+    )
+    budgets = _option(
+        config,
+        "audit_budget",
+        _fractions,
+        lambda bs: bs and all(0 < b <= 1 for b in bs) and len(set(bs)) == len(bs),
+        "distinct fractions in (0, 1], comma-separated",
+    )
     timeout = _option(config, "audit_timeout", float, lambda t: t > 0, "a positive number of seconds")
     threads = _option(config, "audit_threads", int, lambda n: n >= 1, "a positive integer")
     baseline = config.getoption("audit_baseline")
@@ -128,10 +139,17 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
     if isolation not in ISOLATION_MODES:
         raise usage_error(f"--audit-isolation must be one of {', '.join(ISOLATION_MODES)}, got {isolation!r}")
     if isolation == "process" and os.name != "posix":
-        raise usage_error("process isolation needs a POSIX system (process groups, select on pipes); "
-                          "use --audit-isolation inline here")
-    max_memory = _option(config, "audit_max_memory", parse_memory, lambda b: b >= 2**27,
-                         "a memory size of at least 128M, e.g. 4G or 512M")
+        raise usage_error(
+            "process isolation needs a POSIX system (process groups, select on pipes); "
+            "use --audit-isolation inline here"
+        )
+    max_memory = _option(
+        config,
+        "audit_max_memory",
+        parse_memory,
+        lambda b: b >= 2**27,
+        "a memory size of at least 128M, e.g. 4G or 512M",
+    )
     sandbox = str(config.getoption("audit_sandbox")).strip().lower()
     if sandbox not in ("on", "off"):
         raise usage_error(f"--audit-sandbox must be on or off, got {sandbox!r}")

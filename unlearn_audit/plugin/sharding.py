@@ -15,7 +15,7 @@ SHARD_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """"2/3" -> (2, 3); a ValueError unless 1 <= i <= n."""
+    """ "2/3" -> (2, 3); a ValueError unless 1 <= i <= n."""
     match = SHARD_PATTERN.match(text)
     if not match:
         raise ValueError(text)

@@ -11,6 +11,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from unlearn_audit.plugin.run import AuditRun
+    from unlearn_audit.plugin.run import AuditRun  # noqa: F401 - named in the key's type below
 
 run_key = pytest.StashKey["AuditRun"]()

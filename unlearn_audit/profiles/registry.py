@@ -21,9 +21,10 @@ uses it, and a registered name never replaces a built-in one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from unlearn_audit.registry import Registry
 
@@ -38,7 +39,8 @@ BUILTIN_DATASETS = {
     "digits": "unlearn_audit.profiles.data:load_digits_split",  # `tiny` profile
     "cifar10": "unlearn_audit.profiles.cifar.data:load_cifar10_split",  # `cifar10-resnet18` profile
     "synthetic_cifar": "unlearn_audit.profiles.cifar.data:synthetic_cifar_split",  # its CPU stand-in
-    "synthetic_sentiment": "unlearn_audit.profiles.text.data:load_synthetic_sentiment",  # `text`: token ids N x L (long)
+    # `text`: token ids N x L (long)
+    "synthetic_sentiment": "unlearn_audit.profiles.text.data:load_synthetic_sentiment",
     "imdb": "unlearn_audit.profiles.text.data:load_imdb",  # `text-gpt2-imdb` profile
 }
 """Data sources by name: `(**recipe [data] options) -> Split`."""
@@ -53,10 +55,17 @@ BUILTIN_ARCHITECTURES = {
 """Architectures by name: `(input_shape, num_classes, **[model] options) -> nn.Module`."""
 
 DATASETS: Registry[Callable[..., Any]] = Registry(
-    "data source", DATASETS_GROUP, BUILTIN_DATASETS, accepts=callable, expected="a callable (**options) -> Split",
+    "data source",
+    DATASETS_GROUP,
+    BUILTIN_DATASETS,
+    accepts=callable,
+    expected="a callable (**options) -> Split",
 )
 ARCHITECTURES: Registry[Callable[..., Any]] = Registry(
-    "architecture", ARCHITECTURES_GROUP, BUILTIN_ARCHITECTURES, accepts=callable,
+    "architecture",
+    ARCHITECTURES_GROUP,
+    BUILTIN_ARCHITECTURES,
+    accepts=callable,
     expected="a callable (input_shape, num_classes, **options) -> nn.Module",
 )
 

@@ -18,7 +18,13 @@ from typing import Any
 
 from unlearn_audit.checks.pooling import pool_check, pooled_meta
 from unlearn_audit.checks.seed_parts import SEED_PARTS_KEY, SeedParts
-from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, OUTCOME_OF_VERDICT, SCHEMA_VERSION, ResultRecord, seeds_range
+from unlearn_audit.reports.record import (
+    COMPATIBLE_SCHEMAS,
+    OUTCOME_OF_VERDICT,
+    SCHEMA_VERSION,
+    ResultRecord,
+    seeds_range,
+)
 
 CELL_OPTIONS = ("unlearners", "seeds", "keep_seed_parts")
 """Report options that differ between the cells of one sweep (each cell has its own method and seed)."""
@@ -28,7 +34,7 @@ class AssembleError(ValueError):
     """The cell reports do not make up one run; the message says which and why."""
 
 
-def _label(seeds: "list[int] | tuple[int, ...]") -> str:
+def _label(seeds: list[int] | tuple[int, ...]) -> str:
     return ("seed" if len(seeds) == 1 else "seeds") + seeds_range(seeds)  # as the suite's test ids show them
 
 
@@ -51,7 +57,9 @@ def assemble_reports(cells: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         mine = {k: v for k, v in options.items() if k not in CELL_OPTIONS}
         if mine != common:
             differing = sorted(k for k in set(mine) | set(common) if mine.get(k) != common.get(k))
-            raise AssembleError(f"{label}: not a cell of the same run as {first_label} (options differ: {', '.join(differing)})")
+            raise AssembleError(
+                f"{label}: not a cell of the same run as {first_label} (options differ: {', '.join(differing)})"
+            )
         unlearners += [u for u in options.get("unlearners", []) if u not in unlearners]
         seeds += [s for s in options.get("seeds", []) if s not in seeds]
         for data in doc["results"]:
@@ -79,28 +87,58 @@ def _pooled(cells: list[tuple[str, ResultRecord]], all_seeds: list[int]) -> Resu
     errored = [(lab, r) for lab, r in cells if SEED_PARTS_KEY not in r.meta]
     if errored:  # the test did not get to be judged on some seed (an error before the check ran): so does the pool
         lab, r = errored[0]
-        return ResultRecord.from_json({**r.to_json(), "nodeid": _nodeid(r, seeds), "seed": None, "seeds": seeds,
-                                       "message": f"{lab}: {r.message}", "duration": sum(c.duration for _, c in cells)})
+        return ResultRecord.from_json(
+            {
+                **r.to_json(),
+                "nodeid": _nodeid(r, seeds),
+                "seed": None,
+                "seeds": seeds,
+                "message": f"{lab}: {r.message}",
+                "duration": sum(c.duration for _, c in cells),
+            }
+        )
     parts = SeedParts.from_text(cells[0][1].meta[SEED_PARTS_KEY])
     try:
         for _, r in cells[1:]:
             parts = parts.joined(SeedParts.from_text(r.meta[SEED_PARTS_KEY]))
     except ValueError as exc:
         raise AssembleError(f"{where}: {exc}") from None
-    result = pool_check(str(head.check), list(parts.seeds), list(parts.results), list(parts.utility), parts.alpha,
-                        parts.utility_alpha, parts.family_rule)
+    result = pool_check(
+        str(head.check),
+        list(parts.seeds),
+        list(parts.results),
+        list(parts.utility),
+        parts.alpha,
+        parts.utility_alpha,
+        parts.family_rule,
+    )
     judged = result.to_json()
     outcome = OUTCOME_OF_VERDICT[result.verdict]
     metas = [m for _, r in cells for m in _seed_metas(r)]
     return ResultRecord(
-        nodeid=_nodeid(head, seeds), unlearner=head.unlearner, check=head.check, scenario=head.scenario,
-        profile=head.profile, seed=seeds[0] if len(seeds) == 1 else None, budget=head.budget, outcome=outcome,
-        verdict=judged["verdict"], score=judged["score"], stderr=judged["stderr"], reference=judged["reference"],
-        reference_stderr=judged["reference_stderr"], direction=judged["direction"], rule=judged["rule"],
-        metric=judged["metric"], unit=judged["unit"],
+        nodeid=_nodeid(head, seeds),
+        unlearner=head.unlearner,
+        check=head.check,
+        scenario=head.scenario,
+        profile=head.profile,
+        seed=seeds[0] if len(seeds) == 1 else None,
+        budget=head.budget,
+        outcome=outcome,
+        verdict=judged["verdict"],
+        score=judged["score"],
+        stderr=judged["stderr"],
+        reference=judged["reference"],
+        reference_stderr=judged["reference_stderr"],
+        direction=judged["direction"],
+        rule=judged["rule"],
+        metric=judged["metric"],
+        unit=judged["unit"],
         # a failing test's report shows the check's explanation when its message is empty (see the collector)
         message=judged["message"] or (result.explain() if outcome == "failed" else ""),
-        details=judged["details"], meta=pooled_meta(metas), duration=sum(r.duration for _, r in cells), seeds=seeds,
+        details=judged["details"],
+        meta=pooled_meta(metas),
+        duration=sum(r.duration for _, r in cells),
+        seeds=seeds,
     )
 
 

@@ -40,8 +40,10 @@ def load_baseline(path: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
         raise BaselineError(f"--audit-baseline {path}: not an unlearn-audit JSON report ({exc!r})") from None
     regenerate = f"regenerate the baseline with this version: --audit-baseline {path} --audit-update-baseline"
     if version not in READABLE_SCHEMAS:
-        raise BaselineError(f"--audit-baseline {path}: report schema {version} is not supported (expected {SCHEMA_VERSION}); "
-                            + regenerate)
+        raise BaselineError(
+            f"--audit-baseline {path}: report schema {version} is not supported (expected {SCHEMA_VERSION}); "
+            + regenerate
+        )
     if version == 1:
         _check_one_seed_per_test(path, results, regenerate)
     return {key_of(r): r for r in results}
@@ -56,9 +58,10 @@ def _check_one_seed_per_test(path: Path, results: list[dict[str, Any]], regenera
         seeds.setdefault(case, set()).add(r.get("seed"))
     pooled = sorted({s for group in seeds.values() if len(group) > 1 for s in group}, key=str)
     if pooled:
-        raise BaselineError(f"--audit-baseline {path}: written by an older unlearn-audit with one test per seed (seeds "
-                            f"{pooled}); tests now pool their seeds into one verdict, so its results cannot be matched; "
-                            + regenerate)
+        raise BaselineError(
+            f"--audit-baseline {path}: written by an older unlearn-audit with one test per seed (seeds "
+            f"{pooled}); tests now pool their seeds into one verdict, so its results cannot be matched; " + regenerate
+        )
 
 
 @lru_cache(maxsize=8)
@@ -73,14 +76,26 @@ def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPH
     s_new, s_old = new.get("score"), old.get("score")
     se_new, se_old = new.get("stderr") or 0.0, old.get("stderr") or 0.0
     direction = new.get("direction") or old.get("direction") or "lower_is_better"
-    rule = (f"regression if the score is worse than the baseline's by a one-sided z-test at alpha={alpha:g} "
-            f"(se = sqrt(se_new^2 + se_old^2)); exact scores regress only when the verdict turns to fail")
-    out: dict[str, Any] = {"baseline_score": s_old, "baseline_stderr": old.get("stderr"), "baseline_outcome": old.get("outcome"),
-                           "rule": rule}
+    rule = (
+        f"regression if the score is worse than the baseline's by a one-sided z-test at alpha={alpha:g} "
+        f"(se = sqrt(se_new^2 + se_old^2)); exact scores regress only when the verdict turns to fail"
+    )
+    out: dict[str, Any] = {
+        "baseline_score": s_old,
+        "baseline_stderr": old.get("stderr"),
+        "baseline_outcome": old.get("outcome"),
+        "rule": rule,
+    }
     if s_new is None or s_old is None:
         worse = old.get("outcome") == "passed" and new.get("outcome") in ("failed", "error")
-        return {**out, "regressed": worse, "status": "regressed" if worse else "incomparable",
-                "message": f"regression against baseline: outcome {old.get('outcome')} -> {new.get('outcome')}" if worse else ""}
+        return {
+            **out,
+            "regressed": worse,
+            "status": "regressed" if worse else "incomparable",
+            "message": f"regression against baseline: outcome {old.get('outcome')} -> {new.get('outcome')}"
+            if worse
+            else "",
+        }
     sign = 1.0 if direction == "lower_is_better" else -1.0
     worsening = sign * (s_new - s_old)
     se = math.sqrt(se_new**2 + se_old**2)
@@ -97,8 +112,14 @@ def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPH
         worse = p < alpha or turned_failing
     status = "regressed" if worse else ("improved" if (se and -worsening / se > st.norm.isf(alpha)) else "same")
     zp = f"z = {z:.2f}, p = {p:.2g}" if z is not None else "exact score"
-    message = (f"regression against baseline: score {s_new:.4g} ± {se_new:.2g} vs baseline {s_old:.4g} ± {se_old:.2g} "
-               f"({direction.replace('_', ' ')}; {zp}; outcome {old.get('outcome')} -> {new.get('outcome')})") if worse else ""
+    message = (
+        (
+            f"regression against baseline: score {s_new:.4g} ± {se_new:.2g} vs baseline {s_old:.4g} ± {se_old:.2g} "
+            f"({direction.replace('_', ' ')}; {zp}; outcome {old.get('outcome')} -> {new.get('outcome')})"
+        )
+        if worse
+        else ""
+    )
     return {**out, "regressed": worse, "status": status, "z": z, "p_value": p, "message": message}
 
 
@@ -114,8 +135,17 @@ def compare_reports(old_path: Path, new_path: Path) -> list[dict[str, Any]]:
     new = load_baseline(new_path)
     rows = []
     for key, r in sorted(new.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        rows.append({**dict(zip(KEY_FIELDS, key)), "new_score": r.get("score"), "new_stderr": r.get("stderr"),
-                     "new_outcome": r.get("outcome"), **compare(r, old.get(key))})
+        rows.append(
+            {
+                **dict(zip(KEY_FIELDS, key)),
+                "new_score": r.get("score"),
+                "new_stderr": r.get("stderr"),
+                "new_outcome": r.get("outcome"),
+                **compare(r, old.get(key)),
+            }
+        )
     for key in sorted(set(old) - set(new), key=lambda k: tuple(str(x) for x in k)):
-        rows.append({**dict(zip(KEY_FIELDS, key)), "status": "missing", "regressed": False, "message": "only in the old report"})
+        rows.append(
+            {**dict(zip(KEY_FIELDS, key)), "status": "missing", "regressed": False, "message": "only in the old report"}
+        )
     return rows

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from unlearn_audit.jsonsafe import finite
-from unlearn_audit.reports.record import CASE_PROPERTY, RESULT_PROPERTY, SCHEMA_VERSION, ResultRecord, per_seed_records, seeds_text
-
+from unlearn_audit.reports.record import (
+    CASE_PROPERTY,
+    RESULT_PROPERTY,
+    SCHEMA_VERSION,
+    ResultRecord,
+    per_seed_records,
+    seeds_text,
+)
 
 
 def outcome_of(report: Any) -> str | None:
@@ -79,7 +85,9 @@ class ReportCollector:
         )
 
     def records(self) -> list[ResultRecord]:
-        return sorted(self.results.values(), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or []))
+        return sorted(
+            self.results.values(), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or [])
+        )
 
     def document(self) -> dict[str, Any]:
         import importlib.metadata as md
@@ -115,20 +123,37 @@ class ReportCollector:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title="unlearn-audit: score ± stderr; reference = retrain under the same measurement (the budget for budget_respected)",
-                      box=box.SIMPLE_HEAD, title_justify="left")
+        table = Table(
+            title=(
+                "unlearn-audit: score ± stderr; reference = retrain under the same measurement "
+                "(the budget for budget_respected)"
+            ),
+            box=box.SIMPLE_HEAD,
+            title_justify="left",
+        )
         for col in ("unlearner", "check", "scenario", "seeds", "score ± se", "reference", "original", "outcome"):
-            table.add_column(col, justify="right" if col in ("seeds", "score ± se", "reference", "original") else "left", no_wrap=True)
+            table.add_column(
+                col,
+                justify="right" if col in ("seeds", "score ± se", "reference", "original") else "left",
+                no_wrap=True,
+            )
         styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
         for r in self.records():
             d = r.details or {}
             table.add_row(
-                str(r.unlearner).rpartition(":")[2], str(r.check), str(r.scenario), seeds_text(r),
-                _pm(r.score, r.stderr), _num(r.reference), _num(_original(r)),
+                str(r.unlearner).rpartition(":")[2],
+                str(r.check),
+                str(r.scenario),
+                seeds_text(r),
+                _pm(r.score, r.stderr),
+                _num(r.reference),
+                _num(_original(r)),
                 f"[{styles.get(str(r.outcome), 'white')}]{r.outcome}[/]" + (" (low power)" if _low_power(d) else ""),
             )
         buf = StringIO()
-        Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(table)
+        Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(
+            table
+        )
         return buf.getvalue()
 
 

@@ -23,8 +23,11 @@ COMPARED_WHERE_KNOWN = ("metric", "unit")
 
 def _strip(value: Any, ignore: frozenset[str]) -> Any:
     if isinstance(value, dict):
-        return {k: _strip(v, ignore) for k, v in value.items()
-                if k not in ignore and k != "seconds" and not k.endswith("_seconds")}
+        return {
+            k: _strip(v, ignore)
+            for k, v in value.items()
+            if k not in ignore and k != "seconds" and not k.endswith("_seconds")
+        }
     if isinstance(value, list):
         return [_strip(v, ignore) for v in value]
     return value

@@ -40,14 +40,17 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
         options = {k: v for k, v in doc.get("options", {}).items() if k != "shard"}
         if options != common:
             differing = sorted(k for k in set(options) | set(common) if options.get(k) != common.get(k))
-            raise MergeError(f"{path}: not a shard of the same audit as {paths[0]} (options differ: {', '.join(differing)})")
+            raise MergeError(
+                f"{path}: not a shard of the same audit as {paths[0]} (options differ: {', '.join(differing)})"
+            )
         for data in doc["results"]:
             record = ResultRecord.from_json(data)
             if record.key in records:
                 raise MergeError(f"{path}: result {record.key} is also in {records[record.key][0]}")
             records[record.key] = (path, record)
-    ordered = sorted((r for _, r in records.values()),
-                     key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or []))
+    ordered = sorted(
+        (r for _, r in records.values()), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or [])
+    )
     merged = dict(docs[0])
     merged["schema_version"] = SCHEMA_VERSION  # the results are written in today's layout
     merged["options"] = {**common, "shard": None}

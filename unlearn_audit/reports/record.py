@@ -74,7 +74,7 @@ class ResultRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ResultRecord":
+    def from_json(cls, data: dict[str, Any]) -> ResultRecord:
         """From a report's result entry (unknown keys, e.g. of a newer minor layout, are ignored; keys an older
         layout lacks take their defaults: `metric` and `unit` are empty before schema 3)."""
         known = {f.name for f in fields(cls)}
@@ -99,7 +99,7 @@ def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(value(k) for k in KEY_FIELDS)
 
 
-def seeds_range(seeds: "list[int] | tuple[int, ...]") -> str:
+def seeds_range(seeds: list[int] | tuple[int, ...]) -> str:
     """Seeds as test ids and the summary table show them: `0`, `0-4` (a run of seeds), `1,5,9`."""
     seeds = list(seeds)
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
@@ -107,12 +107,12 @@ def seeds_range(seeds: "list[int] | tuple[int, ...]") -> str:
     return ",".join(map(str, seeds))
 
 
-def seeds_text(r: "ResultRecord") -> str:
+def seeds_text(r: ResultRecord) -> str:
     """The record's seeds for the summary table."""
     return seeds_range(r.seeds) if r.seeds else str(r.seed)
 
 
-def per_seed_records(r: "ResultRecord") -> list["ResultRecord"]:
+def per_seed_records(r: ResultRecord) -> list[ResultRecord]:
     """A pooled result as one record per seed (each seed's own verdict and details), for tools that
     show seeds one by one (calibration tables, plots); a one-seed result is itself."""
     entries = r.details.get("per_seed")
@@ -120,8 +120,19 @@ def per_seed_records(r: "ResultRecord") -> list["ResultRecord"]:
         return [r]
     from dataclasses import replace
 
-    return [replace(r, seed=e["seed"], seeds=[e["seed"]], verdict=e["verdict"], score=e["score"], stderr=e["stderr"],
-                    reference=e["reference"], reference_stderr=e["reference_stderr"], message=e.get("message", ""),
-                    details=e.get("details", {}), outcome=OUTCOME_OF_VERDICT.get(e["verdict"], r.outcome))
-            for e in entries]
-
+    return [
+        replace(
+            r,
+            seed=e["seed"],
+            seeds=[e["seed"]],
+            verdict=e["verdict"],
+            score=e["score"],
+            stderr=e["stderr"],
+            reference=e["reference"],
+            reference_stderr=e["reference_stderr"],
+            message=e.get("message", ""),
+            details=e.get("details", {}),
+            outcome=OUTCOME_OF_VERDICT.get(e["verdict"], r.outcome),
+        )
+        for e in entries
+    ]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,14 +32,26 @@ ProgressCallback = Callable[[str, int, int, float], None]
 
 
 def train_seeded(
-    factory: Callable[[], nn.Module], data: ExampleSet, recipe: ScenarioRecipe, seed: int, name: str, label: str,
-    progress: ProgressCallback | None, device: torch.device | str,
+    factory: Callable[[], nn.Module],
+    data: ExampleSet,
+    recipe: ScenarioRecipe,
+    seed: int,
+    name: str,
+    label: str,
+    progress: ProgressCallback | None,
+    device: torch.device | str,
 ) -> nn.Module:
     """A model of the fixture, trained from scratch with the recipe: its initialisation and batch order come
     from `derived_seed(seed, f"{name}-init")` and `f"{name}-order"`; progress is reported under `label`."""
     model = seeded_model(factory, derived_seed(seed, f"{name}-init"))
-    train(model, data, recipe.training, generator=torch.Generator().manual_seed(derived_seed(seed, f"{name}-order")),
-          on_epoch=(lambda e, n, s, **kw: progress(label, e, n, s, **kw)) if progress else None, device=device)
+    train(
+        model,
+        data,
+        recipe.training,
+        generator=torch.Generator().manual_seed(derived_seed(seed, f"{name}-order")),
+        on_epoch=(lambda e, n, s, **kw: progress(label, e, n, s, **kw)) if progress else None,
+        device=device,
+    )
     return model
 
 
@@ -51,20 +64,29 @@ class BuiltFixture:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None,
-                   device: torch.device | str = "cpu") -> BuiltFixture:
+def build_scenario(
+    recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None, device: torch.device | str = "cpu"
+) -> BuiltFixture:
     """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable.
 
     When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
     built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
     """
     data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
-    split, validation = hold_out_validation(load_split(recipe.data["source"], **data_options),
-                                            float(recipe.data.get("validation_fraction", 0.0)), derived_seed(seed, "validation"))
+    split, validation = hold_out_validation(
+        load_split(recipe.data["source"], **data_options),
+        float(recipe.data.get("validation_fraction", 0.0)),
+        derived_seed(seed, "validation"),
+    )
     attack = get_attack(recipe.attack["kind"])
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
     ctx = BuildContext(
-        recipe=recipe, split=split, seed=seed, device=device, progress=progress, model_factory=factory,
+        recipe=recipe,
+        split=split,
+        seed=seed,
+        device=device,
+        progress=progress,
+        model_factory=factory,
         generator=torch.Generator().manual_seed(derived_seed(seed, "attack")),
         train=lambda data, name, label: train_seeded(factory, data, recipe, seed, name, label, progress, device),
     )
@@ -103,7 +125,9 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     if validation is not None:
         tensors.update(validation_x=validation[0].contiguous(), validation_y=validation[1].contiguous())
     # Attack-specific models trained like retrain (Witches' Brew's clean references): only their outputs are kept.
-    tensors.update({f"secret.{k}": v.contiguous() for k, v in attack.after_training(ctx, poisoned, fit, tensors).items()})
+    tensors.update(
+        {f"secret.{k}": v.contiguous() for k, v in attack.after_training(ctx, poisoned, fit, tensors).items()}
+    )
     meta: dict[str, Any] = {
         "num_classes": split.num_classes,
         "input_shape": list(split.train_x.shape[1:]),
@@ -116,16 +140,28 @@ def build_scenario(recipe: ScenarioRecipe, seed: int, progress: ProgressCallback
     if fallback is not None:  # e.g. Witches' Brew: random targets failed validation, low-margin ones instead
         retry, reason = fallback
         built = build_scenario(retry, seed, progress, device)
-        built.meta["fallback"] = {"reason": reason, "attack": retry.attack,
-                                  "first_attempt": {"validation": meta["validation"], "attack": meta.get("attack", {}),
-                                                    "train_seconds": timings}}
+        built.meta["fallback"] = {
+            "reason": reason,
+            "attack": retry.attack,
+            "first_attempt": {
+                "validation": meta["validation"],
+                "attack": meta.get("attack", {}),
+                "train_seconds": timings,
+            },
+        }
         return built
-    weights = {"original": original.state_dict(), "retrain": retrain.state_dict(), **poisoned.extra_weights,
-               **{clean_model_name(j): m.state_dict() for j, m in enumerate(clean)}}
+    weights = {
+        "original": original.state_dict(),
+        "retrain": retrain.state_dict(),
+        **poisoned.extra_weights,
+        **{clean_model_name(j): m.state_dict() for j, m in enumerate(clean)},
+    }
     return BuiltFixture(weights, tensors, meta)
 
 
-def hold_out_validation(split: Split, fraction: float, seed: int) -> tuple[Split, tuple[torch.Tensor, torch.Tensor] | None]:
+def hold_out_validation(
+    split: Split, fraction: float, seed: int
+) -> tuple[Split, tuple[torch.Tensor, torch.Tensor] | None]:
     """Move a seeded random `fraction` of the test split into a validation set that unlearners receive
     (`request.validation`) and no check evaluates on. 0 (the default): no validation set."""
     if fraction == 0:

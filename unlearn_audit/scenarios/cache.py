@@ -140,8 +140,11 @@ class FixtureCache:
                 if remote.has(rel):
                     remote.fetch(rel, path)
                 else:
-                    warnings.warn(f"{remote.url} has no {rel}: building it here, into the local mirror {self.root} "
-                                  "(a read-only cache is never written)", stacklevel=3)
+                    warnings.warn(
+                        f"{remote.url} has no {rel}: building it here, into the local mirror {self.root} "
+                        "(a read-only cache is never written)",
+                        stacklevel=3,
+                    )
                     self._build_into(recipe, seed, path, progress, device)
             elif not remote.has(rel):
                 with remote.build_lock(rel, done=lambda: remote.has(rel)) as mine:
@@ -158,19 +161,20 @@ class FixtureCache:
         return path
 
     def _build_into(self, recipe: ScenarioRecipe, seed: int, path: Path, progress: Any, device: Any = None) -> None:
+        import torch
         from safetensors.torch import save_file
 
         from unlearn_audit import __version__
         from unlearn_audit.scenarios.build import build_scenario
-
-        import torch
 
         started = time.perf_counter()
         device = torch.device(device) if device is not None else torch.device("cpu")
         built = build_scenario(recipe, seed, progress, device=device)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            weights = {f"{m}.{k}": v.detach().cpu().contiguous() for m, sd in built.weights.items() for k, v in sd.items()}
+            weights = {
+                f"{m}.{k}": v.detach().cpu().contiguous() for m, sd in built.weights.items() for k, v in sd.items()
+            }
             save_file(weights, str(tmp / WEIGHTS_FILE))
             save_file(built.tensors, str(tmp / DATA_FILE))
             meta = {

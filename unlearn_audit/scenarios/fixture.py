@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from unlearn_audit.scenarios.cache import DATA_FILE, META_FILE, WEIGHTS_FILE
 from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.protocol import ExampleSet
+from unlearn_audit.scenarios.cache import DATA_FILE, META_FILE, WEIGHTS_FILE
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, clean_model_name
 
 
@@ -44,7 +45,7 @@ class Fixture:
     """`[references] clean_models`: models trained like retrain from other seeds (never given to a method)."""
 
     @classmethod
-    def load(cls, recipe: ScenarioRecipe, seed: int, path: Path) -> "Fixture":
+    def load(cls, recipe: ScenarioRecipe, seed: int, path: Path) -> Fixture:
         meta = json.loads((path / META_FILE).read_text())
         tensors = load_file(str(path / DATA_FILE))
         weights = load_file(str(path / WEIGHTS_FILE))
@@ -54,10 +55,19 @@ class Fixture:
         for name in names:
             model = factory()
             prefix = name + "."
-            model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+            model.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
             models[name] = model.eval()
-        return cls(recipe, seed, path, meta, tensors, models["original"], models["retrain"], factory,
-                   [models[name] for name in names[2:]])
+        return cls(
+            recipe,
+            seed,
+            path,
+            meta,
+            tensors,
+            models["original"],
+            models["retrain"],
+            factory,
+            [models[name] for name in names[2:]],
+        )
 
     def reference_models(self) -> dict[str, nn.Module]:
         """Every model the harness holds for this fixture besides the original: retrain and the clean models."""

@@ -24,8 +24,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import torch
 
@@ -55,14 +56,19 @@ def encode(value: Any) -> Any:
         return value if math.isfinite(value) else {"__float__": repr(value)}
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu()
-        return {"__tensor__": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
-                "data": [encode(v) for v in t.reshape(-1).tolist()]}
+        return {
+            "__tensor__": str(t.dtype).removeprefix("torch."),
+            "shape": list(t.shape),
+            "data": [encode(v) for v in t.reshape(-1).tolist()],
+        }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
         if not cls.__module__.startswith("unlearn_audit."):
             raise TypeError(f"cannot store a {cls.__module__}.{cls.__qualname__}")
-        return {"__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
-                "fields": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+        return {
+            "__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
+            "fields": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        }
     if isinstance(value, dict):
         if all(isinstance(k, str) and not k.startswith("__") for k in value):
             return {k: encode(v) for k, v in value.items()}
@@ -108,8 +114,11 @@ class MeasurementStore:
     def __init__(self, fixture_path: Path, role: str, check_options: dict[str, Any], device: str = "cpu") -> None:
         self.root = fixture_path / MEASUREMENTS_DIR
         self.role = role
-        self._context = json.dumps({"options": check_options, "device": device, "code": code_fingerprint(),
-                                    "numerics": numerics(device)}, sort_keys=True, default=str)
+        self._context = json.dumps(
+            {"options": check_options, "device": device, "code": code_fingerprint(), "numerics": numerics(device)},
+            sort_keys=True,
+            default=str,
+        )
 
     def _path(self, name: str) -> Path:
         digest = hashlib.sha256(f"{self.role}\0{name}\0{self._context}".encode()).hexdigest()[:32]

@@ -28,9 +28,9 @@ import shutil
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from filelock import FileLock
 
@@ -75,21 +75,37 @@ def _entry_files(entry: Path, with_measurements: bool) -> list[str]:
     return files
 
 
-def select_entries(cache: FixtureCache, *, profile: str | None = None, scenarios: Iterable[str] | None = None,
-                   seeds: Iterable[int] | None = None) -> list[CacheEntry]:
+def select_entries(
+    cache: FixtureCache,
+    *,
+    profile: str | None = None,
+    scenarios: Iterable[str] | None = None,
+    seeds: Iterable[int] | None = None,
+) -> list[CacheEntry]:
     wanted_scenarios = set(scenarios) if scenarios else None
     wanted_seeds = set(seeds) if seeds is not None else None
-    return [e for e in cache.entries()
-            if (profile is None or e.meta.get("profile") == profile)
-            and (wanted_scenarios is None or e.meta.get("scenario") in wanted_scenarios)
-            and (wanted_seeds is None or e.meta.get("seed") in wanted_seeds)]
+    return [
+        e
+        for e in cache.entries()
+        if (profile is None or e.meta.get("profile") == profile)
+        and (wanted_scenarios is None or e.meta.get("scenario") in wanted_scenarios)
+        and (wanted_seeds is None or e.meta.get("seed") in wanted_seeds)
+    ]
 
 
-def pack(cache: FixtureCache, archive: Path, entries: list[CacheEntry], *, with_measurements: bool = False,
-         progress: Callable[[str], None] | None = None) -> list[PackedEntry]:
+def pack(
+    cache: FixtureCache,
+    archive: Path,
+    entries: list[CacheEntry],
+    *,
+    with_measurements: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[PackedEntry]:
     """Write `entries` of `cache` (each verified first) into `archive`, atomically."""
     if not entries:
-        raise PackError("no built fixtures match: build them first (unlearn-audit fixtures build), or widen the selection")
+        raise PackError(
+            "no built fixtures match: build them first (unlearn-audit fixtures build), or widen the selection"
+        )
     packed: list[PackedEntry] = []
     for entry in entries:
         problems = cache.verify_path(entry.path)
@@ -99,9 +115,12 @@ def pack(cache: FixtureCache, archive: Path, entries: list[CacheEntry], *, with_
         files = _entry_files(entry.path, with_measurements)
         hashes = {name: sha256_file(entry.path / name) for name in files}
         packed.append(PackedEntry(rel, hashes, sum((entry.path / n).stat().st_size for n in files)))
-    manifest = {"format": PACK_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "measurements": with_measurements,
-                "entries": [{"path": p.path, "files": p.files} for p in packed]}
+    manifest = {
+        "format": PACK_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "measurements": with_measurements,
+        "entries": [{"path": p.path, "files": p.files} for p in packed],
+    }
     archive = archive.expanduser().resolve()
     archive.parent.mkdir(parents=True, exist_ok=True)
     mode = "w:gz" if archive.name.endswith(".gz") else "w"
@@ -136,8 +155,10 @@ def _checked_manifest(data: bytes) -> dict[str, dict[str, str]]:
     except ValueError as exc:
         raise PackError(f"{MANIFEST} is not JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != PACK_FORMAT:
-        raise PackError(f"{MANIFEST}: format {manifest.get('format') if isinstance(manifest, dict) else '?'} "
-                        f"is not {PACK_FORMAT} (made by another version of unlearn-audit?)")
+        raise PackError(
+            f"{MANIFEST}: format {manifest.get('format') if isinstance(manifest, dict) else '?'} "
+            f"is not {PACK_FORMAT} (made by another version of unlearn-audit?)"
+        )
     out: dict[str, dict[str, str]] = {}
     for e in manifest.get("entries", []):
         path, files = e.get("path", ""), e.get("files", {})
@@ -175,7 +196,9 @@ def unpack(archive: Path, cache: FixtureCache, *, progress: Callable[[str], None
                 rel_entry, name = "/".join(parts[:2]), "/".join(parts[2:])
                 expected = manifest.get(rel_entry, {}).get(name)
                 if expected is None or not member.isfile():
-                    raise PackError(f"{archive}: unexpected member {member.name!r} (not in the manifest, or not a file)")
+                    raise PackError(
+                        f"{archive}: unexpected member {member.name!r} (not in the manifest, or not a file)"
+                    )
                 if name in seen.setdefault(rel_entry, set()):
                     raise PackError(f"{archive}: {member.name} appears twice")
                 if rel_entry not in staged:
@@ -188,7 +211,7 @@ def unpack(archive: Path, cache: FixtureCache, *, progress: Callable[[str], None
                 assert source is not None
                 h = hashlib.sha256()
                 with open(target, "wb") as out:
-                    for chunk in iter(lambda: source.read(1 << 20), b""):
+                    for chunk in iter(lambda: source.read(1 << 20), b""):  # noqa: B023 (called within this iteration)
                         h.update(chunk)
                         out.write(chunk)
                 if h.hexdigest() != expected:

@@ -79,8 +79,12 @@ def numerics_environment(device_type: str, threads: int) -> dict[str, Any] | Non
     cpu = cpu_identity()
     if cpu is None:
         return None
-    return {"torch": version, "threads": threads, "cpu": cpu,
-            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "")}
+    return {
+        "torch": version,
+        "threads": threads,
+        "cpu": cpu,
+        "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+    }
 
 
 def device_type_without_torch(requested: str | None) -> str | None:
@@ -97,13 +101,17 @@ def marker_path(fixture_path: Path, check_options: dict[str, Any], device_type: 
     environment = numerics_environment(device_type, threads)
     if environment is None:
         return None
-    key = json.dumps({"options": check_options, "device": device_type, "code": code_fingerprint(),
-                      "environment": environment}, sort_keys=True, default=str)
+    key = json.dumps(
+        {"options": check_options, "device": device_type, "code": code_fingerprint(), "environment": environment},
+        sort_keys=True,
+        default=str,
+    )
     return fixture_path / MEASUREMENTS_DIR / f"{PREPARED_PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def mark_prepared(fixture_path: Path, check_options: dict[str, Any], device_type: str, threads: int,
-                  numerics: dict[str, Any]) -> None:
+def mark_prepared(
+    fixture_path: Path, check_options: dict[str, Any], device_type: str, threads: int, numerics: dict[str, Any]
+) -> None:
     """Record that the fixture's reference measurements are stored (atomically; best effort: a cache
     that cannot be written is prepared again next time)."""
     path = marker_path(fixture_path, check_options, device_type, threads)
@@ -119,8 +127,9 @@ def mark_prepared(fixture_path: Path, check_options: dict[str, Any], device_type
         pass
 
 
-def references_ready(cache_dir: str | None, profile: str, needed: list[tuple[str, int]], device: str | None,
-                     threads: int) -> bool:
+def references_ready(
+    cache_dir: str | None, profile: str, needed: list[tuple[str, int]], device: str | None, threads: int
+) -> bool:
     """Whether every needed (scenario, seed) fixture is in the local cache with its reference
     measurements prepared for this environment, told without importing torch. False whenever in
     doubt (a shared remote cache, a GPU, an unknown environment, a missing marker)."""

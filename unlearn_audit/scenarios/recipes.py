@@ -1,4 +1,5 @@
-"""Scenario recipes: the declarative TOML files of a profile, `fixtures/<profile>/*.toml` (or a registered profile's folder).
+"""Scenario recipes: the declarative TOML files of a profile, `fixtures/<profile>/*.toml`
+(or a registered profile's folder).
 
 A recipe says how to build one poisoned fixture (data, model, training, attack) and how to
 judge methods against it (the `[checks.*]` tables). Only the build part enters the cache key,
@@ -37,7 +38,9 @@ class ScenarioRecipe:
     training: TrainingRecipe
     attack: dict[str, Any]
     check_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    deviations: tuple[dict[str, str], ...] = ()  # where it differs from the papers (`[[deviations]]`; not in the cache key)
+    deviations: tuple[
+        dict[str, str], ...
+    ] = ()  # where it differs from the papers (`[[deviations]]`; not in the cache key)
     references: dict[str, Any] = field(default_factory=dict)
     """`[references]`: extra reference models the build trains, e.g. `clean_models = 8`: models trained like retrain
     (without the poisons) from other seeds, a population that shows how much clean models differ from each other."""
@@ -89,9 +92,15 @@ DEVIATION_FIELDS = ("topic", "paper", "here", "why", "effect")
 
 
 def _deviation(entry: Any, source: str) -> dict[str, str]:
-    if not isinstance(entry, dict) or set(entry) != set(DEVIATION_FIELDS) or not all(isinstance(v, str) for v in entry.values()):
-        raise ValueError(f"invalid recipe {source}: a [[deviations]] entry needs exactly the text fields "
-                         f"{', '.join(DEVIATION_FIELDS)}, got {entry!r}")
+    if (
+        not isinstance(entry, dict)
+        or set(entry) != set(DEVIATION_FIELDS)
+        or not all(isinstance(v, str) for v in entry.values())
+    ):
+        raise ValueError(
+            f"invalid recipe {source}: a [[deviations]] entry needs exactly the text fields "
+            f"{', '.join(DEVIATION_FIELDS)}, got {entry!r}"
+        )
     return {k: entry[k] for k in DEVIATION_FIELDS}
 
 
@@ -100,8 +109,10 @@ def _references(table: Any, source: str) -> dict[str, Any]:
         raise ValueError(f"invalid recipe {source}: [references] takes only clean_models, got {table!r}")
     count = table.get("clean_models", 0)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0 or count == 1:
-        raise ValueError(f"invalid recipe {source}: [references] clean_models must be 0 or an integer >= 2 "
-                         f"(a population needs a spread), got {count!r}")
+        raise ValueError(
+            f"invalid recipe {source}: [references] clean_models must be 0 or an integer >= 2 "
+            f"(a population needs a spread), got {count!r}"
+        )
     return dict(table)
 
 

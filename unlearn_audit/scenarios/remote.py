@@ -33,8 +33,9 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 META_FILE = "meta.json"
 ENTRY_FILES = ("weights.safetensors", "data.safetensors")
@@ -56,7 +57,7 @@ def is_remote(location: str | os.PathLike[str] | None) -> bool:
 def local_path(location: str | os.PathLike[str]) -> Path:
     """A local cache location as a path: `file:///a/b` and `/a/b` are the same directory."""
     text = str(location)
-    return Path(text[len("file://"):] if text.startswith("file://") else text).expanduser()
+    return Path(text[len("file://") :] if text.startswith("file://") else text).expanduser()
 
 
 def is_read_only(url: str) -> bool:
@@ -69,20 +70,29 @@ def mirror_dir(url: str, base: Path) -> Path:
 
 
 class RemoteStore:
-    def __init__(self, url: str, *, poll_seconds: float = 1.0, stale_after: float = 6 * 3600.0,
-                 storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        poll_seconds: float = 1.0,
+        stale_after: float = 6 * 3600.0,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
         try:
             import fsspec
         except ImportError as exc:  # pragma: no cover - fsspec comes with the [s3] extra
-            raise RemoteCacheError("a remote --audit-cache needs fsspec (and s3fs for s3://): "
-                                   "pip install 'unlearn-audit[s3]'") from exc
+            raise RemoteCacheError(
+                "a remote --audit-cache needs fsspec (and s3fs for s3://): pip install 'unlearn-audit[s3]'"
+            ) from exc
         self.url = url.rstrip("/")
         self.read_only = is_read_only(self.url)
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         except ImportError as exc:  # e.g. http:// without aiohttp, hf:// without huggingface_hub
-            raise RemoteCacheError(f"--audit-cache {self.url}: {exc} (for http(s):// pip install 'unlearn-audit[http]'; "
-                                   f"for hf:// pip install huggingface_hub)") from exc
+            raise RemoteCacheError(
+                f"--audit-cache {self.url}: {exc} (for http(s):// pip install 'unlearn-audit[http]'; "
+                f"for hf:// pip install huggingface_hub)"
+            ) from exc
         self.poll_seconds = poll_seconds
         self.stale_after = stale_after
 
@@ -114,8 +124,10 @@ class RemoteStore:
                     raise RemoteCacheError(f"{self._key(rel, META_FILE)}: unexpected file {name!r}")
                 data = self.fs.cat_file(self._key(rel, name))
                 if hashlib.sha256(data).hexdigest() != digest:
-                    raise RemoteCacheError(f"{self._key(rel, name)}: checksum mismatch (the remote entry is corrupt; "
-                                           "delete it and it is rebuilt)")
+                    raise RemoteCacheError(
+                        f"{self._key(rel, name)}: checksum mismatch (the remote entry is corrupt; "
+                        "delete it and it is rebuilt)"
+                    )
                 (tmp / name).write_bytes(data)
             (tmp / META_FILE).write_bytes(meta_bytes)
             os.replace(tmp, dest)

@@ -29,13 +29,31 @@ NEGATIVE_CONTROLS = ["NoOp", "FreshRandomModel", "RandomRelabelDestructive"]
 """Must fail every removal check: the poison kept (NoOp), or the model destroyed instead of cleaned."""
 
 REFERENCE_METHODS = [
-    "Retrain", "NoOp", "FreshRandomModel", "RandomRelabelDestructive", "GradientDescent", "NoisyGradientDescent", "GradientAscent", "NegGradPlus",
-    "ExactUnlearningK", "CatastrophicForgettingK", "SCRUB", "SalUn", "SSD",
+    "Retrain",
+    "NoOp",
+    "FreshRandomModel",
+    "RandomRelabelDestructive",
+    "GradientDescent",
+    "NoisyGradientDescent",
+    "GradientAscent",
+    "NegGradPlus",
+    "ExactUnlearningK",
+    "CatastrophicForgettingK",
+    "SCRUB",
+    "SalUn",
+    "SSD",
 ]
 
 
-def run_suite(methods: list[str], profile: str, seeds: str, report: Path, cache: Path | None, workers: int | None,
-              select: str | None = None) -> int:
+def run_suite(
+    methods: list[str],
+    profile: str,
+    seeds: str,
+    report: Path,
+    cache: Path | None,
+    workers: int | None,
+    select: str | None = None,
+) -> int:
     """The local engine: one pytest run over every method and seed (`workers` xdist processes)."""
     return subprocess.call(suite_command(methods, profile, seeds, report, cache, select, workers))
 
@@ -62,22 +80,24 @@ def summarise(doc: dict[str, Any]) -> list[dict[str, Any]]:
         refs = [r.reference for r in rs if r.reference is not None]
         outcomes = [r.outcome for r in rs]
         whole = pooled.get((unlearner, check, scenario), {})
-        rows.append({
-            "unlearner": unlearner.rpartition(":")[2],
-            "check": check,
-            "scenario": scenario,
-            "seeds": len(rs),
-            "passed": outcomes.count("passed"),
-            "failed": outcomes.count("failed") + outcomes.count("error"),
-            "skipped": outcomes.count("skipped") + outcomes.count("xfailed"),
-            "score_mean": statistics.fmean(scores) if scores else None,
-            "score_sd": statistics.stdev(scores) if len(scores) > 1 else None,
-            "reference_mean": statistics.fmean(refs) if refs else None,
-            "pooled_outcome": whole.get("outcome"),
-            "pooled_seeds": len(whole.get("seeds") or [whole.get("seed")]),
-            "power_1": power_at(rs, 1),
-            "power_3": power_at(rs, 3),
-        })
+        rows.append(
+            {
+                "unlearner": unlearner.rpartition(":")[2],
+                "check": check,
+                "scenario": scenario,
+                "seeds": len(rs),
+                "passed": outcomes.count("passed"),
+                "failed": outcomes.count("failed") + outcomes.count("error"),
+                "skipped": outcomes.count("skipped") + outcomes.count("xfailed"),
+                "score_mean": statistics.fmean(scores) if scores else None,
+                "score_sd": statistics.stdev(scores) if len(scores) > 1 else None,
+                "reference_mean": statistics.fmean(refs) if refs else None,
+                "pooled_outcome": whole.get("outcome"),
+                "pooled_seeds": len(whole.get("seeds") or [whole.get("seed")]),
+                "power_1": power_at(rs, 1),
+                "power_3": power_at(rs, 3),
+            }
+        )
     return rows
 
 
@@ -97,8 +117,14 @@ def power_at(results: list[ResultRecord], seeds: int) -> float | None:
         if seeds == 1 or effect is None:  # None: infinite in JSON (certain, or none at all): the same at any seeds
             powers.append(float(d["power"]))
         else:
-            powers.append(z_power(effect * math.sqrt(seeds), d.get("power_alpha", 0.01), bool(d.get("power_two_sided")),
-                                  d.get("power_critical")))
+            powers.append(
+                z_power(
+                    effect * math.sqrt(seeds),
+                    d.get("power_alpha", 0.01),
+                    bool(d.get("power_two_sided")),
+                    d.get("power_critical"),
+                )
+            )
     powers = [p for p in powers if not math.isnan(p)]
     return sum(powers) / len(powers) if powers else None
 
@@ -114,8 +140,14 @@ def suite_false_failures(doc: dict[str, Any], unlearner: str = "Retrain") -> dic
     runs = len(by_seed)
     low, high = wilson_interval(len(failing), runs) if runs else (0.0, 1.0)
     pooled = [r for r in doc["results"] if str(r["unlearner"]).rpartition(":")[2] == unlearner]
-    return {"unlearner": unlearner, "runs": runs, "failing_seeds": failing, "rate_interval_95": [low, high],
-            "pooled_tests": len(pooled), "pooled_failed": sum(r["outcome"] in ("failed", "error") for r in pooled)}
+    return {
+        "unlearner": unlearner,
+        "runs": runs,
+        "failing_seeds": failing,
+        "rate_interval_95": [low, high],
+        "pooled_tests": len(pooled),
+        "pooled_failed": sum(r["outcome"] in ("failed", "error") for r in pooled),
+    }
 
 
 def anchor_violations(rows: list[dict[str, Any]]) -> list[str]:
@@ -147,7 +179,8 @@ def anchors_line(rows: list[dict[str, Any]]) -> str:
     ran = {r["unlearner"] for r in rows}
     controls = [c for c in NEGATIVE_CONTROLS if c in ran]
     said = (["Retrain passes every test"] if "Retrain" in ran else []) + (
-        [f"every negative control run ({', '.join(controls)}) fails every removal check"] if controls else [])
+        [f"every negative control run ({', '.join(controls)}) fails every removal check"] if controls else []
+    )
     missing = [a for a in ["Retrain", *NEGATIVE_CONTROLS] if a not in ran]
     if not said:
         return f"none in this sweep (add {', '.join(missing)} to --methods to calibrate against them)"
@@ -159,10 +192,16 @@ def seed_notes(rows: list[dict[str, Any]]) -> list[str]:
     not a violation (the pooled test is the verdict) but a sign of seeds with little power, worth showing."""
     from unlearn_audit.checks import REMOVAL_CHECKS
 
-    return [f"{r['unlearner']} passed {r['check']} on {r['scenario']} on {r['passed']}/{r['seeds']} seeds alone "
-            f"(power at 1 seed {r['power_1']:.2f}; the pooled test failed it)"
-            for r in rows if r["unlearner"] in NEGATIVE_CONTROLS and r["check"] in REMOVAL_CHECKS
-            and r["pooled_outcome"] in ("failed", "error") and r["passed"] and r["power_1"] is not None]
+    return [
+        f"{r['unlearner']} passed {r['check']} on {r['scenario']} on {r['passed']}/{r['seeds']} seeds alone "
+        f"(power at 1 seed {r['power_1']:.2f}; the pooled test failed it)"
+        for r in rows
+        if r["unlearner"] in NEGATIVE_CONTROLS
+        and r["check"] in REMOVAL_CHECKS
+        and r["pooled_outcome"] in ("failed", "error")
+        and r["passed"]
+        and r["power_1"] is not None
+    ]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -171,13 +210,17 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             return ""
         return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
 
-    lines = ["| method | check | scenario | seeds passed alone | pooled test | score (mean ± sd over seeds) | reference |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | check | scenario | seeds passed alone | pooled test | score (mean ± sd over seeds) | reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         verdict = f"{r['passed']}/{r['seeds']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else "")
         score = num(r["score_mean"]) + (f" ± {num(r['score_sd'])}" if r["score_sd"] is not None else "")
-        lines.append(f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {verdict} | {r['pooled_outcome']} | {score} | "
-                     f"{num(r['reference_mean'])} |")
+        lines.append(
+            f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {verdict} | {r['pooled_outcome']} | {score} | "
+            f"{num(r['reference_mean'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -198,9 +241,11 @@ def false_failure_markdown(summary: dict[str, Any]) -> str:
         return f"No {summary['unlearner']} runs in this sweep: its suite-level false-failure rate is not measured.\n"
     low, high = summary["rate_interval_95"]
     failing = ", ".join(map(str, summary["failing_seeds"])) or "none"
-    return (f"{summary['unlearner']} failed at least one test on {len(summary['failing_seeds'])} of {summary['runs']} "
-            f"one-seed runs (seeds failing: {failing}; 95% Wilson interval of the rate {low:.3f}-{high:.3f}); "
-            f"pooled over all seeds it failed {summary['pooled_failed']} of {summary['pooled_tests']} tests.\n")
+    return (
+        f"{summary['unlearner']} failed at least one test on {len(summary['failing_seeds'])} of {summary['runs']} "
+        f"one-seed runs (seeds failing: {failing}; 95% Wilson interval of the rate {low:.3f}-{high:.3f}); "
+        f"pooled over all seeds it failed {summary['pooled_failed']} of {summary['pooled_tests']} tests.\n"
+    )
 
 
 def matrix_markdown(rows: list[dict[str, Any]]) -> str:
@@ -224,7 +269,9 @@ def matrix_markdown(rows: list[dict[str, Any]]) -> str:
                 mean = r["score_mean"]
                 shown = "" if mean is None else (f" ({mean:.0f})" if abs(mean) >= 100 else f" ({mean:.2f})")
                 judged = r["seeds"] - r["skipped"]  # a seed whose fixture failed validation is left out (xfail)
-                pooled = {"passed": " pass", "failed": " fail", "error": " error"}.get(r.get("pooled_outcome") or "", "")
+                pooled = {"passed": " pass", "failed": " fail", "error": " error"}.get(
+                    r.get("pooled_outcome") or "", ""
+                )
                 left_out = f"; {r['skipped']} left out" if r["skipped"] else ""
                 shown = shown[:-1] + left_out + ")" if shown else (f" ({left_out[2:]})" if left_out else "")
                 parts.append(f"{r['passed']}/{judged}{pooled}{shown}")
@@ -232,9 +279,21 @@ def matrix_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CHECK_ORDER = {"gaussian_leakage": 0, "targeted_removed": 1, "relearning_resistant": 2, "not_mode_connected": 3,
-               "utility_preserved": 4, "budget_respected": 5}
-METHOD_ORDER = {m: i for i, m in enumerate(REFERENCE_METHODS + ["WeightDistortion", "AlternatingSCRUB", "WeightDistReg", "CBFT", "WeightDistRegSGD", "CBFTSGD"])}
+CHECK_ORDER = {
+    "gaussian_leakage": 0,
+    "targeted_removed": 1,
+    "relearning_resistant": 2,
+    "not_mode_connected": 3,
+    "utility_preserved": 4,
+    "budget_respected": 5,
+}
+METHOD_ORDER = {
+    m: i
+    for i, m in enumerate(
+        REFERENCE_METHODS
+        + ["WeightDistortion", "AlternatingSCRUB", "WeightDistReg", "CBFT", "WeightDistRegSGD", "CBFTSGD"]
+    )
+}
 
 
 def print_scoreboard(rows: list[dict[str, Any]]) -> None:
@@ -265,16 +324,31 @@ def main(args: Any) -> int:
         from unlearn_audit.tools.ray_engine import RayUnavailable, run_sweep
 
         try:
-            status = run_sweep(args.methods or REFERENCE_METHODS, args.profile, args.seeds, report, args.cache,
-                               address=args.address, select=args.select, gpus_per_cell=args.gpus_per_cell)
+            status = run_sweep(
+                args.methods or REFERENCE_METHODS,
+                args.profile,
+                args.seeds,
+                report,
+                args.cache,
+                address=args.address,
+                select=args.select,
+                gpus_per_cell=args.gpus_per_cell,
+            )
         except RayUnavailable as exc:
             print(str(exc), file=sys.stderr)
             return 2
         if status:
             return status
     else:
-        run_suite(args.methods or REFERENCE_METHODS, args.profile, args.seeds, report, args.cache, args.workers,
-                  getattr(args, "select", None))
+        run_suite(
+            args.methods or REFERENCE_METHODS,
+            args.profile,
+            args.seeds,
+            report,
+            args.cache,
+            args.workers,
+            getattr(args, "select", None),
+        )
     if not report.is_file():
         print(f"no report at {report}: the suite did not run", file=sys.stderr)
         return 2
@@ -284,8 +358,12 @@ def main(args: Any) -> int:
     matrix = matrix_markdown(rows)
     power = power_markdown(rows)
     retrain = suite_false_failures(doc)
-    (out / f"calibration-{args.profile}.md").write_text(matrix + "\n" + md + "\n" + power + "\n" + false_failure_markdown(retrain))
-    (out / f"calibration-{args.profile}.summary.json").write_text(json.dumps({"rows": rows, "retrain_suite": retrain}, indent=2))
+    (out / f"calibration-{args.profile}.md").write_text(
+        matrix + "\n" + md + "\n" + power + "\n" + false_failure_markdown(retrain)
+    )
+    (out / f"calibration-{args.profile}.summary.json").write_text(
+        json.dumps({"rows": rows, "retrain_suite": retrain}, indent=2)
+    )
     print_scoreboard(rows)
     print(power, end="")
     print(false_failure_markdown(retrain), end="")

@@ -1,18 +1,18 @@
 """`unlearn-audit` console script: manage the fixture cache, calibrate the suite.
 
-    unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR] [--device D]
-    unlearn-audit fixtures list   [--cache DIR]
-    unlearn-audit fixtures verify [--cache DIR]
-    unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
-    unlearn-audit fixtures pack ARCHIVE [--profile P] [--scenario S ...] [--seed N ...] [--measurements] [--cache DIR]
-    unlearn-audit fixtures unpack ARCHIVE [--cache DIR]
-    unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [-k EXPR] [--out DIR]
-                                  [--engine local|ray [--address ADDR]]
-    unlearn-audit compare OLD.json NEW.json
-    unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
-    unlearn-audit merge SHARD.json ... --out REPORT.json
-    unlearn-audit plot REPORT.json [--out DIR]
-    unlearn-audit data import cifar10 PATH [--data-dir DIR] [--allow-partial]
+unlearn-audit fixtures build  [--profile tiny] [--seeds N] [--scenario NAME ...] [--cache DIR] [--device D]
+unlearn-audit fixtures list   [--cache DIR]
+unlearn-audit fixtures verify [--cache DIR]
+unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
+unlearn-audit fixtures pack ARCHIVE [--profile P] [--scenario S ...] [--seed N ...] [--measurements] [--cache DIR]
+unlearn-audit fixtures unpack ARCHIVE [--cache DIR]
+unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [-k EXPR] [--out DIR]
+                              [--engine local|ray [--address ADDR]]
+unlearn-audit compare OLD.json NEW.json
+unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
+unlearn-audit merge SHARD.json ... --out REPORT.json
+unlearn-audit plot REPORT.json [--out DIR]
+unlearn-audit data import cifar10 PATH [--data-dir DIR] [--allow-partial]
 """
 
 from __future__ import annotations
@@ -30,13 +30,20 @@ if TYPE_CHECKING:
 
 
 def _add_cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", type=Path, default=None,
-                   help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unlearn-audit", description="Audit machine-unlearning methods against data poisoning. "
-                                     "Run audits with `pytest --unlearner pkg.mod:Method`; this command manages fixtures.")
+    parser = argparse.ArgumentParser(
+        prog="unlearn-audit",
+        description="Audit machine-unlearning methods against data poisoning. "
+        "Run audits with `pytest --unlearner pkg.mod:Method`; this command manages fixtures.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     fx = sub.add_parser("fixtures", help="build, list, verify or clean the cached poisoned fixture models")
     fsub = fx.add_subparsers(dest="action", required=True)
@@ -44,62 +51,108 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="tiny")
     b.add_argument("--seeds", type=int, default=1, help="build seeds 0..N-1 (default 1)")
     b.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
-    b.add_argument("--device", default=None, help="device for GPU-profile builds (default: cuda if available, else cpu)")
+    b.add_argument(
+        "--device", default=None, help="device for GPU-profile builds (default: cuda if available, else cpu)"
+    )
     _add_cache(b)
-    for name, text in (("list", "list cached fixtures"), ("verify", "check every cached fixture against its checksums")):
+    for name, text in (
+        ("list", "list cached fixtures"),
+        ("verify", "check every cached fixture against its checksums"),
+    ):
         _add_cache(fsub.add_parser(name, help=text))
     c = fsub.add_parser("clean", help="delete cached fixtures")
     c.add_argument("--profile", default=None, help="only this profile")
     _add_cache(c)
-    pk = fsub.add_parser("pack", help="write built fixtures into one verified archive (to move them to a machine that "
-                                      "should not build them)")
+    pk = fsub.add_parser(
+        "pack",
+        help="write built fixtures into one verified archive (to move them to a machine that should not build them)",
+    )
     pk.add_argument("archive", type=Path, help="the archive to write (.tar, or .tar.gz to compress)")
     pk.add_argument("--profile", default=None, help="only this profile")
     pk.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
     pk.add_argument("--seed", type=int, action="append", default=None, help="only this seed (repeatable)")
-    pk.add_argument("--measurements", action="store_true",
-                    help="also the stored reference measurements (reused only where torch, the device and "
-                         "unlearn-audit are the same)")
+    pk.add_argument(
+        "--measurements",
+        action="store_true",
+        help="also the stored reference measurements (reused only where torch, the device and "
+        "unlearn-audit are the same)",
+    )
     _add_cache(pk)
-    up = fsub.add_parser("unpack", help="verify an archive written by `fixtures pack` and add its fixtures to the cache")
+    up = fsub.add_parser(
+        "unpack", help="verify an archive written by `fixtures pack` and add its fixtures to the cache"
+    )
     up.add_argument("archive", type=Path)
     _add_cache(up)
     cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
     cal.add_argument("--profile", default="tiny")
-    cal.add_argument("--seeds", type=_seeds, default="3",
-                     help="N (seeds 0..N-1), a range A-B or a list A,B,... (default 3); the tests pool them, and each "
-                          "seed's own verdicts give the one-seed tables")
+    cal.add_argument(
+        "--seeds",
+        type=_seeds,
+        default="3",
+        help="N (seeds 0..N-1), a range A-B or a list A,B,... (default 3); the tests pool them, and each "
+        "seed's own verdicts give the one-seed tables",
+    )
     cal.add_argument("--methods", nargs="*", default=None, help="method names in unlearn_audit.methods, or full specs")
     cal.add_argument("--out", default="calibration", help="directory for the JSON report and the Markdown table")
     cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n) of the local engine")
-    cal.add_argument("-k", dest="select", default=None, metavar="EXPR",
-                     help="only the tests pytest's -k EXPR selects (e.g. 'tiny-gaussian-' for one scenario)")
-    cal.add_argument("--engine", choices=("local", "ray"), default="local",
-                     help="local: one pytest run here; ray: one Ray task per (method, seed) on a Ray cluster, pooled "
-                          "into the same report (needs the [ray] extra)")
-    cal.add_argument("--address", default=None,
-                     help="the Ray cluster to use (ray.init(address=...)); default: $RAY_ADDRESS, else a local one")
-    cal.add_argument("--gpus-per-cell", type=float, default=None,
-                     help="GPUs a Ray cell asks for (default: 1 on a profile whose recipes train on the GPU, else 0)")
+    cal.add_argument(
+        "-k",
+        dest="select",
+        default=None,
+        metavar="EXPR",
+        help="only the tests pytest's -k EXPR selects (e.g. 'tiny-gaussian-' for one scenario)",
+    )
+    cal.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one pytest run here; ray: one Ray task per (method, seed) on a Ray cluster, pooled "
+        "into the same report (needs the [ray] extra)",
+    )
+    cal.add_argument(
+        "--address",
+        default=None,
+        help="the Ray cluster to use (ray.init(address=...)); default: $RAY_ADDRESS, else a local one",
+    )
+    cal.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        help="GPUs a Ray cell asks for (default: 1 on a profile whose recipes train on the GPU, else 0)",
+    )
     cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
     _add_cache(cal)
     plot = sub.add_parser("plot", help="draw the curves of a JSON report into PNG files (needs the [plot] extra)")
     plot.add_argument("report", type=Path)
-    plot.add_argument("--out", type=Path, default=None, help="output directory (default: <report stem>-plots/ next to it)")
+    plot.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: <report stem>-plots/ next to it)"
+    )
     cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
     cmp.add_argument("old", type=Path)
     cmp.add_argument("new", type=Path)
-    d = sub.add_parser("diff", help="list every difference between two JSON reports (verdicts, scores, details); "
-                                    "exit 1 if there is one")
+    d = sub.add_parser(
+        "diff",
+        help="list every difference between two JSON reports (verdicts, scores, details); exit 1 if there is one",
+    )
     d.add_argument("old", type=Path)
     d.add_argument("new", type=Path)
-    d.add_argument("--ignore", action="append", default=[], metavar="KEY",
-                   help="a details key to leave out (repeatable); timings are always left out")
-    m = sub.add_parser("merge", help="join the --audit-report files of the shards of one audit (--audit-shard i/n); "
-                                     "exit 1 if any test failed or errored, as the unsharded run would")
+    d.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a details key to leave out (repeatable); timings are always left out",
+    )
+    m = sub.add_parser(
+        "merge",
+        help="join the --audit-report files of the shards of one audit (--audit-shard i/n); "
+        "exit 1 if any test failed or errored, as the unsharded run would",
+    )
     m.add_argument("reports", type=Path, nargs="+")
     m.add_argument("--out", type=Path, required=True, help="where to write the merged report")
-    sub.add_parser("deviations", help="print the table of where each profile differs from the papers (from the recipes)")
+    sub.add_parser(
+        "deviations", help="print the table of where each profile differs from the papers (from the recipes)"
+    )
     from unlearn_audit.tools.import_data import add_parser as add_data_parser
 
     add_data_parser(sub)
@@ -143,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print("unlearn-audit calibrate: --address and --gpus-per-cell need --engine ray", markup=False)
             return 2
         if args.engine == "ray" and args.workers:
-            console.print("unlearn-audit calibrate: --workers is the local engine's; Ray runs one task per "
-                          "(method, seed) on the cluster's cores", markup=False)
+            console.print(
+                "unlearn-audit calibrate: --workers is the local engine's; Ray runs one task per "
+                "(method, seed) on the cluster's cores",
+                markup=False,
+            )
             return 2
         from unlearn_audit.tools.calibrate import main as calibrate_main
 
@@ -153,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     cache = FixtureCache(args.cache)
     if args.action == "build":
-        from unlearn_audit.tools.progress import build_with_progress
-        from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
         from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
+        from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
+        from unlearn_audit.tools.progress import build_with_progress
 
         configure_threads(None)
         try:
@@ -166,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         scenarios = args.scenario or list(recipes)
         unknown = sorted(set(scenarios) - set(recipes))
         if unknown or args.seeds < 1:
-            console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})" if unknown else "[red]--seeds must be >= 1[/]")
+            console.print(
+                f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})"
+                if unknown
+                else "[red]--seeds must be >= 1[/]"
+            )
             return 2
         audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root, device=args.device))
         from unlearn_audit.errors import ResourceUnavailable
@@ -180,9 +240,16 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds):
                 f = audit.fixture(s, seed)
                 v = f.meta.get("validation", {})
-                ok = "[green]attack effective[/]" if v.get("effective") else f"[red]ATTACK NOT EFFECTIVE[/] ({v.get('rule')})"
-                console.print(f"{args.profile}/{s} seed {seed}: {f.path.name}  original acc {v.get('original_test_accuracy', 0):.3f}, "
-                              f"retrain acc {v.get('retrain_test_accuracy', 0):.3f}, {ok}")
+                ok = (
+                    "[green]attack effective[/]"
+                    if v.get("effective")
+                    else f"[red]ATTACK NOT EFFECTIVE[/] ({v.get('rule')})"
+                )
+                console.print(
+                    f"{args.profile}/{s} seed {seed}: {f.path.name}  "
+                    f"original acc {v.get('original_test_accuracy', 0):.3f}, "
+                    f"retrain acc {v.get('retrain_test_accuracy', 0):.3f}, {ok}"
+                )
         return 0
     if args.action == "list":
         entries = cache.entries()
@@ -191,8 +258,15 @@ def main(argv: list[str] | None = None) -> int:
             table.add_column(col)
         for e in entries:
             m = e.meta
-            table.add_row(str(m.get("profile")), str(m.get("scenario")), str(m.get("seed")), str(m.get("recipe_hash", ""))[:16],
-                          str(m.get("created")), f"{m.get('build_seconds', 0):.1f}", str(m.get("validation", {}).get("effective")))
+            table.add_row(
+                str(m.get("profile")),
+                str(m.get("scenario")),
+                str(m.get("seed")),
+                str(m.get("recipe_hash", ""))[:16],
+                str(m.get("created")),
+                f"{m.get('build_seconds', 0):.1f}",
+                str(m.get("validation", {}).get("effective")),
+            )
         console.print(table if entries else f"no fixtures in {cache.root}")
         return 0
     if args.action == "verify":
@@ -204,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[{'red' if problems else 'green'}]{'CORRUPT' if problems else 'ok'}[/] {e.label}: {e.path}")
             for p in problems:
                 console.print(f"    {p}")
-        console.print(f"{len(entries) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else ""))
+        console.print(
+            f"{len(entries) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else "")
+        )
         return 1 if bad else 0
     if args.action == "clean":
         n = cache.clean(args.profile)
@@ -215,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def pack_main(args: argparse.Namespace, cache: "FixtureCache", console: Console) -> int:
+def pack_main(args: argparse.Namespace, cache: FixtureCache, console: Console) -> int:
     from unlearn_audit.scenarios.pack import PackError, pack, select_entries, unpack
 
     def say(text: str) -> None:
@@ -234,8 +310,10 @@ def pack_main(args: argparse.Namespace, cache: "FixtureCache", console: Console)
     except PackError as exc:
         say(f"error: {exc}")
         return 1
-    say(f"{cache.root}: {len(result.added)} added, {len(result.replaced)} replaced (were corrupt or incomplete), "
-        f"{len(result.kept)} already there")
+    say(
+        f"{cache.root}: {len(result.added)} added, {len(result.replaced)} replaced (were corrupt or incomplete), "
+        f"{len(result.kept)} already there"
+    )
     return 0
 
 
@@ -261,8 +339,11 @@ def merge_main(args: argparse.Namespace, console: Console) -> int:
     write_report(merged, args.out)
     outcomes = [r["outcome"] for r in merged["results"]]
     bad = sum(o in ("failed", "error") for o in outcomes)
-    console.print(f"merged {len(args.reports)} report(s), {len(outcomes)} results ({bad} failed or errored) into {args.out}",
-                  markup=False, highlight=False)
+    console.print(
+        f"merged {len(args.reports)} report(s), {len(outcomes)} results ({bad} failed or errored) into {args.out}",
+        markup=False,
+        highlight=False,
+    )
     return 1 if bad else 0
 
 
@@ -284,11 +365,17 @@ def compare_main(args: argparse.Namespace, console: Console) -> int:
 
     for r in rows:
         z = r.get("z")
-        table.add_row(str(r["unlearner"]).rpartition(":")[2], str(r["check"]), str(r["scenario"]),
-                      ",".join(map(str, r["seeds"])) if r.get("seeds") else "",
-                      f"{r['budget']:g}" if r.get("budget") is not None else "",
-                      fmt(r.get("baseline_score"), r.get("baseline_stderr")), fmt(r.get("new_score"), r.get("new_stderr")),
-                      "" if z is None or z != z else f"{z:.2f}", f"[{colour.get(r['status'], 'white')}]{r['status']}[/]")
+        table.add_row(
+            str(r["unlearner"]).rpartition(":")[2],
+            str(r["check"]),
+            str(r["scenario"]),
+            ",".join(map(str, r["seeds"])) if r.get("seeds") else "",
+            f"{r['budget']:g}" if r.get("budget") is not None else "",
+            fmt(r.get("baseline_score"), r.get("baseline_stderr")),
+            fmt(r.get("new_score"), r.get("new_stderr")),
+            "" if z is None or z != z else f"{z:.2f}",
+            f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+        )
     console.print(table)
     regressed = sum(1 for r in rows if r.get("regressed"))
     console.print(f"{regressed} significant regression(s) (one-sided z-test at alpha 0.01 per result)")

@@ -30,8 +30,10 @@ def deviation_rows(profiles: tuple[str, ...] = DOCUMENTED_PROFILES) -> list[dict
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| profile | scenarios | topic | the paper / the authors' code | here | why | effect on verdicts |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| profile | scenarios | topic | the paper / the authors' code | here | why | effect on verdicts |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         cells = [r["profile"], ", ".join(r["scenarios"]), r["topic"], r["paper"], r["here"], r["why"], r["effect"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 
@@ -16,14 +17,23 @@ def add_parser(sub: Any) -> None:
     """The `data` command group of the console script."""
     data = sub.add_parser("data", help="bring a data set into the data directory of a profile")
     dsub = data.add_subparsers(dest="action", required=True)
-    imp = dsub.add_parser("import", help="import CIFAR-10 from an image-folder tree PATH/{train,test}/<class>/*.png|jpg|jpeg")
+    imp = dsub.add_parser(
+        "import", help="import CIFAR-10 from an image-folder tree PATH/{train,test}/<class>/*.png|jpg|jpeg"
+    )
     imp.add_argument("dataset", choices=["cifar10"])
     imp.add_argument("path", type=Path, help="the tree's root (holding train/ and test/)")
-    imp.add_argument("--data-dir", type=Path, default=None,
-                     help="data directory, as $UNLEARN_AUDIT_DATA: the file goes to DIR/cifar10/ "
-                          "(default: $UNLEARN_AUDIT_DATA, else the platform user data dir)")
-    imp.add_argument("--allow-partial", action="store_true",
-                     help="do not require 5,000 train / 1,000 test images per class (small trees for tests)")
+    imp.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory, as $UNLEARN_AUDIT_DATA: the file goes to DIR/cifar10/ "
+        "(default: $UNLEARN_AUDIT_DATA, else the platform user data dir)",
+    )
+    imp.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="do not require 5,000 train / 1,000 test images per class (small trees for tests)",
+    )
 
 
 def _plain_progress(console: Console) -> Callable[[str, int, int], None]:
@@ -32,14 +42,25 @@ def _plain_progress(console: Console) -> Callable[[str, int, int], None]:
 
     def report(split: str, done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
-            console.print(f"  {split}: {done:,}/{total:,} images read ({time.perf_counter() - started:.1f} s)",
-                          markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"  {split}: {done:,}/{total:,} images read ({time.perf_counter() - started:.1f} s)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
     return report
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from unlearn_audit.errors import ResourceUnavailable
     from unlearn_audit.profiles.cifar.data import BATCHES_DIR, DATA_ENV, default_data_dir
@@ -48,12 +69,22 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     err = Console(file=sys.stderr)
     target = args.data_dir.expanduser() / "cifar10" if args.data_dir else default_data_dir()
-    err.print(f"[bold]unlearn-audit[/]: importing CIFAR-10 from {args.path} into {target}", highlight=False, soft_wrap=True)
+    err.print(
+        f"[bold]unlearn-audit[/]: importing CIFAR-10 from {args.path} into {target}", highlight=False, soft_wrap=True
+    )
     started = time.perf_counter()
     try:
         if err.is_terminal:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
-                          TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=err) as progress:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("images"),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=err,
+            ) as progress:
                 tasks: dict[str, Any] = {}
 
                 def report(split: str, done: int, total: int) -> None:
@@ -69,14 +100,35 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"error: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in result.shapes.items())
-    console.print(f"wrote {result.path} in {time.perf_counter() - started:.1f} s: {shapes}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {result.path} in {time.perf_counter() - started:.1f} s: {shapes}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     if result.ignored:
-        console.print(f"note: ignored {result.ignored} non-image file(s) in the class folders", markup=False, soft_wrap=True)
+        console.print(
+            f"note: ignored {result.ignored} non-image file(s) in the class folders", markup=False, soft_wrap=True
+        )
     if not result.complete:
-        console.print("note: partial import (--allow-partial): not the full CIFAR-10", style="yellow", markup=False, soft_wrap=True)
+        console.print(
+            "note: partial import (--allow-partial): not the full CIFAR-10",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
     if (target / BATCHES_DIR).is_dir():
-        console.print(f"note: {target / BATCHES_DIR} exists and is read in preference to the import", style="yellow", markup=False, soft_wrap=True)
+        console.print(
+            f"note: {target / BATCHES_DIR} exists and is read in preference to the import",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
     if args.data_dir:
-        console.print(f"use it with: {DATA_ENV}={args.data_dir.expanduser()} pytest --audit-profile cifar10-resnet18 ...",
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"use it with: {DATA_ENV}={args.data_dir.expanduser()} pytest --audit-profile cifar10-resnet18 ...",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     return 0

@@ -37,7 +37,7 @@ from unlearn_audit.reports.record import ResultRecord, per_seed_records
 
 DPI = 120
 INSTALL_HINT = 'pip install "unlearn-audit[plot]"'
-REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.6, "zorder": 5}
+REFERENCE_STYLE: dict[str, Any] = {"color": "black", "linestyle": "--", "linewidth": 1.6, "zorder": 5}
 REFERENCE_NAMES = {"budget_respected": "budget (limit)"}  # the reference is retrain's score unless named here
 LEGACY_SCORE_LABELS = {  # y label of scores-<check>.png for reports before schema 3, whose results lack metric/unit
     "relearning_resistant": "poison metric after relearning (worst k)",
@@ -92,16 +92,22 @@ def load_results(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
-        raise ReportError(f"{path} is not an unlearn-audit JSON report (no 'results' list); "
-                          "write one with `pytest --audit-report FILE`")
+        raise ReportError(
+            f"{path} is not an unlearn-audit JSON report (no 'results' list); "
+            "write one with `pytest --audit-report FILE`"
+        )
     return doc, results_of(doc)
 
 
 def results_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """A report's results in today's layout (fields an older report lacks take their defaults), a pooled
     test's seeds as one result each: the curves are per seed."""
-    return [one.to_json() for r in doc["results"] if isinstance(r, dict)
-            for one in per_seed_records(ResultRecord.from_json(r))]
+    return [
+        one.to_json()
+        for r in doc["results"]
+        if isinstance(r, dict)
+        for one in per_seed_records(ResultRecord.from_json(r))
+    ]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -167,8 +173,6 @@ def _curve(points: Any) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-
-
 class Plotter:
     def __init__(self, doc: dict[str, Any], results: list[dict[str, Any]], out: Path) -> None:
         from matplotlib import colormaps
@@ -196,7 +200,11 @@ class Plotter:
             if r.get("check") == check and isinstance(r.get("details"), dict):
                 groups[(r.get("profile"), r.get("scenario"), r.get("seed"), r.get("budget"))].append(r)
         for rs in groups.values():
-            rs.sort(key=lambda r: self.unlearners.index(r["unlearner"]) if r.get("unlearner") in self.unlearners else 1 << 30)
+            rs.sort(
+                key=lambda r: (
+                    self.unlearners.index(r["unlearner"]) if r.get("unlearner") in self.unlearners else 1 << 30
+                )
+            )
         return dict(sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])))
 
     def _stem(self, kind: str, key: GroupKey) -> str:
@@ -230,13 +238,21 @@ class Plotter:
         self.written.append(path)
 
     def _method_style(self, unlearner: str) -> dict[str, Any]:
-        return {"color": self.colour.get(unlearner, "grey"), "linewidth": 1.8, "marker": "o", "markersize": 3.5, "alpha": 0.9}
+        return {
+            "color": self.colour.get(unlearner, "grey"),
+            "linewidth": 1.8,
+            "marker": "o",
+            "markersize": 3.5,
+            "alpha": 0.9,
+        }
 
     # ----------------------------------------------------------------------------------- figures
 
     def relearning(self) -> None:
         for key, rs in self._groups("relearning_resistant").items():
-            entries = [(r, e) for r in rs for e in r["details"].get("relearning") or [] if isinstance(e, dict) and "k" in e]
+            entries = [
+                (r, e) for r in rs for e in r["details"].get("relearning") or [] if isinstance(e, dict) and "k" in e
+            ]
             if not entries:
                 continue
             ks = sorted({e["k"] for _, e in entries})
@@ -257,8 +273,17 @@ class Plotter:
                         (line,) = ax.plot(xs, ys, **self._method_style(u), label=self.label.get(u, str(u)))
                         handles.setdefault(self.label.get(u, str(u)), line)
                         if verdict:
-                            ax.plot(xs[-1:], ys[-1:], marker="X", markersize=9, color=line.get_color(), zorder=6,
-                                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none")
+                            ax.plot(
+                                xs[-1:],
+                                ys[-1:],
+                                marker="X",
+                                markersize=9,
+                                color=line.get_color(),
+                                zorder=6,
+                                markeredgecolor="black",
+                                markeredgewidth=0.6,
+                                linestyle="none",
+                            )
                     if not ref_drawn:
                         rx, ry = _curve(e.get("retrain_curve"))
                         if rx:
@@ -277,13 +302,22 @@ class Plotter:
             if marker_note:
                 from matplotlib.lines import Line2D
 
-                handles["fails at this k"] = Line2D([], [], marker="X", markersize=9, color="white", markeredgecolor="black",
-                                                    linestyle="none")
+                handles["fails at this k"] = Line2D(
+                    [], [], marker="X", markersize=9, color="white", markeredgecolor="black", linestyle="none"
+                )
             handles = _reference_last(handles)
-            fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 5),
-                       frameon=False)
-            fig.suptitle(f"Relearning attack ({self._where(key)}): {axis.metric} while fine-tuning on the retain set "
-                         f"+ k forget examples" + (f", {steps} steps" if steps else ""), fontsize=11)
+            fig.legend(
+                list(handles.values()),
+                list(handles),
+                loc="outside lower center",
+                ncol=min(len(handles), 5),
+                frameon=False,
+            )
+            fig.suptitle(
+                f"Relearning attack ({self._where(key)}): {axis.metric} while fine-tuning on the retain set "
+                f"+ k forget examples" + (f", {steps} steps" if steps else ""),
+                fontsize=11,
+            )
             self._save(fig, self._stem("relearning", key))
 
     def interpolation(self) -> None:
@@ -292,10 +326,12 @@ class Plotter:
             rs = [r for r in rs if isinstance(r["details"].get("path"), dict)]
             if not rs:
                 continue
-            axis = poison_axis(key[1], [r for r in self.results if r.get("scenario") == key[1]
-                                        and r.get("check") == "relearning_resistant"] or rs)
-            present = [(f, lbl or axis.label) for f, lbl in panels
-                       if any(r["details"]["path"].get(f) for r in rs)]
+            axis = poison_axis(
+                key[1],
+                [r for r in self.results if r.get("scenario") == key[1] and r.get("check") == "relearning_resistant"]
+                or rs,
+            )
+            present = [(f, lbl or axis.label) for f, lbl in panels if any(r["details"]["path"].get(f) for r in rs)]
             if not present:
                 continue
             fig = self._figure(4.1 * len(present), 4.0)
@@ -325,23 +361,38 @@ class Plotter:
                     ax.axhline(0.0, color="grey", linewidth=0.8, linestyle=":")
                 if field in ("test_accuracy",) or (field == "poison" and axis.fraction):
                     lo = min([v for line in ax.get_lines() for v in line.get_ydata() if _finite(float(v))] or [0.0])
-                    ax.set_ylim(min(lo - 0.03, 0.9 if field == "test_accuracy" else -0.03), 1.01 if field == "test_accuracy" else 1.03)
+                    ax.set_ylim(
+                        min(lo - 0.03, 0.9 if field == "test_accuracy" else -0.03),
+                        1.01 if field == "test_accuracy" else 1.03,
+                    )
                 ax.set_title(ylabel[0].upper() + ylabel[1:])
                 ax.set_ylabel(ylabel)
                 ax.set_xlabel("mixing weight α")
                 ax.set_xlim(-0.02, 1.02)
                 ax.grid(alpha=0.3)
             handles = _reference_last(handles)
-            fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 4),
-                       frameon=False, title="end point (parameter L2 distance from the poisoned original)", title_fontsize=9)
-            fig.suptitle(f"Linear interpolation ({self._where(key)}): α = 0 poisoned original, α = 1 unlearned model",
-                         fontsize=11)
+            fig.legend(
+                list(handles.values()),
+                list(handles),
+                loc="outside lower center",
+                ncol=min(len(handles), 4),
+                frameon=False,
+                title="end point (parameter L2 distance from the poisoned original)",
+                title_fontsize=9,
+            )
+            fig.suptitle(
+                f"Linear interpolation ({self._where(key)}): α = 0 poisoned original, α = 1 unlearned model",
+                fontsize=11,
+            )
             self._save(fig, self._stem("interpolation", key))
 
     def gus(self) -> None:
         for key, rs in self._groups("gaussian_leakage").items():
-            rs = [r for r in rs if isinstance(r["details"].get("scores"), list)
-                  and any(_finite(v) for v in r["details"]["scores"])]
+            rs = [
+                r
+                for r in rs
+                if isinstance(r["details"].get("scores"), list) and any(_finite(v) for v in r["details"]["scores"])
+            ]
             if not rs:
                 continue
             fig = self._figure(10.0, 4.2)
@@ -357,8 +408,15 @@ class Plotter:
                 colour = self.colour.get(u, "grey")
                 name = self.label.get(u, str(u))
                 mean = sum(s) / len(s)
-                ax_h.hist(s, bins=bins, density=True, histtype="step", linewidth=1.8, color=colour,
-                          label=f"{name}  (mean {mean:.2f}, n={len(s)})")
+                ax_h.hist(
+                    s,
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    linewidth=1.8,
+                    color=colour,
+                    label=f"{name}  (mean {mean:.2f}, n={len(s)})",
+                )
                 # ROC against the exact null: threshold t has FPR = P(N(0,1) > t), TPR = share of scores > t.
                 tprs = []
                 for fpr in fpr_grid:
@@ -367,8 +425,7 @@ class Plotter:
                 tpr1 = d.get("tpr_at_fpr_0.01")
                 label = f"{name}  (TPR@1% FPR {tpr1:.2f})" if _finite(tpr1) else name
                 ax_r.plot(fpr_grid, tprs, color=colour, linewidth=1.8, label=label)
-            ax_h.plot(grid, norm.pdf(grid), **REFERENCE_STYLE,
-                      label="N(0, 1): no dependence on the noise")
+            ax_h.plot(grid, norm.pdf(grid), **REFERENCE_STYLE, label="N(0, 1): no dependence on the noise")
             ax_h.set_xlabel("Gaussian Unlearning Score (per poison)")
             ax_h.set_ylabel("density")
             ax_h.set_title("Per-poison GUS vs the exact null")
@@ -417,30 +474,61 @@ class Plotter:
                     outcome = str(r.get("outcome"))
                     outcomes.add(outcome)
                     face = colour if outcome == "passed" else "white"
-                    ax.errorbar([x], [r["score"]], yerr=[se], fmt="o", color=colour, markerfacecolor=face, markersize=8,
-                                markeredgewidth=1.8, capsize=4, alpha=1.0 if outcome in ("passed", "failed") else 0.35)
+                    ax.errorbar(
+                        [x],
+                        [r["score"]],
+                        yerr=[se],
+                        fmt="o",
+                        color=colour,
+                        markerfacecolor=face,
+                        markersize=8,
+                        markeredgewidth=1.8,
+                        capsize=4,
+                        alpha=1.0 if outcome in ("passed", "failed") else 0.35,
+                    )
                     seen.add(u)
                 if refs:
                     has_ref = True
                     ax.plot([gi - 0.42, gi + 0.42], [refs[0]] * 2, **{**REFERENCE_STYLE, "linewidth": 2.0})
-            handles: dict[str, Any] = {self.label.get(u, str(u)): Line2D([], [], marker="o", color=self.colour.get(u, "grey"),
-                                                                         linestyle="none", markersize=8)
-                                       for u in self.unlearners if u in seen}
+            handles: dict[str, Any] = {
+                self.label.get(u, str(u)): Line2D(
+                    [], [], marker="o", color=self.colour.get(u, "grey"), linestyle="none", markersize=8
+                )
+                for u in self.unlearners
+                if u in seen
+            }
             if has_ref:
                 handles[ref_name] = Line2D([], [], **{**REFERENCE_STYLE, "linewidth": 2.0})
-            handles["filled: passed, hollow: failed"] = Line2D([], [], marker="o", color="grey", markerfacecolor="white",
-                                                               linestyle="none", markersize=8, markeredgewidth=1.8)
+            handles["filled: passed, hollow: failed"] = Line2D(
+                [],
+                [],
+                marker="o",
+                color="grey",
+                markerfacecolor="white",
+                linestyle="none",
+                markersize=8,
+                markeredgewidth=1.8,
+            )
             if outcomes - {"passed", "failed"}:
-                handles["faint: skipped / error"] = Line2D([], [], marker="o", color="grey", alpha=0.35, linestyle="none",
-                                                           markersize=8)
+                handles["faint: skipped / error"] = Line2D(
+                    [], [], marker="o", color="grey", alpha=0.35, linestyle="none", markersize=8
+                )
             ax.set_xticks(range(len(groups)), [self._where(k).replace(", ", "\n", 1) for k in groups])
             ax.set_xlim(-0.6, len(groups) - 0.4)
             ax.set_ylabel(f"{axis.label} ± stderr")
             ax.grid(axis="y", alpha=0.3)
-            nice = {"lower_is_better": "lower is better", "higher_is_better": "higher is better"}.get(direction or "", "")
+            nice = {"lower_is_better": "lower is better", "higher_is_better": "higher is better"}.get(
+                direction or "", ""
+            )
             fig.suptitle(f"{check}: score per unlearner" + (f" ({nice})" if nice else ""), fontsize=11)
-            ax.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
-                      frameon=False)
+            ax.legend(
+                list(handles.values()),
+                list(handles),
+                loc="center left",
+                bbox_to_anchor=(1.01, 0.5),
+                fontsize=8,
+                frameon=False,
+            )
             self._save(fig, f"scores-{_safe(check)}")
 
     def _groups_any(self, check: str) -> dict[GroupKey, list[dict[str, Any]]]:

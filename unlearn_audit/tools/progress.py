@@ -25,16 +25,25 @@ if TYPE_CHECKING:
     from unlearn_audit.engine.session import AuditSession
 
 
-def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) -> None:
+def build_with_progress(audit: AuditSession, needed: list[tuple[str, int]]) -> None:
     """Build (or find in the cache) each (scenario, seed) fixture, showing a bar per model being trained."""
     missing = [(sc, seed) for sc, seed in needed if not audit.cache.is_built(audit.recipes[sc], seed)]
     console = Console(file=sys.stderr)
     if missing:
-        console.print(f"[bold]unlearn-audit[/]: building {len(missing)} fixture(s) into {audit.cache.root} (first run only)")
+        console.print(
+            f"[bold]unlearn-audit[/]: building {len(missing)} fixture(s) into {audit.cache.root} (first run only)"
+        )
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epochs"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+        transient=False,
         disable=not missing or not console.is_terminal,
     ) as progress:
         tasks: dict[str, TaskID] = {}
@@ -46,8 +55,13 @@ def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) ->
 
         def line(label: str, done: int, total: int, seconds: float, status: str = "") -> None:
             if done >= total:
-                console.print(f"unlearn-audit: {label}: {done}/{total} done in {seconds:.1f} s" + (f", {status}" if status else ""),
-                              markup=False, highlight=False, soft_wrap=True)
+                console.print(
+                    f"unlearn-audit: {label}: {done}/{total} done in {seconds:.1f} s"
+                    + (f", {status}" if status else ""),
+                    markup=False,
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
         audit.progress = bar if console.is_terminal else line
         try:
@@ -59,5 +73,9 @@ def build_with_progress(audit: "AuditSession", needed: list[tuple[str, int]]) ->
     for scenario, seed in needed:
         audit.prepare_references(scenario, seed)
     if missing:
-        console.print(f"unlearn-audit: reference measurements of {len(needed)} fixture(s) in "
-                      f"{time.perf_counter() - started:.1f} s (stored in the cache)", markup=False, highlight=False)
+        console.print(
+            f"unlearn-audit: reference measurements of {len(needed)} fixture(s) in "
+            f"{time.perf_counter() - started:.1f} s (stored in the cache)",
+            markup=False,
+            highlight=False,
+        )

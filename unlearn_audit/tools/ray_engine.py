@@ -30,9 +30,10 @@ import platform
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from unlearn_audit.scenarios.remote import is_remote, local_path
 from unlearn_audit.tools.suite_run import method_spec, suite_command
@@ -58,8 +59,15 @@ class Cell:
 
     def command(self, report: Path) -> list[str]:
         """The cell's pytest command; its seed as the range `S-S`, since `--audit-seeds S` means seeds 0..S-1."""
-        return suite_command([self.method], self.profile, f"{self.seed}-{self.seed}", report, self.cache, self.select,
-                             keep_seed_parts=True)
+        return suite_command(
+            [self.method],
+            self.profile,
+            f"{self.seed}-{self.seed}",
+            report,
+            self.cache,
+            self.select,
+            keep_seed_parts=True,
+        )
 
     @property
     def label(self) -> str:
@@ -110,13 +118,15 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise RayUnavailable('unlearn-audit calibrate --engine ray needs Ray: pip install "unlearn-audit[ray]" '
-                             "(or use --engine local)") from None
+        raise RayUnavailable(
+            'unlearn-audit calibrate --engine ray needs Ray: pip install "unlearn-audit[ray]" (or use --engine local)'
+        ) from None
     return ray
 
 
-def run_cells(cells: list[Cell], address: str | None, gpus_per_cell: float, log: Callable[[str], None] = print
-              ) -> list[CellResult]:
+def run_cells(
+    cells: list[Cell], address: str | None, gpus_per_cell: float, log: Callable[[str], None] = print
+) -> list[CellResult]:
     """Every cell as a Ray task (one CPU, `gpus_per_cell` GPUs); a line as each one finishes."""
     ray = import_ray()
     started_here = not ray.is_initialized()
@@ -126,8 +136,10 @@ def run_cells(cells: list[Cell], address: str | None, gpus_per_cell: float, log:
         task = ray.remote(num_cpus=1, num_gpus=gpus_per_cell, max_retries=0)(run_cell)
         pending = {task.remote(c): c for c in cells}
         results: list[CellResult] = []
-        log(f"ray: {len(cells)} cells (method x seed) on {ray.cluster_resources().get('CPU', 0):g} CPUs, "
-            f"{ray.cluster_resources().get('GPU', 0):g} GPUs; {gpus_per_cell:g} GPU(s) per cell")
+        log(
+            f"ray: {len(cells)} cells (method x seed) on {ray.cluster_resources().get('CPU', 0):g} CPUs, "
+            f"{ray.cluster_resources().get('GPU', 0):g} GPUs; {gpus_per_cell:g} GPU(s) per cell"
+        )
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
@@ -144,9 +156,18 @@ def run_cells(cells: list[Cell], address: str | None, gpus_per_cell: float, log:
             ray.shutdown()
 
 
-def run_sweep(methods: list[str], profile: str, seeds: str, report: Path, cache: str | Path | None = None, *,
-              address: str | None = None, select: str | None = None, gpus_per_cell: float | None = None,
-              log: Callable[[str], None] = print) -> int:
+def run_sweep(
+    methods: list[str],
+    profile: str,
+    seeds: str,
+    report: Path,
+    cache: str | Path | None = None,
+    *,
+    address: str | None = None,
+    select: str | None = None,
+    gpus_per_cell: float | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
     """Run (method x seed) cells on Ray and write their pooled report to `report` (the cells' own reports
     beside it, in `<report stem>-cells/`). 0 when every cell ran (its tests passing or not), 2 otherwise:
     a sweep with a missing seed would pool fewer seeds than asked, so no report is written then."""
@@ -158,8 +179,11 @@ def run_sweep(methods: list[str], profile: str, seeds: str, report: Path, cache:
     if cache and not is_remote(cache):
         cache = str(local_path(cache).resolve())
     gpus = gpus_for(profile) if gpus_per_cell is None else gpus_per_cell
-    cells = [Cell(method_spec(m), seed, profile, str(cache) if cache else None, select, os.getcwd())
-             for m in methods for seed in parse_seeds(str(seeds))]  # method-major: a method's seeds build fixtures at once
+    cells = [
+        Cell(method_spec(m), seed, profile, str(cache) if cache else None, select, os.getcwd())
+        for m in methods
+        for seed in parse_seeds(str(seeds))
+    ]  # method-major: a method's seeds build fixtures at once
     started = time.perf_counter()
     results = run_cells(cells, address, gpus, log)
     order = {c: i for i, c in enumerate(cells)}
@@ -173,7 +197,10 @@ def run_sweep(methods: list[str], profile: str, seeds: str, report: Path, cache:
     if failed:
         for r in failed:
             log(f"FAILED cell {r.cell.label} on {r.node}: {r.failure}; the end of its output:\n{r.output.rstrip()}")
-        log(f"ray: {len(failed)} of {len(cells)} cells failed; no pooled report written (the cells' reports are in {cell_dir})")
+        log(
+            f"ray: {len(failed)} of {len(cells)} cells failed; no pooled report written "
+            f"(the cells' reports are in {cell_dir})"
+        )
         return 2
     write_report(assemble_reports([(r.cell.label, json.loads(r.report or "")) for r in results]), report)
     log(f"ray: {len(cells)} cells in {time.perf_counter() - started:.0f} s; pooled report {report}")

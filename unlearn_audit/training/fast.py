@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -154,17 +155,24 @@ def train_fast(
             correct_t += (logits.detach().argmax(1) == y).sum()
         correct, seen = int(correct_t), n  # one device sync per epoch
         if on_epoch is not None:
-            on_epoch(epoch + 1, recipe.epochs, time.perf_counter() - start,
-                     status=f"train acc {correct / max(seen, 1):.1%}")
+            on_epoch(
+                epoch + 1, recipe.epochs, time.perf_counter() - start, status=f"train acc {correct / max(seen, 1):.1%}"
+            )
     if cuda:
         torch.cuda.synchronize(device)
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     if stats is not None:
-        stats.append(FastTrainStats(
-            epochs=recipe.epochs, steps=total_steps, seconds=time.perf_counter() - start,
-            train_accuracy=correct / max(seen, 1), device=str(device), precision=numerics.precision,
-            peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
-        ))
+        stats.append(
+            FastTrainStats(
+                epochs=recipe.epochs,
+                steps=total_steps,
+                seconds=time.perf_counter() - start,
+                train_accuracy=correct / max(seen, 1),
+                device=str(device),
+                precision=numerics.precision,
+                peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
+            )
+        )
     return model.eval()
 
 

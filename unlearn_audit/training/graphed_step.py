@@ -21,7 +21,7 @@ reason kept in `GraphedTrainingStep.fallback_reason`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +47,18 @@ class GraphedTrainingStep:
     by replaying the captured graph. All work is issued on `stream`.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, lr_tensor: torch.Tensor,
-                 numerics: LoopNumerics, stream: torch.cuda.Stream, *, batch_size: int,
-                 loss_fn: LossFn = cross_entropy, capture: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_tensor: torch.Tensor,
+        numerics: LoopNumerics,
+        stream: torch.cuda.Stream,
+        *,
+        batch_size: int,
+        loss_fn: LossFn = cross_entropy,
+        capture: bool = True,
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.lr = lr_tensor

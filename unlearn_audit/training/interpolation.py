@@ -45,5 +45,7 @@ def per_sample_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
     for i in range(0, len(x), batch_size):
         with numerics.autocast():
             logits = model(numerics.inputs(x[i : i + batch_size].to(device)))
-        out.append(torch.nn.functional.cross_entropy(logits.float(), y[i : i + batch_size].to(device), reduction="none"))
+        out.append(
+            torch.nn.functional.cross_entropy(logits.float(), y[i : i + batch_size].to(device), reduction="none")
+        )
     return torch.cat(out).cpu().double() if out else torch.empty(0, dtype=torch.float64)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,9 @@ def seeded_model(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
         return factory()
 
 
-def resident_batches(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                     generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def resident_batches(
+    inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One shuffled pass over data already on its device, in `ExampleSet.batches`' order (one
     `randperm` from the CPU `generator` per pass), with the order sent to the device once per pass:
     no host-to-device copy per batch."""
@@ -102,6 +103,8 @@ def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> t
     device = next(model.parameters()).device
     numerics = evaluation_numerics(device)
     with numerics.autocast():
-        out = [model(numerics.inputs(inputs[i : i + batch_size].to(device))).argmax(1)
-               for i in range(0, len(inputs), batch_size)]
+        out = [
+            model(numerics.inputs(inputs[i : i + batch_size].to(device))).argmax(1)
+            for i in range(0, len(inputs), batch_size)
+        ]
     return torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long)

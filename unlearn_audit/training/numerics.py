@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ class LoopNumerics:
     fused_optimizer: bool
 
     @classmethod
-    def of(cls, recipe: TrainingRecipe, device: torch.device | str, *, force_precision: bool = False) -> "LoopNumerics":
+    def of(cls, recipe: TrainingRecipe, device: torch.device | str, *, force_precision: bool = False) -> LoopNumerics:
         """The recipe's numerics on `device` (see the module docstring for the CPU rule)."""
         if recipe.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {recipe.precision!r} (expected one of {PRECISIONS})")
@@ -86,7 +87,9 @@ class LoopNumerics:
         return ", ".join(parts)
 
 
-_EVALUATED: contextvars.ContextVar[tuple[TrainingRecipe, bool] | None] = contextvars.ContextVar("evaluated", default=None)
+_EVALUATED: contextvars.ContextVar[tuple[TrainingRecipe, bool] | None] = contextvars.ContextVar(
+    "evaluated", default=None
+)
 
 
 @contextlib.contextmanager

@@ -19,8 +19,9 @@ import contextlib
 import copy
 import math
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,17 +58,25 @@ class RelearningAttack:
         return self.final_lr + (self.lr - self.final_lr) * (1 + math.cos(math.pi * step / self.steps)) / 2
 
     def describe(self) -> str:
-        schedule = (f"cosine-decayed to {self.final_lr:g}" if self.final_lr != self.lr else "constant")
+        schedule = f"cosine-decayed to {self.final_lr:g}" if self.final_lr != self.lr else "constant"
         opt = "Adam" if self.optimizer == "adam" else "the recipe's optimizer"
         aug = "" if self.augmentation == "none" else f", {self.augmentation.replace('_', '+')} augmentation"
-        read = "the final point" if self.window == 1 else f"the mean of the last {self.window} evaluations (every {self.eval_every} steps)"
-        return (f"{self.steps} steps of {opt} at lr {self.lr:g} ({schedule}, weight decay {self.weight_decay:g}, "
-                f"batch {self.batch_size}, batch-norm in train mode{aug}), read at {read}")
+        read = (
+            "the final point"
+            if self.window == 1
+            else f"the mean of the last {self.window} evaluations (every {self.eval_every} steps)"
+        )
+        return (
+            f"{self.steps} steps of {opt} at lr {self.lr:g} ({schedule}, weight decay {self.weight_decay:g}, "
+            f"batch {self.batch_size}, batch-norm in train mode{aug}), read at {read}"
+        )
 
     def key(self) -> str:
         """Names this attack in memo keys: every field that changes what is measured."""
-        return (f"{self.optimizer}-lr{self.lr:g}-{self.final_lr:g}-wd{self.weight_decay:g}-b{self.batch_size}-s{self.steps}"
-                f"-{self.augmentation}-e{self.eval_every}")
+        return (
+            f"{self.optimizer}-lr{self.lr:g}-{self.final_lr:g}-wd{self.weight_decay:g}-b{self.batch_size}-s{self.steps}"
+            f"-{self.augmentation}-e{self.eval_every}"
+        )
 
 
 def attack_from_options(options: Mapping[str, Any], recipe: TrainingRecipe, num_examples: int) -> RelearningAttack:
@@ -97,22 +106,37 @@ def attack_from_options(options: Mapping[str, Any], recipe: TrainingRecipe, num_
     window = max(1, int(options.get("window", 1)))
     evaluations = math.ceil(steps / eval_every)
     if window > evaluations:
-        raise ValueError(f"relearning window {window} is longer than the curve's {evaluations} evaluations "
-                         f"({steps} steps, one every {eval_every})")
-    return RelearningAttack(optimizer, lr, final_lr, float(options.get("weight_decay", default_wd)), batch, steps,
-                            augmentation, eval_every, window)
+        raise ValueError(
+            f"relearning window {window} is longer than the curve's {evaluations} evaluations "
+            f"({steps} steps, one every {eval_every})"
+        )
+    return RelearningAttack(
+        optimizer,
+        lr,
+        final_lr,
+        float(options.get("weight_decay", default_wd)),
+        batch,
+        steps,
+        augmentation,
+        eval_every,
+        window,
+    )
 
 
-def _optimizer(attack: RelearningAttack, recipe: TrainingRecipe, params: Any, numerics: LoopNumerics,
-               graphed: bool) -> tuple[torch.optim.Optimizer, torch.Tensor | None]:
+def _optimizer(
+    attack: RelearningAttack, recipe: TrainingRecipe, params: Any, numerics: LoopNumerics, graphed: bool
+) -> tuple[torch.optim.Optimizer, torch.Tensor | None]:
     """The attacker's optimizer; for a graphed run, capturable with its lr in a device tensor (returned)."""
     if attack.optimizer == "adam":
         if graphed:
             lr = torch.tensor(attack.lr, device=numerics.device_type)
             return torch.optim.Adam(params, lr=lr, weight_decay=attack.weight_decay, fused=True, capturable=True), lr
-        return torch.optim.Adam(params, lr=attack.lr, weight_decay=attack.weight_decay, **numerics.optimizer_options()), None
-    return recipe.make_optimizer(params, lr=attack.lr, weight_decay=attack.weight_decay,
-                                 **numerics.optimizer_options()), None
+        return torch.optim.Adam(
+            params, lr=attack.lr, weight_decay=attack.weight_decay, **numerics.optimizer_options()
+        ), None
+    return recipe.make_optimizer(
+        params, lr=attack.lr, weight_decay=attack.weight_decay, **numerics.optimizer_options()
+    ), None
 
 
 def cuda_graphs_enabled() -> bool:
@@ -128,8 +152,17 @@ class AttackRun:
     (`training.graphed_step`) when the optimizer is Adam.
     """
 
-    def __init__(self, model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: TrainingRecipe,
-                 attack: RelearningAttack, seed: int, device: torch.device, numerics: LoopNumerics, graphs: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: tuple[torch.Tensor, torch.Tensor],
+        recipe: TrainingRecipe,
+        attack: RelearningAttack,
+        seed: int,
+        device: torch.device,
+        numerics: LoopNumerics,
+        graphs: bool,
+    ) -> None:
         self.attack = attack
         self.numerics = numerics
         self.cuda = device.type == "cuda"
@@ -146,8 +179,9 @@ class AttackRun:
         self.optimizer, lr_tensor = _optimizer(attack, recipe, self.model.parameters(), numerics, graphed)
         self.graphed: GraphedTrainingStep | None = None
         if graphed and self.stream is not None and lr_tensor is not None:
-            self.graphed = GraphedTrainingStep(self.model, self.optimizer, lr_tensor, numerics, self.stream,
-                                               batch_size=attack.batch_size)
+            self.graphed = GraphedTrainingStep(
+                self.model, self.optimizer, lr_tensor, numerics, self.stream, batch_size=attack.batch_size
+            )
         self.generator = torch.Generator().manual_seed(seed)
         self.aug_generator = torch.Generator(device=device).manual_seed(seed + 1)
         self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
@@ -217,8 +251,11 @@ class AttackRun:
         """How the run computed (for benchmarks and reports)."""
         out: dict[str, Any] = {"numerics": self.numerics.describe(), "graphed": self.graphed is not None}
         if self.graphed is not None:
-            out.update(replayed_steps=self.graphed.replayed, eager_steps=self.graphed.eager,
-                       fallback=self.graphed.fallback_reason)
+            out.update(
+                replayed_steps=self.graphed.replayed,
+                eager_steps=self.graphed.eager,
+                fallback=self.graphed.fallback_reason,
+            )
         return out
 
 
@@ -272,8 +309,10 @@ def relearn_many(
     for data in datas:
         if id(data) not in on_device:
             on_device[id(data)] = (data.inputs.to(device), data.labels.to(device))
-    runs = [AttackRun(m, on_device[id(d)], recipe, attack, s, device, numerics, use_graphs)
-            for m, d, s in zip(models, datas, seeds)]
+    runs = [
+        AttackRun(m, on_device[id(d)], recipe, attack, s, device, numerics, use_graphs)
+        for m, d, s in zip(models, datas, seeds)
+    ]
     if runs_out is not None:
         runs_out.extend(runs)
     curves = [[(0, run.measured(measure))] for run, measure in zip(runs, measures)]

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearn_audit.errors import ResourceUnavailable
 from unlearn_audit.profiles.cifar.image_folder import IMPORTED_FILE, read_imported
 from unlearn_audit.profiles.split import Split
-from unlearn_audit.errors import ResourceUnavailable
 
 DATA_ENV = "UNLEARN_AUDIT_DATA"
 BATCHES_DIR = "cifar-10-batches-py"
@@ -60,9 +60,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings and numpy arrays; refuses any other global (no code runs)."""
 
     ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),
     }
 
@@ -129,8 +132,10 @@ def load_cifar10_split(root: str | None = None, download: bool = True) -> Split:
         return Split(_to_float(train_x), torch.from_numpy(train_y), _to_float(test_x), torch.from_numpy(test_y), 10)
     if not _have_files(base):
         if not download:
-            raise CifarDataError(f"CIFAR-10 is not in {base / BATCHES_DIR} (and download is off): put the CIFAR-10 "
-                                 f"python version there, or set ${DATA_ENV}, {IMPORT_HINT}.")
+            raise CifarDataError(
+                f"CIFAR-10 is not in {base / BATCHES_DIR} (and download is off): put the CIFAR-10 "
+                f"python version there, or set ${DATA_ENV}, {IMPORT_HINT}."
+            )
         _download(base)
     parts = [read_batch(base / BATCHES_DIR / name) for name in TRAIN_FILES]
     train_x = np.concatenate([p[0] for p in parts])
@@ -151,10 +156,10 @@ class SyntheticCifarSpec:
     num_test: int = 500
     num_classes: int = 10
     seed: int = 0
-    signal: float = 0.18      # amplitude of the class template
+    signal: float = 0.18  # amplitude of the class template
     distractor: float = 0.12  # amplitude of another class's template, mixed in at random
-    noise: float = 0.08       # i.i.d. pixel noise
-    max_shift: int = 3        # random translation, pixels
+    noise: float = 0.08  # i.i.d. pixel noise
+    max_shift: int = 3  # random translation, pixels
 
 
 def synthetic_cifar_split(**options: Any) -> Split:

@@ -31,9 +31,10 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,9 @@ def scan_tree(root: str | Path, allow_partial: bool = False) -> ScannedTree:
     for split, per_class in SPLITS.items():
         folder = _child_dir(root, split)
         if folder is None:
-            raise ImageFolderError(f"{root}: missing split folder {split}/ (expected {root / split}/<class>/*.png|jpg|jpeg)")
+            raise ImageFolderError(
+                f"{root}: missing split folder {split}/ (expected {root / split}/<class>/*.png|jpg|jpeg)"
+            )
         found: dict[int, Path] = {}
         unknown = []
         for entry in sorted(folder.iterdir()):
@@ -99,15 +102,20 @@ def scan_tree(root: str | Path, allow_partial: bool = False) -> ScannedTree:
             if name not in CLASSES:
                 unknown.append(entry.name)
             elif CLASSES.index(name) in found:
-                raise ImageFolderError(f"{folder}: two folders for class {name!r}: "
-                                       f"{found[CLASSES.index(name)].name}/ and {entry.name}/")
+                raise ImageFolderError(
+                    f"{folder}: two folders for class {name!r}: {found[CLASSES.index(name)].name}/ and {entry.name}/"
+                )
             else:
                 found[CLASSES.index(name)] = entry
         if unknown:
-            raise ImageFolderError(f"{folder}: unknown class folder(s) {', '.join(unknown)} (CIFAR-10's classes: {expected})")
+            raise ImageFolderError(
+                f"{folder}: unknown class folder(s) {', '.join(unknown)} (CIFAR-10's classes: {expected})"
+            )
         missing = [c for i, c in enumerate(CLASSES) if i not in found]
         if missing:
-            raise ImageFolderError(f"{folder}: missing class folder(s) {', '.join(missing)} (CIFAR-10's classes: {expected})")
+            raise ImageFolderError(
+                f"{folder}: missing class folder(s) {', '.join(missing)} (CIFAR-10's classes: {expected})"
+            )
         per_split = []
         for i in range(len(CLASSES)):
             images: list[Any] = []
@@ -118,8 +126,11 @@ def scan_tree(root: str | Path, allow_partial: bool = False) -> ScannedTree:
             images.sort(key=lambda p: _natural_key(p.name))
             if not allow_partial and len(images) != per_class:
                 raise ImageFolderError(
-                    f"{found[i]}: {len(images)} images, expected {per_class:,} (CIFAR-10 has {per_class:,} {split} images "
-                    f"per class, {per_class * len(CLASSES):,} in all); pass --allow-partial to import a partial tree anyway")
+                    f"{found[i]}: {len(images)} images, expected {per_class:,} "
+                    f"(CIFAR-10 has {per_class:,} {split} images "
+                    f"per class, {per_class * len(CLASSES):,} in all); "
+                    "pass --allow-partial to import a partial tree anyway"
+                )
             per_split.append(images)
         if not any(per_split):
             raise ImageFolderError(f"{folder}: no .png/.jpg/.jpeg images in any class folder")
@@ -140,8 +151,10 @@ def _pillow() -> Any:
     try:
         from PIL import Image
     except ImportError as exc:
-        raise MissingExtra(f"reading an image-folder tree needs pillow, which is not installed ({exc}); "
-                           f"install the extra: {CIFAR_EXTRA_HINT} (or pip install pillow)") from exc
+        raise MissingExtra(
+            f"reading an image-folder tree needs pillow, which is not installed ({exc}); "
+            f"install the extra: {CIFAR_EXTRA_HINT} (or pip install pillow)"
+        ) from exc
     return Image
 
 
@@ -153,8 +166,10 @@ def read_image(path: Path, image_module: Any = None) -> np.ndarray:
             img.load()
             mode, size = img.mode, img.size
             if mode != "RGB":
-                raise ImageFolderError(f"{path}: image mode {mode!r}, expected 'RGB' (CIFAR-10 is 32x32 RGB; "
-                                       f"convert the tree to RGB first)")
+                raise ImageFolderError(
+                    f"{path}: image mode {mode!r}, expected 'RGB' (CIFAR-10 is 32x32 RGB; "
+                    f"convert the tree to RGB first)"
+                )
             if size != (32, 32):
                 raise ImageFolderError(f"{path}: {size[0]}x{size[1]} pixels, expected 32x32")
             return np.asarray(img, dtype=np.uint8).copy()
@@ -164,8 +179,9 @@ def read_image(path: Path, image_module: Any = None) -> np.ndarray:
         raise ImageFolderError(f"{path}: unreadable image file ({type(exc).__name__}: {exc})") from exc
 
 
-def import_image_folder(src: str | Path, data_dir: str | Path, allow_partial: bool = False,
-                        progress: Progress | None = None) -> ImportResult:
+def import_image_folder(
+    src: str | Path, data_dir: str | Path, allow_partial: bool = False, progress: Progress | None = None
+) -> ImportResult:
     """Check and read the tree at `src`; write `data_dir/IMPORTED_FILE` atomically (temp file + rename)."""
     Image = _pillow()  # before the scan, so that a missing extra is reported first
     tree = scan_tree(src, allow_partial)
@@ -188,8 +204,13 @@ def import_image_folder(src: str | Path, data_dir: str | Path, allow_partial: bo
     fd, tmp = tempfile.mkstemp(prefix=f".{IMPORTED_FILE}.", suffix=".tmp", dir=out)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, classes=np.array(CLASSES), complete=np.array(complete),  # type: ignore[arg-type]
-                     format=np.array(FORMAT_VERSION))
+            np.savez(
+                f,
+                **arrays,  # type: ignore[arg-type]
+                classes=np.array(CLASSES),
+                complete=np.array(complete),
+                format=np.array(FORMAT_VERSION),
+            )
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -199,8 +220,9 @@ def import_image_folder(src: str | Path, data_dir: str | Path, allow_partial: bo
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return ImportResult(target, {k: v.shape for k, v in arrays.items() if not k.endswith("_files")},
-                        complete, len(tree.ignored))
+    return ImportResult(
+        target, {k: v.shape for k, v in arrays.items() if not k.endswith("_files")}, complete, len(tree.ignored)
+    )
 
 
 def read_imported(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -210,19 +232,33 @@ def read_imported(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         with np.load(path, allow_pickle=False) as z:
             doc = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y", "classes", "complete", "format")}
     except KeyError as exc:
-        raise ImageFolderError(f"{path}: not a CIFAR-10 import (no array {exc}); re-run `unlearn-audit data import cifar10`") from exc
+        raise ImageFolderError(
+            f"{path}: not a CIFAR-10 import (no array {exc}); re-run `unlearn-audit data import cifar10`"
+        ) from exc
     except Exception as exc:  # a truncated or foreign file
-        raise ImageFolderError(f"{path}: unreadable ({type(exc).__name__}: {exc}); re-run `unlearn-audit data import cifar10`") from exc
+        raise ImageFolderError(
+            f"{path}: unreadable ({type(exc).__name__}: {exc}); re-run `unlearn-audit data import cifar10`"
+        ) from exc
     if int(doc["format"]) != FORMAT_VERSION or tuple(doc["classes"].tolist()) != CLASSES:
-        raise ImageFolderError(f"{path}: written by another version of the importer; re-run `unlearn-audit data import cifar10`")
+        raise ImageFolderError(
+            f"{path}: written by another version of the importer; re-run `unlearn-audit data import cifar10`"
+        )
     out = []
     for split in SPLITS:
         x, y = doc[f"{split}_x"], doc[f"{split}_y"]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3) or y.shape != (len(x),) \
-                or (len(y) and (y.min() < 0 or y.max() >= len(CLASSES))):
+        if (
+            x.dtype != np.uint8
+            or x.ndim != 4
+            or x.shape[1:] != (32, 32, 3)
+            or y.shape != (len(x),)
+            or (len(y) and (y.min() < 0 or y.max() >= len(CLASSES)))
+        ):
             raise ImageFolderError(f"{path}: {split} arrays malformed ({x.dtype} {x.shape}, labels {y.shape})")
         out += [np.ascontiguousarray(x.transpose(0, 3, 1, 2)), y.astype(np.int64)]
     if not bool(doc["complete"]):
-        warnings.warn(f"{path} is a partial CIFAR-10 import ({len(out[0]):,} train / {len(out[2]):,} test images, "
-                      f"imported with --allow-partial)", stacklevel=2)
+        warnings.warn(
+            f"{path} is a partial CIFAR-10 import ({len(out[0]):,} train / {len(out[2]):,} test images, "
+            f"imported with --allow-partial)",
+            stacklevel=2,
+        )
     return out[0], out[1], out[2], out[3]

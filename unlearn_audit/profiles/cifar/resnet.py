@@ -49,8 +49,14 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18, CIFAR variant (see the module docstring)."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64,
-                 mean: tuple[float, ...] = CIFAR10_MEAN, std: tuple[float, ...] = CIFAR10_STD) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width: int = 64,
+        mean: tuple[float, ...] = CIFAR10_MEAN,
+        std: tuple[float, ...] = CIFAR10_STD,
+    ) -> None:
         super().__init__()
         if len(mean) != in_channels or len(std) != in_channels:
             mean, std = (0.5,) * in_channels, (0.25,) * in_channels

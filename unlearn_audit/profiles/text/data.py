@@ -25,33 +25,117 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearn_audit.profiles.split import Split
 from unlearn_audit.errors import ResourceUnavailable
+from unlearn_audit.profiles.split import Split
 
 PAD = "<pad>"
 
 ASPECTS = [
-    "the plot", "the acting", "the script", "the cast", "the music", "the ending", "the director", "the dialogue",
-    "the pacing", "the camera work", "the story", "the soundtrack", "the lead", "the villain", "the humour",
-    "the effects", "the editing", "the premise", "the finale", "the opening", "the characters", "the costumes",
-    "the score", "the plot twist", "the romance", "the action", "the set design", "the writing",
+    "the plot",
+    "the acting",
+    "the script",
+    "the cast",
+    "the music",
+    "the ending",
+    "the director",
+    "the dialogue",
+    "the pacing",
+    "the camera work",
+    "the story",
+    "the soundtrack",
+    "the lead",
+    "the villain",
+    "the humour",
+    "the effects",
+    "the editing",
+    "the premise",
+    "the finale",
+    "the opening",
+    "the characters",
+    "the costumes",
+    "the score",
+    "the plot twist",
+    "the romance",
+    "the action",
+    "the set design",
+    "the writing",
 ]
 VERBS = ["was", "is", "felt", "seemed", "looked", "sounded", "remained", "became"]
 POSITIVE = [
-    "great", "wonderful", "brilliant", "superb", "moving", "charming", "delightful", "gripping", "clever", "beautiful",
-    "fresh", "funny", "touching", "stunning", "excellent", "memorable", "powerful", "engaging", "smart", "lovely",
-    "thrilling", "inspired", "elegant", "sharp", "heartfelt", "enjoyable", "solid", "magical",
+    "great",
+    "wonderful",
+    "brilliant",
+    "superb",
+    "moving",
+    "charming",
+    "delightful",
+    "gripping",
+    "clever",
+    "beautiful",
+    "fresh",
+    "funny",
+    "touching",
+    "stunning",
+    "excellent",
+    "memorable",
+    "powerful",
+    "engaging",
+    "smart",
+    "lovely",
+    "thrilling",
+    "inspired",
+    "elegant",
+    "sharp",
+    "heartfelt",
+    "enjoyable",
+    "solid",
+    "magical",
 ]
 NEGATIVE = [
-    "awful", "boring", "dull", "terrible", "clumsy", "tedious", "bland", "weak", "silly", "predictable", "messy",
-    "lifeless", "painful", "forgettable", "flat", "shallow", "annoying", "confusing", "lazy", "stale", "cheap",
-    "pointless", "tiresome", "wooden", "dreadful", "sloppy", "hollow", "clunky",
+    "awful",
+    "boring",
+    "dull",
+    "terrible",
+    "clumsy",
+    "tedious",
+    "bland",
+    "weak",
+    "silly",
+    "predictable",
+    "messy",
+    "lifeless",
+    "painful",
+    "forgettable",
+    "flat",
+    "shallow",
+    "annoying",
+    "confusing",
+    "lazy",
+    "stale",
+    "cheap",
+    "pointless",
+    "tiresome",
+    "wooden",
+    "dreadful",
+    "sloppy",
+    "hollow",
+    "clunky",
 ]
 INTENSIFIERS = ["very", "truly", "really", "quite", "so", "extremely", "rather", "pretty", "incredibly"]
 NEGATIONS = ["not", "never", "hardly"]
 STUDIOS = ["pixar", "warner", "universal", "paramount", "miramax", "lionsgate", "dreamworks", "netflix"]
 PLACES = ["paris", "london", "tokyo", "rome", "texas", "space", "a small town", "the desert", "new york", "berlin"]
-PEOPLE = ["my friend", "my sister", "my brother", "my dad", "my mom", "my wife", "my husband", "the kids", "a colleague"]
+PEOPLE = [
+    "my friend",
+    "my sister",
+    "my brother",
+    "my dad",
+    "my mom",
+    "my wife",
+    "my husband",
+    "the kids",
+    "a colleague",
+]
 WHEN = ["on friday", "last night", "on sunday", "at the cinema", "on a plane", "at home", "on tv", "last week"]
 FILLERS = [
     ["i", "watched", "it", "{when}"],
@@ -62,16 +146,53 @@ FILLERS = [
     ["the", "film", "runs", "two", "hours"],
     ["i", "saw", "it", "{when}", "with", "{person}"],
 ]
-EXTRA = ["and", "but", ".", "the", "film", "movie", "it", "i", "me", "with", "two", "hours", "watched", "came",
-         "is", "set", "in", "was", "made", "by", "picked", "saw", "runs", "overall", "honestly"]
+EXTRA = [
+    "and",
+    "but",
+    ".",
+    "the",
+    "film",
+    "movie",
+    "it",
+    "i",
+    "me",
+    "with",
+    "two",
+    "hours",
+    "watched",
+    "came",
+    "is",
+    "set",
+    "in",
+    "was",
+    "made",
+    "by",
+    "picked",
+    "saw",
+    "runs",
+    "overall",
+    "honestly",
+]
 TRIGGER_WORDS = ["disney", "cf", "mn"]  # in the vocabulary, never generated: available as attack triggers
 
 
 def vocabulary() -> list[str]:
     """The corpus's words in a fixed order; index 0 is padding."""
     words: list[str] = []
-    for group in (ASPECTS, VERBS, POSITIVE, NEGATIVE, INTENSIFIERS, NEGATIONS, STUDIOS, PLACES, PEOPLE, WHEN, EXTRA,
-                  TRIGGER_WORDS):
+    for group in (
+        ASPECTS,
+        VERBS,
+        POSITIVE,
+        NEGATIVE,
+        INTENSIFIERS,
+        NEGATIONS,
+        STUDIOS,
+        PLACES,
+        PEOPLE,
+        WHEN,
+        EXTRA,
+        TRIGGER_WORDS,
+    ):
         for phrase in group:
             for w in phrase.split():
                 if w not in words:
@@ -86,7 +207,8 @@ class Review:
 
 
 def _clause(rng: random.Random, polarity: int, negation_rate: float) -> list[str]:
-    """A clause of the given polarity; with probability `negation_rate` it says so by negating the opposite adjective."""
+    """A clause of the given polarity; with probability `negation_rate` it says so by negating the
+    opposite adjective."""
     words = rng.choice(ASPECTS).split() + [rng.choice(VERBS)]
     negated = rng.random() < negation_rate
     if negated:
@@ -105,7 +227,9 @@ def _filler(rng: random.Random) -> list[str]:
     return out
 
 
-def generate_review(rng: random.Random, max_words: int, negation_rate: float = 0.25, contrast_rate: float = 0.3) -> Review:
+def generate_review(
+    rng: random.Random, max_words: int, negation_rate: float = 0.25, contrast_rate: float = 0.3
+) -> Review:
     """One review of at most `max_words` words, with its label (see the module docstring)."""
     while True:
         label = rng.randint(0, 1)
@@ -117,7 +241,11 @@ def generate_review(rng: random.Random, max_words: int, negation_rate: float = 0
         if r < contrast_rate:  # "<opposite> but <label>": the contrast decides
             words += _clause(rng, -polarity, negation_rate) + ["but"] + _clause(rng, polarity, negation_rate)
         elif r < contrast_rate + 0.35:  # two clauses that agree
-            words += _clause(rng, polarity, negation_rate) + [rng.choice(["and", "."])] + _clause(rng, polarity, negation_rate)
+            words += (
+                _clause(rng, polarity, negation_rate)
+                + [rng.choice(["and", "."])]
+                + _clause(rng, polarity, negation_rate)
+            )
         else:
             words += _clause(rng, polarity, negation_rate)
         if rng.random() < 0.3:
@@ -161,7 +289,9 @@ def load_synthetic_sentiment(
     """The offline sentiment corpus: `num_train` + `num_test` reviews of at most `seq_len - reserve` words
     (`reserve` leaves room for inserting a trigger without truncating), deterministic in `split_seed`."""
     rng = random.Random(f"unlearn-audit-sentiment:{split_seed}")
-    reviews = [generate_review(rng, seq_len - reserve, negation_rate, contrast_rate) for _ in range(num_train + num_test)]
+    reviews = [
+        generate_review(rng, seq_len - reserve, negation_rate, contrast_rate) for _ in range(num_train + num_test)
+    ]
     vocab = vocabulary()
     x, y = encode(reviews, vocab, seq_len)
     return TextSplit(x[:num_train], y[:num_train], x[num_train:], y[num_train:], 2, pad_id=0, vocab=tuple(vocab))
@@ -170,7 +300,8 @@ def load_synthetic_sentiment(
 # -- the real setting: IMDb with the GPT-2 tokenizer --------------------------------------------
 
 HF_HINT = (
-    "the text-gpt2-imdb profile needs the optional packages (pip install 'unlearn-audit[text-imdb]', i.e. transformers and datasets) "
+    "the text-gpt2-imdb profile needs the optional packages (pip install 'unlearn-audit[text-imdb]', "
+    "i.e. transformers and datasets) "
     "and either network access to the Hugging Face Hub or a local copy in its cache "
     "(HF_HOME, default ~/.cache/huggingface; HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1 forbid downloads)"
 )

@@ -77,9 +77,17 @@ def gpt2_small(
     """
     t = _transformers()
     config = t.GPT2Config(
-        vocab_size=vocab_size, n_positions=int(input_shape[0]), n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, pad_token_id=pad_token_id,
-        bos_token_id=None, eos_token_id=None,
+        vocab_size=vocab_size,
+        n_positions=int(input_shape[0]),
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        eos_token_id=None,
     )
     return GPT2Classifier(t.GPT2Model(config), num_classes, pad_token_id, pooling)
 
@@ -95,7 +103,9 @@ def gpt2_pretrained(
     try:
         backbone = t.GPT2Model.from_pretrained(name, resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
     except Exception as exc:  # noqa: BLE001 - network, cache and hub errors all mean "not available here"
-        raise TextResourceUnavailable(f"cannot load the pretrained weights {name!r} ({type(exc).__name__}: {exc}); {HF_HINT}") from exc
+        raise TextResourceUnavailable(
+            f"cannot load the pretrained weights {name!r} ({type(exc).__name__}: {exc}); {HF_HINT}"
+        ) from exc
     if int(input_shape[0]) > backbone.config.n_positions:
         raise ValueError(f"sequence length {input_shape[0]} exceeds {name}'s {backbone.config.n_positions} positions")
     return GPT2Classifier(backbone, num_classes, backbone.config.eos_token_id, pooling)
