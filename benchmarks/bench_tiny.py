@@ -14,7 +14,9 @@ Measures, in a fresh temporary cache:
      against one alone (the most any `-n 2` run can gain here);
   5. the cost of process isolation: the warm suites of NoOp and GradientDescent with
      `--audit-isolation process` (the default) and `inline`, and the difference (target: at most
-     3 s more per unlearner per session).
+     3 s more per unlearner per session);
+  6. the cost of the Landlock sandbox: the same suites with `--audit-sandbox on` (the default) and
+     `off` (target: at most 0.5 s more per unlearner per session).
 Wall times include interpreter and torch start-up, as a user sees them; the median of
 `--repeat` runs is printed with min and max. Hypothesis's pytest plugin is disabled (see QUIET).
 For the four-method runs, the phases of the last
@@ -116,37 +118,24 @@ def main() -> None:
             f"(target <= 120 s); per fixture: "
             + ", ".join(f"{m['scenario']}/seed{m['seed']} {m['build_seconds']:.1f} s" for m in metas)
         )
-        runs = (
+
+        def suite(unlearners: list[str], *extra: str) -> float:
+            """Wall seconds of one warm pytest run of the conformance suite (rc 0 or 1: verdicts may fail)."""
+            args_ = [a for u in unlearners for a in ("--unlearner", f"unlearn_audit.methods:{u}")]
+            command = [py, "-m", "pytest", "-q", *QUIET, *args_, "--audit-cache", str(cache)]
+            t, rc = timed([*command, "--audit-seeds", str(args.seeds), *extra], work)
+            assert rc in (0, 1), f"pytest exited {rc}"
+            return t
+
+        runs: tuple[tuple[str, int, list[str]], ...] = (
             ("NoOp", 30, []),
             ("GradientDescent", 60, []),
             ("NoOp", 30, ["-k", "not relearning_resistant and not not_mode_connected"]),
         )
         medians: dict[tuple[str, str], float] = {}
         for method, target, extra in runs:
-            times = []
-            for _ in range(args.repeat):
-                report = work / f"{method}.json"
-                t, rc = timed(
-                    [
-                        py,
-                        "-m",
-                        "pytest",
-                        "-q",
-                        *QUIET,
-                        "--unlearner",
-                        f"unlearn_audit.methods:{method}",
-                        "--audit-cache",
-                        str(cache),
-                        "--audit-seeds",
-                        str(args.seeds),
-                        "--audit-report",
-                        str(report),
-                        *extra,
-                    ],
-                    work,
-                )
-                assert rc in (0, 1), f"pytest exited {rc}"
-                times.append(t)
+            report = work / f"{method}.json"
+            times = [suite([method], "--audit-report", str(report), *extra) for _ in range(args.repeat)]
             doc = json.loads(report.read_text())
             unlearn = sum({r["scenario"]: r["meta"].get("unlearn_seconds", 0) for r in doc["results"]}.values())
             label = f"{method}, foundation checks only (no relearning / mode connectivity)" if extra else method
@@ -210,34 +199,22 @@ def main() -> None:
             f"{concurrency_ceiling(py, args.repeat)}"
         )
         for method in ("NoOp", "GradientDescent"):
-            times = []
-            for _ in range(args.repeat):
-                t, rc = timed(
-                    [
-                        py,
-                        "-m",
-                        "pytest",
-                        "-q",
-                        *QUIET,
-                        "--unlearner",
-                        f"unlearn_audit.methods:{method}",
-                        "--audit-cache",
-                        str(cache),
-                        "--audit-seeds",
-                        str(args.seeds),
-                        "--audit-isolation",
-                        "inline",
-                    ],
-                    work,
-                )
-                assert rc in (0, 1), f"pytest exited {rc}"
-                times.append(t)
+            times = [suite([method], "--audit-isolation", "inline") for _ in range(args.repeat)]
             inline = statistics.median(times)
             print(
                 f"cost of process isolation, {method}: {medians[(method, 'process')]:.1f} s (process) - {inline:.1f} s "
                 f"(inline, min {min(times):.1f}, max {max(times):.1f}) "
                 f"= {medians[(method, 'process')] - inline:+.1f} s "
                 "(target <= +3 s per unlearner)"
+            )
+        for method in ("NoOp", "GradientDescent"):
+            times = [suite([method], "--audit-sandbox", "off") for _ in range(args.repeat)]
+            unconfined = statistics.median(times)
+            print(
+                f"cost of the sandbox, {method}: {medians[(method, 'process')]:.1f} s (sandboxed) - {unconfined:.1f} s "
+                f"(--audit-sandbox off, min {min(times):.1f}, max {max(times):.1f}) "
+                f"= {medians[(method, 'process')] - unconfined:+.1f} s "
+                "(target <= +0.5 s per unlearner)"
             )
 
 

@@ -135,13 +135,6 @@ def test_without_a_barrier_for_retrain_nothing_can_fail_and_it_says_so(world) ->
     assert "no number of seeds up to 100 reaches 0.8" in r.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="suspicious: retrain's barrier is rounding noise (~1e-17, retrain in the "
-    "original's basin), so the threshold is 'positive' and the result claims "
-    "power 1 (certain), yet the unremoved poison, whose own barrier is rounding "
-    "noise too, passes",
-)
 def test_a_rounding_level_barrier_does_not_claim_certain_power(world) -> None:
     r = judge(world, "noop", retrain="noop")
     assert r.reference < 1e-12 and r.verdict == "pass"  # the unremoved poison passes...

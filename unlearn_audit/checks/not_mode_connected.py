@@ -68,6 +68,11 @@ def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[s
     return ctx.measure(end, f"path-{points}", compute)
 
 
+ROUNDING_BARRIER = 1e-6
+"""Nats. Losses along a path are fp32 means over the test set: a barrier below this is rounding, not a
+barrier (real barriers on `tiny` are 0.1 nats and more)."""
+
+
 def run(ctx: CheckContext) -> CheckResult:
     alpha = float(ctx.options.get("alpha", 0.01))
     fraction = float(ctx.options.get("min_barrier_fraction", 0.25))
@@ -119,5 +124,7 @@ def run(ctx: CheckContext) -> CheckResult:
         details=details,
     )
     # The unremoved poison is the original itself: its path to itself has no barrier, so it fails
-    # whenever retrain's barrier gives a positive threshold, and never otherwise.
-    return certain(result) if threshold > 0 else with_power(result, float("-inf"), alpha)
+    # whenever retrain's barrier is a real one, and never otherwise. A barrier at the level of rounding
+    # (retrain in the original's basin) gives no power: the original's own rounding-level barrier may pass.
+    real_barrier = ref["barrier"] > ROUNDING_BARRIER
+    return certain(result) if real_barrier else with_power(result, float("-inf"), alpha)

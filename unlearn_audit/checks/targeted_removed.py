@@ -75,16 +75,20 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
     a = Proportion(int(mine.sum()), len(mine))
     b = Proportion(int(ref.sum()), len(ref))
     test = excess_test(a, b, margin, alpha)
+    no_evidence = len(mine) == 0 or len(ref) == 0  # NaN rates: nothing to judge, so no pass
     rule = (
         f"fail if attack success exceeds retrain's by more than {margin:g}, one-sided at alpha={alpha:g} "
         f"(Newcombe-Wilson interval of the difference, n={len(mine)} triggered test inputs)"
     )
-    message = (
-        f"the poison still works: attack success {a.value:.3f} vs retrain {b.value:.3f} "
-        f"(lower bound of the excess {test.lower_bound:.3f} > {margin:g}); original {orig.float().mean():.3f}"
-        if test.rejected
-        else ""
-    )
+    if no_evidence:
+        message = "the fixture has no triggered test inputs: the check has no evidence of removal"
+    elif test.rejected:
+        message = (
+            f"the poison still works: attack success {a.value:.3f} vs retrain {b.value:.3f} "
+            f"(lower bound of the excess {test.lower_bound:.3f} > {margin:g}); original {orig.float().mean():.3f}"
+        )
+    else:
+        message = ""
     details = {
         "excess_lower_bound": test.lower_bound,
         "interval_95": list(a.interval),
@@ -96,7 +100,7 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
         check=CHECK.name,
         metric=CHECK.metric,
         unit=CHECK.unit,
-        verdict="fail" if test.rejected else "pass",
+        verdict="fail" if test.rejected or no_evidence else "pass",
         score=a.value,
         stderr=a.stderr,
         reference=b.value,
