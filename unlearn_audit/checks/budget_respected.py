@@ -11,6 +11,7 @@ CHECK = CheckInfo(name="budget_respected", kind="other", metric="example-gradien
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge the harness's own count of example-gradients against the budget (exact: no uncertainty)."""
     o = ctx.outcome
     rule = (
         f"fail if example-gradients counted by the harness exceed the budget "

@@ -27,6 +27,7 @@ CHECK = CheckInfo(name="gaussian_leakage", kind="removal", metric="mean GUS of t
 
 
 def gus_scores(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
+    """Gaussian Unlearning Scores of the poison's secret noise on the forget examples, NaNs dropped (memoised)."""
     t = ctx.fixture.tensors
     idx = ctx.fixture.forget_indices
 
@@ -38,6 +39,7 @@ def gus_scores(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge whether the Gaussian poison still leaks: the mean GUS against its N(0, 1) null, two-sided."""
     alpha = float(ctx.options.get("alpha", 0.01))
     fpr = float(ctx.options.get("tpr_at_fpr", 0.01))
     threshold = float(st.norm.isf(fpr))

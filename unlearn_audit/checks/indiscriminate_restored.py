@@ -31,6 +31,7 @@ def damage_repaired(unlearned: float, original: float, retrain: float) -> float:
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge whether clean test accuracy, damaged by the indiscriminate poison, is restored to retrain's."""
     retrain_acc, acc, test, alpha, margin = accuracy_below_retrain(ctx)
     orig = clean_test_correct(ctx, ctx.fixture.original)
     o = Proportion(int(orig.sum()), len(orig))

@@ -33,6 +33,7 @@ CHECK = CheckInfo(name="not_mode_connected", kind="removal", metric="test-loss b
 
 
 def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[str, Any]:
+    """Losses, accuracy and poison along the linear path from the original to `end` (memoised)."""
     f = ctx.fixture
     x, y = f.tensors["test_x"], f.tensors["test_y"]
 
@@ -74,6 +75,7 @@ barrier (real barriers on `tiny` are 0.1 nats and more)."""
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge whether the unlearned model left the poisoned original's basin (a loss barrier on the path)."""
     alpha = float(ctx.options.get("alpha", 0.01))
     fraction = float(ctx.options.get("min_barrier_fraction", 0.25))
     points = int(ctx.options.get("points", 21))

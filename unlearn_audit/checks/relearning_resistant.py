@@ -132,6 +132,7 @@ def window_mean(measured: list[PoisonMeasurement]) -> PoisonMeasurement:
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge whether the poison comes back under the relearning attack as it would for retrain."""
     opts = ctx.options
     alpha = float(opts.get("alpha", 0.01))
     margin = float(opts.get("margin", 0.05))

@@ -58,6 +58,7 @@ def attack_hits(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge whether the targeted poison is removed, against the reference its attack names."""
     reference = ctx.attack.targeted_reference
     if reference == "retrain":
         return against_retrain(ctx)
@@ -67,6 +68,7 @@ def run(ctx: CheckContext) -> CheckResult:
 
 
 def against_retrain(ctx: CheckContext) -> CheckResult:
+    """Attack success on triggered test inputs against retrain's, one-sided with a margin."""
     alpha = float(ctx.options.get("alpha", 0.01))
     margin = float(ctx.options.get("margin", 0.05))
     mine = attack_hits(ctx, ctx.model)
@@ -114,6 +116,7 @@ def against_retrain(ctx: CheckContext) -> CheckResult:
 
 
 def against_clean_models(ctx: CheckContext) -> CheckResult:
+    """Attack success on the targets against the population of clean models (prediction test)."""
     alpha = float(ctx.options.get("alpha", 0.01))
     attack = ctx.attack
     mine = attack.target_scores(ctx.fixture, ctx.model, ctx.measure)

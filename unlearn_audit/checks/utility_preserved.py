@@ -17,11 +17,13 @@ CHECK = CheckInfo(name="utility_preserved", kind="other", metric="clean test acc
 
 
 def clean_test_correct(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
+    """Per-example correctness on the clean test set (memoised per model)."""
     t = ctx.fixture.tensors
     return ctx.measure(model, "clean_test_correct", lambda: correct(model, t["test_x"], t["test_y"]))
 
 
 def clean_test_accuracy(ctx: CheckContext, model: torch.nn.Module) -> float:
+    """Accuracy on the clean test set (memoised per model)."""
     return float(clean_test_correct(ctx, model).float().mean())
 
 
@@ -40,6 +42,7 @@ def accuracy_below_retrain(ctx: CheckContext) -> tuple[Proportion, Proportion, E
 
 
 def run(ctx: CheckContext) -> CheckResult:
+    """Judge whether clean test accuracy stays within the margin of retrain's."""
     retrain_acc, acc, test, alpha, margin = accuracy_below_retrain(ctx)
     rule = (
         f"fail if retrain's test accuracy exceeds the method's by more than {margin:g}, "

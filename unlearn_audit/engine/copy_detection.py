@@ -70,6 +70,7 @@ class Closeness:
 
     @property
     def is_copy(self) -> bool:
+        """Whether either measure falls below COPY_FRACTION of the yardstick."""
         return self.weights < COPY_FRACTION or (self.predictions is not None and self.predictions < COPY_FRACTION)
 
 

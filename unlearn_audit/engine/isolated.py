@@ -72,6 +72,7 @@ class RequestFiles:
         return self._written[key]
 
     def close(self) -> None:
+        """Remove the folder of request files written for the workers."""
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -100,6 +101,7 @@ def run_isolated(
     device: torch.device,
     exempt_from_budget: bool = False,
 ) -> UnlearnOutcome:
+    """Run the unlearner in its worker process on (fixture, budget); the outcome as `finish` vets it."""
     budget = budget_for(fixture, budget_fraction)
     shared_path, digest = files.for_fixture(fixture)
     try:

@@ -45,6 +45,7 @@ class AuditOptions:
     allow_network: bool = False  # `--audit-allow-network`
 
     def worker_options(self) -> WorkerOptions:
+        """The worker processes' options, derived here so that no caller copies fields by hand."""
         return WorkerOptions(
             threads=self.threads,
             max_memory=self.max_memory,

@@ -45,10 +45,12 @@ class UnlearnOutcome:
 
     @property
     def ok(self) -> bool:
+        """Whether the call returned a usable model (no error, no copy of a reference)."""
         return self.error is None
 
 
 def budget_for(fixture: Fixture, fraction: float) -> Budget:
+    """The example-gradient budget of `fraction` of the fixture's original training."""
     total = fixture.recipe.training.example_gradients(fixture.num_train)
     return Budget(fraction, math.floor(fraction * total + 1e-9))  # 0.7 * 43110 is 30176.999...
 

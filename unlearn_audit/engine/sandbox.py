@@ -165,6 +165,7 @@ class SandboxStatus:
     denied: tuple[str, ...] = field(default=())
 
     def describe(self) -> str:
+        """In words, for the summary and the report: what applied, or 'none: why'."""
         if not self.protections:
             return f"none: {self.why_not}"
         return f"landlock abi {self.abi}: " + ", ".join(self.protections)

@@ -88,6 +88,7 @@ class AuditSession:
 
     # -- fixtures ---------------------------------------------------------------------------
     def fixture(self, scenario: str, seed: int) -> Fixture:
+        """The loaded fixture of (scenario, seed), built into the cache first if missing; once per session."""
         key = (scenario, seed)
         if key not in self._fixtures:
             recipe = self.recipes[scenario]
@@ -132,6 +133,7 @@ class AuditSession:
         )
 
     def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
+        """A progress callback whose labels name the scenario and seed, or None when the session shows no progress."""
         if self.progress is None:
             return None
         report = self.progress
@@ -141,6 +143,7 @@ class AuditSession:
 
     # -- the unlearner ----------------------------------------------------------------------
     def outcome(self, spec: str, scenario: str, seed: int, budget: float | None = None) -> UnlearnOutcome:
+        """What the unlearner did on (scenario, seed) at `budget`: run once per session and shared by every check."""
         budget = self.options.budget_fraction if budget is None else budget
         key = (spec, scenario, seed, budget)
         if key not in self._outcomes:
@@ -181,6 +184,7 @@ class AuditSession:
         return self._outcomes[key]
 
     def worker(self, spec: str) -> UnlearnerWorker:
+        """The spec's worker process (started lazily by its first job); one per spec for the whole session."""
         if spec not in self.workers:
             self.workers[spec] = UnlearnerWorker(spec, self.worker_options())
         return self.workers[spec]
@@ -193,6 +197,7 @@ class AuditSession:
         return worker.sandbox if worker is not None else None
 
     def worker_options(self) -> WorkerOptions:
+        """How this session's worker processes are started and confined (`engine.options`)."""
         return self.options.worker_options()
 
     # -- checks -----------------------------------------------------------------------------
@@ -215,6 +220,7 @@ class AuditSession:
         return options
 
     def family_rule(self, recipe: ScenarioRecipe, check: str) -> str:
+        """The rule's note on the Bonferroni level, for checks whose null a retrained model meets exactly."""
         if self.family > 1 and has_exact_null(check, recipe):
             base = float(recipe.options(check).get("alpha", 0.01))
             return (

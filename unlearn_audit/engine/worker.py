@@ -208,9 +208,11 @@ class UnlearnerWorker:
 
     @property
     def alive(self) -> bool:
+        """Whether the worker process is running."""
         return self.process is not None and self.process.is_alive()
 
     def ensure_started(self) -> None:
+        """Start the worker if it is not running; a replacement for a dead one ends the old one's group first."""
         if not self.alive:
             if self.process is not None:
                 self.restarts += 1
@@ -427,6 +429,7 @@ class SpecCheck:
                 raise WorkerStartError(str(errors[spec]))
 
     def close(self) -> None:
+        """End the checking process (asked to exit, killed if it does not)."""
         self.worker.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,7 @@ class AuditRun:
             raise usage_error(str(exc)) from None
 
     def worker_options(self) -> Any:
+        """The worker processes' options, from the run's one options record."""
         return self.options.worker_options()
 
     @property
@@ -180,6 +182,7 @@ class AuditRun:
         return params
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        """Parametrize each conformance test over (unlearner, scenario, seeds, budget) cases."""
         marker = metafunc.definition.get_closest_marker(CHECK_MARKER)
         if marker is not None and "audit_case" in metafunc.fixturenames:
             metafunc.parametrize("audit_case", self.cases_for(marker.args[0]), indirect=True)
@@ -232,6 +235,7 @@ class AuditRun:
         self._finish_spec_check()
 
     def build_fixtures(self, needed: list[tuple[str, int]]) -> None:
+        """Build the missing fixtures before the tests, with progress shown past pytest's capture."""
         if not needed:
             return
         from unlearn_audit.errors import RecipeError, ResourceUnavailable
@@ -268,6 +272,7 @@ class AuditRun:
 
     # -- the report ------------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """The profile, cache and unlearners, for the session header."""
         import os
 
         s = self.settings
@@ -279,16 +284,18 @@ class AuditRun:
         ]
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect each test's result record for the summary and the JSON report."""
         if self.collector is not None:
             self.collector.add(report)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """The verdict table, the sandbox in force and where the report went."""
         if self.collector is None or not self.collector.results:
             return
         tr, s = terminalreporter, self.settings
         tr.section("unlearn-audit")
         # A terminal gets its own width; a log file (CI) gets room for every column.
-        width = max(tr._tw.fullwidth, 120) if getattr(tr, "isatty", False) else 170
+        width = max(shutil.get_terminal_size().columns, 120) if getattr(tr, "isatty", False) else 170
         tr.write(self.collector.table(width=width, color=tr.hasmarkup))
         sandboxes = sorted(
             {str(r.meta.get("sandbox")) for r in self.collector.results.values() if r.meta.get("sandbox")}
@@ -312,6 +319,7 @@ class AuditRun:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the JSON report, and the baseline when asked to update it."""
         if self.collector is None:
             return
         path = self.config.getoption("audit_report")
@@ -321,6 +329,7 @@ class AuditRun:
             self.collector.write(Path(self.settings.baseline))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Close the workers and the session, however the run ended."""
         self.close()
 
 

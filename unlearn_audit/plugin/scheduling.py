@@ -62,29 +62,35 @@ class AuditCaseScheduler:
     # -- the protocol's properties --------------------------------------------------------------
     @property
     def nodes(self) -> list[Any]:
+        """xdist's Scheduling protocol: the worker nodes known to the scheduler."""
         return list(self.collections)
 
     @property
     def collection_is_completed(self) -> bool:
+        """xdist's Scheduling protocol: whether every node has reported its collection."""
         return bool(self.collections) and all(c is not None for c in self.collections.values())
 
     @property
     def tests_finished(self) -> bool:
+        """xdist's Scheduling protocol: whether every scheduled test has run."""
         if not self.collection_is_completed or self.queue:
             return False
         return all(len(p) < PENDING_BEFORE_MORE for p in self.pending.values())
 
     @property
     def has_pending(self) -> bool:
+        """xdist's Scheduling protocol: whether tests are waiting to be sent."""
         return bool(self.queue) or any(self.pending.values())
 
     # -- workers come and go ----------------------------------------------------------------------
     def add_node(self, node: Any) -> None:
+        """xdist's Scheduling protocol: a node joined."""
         self.collections[node] = None  # type: ignore[assignment]
         self.pending[node] = {}
         self.units_run[node] = set()
 
     def add_node_collection(self, node: Any, collection: Sequence[str]) -> None:
+        """xdist's Scheduling protocol: a node's collected test ids."""
         collected = list(collection)
         if self.collection is None:
             self.collection = collected
@@ -114,19 +120,23 @@ class AuditCaseScheduler:
 
     # -- work -------------------------------------------------------------------------------
     def schedule(self) -> None:
+        """xdist's Scheduling protocol: hand out the first units once collection is complete."""
         if not self.collection_is_completed:
             return
         for node in self.nodes:
             self._give_work(node)
 
     def mark_test_complete(self, node: Any, item_index: int, duration: float = 0) -> None:
+        """xdist's Scheduling protocol: a test finished on a node."""
         self.pending[node].pop(item_index, None)
         self._give_work(node)
 
     def mark_test_pending(self, item: str) -> None:
+        """xdist's Scheduling protocol: a test goes back to the queue."""
         raise NotImplementedError("the audit scheduler does not re-run tests")
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
+        """xdist's Scheduling protocol: take tests back from a node."""
         raise NotImplementedError("the audit scheduler does not steal work between workers")
 
     def _give_work(self, node: Any) -> None:

@@ -85,11 +85,13 @@ class ReportCollector:
         )
 
     def records(self) -> list[ResultRecord]:
+        """The collected result records, in test order."""
         return sorted(
             self.results.values(), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or [])
         )
 
     def document(self) -> dict[str, Any]:
+        """The JSON report document (schema, run metadata, results)."""
         import importlib.metadata as md
 
         def version(pkg: str) -> str | None:
@@ -114,9 +116,11 @@ class ReportCollector:
         }
 
     def write(self, path: Path) -> None:
+        """Write the JSON report to `path`."""
         write_report(self.document(), path)
 
     def table(self, width: int | None = None, color: bool = False) -> str:
+        """The verdict table for the terminal summary."""
         from io import StringIO
 
         from rich import box

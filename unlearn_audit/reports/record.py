@@ -68,9 +68,11 @@ class ResultRecord:
 
     @property
     def key(self) -> tuple[Any, ...]:
+        """What identifies this result across runs (`KEY_FIELDS`)."""
         return key_of(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
@@ -86,6 +88,7 @@ class ResultRecord:
 
 
 def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
+    """The identifying key of a result entry of a report (`KEY_FIELDS`)."""
     budget = r.get("budget")
     seeds = r.get("seeds") or ([r["seed"]] if r.get("seed") is not None else None)
 

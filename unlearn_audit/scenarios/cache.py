@@ -45,6 +45,7 @@ class FixtureCorruptError(RuntimeError):
 
 
 def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -77,9 +78,11 @@ class FixtureCache:
             self.root = mirror_dir(self.remote.url, self.root)
 
     def path_for(self, recipe: ScenarioRecipe, seed: int) -> Path:
+        """Where the (recipe, seed) entry lives, built or not."""
         return self.root / recipe.profile / f"{recipe.name}-seed{seed}-{recipe.cache_key(seed)[:16]}"
 
     def is_built(self, recipe: ScenarioRecipe, seed: int) -> bool:
+        """Whether the (recipe, seed) entry has its metadata file."""
         return (self.path_for(recipe, seed) / META_FILE).is_file()
 
     def verify_path(self, path: Path) -> list[str]:
@@ -198,6 +201,7 @@ class FixtureCache:
             raise
 
     def entries(self) -> list[CacheEntry]:
+        """Every entry under the cache root with its metadata (empty where unreadable)."""
         out: list[CacheEntry] = []
         if not self.root.is_dir():
             return out

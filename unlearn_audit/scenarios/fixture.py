@@ -46,6 +46,7 @@ class Fixture:
 
     @classmethod
     def load(cls, recipe: ScenarioRecipe, seed: int, path: Path) -> Fixture:
+        """Read a built cache entry: data, the poison's secret and every model, in eval mode."""
         meta = json.loads((path / META_FILE).read_text())
         tensors = load_file(str(path / DATA_FILE))
         weights = load_file(str(path / WEIGHTS_FILE))
@@ -76,17 +77,21 @@ class Fixture:
     # -- the data, as the unlearner sees it -------------------------------------------------
     @property
     def forget_indices(self) -> torch.Tensor:
+        """Positions in the training set of the examples to forget (the poison)."""
         return self.tensors["forget_indices"]
 
     @property
     def num_train(self) -> int:
+        """Size of the (poisoned) training set."""
         return int(self.tensors["train_y"].shape[0])
 
     def forget_set(self) -> ExampleSet:
+        """A private copy of the examples to forget, as the unlearner receives them."""
         idx = self.forget_indices
         return ExampleSet(self.tensors["train_x"][idx].clone(), self.tensors["train_y"][idx].clone())
 
     def retain_set(self) -> ExampleSet:
+        """A private copy of the training examples to keep, as the unlearner receives them."""
         keep = torch.ones(self.num_train, dtype=torch.bool)
         keep[self.forget_indices] = False
         return ExampleSet(self.tensors["train_x"][keep].clone(), self.tensors["train_y"][keep].clone())
@@ -100,6 +105,7 @@ class Fixture:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes of the task."""
         return int(self.meta["num_classes"])
 
     def fingerprint(self) -> str:
