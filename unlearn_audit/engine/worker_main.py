@@ -139,8 +139,17 @@ def run_job(unlearner: Any, job: dict[str, Any]) -> None:
             if isinstance(v, torch.Tensor)
         }
         save_file(state, str(out / WEIGHTS_FILE))
+    from unlearn_audit.engine.signal_guard import take_attempts
+
+    signalled = take_attempts()
+    error = done.error
+    if signalled and error is None:
+        error = (
+            f"unlearn() tried to signal processes outside its worker ({', '.join(signalled[:3])}; refused): "
+            "a method must not signal the harness"
+        )
     report = UnlearnReport(
-        done.error, done.traceback, done.example_gradients, done.seconds, done.spend_problem, done.warnings
+        error, done.traceback, done.example_gradients, done.seconds, done.spend_problem, done.warnings
     )
     (out / REPORT_FILE).write_text(json.dumps(report.to_json()))
 
@@ -197,6 +206,9 @@ def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
 
     _limit_memory(hello.get("max_memory"), hello.get("device"))
     sandbox = _confine(hello)  # before the method's module is imported: it runs confined from its first line
+    from unlearn_audit.engine import signal_guard
+
+    signal_guard.install()  # signals outside the worker: refused, and the job that tried fails
 
     if "check_specs" in hello:  # a short-lived checker: resolve every spec, report, exit
         errors = {}

@@ -39,6 +39,7 @@ WORKER_PRELOAD = (
     "unlearn_audit.profiles.models",
     "unlearn_audit.engine.reaper",
     "unlearn_audit.engine.sandbox",
+    "unlearn_audit.engine.signal_guard",
     "unlearn_audit.engine.worker_main",
 )
 """What every worker imports before its method: the forkserver imports it once, a spawned worker itself."""
