@@ -32,7 +32,7 @@ def _name(sig: int) -> str:
 
 def _own_family() -> tuple[set[int], set[int]] | None:
     """The worker and its descendants, and their process groups; None where /proc cannot be listed
-    (inside the sandbox, which then refuses outside signals itself)."""
+    (inside the sandbox, or not Linux)."""
     me = os.getpid()
     try:
         table = process_table()
@@ -99,7 +99,7 @@ def _guarded_killpg(killpg: Callable[[int, int], None]) -> Callable[[int, int], 
 
 
 def install() -> None:
-    """Wrap `os.kill` and `os.killpg` in this process (Linux: the family is read from /proc)."""
+    """Wrap `os.kill` and `os.killpg` in this process, before the method's module is imported."""
     os.kill = _guarded_kill(os.kill)
     os.killpg = _guarded_killpg(os.killpg)
 
