@@ -113,39 +113,41 @@ _MEMO_SIZE = 4
 
 
 def _references(fixture: Fixture, device: torch.device) -> _References:
-    """The references' weights and test predictions and the yardstick: once per fixture and device."""
+    """The references' weights and test predictions and the yardstick: once per fixture and device.
+    Predictions are computed only where they are compared: for two or more clean models and a test set."""
     key = (str(fixture.path), fixture.seed, str(device))
     if key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    inputs, labels = fixture.tensors["test_x"], fixture.tensors["test_y"]
-    models = {"original": fixture.original, **fixture.reference_models()}
-    weights = {name: flat_weights(m) for name, m in models.items()}
-    probabilities = {name: test_probabilities(m, inputs, device) for name, m in models.items()}
-    references = _References(_yardstick(weights, probabilities, labels), weights, probabilities)
-    _MEMO[key] = references
+    inputs = fixture.tensors["test_x"]
+    references = fixture.reference_models()  # retrain and the clean models
+    weights = {name: flat_weights(m) for name, m in {"original": fixture.original, **references}.items()}
+    probabilities: dict[str, torch.Tensor]
+    if len(references) < 2:
+        probabilities, why_not = {}, "the recipe trains no clean models ([references] clean_models)"
+    elif len(inputs) == 0:
+        probabilities, why_not = {}, "no test set"
+    else:
+        probabilities, why_not = {name: test_probabilities(m, inputs, device) for name, m in references.items()}, ""
+    result = _References(_yardstick(weights, probabilities, why_not), weights, probabilities)
+    _MEMO[key] = result
     while len(_MEMO) > _MEMO_SIZE:
         _MEMO.popitem(last=False)
-    return references
+    return result
 
 
-def _yardstick(
-    weights: dict[str, torch.Tensor], probabilities: dict[str, torch.Tensor], labels: torch.Tensor
-) -> Yardstick:
+def _yardstick(weights: dict[str, torch.Tensor], probabilities: dict[str, torch.Tensor], why_not: str) -> Yardstick:
+    """The closest independent pair in weights (at most sqrt(2) x |retrain|) and, where `probabilities`
+    holds two or more clean models, in predictions; else `why_not` says why predictions are not compared."""
     pairs = list(itertools.combinations(weights, 2))
     candidates = {f"{a}~{b}": float((weights[a] - weights[b]).norm()) for a, b in pairs}
     candidates["sqrt(2) x |retrain|"] = math.sqrt(2.0) * float(weights["retrain"].norm())
     weights_pair = min(candidates, key=lambda k: candidates[k])
-
-    independent = [name for name in probabilities if name != "original"]  # retrain and the clean models
     prediction_pairs = {
         f"{a}~{b}": total_variation(probabilities[a], probabilities[b])
-        for a, b in itertools.combinations(independent, 2)
+        for a, b in itertools.combinations(probabilities, 2)
     }
-    if not prediction_pairs or len(labels) == 0:
-        why_not = (
-            "the recipe trains no clean models ([references] clean_models)" if not prediction_pairs else "no test set"
-        )
+    if not prediction_pairs:
         return Yardstick(candidates[weights_pair], weights_pair, None, why_not)
     predictions_pair = min(prediction_pairs, key=lambda k: prediction_pairs[k])
     return Yardstick(candidates[weights_pair], weights_pair, prediction_pairs[predictions_pair], predictions_pair)

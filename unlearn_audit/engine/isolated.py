@@ -90,6 +90,11 @@ def _read_text(path: Path) -> str:
     return truncated(path.read_text(errors="replace")) if path.exists() else ""
 
 
+def _captured_output(result_dir: Path) -> dict[str, Any]:
+    """What the method printed during the job (the end of each stream), for the outcome's record."""
+    return {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
+
+
 def run_isolated(
     worker: UnlearnerWorker,
     fixture: Fixture,
@@ -132,10 +137,6 @@ def run_isolated(
         try:
             worker.run(job, timeout)
         except (WorkerFailed, WorkerStartError) as exc:  # died, timed out, or could not be restarted
-            failed_output = {
-                "stdout": _read_text(result_dir / STDOUT_FILE),
-                "stderr": _read_text(result_dir / STDERR_FILE),
-            }
             return UnlearnOutcome(
                 None,
                 0,
@@ -143,12 +144,9 @@ def run_isolated(
                 budget,
                 f"the unlearner's worker process {exc}",
                 exempt_from_budget,
-                output=failed_output,
+                output=_captured_output(result_dir),
             )
-        output: dict[str, Any] = {
-            "stdout": _read_text(result_dir / STDOUT_FILE),
-            "stderr": _read_text(result_dir / STDERR_FILE),
-        }
+        output = _captured_output(result_dir)
         try:
             report = parse_report((result_dir / REPORT_FILE).read_text())
         except (OSError, MalformedReport) as exc:
