@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import norm
 
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckResult
@@ -92,7 +94,9 @@ def test_shortfall_and_any_and_exact() -> None:
 
 def test_pool_keeps_one_seed_and_lists_every_seed() -> None:
     one = _result("pass", evidence.unit_normal(1.0, 10))
-    assert pool([0], [one], 0.01) is one
+    alone = pool([0], [one], 0.01)  # the seed's own result, with the MDE of its test added
+    assert _without_mde(alone) == one
+    assert alone.details["mde"] == pytest.approx((norm.isf(0.005) + norm.ppf(0.8)) / 10**0.5, rel=1e-3)
     results = [_result("pass", evidence.unit_normal(8.0, 10)) for _ in range(3)]
     pooled = pool([0, 1, 2], results, 0.01)
     assert pooled.verdict == "fail" and "pooled over seeds [0, 1, 2]" in pooled.message
@@ -181,10 +185,18 @@ def test_one_target_per_seed_is_judged_only_once_the_pool_has_enough() -> None:
         "pooled soft attack success 0.900 over 3 targets"
     )
     # tiny: every effective fixture has >= 3 validated targets, so a one-seed result stands as it is.
-    assert pool([0], [r := _targets("pass", 3)], 0.01) is r
+    r = _targets("pass", 3)
+    assert _without_mde(pool([0], [r], 0.01)) == r
 
 
 def test_evidence_without_a_minimum_is_never_short() -> None:
     old = _targets("pass", 1)
     del old.details["evidence"]["min_k"]  # evidence written before the minimum existed
-    assert pool([0], [old], 0.01) is old
+    assert _without_mde(pool([0], [old], 0.01)) == old
+
+
+def _without_mde(result: CheckResult) -> CheckResult:
+    """A one-seed result as the check returned it: `pool` only adds the MDE of its test."""
+    assert result.details["mde"] > 0
+    kept = {k: v for k, v in result.details.items() if not k.startswith("mde")}
+    return dataclasses.replace(result, details=kept)

@@ -20,6 +20,7 @@ from torch import nn
 
 from unlearn_audit.attacks.base import PoisonMeasurement
 from unlearn_audit.checks import evidence
+from unlearn_audit.checks.mde import minimal_detectable_effect
 from unlearn_audit.checks.relearning_resistant import run, window_mean
 from unlearn_audit.training.relearning import attack_from_options
 
@@ -198,18 +199,37 @@ def test_backdoor_doing_nothing_fails_against_the_population() -> None:
     assert "k=0: 1.000 vs clean models 0.522 (retrain 0.500, prediction sd 0.059)" in r.message
 
 
+def judge_population_with(method_rates: list[float], options: dict):
+    return judge_stored(
+        "backdoor",
+        proportion_curves(method_rates),
+        proportion_curves([POPULATION[0]] * 3),
+        proportion_curves([1.0, 1.0, 1.0]),
+        population_curves(),
+        options,
+    )
+
+
 def test_backdoor_a_partial_removal_beyond_the_detectable_excess_fails() -> None:
-    # the excess detected with power 0.8: margin + (t critical + 0.84) prediction sds, about 0.31 above the mean
+    # the excess detected with power 0.8: (t critical + 0.84) prediction sds, about 0.31 above the mean
     critical = float(st.t.isf(LEVEL, 8))
-    detectable = 0.05 + (critical + 0.84) * 0.0586
+    detectable = (critical + 0.84) * 0.0586
     r = judge_population([0.52, 0.52 + detectable + 0.05, 0.52])
     assert r.verdict == "fail" and r.details["worst_k"] == 10
+    mde = minimal_detectable_effect([r.details["evidence"]], 0.01)
+    assert mde is not None and mde.parts is not None and mde.parts["k=10"] < detectable + 0.05
 
 
-def test_backdoor_an_excess_of_exactly_the_margin_passes() -> None:
+def test_backdoor_against_the_population_has_no_margin_unless_the_recipe_sets_one() -> None:
+    """The population's spread is the tolerance: a method at the clean models' mean sits at t = 0; with a
+    `population_margin` a method that far above the mean does."""
     mean = sum(POPULATION) / 9
-    r = judge_population([mean + 0.05] * 3)
-    assert r.verdict == "pass" and abs(r.details["relearning"][0]["t"]) < 1e-9
+    plain = judge_population([mean] * 3)
+    assert plain.verdict == "pass" and abs(plain.details["relearning"][0]["t"]) < 1e-9
+    assert " by more than" not in plain.rule
+    lenient = judge_population_with([mean + 0.05] * 3, {"population_margin": 0.05})
+    assert lenient.verdict == "pass" and abs(lenient.details["relearning"][0]["t"]) < 1e-9
+    assert "(same attack) by more than 0.05 at any k" in lenient.rule
 
 
 def test_backdoor_a_population_that_never_relearns_still_has_sampling_noise() -> None:

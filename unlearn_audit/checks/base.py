@@ -83,6 +83,15 @@ class CheckResult:
             f"  reference  {fmt(self.reference, self.reference_stderr)}  ({self.reference_label})",
             f"  rule       {self.rule}",
         ]
+        mde = self.details.get("mde")
+        if isinstance(mde, (int, float)):
+            unit = f" {self.unit}" if self.unit else ""
+            lines.append(
+                f"  MDE        {mde:.3g}{unit}: the smallest excess over the reference this test detects with "
+                f"probability {POWER_TARGET:g}"
+            )
+        elif self.details.get("mde_note"):
+            lines.append(f"  MDE        none: {self.details['mde_note']}")
         if self.message:
             lines.append(f"  why        {self.message}")
         shown = {k: v for k, v in self.details.items() if not isinstance(v, (list, dict))}

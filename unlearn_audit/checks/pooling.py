@@ -16,6 +16,7 @@ from unlearn_audit.checks import REMOVAL_CHECKS
 from unlearn_audit.checks.base import CheckResult
 from unlearn_audit.checks.conditioning import conditioned_on_utility
 from unlearn_audit.checks.evidence import decide
+from unlearn_audit.checks.mde import with_mde
 from unlearn_audit.checks.power import pooled_power
 
 HOW = {
@@ -53,7 +54,12 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
     as with several (`short_of_evidence`).
     """
     if len(results) == 1:
-        return short_of_evidence(seeds, results, []) or results[0]
+        one = results[0]
+        short = short_of_evidence(seeds, results, [])
+        if short is not None:
+            return short
+        judged_alone = one.verdict in ("pass", "fail") and isinstance(one.details.get("evidence"), dict)
+        return with_mde(one, [one.details["evidence"]], alpha) if judged_alone else one
     judged = [(s, r) for s, r in zip(seeds, results) if r.verdict not in ("xfail", "skip")]
     left_out = [s for s, r in zip(seeds, results) if r.verdict in ("xfail", "skip")]
     per_seed = [seed_summary(s, r) for s, r in zip(seeds, results)]
@@ -113,7 +119,7 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
         metric=first.metric,
         unit=first.unit,
     )
-    return pooled_power(result, used)
+    return with_mde(pooled_power(result, used), [r.details["evidence"] for r in used], alpha)
 
 
 def pool_check(

@@ -4,6 +4,9 @@ A pass means something only if the test could have failed: the power is the prob
 check fails the poisoned original itself (the poison not removed at all), from the original's
 measured effect at the test's n and alpha. Below `TARGET` the message says "low power" and how
 many seeds a pooled test would need to reach it (the effect adding up over seeds as Stouffer's z).
+The details also say how many seeds reach it against half the original's standardised effect
+(`seeds_for_power_0.8_half_effect`), a method that removed about half of the poison. The size of
+residual the test sees is its minimal detectable effect (`checks.mde`).
 """
 
 from __future__ import annotations
@@ -34,10 +37,15 @@ def with_power(
     """
     power = z_power(effect * math.sqrt(seeds), alpha, two_sided, critical)
     needed = seeds_for_power(effect, alpha, two_sided, TARGET, critical=critical) if not math.isinf(effect) else 1
+    # Half the original's effect: a method that removed about half of the poison (on the standardised scale).
+    needed_half = (
+        seeds_for_power(effect / 2, alpha, two_sided, TARGET, critical=critical) if not math.isinf(effect) else 1
+    )
     details = {
         **result.details,
         "power": power,
         f"seeds_for_power_{TARGET:g}": needed,
+        f"seeds_for_power_{TARGET:g}_half_effect": needed_half if effect > 0 else None,
         "power_against": against,
         "power_effect": effect,
         "power_alpha": alpha,
@@ -65,6 +73,8 @@ def certain(result: CheckResult, against: str = "the poisoned original") -> Chec
         **result.details,
         "power": 1.0,
         f"seeds_for_power_{TARGET:g}": 1,
+        # Not defined: the original's effect has no finite size to halve (its score is exactly off the null).
+        f"seeds_for_power_{TARGET:g}_half_effect": None,
         "power_against": against,
         "power_effect": math.inf,
     }

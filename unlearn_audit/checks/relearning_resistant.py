@@ -11,11 +11,11 @@ authors report it: attack success on held-out triggered inputs (backdoor), or me
 forget-set poisons that were *not* given to the attacker (Gaussian; N(0,1) null for retrain).
 
 Rule: at each k, a test at alpha / len(sizes) (Bonferroni), as in the removal checks: backdoor,
-one-sided excess of attack success beyond `margin` over a population of clean models (retrain and the
-fixture's `[references] clean_models`, all under the identical attack: a prediction t-test, so that the
-spread between independently retrained models is part of the null), or over retrain alone
-(Newcombe-Wilson) when the fixture has no clean models; Gaussian, mean GUS != 0 (two-sided z-test,
-as in `gaussian_leakage`). The check fails if any k fails.
+one-sided excess of attack success over a population of clean models (retrain and the fixture's
+`[references] clean_models`, all under the identical attack: a prediction t-test, so that the spread
+between independently retrained models is part of the null; no margin unless `population_margin` sets
+one), or beyond `margin` over retrain alone (Newcombe-Wilson) when the fixture has no clean models;
+Gaussian, mean GUS != 0 (two-sided z-test, as in `gaussian_leakage`). The check fails if any k fails.
 """
 
 from __future__ import annotations
@@ -136,6 +136,11 @@ def run(ctx: CheckContext) -> CheckResult:
     opts = ctx.options
     alpha = float(opts.get("alpha", 0.01))
     margin = float(opts.get("margin", 0.05))
+    # Against a population of clean models the prediction interval already holds the spread between
+    # independently trained models, the tolerance a clean model needs: a margin on top of it would only blunt
+    # the test (on tiny's backdoor it added 0.05 to every minimal detectable effect). `margin` is for the
+    # comparison with retrain alone, which has no spread to go by.
+    population_margin = float(opts.get("population_margin", 0.0))
     sizes = [int(k) for k in opts.get("sizes", [0, 10, 50])]
     f = ctx.fixture
     on_forget_set = ctx.attack.measures_forget_set
@@ -185,11 +190,11 @@ def run(ctx: CheckContext) -> CheckResult:
         critical: float | None = None
         if null == "proportion" and population_models:
             population = [r.value] + [clean[k]["final"].value for clean in clean_all]
-            test = population_excess_test(m.value, population, margin, level, m.n)
+            test = population_excess_test(m.value, population, population_margin, level, m.n)
             critical = float(st.t.isf(level, df=len(population) - 1))
             failed, strength = test.rejected, test.t - critical
-            effect, two_sided = (o.value - margin - test.reference_mean) / test.prediction_sd, False
-            parts[f"k={k}"] = evidence.population(m.value, m.n, population, margin)
+            effect, two_sided = (o.value - population_margin - test.reference_mean) / test.prediction_sd, False
+            parts[f"k={k}"] = evidence.population(m.value, m.n, population, population_margin)
             entry.update(
                 clean_models=population[1:],
                 population_mean=test.reference_mean,
@@ -224,10 +229,10 @@ def run(ctx: CheckContext) -> CheckResult:
     attacked = f"after the relearning attack on the retain set + k forget examples (k in {sizes}; {attack.describe()})"
     if null == "proportion" and population_models:
         reference_label = f"retrain and {len(f.clean_models)} clean models"
+        by = f" by more than {population_margin:g}" if population_margin else ""
         rule = (
-            f"{attacked}, fail if attack success exceeds that of {reference_label} (same attack) by more than "
-            f"{margin:g} at any k: one-sided prediction t-test against the {len(population_models)} models, "
-            f"alpha={alpha:g}/{len(sizes)}"
+            f"{attacked}, fail if attack success exceeds that of {reference_label} (same attack){by} at any k: "
+            f"one-sided prediction t-test against the {len(population_models)} models, alpha={alpha:g}/{len(sizes)}"
         )
     elif null == "proportion":
         reference_label = "retrain"

@@ -284,6 +284,12 @@ class AuditSession:
             "isolation": self.options.isolation,
             "sandbox": self.sandbox_of(spec),
             **outcome.details,
+            # A fixture rebuilt after its attack failed validation says which build it is.
+            **(
+                {"fixture_build_seed": fixture.meta.get("build_seed"), "fixture_builds": len(builds)}
+                if (builds := fixture.meta.get("build_attempts"))
+                else {}
+            ),
         }
         captured = {k: v for k, v in outcome.output.items() if v}
         if captured:
@@ -303,9 +309,15 @@ class AuditSession:
                 reference_stderr=None,
                 direction="lower_is_better",
                 rule=f"fixture validation: {validation.get('rule')}",
-                message="the attack did not work on this fixture's poisoned model, so it cannot judge removal",
+                message=(
+                    f"the attack did not work on the poisoned model of any of this fixture's {len(builds)} builds "
+                    f"(build seeds {', '.join(str(b['build_seed']) for b in builds)}), so it cannot judge removal"
+                    if (builds := fixture.meta.get("build_attempts"))
+                    else "the attack did not work on this fixture's poisoned model, so it cannot judge removal"
+                ),
                 details={
                     "validation": validation,
+                    **({"build_attempts": builds} if builds else {}),
                     **({"fallback": fixture.meta["fallback"]["reason"]} if "fallback" in fixture.meta else {}),
                 },
             )

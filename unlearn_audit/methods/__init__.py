@@ -1,6 +1,7 @@
 """Reference unlearners: the calibration anchors of the suite and the methods the papers evaluate.
 
-`Retrain` must pass every check and `NoOp` must fail every removal check. The others are the
+`Retrain` must pass every check and `NoOp` must fail every removal check; `PartialRetrain` keeps a
+known part of the poison (a partial-removal control). The others are the
 approximate methods evaluated by Pawelczyk et al. (App. A.2) -- GD, NGD, GA, NegGrad+, EU-k, CF-k,
 SCRUB -- plus SalUn and SSD, two popular methods of the same generation, and the tamper-resistant
 methods of Siddiqui et al. 2025: `WeightDistortion`, and `WeightDistReg` and `CBFT` as published (on
@@ -24,6 +25,13 @@ from unlearn_audit.methods.controls import FreshRandomModel, RandomRelabelDestru
 from unlearn_audit.methods.last_layers import CatastrophicForgettingK, ExactUnlearningK
 from unlearn_audit.methods.neggrad import NegGradPlus
 from unlearn_audit.methods.noisy import NoisyGradientDescent
+from unlearn_audit.methods.partial import (
+    PartialRetrain,
+    PartialRetrain1,
+    PartialRetrain3,
+    PartialRetrain25,
+    PartialRetrain50,
+)
 from unlearn_audit.methods.salun import SalUn
 from unlearn_audit.methods.scrub import SCRUB
 from unlearn_audit.methods.ssd import SSD
@@ -43,6 +51,11 @@ __all__ = [
     "NegGradPlus",
     "NoOp",
     "NoisyGradientDescent",
+    "PartialRetrain",
+    "PartialRetrain1",
+    "PartialRetrain3",
+    "PartialRetrain25",
+    "PartialRetrain50",
     "RandomRelabelDestructive",
     "Retrain",
     "SalUn",

@@ -130,15 +130,17 @@ class ReportCollector:
         table = Table(
             title=(
                 "unlearn-audit: score ± stderr; reference = retrain under the same measurement "
-                "(the budget for budget_respected)"
+                "(the budget for budget_respected); MDE = the smallest excess over the reference "
+                "detected with probability 0.8"
             ),
             box=box.SIMPLE_HEAD,
             title_justify="left",
         )
-        for col in ("unlearner", "check", "scenario", "seeds", "score ± se", "reference", "original", "outcome"):
+        numeric = ("seeds", "score ± se", "reference", "MDE", "original")
+        for col in ("unlearner", "check", "scenario", "seeds", "score ± se", "reference", "MDE", "original", "outcome"):
             table.add_column(
                 col,
-                justify="right" if col in ("seeds", "score ± se", "reference", "original") else "left",
+                justify="right" if col in numeric else "left",
                 no_wrap=True,
             )
         styles = {"passed": "green", "failed": "red", "error": "red", "xfailed": "yellow", "skipped": "yellow"}
@@ -151,6 +153,7 @@ class ReportCollector:
                 seeds_text(r),
                 _pm(r.score, r.stderr),
                 _num(r.reference),
+                _mde(d),
                 _num(_original(r)),
                 f"[{styles.get(str(r.outcome), 'white')}]{r.outcome}[/]" + (" (low power)" if _low_power(d) else ""),
             )
@@ -170,6 +173,14 @@ def _original(r: ResultRecord) -> float | None:
         if isinstance(v, (int, float)):
             values.append(float(v))
     return sum(values) / len(values) if values else None
+
+
+def _mde(details: dict[str, Any]) -> str:
+    """The minimal detectable effect; "none" when no excess within the score's range is detected."""
+    mde = details.get("mde")
+    if isinstance(mde, (int, float)):
+        return _num(mde)
+    return "none" if details.get("mde_note") else ""
 
 
 def _low_power(details: dict[str, Any]) -> bool:

@@ -64,10 +64,46 @@ class BuiltFixture:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def build_seed(seed: int, attempt: int) -> int:
+    """The seed the `attempt`-th build (0-based) of audit seed `seed`'s fixture draws its randomness from.
+
+    The first build uses the audit seed itself (so fixtures that validate at once are what they always were);
+    later ones a seed derived from it, never another audit seed's (`seed + 1` would rebuild seed 1's fixture,
+    and a pooled run over seeds 0-1 would count one fixture twice)."""
+    return seed if attempt == 0 else derived_seed(seed, f"rebuild-{attempt}")
+
+
 def build_scenario(
     recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None, device: torch.device | str = "cpu"
 ) -> BuiltFixture:
-    """Build the fixture; models train on `device` (the GPU profile passes the audit device), results are portable.
+    """The fixture of audit seed `seed`: built, and built again from the next build seed while its attack fails
+    validation, at most `recipe.build_attempts` times. meta["build_seed"] says which build it is, and
+    meta["build_attempts"] what each failed build's validation found; when none validates, the last build is
+    kept (its tests xfail, naming the attempts)."""
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(recipe.build_attempts):
+        used = build_seed(seed, attempt)
+        labelled = progress
+        if attempt > 0 and progress is not None:
+            labelled = lambda stage, *a, _n=attempt, **kw: progress(  # noqa: E731
+                f"build {_n + 1} of {recipe.build_attempts}: {stage}", *a, **kw
+            )
+        built = build_once(recipe, used, labelled, device)
+        attempts.append(
+            {"build_seed": used, "validation": built.meta["validation"], "train_seconds": built.meta["train_seconds"]}
+        )
+        if built.meta["validation"].get("effective", True):
+            break
+    built.meta["build_seed"] = used
+    if len(attempts) > 1:
+        built.meta["build_attempts"] = attempts
+    return built
+
+
+def build_once(
+    recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None, device: torch.device | str = "cpu"
+) -> BuiltFixture:
+    """One build from `seed`; models train on `device` (the GPU profile passes the audit device), results are portable.
 
     When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
     built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
@@ -139,7 +175,7 @@ def build_scenario(
     fallback = attack.fallback(recipe, meta["validation"])
     if fallback is not None:  # e.g. Witches' Brew: random targets failed validation, low-margin ones instead
         retry, reason = fallback
-        built = build_scenario(retry, seed, progress, device)
+        built = build_once(retry, seed, progress, device)
         built.meta["fallback"] = {
             "reason": reason,
             "attack": retry.attack,
