@@ -11,6 +11,7 @@ measuring the held-out poisons' GUS along the way.
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -293,3 +294,37 @@ def test_a_real_relearning_attack_on_linear_models() -> None:
     assert noop.verdict == "fail" and all(e["method"] > 1.0 for e in noop.details["relearning"])
     # the method's, retrain's and the original's curves for the first method; only the second method's after
     assert memo.computed.count(memo_name(fixture, options)) == 4
+
+
+# -- the detectable excess at tiny's spread (issue: a dormant backdoor that comes back) ----------------------------
+
+TINY_SPREAD = 0.049  # sd of the 25 clean models' attack success at k = 10 on tiny's backdoor, seed 0
+RUN_LEVEL = 0.01 / 4  # a default run's relearning test on tiny: alpha over its 4 exact-null tests
+
+
+def tiny_like_seed(rng: random.Random, excess: float) -> dict:
+    """One seed's evidence: 25 clean models around 0.53 (k = 10), near 0 (k = 0), near 0.90 (k = 50); the
+    method's model relearns `excess` above the clean models' mean at k = 10 and like them elsewhere."""
+    parts = {}
+    for k, mean, sd in ((0, 0.0, 0.0), (10, 0.53, TINY_SPREAD), (50, 0.90, 0.015)):
+        population = [min(1.0, max(0.0, rng.gauss(mean, sd))) for _ in range(25)]
+        centre = sum(population) / 25
+        value = centre + (excess if k == 10 else 0.0)
+        parts[f"k={k}"] = evidence.population(value, 324, population, 0.0)
+    return evidence.any_of(parts, 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_excess_of_0_25_fails_a_one_seed_run_and_0_12_fails_five_seeds_pooled(seed: int) -> None:
+    rng = random.Random(seed)
+    assert evidence.decide([tiny_like_seed(rng, 0.25)], RUN_LEVEL).rejected
+    pooled = [tiny_like_seed(rng, 0.12) for _ in range(5)]
+    assert evidence.decide(pooled, RUN_LEVEL).rejected
+    mde_one = minimal_detectable_effect(pooled[:1], RUN_LEVEL)
+    mde_five = minimal_detectable_effect(pooled, RUN_LEVEL)
+    assert mde_one is not None and mde_five is not None
+    assert mde_one.parts is not None and mde_five.parts is not None
+    assert mde_one.parts["k=10"] < 0.25 and mde_five.parts["k=10"] < 0.12
+    # like the clean models: passes, alone and pooled
+    assert not evidence.decide([tiny_like_seed(rng, 0.0)], RUN_LEVEL).rejected
+    assert not evidence.decide([tiny_like_seed(rng, 0.0) for _ in range(5)], RUN_LEVEL).rejected

@@ -50,10 +50,10 @@ def test_recipes_without_references_keep_their_cache_keys() -> None:
 
 def test_backdoor_fixture_holds_distinct_clean_models(fixtures: dict) -> None:
     f: Fixture = fixtures["backdoor"]
-    assert f.recipe.clean_models == 8 and len(f.clean_models) == 8
+    assert f.recipe.clean_models == 24 and len(f.clean_models) == 24
     flat = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (f.retrain, *f.clean_models)]
     assert all(not torch.equal(a, b) for i, a in enumerate(flat) for b in flat[i + 1 :])  # each from its own seed
-    assert set(f.reference_models()) == {"retrain", *(f"clean{j}" for j in range(1, 9))}
+    assert set(f.reference_models()) == {"retrain", *(f"clean{j}" for j in range(1, 25))}
     test_x, test_y = f.tensors["test_x"], f.tensors["test_y"]
     with torch.no_grad():
         accuracies = [float((m(test_x).argmax(1) == test_y).float().mean()) for m in f.clean_models]

@@ -92,6 +92,29 @@ def describe(details: dict[str, Any], unit: str) -> str:
     return f"smallest excess detected with probability {POWER_TARGET:g}: {mde:.3g}{f' {unit}' if unit else ''}"
 
 
+def observed_excess(evidence: Evidence) -> dict[str, float]:
+    """The method's observed excess over the reference in one seed's evidence, in the unit of its MDE (by part
+    for a test over several parts, else under the key ""): what a calibration compares with the MDE."""
+    kind = evidence.get("kind")
+    if kind == "any":
+        return {name: next(iter(observed_excess(part).values())) for name, part in evidence["parts"].items()}
+    if kind == "unit_normal":
+        mean = evidence["sum"] / evidence["n"] if evidence["n"] and evidence["sum"] is not None else math.nan
+        return {"": abs(mean) if evidence["alternative"] == "two-sided" else mean}
+    if kind == "excess":  # a is the rate that is bad when high (the method's attack success, retrain's accuracy)
+        (ah, at), (bh, bt) = evidence["a"], evidence["b"]
+        return {"": ah / at - bh / bt if at and bt else math.nan}
+    if kind == "population":
+        refs = evidence["references"]
+        return {"": evidence["value"] - sum(refs) / len(refs) if refs else math.nan}
+    if kind == "prediction":
+        k, sums = evidence["k"], evidence["reference_sums"]
+        return {"": (evidence["sum"] - sum(sums) / len(sums)) / k if k and sums else math.nan}
+    if kind == "shortfall":
+        return {"": evidence["reference"] - evidence["score"]}
+    return {}
+
+
 def _unit_normal(evidence: list[Evidence], alpha: float) -> Mde:
     n = sum(int(e["n"]) for e in evidence)
     if n == 0:

@@ -21,12 +21,17 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from unlearn_audit.jsonsafe import finite
 from unlearn_audit.reports.record import ResultRecord, per_seed_records
 from unlearn_audit.stats import wilson_interval
 from unlearn_audit.tools.suite_run import suite_command
 
 NEGATIVE_CONTROLS = ["NoOp", "FreshRandomModel", "RandomRelabelDestructive"]
 """Must fail every removal check: the poison kept (NoOp), or the model destroyed instead of cleaned."""
+
+PARTIAL_CONTROLS = ["PartialRetrain1", "PartialRetrain3", "PartialRetrain25", "PartialRetrain50"]
+"""Keep a known part of the poison: a check must fail them on the seeds where their excess is above its MDE
+(with probability about 0.8 at the MDE, more beyond it)."""
 
 REFERENCE_METHODS = [
     "Retrain",
@@ -42,6 +47,7 @@ REFERENCE_METHODS = [
     "SCRUB",
     "SalUn",
     "SSD",
+    *PARTIAL_CONTROLS,
 ]
 
 
@@ -127,6 +133,178 @@ def power_at(results: list[ResultRecord], seeds: int) -> float | None:
             )
     powers = [p for p in powers if not math.isnan(p)]
     return sum(powers) / len(powers) if powers else None
+
+
+def _short(name: Any) -> str:
+    return str(name).rpartition(":")[2]
+
+
+def _judged_seeds(record: dict[str, Any]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(seed, verdict, evidence) of every judged seed of a pooled record (a one-seed record: itself)."""
+    out = []
+    for one in per_seed_records(ResultRecord.from_json(record)):
+        ev = (one.details or {}).get("evidence")
+        if one.verdict in ("pass", "fail") and isinstance(ev, dict) and one.seed is not None:
+            out.append((one.seed, str(one.verdict), ev))
+    return out
+
+
+def _median(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else None
+
+
+def mde_rows(doc: dict[str, Any], unlearner: str = "Retrain") -> list[dict[str, Any]]:
+    """The minimal detectable effect of each (check, scenario) test at 1 and 3 seeds, from `unlearner`'s
+    evidence (the reference populations do not depend on the method): each seed's own test, and the test
+    pooled over consecutive triples of seeds (0-2, 3-5, ...), at the level the run judged it; medians over
+    the seeds or triples, with how many had no detectable effect at all."""
+    from unlearn_audit.checks.mde import minimal_detectable_effect
+
+    rows = []
+    for r in doc["results"]:
+        if _short(r["unlearner"]) != unlearner or "alpha" not in (r.get("details") or {}):
+            continue
+        judged = _judged_seeds(r)
+        if not judged:
+            continue
+        alpha = float(r["details"]["alpha"])
+        ones = [minimal_detectable_effect([ev], alpha) for _, _, ev in judged]
+        triples = [
+            minimal_detectable_effect([ev for _, _, ev in judged[i : i + 3]], alpha)
+            for i in range(0, len(judged) - 2, 3)
+        ]
+        if not any(ones):
+            continue
+        parts = sorted({p for m in ones if m is not None and m.parts for p in m.parts})
+        per_part = {p: _median([m.parts[p] for m in ones if m is not None and m.parts and p in m.parts]) for p in parts}
+        halves = [
+            one.details.get("seeds_for_power_0.8_half_effect")
+            for one in per_seed_records(ResultRecord.from_json(r))
+            if one.details
+        ]
+        rows.append(
+            {
+                "check": r["check"],
+                "scenario": r["scenario"],
+                "unit": r.get("unit", ""),
+                "alpha": alpha,
+                "seeds": len(judged),
+                "mde_1": _median([m.value for m in ones if m is not None]),
+                "mde_1_none": sum(m is not None and math.isinf(m.value) for m in ones),
+                "mde_3": _median([m.value for m in triples if m is not None]),
+                "triples": len(triples),
+                "mde_1_parts": per_part,
+                "seeds_for_power_half_effect": _median([float(h) for h in halves if isinstance(h, (int, float))]),
+            }
+        )
+    return sorted(rows, key=lambda r: (CHECK_ORDER.get(r["check"], 99), r["scenario"]))
+
+
+def mde_markdown(rows: list[dict[str, Any]]) -> str:
+    """The MDE table: what residual each test detects with probability 0.8, at 1 and 3 seeds."""
+    if not rows:
+        return "The MDE table needs Retrain in the sweep (its evidence carries the fixtures' reference populations).\n"
+
+    def num(v: Any) -> str:
+        return "none" if v is None else f"{v:.3g}"
+
+    lines = [
+        "| check | scenario | unit | alpha | MDE, 1 seed (median) | MDE, 3 seeds pooled (median) | "
+        "by part, 1 seed | seeds for power 0.8 against half the original's effect |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        parts = ", ".join(f"{p}: {num(v)}" for p, v in r["mde_1_parts"].items())
+        none = f" ({r['mde_1_none']} of {r['seeds']} seeds: none)" if r["mde_1_none"] else ""
+        three = num(r["mde_3"]) if r["triples"] else "(fewer than 3 seeds)"
+        half = r["seeds_for_power_half_effect"]
+        lines.append(
+            f"| {r['check']} | {r['scenario']} | {r['unit']} | {r['alpha']:.3g} | {num(r['mde_1'])}{none} | {three} | "
+            f"{parts} | {'' if half is None else f'{half:g}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def partial_control_rows(doc: dict[str, Any], controls: list[str] | None = None) -> list[dict[str, Any]]:
+    """For each partial-removal control and test: on how many seeds its excess over the reference was above the
+    test's MDE, and how many of those it failed (the stated power says about 0.8 of them at the MDE, more
+    beyond); the same for the seeds below the MDE. For a test over several parts (relearning's k), a seed's
+    excess is read at the part where it is largest relative to that part's MDE."""
+    from unlearn_audit.checks.mde import minimal_detectable_effect, observed_excess
+
+    wanted = set(controls or PARTIAL_CONTROLS)
+    rows = []
+    for r in doc["results"]:
+        if _short(r["unlearner"]) not in wanted or "alpha" not in (r.get("details") or {}):
+            continue
+        alpha = float(r["details"]["alpha"])
+        above = below = above_failed = below_failed = 0
+        excesses, mdes = [], []
+        for _, verdict, ev in _judged_seeds(r):
+            mde = minimal_detectable_effect([ev], alpha)
+            if mde is None:
+                continue
+            excess = observed_excess(ev)
+            limits = mde.parts if mde.parts is not None else {"": mde.value}
+            ratios = {p: excess[p] / limits[p] for p in limits if p in excess and limits[p] > 0}
+            if not ratios or not all(math.isfinite(v) or math.isinf(v) for v in ratios.values()):
+                continue
+            part = max(ratios, key=lambda p: ratios[p] if math.isfinite(ratios[p]) else -math.inf)
+            excesses.append(excess[part])
+            mdes.append(limits[part])
+            if excess[part] > limits[part]:
+                above, above_failed = above + 1, above_failed + (verdict == "fail")
+            else:
+                below, below_failed = below + 1, below_failed + (verdict == "fail")
+        if above + below:
+            rows.append(
+                {
+                    "unlearner": _short(r["unlearner"]),
+                    "check": r["check"],
+                    "scenario": r["scenario"],
+                    "excess_median": _median(excesses),
+                    "mde_median": _median(mdes),
+                    "above": above,
+                    "above_failed": above_failed,
+                    "below": below,
+                    "below_failed": below_failed,
+                    "pooled_outcome": r.get("outcome"),
+                }
+            )
+    order = {m: i for i, m in enumerate(PARTIAL_CONTROLS)}
+    return sorted(rows, key=lambda r: (order.get(r["unlearner"], 99), CHECK_ORDER.get(r["check"], 99), r["scenario"]))
+
+
+def partial_control_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No partial-removal controls in this sweep.\n"
+
+    def num(v: Any) -> str:
+        return "" if v is None else f"{v:.3g}"
+
+    lines = [
+        "| control | check | scenario | excess (median) | MDE (median) | seeds above the MDE: failed | "
+        "seeds below: failed | pooled test |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {num(r['excess_median'])} | "
+            f"{num(r['mde_median'])} | {r['above_failed']}/{r['above']} | {r['below_failed']}/{r['below']} | "
+            f"{r['pooled_outcome']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def partial_control_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Tests weaker than they state: a control above the MDE on at least 4 seeds, failed on fewer than half."""
+    return [
+        f"{r['unlearner']} was above the MDE of {r['check']} on {r['scenario']} on {r['above']} seeds but failed only "
+        f"{r['above_failed']}: the test is weaker than its stated MDE"
+        for r in rows
+        if r["above"] >= 4 and r["above_failed"] < r["above"] / 2
+    ]
 
 
 def suite_false_failures(doc: dict[str, Any], unlearner: str = "Retrain") -> dict[str, Any]:
@@ -357,17 +535,30 @@ def main(args: Any) -> int:
     md = markdown(rows)
     matrix = matrix_markdown(rows)
     power = power_markdown(rows)
+    mdes = mde_rows(doc)
+    partial = partial_control_rows(doc)
     retrain = suite_false_failures(doc)
     (out / f"calibration-{args.profile}.md").write_text(
-        matrix + "\n" + md + "\n" + power + "\n" + false_failure_markdown(retrain)
+        "\n".join(
+            [
+                matrix,
+                md,
+                power,
+                mde_markdown(mdes),
+                partial_control_markdown(partial),
+                false_failure_markdown(retrain),
+            ]
+        )
     )
     (out / f"calibration-{args.profile}.summary.json").write_text(
-        json.dumps({"rows": rows, "retrain_suite": retrain}, indent=2)
+        json.dumps(finite({"rows": rows, "mde": mdes, "partial_controls": partial, "retrain_suite": retrain}), indent=2)
     )
     print_scoreboard(rows)
     print(power, end="")
+    print(mde_markdown(mdes), end="")
+    print(partial_control_markdown(partial), end="")
     print(false_failure_markdown(retrain), end="")
-    for note in seed_notes(rows):
+    for note in seed_notes(rows) + partial_control_notes(partial):
         print("note: " + note)
     print("calibration anchors: " + anchors_line(rows))
     print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
