@@ -186,3 +186,66 @@ def test_suite_false_failures_count_one_seed_runs() -> None:
     assert summary["runs"] == 3 and summary["failing_seeds"] == [1] and summary["pooled_failed"] == 0
     low, high = summary["rate_interval_95"]
     assert 0 < low < 1 / 3 < high < 1
+
+
+def pooled_record(unlearner: str, seeds: list[tuple[int, str, dict]], alpha: float = 0.0025) -> dict:
+    """A pooled (schema-3-like) record of gaussian_leakage with each seed's own verdict and evidence."""
+    return {
+        "unlearner": f"unlearn_audit.methods:{unlearner}",
+        "check": "gaussian_leakage",
+        "scenario": "gaussian",
+        "seed": None,
+        "seeds": [s for s, _, _ in seeds],
+        "outcome": "failed" if any(v == "fail" for _, v, _ in seeds) else "passed",
+        "unit": "z-score",
+        "details": {
+            "alpha": alpha,
+            "per_seed": [
+                {
+                    "seed": s,
+                    "verdict": v,
+                    "score": ev["sum"] / ev["n"],
+                    "stderr": ev["n"] ** -0.5,
+                    "reference": 0.0,
+                    "reference_stderr": None,
+                    "details": {"evidence": ev, "seeds_for_power_0.8_half_effect": 2},
+                }
+                for s, v, ev in seeds
+            ],
+        },
+    }
+
+
+def test_mde_table_at_one_seed_and_pooled_triples() -> None:
+    from unlearn_audit.checks.evidence import unit_normal
+    from unlearn_audit.tools.calibrate import mde_markdown, mde_rows
+
+    seeds = [(s, "pass", unit_normal(0.0, 150)) for s in range(6)]
+    (row,) = mde_rows({"results": [pooled_record("Retrain", seeds)]})
+    assert row["seeds"] == 6 and row["triples"] == 2 and row["unit"] == "z-score"
+    assert row["mde_1"] == pytest.approx(0.316, abs=0.002)
+    assert row["mde_3"] == pytest.approx(0.316 / 3**0.5, abs=0.002)  # three seeds pooled: 450 scores
+    assert row["seeds_for_power_half_effect"] == 2
+    assert "| gaussian_leakage | gaussian | z-score | 0.0025 | 0.316 | 0.182 |" in mde_markdown([row])
+
+
+def test_partial_controls_are_counted_above_and_below_the_mde() -> None:
+    from unlearn_audit.checks.evidence import unit_normal
+    from unlearn_audit.tools.calibrate import partial_control_markdown, partial_control_notes, partial_control_rows
+
+    n = 150
+    seeds = [
+        (0, "fail", unit_normal(0.45 * n, n)),  # above the MDE 0.316, failed
+        (1, "fail", unit_normal(0.40 * n, n)),
+        (2, "pass", unit_normal(0.20 * n, n)),  # below it
+    ]
+    (row,) = partial_control_rows({"results": [pooled_record("PartialRetrain50", seeds)]})
+    assert (row["above"], row["above_failed"], row["below"], row["below_failed"]) == (2, 2, 1, 0)
+    assert row["excess_median"] == pytest.approx(0.40) and row["mde_median"] == pytest.approx(0.316, abs=0.002)
+    assert "| PartialRetrain50 | gaussian_leakage | gaussian | 0.4 | 0.316 | 2/2 | 0/1 |" in partial_control_markdown(
+        [row]
+    )
+    assert partial_control_notes([row]) == []
+    weak = [(s, "pass", unit_normal(0.5 * n, n)) for s in range(4)]
+    (bad,) = partial_control_rows({"results": [pooled_record("PartialRetrain50", weak)]})
+    assert "weaker than its stated MDE" in partial_control_notes([bad])[0]

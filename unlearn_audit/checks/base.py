@@ -62,7 +62,7 @@ class CheckResult:
     rule: str
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
-    reference_label: str = "retrain"  # what `reference` is: "retrain", "8 clean models", "budget"
+    reference_label: str = "retrain"  # what `reference` is: "retrain", "24 clean models", "budget"
     metric: str = ""  # what `score` measures: the check's declared metric, or the attack's poison metric
     unit: str = ""  # its unit ("fraction", "z-score", "nats", "example-gradients"); see `CheckInfo`
 

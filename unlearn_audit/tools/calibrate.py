@@ -247,10 +247,12 @@ def partial_control_rows(doc: dict[str, Any], controls: list[str] | None = None)
                 continue
             excess = observed_excess(ev)
             limits = mde.parts if mde.parts is not None else {"": mde.value}
+            # excess / MDE per part; an infinite MDE (nothing detectable there) gives 0, a NaN excess is skipped
             ratios = {p: excess[p] / limits[p] for p in limits if p in excess and limits[p] > 0}
-            if not ratios or not all(math.isfinite(v) or math.isinf(v) for v in ratios.values()):
+            ratios = {p: v for p, v in ratios.items() if not math.isnan(v)}
+            if not ratios:
                 continue
-            part = max(ratios, key=lambda p: ratios[p] if math.isfinite(ratios[p]) else -math.inf)
+            part = max(ratios, key=lambda p: ratios[p])
             excesses.append(excess[part])
             mdes.append(limits[part])
             if excess[part] > limits[part]:
