@@ -245,16 +245,18 @@ def main(argv: list[str] | None = None) -> int:
                     if v.get("effective")
                     else f"[red]ATTACK NOT EFFECTIVE[/] ({v.get('rule')})"
                 )
+                builds = f.meta.get("build_attempts")
+                rebuilt = f" (build {len(builds)}, build seed {f.meta.get('build_seed')})" if builds else ""
                 console.print(
                     f"{args.profile}/{s} seed {seed}: {f.path.name}  "
                     f"original acc {v.get('original_test_accuracy', 0):.3f}, "
-                    f"retrain acc {v.get('retrain_test_accuracy', 0):.3f}, {ok}"
+                    f"retrain acc {v.get('retrain_test_accuracy', 0):.3f}, {ok}{rebuilt}"
                 )
         return 0
     if args.action == "list":
         entries = cache.entries()
         table = Table(title=f"fixtures in {cache.root}")
-        for col in ("profile", "scenario", "seed", "key", "built", "build s", "attack effective"):
+        for col in ("profile", "scenario", "seed", "key", "built", "build s", "builds", "attack effective"):
             table.add_column(col)
         for e in entries:
             m = e.meta
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(m.get("recipe_hash", ""))[:16],
                 str(m.get("created")),
                 f"{m.get('build_seconds', 0):.1f}",
+                str(len(m.get("build_attempts", [])) or 1),
                 str(m.get("validation", {}).get("effective")),
             )
         console.print(table if entries else f"no fixtures in {cache.root}")
