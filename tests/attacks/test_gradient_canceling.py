@@ -167,6 +167,7 @@ FAST_RECIPE = """
 [scenario]
 name = "gc_fast"
 checks = ["indiscriminate_restored", "utility_preserved", "budget_respected"]
+build_attempts = 1  # the test builds an attack that cannot work (radius 0): one build, no rebuilds
 [data]
 source = "digits"
 image_size = 8
@@ -225,7 +226,8 @@ def test_fast_build_stores_poisons_as_the_forget_set_and_validates(radius: float
         "rule",
     } <= set(v)
     assert isinstance(v["effective"], bool) and "0.1" in v["rule"]
-    assert v["accuracy_drop"] == pytest.approx(v["retrain_test_accuracy"] - v["original_test_accuracy"])
+    # accuracies are float32 means, the drop an exact difference of counts
+    assert v["accuracy_drop"] == pytest.approx(v["retrain_test_accuracy"] - v["original_test_accuracy"], abs=1e-6)
     # Radius 0: the target is the clean model itself, so the attack cannot work and must say so.
     assert v["effective"] is False
     a = built.meta["attack"]

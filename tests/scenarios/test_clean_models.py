@@ -88,7 +88,7 @@ def test_returning_a_clean_model_fails_like_returning_retrain(fixtures: dict) ->
 def test_only_the_backdoor_scenario_of_tiny_carries_clean_models() -> None:
     counts = {name: r.clean_models for name, r in load_profile_recipes("tiny").items()}
     assert counts == {
-        "backdoor": 8,
+        "backdoor": 24,
         "gaussian": 0,
         "gradient_canceling": 0,
         "gradient_canceling_low": 0,
