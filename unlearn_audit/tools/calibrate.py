@@ -201,29 +201,50 @@ def mde_rows(doc: dict[str, Any], unlearner: str = "Retrain") -> list[dict[str, 
     return sorted(rows, key=lambda r: (CHECK_ORDER.get(r["check"], 99), r["scenario"]))
 
 
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of strings."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _three_figures(v: Any, missing: str = "") -> str:
+    return missing if v is None else f"{v:.3g}"
+
+
 def mde_markdown(rows: list[dict[str, Any]]) -> str:
     """The MDE table: what residual each test detects with probability 0.8, at 1 and 3 seeds."""
     if not rows:
         return "The MDE table needs Retrain in the sweep (its evidence carries the fixtures' reference populations).\n"
-
-    def num(v: Any) -> str:
-        return "none" if v is None else f"{v:.3g}"
-
-    lines = [
-        "| check | scenario | unit | alpha | MDE, 1 seed (median) | MDE, 3 seeds pooled (median) | "
-        "by part, 1 seed | seeds for power 0.8 against half the original's effect |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "check",
+        "scenario",
+        "unit",
+        "alpha",
+        "MDE, 1 seed (median)",
+        "MDE, 3 seeds pooled (median)",
+        "by part, 1 seed",
+        "seeds for power 0.8 against half the original's effect",
     ]
+    table = []
     for r in rows:
-        parts = ", ".join(f"{p}: {num(v)}" for p, v in r["mde_1_parts"].items())
+        parts = ", ".join(f"{p}: {_three_figures(v, 'none')}" for p, v in r["mde_1_parts"].items())
         none = f" ({r['mde_1_none']} of {r['seeds']} seeds: none)" if r["mde_1_none"] else ""
-        three = num(r["mde_3"]) if r["triples"] else "(fewer than 3 seeds)"
+        three = _three_figures(r["mde_3"], "none") if r["triples"] else "(fewer than 3 seeds)"
         half = r["seeds_for_power_half_effect"]
-        lines.append(
-            f"| {r['check']} | {r['scenario']} | {r['unit']} | {r['alpha']:.3g} | {num(r['mde_1'])}{none} | {three} | "
-            f"{parts} | {'' if half is None else f'{half:g}'} |"
+        table.append(
+            [
+                r["check"],
+                r["scenario"],
+                r["unit"],
+                f"{r['alpha']:.3g}",
+                _three_figures(r["mde_1"], "none") + none,
+                three,
+                parts,
+                "" if half is None else f"{half:g}",
+            ]
         )
-    return "\n".join(lines) + "\n"
+    return _markdown_table(header, table)
 
 
 def partial_control_rows(doc: dict[str, Any], controls: list[str] | None = None) -> list[dict[str, Any]]:
@@ -279,24 +300,33 @@ def partial_control_rows(doc: dict[str, Any], controls: list[str] | None = None)
 
 
 def partial_control_markdown(rows: list[dict[str, Any]]) -> str:
+    """The partial-removal table: per control and test, the seeds above and below the MDE and how many failed."""
     if not rows:
         return "No partial-removal controls in this sweep.\n"
-
-    def num(v: Any) -> str:
-        return "" if v is None else f"{v:.3g}"
-
-    lines = [
-        "| control | check | scenario | excess (median) | MDE (median) | seeds above the MDE: failed | "
-        "seeds below: failed | pooled test |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "control",
+        "check",
+        "scenario",
+        "excess (median)",
+        "MDE (median)",
+        "seeds above the MDE: failed",
+        "seeds below: failed",
+        "pooled test",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['unlearner']} | {r['check']} | {r['scenario']} | {num(r['excess_median'])} | "
-            f"{num(r['mde_median'])} | {r['above_failed']}/{r['above']} | {r['below_failed']}/{r['below']} | "
-            f"{r['pooled_outcome']} |"
-        )
-    return "\n".join(lines) + "\n"
+    table = [
+        [
+            r["unlearner"],
+            r["check"],
+            r["scenario"],
+            _three_figures(r["excess_median"]),
+            _three_figures(r["mde_median"]),
+            f"{r['above_failed']}/{r['above']}",
+            f"{r['below_failed']}/{r['below']}",
+            str(r["pooled_outcome"]),
+        ]
+        for r in rows
+    ]
+    return _markdown_table(header, table)
 
 
 def partial_control_notes(rows: list[dict[str, Any]]) -> list[str]:
