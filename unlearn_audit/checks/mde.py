@@ -84,14 +84,6 @@ def with_mde(result: CheckResult, evidence: list[Evidence], alpha: float) -> Che
 NONE_DETECTED = f"no excess within the score's range is detected with probability {POWER_TARGET:g}"
 
 
-def describe(details: dict[str, Any], unit: str) -> str:
-    """One phrase for a message: "smallest excess detected with probability 0.8: 0.21 (fraction)"."""
-    mde = details.get("mde")
-    if mde is None:
-        return str(details.get("mde_note", ""))
-    return f"smallest excess detected with probability {POWER_TARGET:g}: {mde:.3g}{f' {unit}' if unit else ''}"
-
-
 def observed_excess(evidence: Evidence) -> dict[str, float]:
     """The method's observed excess over the reference in one seed's evidence, in the unit of its MDE (by part
     for a test over several parts, else under the key ""): what a calibration compares with the MDE."""
