@@ -271,6 +271,7 @@ class AuditSession:
         outcome = self.outcome(spec, scenario, seed, budget)
         fixture = self.fixture(scenario, seed)
         recipe = fixture.recipe
+        builds = fixture.meta.get("build_attempts")  # every build, when the first failed validation
         meta = {
             "seed": seed,
             "recipe_hash": recipe.cache_key(seed),
@@ -285,11 +286,7 @@ class AuditSession:
             "sandbox": self.sandbox_of(spec),
             **outcome.details,
             # A fixture rebuilt after its attack failed validation says which build it is.
-            **(
-                {"fixture_build_seed": fixture.meta.get("build_seed"), "fixture_builds": len(builds)}
-                if (builds := fixture.meta.get("build_attempts"))
-                else {}
-            ),
+            **({"fixture_build_seed": fixture.meta.get("build_seed"), "fixture_builds": len(builds)} if builds else {}),
         }
         captured = {k: v for k, v in outcome.output.items() if v}
         if captured:
@@ -312,7 +309,7 @@ class AuditSession:
                 message=(
                     f"the attack did not work on the poisoned model of any of this fixture's {len(builds)} builds "
                     f"(build seeds {', '.join(str(b['build_seed']) for b in builds)}), so it cannot judge removal"
-                    if (builds := fixture.meta.get("build_attempts"))
+                    if builds
                     else "the attack did not work on this fixture's poisoned model, so it cannot judge removal"
                 ),
                 details={
