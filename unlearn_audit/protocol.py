@@ -18,7 +18,24 @@ if TYPE_CHECKING:  # torch is imported lazily so that the pytest plugin stays li
 DEFAULT_BUDGET_FRACTION = 0.1
 """The compute an unlearner gets unless told otherwise: 10% of the original training, as in Pawelczyk et al."""
 
-_EXTENDED_FIELDS = ("trainer", "nesterov", "label_smoothing", "warmup_epochs", "precision", "channels_last")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "crop2_flip", "flip_cutout")
+"""`TrainingRecipe.augmentation` values (applied by `training.fast.augment`): "crop_flip" is the usual CIFAR
+one (4-pixel zero padding, random crop, horizontal flip); "crop2_flip" pads 2 pixels; "flip_cutout" flips and
+zeroes one random 8x8 square per image (DeVries and Taylor, 2017)."""
+PRECISIONS = ("fp32", "bf16")
+"""`TrainingRecipe.precision` values (`training.numerics`)."""
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+"""`TrainingRecipe.compile` values: "none", or the `torch.compile` mode of the fast trainer's model on CUDA."""
+
+_EXTENDED_FIELDS = (
+    "trainer",
+    "nesterov",
+    "label_smoothing",
+    "warmup_epochs",
+    "precision",
+    "channels_last",
+    "compile",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,14 @@ class TrainingRecipe:
         "fp32"  # "bf16" = bfloat16 autocast on CUDA for every loop (always fp32 on CPU): `training.numerics`
     )
     channels_last: bool = False  # channels_last memory format on CUDA, likewise
+    compile: str = "none"  # fast trainer on CUDA: the torch.compile mode of its model ("none": eager)
+
+    def check_values(self, source: str = "<recipe>") -> None:
+        """Raise ValueError naming `source` when augmentation, precision or compile is not a known value."""
+        for name, known in (("augmentation", AUGMENTATIONS), ("precision", PRECISIONS), ("compile", COMPILE_MODES)):
+            value = getattr(self, name)
+            if value not in known:
+                raise ValueError(f"invalid recipe {source}: [training] {name} = {value!r}; known: {known}")
 
     def cache_spec(self) -> dict[str, Any]:
         """The fields that identify a training run: all v1 fields, and later fields unless at their default."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,16 @@ from unlearn_audit.profiles.cifar.resnet import ResNet18
 from unlearn_audit.profiles.models import model_factory
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
 from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
-from unlearn_audit.training.fast import FastTrainStats, lr_factor, random_crop, random_flip, train_fast
+from unlearn_audit.training.fast import (
+    CUTOUT_SIZE,
+    FastTrainStats,
+    augment,
+    lr_factor,
+    random_crop,
+    random_cutout,
+    random_flip,
+    train_fast,
+)
 
 PROFILE = "cifar10-resnet18"
 STANDIN = "cifar10-resnet18-standin"
@@ -130,6 +140,87 @@ def test_random_flip_flips_about_half() -> None:
     flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
     kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
     assert bool((flipped | kept).all()) and 60 < int(flipped.sum()) < 140
+
+
+def test_random_cutout_zeroes_one_square_per_image_clipped_at_the_border() -> None:
+    x = torch.rand(300, 3, 12, 12) + 0.5  # no zeros of its own
+    out = random_cutout(x, 4, torch.Generator().manual_seed(0))
+    zero = out == 0
+    assert bool((zero.all(1) | ~zero.any(1)).all())  # the same pixels in every channel
+    per_image = zero[:, 0].sum((1, 2))
+    assert int(per_image.max()) == 16 and int(per_image.min()) >= 4  # whole inside; a quarter at a corner
+    assert int((per_image < 16).sum()) > 30  # squares near an edge are clipped
+    for i in range(len(x)):  # what is not zeroed is the image, in place
+        assert torch.equal(out[i][~zero[i]], x[i][~zero[i]])
+        rows, cols = zero[i, 0].any(1).nonzero(), zero[i, 0].any(0).nonzero()
+        assert int(zero[i, 0].sum()) == len(rows) * len(cols)  # one rectangle
+    assert len({tuple(z[0].nonzero()[0].tolist()) for z in zero}) > 20  # drawn per image
+
+
+def test_every_augmentation_keeps_the_shape_and_unknown_ones_are_refused() -> None:
+    from unlearn_audit.protocol import AUGMENTATIONS
+
+    x = torch.rand(64, 3, 32, 32, requires_grad=True)
+    for kind in AUGMENTATIONS:
+        out = augment(x, kind, torch.Generator().manual_seed(0))
+        assert out.shape == x.shape, kind
+        out.sum().backward()  # differentiable: Witches' Brew brews through the victim's augmentation
+    cut = augment(x.detach(), "flip_cutout", torch.Generator().manual_seed(0))
+    assert 0 < int((cut == 0).all(1).sum((1, 2)).max()) <= CUTOUT_SIZE**2
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        augment(x, "rotate", torch.Generator())
+
+
+def test_recipe_with_an_unknown_training_value_is_refused_on_load() -> None:
+    from importlib import resources
+
+    from unlearn_audit.scenarios.recipes import parse_recipe
+
+    text = (resources.files("unlearn_audit.fixtures") / PROFILE / "gaussian.toml").read_text()
+    assert parse_recipe(PROFILE, text).training.compile == "none"
+    for key, value in (("augmentation", "rotate"), ("compile", "fast"), ("precision", "fp8")):
+        present = re.compile(rf"^{key} = .*$", re.M)
+        line = f'{key} = "{value}"'
+        bad = (
+            present.sub(line, text, count=1)
+            if present.search(text)
+            else text.replace("[training]", f"[training]\n{line}")
+        )
+        with pytest.raises(ValueError, match=re.escape(f"gaussian.toml: [training] {key} = '{value}'")):
+            parse_recipe(PROFILE, bad, source="gaussian.toml")
+
+
+def test_fast_trainer_compiles_only_where_asked_and_learns_the_same() -> None:
+    """The recipe's compile mode is CUDA-only, like its precision; forced on the CPU, the compiled run takes the
+    same batches and augmentation draws as the eager one and ends at (nearly) the same weights."""
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, 10),
+        )
+
+    split = synthetic_cifar_split(num_train=96, num_test=8, signal=0.2, noise=0.05)
+    data = ExampleSet(split.train_x, split.train_y)
+    recipe = TrainingRecipe(
+        trainer="fast", lr=0.05, batch_size=40, epochs=2, augmentation="flip_cutout", compile="default"
+    )
+    runs = {}
+    for name, force in (("eager", False), ("compiled", True)):
+        stats: list[FastTrainStats] = []
+        model = net()
+        train_fast(model, data, recipe, generator=torch.Generator().manual_seed(0), stats=stats, force_compile=force)
+        runs[name] = (model, stats[0])
+    assert runs["eager"][1].compile == "none" and runs["compiled"][1].compile == "default"
+    assert runs["compiled"][1].first_epoch_seconds <= runs["compiled"][1].seconds
+    assert not runs["compiled"][0].training and type(runs["compiled"][0]) is torch.nn.Sequential  # not the wrapper
+    for (name, a), b in zip(runs["eager"][0].state_dict().items(), runs["compiled"][0].state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:

@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.attacks.base import Attack, PoisonedTrainingSet, PoisonMeasurement, no_memo
-from unlearn_audit.protocol import ExampleSet
+from unlearn_audit.protocol import AUGMENTATIONS, ExampleSet
 from unlearn_audit.stats import Proportion
-from unlearn_audit.training.fast import AUGMENTATIONS, augment
+from unlearn_audit.training.fast import augment
 from unlearn_audit.training.loops import predict
 
 if TYPE_CHECKING:

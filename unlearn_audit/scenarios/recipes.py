@@ -147,6 +147,8 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: boo
         raw = _merged({k: v for k, v in raw.items() if k != "standin"}, raw["standin"])
     try:
         scenario = raw["scenario"]
+        training = TrainingRecipe(**raw["training"])
+        training.check_values(source)
         return ScenarioRecipe(
             profile=profile,
             name=scenario["name"],
@@ -154,7 +156,7 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: boo
             checks=tuple(scenario["checks"]),
             data=dict(raw["data"]),
             model=dict(raw["model"]),
-            training=TrainingRecipe(**raw["training"]),
+            training=training,
             attack=dict(raw["attack"]),
             check_options={k: dict(v) for k, v in raw.get("checks", {}).items()},
             deviations=tuple(_deviation(d, source) for d in raw.get("deviations", [])),

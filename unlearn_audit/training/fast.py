@@ -38,13 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import ExampleSet, TrainingRecipe
+from unlearn_audit.protocol import AUGMENTATIONS, COMPILE_MODES, ExampleSet, TrainingRecipe
 from unlearn_audit.training.numerics import LoopNumerics
 
 EpochCallback = Callable[..., None]
 """Called after each epoch as (epoch done, epochs total, seconds elapsed, status=str)."""
 
-AUGMENTATIONS = ("none", "flip", "crop_flip")
+CUTOUT_SIZE = 8
+"""The side of "flip_cutout"'s square. Cutout masks part of an image but never moves what is left against
+the image, as a crop does: a candidate for the Gaussian scenario, whose secret noise a translation
+misaligns."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,12 @@ class FastTrainStats:
     epochs: int
     steps: int
     seconds: float
+    first_epoch_seconds: float  # includes torch.compile's compilation when the run is compiled
     train_accuracy: float  # on the augmented batches of the last epoch, in train mode
     device: str
     precision: str
     peak_memory_bytes: int | None  # torch.cuda.max_memory_allocated on CUDA, else None
+    compile: str = "none"  # the torch.compile mode used ("none" off CUDA, whatever the recipe says)
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -84,15 +89,49 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
 
 
+def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero one `size` x `size` square of each example of `x` (N, C, H, W), centred uniformly on the image
+    (clipped at its borders, so a square near an edge covers less)."""
+    n, _, h, w = x.shape
+    corner = torch.stack(
+        [
+            torch.randint(0, h, (n,), generator=generator, device=x.device),
+            torch.randint(0, w, (n,), generator=generator, device=x.device),
+        ],
+        1,
+    ) - (size // 2)
+    rows = torch.arange(h, device=x.device).view(1, h) - corner[:, 0:1]
+    cols = torch.arange(w, device=x.device).view(1, w) - corner[:, 1:2]
+    inside = ((rows >= 0) & (rows < size)).view(n, 1, h, 1) & ((cols >= 0) & (cols < size)).view(n, 1, 1, w)
+    return x.masked_fill(inside, 0.0)
+
+
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """The recipe's augmentation ("none", "flip" or "crop_flip"), applied on `x`'s device."""
+    """The recipe's augmentation (one of `AUGMENTATIONS`), applied on `x`'s device."""
     if kind == "none":
         return x
     if kind == "flip":
         return random_flip(x, generator)
     if kind == "crop_flip":
         return random_flip(random_crop(x, 4, generator), generator)
+    if kind == "crop2_flip":
+        return random_flip(random_crop(x, 2, generator), generator)
+    if kind == "flip_cutout":
+        return random_cutout(random_flip(x, generator), CUTOUT_SIZE, generator)
     raise ValueError(f"unknown augmentation {kind!r}; known: {AUGMENTATIONS}")
+
+
+def compiled_for_training(model: nn.Module, mode: str) -> nn.Module:
+    """`model` under `torch.compile(mode=mode)` with static shapes ("none": the model itself).
+
+    Static shapes: an epoch's last, smaller batch compiles one more graph rather than turning every
+    batch's graph dynamic. Inductor caches compiled kernels on disk (its cache directory,
+    `TORCHINDUCTOR_CACHE_DIR`), so a later build on the same machine pays much less than the first."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; known: {COMPILE_MODES}")
+    if mode == "none":
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)  # type: ignore[return-value]
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -111,11 +150,13 @@ def train_fast(
     device: torch.device | str = "cpu",
     on_epoch: EpochCallback | None = None,
     stats: list[FastTrainStats] | None = None,
+    force_compile: bool = False,
 ) -> nn.Module:
     """Train `model` in place for `recipe.epochs` epochs with the fast recipe; returns it in eval mode.
 
     `on_epoch` gets a `status` keyword ("train acc 91.2%"); `stats`, if given, receives a
-    `FastTrainStats` record.
+    `FastTrainStats` record. The recipe's `compile` mode applies on CUDA only (like its precision: CPU
+    verdicts stay those of the eager fp32 loop); `force_compile` applies it on any device (tests).
     """
     if recipe.loss != "cross_entropy":
         raise ValueError(f"unsupported loss {recipe.loss!r}")
@@ -125,6 +166,9 @@ def train_fast(
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     numerics.prepare_model(model.to(device)).train()
+    compile_mode = recipe.compile if (cuda or force_compile) else "none"
+    step_model = compiled_for_training(model, compile_mode)
+    graph_trees = compile_mode == "reduce-overhead"  # CUDA graphs of compiled code: mark where a step begins
     x_all = data.inputs.to(device, non_blocking=True)
     y_all = data.labels.to(device, non_blocking=True)
     n = len(y_all)
@@ -137,6 +181,7 @@ def train_fast(
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     start = time.perf_counter()
     correct = seen = 0
+    first_epoch = 0.0
     for epoch in range(recipe.epochs):
         order = torch.randperm(n, generator=generator).to(device)
         x_epoch = augment(x_all, recipe.augmentation, aug_gen)
@@ -145,8 +190,10 @@ def train_fast(
             idx = order[s : s + batch]
             x = numerics.inputs(x_epoch[idx])
             y = y_all[idx]
+            if graph_trees:
+                torch.compiler.cudagraph_mark_step_begin()
             with numerics.autocast():
-                logits = model(x)
+                logits = step_model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,6 +201,8 @@ def train_fast(
             scheduler.step()
             correct_t += (logits.detach().argmax(1) == y).sum()
         correct, seen = int(correct_t), n  # one device sync per epoch
+        if epoch == 0:
+            first_epoch = time.perf_counter() - start
         if on_epoch is not None:
             on_epoch(
                 epoch + 1, recipe.epochs, time.perf_counter() - start, status=f"train acc {correct / max(seen, 1):.1%}"
@@ -167,10 +216,12 @@ def train_fast(
                 epochs=recipe.epochs,
                 steps=total_steps,
                 seconds=time.perf_counter() - start,
+                first_epoch_seconds=first_epoch,
                 train_accuracy=correct / max(seen, 1),
                 device=str(device),
                 precision=numerics.precision,
                 peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
+                compile=compile_mode,
             )
         )
     return model.eval()

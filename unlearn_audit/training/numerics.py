@@ -28,9 +28,7 @@ from typing import Any
 
 import torch
 
-from unlearn_audit.protocol import TrainingRecipe
-
-PRECISIONS = ("fp32", "bf16")
+from unlearn_audit.protocol import PRECISIONS, TrainingRecipe
 
 
 @dataclass(frozen=True)
