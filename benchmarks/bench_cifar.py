@@ -115,7 +115,7 @@ def run_loop_benchmark(args: argparse.Namespace) -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.relearn_steps or (12 if args.quick else 400)
-    doc = run_loops(device, quick=args.quick, relearn_steps=steps)
+    doc = run_loops(device, quick=args.quick, relearn_steps=steps, compile_modes=tuple(args.compile or ()))
     doc.update(
         date=datetime.date.today().isoformat(), torch=torch.__version__, python=platform.python_version(), kind="loops"
     )
@@ -146,6 +146,13 @@ def main() -> None:
         "--relearn-steps", type=int, default=None, help="with --loops: attack steps timed (default 400; quick 12)"
     )
     parser.add_argument("--out", default=None, help="with --loops: write the JSON here")
+    parser.add_argument(
+        "--compile",
+        action="append",
+        default=None,
+        metavar="MODE",
+        help="with --loops: also time the fast trainer under this torch.compile mode (repeatable; forced on a CPU)",
+    )
     parser.add_argument("--table", action="store_true", help="print the docs' GPU table from benchmarks/results/*.json")
     args = parser.parse_args()
     if args.flops_only:

@@ -75,8 +75,13 @@ def line(name: str, seconds: float, steps: int, flops: float, **extra: Any) -> d
     return row
 
 
-def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "gaussian") -> dict[str, Any]:
-    """Every loop of the profile, timed on `device` (quick: a CPU-sized rehearsal of the same code paths)."""
+def run_loops(
+    device: str, *, quick: bool, relearn_steps: int, scenario: str = "gaussian", compile_modes: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Every loop of the profile, timed on `device` (quick: a CPU-sized rehearsal of the same code paths).
+
+    `compile_modes`: the fast trainer again under each of these `torch.compile` modes (forced on a CPU), one line
+    each, with the compilation's seconds (its first epoch less a later one)."""
     import torch
 
     from unlearn_audit.metrics import gaussian_unlearning_scores
@@ -119,36 +124,42 @@ def run_loops(device: str, *, quick: bool, relearn_steps: int, scenario: str = "
 
     # 1. The fast trainer (fixture builds, Retrain): one epoch of warm-up, then the timed epochs (4 of the
     # recipe's schedule: the speed of an epoch does not depend on where it is in the schedule).
-    epochs: list[float] = []
-    stats: list[FastTrainStats] = []
-    short = dataclasses.replace(training, epochs=min(training.epochs, 4))
-    seconds, _ = timed(
-        lambda: train_fast(
-            model(),
-            data,
-            short,
-            generator=torch.Generator().manual_seed(1),
-            device=device,
-            on_epoch=lambda e, t, s, **kw: epochs.append(s),
-            stats=stats,
-        ),
-        device,
-    )
     steps_per_epoch = math.ceil(n_train / training.batch_size)
-    later = epochs[-1] - epochs[0] if len(epochs) > 1 else epochs[0]
-    timed_epochs = max(1, len(epochs) - 1)
-    rows.append(
-        line(
-            "fast trainer (per epoch after the first)",
-            later / timed_epochs,
-            steps_per_epoch,
-            flops["train"] * n_train,
-            precision=stats[0].precision,
-            first_epoch_s=round(epochs[0], 3),
-            epochs=len(epochs),
-            batch=training.batch_size,
+    for mode in ("none", *compile_modes):
+        epochs: list[float] = []
+        stats: list[FastTrainStats] = []
+        short = dataclasses.replace(training, epochs=min(training.epochs, 4), compile=mode)
+        try:  # the epoch times come from the trainer's callback (it synchronises once per epoch)
+            train_fast(
+                model(),
+                data,
+                short,
+                generator=torch.Generator().manual_seed(1),
+                device=device,
+                on_epoch=lambda e, t, s, **kw: epochs.append(s),  # noqa: B023 (called before the next loop)
+                stats=stats,
+                force_compile=mode != "none",
+            )
+        except Exception as exc:  # noqa: BLE001 - a compile mode that breaks is a finding; the rest still runs
+            doc.setdefault("errors", []).append(f"fast trainer, compile {mode}: {type(exc).__name__}: {exc}")
+            print(f"fast trainer, compile {mode}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            continue
+        later = (epochs[-1] - epochs[0]) / (len(epochs) - 1) if len(epochs) > 1 else epochs[0]
+        name = "fast trainer (per epoch after the first)" if mode == "none" else f"fast trainer, compiled {mode}"
+        extra = {} if mode == "none" else {"compile_s": round(epochs[0] - later, 2)}
+        rows.append(
+            line(
+                name,
+                later,
+                steps_per_epoch,
+                flops["train"] * n_train,
+                precision=stats[0].precision,
+                first_epoch_s=round(epochs[0], 3),
+                epochs=len(epochs),
+                batch=training.batch_size,
+                **extra,
+            )
         )
-    )
 
     # 2. Budgeted fine-tuning (the reference unlearners, e.g. GradientDescent): 10% of the training compute.
     budget = max(1, training.epochs * n_train // 10)
