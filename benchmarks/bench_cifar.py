@@ -115,7 +115,13 @@ def run_loop_benchmark(args: argparse.Namespace) -> None:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     steps = args.relearn_steps or (12 if args.quick else 400)
-    doc = run_loops(device, quick=args.quick, relearn_steps=steps, compile_modes=tuple(args.compile or ()))
+    doc = run_loops(
+        device,
+        quick=args.quick,
+        relearn_steps=steps,
+        compile_modes=tuple(args.compile or ()),
+        cudnn_benchmark=args.cudnn_benchmark,
+    )
     doc.update(
         date=datetime.date.today().isoformat(), torch=torch.__version__, python=platform.python_version(), kind="loops"
     )
@@ -152,6 +158,9 @@ def main() -> None:
         default=None,
         metavar="MODE",
         help="with --loops: also time the fast trainer under this torch.compile mode (repeatable; forced on a CPU)",
+    )
+    parser.add_argument(
+        "--cudnn-benchmark", action="store_true", help="with --loops: also time the trainer with cudnn.benchmark on"
     )
     parser.add_argument("--table", action="store_true", help="print the docs' GPU table from benchmarks/results/*.json")
     args = parser.parse_args()

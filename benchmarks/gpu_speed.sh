@@ -2,7 +2,8 @@
 # The GPU-speed benchmark of the cifar10-resnet18 profile in one command of under 10 minutes (not a test).
 # Its stages (STAGES, default "loops validate"; run in this order):
 #   loops     per-loop figures (bench_cifar.py --loops): trainer (also under each of COMPILE_MODES, e.g.
-#             "default reduce-overhead"), fine-tuning, relearning variants, evaluations;
+#             "default reduce-overhead", and with CUDNN_BENCHMARK=1 cuDNN's autotuner), fine-tuning,
+#             relearning variants, evaluations;
 #   sweep     recipe_sweep.py on the real CIFAR-10: accuracy, Gaussian leakage and seconds of training
 #             variants (augmentation, epochs, compile; SWEEP_VARIANTS picks some), to choose the recipes;
 #   validate  gpu_validate.py on the real CIFAR-10: build SCENARIOS seed 0 (models + reference measurements)
@@ -15,7 +16,7 @@
 #   bash benchmarks/gpu_speed.sh --rehearse                # the same steps on this CPU (stand-ins)
 # Environment: STAGES, SCENARIOS (default gaussian), METHODS (NoOp GradientDescent Retrain), RESUME (an earlier
 # gpu_validate.json: its finished steps are skipped), VALIDATE_DEADLINE_S (350), LOOPS_TIMEOUT_S (150),
-# RELEARN_STEPS (300), COMPILE_MODES (none), SWEEP_VARIANTS (all), SWEEP_DEADLINE_S (300).
+# RELEARN_STEPS (300), COMPILE_MODES (none), CUDNN_BENCHMARK (off), SWEEP_VARIANTS (all), SWEEP_DEADLINE_S (300).
 # SKIP_LOOPS=1 leaves out the loop benchmark (as STAGES without "loops").
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ PY=${PYTHON:-python3}
 STAGES=${STAGES:-loops validate}
 [ -n "${SKIP_LOOPS:-}" ] && STAGES=${STAGES//loops/}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
-COMPILE_ARGS=$(for m in ${COMPILE_MODES:-}; do echo --compile $m; done)
+COMPILE_ARGS="$(for m in ${COMPILE_MODES:-}; do echo --compile $m; done) ${CUDNN_BENCHMARK:+--cudnn-benchmark}"
 SWEEP_ARGS=$(for v in ${SWEEP_VARIANTS:-}; do echo --variant $v; done)
 if ls "$CARRY"/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu-speed-site "$CARRY"/*.whl || exit 1

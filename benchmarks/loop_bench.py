@@ -76,12 +76,19 @@ def line(name: str, seconds: float, steps: int, flops: float, **extra: Any) -> d
 
 
 def run_loops(
-    device: str, *, quick: bool, relearn_steps: int, scenario: str = "gaussian", compile_modes: tuple[str, ...] = ()
+    device: str,
+    *,
+    quick: bool,
+    relearn_steps: int,
+    scenario: str = "gaussian",
+    compile_modes: tuple[str, ...] = (),
+    cudnn_benchmark: bool = False,
 ) -> dict[str, Any]:
     """Every loop of the profile, timed on `device` (quick: a CPU-sized rehearsal of the same code paths).
 
     `compile_modes`: the fast trainer again under each of these `torch.compile` modes (forced on a CPU), one line
-    each, with the compilation's seconds (its first epoch less a later one)."""
+    each, with the compilation's seconds (its first epoch less a later one). `cudnn_benchmark`: and once more,
+    eager, with `torch.backends.cudnn.benchmark` on (cuDNN times its algorithms for each shape once)."""
     import torch
 
     from unlearn_audit.metrics import gaussian_unlearning_scores
@@ -125,10 +132,12 @@ def run_loops(
     # 1. The fast trainer (fixture builds, Retrain): one epoch of warm-up, then the timed epochs (4 of the
     # recipe's schedule: the speed of an epoch does not depend on where it is in the schedule).
     steps_per_epoch = math.ceil(n_train / training.batch_size)
-    for mode in ("none", *compile_modes):
+    trainer_variants = [("none", False), *((m, False) for m in compile_modes), *([("none", True)] * cudnn_benchmark)]
+    for mode, autotune in trainer_variants:
         epochs: list[float] = []
         stats: list[FastTrainStats] = []
         short = dataclasses.replace(training, epochs=min(training.epochs, 4), compile=mode)
+        torch.backends.cudnn.benchmark = autotune
         try:  # the epoch times come from the trainer's callback (it synchronises once per epoch)
             train_fast(
                 model(),
@@ -144,8 +153,11 @@ def run_loops(
             doc.setdefault("errors", []).append(f"fast trainer, compile {mode}: {type(exc).__name__}: {exc}")
             print(f"fast trainer, compile {mode}: FAILED {type(exc).__name__}: {exc}", flush=True)
             continue
+        finally:
+            torch.backends.cudnn.benchmark = False
         later = (epochs[-1] - epochs[0]) / (len(epochs) - 1) if len(epochs) > 1 else epochs[0]
         name = "fast trainer (per epoch after the first)" if mode == "none" else f"fast trainer, compiled {mode}"
+        name = "fast trainer, cudnn.benchmark" if autotune else name
         extra = {} if mode == "none" else {"compile_s": round(epochs[0] - later, 2)}
         rows.append(
             line(

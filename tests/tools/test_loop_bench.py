@@ -1,0 +1,31 @@
+"""benchmarks/bench_cifar.py --loops, rehearsed on the CPU (`--quick`): every loop the GPU run times is on a line
+of its JSON with seconds, steps/s, TFLOP/s and the ratio to the floor, and the trainer's variants are there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cifar.py"
+
+
+def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
+    out = tmp_path / "loops.json"
+    cmd = [sys.executable, str(SCRIPT), "--loops", "--quick", "--device", "cpu", "--relearn-steps", "4"]
+    proc = subprocess.run([*cmd, "--cudnn-benchmark", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "loops" and doc["device"] == "cpu" and doc["quick"] is True and not doc["errors"]
+    names = [row["loop"] for row in doc["loops"]]
+    assert names[:3] == [
+        "fast trainer (per epoch after the first)",
+        "fast trainer, cudnn.benchmark",
+        "budgeted fine-tuning (GradientDescent, 10%)",
+    ]
+    assert any(n.startswith("relearning, 3 sizes at once") for n in names)
+    assert any(n.startswith("interpolation path") for n in names)
+    for row in doc["loops"]:
+        assert row["seconds"] > 0 and row["steps_per_s"] > 0 and row["tflops"] >= 0 and row["floor_ratio"] > 0, row
+    assert doc["graph_equivalence"]["graphed_vs_eager"]["argmax_agreement"] == 1.0
