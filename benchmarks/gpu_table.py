@@ -98,6 +98,29 @@ def validate_table(results: Path) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(results: Path) -> str:
+    runs = _runs(results, "sweep")
+    if not runs:
+        return "_no recipe sweep committed_"
+    lines = [
+        "| run | variant | test accuracy (flip TTA) | GUS z (>= 5 needed) | model s (first epoch s, then s/epoch) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, doc in runs:
+        for row in doc.get("rows", []):
+            lines.append(
+                f"| {name} | {row['variant']} | {_num(row['test_accuracy'], '.2%')} "
+                f"({_num(row['tta_flip_accuracy'], '.2%')}) | {_num(row['gus_z'], '.1f')} | "
+                f"{_num(row['seconds'], '.1f')} ({_num(row['first_epoch_seconds'], '.1f')}, "
+                f"{_num(row['epoch_seconds'], '.2f')}) |"
+            )
+        for skipped in doc.get("skipped", []):
+            lines.append(f"| {name} | {skipped['variant']} | skipped: {skipped['why']} | | |")
+        for error in doc.get("errors", []):
+            lines.append(f"| {name} | {error['variant']} | failed: {error['error'][:200]} | | |")
+    return "\n".join(lines)
+
+
 def render_table(results: Path) -> str:
     """The whole generated block (without the markers)."""
     return (
@@ -108,4 +131,6 @@ def render_table(results: Path) -> str:
         + "\n\nOn the real CIFAR-10 (`benchmarks/gpu_validate.py`, seed 0; verdicts: P passed, F failed, s skipped, "
         "with each check's seconds where it took one or more; budget's include starting the worker and unlearn()):\n\n"
         + validate_table(results)
+        + "\n\nTraining variants (`benchmarks/recipe_sweep.py`: the `gaussian` scenario's poisoned original, seed 0, "
+        "real CIFAR-10; test accuracy on the checks' 9,000 images):\n\n" + sweep_table(results)
     )

@@ -49,7 +49,7 @@ class TrainingRecipe:
     batch_size: int = 64
     epochs: int = 30
     loss: str = "cross_entropy"
-    augmentation: str = "none"
+    augmentation: str = "none"  # one of AUGMENTATIONS (fast trainer and relearning attack; the plain loop: none)
     # Added for the GPU profile (`cifar10-resnet18`); the defaults reproduce the plain loop above, and
     # fields at their defaults stay out of fixture cache keys (`cache_spec`), so older keys hold.
     trainer: str = "plain"  # "plain": `training.train`'s loop; "fast": `fast_training.train_fast` for full runs

@@ -58,3 +58,27 @@ def test_every_committed_loop_line_has_its_figures() -> None:
             assert (
                 row["seconds"] > 0 and row["steps"] > 0 and row["tflops"] is not None and row["floor_ratio"] is not None
             ), (path.name, row["loop"])
+
+
+def test_a_recipe_sweep_is_rendered_with_its_skips_and_failures(tmp_path: Path) -> None:
+    import json
+
+    row = {
+        "variant": "crop_flip-20",
+        "test_accuracy": 0.9412,
+        "tta_flip_accuracy": 0.9455,
+        "gus_z": 6.31,
+        "seconds": 21.5,
+        "first_epoch_seconds": 2.2,
+        "epoch_seconds": 1.01,
+    }
+    doc = {
+        "rows": [row],
+        "skipped": [{"variant": "flip_cutout-30", "why": "10 s left"}],
+        "errors": [{"variant": "crop_flip-20-compiled", "error": "BackendCompilerFailed: no C compiler"}],
+    }
+    (tmp_path / "gpu-h200-2026-12-09-sweep.json").write_text(json.dumps(doc))
+    rendered = _gpu_table().render_table(tmp_path)
+    assert "| gpu-h200-2026-12-09 | crop_flip-20 | 94.12% (94.55%) | 6.3 | 21.5 (2.2, 1.01) |" in rendered
+    assert "| flip_cutout-30 | skipped: 10 s left |" in rendered and "failed: BackendCompilerFailed" in rendered
+    assert "_no recipe sweep committed_" in _gpu_table().render_table(tmp_path / "empty")
