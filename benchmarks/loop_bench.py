@@ -98,7 +98,7 @@ def run_loops(
     from unlearn_audit.training.fast import FastTrainStats, train_fast
     from unlearn_audit.training.interpolation import interpolate, per_sample_loss
     from unlearn_audit.training.loops import predict, train
-    from unlearn_audit.training.numerics import evaluating_fixture_of
+    from unlearn_audit.training.numerics import LoopNumerics, evaluating_fixture_of
     from unlearn_audit.training.relearning import AttackRun, attack_from_options, relearn_many
 
     recipe = load_profile_recipes("cifar10-resnet18")[scenario]
@@ -205,23 +205,32 @@ def run_loops(
     attack = dataclasses.replace(attack, steps=relearn_steps, eval_every=relearn_steps, window=1)
     base = model().eval()
 
-    def relearn_variant(name: str, copies: int, *, fp32: bool = False, graphs: bool = True) -> dict[str, Any]:
+    def relearn_variant(
+        name: str, copies: int, *, fp32: bool = False, graphs: bool = True, compile: str = "none"
+    ) -> dict[str, Any]:
         runs: list[AttackRun] = []
         rec = dataclasses.replace(training, precision="fp32", channels_last=False) if fp32 else training
-        seconds, _ = timed(
-            lambda: relearn_many(
+        rec = dataclasses.replace(rec, compile=compile)
+        numerics = LoopNumerics.of(rec, device, force_compile=compile != "none")
+
+        def run(steps: int, out: list[AttackRun] | None = None) -> Any:
+            return relearn_many(
                 [base] * copies,
                 [data] * copies,
                 rec,
-                attack,
+                dataclasses.replace(attack, steps=steps, eval_every=steps),
                 seeds=list(range(copies)),
                 measures=[lambda _m: 0.0] * copies,
                 device=device,
                 graphs=graphs,
-                runs_out=runs,
-            ),
-            device,
-        )
+                numerics=numerics,
+                runs_out=out,
+            )
+
+        extra: dict[str, Any] = {}
+        if compile != "none":  # compile outside the timed steps (a few steps; the compiled code is then reused)
+            extra["compile_s"] = round(timed(lambda: run(4), device)[0], 2)
+        seconds, _ = timed(lambda: run(relearn_steps, runs), device)
         per_model = seconds / copies
         # The check's relearning of one model: 3 attacker sizes x the full attack, at this speed (evaluations aside).
         per_step = per_model / relearn_steps
@@ -235,15 +244,17 @@ def run_loops(
             run=runs[0].describe(),
             full_attack_steps=full_steps,
             three_sizes_estimate_s=round(per_step * full_steps * 3, 1),
+            **extra,
         )
 
-    variants: list[tuple[str, int, dict[str, bool]]] = [
+    variants: list[tuple[str, int, dict[str, Any]]] = [
         ("relearning, fp32 eager (before)", 1, {"fp32": True, "graphs": False}),
         ("relearning, recipe numerics, eager", 1, {"graphs": False}),
         ("relearning, recipe numerics, graphed", 1, {}),
         ("relearning, 3 sizes at once, graphed", 3, {}),
         ("relearning, 3 sizes at once, eager", 3, {"graphs": False}),
         ("relearning, 6 runs at once (references), graphed", 6, {}),
+        *((f"relearning, 3 sizes at once, graphed, compiled {m}", 3, {"compile": m}) for m in compile_modes),
     ]
     errors = doc.setdefault("errors", [])
     for name, copies, kwargs in variants:

@@ -25,7 +25,8 @@ zeroes one random 8x8 square per image (DeVries and Taylor, 2017)."""
 PRECISIONS = ("fp32", "bf16")
 """`TrainingRecipe.precision` values (`training.numerics`)."""
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
-"""`TrainingRecipe.compile` values: "none", or the `torch.compile` mode of the fast trainer's model on CUDA."""
+"""`TrainingRecipe.compile` values: "none", or the `torch.compile` mode of the model in the fast trainer's and the
+relearning attack's full-batch steps on CUDA (`training.numerics`)."""
 
 _EXTENDED_FIELDS = (
     "trainer",
@@ -60,7 +61,7 @@ class TrainingRecipe:
         "fp32"  # "bf16" = bfloat16 autocast on CUDA for every loop (always fp32 on CPU): `training.numerics`
     )
     channels_last: bool = False  # channels_last memory format on CUDA, likewise
-    compile: str = "none"  # fast trainer on CUDA: the torch.compile mode of its model ("none": eager)
+    compile: str = "none"  # on CUDA, torch.compile mode of the fast trainer's and relearning attack's steps
 
     def check_values(self, source: str = "<recipe>") -> None:
         """Raise ValueError naming `source` when augmentation, precision or compile is not a known value."""

@@ -14,16 +14,21 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cifar.py"
 def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     out = tmp_path / "loops.json"
     cmd = [sys.executable, str(SCRIPT), "--loops", "--quick", "--device", "cpu", "--relearn-steps", "4"]
-    proc = subprocess.run([*cmd, "--cudnn-benchmark", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    extra = ["--compile", "default", "--cudnn-benchmark"]  # torch.compile forced on the CPU: the GPU run's code path
+    proc = subprocess.run([*cmd, *extra, "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["kind"] == "loops" and doc["device"] == "cpu" and doc["quick"] is True and not doc["errors"]
     names = [row["loop"] for row in doc["loops"]]
-    assert names[:3] == [
+    assert names[:4] == [
         "fast trainer (per epoch after the first)",
+        "fast trainer, compiled default",
         "fast trainer, cudnn.benchmark",
         "budgeted fine-tuning (GradientDescent, 10%)",
     ]
+    compiled = [row for row in doc["loops"] if "compiled default" in row["loop"]]
+    assert [row["loop"] for row in compiled][1] == "relearning, 3 sizes at once, graphed, compiled default"
+    assert all(row["compile_s"] >= 0 for row in compiled)
     assert any(n.startswith("relearning, 3 sizes at once") for n in names)
     assert any(n.startswith("interpolation path") for n in names)
     for row in doc["loops"]:

@@ -40,6 +40,22 @@ def test_cuda_takes_the_recipes_numerics_and_the_cpu_stays_fp32() -> None:
 def test_an_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         LoopNumerics.of(dataclasses.replace(GPU_RECIPE, precision="fp8"), "cuda")
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
+        LoopNumerics.of(dataclasses.replace(GPU_RECIPE, compile="fast"), "cuda")
+
+
+def test_the_recipes_compile_mode_applies_on_cuda_only_unless_forced() -> None:
+    compiled = dataclasses.replace(GPU_RECIPE, compile="reduce-overhead")
+    assert LoopNumerics.of(compiled, "cuda").compile_mode == "reduce-overhead"
+    assert "compiled (reduce-overhead)" in LoopNumerics.of(compiled, "cuda").describe()
+    assert (
+        LoopNumerics.of(compiled, "cpu").compile_mode == "none"
+        and LoopNumerics.of(GPU_RECIPE, "cuda").compile_mode == "none"
+    )
+    forced = LoopNumerics.of(compiled, "cpu", force_compile=True)
+    assert forced.compile_mode == "reduce-overhead" and forced.precision == "fp32"
+    model = _conv_model()
+    assert LoopNumerics.of(GPU_RECIPE, "cpu").compiled(model) is model  # "none": the model itself
 
 
 def test_evaluations_follow_the_fixture_being_evaluated() -> None:
@@ -169,6 +185,42 @@ def test_relearning_on_the_bf16_path_stays_close_to_fp32() -> None:
     assert [s for s, _ in bf16] == [s for s, _ in fp32]
     assert bf16 != fp32, "the bf16 path was not taken"
     assert all(abs(a - b) < 1e-2 * abs(b) for (_, a), (_, b) in zip(bf16, fp32))
+
+
+def test_relearning_on_the_compiled_path_takes_the_same_steps_as_eager() -> None:
+    """Forced on the CPU: full batches run through the compiled model, the epoch's last, smaller batch through the
+    model itself (no second compilation), and the curve stays what the eager loop measures. (The model has no
+    convolution bias before its batch-norm: that bias's gradient is rounding noise, which Adam's normalised step
+    turns into a full-size update, different for any two kernels.)"""
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32, 4),
+        ).eval()
+
+    recipe = dataclasses.replace(GPU_RECIPE, precision="fp32", compile="default")
+    data = _data(80)  # batches of 32, 32 and 16
+    eager = relearn(model(), data, recipe, _attack(), seed=3, measure=_weight_norm)
+    runs: list = []
+    compiled = relearn_many(
+        [model()],
+        [data],
+        recipe,
+        _attack(),
+        seeds=[3],
+        measures=[_weight_norm],
+        numerics=LoopNumerics.of(recipe, "cpu", force_compile=True),
+        runs_out=runs,
+    )[0]
+    assert runs[0].full_batch_model is not runs[0].model and "compiled (default)" in runs[0].describe()["numerics"]
+    assert [s for s, _ in compiled] == [s for s, _ in eager]
+    assert all(abs(a - b) < 1e-4 * abs(b) for (_, a), (_, b) in zip(compiled, eager)), (compiled, eager)
 
 
 def test_relearn_many_needs_one_of_each_per_model() -> None:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearn_audit.protocol import AUGMENTATIONS, COMPILE_MODES, ExampleSet, TrainingRecipe
+from unlearn_audit.protocol import AUGMENTATIONS, ExampleSet, TrainingRecipe
 from unlearn_audit.training.numerics import LoopNumerics
 
 EpochCallback = Callable[..., None]
@@ -121,19 +121,6 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     raise ValueError(f"unknown augmentation {kind!r}; known: {AUGMENTATIONS}")
 
 
-def compiled_for_training(model: nn.Module, mode: str) -> nn.Module:
-    """`model` under `torch.compile(mode=mode)` with static shapes ("none": the model itself).
-
-    Static shapes: an epoch's last, smaller batch compiles one more graph rather than turning every
-    batch's graph dynamic. Inductor caches compiled kernels on disk (its cache directory,
-    `TORCHINDUCTOR_CACHE_DIR`), so a later build on the same machine pays much less than the first."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown compile mode {mode!r}; known: {COMPILE_MODES}")
-    if mode == "none":
-        return model
-    return torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)  # type: ignore[return-value]
-
-
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     """Linear warm-up from ~0 to 1 over `warmup_steps`, then linear decay to 0 at `total_steps`."""
     if warmup_steps > 0 and step < warmup_steps:
@@ -162,13 +149,12 @@ def train_fast(
         raise ValueError(f"unsupported loss {recipe.loss!r}")
     device = torch.device(device)
     cuda = device.type == "cuda"
-    numerics = LoopNumerics.of(recipe, device)
+    numerics = LoopNumerics.of(recipe, device, force_compile=force_compile)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     numerics.prepare_model(model.to(device)).train()
-    compile_mode = recipe.compile if (cuda or force_compile) else "none"
-    step_model = compiled_for_training(model, compile_mode)
-    graph_trees = compile_mode == "reduce-overhead"  # CUDA graphs of compiled code: mark where a step begins
+    step_model = numerics.compiled(model)
+    graph_trees = numerics.compile_mode == "reduce-overhead"  # Inductor's CUDA graphs: mark where a step begins
     x_all = data.inputs.to(device, non_blocking=True)
     y_all = data.labels.to(device, non_blocking=True)
     n = len(y_all)
@@ -190,10 +176,11 @@ def train_fast(
             idx = order[s : s + batch]
             x = numerics.inputs(x_epoch[idx])
             y = y_all[idx]
-            if graph_trees:
+            full = len(idx) == batch  # an epoch's last, smaller batch runs eagerly: no second compilation
+            if graph_trees and full:
                 torch.compiler.cudagraph_mark_step_begin()
             with numerics.autocast():
-                logits = step_model(x)
+                logits = (step_model if full else model)(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,7 +208,7 @@ def train_fast(
                 device=str(device),
                 precision=numerics.precision,
                 peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
-                compile=compile_mode,
+                compile=numerics.compile_mode,
             )
         )
     return model.eval()

@@ -14,7 +14,9 @@ real steps of the run (the caller's first full batches), so a graphed run takes 
 the same batches, as an eager one; only the kernels' scheduling differs (and, as for any two GPU
 runs, the last bits of non-deterministic reductions).
 
-A batch of another shape (an epoch's last, partial batch) runs eagerly with the same optimizer.
+A batch of another shape (an epoch's last, partial batch) runs eagerly with the same optimizer. With
+`full_batch_model` (the model under `torch.compile`, sharing its parameters) full batches run through
+it: the warm-up steps compile it, before the capture, and the capture records its kernels.
 Anything that fails during capture falls back to eager steps for the rest of the run, with the
 reason kept in `GraphedTrainingStep.fallback_reason`.
 """
@@ -58,8 +60,10 @@ class GraphedTrainingStep:
         batch_size: int,
         loss_fn: LossFn = cross_entropy,
         capture: bool = True,
+        full_batch_model: nn.Module | None = None,
     ) -> None:
         self.model = model
+        self.full_batch_model = full_batch_model or model
         self.optimizer = optimizer
         self.lr = lr_tensor
         self.numerics = numerics
@@ -94,8 +98,9 @@ class GraphedTrainingStep:
                     self._capture(x, y)
 
     def _forward_backward_update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        model = self.full_batch_model if len(y) == self.batch_size else self.model
         with self.numerics.autocast(cache_enabled=False):
-            logits = self.model(self.numerics.inputs(x))
+            logits = model(self.numerics.inputs(x))
         self.loss_fn(logits, y).backward()
         self.optimizer.step()
 

@@ -10,7 +10,7 @@ for the recipe's numerics on its device, so that one rule decides them all:
 - on the CPU, fp32 in the contiguous format, whatever the recipe says: bf16 autocast is slow on
   most CPUs, channels_last convolutions crashed the CPU build of torch 2.13 in our tests, and the
   CPU profiles' calibrated verdicts were measured in fp32. `force_precision` runs the bf16 path on
-  a CPU anyway (tests and CPU rehearsals of the GPU path).
+  a CPU anyway, `force_compile` the compiled one (tests and CPU rehearsals of the GPU path).
 
 A score measured under bf16 keeps its null distribution: GUS is N(0, 1) per poison for any gradient
 that does not depend on the secret noise, however it was rounded; attack success and accuracy are
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from unlearn_audit.protocol import PRECISIONS, TrainingRecipe
+from unlearn_audit.protocol import COMPILE_MODES, PRECISIONS, TrainingRecipe
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,27 @@ class LoopNumerics:
     autocast_dtype: torch.dtype | None  # None: plain fp32
     channels_last: bool
     fused_optimizer: bool
+    compile_mode: str = "none"  # the torch.compile mode of training steps ("none": eager)
 
     @classmethod
-    def of(cls, recipe: TrainingRecipe, device: torch.device | str, *, force_precision: bool = False) -> LoopNumerics:
+    def of(
+        cls,
+        recipe: TrainingRecipe,
+        device: torch.device | str,
+        *,
+        force_precision: bool = False,
+        force_compile: bool = False,
+    ) -> LoopNumerics:
         """The recipe's numerics on `device` (see the module docstring for the CPU rule)."""
         if recipe.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {recipe.precision!r} (expected one of {PRECISIONS})")
+        if recipe.compile not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {recipe.compile!r} (expected one of {COMPILE_MODES})")
         device_type = torch.device(device).type
         cuda = device_type == "cuda"
         bf16 = recipe.precision == "bf16" and (cuda or force_precision)
-        return cls(device_type, torch.bfloat16 if bf16 else None, cuda and recipe.channels_last, cuda)
+        compile_mode = recipe.compile if (cuda or force_compile) else "none"
+        return cls(device_type, torch.bfloat16 if bf16 else None, cuda and recipe.channels_last, cuda, compile_mode)
 
     @property
     def precision(self) -> str:
@@ -72,6 +83,21 @@ class LoopNumerics:
         """A batch in the loop's memory format (image batches only; other shapes pass through)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    def compiled(self, model: torch.nn.Module, *, own_cuda_graphs: bool = True) -> torch.nn.Module:
+        """`model` under `torch.compile` in the loop's mode, with static shapes ("none": the model itself).
+
+        Static shapes: another batch size compiles once more rather than turning every graph dynamic
+        (callers keep odd-sized batches on the model itself). Inductor caches compiled kernels on disk
+        (`TORCHINDUCTOR_CACHE_DIR`), so a later process on the same machine compiles much faster.
+        `own_cuda_graphs=False` for a caller that captures the steps in CUDA graphs itself: "reduce-overhead"
+        then compiles as "default" (Inductor's graphs cannot nest in the caller's capture)."""
+        if self.compile_mode == "none":
+            return model
+        mode = None if self.compile_mode == "default" else self.compile_mode
+        if mode == "reduce-overhead" and not own_cuda_graphs:
+            mode = None
+        return torch.compile(model, mode=mode, dynamic=False)  # type: ignore[return-value]
+
     def optimizer_options(self) -> dict[str, Any]:
         """Keyword arguments for torch.optim.SGD / Adam: fused kernels on CUDA, torch's default elsewhere."""
         return {"fused": True} if self.fused_optimizer else {}
@@ -82,6 +108,8 @@ class LoopNumerics:
             parts.append("channels_last")
         if self.fused_optimizer:
             parts.append("fused optimizer")
+        if self.compile_mode != "none":
+            parts.append(f"compiled ({self.compile_mode})")
         return ", ".join(parts)
 
 

@@ -172,15 +172,23 @@ class AttackRun:
         self.inputs, self.labels = data  # on the device, shared read-only with the other runs on the same data
         with self._on_stream():
             self.model = numerics.prepare_model(copy.deepcopy(model).to(device)).train()
+        graphed = graphs and self.cuda and attack.optimizer == "adam"
+        # Full batches through the model under torch.compile when the recipe asks for it (odd-sized ones eagerly).
+        self.full_batch_model = numerics.compiled(self.model, own_cuda_graphs=not graphed)
         # On CUDA the curve is measured on a copy taken at each evaluation point, while the next steps train.
         self.snapshot: nn.Module | None = copy.deepcopy(self.model).eval() if self.cuda else None
         self._snapshot_ready: torch.cuda.Event | None = None
-        graphed = graphs and self.cuda and attack.optimizer == "adam"
         self.optimizer, lr_tensor = _optimizer(attack, recipe, self.model.parameters(), numerics, graphed)
         self.graphed: GraphedTrainingStep | None = None
         if graphed and self.stream is not None and lr_tensor is not None:
             self.graphed = GraphedTrainingStep(
-                self.model, self.optimizer, lr_tensor, numerics, self.stream, batch_size=attack.batch_size
+                self.model,
+                self.optimizer,
+                lr_tensor,
+                numerics,
+                self.stream,
+                batch_size=attack.batch_size,
+                full_batch_model=self.full_batch_model,
             )
         self.generator = torch.Generator().manual_seed(seed)
         self.aug_generator = torch.Generator(device=device).manual_seed(seed + 1)
@@ -210,8 +218,11 @@ class AttackRun:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
+            full = len(y) == self.attack.batch_size
+            if full and self.numerics.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
             with self.numerics.autocast():
-                logits = self.model(self.numerics.inputs(x))
+                logits = (self.full_batch_model if full else self.model)(self.numerics.inputs(x))
             F.cross_entropy(logits.float(), y).backward()
             self.optimizer.step()
 
