@@ -79,3 +79,32 @@ def test_build_attempts_are_part_of_the_recipe_and_its_key() -> None:
     with pytest.raises(ValueError, match="build_attempts must be an integer >= 1"):
         parse_recipe("p", text.replace("checks = []", "checks = []\nbuild_attempts = 0"))
     assert {r.build_attempts for r in load_profile_recipes("cifar10-resnet18-standin").values()} == {1}
+
+
+def test_a_fixture_whose_every_build_failed_xfails_naming_each_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Through the session: the check is not judged, and the xfail names how many builds were tried and their seeds."""
+    from unlearn_audit.engine.options import AuditOptions
+    from unlearn_audit.engine.session import AuditSession
+
+    real = GaussianAttack.validate
+    monkeypatch.setattr(
+        GaussianAttack, "validate", lambda self, *a: {**real(self, *a), "effective": False, "rule": "never (test)"}
+    )
+    audit = AuditSession(
+        AuditOptions(profile="cifar10-resnet18-standin", cache_dir=tmp_path, device="cpu", isolation="inline")
+    )
+    try:
+        audit.recipes["gaussian"] = dataclasses.replace(audit.recipes["gaussian"], build_attempts=2)
+        result, meta = audit.run_check("gaussian_leakage", "unlearn_audit.methods:NoOp", "gaussian", 0)
+    finally:
+        audit.close()
+    seeds = [0, build_seed(0, 1)]
+    assert result.verdict == "xfail" and result.score is None
+    assert result.message == (
+        "the attack did not work on the poisoned model of any of this fixture's 2 builds "
+        f"(build seeds {seeds[0]}, {seeds[1]}), so it cannot judge removal"
+    )
+    assert [b["build_seed"] for b in result.details["build_attempts"]] == seeds
+    assert result.rule == "fixture validation: never (test)"
