@@ -80,10 +80,10 @@ def test_a_check_evaluates_in_its_fixtures_numerics(monkeypatch: pytest.MonkeyPa
     assert seen == ["bf16"] and evaluation_numerics("cuda").precision == "fp32"
 
 
-def _conv_model(seed: int = 0) -> nn.Module:
+def _conv_model(seed: int = 0, conv_bias: bool = True) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(3, 8, 3, padding=1, bias=conv_bias),
         nn.BatchNorm2d(8),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(2),
@@ -193,23 +193,12 @@ def test_relearning_on_the_compiled_path_takes_the_same_steps_as_eager() -> None
     convolution bias before its batch-norm: that bias's gradient is rounding noise, which Adam's normalised step
     turns into a full-size update, different for any two kernels.)"""
 
-    def model() -> nn.Module:
-        torch.manual_seed(0)
-        return nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Flatten(),
-            nn.Linear(32, 4),
-        ).eval()
-
     recipe = dataclasses.replace(GPU_RECIPE, precision="fp32", compile="default")
     data = _data(80)  # batches of 32, 32 and 16
-    eager = relearn(model(), data, recipe, _attack(), seed=3, measure=_weight_norm)
+    eager = relearn(_conv_model(conv_bias=False), data, recipe, _attack(), seed=3, measure=_weight_norm)
     runs: list = []
     compiled = relearn_many(
-        [model()],
+        [_conv_model(conv_bias=False)],
         [data],
         recipe,
         _attack(),
