@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -190,6 +191,7 @@ def test_recipe_with_an_unknown_training_value_is_refused_on_load() -> None:
             parse_recipe(PROFILE, bad, source="gaussian.toml")
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on the CPU (Inductor) needs a C++ compiler")
 def test_fast_trainer_compiles_only_where_asked_and_learns_the_same() -> None:
     """The recipe's compile mode is CUDA-only, like its precision; forced on the CPU, the compiled run takes the
     same batches and augmentation draws as the eager one and ends at (nearly) the same weights."""
