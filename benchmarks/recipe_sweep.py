@@ -88,21 +88,15 @@ def measure_variant(name: str, recipe: Any, device: str, seed: int = 0, force_co
     from unlearn_audit.attacks.base import BuildContext
     from unlearn_audit.attacks.registry import get_attack
     from unlearn_audit.metrics import correct
-    from unlearn_audit.profiles.data import load_split
     from unlearn_audit.profiles.models import model_factory
     from unlearn_audit.protocol import ExampleSet
-    from unlearn_audit.scenarios.build import hold_out_validation
+    from unlearn_audit.scenarios.build import fixture_split
     from unlearn_audit.scenarios.seeds import derived_seed
     from unlearn_audit.training.fast import FastTrainStats, train_fast
     from unlearn_audit.training.loops import seeded_model
     from unlearn_audit.training.numerics import evaluating_fixture_of
 
-    data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
-    split, _ = hold_out_validation(
-        load_split(recipe.data["source"], **data_options),
-        float(recipe.data.get("validation_fraction", 0.0)),
-        derived_seed(seed, "validation"),
-    )
+    split, _ = fixture_split(recipe, seed)  # the fixture's own split: what its build starts from
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
     attack = get_attack(recipe.attack["kind"])
     ctx = BuildContext(
@@ -119,9 +113,7 @@ def measure_variant(name: str, recipe: Any, device: str, seed: int = 0, force_co
     model = seeded_model(factory, derived_seed(seed, "original-init"))
     epochs: list[float] = []
     stats: list[FastTrainStats] = []
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    train_fast(
+    train_fast(  # resets the peak-memory counter itself
         model,
         ExampleSet(poisoned.train_x, poisoned.train_y),
         recipe.training,
@@ -145,7 +137,7 @@ def measure_variant(name: str, recipe: Any, device: str, seed: int = 0, force_co
     run = stats[0]
     row = {
         "variant": name,
-        "training": {k: v for k, v in recipe.training.cache_spec().items()},
+        "training": recipe.training.cache_spec(),
         "device": device,
         "test_accuracy": round(accuracy, 4),
         "tta_flip_accuracy": round(tta, 4),

@@ -108,12 +108,7 @@ def build_once(
     When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
     built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
     """
-    data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
-    split, validation = hold_out_validation(
-        load_split(recipe.data["source"], **data_options),
-        float(recipe.data.get("validation_fraction", 0.0)),
-        derived_seed(seed, "validation"),
-    )
+    split, validation = fixture_split(recipe, seed)
     attack = get_attack(recipe.attack["kind"])
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
     ctx = BuildContext(
@@ -193,6 +188,16 @@ def build_once(
         **{clean_model_name(j): m.state_dict() for j, m in enumerate(clean)},
     }
     return BuiltFixture(weights, tensors, meta)
+
+
+def fixture_split(recipe: ScenarioRecipe, seed: int) -> tuple[Split, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The clean data a build from `seed` starts from: the recipe's split, less its held-out validation set."""
+    data_options = {k: v for k, v in recipe.data.items() if k not in ("source", "validation_fraction")}
+    return hold_out_validation(
+        load_split(recipe.data["source"], **data_options),
+        float(recipe.data.get("validation_fraction", 0.0)),
+        derived_seed(seed, "validation"),
+    )
 
 
 def hold_out_validation(
