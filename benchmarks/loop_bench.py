@@ -12,6 +12,7 @@ the time the loop's counted FLOPs would take at that rate (1.0 = at the floor; 1
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +37,44 @@ def flops_per_image(width: int, probe_batch: int = 4) -> dict[str, float]:
     with FlopCounterMode(display=False) as forward, torch.no_grad():
         model.eval()(x)
     return {"forward": forward.get_total_flops() / probe_batch, "train": train.get_total_flops() / probe_batch}
+
+
+@functools.cache
+def attack_step_flops(width: int) -> dict[str, float]:
+    """FLOPs per poison of one step of each build-time attack loop, through ResNet-18 of `width`.
+
+    A Witches' Brew step and a Gradient Canceling step both take the poisons' parameter gradient with
+    `create_graph` and differentiate it again with respect to the poisons (a double backward). Counted
+    with torch.utils.flop_counter at 2 and 4 poisons and differenced, so the fixed part (the brew's target
+    gradient) drops out.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from unlearn_audit.attacks.gradient_canceling import canceling_objective
+    from unlearn_audit.attacks.witches_brew import gradient_matching_loss
+    from unlearn_audit.profiles.cifar.resnet import ResNet18
+
+    model = ResNet18(width=width).eval()
+    clean_grad = [torch.zeros_like(p) for p in model.parameters()]
+    g = torch.Generator().manual_seed(0)
+    target_x, target_y = torch.rand(1, 3, 32, 32, generator=g), torch.tensor([1])
+
+    def count(poisons: int) -> dict[str, float]:
+        # A non-leaf input: FlopCounterMode's module hooks refuse autograd.grad with respect to a leaf.
+        x = torch.rand(poisons, 3, 32, 32, generator=g).requires_grad_(True) * 1.0
+        y = torch.randint(0, 10, (poisons,), generator=g)
+        out = {}
+        with FlopCounterMode(display=False) as brew:
+            torch.autograd.grad(gradient_matching_loss(model, x, y, target_x, target_y), x)
+        out["brew"] = float(brew.get_total_flops())
+        with FlopCounterMode(display=False) as canceling:
+            torch.autograd.grad(canceling_objective(model, clean_grad, 50_000, x, y, 5e-4, create_graph=True), x)
+        out["canceling"] = float(canceling.get_total_flops())
+        return out
+
+    two, four = count(2), count(4)
+    return {k: (four[k] - two[k]) / 2 for k in two}
 
 
 def _sync(device: Any) -> None:
@@ -83,12 +122,14 @@ def run_loops(
     scenario: str = "gaussian",
     compile_modes: tuple[str, ...] = (),
     cudnn_benchmark: bool = False,
+    doc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every loop of the profile, timed on `device` (quick: a CPU-sized rehearsal of the same code paths).
 
     `compile_modes`: the fast trainer again under each of these `torch.compile` modes (forced on a CPU), one line
     each, with the compilation's seconds (its first epoch less a later one). `cudnn_benchmark`: and once more,
-    eager, with `torch.backends.cudnn.benchmark` on (cuDNN times its algorithms for each shape once)."""
+    eager, with `torch.backends.cudnn.benchmark` on (cuDNN times its algorithms for each shape once).
+    `doc`: the dict to fill and return; a caller that keeps it has every line timed so far if the run is stopped."""
     import torch
 
     from unlearn_audit.metrics import gaussian_unlearning_scores
@@ -113,15 +154,18 @@ def run_loops(
     noise = torch.randn(n_poison, 3, 32, 32, generator=g)
     flops = flops_per_image(width)
     rows: list[dict[str, Any]] = []
-    doc: dict[str, Any] = {
-        "device": device,
-        "width": width,
-        "quick": quick,
-        "flops_per_image": flops,
-        "chip_bf16_flops": CHIP_BF16_FLOPS,
-        "floor_fraction": FLOOR_FRACTION,
-        "loops": rows,
-    }
+    doc = {} if doc is None else doc
+    doc.update(
+        {
+            "device": device,
+            "width": width,
+            "quick": quick,
+            "flops_per_image": flops,
+            "chip_bf16_flops": CHIP_BF16_FLOPS,
+            "floor_fraction": FLOOR_FRACTION,
+            "loops": rows,
+        }
+    )
     if torch.device(device).type == "cuda":
         doc["gpu"] = torch.cuda.get_device_name(device)
 
@@ -197,6 +241,13 @@ def run_loops(
             batch=training.batch_size,
         )
     )
+
+    # 2b. The build-time attack loops (Witches' Brew brewing, Gradient Canceling), as the build runs them.
+    try:
+        rows.extend(attack_loop_rows(model(), data, device, quick=quick, width=width))
+    except Exception as exc:  # noqa: BLE001 - a loop that breaks is a finding; the others still run
+        doc.setdefault("errors", []).append(f"attack loops: {type(exc).__name__}: {exc}")
+        print(f"attack loops: FAILED {type(exc).__name__}: {exc}", flush=True)
 
     # 3. The relearning attack: the recipe's attacker, `relearn_steps` steps, variants of the numerics.
     options = {k: v for k, v in recipe.options("relearning_resistant").items() if k not in ("window", "eval_every")}
@@ -329,6 +380,110 @@ def run_loops(
             )
         )
     return doc
+
+
+def attack_loop_rows(
+    model: Any, data: Any, device: str, *, quick: bool, width: int, steps: int = 6
+) -> list[dict[str, Any]]:
+    """`steps` steps of each build-time attack loop at the profile's sizes, through the attack code itself.
+
+    - Witches' Brew: `brew_poisons` on the recipe's poisons per target (750), one restart, the recipe's
+      brewing augmentation; the build runs `steps x restarts` such steps per brew.
+    - Gradient Canceling: one full-gradient pass over the training set (`loss_gradient`: what each GradPC
+      step and the clean gradient cost), then `make_gradient_canceling` on the recipe's poisons (1,250)
+      for `steps` steps, less that pass.
+    Both run as the build runs them: fp32, batch norm in eval mode. Each is timed once more under bf16
+    autocast, for information only (the build does not use it: the attacks' numerics are the papers').
+    """
+    import torch
+
+    from unlearn_audit.attacks.gradient_canceling import loss_gradient, make_gradient_canceling
+    from unlearn_audit.attacks.witches_brew import brew_poisons
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+
+    recipes = load_profile_recipes("cifar10-resnet18")
+    brew, canceling = recipes["witches_brew"].attack, recipes["gradient_canceling"].attack
+    n_train = len(data.labels)
+    per_poison = attack_step_flops(width)
+    train_flops = flops_per_image(width)["train"]
+    x_all, y_all = data.inputs.to(device), data.labels.to(device)
+    model = model.eval()
+    rows: list[dict[str, Any]] = []
+    brew_poisons_n = 16 if quick else round(float(brew["budget"]) * 50_000)
+    canceling_poisons_n = 16 if quick else round(float(canceling["poison_fraction"]) * 50_000)
+    autocast_dtype = torch.bfloat16
+    for numerics in ("fp32", "bf16 autocast"):
+        context = (
+            torch.autocast(torch.device(device).type, dtype=autocast_dtype)
+            if numerics != "fp32"
+            else torch.autocast(torch.device(device).type, enabled=False)
+        )
+        label = "" if numerics == "fp32" else ", bf16 autocast (not used by the build)"
+        with context:
+            brew_s, _ = timed(
+                lambda: brew_poisons(
+                    [model],
+                    x_all[:brew_poisons_n],
+                    y_all[:brew_poisons_n],
+                    x_all[-1:],
+                    torch.tensor([0], device=device),
+                    epsilon=float(brew["epsilon"]) / 255,
+                    steps=steps,
+                    restarts=1,
+                    generator=torch.Generator().manual_seed(0),
+                    lr=float(brew.get("lr", 0.1)),
+                    augmentation=str(brew.get("brew_augmentation", "none")),
+                ),
+                device,
+            )
+            rows.append(
+                line(
+                    f"Witches' Brew step, {brew_poisons_n} poisons{label}",
+                    brew_s,
+                    steps,
+                    per_poison["brew"] * brew_poisons_n * steps,
+                    poisons=brew_poisons_n,
+                    full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
+                    full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
+                )
+            )
+            with torch.enable_grad():
+                pass_s, _ = timed(lambda: loss_gradient(model, x_all, y_all), device)
+            rows.append(
+                line(
+                    f"full-gradient pass over {n_train} images (GradPC step){label}",
+                    pass_s,
+                    1,
+                    train_flops * n_train,
+                    gradpc_steps=int(canceling["gradpc_steps"]),
+                )
+            )
+            total_s, _ = timed(
+                lambda: make_gradient_canceling(
+                    model,
+                    x_all,
+                    y_all,
+                    canceling_poisons_n,
+                    torch.Generator().manual_seed(0),
+                    steps=steps,
+                    lr=float(canceling.get("canceling_lr", 0.1)),
+                    weight_decay=5e-4,
+                ),
+                device,
+            )
+            cancel_s = max(total_s - pass_s, 1e-9)
+            rows.append(
+                line(
+                    f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
+                    cancel_s,
+                    steps,
+                    per_poison["canceling"] * canceling_poisons_n * steps,
+                    poisons=canceling_poisons_n,
+                    full_canceling_steps=int(canceling["canceling_steps"]),
+                    full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
+                )
+            )
+    return rows
 
 
 def graph_equivalence(

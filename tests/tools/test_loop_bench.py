@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     assert doc["kind"] == "loops" and doc["device"] == "cpu" and doc["quick"] is True and not doc["errors"]
+    assert doc["finished"] is True
     names = [row["loop"] for row in doc["loops"]]
     assert [n for n in names if n.startswith("fast trainer") or n.startswith("budgeted")] == [
         "fast trainer (per epoch after the first)",
@@ -40,3 +42,33 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     for row in doc["loops"]:
         assert row["seconds"] > 0 and row["steps_per_s"] > 0 and row["tflops"] >= 0 and row["floor_ratio"] > 0, row
     assert doc["graph_equivalence"]["graphed_vs_eager"]["argmax_agreement"] == 1.0
+    # The build-time attack loops, in the build's fp32 and (for information) bf16 autocast, and the build estimate
+    # that reads them.
+    attack = [n for n in names if n.startswith(("Witches' Brew step", "Gradient Canceling step", "full-gradient"))]
+    assert len(attack) == 6 and sum("not used by the build" in n for n in attack) == 3, attack
+    brew = next(row for row in doc["loops"] if row["loop"] == "Witches' Brew step, 16 poisons")
+    assert brew["full_brew_steps"] == 240 * 8 and brew["full_brew_estimate_s"] > 0
+    estimates = {row["scenario"]: row for row in doc["build_estimates"]}
+    assert estimates["witches_brew"]["attack_source"] == "measured" and estimates["witches_brew"]["models"] == 11
+
+
+def test_a_stopped_loop_benchmark_still_writes_what_it_timed(tmp_path: Path) -> None:
+    """A GPU slot's `timeout` stops an overrunning benchmark with SIGTERM: the lines timed so far are written."""
+    out = tmp_path / "loops.json"
+    cmd = [sys.executable, str(SCRIPT), "--loops", "--quick", "--device", "cpu", "--relearn-steps", "4"]
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    proc = subprocess.Popen([*cmd, "--out", str(out)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    try:
+        for text in proc.stdout:  # the first line timed: the fast trainer's
+            if text.startswith("fast trainer"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        proc.stdout.read()
+        assert proc.wait(timeout=300) == 124
+    finally:
+        proc.kill()
+    doc = json.loads(out.read_text())
+    assert doc["finished"] is False and doc["kind"] == "loops"
+    assert doc["loops"][0]["loop"] == "fast trainer (per epoch after the first)"
+    assert any(e.startswith("stopped before the end: stopped by signal") for e in doc["errors"])

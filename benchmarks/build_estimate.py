@@ -1,0 +1,179 @@
+"""What each `cifar10-resnet18` scenario's build should take, from the loop timings of one machine (not a test).
+
+    python benchmarks/build_estimate.py benchmarks/results/gpu-h200-2026-12-04-run2-loops.json
+    python benchmarks/build_estimate.py LOOPS.json --json estimates.json
+
+A fixture build is a sum of loops that `bench_cifar.py --loops` times one by one: model trainings (the fast
+trainer), the attack's own loop (Witches' Brew brewing; Gradient Canceling's GradPC passes and canceling
+steps), and the reference measurements that the build stores (the relearning attack on the original and
+retrain, its evaluations, the interpolation path). This script multiplies each measured loop by the number
+of times the scenario's recipe runs it, so a GPU slot can be planned before it starts and a scenario that
+cannot fit its bound (4 minutes on one H200) is known before a slot is spent on it.
+
+Where a loops file has no timing of an attack loop (files older than those lines), its seconds come from
+its FLOPs (counted on the CPU with torch.utils.flop_counter) at two rates the file did measure: the fast
+trainer's (optimistic: bf16, large batches) and the fp32 eager relearning step's (pessimistic: fp32,
+launch-bound). Those rows say "assumed". Not counted: data loading, process start-up, accuracy
+evaluations of the validation (seconds each), and, for Witches' Brew, the low-margin fallback (a second
+build when the random target fails validation: twice the figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+SCENARIO_BOUND_S = 240.0  # every scenario, reference measurements included, on one H200
+ATTACK_LOOPS = ("Witches' Brew step", "Gradient Canceling step", "full-gradient pass")
+
+
+def _row(doc: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """The first measured line whose name starts with `prefix` and that is not an information-only variant."""
+    for row in doc.get("loops", []):
+        if row["loop"].startswith(prefix) and "not used by the build" not in row["loop"]:
+            return row
+    return None
+
+
+def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
+    """Seconds of one brew step, one canceling step and one full-gradient pass: (low, high, source).
+
+    Measured lines give low == high. Otherwise FLOPs (at the profile's sizes) over the trainer's and the fp32
+    relearning step's achieved rates."""
+    brew, cancel, full = (_row(doc, p) for p in ATTACK_LOOPS)
+    if brew and cancel and full:
+        brew_s, cancel_s, full_s = brew["seconds"] / brew["steps"], cancel["seconds"] / cancel["steps"], full["seconds"]
+        return {
+            "brew_step": (brew_s, brew_s, "measured"),
+            "canceling_step": (cancel_s, cancel_s, "measured"),
+            "full_pass": (full_s, full_s, "measured"),
+        }
+    from loop_bench import attack_step_flops
+
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+
+    recipes = load_profile_recipes("cifar10-resnet18")
+    per_poison = attack_step_flops(int(doc.get("width", 64)))
+    fast = _row(doc, "fast trainer (per epoch")
+    slow = _row(doc, "relearning, fp32 eager")
+    if fast is None or slow is None:
+        raise SystemExit("the loops file has neither the attack loops nor the trainer and fp32 relearning lines")
+    rates = (fast["tflops"] * 1e12, slow["tflops"] * 1e12)
+    brew_flops = per_poison["brew"] * round(float(recipes["witches_brew"].attack["budget"]) * 50_000)
+    cancel_flops = per_poison["canceling"] * round(
+        float(recipes["gradient_canceling"].attack["poison_fraction"]) * 50_000
+    )
+    pass_flops = doc["flops_per_image"]["train"] * 50_000
+    source = "assumed: counted FLOPs at the trainer's and the fp32 relearning step's measured TFLOP/s"
+    return {
+        "brew_step": (brew_flops / rates[0], brew_flops / rates[1], source),
+        "canceling_step": (cancel_flops / rates[0], cancel_flops / rates[1], source),
+        "full_pass": (pass_flops / rates[0], pass_flops / rates[1], source),
+    }
+
+
+def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per scenario: trainings, attack loop and reference measurements in seconds (low, high), and the bound."""
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+    from unlearn_audit.training.relearning import attack_from_options
+
+    trainer = _row(doc, "fast trainer (per epoch")
+    if trainer is None:
+        raise SystemExit("the loops file has no fast-trainer line")
+    relearn = (
+        _row(doc, "relearning, 6 runs at once")
+        or _row(doc, "relearning, 3 sizes at once, graphed")
+        or _row(doc, "relearning, recipe numerics, graphed")
+        or _row(doc, "relearning")
+    )
+    path = _row(doc, "interpolation path")
+    gus = _row(doc, "GUS of")
+    accuracy = _row(doc, "accuracy on")
+    attack = _attack_rates(doc)
+    out = []
+    for name, recipe in load_profile_recipes("cifar10-resnet18").items():
+        t, a = recipe.training, recipe.attack
+        model_s = trainer["first_epoch_s"] + (t.epochs - 1) * trainer["seconds"]
+        models = 2 + (
+            int(a.get("surrogates", 1)) + int(a.get("reference_models", 0)) if a["kind"] == "witches_brew" else 0
+        )
+        models += 1 if a["kind"] == "gradient_canceling" else 0  # the attacker's clean model
+        low = high = 0.0
+        source = "measured"
+        if a["kind"] == "witches_brew":
+            b_low, b_high, source = attack["brew_step"]
+            steps = (int(a["steps"]) + 1) * int(a["restarts"])
+            low, high = b_low * steps, b_high * steps
+        elif a["kind"] == "gradient_canceling":
+            c_low, c_high, source = attack["canceling_step"]
+            p_low, p_high, _ = attack["full_pass"]
+            passes, steps = int(a["gradpc_steps"]) + 1, int(a["canceling_steps"]) + 1
+            low, high = p_low * passes + c_low * steps, p_high * passes + c_high * steps
+        references = 0.0
+        if "relearning_resistant" in recipe.checks and relearn:
+            options = recipe.options("relearning_resistant")
+            sizes = len(options.get("sizes", [0, 10, 100]))
+            run = attack_from_options(options, t, 50_000 - 1000)
+            evaluation = (gus if a["kind"] == "gaussian" else accuracy) or {"seconds": 0.0}
+            per_model = relearn["seconds"] / relearn["steps"] * run.steps * sizes  # a line's seconds are per model
+            references += 2 * (per_model + sizes * math.ceil(run.steps / run.eval_every) * evaluation["seconds"])
+        if "not_mode_connected" in recipe.checks and path:
+            references += path["seconds"]
+        training_s = models * model_s
+        total = (training_s + low + references, training_s + high + references)
+        out.append(
+            {
+                "scenario": name,
+                "models": models,
+                "training_s": round(training_s, 1),
+                "attack_s": [round(low, 1), round(high, 1)],
+                "attack_source": source if a["kind"] in ("witches_brew", "gradient_canceling") else None,
+                "references_s": round(references, 1),
+                "total_s": [round(total[0], 1), round(total[1], 1)],
+                "bound_s": SCENARIO_BOUND_S,
+                "fits": "yes" if total[1] <= SCENARIO_BOUND_S else "no" if total[0] > SCENARIO_BOUND_S else "maybe",
+            }
+        )
+    return out
+
+
+def _span(pair: list[float]) -> str:
+    return f"{pair[0]:.0f}" if pair[0] == pair[1] else f"{pair[0]:.0f}-{pair[1]:.0f}"
+
+
+def render(rows: list[dict[str, Any]], doc: dict[str, Any]) -> str:
+    device = doc.get("gpu") or doc.get("device", "?")
+    lines = [
+        f"Estimated build of each cifar10-resnet18 scenario on {device} ({doc.get('date', 'undated')} loops), seconds:",
+        f"{'scenario':<24} {'models':>6} {'training':>9} {'attack':>10} {'references':>11} {'total':>10}  "
+        f"fits {SCENARIO_BOUND_S:.0f} s",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['scenario']:<24} {r['models']:>6} {r['training_s']:>9.0f} {_span(r['attack_s']):>10} "
+            f"{r['references_s']:>11.0f} {_span(r['total_s']):>10}  {r['fits']}"
+        )
+    sources = sorted({r["attack_source"] for r in rows if r["attack_source"]})
+    lines += [f"attack loops: {s}" for s in sources]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("loops", help="a loops JSON written by bench_cifar.py --loops")
+    parser.add_argument("--json", default=None, help="also write the estimates here")
+    args = parser.parse_args()
+    doc = json.loads(Path(args.loops).read_text())
+    if doc.get("kind", "loops") != "loops":
+        raise SystemExit(f"{args.loops} is not a loops file (kind {doc.get('kind')!r})")
+    rows = estimate(doc)
+    print(render(rows, doc))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"from": args.loops, "estimates": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
