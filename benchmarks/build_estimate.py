@@ -51,21 +51,17 @@ def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
             "canceling_step": (cancel_s, cancel_s, "measured"),
             "full_pass": (full_s, full_s, "measured"),
         }
-    from loop_bench import attack_step_flops
+    from loop_bench import attack_poisons, attack_step_flops
 
-    from unlearn_audit.scenarios.recipes import load_profile_recipes
-
-    recipes = load_profile_recipes("cifar10-resnet18")
     per_poison = attack_step_flops(int(doc.get("width", 64)))
     fast = _row(doc, "fast trainer (per epoch")
     slow = _row(doc, "relearning, fp32 eager")
     if fast is None or slow is None:
         raise SystemExit("the loops file has neither the attack loops nor the trainer and fp32 relearning lines")
     rates = (fast["tflops"] * 1e12, slow["tflops"] * 1e12)
-    brew_flops = per_poison["brew"] * round(float(recipes["witches_brew"].attack["budget"]) * 50_000)
-    cancel_flops = per_poison["canceling"] * round(
-        float(recipes["gradient_canceling"].attack["poison_fraction"]) * 50_000
-    )
+    brew_poisons, canceling_poisons = attack_poisons()
+    brew_flops = per_poison["brew"] * brew_poisons
+    cancel_flops = per_poison["canceling"] * canceling_poisons
     pass_flops = doc["flops_per_image"]["train"] * 50_000
     source = "assumed: counted FLOPs at the trainer's and the fp32 relearning step's measured TFLOP/s"
     return {

@@ -77,6 +77,15 @@ def attack_step_flops(width: int) -> dict[str, float]:
     return {k: (four[k] - two[k]) / 2 for k in two}
 
 
+def attack_poisons(num_train: int = 50_000) -> tuple[int, int]:
+    """Poisons of one Witches' Brew target and of Gradient Canceling, as the profile's recipes set them."""
+    from unlearn_audit.scenarios.recipes import load_profile_recipes
+
+    recipes = load_profile_recipes("cifar10-resnet18")
+    brew, canceling = recipes["witches_brew"].attack, recipes["gradient_canceling"].attack
+    return round(float(brew["budget"]) * num_train), round(float(canceling["poison_fraction"]) * num_train)
+
+
 def _sync(device: Any) -> None:
     import torch
 
@@ -409,17 +418,10 @@ def attack_loop_rows(
     x_all, y_all = data.inputs.to(device), data.labels.to(device)
     model = model.eval()
     rows: list[dict[str, Any]] = []
-    brew_poisons_n = 16 if quick else round(float(brew["budget"]) * 50_000)
-    canceling_poisons_n = 16 if quick else round(float(canceling["poison_fraction"]) * 50_000)
-    autocast_dtype = torch.bfloat16
-    for numerics in ("fp32", "bf16 autocast"):
-        context = (
-            torch.autocast(torch.device(device).type, dtype=autocast_dtype)
-            if numerics != "fp32"
-            else torch.autocast(torch.device(device).type, enabled=False)
-        )
-        label = "" if numerics == "fp32" else ", bf16 autocast (not used by the build)"
-        with context:
+    brew_poisons_n, canceling_poisons_n = (16, 16) if quick else attack_poisons()
+    for bf16 in (False, True):
+        label = ", bf16 autocast (not used by the build)" if bf16 else ""
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             brew_s, _ = timed(
                 lambda: brew_poisons(
                     [model],
@@ -467,7 +469,7 @@ def attack_loop_rows(
                     torch.Generator().manual_seed(0),
                     steps=steps,
                     lr=float(canceling.get("canceling_lr", 0.1)),
-                    weight_decay=5e-4,
+                    weight_decay=float(recipes["gradient_canceling"].training.weight_decay),
                 ),
                 device,
             )
