@@ -400,7 +400,7 @@ def attack_loop_rows(
       brewing augmentation; the build runs `steps x restarts` such steps per brew.
     - Gradient Canceling: one full-gradient pass over the training set (`loss_gradient`: what each GradPC
       step and the clean gradient cost), then `make_gradient_canceling` on the recipe's poisons (1,250)
-      for `steps` steps, less that pass.
+      for `steps` steps, timed by its own step clock (which starts after its clean-gradient pass).
     Both run as the build runs them: fp32, batch norm in eval mode. Each is timed once more under bf16
     autocast, for information only (the build does not use it: the attacks' numerics are the papers').
     """
@@ -479,7 +479,7 @@ def attack_loop_rows(
                 ),
                 device,
             )
-            cancel_s = max(loop_clock[-1], 1e-9)
+            cancel_s = loop_clock[-1]
             rows.append(
                 line(
                     f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
