@@ -479,8 +479,12 @@ def test_witches_brew_builds_with_a_resnet_through_the_fast_trainer(monkeypatch:
         "Witches' Brew poisons, targets",
         "original model",
         "retrain model",
-        "reference 2 model",
+        "shared clean model 2 of 2",
     } <= set(stages)
+    # The null's clean models are shared: trained once, though the fallback built the fixture twice.
+    assert r.attack["shared_references"] is True
+    assert [m["trained_here"] for m in built.meta["fallback"]["first_attempt"]["shared_models"]] == [True, True]
+    assert [m["trained_here"] for m in built.meta["shared_models"]] == [False, False]
     # Poisons come from the target's adversarial class, and the labels are unchanged.
     adversarial = int(t["secret.adversarial_classes"][0])
     assert (t["train_y"][forget] == adversarial).all() and adversarial != int(
@@ -538,6 +542,10 @@ def test_witches_brew_pools_one_target_per_seed_and_reports_how_targets_were_cho
         assert " over 3 targets vs 2 pooled clean models" in pooled.details["pooled_test"]
         assert [s["details"]["target_selection"] for s in pooled.details["per_seed"]] == ["random"] * 3
         assert len({int(audit.fixture("witches_brew", s).tensors["secret.target_indices"][0]) for s in (0, 1, 2)}) >= 2
+        # Every seed's null comes from the same two shared clean models, trained by the first build.
+        used = [audit.fixture("witches_brew", s).meta["shared_models"] for s in (0, 1, 2)]
+        assert [[m["trained_here"] for m in u] for u in used] == [[True, True], [False, False], [False, False]]
+        assert len({tuple(m["sha256"] for m in u) for u in used}) == 1
         # Seed 3's random target fails validation: its fixture is the low-margin rebuild, and its result says so.
         fail_next[0] = True
         fallback, _ = audit.run_check("targeted_removed", "unlearn_audit.methods:NoOp", "witches_brew", (0, 1, 2, 3))

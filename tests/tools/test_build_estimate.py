@@ -47,11 +47,13 @@ def test_the_estimate_predicts_the_measured_gaussian_build(build_estimate) -> No
 def test_the_recipes_set_what_each_scenario_trains(build_estimate) -> None:
     rows = {r["scenario"]: r for r in build_estimate.estimate(json.loads(LOOPS.read_text()))}
     assert set(rows) == {"gaussian", "backdoor", "witches_brew", "gradient_canceling", "gradient_canceling_low"}
-    # Witches' Brew: original, retrain, 1 surrogate and 8 clean reference models; Gradient Canceling: the
-    # attacker's clean model besides the two.
-    assert rows["witches_brew"]["models"] == 11 and rows["gradient_canceling"]["models"] == 3
+    # Witches' Brew: original, retrain and 1 surrogate a seed; its 8 clean reference models are shared, trained by
+    # the first seed's build only. Gradient Canceling: the attacker's clean model besides the two.
+    assert rows["witches_brew"]["models"] == 3 and rows["gradient_canceling"]["models"] == 3
+    assert rows["witches_brew"]["shared_models"] == 8 and rows["gradient_canceling"]["shared_models"] == 0
     per_model = rows["gaussian"]["training_s"] / 2
-    assert rows["witches_brew"]["training_s"] == pytest.approx(11 * per_model, rel=1e-3)
+    assert rows["witches_brew"]["training_s"] == pytest.approx(3 * per_model, rel=1e-3)
+    assert rows["witches_brew"]["first_build_extra_s"] == pytest.approx(8 * per_model, rel=1e-3)
     # This file has no attack-loop lines: their seconds are counted FLOPs over two measured rates, a range.
     for name in ("witches_brew", "gradient_canceling"):
         low, high = rows[name]["attack_s"]

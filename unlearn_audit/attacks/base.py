@@ -58,6 +58,10 @@ class BuildContext:
     """`train(data, name, label)`: a model of the fixture's architecture trained from scratch with the
     recipe, seeded from (fixture seed, name), progress reported under `label` (the attacker's models)."""
     model_factory: Callable[[], nn.Module]
+    shared_model: Callable[[str, str], nn.Module] | None = None
+    """`shared_model(name, label)`: a clean model trained on the whole clean training set from a seed of its own
+    (not the fixture's), trained once and shared by every seed's build (`scenarios.shared_models`); on the build's
+    device, progress reported under `label`. None where the build offers no store."""
 
 
 @dataclass(frozen=True)

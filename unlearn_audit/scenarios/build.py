@@ -24,6 +24,7 @@ from unlearn_audit.profiles.split import Split
 from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, clean_model_name
 from unlearn_audit.scenarios.seeds import derived_seed
+from unlearn_audit.scenarios.shared_models import SHARED_SEED, SharedModelRecord, SharedModelStore
 from unlearn_audit.training.loops import seeded_model, train
 from unlearn_audit.training.numerics import evaluating_fixture_of
 
@@ -74,12 +75,18 @@ def build_seed(seed: int, attempt: int) -> int:
 
 
 def build_scenario(
-    recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None, device: torch.device | str = "cpu"
+    recipe: ScenarioRecipe,
+    seed: int,
+    progress: ProgressCallback | None = None,
+    device: torch.device | str = "cpu",
+    shared: SharedModelStore | None = None,
 ) -> BuiltFixture:
     """The fixture of audit seed `seed`: built, and built again from the next build seed while its attack fails
     validation, at most `recipe.build_attempts` times. meta["build_seed"] says which build it is, and
     meta["build_attempts"] what each failed build's validation found; when none validates, the last build is
-    kept (its tests xfail, naming the attempts)."""
+    kept (its tests xfail, naming the attempts). Models the attack shares across seeds come from `shared` (the
+    fixture cache's store; default: kept in memory for this call, so the attempts of one build share them)."""
+    shared = shared if shared is not None else SharedModelStore(None)
     attempts: list[dict[str, Any]] = []
     for attempt in range(recipe.build_attempts):
         used = build_seed(seed, attempt)
@@ -88,7 +95,7 @@ def build_scenario(
             labelled = lambda stage, *a, _n=attempt, **kw: progress(  # noqa: E731
                 f"build {_n + 1} of {recipe.build_attempts}: {stage}", *a, **kw
             )
-        built = build_once(recipe, used, labelled, device)
+        built = build_once(recipe, used, labelled, device, shared)
         attempts.append(
             {"build_seed": used, "validation": built.meta["validation"], "train_seconds": built.meta["train_seconds"]}
         )
@@ -101,16 +108,38 @@ def build_scenario(
 
 
 def build_once(
-    recipe: ScenarioRecipe, seed: int, progress: ProgressCallback | None = None, device: torch.device | str = "cpu"
+    recipe: ScenarioRecipe,
+    seed: int,
+    progress: ProgressCallback | None = None,
+    device: torch.device | str = "cpu",
+    shared: SharedModelStore | None = None,
 ) -> BuiltFixture:
     """One build from `seed`; models train on `device` (the GPU profile passes the audit device), results are portable.
 
     When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
     built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
+    The shared models it used are listed in meta["shared_models"] (key, checksum, trained here or read).
     """
+    shared = shared if shared is not None else SharedModelStore(None)
     split, validation = fixture_split(recipe, seed)
     attack = get_attack(recipe.attack["kind"])
     factory = model_factory(recipe.model, tuple(split.train_x.shape[1:]), split.num_classes)
+    timings: dict[str, float] = {}
+    peak_memory: dict[str, int] = {}
+    shared_used: list[SharedModelRecord] = []
+
+    def shared_model(name: str, label: str) -> nn.Module:
+        whole = ExampleSet(split.train_x, split.train_y)
+        state, record = shared.get_or_train(
+            recipe, name, lambda: train_seeded(factory, whole, recipe, SHARED_SEED, name, label, progress, device)
+        )
+        shared_used.append(record)
+        if record.trained_seconds is not None:
+            timings[f"shared {name}"] = record.trained_seconds
+        model = factory()
+        model.load_state_dict(state)  # the stored weights, also when trained just now: every seed sees one model
+        return model.to(device)
+
     ctx = BuildContext(
         recipe=recipe,
         split=split,
@@ -120,13 +149,12 @@ def build_once(
         model_factory=factory,
         generator=torch.Generator().manual_seed(derived_seed(seed, "attack")),
         train=lambda data, name, label: train_seeded(factory, data, recipe, seed, name, label, progress, device),
+        shared_model=shared_model,
     )
     poisoned = attack.poison(ctx)
     train_x, train_y, forget = poisoned.train_x, poisoned.train_y, poisoned.forget
     keep = torch.ones(len(train_y), dtype=torch.bool)
     keep[forget] = False
-    timings: dict[str, float] = {}
-    peak_memory: dict[str, int] = {}
 
     def fit(stage: str, data: ExampleSet) -> nn.Module:
         t0 = time.perf_counter()
@@ -164,13 +192,14 @@ def build_once(
         "input_shape": list(split.train_x.shape[1:]),
         "train_seconds": timings,
         **({"peak_gpu_memory_bytes": peak_memory} if peak_memory else {}),
+        **({"shared_models": [r.as_meta() for r in shared_used]} if shared_used else {}),
         "validation": validate_attack(recipe, original, retrain, tensors),
         **({"attack": poisoned.meta} if poisoned.meta else {}),
     }
     fallback = attack.fallback(recipe, meta["validation"])
     if fallback is not None:  # e.g. Witches' Brew: random targets failed validation, low-margin ones instead
         retry, reason = fallback
-        built = build_once(retry, seed, progress, device)
+        built = build_once(retry, seed, progress, device, shared)
         built.meta["fallback"] = {
             "reason": reason,
             "attack": retry.attack,
@@ -178,6 +207,7 @@ def build_once(
                 "validation": meta["validation"],
                 "attack": meta.get("attack", {}),
                 "train_seconds": timings,
+                **({"shared_models": meta["shared_models"]} if "shared_models" in meta else {}),
             },
         }
         return built

@@ -23,6 +23,7 @@ from typing import Any
 from filelock import FileLock
 
 from unlearn_audit.scenarios.recipes import FIXTURE_FORMAT_VERSION, ScenarioRecipe
+from unlearn_audit.scenarios.shared_models import SharedModelStore
 
 WEIGHTS_FILE = "weights.safetensors"
 DATA_FILE = "data.safetensors"
@@ -76,6 +77,9 @@ class FixtureCache:
 
             self.remote = RemoteStore(remote)
             self.root = mirror_dir(self.remote.url, self.root)
+        self.shared = SharedModelStore(self.root)
+        """Models the builds of several seeds share (`scenarios.shared_models`): local, never published, since
+        they are needed only to build and a fixture keeps what it measured on them."""
 
     def path_for(self, recipe: ScenarioRecipe, seed: int) -> Path:
         """Where the (recipe, seed) entry lives, built or not."""
@@ -172,7 +176,7 @@ class FixtureCache:
 
         started = time.perf_counter()
         device = torch.device(device) if device is not None else torch.device("cpu")
-        built = build_scenario(recipe, seed, progress, device=device)
+        built = build_scenario(recipe, seed, progress, device=device, shared=self.shared)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             weights = {
@@ -213,7 +217,8 @@ class FixtureCache:
         return out
 
     def clean(self, profile: str | None = None) -> int:
-        """Delete cached fixtures (of one profile, or all); returns how many were removed."""
+        """Delete cached fixtures and shared models (of one profile, or all); returns how many fixtures were
+        removed (`shared.clean` counts the shared models)."""
         removed = 0
         for entry in self.entries():
             if profile is None or entry.meta.get("profile") == profile:
@@ -221,4 +226,5 @@ class FixtureCache:
                 removed += 1
         for leftover in self.root.glob("*/.*-seed*"):  # temp dirs of interrupted builds
             shutil.rmtree(leftover, ignore_errors=True)
+        self.shared.clean(profile)
         return removed

@@ -271,23 +271,43 @@ def main(argv: list[str] | None = None) -> int:
                 str(m.get("validation", {}).get("effective")),
             )
         console.print(table if entries else f"no fixtures in {cache.root}")
+        shared = cache.shared.entries()
+        if shared:
+            models = Table(title="models shared by the builds of several seeds")
+            for col in ("profile", "model", "key", "train s", "device"):
+                models.add_column(col, no_wrap=col == "model")
+            for path, m in shared:
+                models.add_row(
+                    path.parent.parent.name,
+                    str(m.get("spec", {}).get("name")),
+                    str(m.get("key", ""))[:12],
+                    f"{m.get('train_seconds', 0):.1f}",
+                    str(m.get("device")),
+                )
+            console.print(models)
         return 0
     if args.action == "verify":
-        entries = cache.entries()
+        checked = [(e.label, e.path, cache.verify_path(e.path)) for e in cache.entries()]
+        checked += [
+            (f"shared model {m.get('spec', {}).get('name')}", path, cache.shared.problems(path))
+            for path, m in cache.shared.entries()
+        ]
         bad = 0
-        for e in entries:
-            problems = cache.verify_path(e.path)
+        for label, path, problems in checked:
             bad += bool(problems)
-            console.print(f"[{'red' if problems else 'green'}]{'CORRUPT' if problems else 'ok'}[/] {e.label}: {e.path}")
+            console.print(f"[{'red' if problems else 'green'}]{'CORRUPT' if problems else 'ok'}[/] {label}: {path}")
             for p in problems:
                 console.print(f"    {p}")
         console.print(
-            f"{len(entries) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else "")
+            f"{len(checked) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else "")
         )
         return 1 if bad else 0
     if args.action == "clean":
+        shared = len(cache.shared.entries(args.profile))
         n = cache.clean(args.profile)
-        console.print(f"removed {n} fixture(s) from {cache.root}")
+        console.print(
+            f"removed {n} fixture(s)" + (f" and {shared} shared model(s)" if shared else "") + f" from {cache.root}"
+        )
         return 0
     if args.action in ("pack", "unpack"):
         return pack_main(args, cache, console)
