@@ -303,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1 if bad else 0
     if args.action == "clean":
-        shared = len(cache.shared.entries(args.profile))
+        shared_count = len(cache.shared.entries(args.profile))
         n = cache.clean(args.profile)
         console.print(
-            f"removed {n} fixture(s)" + (f" and {shared} shared model(s)" if shared else "") + f" from {cache.root}"
+            f"removed {n} fixture(s)"
+            + (f" and {shared_count} shared model(s)" if shared_count else "")
+            + f" from {cache.root}"
         )
         return 0
     if args.action in ("pack", "unpack"):
