@@ -43,8 +43,8 @@ if [ "${1:-}" = "--rehearse" ]; then
     $COMPILE_ARGS --out "$RUN/loops.json" 2>&1 | tee "$RUN/loops.log"
   has sweep && timeout 600 $PY benchmarks/recipe_sweep.py --standin --out "$RUN/sweep.json" $SWEEP_ARGS \
     ${COMPILE_MODES:+--force-compile} 2>&1 | tee "$RUN/sweep.log"
-  has validate && timeout 400 $PY benchmarks/gpu_validate.py --standin --out "$RUN/validate" --deadline-s 380 --scenario gaussian \
-    --methods NoOp GradientDescent ${RESUME:+--resume $RESUME} 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
+  has validate && timeout 400 $PY benchmarks/gpu_validate.py --standin --out "$RUN/validate" --deadline-s 380 \
+    $(for s in ${SCENARIOS:-gaussian}; do echo --scenario $s; done) --methods NoOp GradientDescent ${RESUME:+--resume $RESUME} 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
 else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RUN/env.txt" 2>&1
   has loops && PYTHONPATH=$SHIM timeout ${LOOPS_TIMEOUT_S:-150} $PY benchmarks/bench_cifar.py --loops --relearn-steps ${RELEARN_STEPS:-300} \

@@ -400,7 +400,8 @@ def fixture_summary(cache: Path, profile: str, scenario: str, seed: int = 0) -> 
         "path": str(metas[-1].parent),
         "device": m.get("device"),
         "build_seconds": m.get("build_seconds"),
-        "train_seconds": m.get("train_seconds", {}),
+        "train_seconds": m.get("train_seconds", {}),  # with "shared <name>" for the shared models this build trained
+        "shared_models": m.get("shared_models", []),
         "test_accuracy": acc,
         "meets_accuracy_target": all(a is not None and a >= ACCURACY_TARGET for a in acc.values()),
         "peak_gpu_memory_bytes": m.get("peak_gpu_memory_bytes", {}),
