@@ -54,7 +54,7 @@ def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
             "canceling_step": (cancel_s, cancel_s, "measured"),
             "full_pass": (full_s, full_s, "measured"),
         }
-    from loop_bench import attack_poisons, attack_step_flops
+    from loop_bench import CIFAR10_TRAIN_IMAGES, attack_poisons, attack_step_flops
 
     per_poison = attack_step_flops(int(doc.get("width", 64)))
     fast = _row(doc, "fast trainer (per epoch")
@@ -65,7 +65,7 @@ def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
     brew_poisons, canceling_poisons = attack_poisons()
     brew_flops = per_poison["brew"] * brew_poisons
     cancel_flops = per_poison["canceling"] * canceling_poisons
-    pass_flops = doc["flops_per_image"]["train"] * 50_000
+    pass_flops = doc["flops_per_image"]["train"] * CIFAR10_TRAIN_IMAGES
     source = "assumed: counted FLOPs at the trainer's and the fp32 relearning step's measured TFLOP/s"
     return {
         "brew_step": (brew_flops / rates[0], brew_flops / rates[1], source),
@@ -76,6 +76,8 @@ def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
 
 def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Per scenario: trainings, attack loop and reference measurements in seconds (low, high), and the bound."""
+    from loop_bench import CIFAR10_TRAIN_IMAGES
+
     from unlearn_audit.scenarios.recipes import load_profile_recipes
     from unlearn_audit.training.relearning import attack_from_options
 
@@ -117,7 +119,7 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
         if "relearning_resistant" in recipe.checks and relearn:
             options = recipe.options("relearning_resistant")
             sizes = len(options.get("sizes", [0, 10, 100]))
-            run = attack_from_options(options, t, 50_000 - 1000)
+            run = attack_from_options(options, t, CIFAR10_TRAIN_IMAGES - 1000)  # the retain set, about
             evaluation = (gus if a["kind"] == "gaussian" else accuracy) or {"seconds": 0.0}
             per_model = relearn["seconds"] / relearn["steps"] * run.steps * sizes  # a line's seconds are per model
             references += 2 * (per_model + sizes * math.ceil(run.steps / run.eval_every) * evaluation["seconds"])

@@ -22,6 +22,10 @@ CHIP_BF16_FLOPS = 790e12  # FLOP/s: what one H200 does in bf16 matrix work (the 
 FLOOR_FRACTION = 0.5  # the floor runs at half of it
 
 
+CIFAR10_TRAIN_IMAGES = 50_000
+"""The training set of the profile's data: what a full pass and the attacks' poison budgets are counted over."""
+
+
 def flops_per_image(width: int, probe_batch: int = 4) -> dict[str, float]:
     """Forward and forward+backward FLOPs of one image through ResNet-18 of `width`."""
     import torch
@@ -69,7 +73,9 @@ def attack_step_flops(width: int) -> dict[str, float]:
             torch.autograd.grad(gradient_matching_loss(model, x, y, target_x, target_y), x)
         out["brew"] = float(brew.get_total_flops())
         with FlopCounterMode(display=False) as canceling:
-            torch.autograd.grad(canceling_objective(model, clean_grad, 50_000, x, y, 5e-4, create_graph=True), x)
+            torch.autograd.grad(
+                canceling_objective(model, clean_grad, CIFAR10_TRAIN_IMAGES, x, y, 5e-4, create_graph=True), x
+            )
         out["canceling"] = float(canceling.get_total_flops())
         return out
 
@@ -77,7 +83,7 @@ def attack_step_flops(width: int) -> dict[str, float]:
     return {k: (four[k] - two[k]) / 2 for k in two}
 
 
-def attack_poisons(num_train: int = 50_000) -> tuple[int, int]:
+def attack_poisons(num_train: int = CIFAR10_TRAIN_IMAGES) -> tuple[int, int]:
     """Poisons of one Witches' Brew target and of Gradient Canceling, as the profile's recipes set them."""
     from unlearn_audit.scenarios.recipes import load_profile_recipes
 
@@ -156,7 +162,7 @@ def run_loops(
     training = recipe.training
     if quick:
         training = dataclasses.replace(training, epochs=2, batch_size=64, warmup_epochs=0.5)
-    n_train, n_test, n_poison = (512, 256, 64) if quick else (50_000, 9_000, 650)
+    n_train, n_test, n_poison = (512, 256, 64) if quick else (CIFAR10_TRAIN_IMAGES, 9_000, 650)
     g = torch.Generator().manual_seed(0)
     data = ExampleSet(torch.rand(n_train, 3, 32, 32, generator=g), torch.randint(0, 10, (n_train,), generator=g))
     test_x, test_y = torch.rand(n_test, 3, 32, 32, generator=g), torch.randint(0, 10, (n_test,), generator=g)
