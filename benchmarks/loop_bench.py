@@ -79,7 +79,10 @@ def attack_step_flops(width: int) -> dict[str, float]:
         out["canceling"] = float(canceling.get_total_flops())
         return out
 
-    two, four = count(2), count(4)
+    # Grad mode on whatever the caller left: a SIGTERM that stops the benchmark inside a no_grad block's
+    # __enter__ leaves grad mode off (its __exit__ never runs), and the estimate is computed after that.
+    with torch.enable_grad():
+        two, four = count(2), count(4)
     return {k: (four[k] - two[k]) / 2 for k in two}
 
 

@@ -49,7 +49,8 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     brew = next(row for row in doc["loops"] if row["loop"] == "Witches' Brew step, 16 poisons")
     assert brew["full_brew_steps"] == 240 * 8 and brew["full_brew_estimate_s"] > 0
     estimates = {row["scenario"]: row for row in doc["build_estimates"]}
-    assert estimates["witches_brew"]["attack_source"] == "measured" and estimates["witches_brew"]["models"] == 11
+    assert estimates["witches_brew"]["attack_source"] == "measured" and estimates["witches_brew"]["models"] == 3
+    assert estimates["witches_brew"]["shared_models"] == 8  # its null models, trained by the first seed's build
 
 
 def test_a_stopped_loop_benchmark_still_writes_what_it_timed(tmp_path: Path) -> None:
