@@ -194,7 +194,7 @@ def test_two_seeds_draw_their_null_from_the_same_clean_models(tmp_path: Path) ->
     assert "shared clean-reference-1" in metas[0]["train_seconds"]
     assert not any(k.startswith("shared") for k in metas[1]["train_seconds"])
     # Each seed's null: the stored shared models' margins on that seed's own targets.
-    stored = cache.shared.entries()
+    stored = cache.shared_models.entries()
     assert len(stored) == 3
     fixtures = [Fixture.load(r, seed, p) for seed, p in zip((0, 1), paths)]
     assert not torch.equal(fixtures[0].tensors["secret.target_indices"], fixtures[1].tensors["secret.target_indices"])
@@ -208,12 +208,12 @@ def test_two_seeds_draw_their_null_from_the_same_clean_models(tmp_path: Path) ->
         for j in (1, 2, 3):
             model = factory()
             model.load_state_dict(
-                load_file(str(cache.shared.path_for(r, f"clean-reference-{j}") / "weights.safetensors"))
+                load_file(str(cache.shared_models.path_for(r, f"clean-reference-{j}") / "weights.safetensors"))
             )
             expected.append(adversarial_margins(model, x, adv))
         assert torch.allclose(t["secret.reference_margins"], torch.stack(expected), atol=1e-5)
     # Cleaning the cache removes the shared models with the fixtures.
-    assert cache.clean() == 2 and cache.shared.entries() == []
+    assert cache.clean() == 2 and cache.shared_models.entries() == []
 
 
 def test_the_cli_lists_verifies_and_cleans_shared_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,7 +77,7 @@ class FixtureCache:
 
             self.remote = RemoteStore(remote)
             self.root = mirror_dir(self.remote.url, self.root)
-        self.shared = SharedModelStore(self.root)
+        self.shared_models = SharedModelStore(self.root)
         """Models the builds of several seeds share (`scenarios.shared_models`): local, never published, since
         they are needed only to build and a fixture keeps what it measured on them."""
 
@@ -176,7 +176,7 @@ class FixtureCache:
 
         started = time.perf_counter()
         device = torch.device(device) if device is not None else torch.device("cpu")
-        built = build_scenario(recipe, seed, progress, device=device, shared=self.shared)
+        built = build_scenario(recipe, seed, progress, device=device, shared=self.shared_models)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             weights = {
@@ -218,7 +218,7 @@ class FixtureCache:
 
     def clean(self, profile: str | None = None) -> int:
         """Delete cached fixtures and shared models (of one profile, or all); returns how many fixtures were
-        removed (`shared.clean` counts the shared models)."""
+        removed (`shared_models.entries` counts the shared models first)."""
         removed = 0
         for entry in self.entries():
             if profile is None or entry.meta.get("profile") == profile:
@@ -226,5 +226,5 @@ class FixtureCache:
                 removed += 1
         for leftover in self.root.glob("*/.*-seed*"):  # temp dirs of interrupted builds
             shutil.rmtree(leftover, ignore_errors=True)
-        self.shared.clean(profile)
+        self.shared_models.clean(profile)
         return removed

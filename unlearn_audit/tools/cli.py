@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(m.get("validation", {}).get("effective")),
             )
         console.print(table if entries else f"no fixtures in {cache.root}")
-        shared = cache.shared.entries()
+        shared = cache.shared_models.entries()
         if shared:
             models = Table(title="models shared by the builds of several seeds")
             for col in ("profile", "model", "key", "train s", "device"):
@@ -289,8 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "verify":
         checked = [(e.label, e.path, cache.verify_path(e.path)) for e in cache.entries()]
         checked += [
-            (f"shared model {m.get('spec', {}).get('name')}", path, cache.shared.problems(path))
-            for path, m in cache.shared.entries()
+            (f"shared model {m.get('spec', {}).get('name')}", path, cache.shared_models.problems(path))
+            for path, m in cache.shared_models.entries()
         ]
         bad = 0
         for label, path, problems in checked:
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1 if bad else 0
     if args.action == "clean":
-        shared_count = len(cache.shared.entries(args.profile))
+        shared_count = len(cache.shared_models.entries(args.profile))
         n = cache.clean(args.profile)
         console.print(
             f"removed {n} fixture(s)"
