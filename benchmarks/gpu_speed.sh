@@ -17,7 +17,9 @@
 # Environment: STAGES, SCENARIOS (default gaussian), METHODS (NoOp GradientDescent Retrain), RESUME (an earlier
 # gpu_validate.json: its finished steps are skipped), VALIDATE_DEADLINE_S (350), LOOPS_TIMEOUT_S (150),
 # RELEARN_STEPS (300), COMPILE_MODES (none), CUDNN_BENCHMARK (off), SWEEP_VARIANTS (all), SWEEP_DEADLINE_S (300).
-# SKIP_LOOPS=1 leaves out the loop benchmark (as STAGES without "loops").
+# SKIP_LOOPS=1 leaves out the loop benchmark (as STAGES without "loops"). WORK (default gpu-validate-work, git-ignored):
+# gpu_validate's data and fixture cache, kept between calls on a warm machine, so that a second call continues
+# where the first one's deadline stopped a build (shared models and fixtures already written are read, not redone).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RUN=gpu-speed-out          # everything, tarred at the end into ${OUT:-.}/gpu-speed-out.tar.gz
@@ -54,7 +56,7 @@ else
     --out "$RUN/sweep.json" --deadline-s ${SWEEP_DEADLINE_S:-300} $SWEEP_ARGS 2>&1 | tee "$RUN/sweep.log"
   cp "$RUN/sweep.json" "$RETURN/" 2>/dev/null
   has validate && timeout $(( ${VALIDATE_DEADLINE_S:-350} + 20 )) $PY benchmarks/gpu_validate.py --images "$CARRY/cifar10-images.tar.gz" \
-    --out "$RUN/validate" --deadline-s ${VALIDATE_DEADLINE_S:-350} $(for s in ${SCENARIOS:-gaussian}; do echo --scenario $s; done) \
+    --out "$RUN/validate" --work "${WORK:-gpu-validate-work}" --deadline-s ${VALIDATE_DEADLINE_S:-350} $(for s in ${SCENARIOS:-gaussian}; do echo --scenario $s; done) \
     --methods ${METHODS:-NoOp GradientDescent Retrain} ${RESUME:+--resume $RESUME} 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
 fi
 cp "$RUN/loops.json" "$RUN/sweep.json" "$RETURN/" 2>/dev/null
