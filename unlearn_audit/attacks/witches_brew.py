@@ -509,7 +509,8 @@ class WitchesBrewAttack(Attack):
 
     Poisoned images replace their clean versions in the training set (labels unchanged), so
     `clean_train_x` is the unpoisoned training set and the forget set is every poisoned index.
-    After training, `reference_models` more clean models (trained like retrain, from other seeds) give
+    After training, `reference_models` more clean models (trained like retrain, from other seeds; or, with
+    `shared_references`, trained once on the whole clean set and shared by every seed: `after_training`) give
     the null distribution of the target margins; only their margins are kept. Poison metric: attack
     success on the validated targets (see "targets of a built fixture" above).
     """
