@@ -9,7 +9,6 @@ Weights are safetensors: loading never unpickles code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,12 +21,12 @@ from typing import Any
 
 from filelock import FileLock
 
+from unlearn_audit.scenarios.checksums import META_FILE, entry_problems, sha256_file
 from unlearn_audit.scenarios.recipes import FIXTURE_FORMAT_VERSION, ScenarioRecipe
 from unlearn_audit.scenarios.shared_models import SharedModelStore
 
 WEIGHTS_FILE = "weights.safetensors"
 DATA_FILE = "data.safetensors"
-META_FILE = "meta.json"
 CACHE_ENV = "UNLEARN_AUDIT_CACHE"
 
 
@@ -43,15 +42,6 @@ def default_cache_dir() -> Path:
 
 class FixtureCorruptError(RuntimeError):
     """A cached fixture does not match its recorded checksums."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,23 +81,7 @@ class FixtureCache:
 
     def verify_path(self, path: Path) -> list[str]:
         """Problems found with the fixture at `path` (empty when it is intact)."""
-        meta_path = path / META_FILE
-        if not meta_path.is_file():
-            return [f"{path}: no {META_FILE} (incomplete build)"]
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            return [f"{meta_path}: unreadable ({exc})"]
-        problems = []
-        for name, digest in meta.get("sha256", {}).items():
-            f = path / name
-            if not f.is_file():
-                problems.append(f"{f}: missing")
-            elif sha256_file(f) != digest:
-                problems.append(f"{f}: checksum mismatch (the file changed after it was built)")
-        if meta.get("format") != FIXTURE_FORMAT_VERSION:
-            problems.append(f"{path}: fixture format {meta.get('format')} != {FIXTURE_FORMAT_VERSION}")
-        return problems
+        return entry_problems(path)
 
     def get_or_build(self, recipe: ScenarioRecipe, seed: int, progress: Any = None, device: Any = None) -> Path:
         """Path of an intact fixture for (recipe, seed), building it first if needed.

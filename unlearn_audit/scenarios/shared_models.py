@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from unlearn_audit.scenarios.checksums import META_FILE, entry_problems, sha256_file
 from unlearn_audit.scenarios.recipes import FIXTURE_FORMAT_VERSION, ScenarioRecipe
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ SHARED_SEED = -1
 """The base seed shared models derive their initialisation and batch order from (with their name): no audit seed is
 negative, so a shared model is independent of every fixture's own models."""
 WEIGHTS_FILE = "weights.safetensors"
-META_FILE = "meta.json"
 
 
 def shared_model_spec(recipe: ScenarioRecipe, name: str) -> dict[str, Any]:
@@ -80,14 +80,6 @@ class SharedModelRecord:
         }
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class SharedModelStore:
     """Shared models of one cache root (or of memory only, when `root` is None)."""
 
@@ -124,21 +116,7 @@ class SharedModelStore:
 
     def problems(self, path: Path) -> list[str]:
         """What is wrong with the stored model at `path` (empty when it is intact)."""
-        meta_path = path / META_FILE
-        if not meta_path.is_file():
-            return [f"{path}: no {META_FILE}"]
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            return [f"{meta_path}: unreadable ({exc})"]
-        weights = path / WEIGHTS_FILE
-        if not weights.is_file():
-            return [f"{weights}: missing"]
-        if _sha256_file(weights) != meta.get("sha256", {}).get(WEIGHTS_FILE):
-            return [f"{weights}: checksum mismatch (the file changed after it was written)"]
-        if meta.get("format") != FIXTURE_FORMAT_VERSION:
-            return [f"{path}: format {meta.get('format')} != {FIXTURE_FORMAT_VERSION}"]
-        return []
+        return entry_problems(path)
 
     def entries(self, profile: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
         """Every stored shared model (of one profile, or all) with its metadata (empty where unreadable)."""
@@ -194,7 +172,7 @@ class SharedModelStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             save_file(state, str(tmp / WEIGHTS_FILE))
-            digest = _sha256_file(tmp / WEIGHTS_FILE)
+            digest = sha256_file(tmp / WEIGHTS_FILE)
             meta = {
                 "format": FIXTURE_FORMAT_VERSION,
                 "kind": "shared_model",
