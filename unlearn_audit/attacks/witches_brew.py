@@ -192,10 +192,10 @@ def brew_poisons(
             delta = project(init.to(device=base_x.device, dtype=base_x.dtype)).requires_grad_(True)
             optimiser = torch.optim.Adam([delta], lr=lr * epsilon)
             scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=0.1)
-            curve: list[float] = []
+            losses: list[torch.Tensor] = []  # read once per restart: no host synchronisation per step on a GPU
             for _ in range(steps):
                 loss = ensemble_loss(delta, augmented=True)
-                curve.append(float(loss.detach()))
+                losses.append(loss.detach())
                 (grad,) = torch.autograd.grad(loss, delta)
                 delta.grad = grad.sign()
                 optimiser.step()
@@ -203,7 +203,7 @@ def brew_poisons(
                 with torch.no_grad():
                     delta.copy_(project(delta))
             final = float(ensemble_loss(delta).detach())
-            curve.append(final)
+            curve = [float(v) for v in torch.stack(losses).float().cpu().tolist()] + [final]
             restart_losses.append(final)
             if best is None or final < best[0]:
                 best = (final, r, delta.detach().clone(), curve)
