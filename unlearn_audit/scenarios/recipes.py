@@ -76,11 +76,16 @@ class ScenarioRecipe:
         }
 
     def cache_key(self, seed: int) -> str:
-        blob = json.dumps(self.build_spec(seed), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return spec_key(self.build_spec(seed))
 
     def options(self, check: str) -> dict[str, Any]:
         return dict(self.check_options.get(check, {}))
+
+
+def spec_key(spec: dict[str, Any]) -> str:
+    """Hex SHA-256 of a JSON-able build spec, independent of key order: what a cache entry is keyed by."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def clean_model_name(j: int) -> str:

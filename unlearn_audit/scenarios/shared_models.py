@@ -16,7 +16,6 @@ Without a root (a build outside the cache) the models are kept in memory for the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from unlearn_audit.scenarios.checksums import META_FILE, entry_problems, sha256_file
-from unlearn_audit.scenarios.recipes import FIXTURE_FORMAT_VERSION, ScenarioRecipe
+from unlearn_audit.scenarios.recipes import FIXTURE_FORMAT_VERSION, ScenarioRecipe, spec_key
 
 if TYPE_CHECKING:
     import torch
@@ -57,8 +56,7 @@ def shared_model_spec(recipe: ScenarioRecipe, name: str) -> dict[str, Any]:
 
 
 def shared_model_key(recipe: ScenarioRecipe, name: str) -> str:
-    blob = json.dumps(shared_model_spec(recipe, name), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return spec_key(shared_model_spec(recipe, name))
 
 
 @dataclass(frozen=True)
