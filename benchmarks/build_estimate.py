@@ -10,7 +10,10 @@ retrain, its evaluations, the interpolation path). This script multiplies each m
 of times the scenario's recipe runs it, so a GPU slot can be planned before it starts and a scenario that
 cannot fit its bound (4 minutes on one H200) is known before a slot is spent on it.
 
-Where a loops file has no timing of an attack loop (files older than those lines), its seconds come from
+The attack loops are timed in both `[attack] precision`s (fp32, the papers' numerics, and bf16): each
+scenario is estimated with its recipe's, and, where the file timed both, with the other one too ("attack in
+bf16" or "in fp32"), so that a slot can choose. Where a loops file has no timing of an attack loop (files older
+than those lines), its seconds come from
 its FLOPs (counted on the CPU with torch.utils.flop_counter) at two rates the file did measure: the fast
 trainer's (optimistic: bf16, large batches) and the fp32 eager relearning step's (pessimistic: fp32,
 launch-bound). Those rows say "assumed". Not counted: data loading, process start-up, accuracy
@@ -34,19 +37,31 @@ ATTACK_LOOPS = ("Witches' Brew step", "Gradient Canceling step", "full-gradient 
 
 
 def _row(doc: dict[str, Any], prefix: str) -> dict[str, Any] | None:
-    """The first measured line whose name starts with `prefix` and that is not an information-only variant."""
+    """The first measured line whose name starts with `prefix`."""
     for row in doc.get("loops", []):
-        if row["loop"].startswith(prefix) and "not used by the build" not in row["loop"]:
+        if row["loop"].startswith(prefix):
             return row
     return None
 
 
-def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
-    """Seconds of one brew step, one canceling step and one full-gradient pass: (low, high, source).
+def _line_precision(row: dict[str, Any]) -> str:
+    """The `[attack] precision` an attack line timed (older files: only their bf16 line said so, by name)."""
+    return str(row.get("attack_precision", "bf16" if "bf16 autocast" in row["loop"] else "fp32"))
 
-    Measured lines give low == high. Otherwise FLOPs (at the profile's sizes) over the trainer's and the fp32
-    relearning step's achieved rates."""
-    brew, cancel, full = (_row(doc, p) for p in ATTACK_LOOPS)
+
+def _attack_row(doc: dict[str, Any], prefix: str, precision: str) -> dict[str, Any] | None:
+    for row in doc.get("loops", []):
+        if row["loop"].startswith(prefix) and _line_precision(row) == precision:
+            return row
+    return None
+
+
+def _attack_rates(doc: dict[str, Any], precision: str = "fp32") -> dict[str, tuple[float, float, str]] | None:
+    """Seconds of one brew step, one canceling step and one full-gradient pass in `precision`: (low, high, source).
+
+    Measured lines give low == high. Otherwise, for fp32 only, FLOPs (at the profile's sizes) over the trainer's
+    and the fp32 relearning step's achieved rates; None for bf16 without measured lines."""
+    brew, cancel, full = (_attack_row(doc, p, precision) for p in ATTACK_LOOPS)
     if brew and cancel and full:
         brew_s, cancel_s, full_s = brew["seconds"] / brew["steps"], cancel["seconds"] / cancel["steps"], full["seconds"]
         return {
@@ -54,6 +69,8 @@ def _attack_rates(doc: dict[str, Any]) -> dict[str, tuple[float, float, str]]:
             "canceling_step": (cancel_s, cancel_s, "measured"),
             "full_pass": (full_s, full_s, "measured"),
         }
+    if precision != "fp32":
+        return None
     from loop_bench import CIFAR10_TRAIN_IMAGES, attack_poisons, attack_step_flops
 
     per_poison = attack_step_flops(int(doc.get("width", 64)))
@@ -93,7 +110,7 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
     path = _row(doc, "interpolation path")
     gus = _row(doc, "GUS of")
     accuracy = _row(doc, "accuracy on")
-    attack = _attack_rates(doc)
+    rates = {precision: _attack_rates(doc, precision) for precision in ("fp32", "bf16")}
     out = []
     for name, recipe in load_profile_recipes("cifar10-resnet18").items():
         t, a = recipe.training, recipe.attack
@@ -104,17 +121,13 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             shared = references if a.get("shared_references", False) else 0
             models += int(a.get("surrogates", 1)) + references - shared
         models += 1 if a["kind"] == "gradient_canceling" else 0  # the attacker's clean model
-        low = high = 0.0
-        source = "measured"
-        if a["kind"] == "witches_brew":
-            b_low, b_high, source = attack["brew_step"]
-            steps = (int(a["steps"]) + 1) * int(a["restarts"])
-            low, high = b_low * steps, b_high * steps
-        elif a["kind"] == "gradient_canceling":
-            c_low, c_high, source = attack["canceling_step"]
-            p_low, p_high, _ = attack["full_pass"]
-            passes, steps = int(a["gradpc_steps"]) + 1, int(a["canceling_steps"]) + 1
-            low, high = p_low * passes + c_low * steps, p_high * passes + c_high * steps
+        precision = str(a.get("precision", "fp32"))
+        attack = rates[precision]
+        if attack is None:
+            raise SystemExit(f"{name} runs its attack in {precision} and the loops file did not time that")
+        (low, high), source = _attack_seconds(a, attack)
+        other = "bf16" if precision == "fp32" else "fp32"
+        alternative = _attack_seconds(a, rates[other])[0] if rates[other] and source else None
         references = 0.0
         if "relearning_resistant" in recipe.checks and relearn:
             options = recipe.options("relearning_resistant")
@@ -135,7 +148,14 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "first_build_extra_s": round(shared * model_s, 1),
                 "training_s": round(training_s, 1),
                 "attack_s": [round(low, 1), round(high, 1)],
-                "attack_source": source if a["kind"] in ("witches_brew", "gradient_canceling") else None,
+                "attack_source": source,
+                "attack_precision": precision if source else None,
+                **(
+                    {f"attack_s_{other}": [round(v, 1) for v in alternative]}
+                    | {f"total_s_{other}": [round(training_s + v + references, 1) for v in alternative]}
+                    if alternative
+                    else {}
+                ),
                 "references_s": round(references, 1),
                 "total_s": [round(total[0], 1), round(total[1], 1)],
                 "bound_s": SCENARIO_BOUND_S,
@@ -143,6 +163,22 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _attack_seconds(
+    a: dict[str, Any], rates: dict[str, tuple[float, float, str]] | None
+) -> tuple[tuple[float, float], str | None]:
+    """(low, high) seconds of the recipe's attack loop at `rates`, and where the rates came from (None: no loop)."""
+    if rates is None or a["kind"] not in ("witches_brew", "gradient_canceling"):
+        return (0.0, 0.0), None
+    if a["kind"] == "witches_brew":
+        b_low, b_high, source = rates["brew_step"]
+        steps = (int(a["steps"]) + 1) * int(a["restarts"])
+        return (b_low * steps, b_high * steps), source
+    c_low, c_high, source = rates["canceling_step"]
+    p_low, p_high, _ = rates["full_pass"]
+    passes, steps = int(a["gradpc_steps"]) + 1, int(a["canceling_steps"]) + 1
+    return (p_low * passes + c_low * steps, p_high * passes + c_high * steps), source
 
 
 def _span(pair: list[float]) -> str:
@@ -158,11 +194,17 @@ def render(rows: list[dict[str, Any]], doc: dict[str, Any]) -> str:
     ]
     for r in rows:
         extra = f"{r['shared_models']} shared models, {r['first_build_extra_s']:.0f} s" if r["shared_models"] else ""
+        for other in ("bf16", "fp32"):
+            if f"total_s_{other}" in r:
+                alternative = (
+                    f"attack in {other}: {_span(r[f'attack_s_{other}'])} s, total {_span(r[f'total_s_{other}'])}"
+                )
+                extra = f"{extra}; {alternative}" if extra else alternative
         lines.append(
             f"{r['scenario']:<24} {r['models']:>6} {r['training_s']:>9.0f} {_span(r['attack_s']):>10} "
             f"{r['references_s']:>11.0f} {_span(r['total_s']):>10}  {r['fits']:<10}{extra}".rstrip()
         )
-    sources = sorted({r["attack_source"] for r in rows if r["attack_source"]})
+    sources = sorted({f"{r['attack_precision']}, {r['attack_source']}" for r in rows if r["attack_source"]})
     lines += [f"attack loops: {s}" for s in sources]
     return "\n".join(lines)
 

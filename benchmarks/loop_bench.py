@@ -410,14 +410,20 @@ def attack_loop_rows(
     - Gradient Canceling: one full-gradient pass over the training set (`loss_gradient`: what each GradPC
       step and the clean gradient cost), then `make_gradient_canceling` on the recipe's poisons (1,250)
       for `steps` steps, timed by its own step clock (which starts after its clean-gradient pass).
-    Both run as the build runs them: fp32, batch norm in eval mode. Each is timed once more under bf16
-    autocast, for information only (the build does not use it: the attacks' numerics are the papers').
+    Both run as the build runs them, batch norm in eval mode, through the numerics of
+    `BuildContext.attack_numerics`: once with `[attack] precision = "fp32"` (the papers' numerics) and once
+    with "bf16" (bfloat16 autocast and the training recipe's memory format; forced on a CPU, so that a
+    rehearsal takes the same path). Each row names its precision, and "(the recipes')" marks the one the
+    recipes use.
     """
+    import dataclasses
+
     import torch
 
     from unlearn_audit.attacks.gradient_canceling import loss_gradient, make_gradient_canceling
     from unlearn_audit.attacks.witches_brew import brew_poisons
     from unlearn_audit.scenarios.recipes import load_profile_recipes
+    from unlearn_audit.training.numerics import LoopNumerics
 
     recipes = load_profile_recipes("cifar10-resnet18")
     brew, canceling = recipes["witches_brew"].attack, recipes["gradient_canceling"].attack
@@ -429,77 +435,85 @@ def attack_loop_rows(
     rows: list[dict[str, Any]] = []
     brew_poisons_n, canceling_poisons_n = (16, 16) if quick else attack_poisons()
     loop_clock: list[float] = []  # the canceling loop's own elapsed seconds, reported by its on_step
-    for bf16 in (False, True):
-        label = ", bf16 autocast (not used by the build)" if bf16 else ""
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            brew_s, _ = timed(
-                lambda: brew_poisons(
-                    [model],
-                    x_all[:brew_poisons_n],
-                    y_all[:brew_poisons_n],
-                    x_all[-1:],
-                    torch.tensor([0], device=device),
-                    epsilon=float(brew["epsilon"]) / 255,
-                    steps=steps,
-                    restarts=1,
-                    generator=torch.Generator().manual_seed(0),
-                    lr=float(brew.get("lr", 0.1)),
-                    augmentation=str(brew.get("brew_augmentation", "none")),
-                ),
-                device,
+    used = {str(recipes[name].attack.get("precision", "fp32")) for name in ("witches_brew", "gradient_canceling")}
+    for precision in ("fp32", "bf16"):
+        label = f", [attack] precision = {precision}" + (" (the recipes')" if used == {precision} else "")
+        training = dataclasses.replace(recipes["gradient_canceling"].training, precision=precision)
+        numerics = LoopNumerics.of(training, device, force_precision=True)
+        numerics.prepare_model(model)
+        brew_s, _ = timed(
+            lambda numerics=numerics: brew_poisons(
+                [model],
+                x_all[:brew_poisons_n],
+                y_all[:brew_poisons_n],
+                x_all[-1:],
+                torch.tensor([0], device=device),
+                epsilon=float(brew["epsilon"]) / 255,
+                steps=steps,
+                restarts=1,
+                generator=torch.Generator().manual_seed(0),
+                lr=float(brew.get("lr", 0.1)),
+                augmentation=str(brew.get("brew_augmentation", "none")),
+                numerics=numerics,
+            ),
+            device,
+        )
+        rows.append(
+            line(
+                f"Witches' Brew step, {brew_poisons_n} poisons{label}",
+                brew_s,
+                steps,
+                per_poison["brew"] * brew_poisons_n * steps,
+                poisons=brew_poisons_n,
+                full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
+                full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
+                attack_precision=precision,
             )
-            rows.append(
-                line(
-                    f"Witches' Brew step, {brew_poisons_n} poisons{label}",
-                    brew_s,
-                    steps,
-                    per_poison["brew"] * brew_poisons_n * steps,
-                    poisons=brew_poisons_n,
-                    full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
-                    full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
-                )
+        )
+        with torch.enable_grad():
+            pass_s, _ = timed(lambda numerics=numerics: loss_gradient(model, x_all, y_all, numerics=numerics), device)
+        rows.append(
+            line(
+                f"full-gradient pass over {n_train} images (GradPC step){label}",
+                pass_s,
+                1,
+                train_flops * n_train,
+                gradpc_steps=int(canceling["gradpc_steps"]),
+                attack_precision=precision,
             )
-            with torch.enable_grad():
-                pass_s, _ = timed(lambda: loss_gradient(model, x_all, y_all), device)
-            rows.append(
-                line(
-                    f"full-gradient pass over {n_train} images (GradPC step){label}",
-                    pass_s,
-                    1,
-                    train_flops * n_train,
-                    gradpc_steps=int(canceling["gradpc_steps"]),
-                )
+        )
+        # The canceling loop is timed from inside (its on_step clock starts after the clean-gradient pass):
+        # subtracting a separately timed pass from the whole call is noise-dominated on small sizes.
+        loop_clock.clear()
+        timed(
+            lambda numerics=numerics: make_gradient_canceling(
+                model,
+                x_all,
+                y_all,
+                canceling_poisons_n,
+                torch.Generator().manual_seed(0),
+                steps=steps,
+                lr=float(canceling.get("canceling_lr", 0.1)),
+                weight_decay=float(recipes["gradient_canceling"].training.weight_decay),
+                record_every=steps,
+                on_step=lambda _step, _total, elapsed: loop_clock.append(elapsed),
+                numerics=numerics,
+            ),
+            device,
+        )
+        cancel_s = loop_clock[-1]
+        rows.append(
+            line(
+                f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
+                cancel_s,
+                steps,
+                per_poison["canceling"] * canceling_poisons_n * steps,
+                poisons=canceling_poisons_n,
+                full_canceling_steps=int(canceling["canceling_steps"]),
+                full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
+                attack_precision=precision,
             )
-            # The canceling loop is timed from inside (its on_step clock starts after the clean-gradient pass):
-            # subtracting a separately timed pass from the whole call is noise-dominated on small sizes.
-            loop_clock.clear()
-            timed(
-                lambda: make_gradient_canceling(
-                    model,
-                    x_all,
-                    y_all,
-                    canceling_poisons_n,
-                    torch.Generator().manual_seed(0),
-                    steps=steps,
-                    lr=float(canceling.get("canceling_lr", 0.1)),
-                    weight_decay=float(recipes["gradient_canceling"].training.weight_decay),
-                    record_every=steps,
-                    on_step=lambda _step, _total, elapsed: loop_clock.append(elapsed),
-                ),
-                device,
-            )
-            cancel_s = loop_clock[-1]
-            rows.append(
-                line(
-                    f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
-                    cancel_s,
-                    steps,
-                    per_poison["canceling"] * canceling_poisons_n * steps,
-                    poisons=canceling_poisons_n,
-                    full_canceling_steps=int(canceling["canceling_steps"]),
-                    full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
-                )
-            )
+        )
     return rows
 
 

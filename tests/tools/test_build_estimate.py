@@ -76,11 +76,59 @@ def test_measured_attack_loops_replace_the_assumption(build_estimate) -> None:
         {"loop": "Gradient Canceling step, 1250 poisons", "seconds": 1.0, "steps": 10},
     ]
     rows = {r["scenario"]: r for r in build_estimate.estimate(doc)}
-    # 8 restarts x (240 steps + the final loss) at 50 ms; the information-only bf16 line is not used.
+    # 8 restarts x (240 steps + the final loss) at 50 ms: the recipes' fp32 line, not the bf16 one.
     assert rows["witches_brew"]["attack_s"] == [pytest.approx(96.4), pytest.approx(96.4)]
     # 21 full-gradient passes (20 GradPC steps and the clean gradient) + 1001 canceling objectives at 100 ms.
     assert rows["gradient_canceling"]["attack_s"] == [pytest.approx(142.1), pytest.approx(142.1)]
-    assert rows["witches_brew"]["attack_source"] == "measured"
+    assert rows["witches_brew"]["attack_source"] == "measured" and rows["witches_brew"]["attack_precision"] == "fp32"
+    # This older file timed only the brew in bf16, which is not enough for a bf16 estimate.
+    assert "attack_s_bf16" not in rows["witches_brew"] and "attack_s_bf16" not in rows["gradient_canceling"]
+
+
+def test_each_scenario_is_estimated_in_its_recipes_attack_precision(build_estimate, monkeypatch) -> None:
+    """A recipe with `[attack] precision = "bf16"` is estimated from the bf16 lines, with fp32 as its alternative."""
+    import dataclasses
+
+    from unlearn_audit.scenarios import recipes as recipes_module
+
+    doc = copy.deepcopy(json.loads(LOOPS.read_text()))
+    for precision, scale in (("fp32", 1.0), ("bf16", 0.25)):
+        doc["loops"] += [
+            {
+                "loop": f"Witches' Brew step, 750 poisons, {precision}",
+                "seconds": 0.5 * scale,
+                "steps": 10,
+                "attack_precision": precision,
+            },
+            {
+                "loop": f"full-gradient pass over 50000 images (GradPC step), {precision}",
+                "seconds": 2.0 * scale,
+                "steps": 1,
+                "attack_precision": precision,
+            },
+            {
+                "loop": f"Gradient Canceling step, 1250 poisons, {precision}",
+                "seconds": 1.0 * scale,
+                "steps": 10,
+                "attack_precision": precision,
+            },
+        ]
+    load = recipes_module.load_profile_recipes
+
+    def bf16_canceling(profile: str):  # type: ignore[no-untyped-def]
+        recipes = dict(load(profile))
+        r = recipes["gradient_canceling"]
+        recipes["gradient_canceling"] = dataclasses.replace(r, attack={**r.attack, "precision": "bf16"})
+        return recipes
+
+    monkeypatch.setattr(recipes_module, "load_profile_recipes", bf16_canceling)
+    rows = {r["scenario"]: r for r in build_estimate.estimate(doc)}
+    assert rows["gradient_canceling"]["attack_precision"] == "bf16"
+    assert rows["gradient_canceling"]["attack_s"] == pytest.approx([142.1 / 4] * 2, abs=0.1)
+    assert rows["gradient_canceling"]["attack_s_fp32"] == pytest.approx([142.1] * 2, abs=0.1)
+    assert rows["gradient_canceling_low"]["attack_precision"] == "fp32"
+    assert rows["gradient_canceling_low"]["attack_s_bf16"] == pytest.approx([142.1 / 4] * 2, abs=0.1)
+    assert "attack in fp32" in build_estimate.render(list(rows.values()), doc)
 
 
 def test_the_command_prints_the_table_and_refuses_other_files(tmp_path: Path) -> None:

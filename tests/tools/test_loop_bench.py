@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_cifar.py"
+ATTACK_LINES = ("Witches' Brew step", "Gradient Canceling step", "full-gradient")
 
 
 def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
@@ -42,14 +43,21 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     for row in doc["loops"]:
         assert row["seconds"] > 0 and row["steps_per_s"] > 0 and row["tflops"] >= 0 and row["floor_ratio"] > 0, row
     assert doc["graph_equivalence"]["graphed_vs_eager"]["argmax_agreement"] == 1.0
-    # The build-time attack loops, in the build's fp32 and (for information) bf16 autocast, and the build estimate
-    # that reads them.
-    attack = [n for n in names if n.startswith(("Witches' Brew step", "Gradient Canceling step", "full-gradient"))]
-    assert len(attack) == 6 and sum("not used by the build" in n for n in attack) == 3, attack
-    brew = next(row for row in doc["loops"] if row["loop"] == "Witches' Brew step, 16 poisons")
+    # The build-time attack loops in both `[attack] precision`s (the recipes' fp32 and bf16), and the build estimate
+    # that reads them: each scenario in its recipe's precision, and in the other one.
+    attack = [row for row in doc["loops"] if row["loop"].startswith(ATTACK_LINES)]
+    assert [row["attack_precision"] for row in attack] == ["fp32"] * 3 + ["bf16"] * 3, attack
+    brew = next(
+        row
+        for row in doc["loops"]
+        if row["loop"] == "Witches' Brew step, 16 poisons, [attack] precision = fp32 (the recipes')"
+    )
     assert brew["full_brew_steps"] == 240 * 8 and brew["full_brew_estimate_s"] > 0
     estimates = {row["scenario"]: row for row in doc["build_estimates"]}
     assert estimates["witches_brew"]["attack_source"] == "measured" and estimates["witches_brew"]["models"] == 3
+    assert (
+        estimates["witches_brew"]["attack_precision"] == "fp32" and len(estimates["witches_brew"]["total_s_bf16"]) == 2
+    )
     assert estimates["witches_brew"]["shared_models"] == 8  # its null models, trained by the first seed's build
 
 

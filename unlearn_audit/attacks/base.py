@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from unlearn_audit.protocol import ExampleSet
     from unlearn_audit.scenarios.fixture import Fixture
     from unlearn_audit.scenarios.recipes import ScenarioRecipe
+    from unlearn_audit.training.numerics import LoopNumerics
 
 ProgressCallback = Callable[..., None]
 """(stage, done, total, seconds elapsed) while a fixture builds."""
@@ -62,6 +63,28 @@ class BuildContext:
     """`shared_model(name, label)`: a clean model trained on the whole clean training set from a seed of its own
     (not the fixture's), trained once and shared by every seed's build (`scenarios.shared_models`); on the build's
     device, progress reported under `label`. None where the build offers no store."""
+    force_precision: bool = False
+    """Run a bf16 attack loop in bf16 on a CPU too (`attack_numerics`): CPU measurements and tests of the GPU path,
+    never a cached fixture."""
+
+    def attack_numerics(self) -> LoopNumerics:
+        """The numerics of the attack's own optimisation loops (brewing, GradPC, canceling): `[attack] precision`.
+
+        "fp32" (the default) computes as the papers' code does. "bf16" runs them in bfloat16 autocast with the
+        training recipe's memory format, on CUDA only, as every other loop of the profile
+        (`training.numerics`): the double-backward steps of these attacks are the build's most expensive loops
+        on a GPU. On a CPU both are fp32 (unless `force_precision`), so a CPU profile's fixtures do not depend on it.
+        """
+        from dataclasses import replace
+
+        from unlearn_audit.protocol import PRECISIONS
+        from unlearn_audit.training.numerics import LoopNumerics
+
+        precision = self.recipe.attack.get("precision", "fp32")
+        if precision not in PRECISIONS:
+            raise ValueError(f"[attack] precision must be one of {PRECISIONS}, got {precision!r}")
+        training = replace(self.recipe.training, precision=precision)
+        return LoopNumerics.of(training, self.device, force_precision=self.force_precision)
 
 
 @dataclass(frozen=True)

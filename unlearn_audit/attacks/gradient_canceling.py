@@ -37,6 +37,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,9 @@ from unlearn_audit.attacks.base import Attack, BuildContext, Memo, PoisonedTrain
 from unlearn_audit.metrics import correct
 from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.stats import Proportion, excess_test
+
+if TYPE_CHECKING:
+    from unlearn_audit.training.numerics import LoopNumerics
 
 StepCallback = Callable[[int, int, float], None]
 """Called now and then with (steps done, steps total, seconds elapsed)."""
@@ -72,14 +76,29 @@ def _flat_distance(params: list[torch.Tensor], reference: list[torch.Tensor]) ->
     return math.sqrt(sum(float((p.detach() - r).pow(2).sum()) for p, r in zip(params, reference)))
 
 
+def _logits(model: nn.Module, x: torch.Tensor, numerics: LoopNumerics | None) -> torch.Tensor:
+    """`model(x)` in the attack's numerics (`BuildContext.attack_numerics`; None: plain fp32), logits in fp32."""
+    if numerics is None:
+        return model(x)
+    with numerics.autocast():
+        return model(numerics.inputs(x)).float()
+
+
 def loss_gradient(
-    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024, reduction: str = "sum"
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1024,
+    reduction: str = "sum",
+    numerics: LoopNumerics | None = None,
 ) -> list[torch.Tensor]:
-    """Gradient of the cross-entropy over (inputs, labels) w.r.t. the model's parameters ("sum" or "mean")."""
+    """Gradient of the cross-entropy over (inputs, labels) w.r.t. the model's parameters ("sum" or "mean"),
+    forward passes in `numerics` (None: plain fp32), the sum accumulated in fp32."""
     params = _params(model)
     total = [torch.zeros_like(p) for p in params]
     for i in range(0, len(labels), batch_size):
-        loss = F.cross_entropy(model(inputs[i : i + batch_size]), labels[i : i + batch_size], reduction="sum")
+        logits = _logits(model, inputs[i : i + batch_size], numerics)
+        loss = F.cross_entropy(logits, labels[i : i + batch_size], reduction="sum")
         for t, g in zip(total, torch.autograd.grad(loss, params)):
             t += g
     if reduction == "mean":
@@ -95,6 +114,7 @@ def gradpc(
     steps: int = 20,
     step_size: float | None = None,
     on_step: StepCallback | None = None,
+    numerics: LoopNumerics | None = None,
 ) -> nn.Module:
     """GradPC target parameters: a copy of `model` within L2 distance `radius` that has a high training loss.
 
@@ -102,6 +122,7 @@ def gradpc(
     w <- P(w + step_size * g / ||g||), P the projection onto {||w - w_clean|| <= radius} (all
     parameters as one vector). `step_size` defaults to radius / 4, so the ball's surface is
     reached in a few steps and the rest of the steps move along it. Deterministic (full batch).
+    `numerics`: `loss_gradient`'s.
     """
     if radius < 0:
         raise ValueError(f"radius must be >= 0, got {radius}")
@@ -112,7 +133,7 @@ def gradpc(
     start = time.perf_counter()
     for step in range(steps):
         with torch.enable_grad():
-            grad = loss_gradient(target, inputs, labels, reduction="mean")
+            grad = loss_gradient(target, inputs, labels, reduction="mean", numerics=numerics)
         norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grad))
         if norm == 0:
             break
@@ -139,13 +160,15 @@ def canceling_objective(
     poison_y: torch.Tensor,
     weight_decay: float = 0.0,
     create_graph: bool = False,
+    numerics: LoopNumerics | None = None,
 ) -> torch.Tensor:
     """|| (clean gradient sum + poison gradient sum) / (n + k) + weight_decay * w ||^2 at the target parameters.
 
-    With `create_graph`, the result is differentiable with respect to `poison_x`.
+    With `create_graph`, the result is differentiable with respect to `poison_x`. `numerics`: the forward
+    pass's (None: plain fp32); the gradients and the norm are fp32.
     """
     params = _params(target)
-    loss = F.cross_entropy(target(poison_x), poison_y, reduction="sum")
+    loss = F.cross_entropy(_logits(target, poison_x, numerics), poison_y, reduction="sum")
     poison_grad = torch.autograd.grad(loss, params, create_graph=create_graph)
     n = num_clean + len(poison_y)
     total = poison_x.new_zeros(())
@@ -167,6 +190,7 @@ def make_gradient_canceling(
     clamp: tuple[float, float] | None = None,
     record_every: int = 50,
     on_step: StepCallback | None = None,
+    numerics: LoopNumerics | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, GradientCancelingPoison]:
     """Return (poison inputs, poison labels, secret): `num_poisons` points that cancel the gradient at `target`.
 
@@ -174,7 +198,7 @@ def make_gradient_canceling(
     their labels; their inputs are optimised with Adam (`lr`, `steps`) on `canceling_objective`,
     unbounded unless `clamp` = (low, high) is given. The poisons with the lowest objective seen
     are returned. `weight_decay` should be the victim's (its training objective's gradient
-    includes weight_decay * w). `target` is not modified.
+    includes weight_decay * w). `target` is not modified. `numerics`: the forward passes' (None: plain fp32).
     """
     n = len(train_y)
     if not 0 < num_poisons <= n:
@@ -186,11 +210,11 @@ def make_gradient_canceling(
     for p in target.parameters():
         p.requires_grad_(True)
     with torch.enable_grad():
-        clean_grad = [g.detach() for g in loss_gradient(target, train_x, train_y)]
+        clean_grad = [g.detach() for g in loss_gradient(target, train_x, train_y, numerics=numerics)]
     n_clean = n
 
     def objective(x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-        return canceling_objective(target, clean_grad, n_clean, x, labels, weight_decay, create_graph)
+        return canceling_objective(target, clean_grad, n_clean, x, labels, weight_decay, create_graph, numerics)
 
     with torch.enable_grad():
         clean_only = _clean_only(clean_grad, n_clean + num_poisons, target, weight_decay)
@@ -255,18 +279,20 @@ def gradient_canceling_attack(
     weight_decay: float = 0.0,
     clamp: tuple[float, float] | None = None,
     on_stage: Callable[[str, int, int, float], None] | None = None,
+    numerics: LoopNumerics | None = None,
 ) -> GradientCancelingResult:
     """GradPC target from the attacker's `clean` model, then gradient-canceling poisons for it.
 
     `on_stage(stage, done, total, seconds)` reports progress of the stages "GradPC target" and
-    "gradient-canceling poison".
+    "gradient-canceling poison". `numerics` (`BuildContext.attack_numerics`; None: plain fp32): both stages'
+    forward passes.
     """
 
     def cb(stage: str) -> StepCallback | None:
         return (lambda done, total, s: on_stage(stage, done, total, s)) if on_stage else None
 
     t0 = time.perf_counter()
-    target = gradpc(clean, train_x, train_y, radius, steps=gradpc_steps, on_step=cb("GradPC target"))
+    target = gradpc(clean, train_x, train_y, radius, steps=gradpc_steps, on_step=cb("GradPC target"), numerics=numerics)
     t1 = time.perf_counter()
     poison_x, poison_y, secret = make_gradient_canceling(
         target,
@@ -279,6 +305,7 @@ def gradient_canceling_attack(
         weight_decay=weight_decay,
         clamp=clamp,
         on_step=cb("gradient-canceling poison"),
+        numerics=numerics,
     )
     t2 = time.perf_counter()
     diagnostics = {
@@ -316,8 +343,9 @@ class GradientCancelingAttack(Attack):
         t0 = time.perf_counter()
         clean = ctx.train(ExampleSet(split.train_x, split.train_y), "attacker", "attacker's clean model")
         clean_seconds = time.perf_counter() - t0
+        numerics = ctx.attack_numerics()
         attack = gradient_canceling_attack(
-            clean,
+            numerics.prepare_model(clean),
             split.train_x.to(device),
             split.train_y.to(device),
             max(1, round(float(a["poison_fraction"]) * n)),
@@ -330,6 +358,7 @@ class GradientCancelingAttack(Attack):
             # `poison_bound` B (absent: unbounded, as in the paper): poisons stay in [-B, B].
             clamp=(-float(a["poison_bound"]), float(a["poison_bound"])) if "poison_bound" in a else None,
             on_stage=progress,
+            numerics=numerics,
         )
         k = len(attack.poison_y)
         poison_x, poison_y = attack.poison_x.cpu(), attack.poison_y.cpu()
@@ -337,6 +366,7 @@ class GradientCancelingAttack(Attack):
             "attacker_clean_test_accuracy": correct(clean, split.test_x, split.test_y).float().mean().item(),
             "target_test_accuracy": correct(attack.target, split.test_x, split.test_y).float().mean().item(),
             **attack.diagnostics,
+            "numerics": numerics.describe(),
         }
         meta["seconds"]["attacker_clean"] = clean_seconds
         return PoisonedTrainingSet(

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from unlearn_audit.attacks.base import BuildContext, Memo
     from unlearn_audit.scenarios.fixture import Fixture
     from unlearn_audit.scenarios.recipes import ScenarioRecipe
+    from unlearn_audit.training.numerics import LoopNumerics
 
 
 @dataclass(frozen=True)
@@ -70,21 +71,35 @@ def _params(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _adversarial_gradient(model: nn.Module, target_x: torch.Tensor, adversarial_y: torch.Tensor) -> list[torch.Tensor]:
+def _logits(model: nn.Module, x: torch.Tensor, numerics: LoopNumerics | None) -> torch.Tensor:
+    """`model(x)` in the attack's numerics (`BuildContext.attack_numerics`; None: plain fp32), logits in fp32."""
+    if numerics is None:
+        return model(x)
+    with numerics.autocast():
+        return model(numerics.inputs(x)).float()
+
+
+def _adversarial_gradient(
+    model: nn.Module, target_x: torch.Tensor, adversarial_y: torch.Tensor, numerics: LoopNumerics | None = None
+) -> list[torch.Tensor]:
     """Gradient of CE(model(target_x), adversarial_y): fixed during brewing, so no graph is kept."""
-    loss = F.cross_entropy(model(target_x), adversarial_y)
+    loss = F.cross_entropy(_logits(model, target_x, numerics), adversarial_y)
     return [g.detach() for g in torch.autograd.grad(loss, _params(model))]
 
 
 def _matching_loss(
-    model: nn.Module, poison_x: torch.Tensor, poison_y: torch.Tensor, target_grad: list[torch.Tensor]
+    model: nn.Module,
+    poison_x: torch.Tensor,
+    poison_y: torch.Tensor,
+    target_grad: list[torch.Tensor],
+    numerics: LoopNumerics | None = None,
 ) -> torch.Tensor:
     """1 - cosine between the poison gradient (differentiable w.r.t. poison_x) and `target_grad`.
 
     Inner product and norms are summed over all parameters, as in the paper: one cosine for the
     whole parameter vector, not an average of per-layer cosines.
     """
-    loss = F.cross_entropy(model(poison_x), poison_y)
+    loss = F.cross_entropy(_logits(model, poison_x, numerics), poison_y)
     poison_grad = torch.autograd.grad(loss, _params(model), create_graph=True)
     dot = sum((pg * tg).sum() for pg, tg in zip(poison_grad, target_grad))
     poison_norm = cast(torch.Tensor, sum(pg.pow(2).sum() for pg in poison_grad)).sqrt()
@@ -132,6 +147,7 @@ def brew_poisons(
     generator: torch.Generator,
     lr: float = 0.1,
     augmentation: str = "none",
+    numerics: LoopNumerics | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Optimise perturbations of `base_x` that minimise the alignment loss; return (poisoned_x, info).
 
@@ -156,6 +172,9 @@ def brew_poisons(
     `generator`'s stream as it was). The target gradient stays un-augmented, and the final loss
     that ranks the restarts is taken without augmentation, so restarts are compared on one footing.
 
+    `numerics` (`BuildContext.attack_numerics`; None: plain fp32): the autocast precision and memory format
+    of the surrogates' forward passes; gradients, the cosine and delta stay fp32.
+
     info: "restart_losses" (final loss of each restart), "best_restart", "loss_curve" (the
     kept restart's loss before each step, on augmented poisons when augmenting, then after the
     last one: `steps + 1` values),
@@ -173,13 +192,15 @@ def brew_poisons(
     for m in surrogates:
         m.eval()
     try:
-        target_grads = [_adversarial_gradient(m, target_x, adversarial_y) for m in surrogates]
+        target_grads = [_adversarial_gradient(m, target_x, adversarial_y, numerics) for m in surrogates]
 
         def ensemble_loss(delta: torch.Tensor, augmented: bool = False) -> torch.Tensor:
             x = base_x + delta
             if augmented and augment_generator is not None:
                 x = augment(x, augmentation, augment_generator)
-            return torch.stack([_matching_loss(m, x, base_y, g) for m, g in zip(surrogates, target_grads)]).mean()
+            return torch.stack(
+                [_matching_loss(m, x, base_y, g, numerics) for m, g in zip(surrogates, target_grads)]
+            ).mean()
 
         def project(delta: torch.Tensor) -> torch.Tensor:
             return torch.maximum(torch.minimum(delta.clamp(-epsilon, epsilon), 1 - base_x), -base_x)
@@ -389,6 +410,7 @@ def brew_for_targets(
     lr: float = 0.1,
     on_target: Callable[[int, int], None] | None = None,
     augmentation: str = "none",
+    numerics: LoopNumerics | None = None,
 ) -> tuple[torch.Tensor, MultiTargetBrew]:
     """Brew a separate, disjoint poison set for each target; return (poisoned copy of `train_x`, secret).
 
@@ -396,7 +418,7 @@ def brew_for_targets(
     targets needs a far larger budget per target. Each target's poisons are drawn at random from
     the training images of its adversarial class that no earlier target took, so the sets never
     overlap and the labels stay correct. `on_target(done, total)` reports progress; `augmentation`
-    is `brew_poisons`'s.
+    and `numerics` are `brew_poisons`'s.
     """
     _check_brew_args(epsilon, steps, restarts, surrogates)
     if poisons_per_target < 1:
@@ -429,6 +451,7 @@ def brew_for_targets(
             generator,
             lr,
             augmentation,
+            numerics,
         )
         poisoned[on_device] = brewed
         chosen_all.append(chosen)
@@ -529,6 +552,8 @@ class WitchesBrewAttack(Attack):
             for i in range(int(a["surrogates"]))
         ]
         surrogate_seconds = time.perf_counter() - t0
+        numerics = ctx.attack_numerics()
+        surrogates = [numerics.prepare_model(m) for m in surrogates]
         test_x, test_y = split.test_x.to(device), split.test_y.to(device)
         selection = str(a.get("targets", "low_margin"))
         if selection == "low_margin":
@@ -560,6 +585,7 @@ class WitchesBrewAttack(Attack):
             if progress
             else None,
             augmentation=str(a.get("brew_augmentation", "none")),
+            numerics=numerics,
         )
         poisoned_x = poisoned_x.cpu()
         meta = {
@@ -569,6 +595,7 @@ class WitchesBrewAttack(Attack):
             "alignment_losses": brew.final_losses,
             "poisons": len(brew.indices),
             "max_perturbation": float((poisoned_x - split.train_x).abs().max()),
+            "numerics": numerics.describe(),
             "seconds": {"surrogates": surrogate_seconds, "brewing": time.perf_counter() - t0},
         }
         return PoisonedTrainingSet(

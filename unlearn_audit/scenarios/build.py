@@ -113,12 +113,16 @@ def build_once(
     progress: ProgressCallback | None = None,
     device: torch.device | str = "cpu",
     shared: SharedModelStore | None = None,
+    *,
+    force_precision: bool = False,
 ) -> BuiltFixture:
     """One build from `seed`; models train on `device` (the GPU profile passes the audit device), results are portable.
 
     When the attack did not work and the attack names a fallback recipe (`Attack.fallback`), the fixture is
     built again from that recipe with the same seed, and meta["fallback"] records why and the first attempt.
     The shared models it used are listed in meta["shared_models"] (key, checksum, trained here or read).
+    `force_precision` runs an `[attack] precision = "bf16"` attack's loops in bf16 on a CPU too
+    (`BuildContext.attack_numerics`): for CPU measurements of that path, never for a cached fixture.
     """
     shared = shared if shared is not None else SharedModelStore(None)
     split, validation = fixture_split(recipe, seed)
@@ -150,6 +154,7 @@ def build_once(
         generator=torch.Generator().manual_seed(derived_seed(seed, "attack")),
         train=lambda data, name, label: train_seeded(factory, data, recipe, seed, name, label, progress, device),
         shared_model=shared_model,
+        force_precision=force_precision,
     )
     poisoned = attack.poison(ctx)
     train_x, train_y, forget = poisoned.train_x, poisoned.train_y, poisoned.forget
@@ -199,7 +204,7 @@ def build_once(
     fallback = attack.fallback(recipe, meta["validation"])
     if fallback is not None:  # e.g. Witches' Brew: random targets failed validation, low-margin ones instead
         retry, reason = fallback
-        built = build_once(retry, seed, progress, device, shared)
+        built = build_once(retry, seed, progress, device, shared, force_precision=force_precision)
         built.meta["fallback"] = {
             "reason": reason,
             "attack": retry.attack,
