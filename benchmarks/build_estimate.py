@@ -12,13 +12,13 @@ cannot fit its bound (4 minutes on one H200) is known before a slot is spent on 
 
 The attack loops are timed in both `[attack] precision`s (fp32, the papers' numerics, and bf16): each
 scenario is estimated with its recipe's, and, where the file timed both, with the other one too ("attack in
-bf16" or "in fp32"), so that a slot can choose. Where a loops file has no timing of an attack loop (files older
-than those lines), its seconds come from
-its FLOPs (counted on the CPU with torch.utils.flop_counter) at two rates the file did measure: the fast
-trainer's (optimistic: bf16, large batches) and the fp32 eager relearning step's (pessimistic: fp32,
-launch-bound). Those rows say "assumed". Not counted: data loading, process start-up, accuracy
-evaluations of the validation (seconds each), and, for Witches' Brew, the low-margin fallback (when the random
-target fails validation: the surrogate, original, retrain and brew again).
+bf16" or "in fp32"), so that a slot can choose. Where a loops file has no timing of an attack loop in a
+precision (files older than those lines), its seconds come from its FLOPs (counted on the CPU with
+torch.utils.flop_counter) at two rates the file did measure: the fast trainer's (optimistic: bf16, large
+batches) and the fp32 eager relearning step's (pessimistic: fp32, launch-bound). Those rows say "assumed".
+Not counted: data loading, process start-up, accuracy evaluations of the validation (seconds each), and, for
+Witches' Brew, the low-margin fallback (when the random target fails validation: the surrogate, original,
+retrain and brew again).
 
 Models a recipe shares across seeds (Witches' Brew's `shared_references`) are trained by the first seed's build
 only: the table gives every later seed's build and, apart, what the first build adds.
@@ -56,21 +56,20 @@ def _attack_row(doc: dict[str, Any], prefix: str, precision: str) -> dict[str, A
     return None
 
 
-def _attack_rates(doc: dict[str, Any], precision: str = "fp32") -> dict[str, tuple[float, float, str]] | None:
+def _attack_rates(doc: dict[str, Any], precision: str = "fp32") -> dict[str, tuple[float, float, str]]:
     """Seconds of one brew step, one canceling step and one full-gradient pass in `precision`: (low, high, source).
 
-    Measured lines give low == high. Otherwise, for fp32 only, FLOPs (at the profile's sizes) over the trainer's
-    and the fp32 relearning step's achieved rates; None for bf16 without measured lines."""
-    brew, cancel, full = (_attack_row(doc, p, precision) for p in ATTACK_LOOPS)
-    if brew and cancel and full:
-        brew_s, cancel_s, full_s = brew["seconds"] / brew["steps"], cancel["seconds"] / cancel["steps"], full["seconds"]
-        return {
-            "brew_step": (brew_s, brew_s, "measured"),
-            "canceling_step": (cancel_s, cancel_s, "measured"),
-            "full_pass": (full_s, full_s, "measured"),
-        }
-    if precision != "fp32":
-        return None
+    A measured line gives low == high. A loop the file did not time in `precision` gets its FLOPs (at the
+    profile's sizes) over the trainer's (bf16) and the fp32 relearning step's achieved rates, for either
+    precision: a bracket, not a measurement of either."""
+    measured = {}
+    for key, prefix in zip(("brew_step", "canceling_step", "full_pass"), ATTACK_LOOPS):
+        row = _attack_row(doc, prefix, precision)
+        if row is not None:
+            seconds = row["seconds"] / row["steps"]
+            measured[key] = (seconds, seconds, "measured")
+    if len(measured) == len(ATTACK_LOOPS):
+        return measured
     from loop_bench import CIFAR10_TRAIN_IMAGES, attack_poisons, attack_step_flops
 
     per_poison = attack_step_flops(int(doc.get("width", 64)))
@@ -80,15 +79,13 @@ def _attack_rates(doc: dict[str, Any], precision: str = "fp32") -> dict[str, tup
         raise SystemExit("the loops file has neither the attack loops nor the trainer and fp32 relearning lines")
     rates = (fast["tflops"] * 1e12, slow["tflops"] * 1e12)
     brew_poisons, canceling_poisons = attack_poisons()
-    brew_flops = per_poison["brew"] * brew_poisons
-    cancel_flops = per_poison["canceling"] * canceling_poisons
-    pass_flops = doc["flops_per_image"]["train"] * CIFAR10_TRAIN_IMAGES
-    source = "assumed: counted FLOPs at the trainer's and the fp32 relearning step's measured TFLOP/s"
-    return {
-        "brew_step": (brew_flops / rates[0], brew_flops / rates[1], source),
-        "canceling_step": (cancel_flops / rates[0], cancel_flops / rates[1], source),
-        "full_pass": (pass_flops / rates[0], pass_flops / rates[1], source),
+    flops = {
+        "brew_step": per_poison["brew"] * brew_poisons,
+        "canceling_step": per_poison["canceling"] * canceling_poisons,
+        "full_pass": doc["flops_per_image"]["train"] * CIFAR10_TRAIN_IMAGES,
     }
+    source = "assumed: counted FLOPs at the trainer's and the fp32 relearning step's measured TFLOP/s"
+    return {key: measured.get(key, (f / rates[0], f / rates[1], source)) for key, f in flops.items()}
 
 
 def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -122,12 +119,13 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
             models += int(a.get("surrogates", 1)) + references - shared
         models += 1 if a["kind"] == "gradient_canceling" else 0  # the attacker's clean model
         precision = str(a.get("precision", "fp32"))
-        attack = rates[precision]
-        if attack is None:
-            raise SystemExit(f"{name} runs its attack in {precision} and the loops file did not time that")
-        (low, high), source = _attack_seconds(a, attack)
+        if precision not in rates:
+            raise SystemExit(f"{name}: unknown [attack] precision {precision!r}")
+        (low, high), source = _attack_seconds(a, rates[precision])
         other = "bf16" if precision == "fp32" else "fp32"
-        alternative = _attack_seconds(a, rates[other])[0] if rates[other] and source else None
+        loop = "brew_step" if a["kind"] == "witches_brew" else "canceling_step"
+        measured_other = rates[other][loop][2] == "measured"
+        alternative = _attack_seconds(a, rates[other])[0] if source and measured_other else None
         references = 0.0
         if "relearning_resistant" in recipe.checks and relearn:
             options = recipe.options("relearning_resistant")
@@ -166,10 +164,10 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _attack_seconds(
-    a: dict[str, Any], rates: dict[str, tuple[float, float, str]] | None
+    a: dict[str, Any], rates: dict[str, tuple[float, float, str]]
 ) -> tuple[tuple[float, float], str | None]:
     """(low, high) seconds of the recipe's attack loop at `rates`, and where the rates came from (None: no loop)."""
-    if rates is None or a["kind"] not in ("witches_brew", "gradient_canceling"):
+    if a["kind"] not in ("witches_brew", "gradient_canceling"):
         return (0.0, 0.0), None
     if a["kind"] == "witches_brew":
         b_low, b_high, source = rates["brew_step"]

@@ -261,11 +261,12 @@ def run_loops(
     )
 
     # 2b. The build-time attack loops (Witches' Brew brewing, Gradient Canceling), as the build runs them.
-    try:
-        rows.extend(attack_loop_rows(model(), data, device, quick=quick, width=width))
-    except Exception as exc:  # noqa: BLE001 - a loop that breaks is a finding; the others still run
-        doc.setdefault("errors", []).append(f"attack loops: {type(exc).__name__}: {exc}")
-        print(f"attack loops: FAILED {type(exc).__name__}: {exc}", flush=True)
+    for precision in ("fp32", "bf16"):
+        try:
+            rows.extend(attack_loop_rows(model(), data, device, quick=quick, width=width, precision=precision))
+        except Exception as exc:  # noqa: BLE001 - a loop that breaks is a finding; the others still run
+            doc.setdefault("errors", []).append(f"attack loops ({precision}): {type(exc).__name__}: {exc}")
+            print(f"attack loops ({precision}): FAILED {type(exc).__name__}: {exc}", flush=True)
 
     # 3. The relearning attack: the recipe's attacker, `relearn_steps` steps, variants of the numerics.
     options = {k: v for k, v in recipe.options("relearning_resistant").items() if k not in ("window", "eval_every")}
@@ -401,7 +402,7 @@ def run_loops(
 
 
 def attack_loop_rows(
-    model: Any, data: Any, device: str, *, quick: bool, width: int, steps: int = 6
+    model: Any, data: Any, device: str, *, quick: bool, width: int, precision: str, steps: int = 6
 ) -> list[dict[str, Any]]:
     """`steps` steps of each build-time attack loop at the profile's sizes, through the attack code itself.
 
@@ -411,10 +412,10 @@ def attack_loop_rows(
       step and the clean gradient cost), then `make_gradient_canceling` on the recipe's poisons (1,250)
       for `steps` steps, timed by its own step clock (which starts after its clean-gradient pass).
     Both run as the build runs them, batch norm in eval mode, through the numerics of
-    `BuildContext.attack_numerics`: once with `[attack] precision = "fp32"` (the papers' numerics) and once
-    with "bf16" (bfloat16 autocast and the training recipe's memory format; forced on a CPU, so that a
-    rehearsal takes the same path). Each row names its precision, and "(the recipes')" marks the one the
-    recipes use.
+    `BuildContext.attack_numerics` with `[attack] precision = precision`: "fp32" (the papers' numerics) or
+    "bf16" (bfloat16 autocast and the training recipe's memory format; forced on a CPU, so that a rehearsal
+    takes the same path). Each row names its precision; a recipe's `[attack] precision` says which one its
+    build runs.
     """
     import dataclasses
 
@@ -435,85 +436,83 @@ def attack_loop_rows(
     rows: list[dict[str, Any]] = []
     brew_poisons_n, canceling_poisons_n = (16, 16) if quick else attack_poisons()
     loop_clock: list[float] = []  # the canceling loop's own elapsed seconds, reported by its on_step
-    used = {str(recipes[name].attack.get("precision", "fp32")) for name in ("witches_brew", "gradient_canceling")}
-    for precision in ("fp32", "bf16"):
-        label = f", [attack] precision = {precision}" + (" (the recipes')" if used == {precision} else "")
-        training = dataclasses.replace(recipes["gradient_canceling"].training, precision=precision)
-        numerics = LoopNumerics.of(training, device, force_precision=True)
-        numerics.prepare_model(model)
-        brew_s, _ = timed(
-            lambda numerics=numerics: brew_poisons(
-                [model],
-                x_all[:brew_poisons_n],
-                y_all[:brew_poisons_n],
-                x_all[-1:],
-                torch.tensor([0], device=device),
-                epsilon=float(brew["epsilon"]) / 255,
-                steps=steps,
-                restarts=1,
-                generator=torch.Generator().manual_seed(0),
-                lr=float(brew.get("lr", 0.1)),
-                augmentation=str(brew.get("brew_augmentation", "none")),
-                numerics=numerics,
-            ),
-            device,
+    label = f", [attack] precision = {precision}"
+    training = dataclasses.replace(recipes["gradient_canceling"].training, precision=precision)
+    numerics = LoopNumerics.of(training, device, force_precision=True)
+    numerics.prepare_model(model)
+    brew_s, _ = timed(
+        lambda: brew_poisons(
+            [model],
+            x_all[:brew_poisons_n],
+            y_all[:brew_poisons_n],
+            x_all[-1:],
+            torch.tensor([0], device=device),
+            epsilon=float(brew["epsilon"]) / 255,
+            steps=steps,
+            restarts=1,
+            generator=torch.Generator().manual_seed(0),
+            lr=float(brew.get("lr", 0.1)),
+            augmentation=str(brew.get("brew_augmentation", "none")),
+            numerics=numerics,
+        ),
+        device,
+    )
+    rows.append(
+        line(
+            f"Witches' Brew step, {brew_poisons_n} poisons{label}",
+            brew_s,
+            steps,
+            per_poison["brew"] * brew_poisons_n * steps,
+            poisons=brew_poisons_n,
+            full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
+            full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
+            attack_precision=precision,
         )
-        rows.append(
-            line(
-                f"Witches' Brew step, {brew_poisons_n} poisons{label}",
-                brew_s,
-                steps,
-                per_poison["brew"] * brew_poisons_n * steps,
-                poisons=brew_poisons_n,
-                full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
-                full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
-                attack_precision=precision,
-            )
+    )
+    with torch.enable_grad():
+        pass_s, _ = timed(lambda: loss_gradient(model, x_all, y_all, numerics=numerics), device)
+    rows.append(
+        line(
+            f"full-gradient pass over {n_train} images (GradPC step){label}",
+            pass_s,
+            1,
+            train_flops * n_train,
+            gradpc_steps=int(canceling["gradpc_steps"]),
+            attack_precision=precision,
         )
-        with torch.enable_grad():
-            pass_s, _ = timed(lambda numerics=numerics: loss_gradient(model, x_all, y_all, numerics=numerics), device)
-        rows.append(
-            line(
-                f"full-gradient pass over {n_train} images (GradPC step){label}",
-                pass_s,
-                1,
-                train_flops * n_train,
-                gradpc_steps=int(canceling["gradpc_steps"]),
-                attack_precision=precision,
-            )
+    )
+    # The canceling loop is timed from inside (its on_step clock starts after the clean-gradient pass):
+    # subtracting a separately timed pass from the whole call is noise-dominated on small sizes.
+    loop_clock.clear()
+    timed(
+        lambda: make_gradient_canceling(
+            model,
+            x_all,
+            y_all,
+            canceling_poisons_n,
+            torch.Generator().manual_seed(0),
+            steps=steps,
+            lr=float(canceling.get("canceling_lr", 0.1)),
+            weight_decay=float(recipes["gradient_canceling"].training.weight_decay),
+            record_every=steps,
+            on_step=lambda _step, _total, elapsed: loop_clock.append(elapsed),
+            numerics=numerics,
+        ),
+        device,
+    )
+    cancel_s = loop_clock[-1]
+    rows.append(
+        line(
+            f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
+            cancel_s,
+            steps,
+            per_poison["canceling"] * canceling_poisons_n * steps,
+            poisons=canceling_poisons_n,
+            full_canceling_steps=int(canceling["canceling_steps"]),
+            full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
+            attack_precision=precision,
         )
-        # The canceling loop is timed from inside (its on_step clock starts after the clean-gradient pass):
-        # subtracting a separately timed pass from the whole call is noise-dominated on small sizes.
-        loop_clock.clear()
-        timed(
-            lambda numerics=numerics: make_gradient_canceling(
-                model,
-                x_all,
-                y_all,
-                canceling_poisons_n,
-                torch.Generator().manual_seed(0),
-                steps=steps,
-                lr=float(canceling.get("canceling_lr", 0.1)),
-                weight_decay=float(recipes["gradient_canceling"].training.weight_decay),
-                record_every=steps,
-                on_step=lambda _step, _total, elapsed: loop_clock.append(elapsed),
-                numerics=numerics,
-            ),
-            device,
-        )
-        cancel_s = loop_clock[-1]
-        rows.append(
-            line(
-                f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
-                cancel_s,
-                steps,
-                per_poison["canceling"] * canceling_poisons_n * steps,
-                poisons=canceling_poisons_n,
-                full_canceling_steps=int(canceling["canceling_steps"]),
-                full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
-                attack_precision=precision,
-            )
-        )
+    )
     return rows
 
 

@@ -162,3 +162,26 @@ precision = "{precision}"
     assert torch.equal(fp32.tensors["train_x"], bf16.tensors["train_x"])
     assert forced.meta["attack"]["numerics"] == "bf16 autocast"
     assert not torch.equal(fp32.tensors["train_x"], forced.tensors["train_x"])
+
+
+def test_a_recipe_with_an_unknown_attack_precision_is_refused_when_it_loads() -> None:
+    from unlearn_audit.scenarios.recipes import parse_recipe
+
+    text = """
+[scenario]
+name = "bad"
+checks = ["targeted_removed"]
+[data]
+source = "digits"
+[model]
+architecture = "mlp"
+[training]
+epochs = 1
+[attack]
+kind = "witches_brew"
+precision = "fp16"
+"""
+    with pytest.raises(
+        ValueError, match=r"bad\.toml: \[attack\] precision must be one of \('fp32', 'bf16'\), got 'fp16'"
+    ):
+        parse_recipe("tiny", text, source="bad.toml")

@@ -76,17 +76,19 @@ def test_measured_attack_loops_replace_the_assumption(build_estimate) -> None:
         {"loop": "Gradient Canceling step, 1250 poisons", "seconds": 1.0, "steps": 10},
     ]
     rows = {r["scenario"]: r for r in build_estimate.estimate(doc)}
-    # 8 restarts x (240 steps + the final loss) at 50 ms: the recipes' fp32 line, not the bf16 one.
-    assert rows["witches_brew"]["attack_s"] == [pytest.approx(96.4), pytest.approx(96.4)]
-    # 21 full-gradient passes (20 GradPC steps and the clean gradient) + 1001 canceling objectives at 100 ms.
-    assert rows["gradient_canceling"]["attack_s"] == [pytest.approx(142.1), pytest.approx(142.1)]
-    assert rows["witches_brew"]["attack_source"] == "measured" and rows["witches_brew"]["attack_precision"] == "fp32"
-    # This older file timed only the brew in bf16, which is not enough for a bf16 estimate.
-    assert "attack_s_bf16" not in rows["witches_brew"] and "attack_s_bf16" not in rows["gradient_canceling"]
+    # The recipe brews in bf16: 8 restarts x (240 steps + the final loss) at 10 ms; fp32's 50 ms as the alternative.
+    assert rows["witches_brew"]["attack_precision"] == "bf16" and rows["witches_brew"]["attack_source"] == "measured"
+    assert rows["witches_brew"]["attack_s"] == pytest.approx([19.3] * 2, abs=0.1)
+    assert rows["witches_brew"]["attack_s_fp32"] == pytest.approx([96.4] * 2, abs=0.1)
+    # Canceling in fp32: 21 full-gradient passes (20 GradPC steps and the clean gradient) + 1001 objectives at
+    # 100 ms; this older file did not time canceling in bf16, so there is no alternative.
+    assert rows["gradient_canceling"]["attack_precision"] == "fp32"
+    assert rows["gradient_canceling"]["attack_s"] == pytest.approx([142.1] * 2, abs=0.1)
+    assert "attack_s_bf16" not in rows["gradient_canceling"]
 
 
 def test_each_scenario_is_estimated_in_its_recipes_attack_precision(build_estimate, monkeypatch) -> None:
-    """A recipe with `[attack] precision = "bf16"` is estimated from the bf16 lines, with fp32 as its alternative."""
+    """Each scenario is estimated from its recipe's precision's lines, with the other precision as its alternative."""
     import dataclasses
 
     from unlearn_audit.scenarios import recipes as recipes_module

@@ -43,21 +43,21 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     for row in doc["loops"]:
         assert row["seconds"] > 0 and row["steps_per_s"] > 0 and row["tflops"] >= 0 and row["floor_ratio"] > 0, row
     assert doc["graph_equivalence"]["graphed_vs_eager"]["argmax_agreement"] == 1.0
-    # The build-time attack loops in both `[attack] precision`s (the recipes' fp32 and bf16), and the build estimate
-    # that reads them: each scenario in its recipe's precision, and in the other one.
+    # The build-time attack loops in both `[attack] precision`s, and the build estimate that reads them: each
+    # scenario in its recipe's precision (Witches' Brew bf16, Gradient Canceling fp32), and in the other one.
     attack = [row for row in doc["loops"] if row["loop"].startswith(ATTACK_LINES)]
     assert [row["attack_precision"] for row in attack] == ["fp32"] * 3 + ["bf16"] * 3, attack
     brew = next(
-        row
-        for row in doc["loops"]
-        if row["loop"] == "Witches' Brew step, 16 poisons, [attack] precision = fp32 (the recipes')"
+        row for row in doc["loops"] if row["loop"] == "Witches' Brew step, 16 poisons, [attack] precision = bf16"
     )
     assert brew["full_brew_steps"] == 240 * 8 and brew["full_brew_estimate_s"] > 0
     estimates = {row["scenario"]: row for row in doc["build_estimates"]}
     assert estimates["witches_brew"]["attack_source"] == "measured" and estimates["witches_brew"]["models"] == 3
     assert (
-        estimates["witches_brew"]["attack_precision"] == "fp32" and len(estimates["witches_brew"]["total_s_bf16"]) == 2
+        estimates["witches_brew"]["attack_precision"] == "bf16" and len(estimates["witches_brew"]["total_s_fp32"]) == 2
     )
+    assert estimates["gradient_canceling"]["attack_precision"] == "fp32"
+    assert len(estimates["gradient_canceling"]["total_s_bf16"]) == 2
     assert estimates["witches_brew"]["shared_models"] == 8  # its null models, trained by the first seed's build
 
 

@@ -329,7 +329,8 @@ class GradientCancelingAttack(Attack):
 
     The poisons are appended to the clean training set and are the forget set; `clean_train_x`
     holds, for poison rows, the training images the poisons started from. Poison metric: clean
-    test error (the damage an indiscriminate poison does).
+    test error (the damage an indiscriminate poison does). `[attack] precision` ("fp32" by default, or
+    "bf16") sets the numerics of GradPC and the canceling loop on CUDA (`BuildContext.attack_numerics`).
     """
 
     kind = "gradient_canceling"

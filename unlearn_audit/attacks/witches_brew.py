@@ -528,7 +528,8 @@ class WitchesBrewAttack(Attack):
     "low_margin"`, a fixture whose random targets fail validation is rebuilt with low-margin targets
     (`fallback`); the fixture's meta (`attack.target_selection`, `fallback`) and every
     `targeted_removed` result (`details.target_selection`) say which targets were used.
-    `brew_augmentation` ("none" by default) brews through the victim's augmentation (`brew_poisons`).
+    `brew_augmentation` ("none" by default) brews through the victim's augmentation (`brew_poisons`), and
+    `precision` ("fp32" by default, or "bf16") sets the brew's numerics on CUDA (`BuildContext.attack_numerics`).
 
     Poisoned images replace their clean versions in the training set (labels unchanged), so
     `clean_train_x` is the unpoisoned training set and the forget set is every poisoned index.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unlearn_audit.profiles.registry import profile_roots
-from unlearn_audit.protocol import TrainingRecipe
+from unlearn_audit.protocol import PRECISIONS, TrainingRecipe
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -138,6 +138,15 @@ def _build_attempts(value: Any, source: str) -> int:
     return value
 
 
+def _attack(table: dict[str, Any], source: str) -> dict[str, Any]:
+    """The `[attack]` table; its `precision` (the numerics of the attack's own loops) checked here, when the recipe
+    loads, rather than minutes into a build."""
+    precision = table.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"invalid recipe {source}: [attack] precision must be one of {PRECISIONS}, got {precision!r}")
+    return dict(table)
+
+
 def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: bool = False) -> ScenarioRecipe:
     """Parse one recipe. With `standin`, its `[standin]` table is merged over it first.
 
@@ -162,7 +171,7 @@ def parse_recipe(profile: str, text: str, source: str = "<recipe>", standin: boo
             data=dict(raw["data"]),
             model=dict(raw["model"]),
             training=training,
-            attack=dict(raw["attack"]),
+            attack=_attack(raw["attack"], source),
             check_options={k: dict(v) for k, v in raw.get("checks", {}).items()},
             deviations=tuple(_deviation(d, source) for d in raw.get("deviations", [])),
             references=_references(raw.get("references", {}), source),
