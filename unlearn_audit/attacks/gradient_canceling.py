@@ -37,7 +37,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +46,7 @@ from unlearn_audit.attacks.base import Attack, BuildContext, Memo, PoisonedTrain
 from unlearn_audit.metrics import correct
 from unlearn_audit.protocol import ExampleSet
 from unlearn_audit.stats import Proportion, excess_test
-
-if TYPE_CHECKING:
-    from unlearn_audit.training.numerics import LoopNumerics
+from unlearn_audit.training.numerics import LoopNumerics, forward_logits
 
 StepCallback = Callable[[int, int, float], None]
 """Called now and then with (steps done, steps total, seconds elapsed)."""
@@ -76,14 +73,6 @@ def _flat_distance(params: list[torch.Tensor], reference: list[torch.Tensor]) ->
     return math.sqrt(sum(float((p.detach() - r).pow(2).sum()) for p, r in zip(params, reference)))
 
 
-def _logits(model: nn.Module, x: torch.Tensor, numerics: LoopNumerics | None) -> torch.Tensor:
-    """`model(x)` in the attack's numerics (`BuildContext.attack_numerics`; None: plain fp32), logits in fp32."""
-    if numerics is None:
-        return model(x)
-    with numerics.autocast():
-        return model(numerics.inputs(x)).float()
-
-
 def loss_gradient(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -97,7 +86,7 @@ def loss_gradient(
     params = _params(model)
     total = [torch.zeros_like(p) for p in params]
     for i in range(0, len(labels), batch_size):
-        logits = _logits(model, inputs[i : i + batch_size], numerics)
+        logits = forward_logits(model, inputs[i : i + batch_size], numerics)
         loss = F.cross_entropy(logits, labels[i : i + batch_size], reduction="sum")
         for t, g in zip(total, torch.autograd.grad(loss, params)):
             t += g
@@ -168,7 +157,7 @@ def canceling_objective(
     pass's (None: plain fp32); the gradients and the norm are fp32.
     """
     params = _params(target)
-    loss = F.cross_entropy(_logits(target, poison_x, numerics), poison_y, reduction="sum")
+    loss = F.cross_entropy(forward_logits(target, poison_x, numerics), poison_y, reduction="sum")
     poison_grad = torch.autograd.grad(loss, params, create_graph=create_graph)
     n = num_clean + len(poison_y)
     total = poison_x.new_zeros(())

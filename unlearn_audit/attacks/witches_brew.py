@@ -47,12 +47,12 @@ from unlearn_audit.protocol import AUGMENTATIONS, ExampleSet
 from unlearn_audit.stats import Proportion
 from unlearn_audit.training.fast import augment
 from unlearn_audit.training.loops import predict
+from unlearn_audit.training.numerics import LoopNumerics, forward_logits
 
 if TYPE_CHECKING:
     from unlearn_audit.attacks.base import BuildContext, Memo
     from unlearn_audit.scenarios.fixture import Fixture
     from unlearn_audit.scenarios.recipes import ScenarioRecipe
-    from unlearn_audit.training.numerics import LoopNumerics
 
 
 @dataclass(frozen=True)
@@ -71,19 +71,11 @@ def _params(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _logits(model: nn.Module, x: torch.Tensor, numerics: LoopNumerics | None) -> torch.Tensor:
-    """`model(x)` in the attack's numerics (`BuildContext.attack_numerics`; None: plain fp32), logits in fp32."""
-    if numerics is None:
-        return model(x)
-    with numerics.autocast():
-        return model(numerics.inputs(x)).float()
-
-
 def _adversarial_gradient(
     model: nn.Module, target_x: torch.Tensor, adversarial_y: torch.Tensor, numerics: LoopNumerics | None = None
 ) -> list[torch.Tensor]:
     """Gradient of CE(model(target_x), adversarial_y): fixed during brewing, so no graph is kept."""
-    loss = F.cross_entropy(_logits(model, target_x, numerics), adversarial_y)
+    loss = F.cross_entropy(forward_logits(model, target_x, numerics), adversarial_y)
     return [g.detach() for g in torch.autograd.grad(loss, _params(model))]
 
 
@@ -99,7 +91,7 @@ def _matching_loss(
     Inner product and norms are summed over all parameters, as in the paper: one cosine for the
     whole parameter vector, not an average of per-layer cosines.
     """
-    loss = F.cross_entropy(_logits(model, poison_x, numerics), poison_y)
+    loss = F.cross_entropy(forward_logits(model, poison_x, numerics), poison_y)
     poison_grad = torch.autograd.grad(loss, _params(model), create_graph=True)
     dot = sum((pg * tg).sum() for pg, tg in zip(poison_grad, target_grad))
     poison_norm = cast(torch.Tensor, sum(pg.pow(2).sum() for pg in poison_grad)).sqrt()

@@ -113,6 +113,15 @@ class LoopNumerics:
         return ", ".join(parts)
 
 
+def forward_logits(model: torch.nn.Module, x: torch.Tensor, numerics: LoopNumerics | None) -> torch.Tensor:
+    """`model(x)` in `numerics` (None: exactly `model(x)`), logits in fp32: for loops that differentiate through
+    the logits themselves (the attacks' double-backward steps), so that losses and gradients stay fp32."""
+    if numerics is None:
+        return model(x)
+    with numerics.autocast():
+        return model(numerics.inputs(x)).float()
+
+
 _EVALUATED: contextvars.ContextVar[tuple[TrainingRecipe, bool] | None] = contextvars.ContextVar(
     "evaluated", default=None
 )
