@@ -72,8 +72,9 @@ class BuildContext:
 
         "fp32" (the default) computes as the papers' code does. "bf16" runs them in bfloat16 autocast with the
         training recipe's memory format, on CUDA only, as every other loop of the profile
-        (`training.numerics`): the double-backward steps of these attacks are the build's most expensive loops
-        on a GPU. On a CPU both are fp32 (unless `force_precision`), so a CPU profile's fixtures do not depend on it.
+        (`training.numerics`): the double-backward steps of these attacks are expected to be the build's most
+        expensive loops on a GPU. On a CPU both are fp32 (unless `force_precision`), so a CPU profile's fixtures
+        do not depend on it.
         """
         from dataclasses import replace
 
