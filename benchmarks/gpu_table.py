@@ -51,7 +51,7 @@ def loops_table(results: Path) -> str:
     for name, doc in runs:
         eq = doc.get("graph_equivalence", {}).get("graphed_vs_eager")
         snap = doc.get("snapshot_equivalence", {})
-        parts = [f"{doc.get('gpu', doc['device'])}, torch {doc.get('torch')}, {doc.get('date')}"]
+        parts = [f"{doc.get('gpu', doc['device'])}, torch {doc.get('torch')}, {doc.get('date')}", _floor_note(doc)]
         if eq:
             parts.append(
                 f"graphed vs eager after {doc['graph_equivalence']['steps']} steps: max |logit diff| "
@@ -63,6 +63,14 @@ def loops_table(results: Path) -> str:
             parts.append("errors: " + "; ".join(doc["errors"]))
         notes.append(f"- {name}: " + "; ".join(parts))
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
+
+
+def _floor_note(doc: dict[str, Any]) -> str:
+    """The chip rate this run's ratios are against: measured on its machine, or (runs before it was) the H200's."""
+    chip = doc.get("chip_flops")
+    if chip:
+        return f"floor: half of {chip['flops'] / 1e12:.0f} TFLOP/s {chip['dtype']} ({chip['source']})"
+    return f"floor: half of {doc.get('chip_bf16_flops', 790e12) / 1e12:.0f} TFLOP/s bf16 (the H200's, not measured)"
 
 
 def validate_table(results: Path) -> str:
@@ -126,7 +134,7 @@ def render_table(results: Path) -> str:
     return (
         "Per loop (`python benchmarks/bench_cifar.py --loops`; random CIFAR-shaped data, ResNet-18 width 64; "
         "ms per step and per model, achieved TFLOP/s from counted FLOPs, and the ratio to the floor, "
-        "ResNet-18 at half of 790 TFLOP/s):\n\n"
+        "ResNet-18 at half the chip's dense matrix rate, given per run below):\n\n"
         + loops_table(results)
         + "\n\nOn the real CIFAR-10 (`benchmarks/gpu_validate.py`, seed 0; verdicts: P passed, F failed, s skipped, "
         "with each check's seconds where it took one or more; budget's include starting the worker and unlearn()):\n\n"

@@ -5,8 +5,11 @@ Data are random CIFAR-shaped tensors: the speed of a loop does not depend on wha
 The model is the profile's ResNet-18 (CIFAR stem). FLOPs are counted with torch.utils.flop_counter
 (matmuls and convolutions only) on a small batch on the CPU and scaled by the batch size.
 
-The floor: ResNet-18 at half the chip's bf16 rate (`CHIP_BF16_FLOPS`); `floor_ratio` = measured time over
-the time the loop's counted FLOPs would take at that rate (1.0 = at the floor; 10 = ten times slower).
+The floor: ResNet-18 at half the chip's rate; `floor_ratio` = measured time over the time the loop's counted
+FLOPs would take at that rate (1.0 = at the floor; 10 = ten times slower). The chip's rate is measured on the
+machine that runs the benchmark (`Floor.measure`: a large dense matrix product, bf16 on CUDA, fp32 on a CPU), so
+that a line's ratio says the same thing on an H100, an H200 or a CPU rehearsal; runs committed before it was
+measured used the H200's 790 TFLOP/s (their JSON's `chip_bf16_flops`).
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-CHIP_BF16_FLOPS = 790e12  # FLOP/s: what one H200 does in bf16 matrix work (the device notes' figure)
-FLOOR_FRACTION = 0.5  # the floor runs at half of it
+FLOOR_FRACTION = 0.5  # the floor runs at half of the chip's rate
 
 
 CIFAR10_TRAIN_IMAGES = 50_000
@@ -110,26 +112,62 @@ def timed(fn: Callable[[], Any], device: Any) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def line(name: str, seconds: float, steps: int, flops: float, **extra: Any) -> dict[str, Any]:
-    """One benchmark line: seconds, steps/s, achieved TFLOP/s and the ratio to the floor."""
-    floor_s = flops / (FLOOR_FRACTION * CHIP_BF16_FLOPS)
-    row = {
-        "loop": name,
-        "seconds": round(seconds, 4),
-        "steps": steps,
-        "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
-        "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
-        "tflops": round(flops / seconds / 1e12, 2) if seconds > 0 else None,
-        "floor_ratio": round(seconds / floor_s, 2) if floor_s > 0 else None,
-        **extra,
-    }
-    print(
-        f"{name:<44} {seconds:8.2f} s  {row['steps_per_s'] or 0:9.1f} steps/s  {row['ms_per_step'] or 0:8.2f} ms/step  "
-        f"{row['tflops'] or 0:7.1f} TFLOP/s  x{row['floor_ratio'] or 0:.1f} floor  "
-        + "  ".join(f"{k}={v}" for k, v in extra.items() if not isinstance(v, (dict, list))),
-        flush=True,
-    )
-    return row
+@dataclasses.dataclass(frozen=True)
+class Floor:
+    """The chip's matrix rate that every line's `floor_ratio` is measured against, and where it came from."""
+
+    chip_flops: float  # FLOP/s of a large dense matrix product on this device, in the loops' precision
+    dtype: str
+    source: str  # "measured" or what it was taken from
+
+    @classmethod
+    def measure(cls, device: Any, *, size: int | None = None, reps: int | None = None) -> Floor:
+        """The best of a few timed runs of `reps` (size x size) @ (size x size) products on `device`.
+
+        bf16 on CUDA (the recipes' precision; cuBLAS reaches most of the tensor cores' rate at 8192), fp32 on a CPU
+        (where the loops run fp32). Takes well under a second on a GPU, a few on a CPU."""
+        import torch
+
+        cuda = torch.device(device).type == "cuda"
+        dtype = torch.bfloat16 if cuda else torch.float32
+        size = size or (8192 if cuda else 512)
+        reps = reps or (20 if cuda else 4)
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+        b = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
+        a @ b  # warm-up: library initialisation and kernel choice stay out of the timing
+        best = math.inf
+        for _ in range(3):
+            seconds, _ = timed(lambda: [a @ b for _ in range(reps)], device)
+            best = min(best, seconds)
+        return cls(2.0 * size**3 * reps / best, str(dtype).removeprefix("torch."), "measured")
+
+    def line(
+        self, rows: list[dict[str, Any]], name: str, seconds: float, steps: int, flops: float, **extra: Any
+    ) -> dict[str, Any]:
+        """One benchmark line (seconds, steps/s, achieved TFLOP/s, ratio to the floor), kept in `rows`, then printed.
+
+        Kept before it is printed: a slot's `timeout` that stops the run when a line appears still finds it kept."""
+        floor_s = flops / (FLOOR_FRACTION * self.chip_flops)
+        row = {
+            "loop": name,
+            "seconds": round(seconds, 4),
+            "steps": steps,
+            "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
+            "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
+            "tflops": round(flops / seconds / 1e12, 2) if seconds > 0 else None,
+            "floor_ratio": round(seconds / floor_s, 2) if floor_s > 0 else None,
+            **extra,
+        }
+        rows.append(row)
+        print(
+            f"{name:<44} {seconds:8.2f} s  {row['steps_per_s'] or 0:9.1f} steps/s  "
+            f"{row['ms_per_step'] or 0:8.2f} ms/step  "
+            f"{row['tflops'] or 0:7.1f} TFLOP/s  x{row['floor_ratio'] or 0:.1f} floor  "
+            + "  ".join(f"{k}={v}" for k, v in extra.items() if not isinstance(v, (dict, list))),
+            flush=True,
+        )
+        return row
 
 
 def run_loops(
@@ -179,13 +217,18 @@ def run_loops(
             "width": width,
             "quick": quick,
             "flops_per_image": flops,
-            "chip_bf16_flops": CHIP_BF16_FLOPS,
             "floor_fraction": FLOOR_FRACTION,
             "loops": rows,
         }
     )
     if torch.device(device).type == "cuda":
         doc["gpu"] = torch.cuda.get_device_name(device)
+    floor = Floor.measure(device)
+    doc["chip_flops"] = {"flops": floor.chip_flops, "dtype": floor.dtype, "source": floor.source}
+    print(
+        f"chip: {doc.get('gpu', device)}, {floor.chip_flops / 1e12:.1f} TFLOP/s {floor.dtype} ({floor.source})",
+        flush=True,
+    )
 
     def model() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -221,18 +264,17 @@ def run_loops(
         name = "fast trainer (per epoch after the first)" if mode == "none" else f"fast trainer, compiled {mode}"
         name = "fast trainer, cudnn.benchmark" if autotune else name
         extra = {} if mode == "none" else {"compile_s": round(epochs[0] - later, 2)}
-        rows.append(
-            line(
-                name,
-                later,
-                steps_per_epoch,
-                flops["train"] * n_train,
-                precision=stats[0].precision,
-                first_epoch_s=round(epochs[0], 3),
-                epochs=len(epochs),
-                batch=training.batch_size,
-                **extra,
-            )
+        floor.line(
+            rows,
+            name,
+            later,
+            steps_per_epoch,
+            flops["train"] * n_train,
+            precision=stats[0].precision,
+            first_epoch_s=round(epochs[0], 3),
+            epochs=len(epochs),
+            batch=training.batch_size,
+            **extra,
         )
 
     # 2. Budgeted fine-tuning (the reference unlearners, e.g. GradientDescent): 10% of the training compute.
@@ -250,20 +292,19 @@ def run_loops(
         ),
         device,
     )
-    rows.append(
-        line(
-            "budgeted fine-tuning (GradientDescent, 10%)",
-            seconds,
-            math.ceil(budget / training.batch_size),
-            flops["train"] * budget,
-            batch=training.batch_size,
-        )
+    floor.line(
+        rows,
+        "budgeted fine-tuning (GradientDescent, 10%)",
+        seconds,
+        math.ceil(budget / training.batch_size),
+        flops["train"] * budget,
+        batch=training.batch_size,
     )
 
     # 2b. The build-time attack loops (Witches' Brew brewing, Gradient Canceling), as the build runs them.
     for precision in ("fp32", "bf16"):
         try:
-            rows.extend(attack_loop_rows(model(), data, device, quick=quick, width=width, precision=precision))
+            attack_loop_rows(rows, model(), data, device, floor, quick=quick, width=width, precision=precision)
         except Exception as exc:  # noqa: BLE001 - a loop that breaks is a finding; the others still run
             doc.setdefault("errors", []).append(f"attack loops ({precision}): {type(exc).__name__}: {exc}")
             print(f"attack loops ({precision}): FAILED {type(exc).__name__}: {exc}", flush=True)
@@ -304,7 +345,8 @@ def run_loops(
         per_model = seconds / copies
         # The check's relearning of one model: 3 attacker sizes x the full attack, at this speed (evaluations aside).
         per_step = per_model / relearn_steps
-        return line(
+        return floor.line(
+            rows,
             name,
             per_model,
             relearn_steps,
@@ -329,7 +371,7 @@ def run_loops(
     errors = doc.setdefault("errors", [])
     for name, copies, kwargs in variants:
         try:
-            rows.append(relearn_variant(name, copies, **kwargs))
+            relearn_variant(name, copies, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a variant that breaks is a finding; the others still run
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
@@ -355,7 +397,7 @@ def run_loops(
     # 4c. A graphed step of the recipe's own SGD at its batch size (what the fast trainer and fine-tuning could do).
     if torch.device(device).type == "cuda":
         try:
-            rows.append(graphed_sgd_steps(model(), data, training, device, flops["train"]))
+            graphed_sgd_steps(rows, model(), data, training, device, flops["train"], floor)
         except Exception as exc:  # noqa: BLE001
             errors.append(f"graphed SGD: {type(exc).__name__}: {exc}")
             print(f"graphed SGD: FAILED {type(exc).__name__}: {exc}", flush=True)
@@ -368,17 +410,16 @@ def run_loops(
         seconds, _ = timed(
             lambda: [gaussian_unlearning_scores(evaluated, poisons_x, poisons_y, noise) for _ in range(5)], device
         )
-        rows.append(
-            line(
-                f"GUS of {n_poison} poisons (one relearning evaluation)",
-                seconds / 5,
-                1,
-                flops["train"] * n_poison,
-                note="forward + input gradient",
-            )
+        floor.line(
+            rows,
+            f"GUS of {n_poison} poisons (one relearning evaluation)",
+            seconds / 5,
+            1,
+            flops["train"] * n_poison,
+            note="forward + input gradient",
         )
         seconds, _ = timed(lambda: predict(evaluated, test_x), device)
-        rows.append(line(f"accuracy on {n_test} test images", seconds, 1, flops["forward"] * n_test))
+        floor.line(rows, f"accuracy on {n_test} test images", seconds, 1, flops["forward"] * n_test)
         other = model().eval()
         points = 21
 
@@ -390,20 +431,28 @@ def run_loops(
                 gaussian_unlearning_scores(mixed, poisons_x, poisons_y, noise)
 
         seconds, _ = timed(path, device)
-        rows.append(
-            line(
-                f"interpolation path, {points} points (loss, accuracy, GUS)",
-                seconds,
-                points,
-                points * (2 * flops["forward"] * n_test + flops["train"] * n_poison),
-            )
+        floor.line(
+            rows,
+            f"interpolation path, {points} points (loss, accuracy, GUS)",
+            seconds,
+            points,
+            points * (2 * flops["forward"] * n_test + flops["train"] * n_poison),
         )
     return doc
 
 
 def attack_loop_rows(
-    model: Any, data: Any, device: str, *, quick: bool, width: int, precision: str, steps: int = 6
-) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]],
+    model: Any,
+    data: Any,
+    device: str,
+    floor: Floor,
+    *,
+    quick: bool,
+    width: int,
+    precision: str,
+    steps: int = 6,
+) -> None:
     """`steps` steps of each build-time attack loop at the profile's sizes, through the attack code itself.
 
     - Witches' Brew: `brew_poisons` on the recipe's poisons per target (750), one restart, the recipe's
@@ -433,7 +482,6 @@ def attack_loop_rows(
     train_flops = flops_per_image(width)["train"]
     x_all, y_all = data.inputs.to(device), data.labels.to(device)
     model = model.eval()
-    rows: list[dict[str, Any]] = []
     brew_poisons_n, canceling_poisons_n = (16, 16) if quick else attack_poisons()
     loop_clock: list[float] = []  # the canceling loop's own elapsed seconds, reported by its on_step
     label = f", [attack] precision = {precision}"
@@ -457,29 +505,27 @@ def attack_loop_rows(
         ),
         device,
     )
-    rows.append(
-        line(
-            f"Witches' Brew step, {brew_poisons_n} poisons{label}",
-            brew_s,
-            steps,
-            per_poison["brew"] * brew_poisons_n * steps,
-            poisons=brew_poisons_n,
-            full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
-            full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
-            attack_precision=precision,
-        )
+    floor.line(
+        rows,
+        f"Witches' Brew step, {brew_poisons_n} poisons{label}",
+        brew_s,
+        steps,
+        per_poison["brew"] * brew_poisons_n * steps,
+        poisons=brew_poisons_n,
+        full_brew_steps=int(brew["steps"]) * int(brew["restarts"]),
+        full_brew_estimate_s=round(brew_s / steps * int(brew["steps"]) * int(brew["restarts"]), 1),
+        attack_precision=precision,
     )
     with torch.enable_grad():
         pass_s, _ = timed(lambda: loss_gradient(model, x_all, y_all, numerics=numerics), device)
-    rows.append(
-        line(
-            f"full-gradient pass over {n_train} images (GradPC step){label}",
-            pass_s,
-            1,
-            train_flops * n_train,
-            gradpc_steps=int(canceling["gradpc_steps"]),
-            attack_precision=precision,
-        )
+    floor.line(
+        rows,
+        f"full-gradient pass over {n_train} images (GradPC step){label}",
+        pass_s,
+        1,
+        train_flops * n_train,
+        gradpc_steps=int(canceling["gradpc_steps"]),
+        attack_precision=precision,
     )
     # The canceling loop is timed from inside (its on_step clock starts after the clean-gradient pass):
     # subtracting a separately timed pass from the whole call is noise-dominated on small sizes.
@@ -501,19 +547,17 @@ def attack_loop_rows(
         device,
     )
     cancel_s = loop_clock[-1]
-    rows.append(
-        line(
-            f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
-            cancel_s,
-            steps,
-            per_poison["canceling"] * canceling_poisons_n * steps,
-            poisons=canceling_poisons_n,
-            full_canceling_steps=int(canceling["canceling_steps"]),
-            full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
-            attack_precision=precision,
-        )
+    floor.line(
+        rows,
+        f"Gradient Canceling step, {canceling_poisons_n} poisons{label}",
+        cancel_s,
+        steps,
+        per_poison["canceling"] * canceling_poisons_n * steps,
+        poisons=canceling_poisons_n,
+        full_canceling_steps=int(canceling["canceling_steps"]),
+        full_canceling_estimate_s=round(cancel_s / steps * int(canceling["canceling_steps"]), 1),
+        attack_precision=precision,
     )
-    return rows
 
 
 def graph_equivalence(
@@ -611,7 +655,14 @@ def snapshot_equivalence(
 
 
 def graphed_sgd_steps(
-    model: Any, data: Any, training: Any, device: str, train_flops: float, steps: int = 200
+    rows: list[dict[str, Any]],
+    model: Any,
+    data: Any,
+    training: Any,
+    device: str,
+    train_flops: float,
+    floor: Floor,
+    steps: int = 200,
 ) -> dict[str, Any]:
     """`steps` graphed steps of the recipe's SGD (fused, lr in a device tensor) at the recipe's batch size."""
     import torch
@@ -643,7 +694,8 @@ def graphed_sgd_steps(
     torch.cuda.current_stream(device).wait_stream(stream)
     _sync(device)
     seconds = time.perf_counter() - t
-    return line(
+    return floor.line(
+        rows,
         "fine-tuning step, recipe SGD, graphed",
         seconds,
         steps,

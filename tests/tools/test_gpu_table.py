@@ -82,3 +82,19 @@ def test_a_recipe_sweep_is_rendered_with_its_skips_and_failures(tmp_path: Path) 
     assert "| gpu-h200-2026-12-09 | crop_flip-20 | 94.12% (94.55%) | 6.3 | 21.5 (2.2, 1.01) |" in rendered
     assert "| flip_cutout-30 | skipped: 10 s left |" in rendered and "failed: BackendCompilerFailed" in rendered
     assert "_no recipe sweep committed_" in _gpu_table().render_table(tmp_path / "empty")
+
+
+def test_each_run_states_the_chip_rate_its_ratios_are_against(tmp_path: Path) -> None:
+    """A run measured on its machine says so; one from before the rate was measured is read as the H200's."""
+    import json
+
+    row = {"loop": "fast trainer (per epoch after the first)", "ms_per_step": 2.0, "tflops": 300.0, "floor_ratio": 2.6}
+    measured = {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "loops": [row], "chip_flops": {}}
+    measured["chip_flops"] = {"flops": 702.4e12, "dtype": "bfloat16", "source": "measured"}
+    older = {"device": "cuda", "gpu": "NVIDIA H200", "loops": [row], "chip_bf16_flops": 790e12}
+    (tmp_path / "gpu-h100-2026-12-09-loops.json").write_text(json.dumps(measured))
+    (tmp_path / "gpu-h200-2026-12-04-loops.json").write_text(json.dumps(older))
+    rendered = _gpu_table().loops_table(tmp_path)
+    assert "- gpu-h100-2026-12-09: NVIDIA H100 80GB HBM3" in rendered
+    assert "floor: half of 702 TFLOP/s bfloat16 (measured)" in rendered
+    assert "floor: half of 790 TFLOP/s bf16 (the H200's, not measured)" in rendered

@@ -42,6 +42,12 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     assert any(n.startswith("interpolation path") for n in names)
     for row in doc["loops"]:
         assert row["seconds"] > 0 and row["steps_per_s"] > 0 and row["tflops"] >= 0 and row["floor_ratio"] > 0, row
+    # The floor is this machine's own matrix rate (fp32 on a CPU), and every ratio is against it.
+    chip = doc["chip_flops"]
+    assert chip["source"] == "measured" and chip["dtype"] == "float32" and chip["flops"] > 1e8, chip
+    trainer = doc["loops"][0]
+    floor_s = trainer["tflops"] * 1e12 * trainer["seconds"] / (doc["floor_fraction"] * chip["flops"])
+    assert abs(trainer["seconds"] / floor_s - trainer["floor_ratio"]) <= 0.02 * trainer["floor_ratio"] + 0.1, trainer
     assert doc["graph_equivalence"]["graphed_vs_eager"]["argmax_agreement"] == 1.0
     # The build-time attack loops in both `[attack] precision`s, and the build estimate that reads them: each
     # scenario in its recipe's precision (Witches' Brew bf16, Gradient Canceling fp32), and in the other one.
