@@ -9,7 +9,9 @@
 #   validate  gpu_validate.py on the real CIFAR-10: build SCENARIOS seed 0 (models + reference measurements)
 #             and audit METHODS on them.
 # Everything lands in ./gpu-speed-out, tarred into one file in $OUT (a device's return folder; default
-# ./gpu-speed-out-return) with copies of the JSONs, for a device that returns few files.
+# ./gpu-speed-out-return) with copies of the JSONs and logs, for a device that returns few files (7 at most).
+# The copies are refreshed every 10 s while the stages run, so a command killed at the device's time limit still
+# returns every line and step written so far (each JSON is rewritten whole after each line or step).
 #
 #   CARRY=.gpu-carry bash benchmarks/gpu_speed.sh          # on a GPU machine; CARRY holds the packed
 #                                                          # cifar10-images.tar.gz and any missing wheels
@@ -40,6 +42,17 @@ fi
 # The checkout, importable without installing it (as gpu_validate.py lays it out).
 $PY -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_validate as g; from pathlib import Path; g.make_shim(g.REPO, Path('/tmp/gpu-speed-shim'))"
 SHIM=/tmp/gpu-speed-shim${PYTHONPATH:+:$PYTHONPATH}
+# What comes back if the device's limit kills this command: the JSONs and logs so far, copied whole (a copy is
+# renamed into place, so a half-copied file never stands in $RETURN).
+return_copies() {
+  for f in "$RUN/loops.json" "$RUN/sweep.json" "$RUN/validate/gpu_validate.json" "$RUN"/*.log; do
+    [ -f "$f" ] && cp -f "$f" "$RETURN/.$(basename "$f").part" && mv -f "$RETURN/.$(basename "$f").part" "$RETURN/$(basename "$f")"
+  done
+  return 0
+}
+( while sleep 10; do return_copies; done ) >/dev/null 2>&1 &
+RETURNER=$!
+trap 'kill $RETURNER 2>/dev/null' EXIT
 if [ "${1:-}" = "--rehearse" ]; then
   has loops && PYTHONPATH=$SHIM timeout 300 $PY benchmarks/bench_cifar.py --loops --quick --device cpu --relearn-steps 8 \
     $COMPILE_ARGS --out "$RUN/loops.json" 2>&1 | tee "$RUN/loops.log"
@@ -51,14 +64,14 @@ else
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$RUN/env.txt" 2>&1
   has loops && PYTHONPATH=$SHIM timeout ${LOOPS_TIMEOUT_S:-150} $PY benchmarks/bench_cifar.py --loops --relearn-steps ${RELEARN_STEPS:-300} \
     $COMPILE_ARGS --out "$RUN/loops.json" 2>&1 | tee "$RUN/loops.log"
-  cp "$RUN/loops.json" "$RETURN/" 2>/dev/null
+  return_copies
   has sweep && timeout $(( ${SWEEP_DEADLINE_S:-300} + 120 )) $PY benchmarks/recipe_sweep.py --images "$CARRY/cifar10-images.tar.gz" \
     --out "$RUN/sweep.json" --deadline-s ${SWEEP_DEADLINE_S:-300} $SWEEP_ARGS 2>&1 | tee "$RUN/sweep.log"
-  cp "$RUN/sweep.json" "$RETURN/" 2>/dev/null
+  return_copies
   has validate && timeout $(( ${VALIDATE_DEADLINE_S:-350} + 20 )) $PY benchmarks/gpu_validate.py --images "$CARRY/cifar10-images.tar.gz" \
     --out "$RUN/validate" --work "${WORK:-gpu-validate-work}" --deadline-s ${VALIDATE_DEADLINE_S:-350} $(for s in ${SCENARIOS:-gaussian}; do echo --scenario $s; done) \
     --methods ${METHODS:-NoOp GradientDescent Retrain} ${RESUME:+--resume $RESUME} 2>&1 | tee "$RUN/validate.log" | grep -v '^  |'
 fi
-cp "$RUN/loops.json" "$RUN/sweep.json" "$RETURN/" 2>/dev/null
-cp "$RUN/validate/gpu_validate.json" "$RETURN/" 2>/dev/null
+kill $RETURNER 2>/dev/null; wait $RETURNER 2>/dev/null
+return_copies
 tar czf "$RETURN/$RUN.tar.gz" "$RUN" && echo "wrote $RETURN/$RUN.tar.gz"

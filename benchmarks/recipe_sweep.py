@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def save() -> None:
             doc["elapsed_s"] = round(time.monotonic() - t0, 1)
-            out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+            tmp = out.with_name(f".{out.name}.tmp")  # renamed into place: a reader never sees half a file
+            tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+            os.replace(tmp, out)
 
         if args.images:
             doc["data"] = prepare_data(Path(args.images).expanduser(), work, allow_partial=False, t0=t0)
