@@ -155,7 +155,9 @@ class Floor:
             "steps": steps,
             "steps_per_s": round(steps / seconds, 2) if seconds > 0 else None,
             "ms_per_step": round(1000 * seconds / steps, 3) if steps else None,
-            "tflops": round(flops / seconds / 1e12, 2) if seconds > 0 else None,
+            "gflop": float(f"{flops / 1e9:.6g}"),  # counted, so a reader can recompute the ratios
+            # Significant digits, not decimals: a CPU's rate is about 0.05 TFLOP/s.
+            "tflops": float(f"{flops / seconds / 1e12:.4g}") if seconds > 0 else None,
             "floor_ratio": round(seconds / floor_s, 2) if floor_s > 0 else None,
             **extra,
         }
@@ -199,7 +201,10 @@ def run_loops(
     from unlearn_audit.training.relearning import AttackRun, attack_from_options, relearn_many
 
     recipe = load_profile_recipes("cifar10-resnet18")[scenario]
-    width = 4 if quick else int(recipe.model.get("width", 64))
+    # Quick (CPU) runs use width 8, not less: a compiled graph on a CPU runs its convolutions channels_last, and
+    # oneDNN's AVX2 kernel for a 1x1 stride-2 convolution's weight gradient (the shortcuts) with fewer than 8
+    # input channels in channels_last returned wrong gradients, crashed or hung in torch 2.13 on an AVX2-only CPU.
+    width = 8 if quick else int(recipe.model.get("width", 64))
     training = recipe.training
     if quick:
         training = dataclasses.replace(training, epochs=2, batch_size=64, warmup_epochs=0.5)

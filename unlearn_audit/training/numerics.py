@@ -10,7 +10,11 @@ for the recipe's numerics on its device, so that one rule decides them all:
 - on the CPU, fp32 in the contiguous format, whatever the recipe says: bf16 autocast is slow on
   most CPUs, channels_last convolutions crashed the CPU build of torch 2.13 in our tests, and the
   CPU profiles' calibrated verdicts were measured in fp32. `force_precision` runs the bf16 path on
-  a CPU anyway, `force_compile` the compiled one (tests and CPU rehearsals of the GPU path).
+  a CPU anyway, `force_compile` the compiled one (tests and CPU rehearsals of the GPU path). A
+  compiled graph on a CPU runs its convolutions channels_last whatever this says, and on an
+  AVX2-only CPU torch 2.13's oneDNN got the weight gradient of a 1x1 stride-2 convolution with fewer
+  than 8 input channels wrong (47x on a width-4 ResNet-18's first shortcut), or crashed or hung:
+  a compiled CPU rehearsal of a width-4 network times the code path, not its learning.
 
 A score measured under bf16 keeps its null distribution: GUS is N(0, 1) per poison for any gradient
 that does not depend on the secret noise, however it was rounded; attack success and accuracy are
