@@ -38,6 +38,9 @@ def test_the_quick_loop_benchmark_writes_every_line(tmp_path: Path) -> None:
     assert len(compiled) == 2 * compiles and all(row["compile_s"] >= 0 for row in compiled)
     if compiles:
         assert compiled[1]["loop"] == "relearning, 3 sizes at once, graphed, compiled default"
+        # Both compiled loops checked their gradients against eager first, and passed (training/compile_check.py).
+        assert 0 <= compiled[0]["compiled_gradient_excess"] <= 1, compiled[0]
+        assert 0 <= compiled[1]["run"]["compiled_gradient_excess"] <= 1, compiled[1]
     assert any(n.startswith("relearning, 3 sizes at once") for n in names)
     assert any(n.startswith("interpolation path") for n in names)
     for row in doc["loops"]:

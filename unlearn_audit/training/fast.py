@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.protocol import AUGMENTATIONS, ExampleSet, TrainingRecipe
+from unlearn_audit.training.compile_check import check_compiled_gradients
 from unlearn_audit.training.numerics import LoopNumerics
 
 EpochCallback = Callable[..., None]
@@ -63,6 +64,8 @@ class FastTrainStats:
     precision: str
     peak_memory_bytes: int | None  # torch.cuda.max_memory_allocated on CUDA, else None
     compile: str = "none"  # the torch.compile mode used ("none" off CUDA, whatever the recipe says)
+    # compiled runs: the first batch's gradient check, the worst parameter's distance over its allowance (<= 1)
+    compiled_gradient_excess: float | None = None  # see `training.compile_check`
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -143,7 +146,9 @@ def train_fast(
 
     `on_epoch` gets a `status` keyword ("train acc 91.2%"); `stats`, if given, receives a
     `FastTrainStats` record. The recipe's `compile` mode applies on CUDA only (like its precision: CPU
-    verdicts stay those of the eager fp32 loop); `force_compile` applies it on any device (tests).
+    verdicts stay those of the eager fp32 loop); `force_compile` applies it on any device (tests). A compiled
+    run first checks one batch's gradients against eager (`training.compile_check`) and raises
+    `CompiledGradientMismatch` rather than train through a graph whose gradients are wrong.
     """
     if recipe.loss != "cross_entropy":
         raise ValueError(f"unsupported loss {recipe.loss!r}")
@@ -166,6 +171,17 @@ def train_fast(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
     aug_gen = torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
     start = time.perf_counter()
+    agreement = None
+    if step_model is not model and n >= batch:  # compiles the graph, and refuses one whose gradients are wrong
+        agreement = check_compiled_gradients(
+            model,
+            step_model,
+            numerics.inputs(x_all[:batch]),
+            y_all[:batch],
+            numerics,
+            loop="the fast trainer",
+            loss_fn=lambda logits, y: F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing),
+        )
     correct = seen = 0
     first_epoch = 0.0
     for epoch in range(recipe.epochs):
@@ -209,6 +225,7 @@ def train_fast(
                 precision=numerics.precision,
                 peak_memory_bytes=int(torch.cuda.max_memory_allocated(device)) if cuda else None,
                 compile=numerics.compile_mode,
+                compiled_gradient_excess=None if agreement is None else agreement.excess,
             )
         )
     return model.eval()

@@ -14,7 +14,8 @@ for the recipe's numerics on its device, so that one rule decides them all:
   compiled graph on a CPU runs its convolutions channels_last whatever this says, and on an
   AVX2-only CPU torch 2.13's oneDNN got the weight gradient of a 1x1 stride-2 convolution with fewer
   than 8 input channels wrong (47x on a width-4 ResNet-18's first shortcut), or crashed or hung:
-  a compiled CPU rehearsal of a width-4 network times the code path, not its learning.
+  there a compiled width-4 network is refused by the gradient check every compiled loop runs first
+  (`training.compile_check`), when it does not hang.
 
 A score measured under bf16 keeps its null distribution: GUS is N(0, 1) per poison for any gradient
 that does not depend on the secret noise, however it was rounded; attack success and accuracy are

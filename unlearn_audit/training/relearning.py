@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearn_audit.protocol import ExampleSet, TrainingRecipe
+from unlearn_audit.training.compile_check import check_compiled_gradients
 from unlearn_audit.training.fast import augment
 from unlearn_audit.training.graphed_step import GraphedTrainingStep
 from unlearn_audit.training.loops import resident_batches
@@ -175,6 +176,18 @@ class AttackRun:
         graphed = graphs and self.cuda and attack.optimizer == "adam"
         # Full batches through the model under torch.compile when the recipe asks for it (odd-sized ones eagerly).
         self.full_batch_model = numerics.compiled(self.model, own_cuda_graphs=not graphed)
+        # A compiled model's gradients are checked against eager once, on the attacker's first full batch.
+        self.compiled_gradient_excess: float | None = None
+        if self.full_batch_model is not self.model and len(self.labels) >= attack.batch_size:
+            with self._on_stream():
+                self.compiled_gradient_excess = check_compiled_gradients(
+                    self.model,
+                    self.full_batch_model,
+                    numerics.inputs(self.inputs[: attack.batch_size]),
+                    self.labels[: attack.batch_size],
+                    numerics,
+                    loop="the relearning attack",
+                ).excess
         # On CUDA the curve is measured on a copy taken at each evaluation point, while the next steps train.
         self.snapshot: nn.Module | None = copy.deepcopy(self.model).eval() if self.cuda else None
         self._snapshot_ready: torch.cuda.Event | None = None
@@ -261,6 +274,8 @@ class AttackRun:
     def describe(self) -> dict[str, Any]:
         """How the run computed (for benchmarks and reports)."""
         out: dict[str, Any] = {"numerics": self.numerics.describe(), "graphed": self.graphed is not None}
+        if self.compiled_gradient_excess is not None:
+            out["compiled_gradient_excess"] = self.compiled_gradient_excess
         if self.graphed is not None:
             out.update(
                 replayed_steps=self.graphed.replayed,
