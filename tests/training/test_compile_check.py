@@ -124,6 +124,15 @@ def test_a_non_finite_compiled_gradient_is_refused() -> None:
         check_compiled_gradients(model, wrong_gradient(model, "0.weight", math.inf), x, y, FP32, loop="a loop")
 
 
+def test_a_model_whose_own_gradient_is_not_finite_is_not_blamed_on_the_compiler() -> None:
+    model = _model()
+    with torch.no_grad():
+        model[6].bias.fill_(math.inf)
+    x, y = _batch()
+    with pytest.raises(ValueError, match=r"the eager model's own fp32 gradient of '\S+' is not finite"):
+        check_compiled_gradients(model, model, x, y, FP32, loop="a loop")
+
+
 def _miscompile(monkeypatch: pytest.MonkeyPatch, parameter: str, factor: float) -> None:
     """`LoopNumerics.compiled` returns a model with one wrong gradient wherever a mode is asked for."""
 

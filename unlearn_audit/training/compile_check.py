@@ -121,7 +121,8 @@ def compare_gradients(
     the module docstring.
 
     `x` is already in the loop's input format. Every run is in train mode; batch-norm running statistics
-    (every buffer of `model`) are put back as they were, and the parameters' `.grad` are not touched."""
+    (every buffer of `model`) are put back as they were, and the parameters' `.grad` are not touched. A
+    `ValueError` if the eager model's own fp32 gradient is not finite (a diverged model, not a compiler's fault)."""
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     saved = [b.detach().clone() for b in model.buffers()]
@@ -138,12 +139,15 @@ def compare_gradients(
             for buffer, value in zip(model.buffers(), saved):
                 buffer.copy_(value)
     norms = [0.0 if g is None else float(g.norm()) for g in fp32]
+    for (name, _), norm in zip(named, norms):
+        if not math.isfinite(norm):  # then nothing is wrong with the compilation that this batch could show
+            raise ValueError(f"the eager model's own fp32 gradient of {name!r} is not finite on the check's batch")
     floor = NEGLIGIBLE_GRADIENT * max(norms, default=0.0)
     worst = GradientAgreement("", 0.0, 0.0, 0.0, len(named))
     for (name, _), truth, e, c, norm in zip(named, fp32, eager, traced, norms):
         scale = max(norm, floor)
-        if scale == 0 or not math.isfinite(scale):
-            scale = 1.0  # no gradient anywhere (or a non-finite one): compare absolutely
+        if scale == 0:
+            scale = 1.0  # no gradient anywhere: compare absolutely
         compiled_error, eager_error = _distance(c, truth) / scale, _distance(e, truth) / scale
         allowed = EAGER_RATIO * eager_error + TOLERANCE
         excess = compiled_error / allowed if math.isfinite(allowed) else math.nan
