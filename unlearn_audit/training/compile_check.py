@@ -19,12 +19,12 @@ a parameter passes when
     ||compiled - fp32|| <= EAGER_RATIO x ||eager - fp32|| + TOLERANCE x ||fp32||
 
 (norms floored at `NEGLIGIBLE_GRADIENT` of the largest parameter's). This is a guard against a kernel
-that computes something else, not a test of rounding. In fp32 a gradient 50% off fails it; under bf16
-so does one of a parameter whose rounding error is small (a convolution's weight), while a batch-norm
-parameter's fails only when it is several times off. The check costs two or three forward and backward
-passes of one batch; the compiled one compiles the graph, which the loop's first step would pay for anyway. Batch-norm
-statistics are restored afterwards and no `.grad` is touched, so the loop then takes exactly the steps
-it would have taken without the check.
+that computes something else, not a test of rounding. In fp32 a gradient more than 50% off fails it;
+under bf16 so does one of a parameter whose rounding error is small (a convolution's weight), while a
+batch-norm parameter's fails only when it is several times off. The check costs two or three forward
+and backward passes of one batch; the compiled one compiles the graph, which the loop's first step
+would pay for anyway. Batch-norm statistics are restored afterwards and no `.grad` is touched, so the
+loop then takes exactly the steps it would have taken without the check.
 """
 
 from __future__ import annotations
