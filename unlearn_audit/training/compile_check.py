@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from unlearn_audit.training.graphed_step import LossFn, cross_entropy
 from unlearn_audit.training.numerics import LoopNumerics
 
 TOLERANCE = 0.5
@@ -78,13 +78,6 @@ class GradientAgreement:
     parameters: int
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels)
-
-
 def _gradients(
     forward: Callable[[torch.Tensor], torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -115,7 +108,7 @@ def compare_gradients(
     y: torch.Tensor,
     numerics: LoopNumerics,
     *,
-    loss_fn: LossFn = _cross_entropy,
+    loss_fn: LossFn = cross_entropy,
 ) -> GradientAgreement:
     """One batch's parameter gradients through `compiled` (which wraps `model`) against `model`'s, by the rule of
     the module docstring.
@@ -166,7 +159,7 @@ def check_compiled_gradients(
     numerics: LoopNumerics,
     *,
     loop: str,
-    loss_fn: LossFn = _cross_entropy,
+    loss_fn: LossFn = cross_entropy,
 ) -> GradientAgreement:
     """`compare_gradients`, raising `CompiledGradientMismatch` (naming `loop`, the parameter and its errors) when
     a parameter's compiled gradient is further from fp32 than the rule allows, or is not finite."""
