@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from unlearn_audit.engine import devices
 from unlearn_audit.engine.sandbox import landlock_abi
 from unlearn_audit.engine.worker import (
     START_METHOD_ENV,
@@ -62,6 +63,11 @@ def test_start_method_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     assert start_method("cuda") == "spawn" and start_method("cuda:1") == "spawn"
     if sys.platform.startswith("linux"):
         assert start_method("cpu") == "forkserver"
+        with monkeypatch.context() as m:  # the default device: a GPU only where torch could find one
+            m.setattr(devices, "default_device_may_be_gpu", lambda: True)
+            assert start_method(None) == "spawn"
+            m.setattr(devices, "default_device_may_be_gpu", lambda: False)  # e.g. a CUDA build, no GPU
+            assert start_method(None) == "forkserver"
     monkeypatch.setenv(START_METHOD_ENV, "spawn")
     assert start_method("cpu") == "spawn"
     monkeypatch.setenv(START_METHOD_ENV, "fork")

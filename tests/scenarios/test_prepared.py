@@ -33,7 +33,7 @@ def test_a_prepared_cache_is_ready_and_only_for_its_environment(
     with monkeypatch.context() as m:  # other kernels
         m.setenv("ATEN_CPU_CAPABILITY", "avx2" if os.environ.get("ATEN_CPU_CAPABILITY") == "default" else "default")
         assert not ready(prepared_tiny_cache)
-    monkeypatch.setattr(prepared, "torch_build_has_gpu_backend", lambda: True)
+    monkeypatch.setattr(prepared, "default_device_may_be_gpu", lambda: True)
     assert not ready(prepared_tiny_cache, device=None)  # the default device may be a GPU
 
 

@@ -84,7 +84,8 @@ def start_method(device: str | None) -> str:
     CUDA must not be used in a process forked after its driver was initialised. The forkserver never
     touches the GPU, but whether torch's import leaves the driver alone is a property of the build
     that this harness does not test on every GPU stack; so a CUDA audit (asked for, or the default on
-    a torch build with a GPU backend) spawns, as PyTorch recommends. `UNLEARN_AUDIT_START_METHOD`
+    a torch build with a GPU backend where the machine shows a GPU: `devices.default_device_may_be_gpu`)
+    spawns, as PyTorch recommends. `UNLEARN_AUDIT_START_METHOD`
     overrides the choice (e.g. `forkserver` with `--audit-device cpu` on a CUDA build is the default
     anyway; `spawn` to rule the forkserver out while debugging).
     """
@@ -99,9 +100,9 @@ def start_method(device: str | None) -> str:
     if requested.startswith("cuda"):
         return "spawn"
     if not requested:
-        from unlearn_audit.engine.devices import torch_build_has_gpu_backend
+        from unlearn_audit.engine.devices import default_device_may_be_gpu
 
-        if torch_build_has_gpu_backend():
+        if default_device_may_be_gpu():
             return "spawn"
     return "forkserver"
 

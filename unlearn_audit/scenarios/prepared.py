@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.engine.devices import torch_build_has_gpu_backend
+from unlearn_audit.engine.devices import default_device_may_be_gpu
 
 PREPARED_PREFIX = "prepared-"
 MEASUREMENTS_DIR = "measurements"
@@ -89,10 +89,11 @@ def numerics_environment(device_type: str, threads: int) -> dict[str, Any] | Non
 
 def device_type_without_torch(requested: str | None) -> str | None:
     """The device type an audit will use, where that is clear without importing torch: 'cpu' when
-    asked for, or by default on a torch build without a GPU backend; None otherwise."""
+    asked for, or by default where torch cannot find a GPU (a build without a GPU backend, or a machine
+    that shows no GPU for it); None otherwise."""
     if requested is not None:
         return "cpu" if requested.strip() == "cpu" else None
-    return "cpu" if torch_build_has_gpu_backend() is False else None
+    return "cpu" if default_device_may_be_gpu() is False else None
 
 
 def marker_path(fixture_path: Path, check_options: dict[str, Any], device_type: str, threads: int) -> Path | None:
