@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_audit.engine.sandbox import SandboxStatus, confine, grants_around, landlock_abi
+from unlearn_audit.engine.sandbox import (
+    DEVICES,
+    GPU_DEVICES,
+    SandboxStatus,
+    confine,
+    grants_around,
+    landlock_abi,
+    worker_plan,
+)
 
 ABI = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")
@@ -116,3 +124,11 @@ def test_the_network_can_be_allowed(tmp_path: Path) -> None:
     seen = run_confined(tmp_path, allow_network=True)
     assert seen["bind tcp"] == "allowed" and "net" not in seen["status"]
     assert seen["read cache"].startswith("denied")
+
+
+def test_only_a_cuda_worker_is_granted_the_gpu_device_files(tmp_path: Path) -> None:
+    cpu = worker_plan(str(tmp_path), [], [])
+    cuda = worker_plan(str(tmp_path), [], [], cuda=True)
+    assert not set(GPU_DEVICES) & set(cpu.devices)
+    assert {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/kfd", "/dev/dxg"} <= set(cuda.devices)
+    assert set(DEVICES) <= set(cpu.devices) and set(DEVICES) <= set(cuda.devices)

@@ -108,6 +108,7 @@ GPU_DEVICES = (
     "/dev/nvidia-modeset",
     "/dev/dri",
     "/dev/kfd",
+    "/dev/dxg",  # WSL 2's GPU (its CUDA driver library lives under /usr/lib/wsl, which /usr covers)
     "/sys/bus/pci",
     "/sys/devices",
     "/proc/driver/nvidia",
