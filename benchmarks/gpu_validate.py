@@ -314,6 +314,10 @@ def make_standin_tree(root: Path, train: int = 20, test: int = 5, seed: int = 0)
 
 
 # -- subprocess steps under a deadline -------------------------------------------------------------
+FAILED_TAIL_LINES = 5
+"""How much of a failed step's log is echoed."""
+
+
 def run_step(
     name: str,
     cmd: list[str],
@@ -324,8 +328,14 @@ def run_step(
     log_dir: Path,
     t0: float | None = None,
     heartbeat_s: float = 30.0,
+    ok_codes: tuple[int, ...] = (0,),
 ) -> dict[str, Any]:
-    """Run `cmd`, its output echoed (prefixed) and kept in `log_dir/<name>.log`; stopped after `timeout` s."""
+    """Run `cmd`, its output echoed (prefixed) and kept in `log_dir/<name>.log`; stopped after `timeout` s.
+
+    The step is "ok" when it ended in time with one of `ok_codes` (for an audit: pytest's 0 and 1, a verdict
+    either way); any other exit (pytest's 4, a usage error such as a method that cannot be imported) is
+    "failed", with the log's last lines echoed unprefixed, where a filter of the prefixed output still shows them.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     started = time.monotonic()
@@ -364,7 +374,12 @@ def run_step(
                 log(f"{name}: running, {time.monotonic() - started:.0f} s", t0)
         reader.join(timeout=5)
     seconds = time.monotonic() - started
+    if status == "ok" and proc.returncode not in ok_codes:
+        status = "failed"
     log(f"{name}: {status}, exit {proc.returncode}, {seconds:.1f} s", t0)
+    if status == "failed":
+        for line in log_path.read_text(errors="replace").splitlines()[-FAILED_TAIL_LINES:]:
+            log(f"{name}: {line}", t0)
     return {
         "name": name,
         "cmd": cmd,
@@ -709,6 +724,7 @@ class Run:
                     timeout=self.left(),
                     log_dir=logs,
                     t0=t0,
+                    ok_codes=(0, 1),  # 1: some checks failed, which is a verdict too
                 )
                 self.doc["steps"].append(step)
                 entry: dict[str, Any] = {

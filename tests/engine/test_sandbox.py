@@ -5,6 +5,8 @@ signal its parent, connect over TCP), each in a child process so that this one s
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -132,3 +134,56 @@ def test_only_a_cuda_worker_is_granted_the_gpu_device_files(tmp_path: Path) -> N
     assert not set(GPU_DEVICES) & set(cpu.devices)
     assert {"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/kfd", "/dev/dxg"} <= set(cuda.devices)
     assert set(DEVICES) <= set(cpu.devices) and set(DEVICES) <= set(cuda.devices)
+
+
+LINKED_PACKAGE_PROBE = """
+import json, sys
+from pathlib import Path
+from unlearn_audit.engine.worker_main import _confine
+site, cache = sys.argv[1], sys.argv[2]
+status = _confine({"sandbox": {"deny": [cache]}, "spec": "unlearn_audit.methods:NoOp", "device": "cpu"})
+seen = {"status": status}
+try:
+    seen["read through a link"] = len(Path(site, "unlearn_audit", "methods", "__init__.py").read_text()) > 0
+    import unlearn_audit.methods
+    seen["imported"] = hasattr(unlearn_audit.methods, "NoOp")
+except OSError as exc:
+    seen["denied"] = exc.errno
+print(json.dumps(seen))
+"""
+
+
+@needs_landlock
+def test_the_harness_package_laid_out_as_links_is_readable_when_confined(tmp_path: Path) -> None:
+    """The GPU benchmarks import a checkout through a folder of links to its entries (no install); a
+    confined worker must read the links' targets, else the method's spec does not even resolve."""
+    import unlearn_audit
+
+    real = tmp_path / "checkout" / "unlearn_audit"  # a copy: this one's folder may be granted as an editable project
+    shutil.copytree(
+        Path(unlearn_audit.__file__).resolve().parent, real, ignore=shutil.ignore_patterns("__pycache__"), symlinks=True
+    )
+    linked = tmp_path / "site" / "unlearn_audit"
+    linked.mkdir(parents=True)
+    for entry in real.iterdir():
+        if entry.name != "__pycache__":
+            (linked / entry.name).symlink_to(entry)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    run = tmp_path / "run"  # the probe's folder and home, granted; the checkout beside it is not
+    run.mkdir()
+    probe = run / "probe.py"
+    probe.write_text(textwrap.dedent(LINKED_PACKAGE_PROBE))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tmp_path / "site"), str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=run,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["status"].startswith("landlock"), seen
+    assert seen.get("read through a link") and seen.get("imported"), seen

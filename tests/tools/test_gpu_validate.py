@@ -86,6 +86,26 @@ def test_a_step_is_stopped_at_its_time_limit(gv, tmp_path: Path) -> None:
     assert "started" in Path(step["log"]).read_text()
 
 
+@pytest.mark.parametrize(("code", "ok_codes", "status"), [(0, (0,), "ok"), (1, (0, 1), "ok"), (4, (0, 1), "failed")])
+def test_a_step_that_exits_with_another_code_failed_and_says_why(
+    gv, tmp_path: Path, capsys: pytest.CaptureFixture[str], code: int, ok_codes: tuple[int, ...], status: str
+) -> None:
+    step = gv.run_step(
+        "audit",
+        [sys.executable, "-c", f"import sys; print('ERROR: cannot import the method'); sys.exit({code})"],
+        env=None,
+        cwd=tmp_path,
+        timeout=60.0,
+        log_dir=tmp_path / "logs",
+        ok_codes=ok_codes,
+    )
+    assert step["status"] == status and step["rc"] == code
+    echoed = [
+        line for line in capsys.readouterr().out.splitlines() if line.endswith("audit: ERROR: cannot import the method")
+    ]
+    assert bool(echoed) is (status == "failed")  # unprefixed: seen where the step's own output is filtered out
+
+
 def test_the_json_is_written_when_no_time_is_left(gv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     rc = gv.main(["--standin", "--out", str(tmp_path / "out"), "--deadline-s", "1", "--work", str(tmp_path / "work")])

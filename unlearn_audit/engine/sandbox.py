@@ -302,6 +302,24 @@ def module_dirs(names: Iterable[str]) -> list[str]:
     return found
 
 
+def link_targets(folders: Iterable[str]) -> list[str]:
+    """The real paths of the symbolic links directly inside `folders`.
+
+    Why: Landlock grants by the real path, so a package assembled from links (a checkout laid out as
+    installed without installing it, as the GPU benchmarks lay out this one) cannot be imported through
+    its links by a confined process unless their targets are granted too. Only for the harness's own
+    package: a method's links stay ungranted, so they cannot lead a method into the fixture cache.
+    """
+    found: list[str] = []
+    for folder in folders:
+        try:
+            entries = list(Path(folder).iterdir())
+        except OSError:
+            continue
+        found.extend(str(entry.resolve()) for entry in entries if entry.is_symlink() and entry.exists())
+    return found
+
+
 def worker_plan(
     home: str,
     import_paths: Iterable[str],

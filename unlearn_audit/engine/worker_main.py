@@ -173,12 +173,13 @@ def _confine(hello: dict[str, Any]) -> str:
         return "none: --audit-sandbox off"
     import torch
 
-    from unlearn_audit.engine.sandbox import confine, editable_project_dirs, module_dirs, worker_plan
+    from unlearn_audit.engine.sandbox import confine, editable_project_dirs, link_targets, module_dirs, worker_plan
 
     device = str(hello.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     specs = hello.get("check_specs") or [hello["spec"]]
     packages = {spec.partition(":")[0].split(".")[0] for spec in specs if ":" in spec} | {"unlearn_audit"}
-    readable = [p for p in sys.path if p] + module_dirs(sorted(packages)) + editable_project_dirs()
+    harness = link_targets(module_dirs(["unlearn_audit"]))  # a package of links (the GPU benchmarks' layout)
+    readable = [p for p in sys.path if p] + module_dirs(sorted(packages)) + harness + editable_project_dirs()
     plan = worker_plan(
         os.getcwd(),
         readable,
