@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unlearn_audit.engine.devices import GPU_SIGNS
+
 # System call numbers: the same on every architecture that has Landlock (generic table, Linux 5.13).
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_ADD_RULE = 445
@@ -101,17 +103,19 @@ SYSTEM_READ = (
     "/dev/shm",
 )
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
-GPU_DEVICES = (
-    "/dev/nvidiactl",
-    "/dev/nvidia-uvm",
-    "/dev/nvidia-uvm-tools",
-    "/dev/nvidia-modeset",
-    "/dev/dri",
-    "/dev/kfd",
-    "/dev/dxg",  # WSL 2's GPU (its CUDA driver library lives under /usr/lib/wsl, which /usr covers)
-    "/sys/bus/pci",
-    "/sys/devices",
-    "/proc/driver/nvidia",
+GPU_DEVICES = tuple(
+    dict.fromkeys(
+        [
+            # where each backend's driver shows itself (`devices.GPU_SIGNS`: the same paths that tell the
+            # harness a GPU may be there; WSL 2's `/dev/dxg` among them, its CUDA library under /usr/lib/wsl)
+            *(path for paths in GPU_SIGNS.values() for path in paths),
+            "/dev/nvidia-uvm",
+            "/dev/nvidia-uvm-tools",
+            "/dev/nvidia-modeset",
+            "/sys/bus/pci",
+            "/sys/devices",
+        ]
+    )
 )
 
 
@@ -346,7 +350,7 @@ def worker_plan(
     return SandboxPlan(
         read=tuple(dict.fromkeys(read)),
         write=(home, "/dev/shm"),
-        devices=tuple(devices),
+        devices=tuple(dict.fromkeys(devices)),  # /dev/nvidia0 is both a driver sign and a glob match
         deny=tuple(deny),
         allow_network=allow_network,
     )
