@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpu_validate import scenario_keyword  # benchmarks/ is the script's folder, first on sys.path
+
 
 def run_loop_benchmark(args: argparse.Namespace) -> None:
     import datetime
@@ -161,7 +163,7 @@ def main() -> None:
                 f"{v.get('retrain_test_accuracy', 0):.2%}{mem_text}; "
                 f"attack effective: {v.get('effective')} ({v.get('rule')})"
             )
-        k = " or ".join(scenarios)
+        k = scenario_keyword(scenarios)
         for method in ("NoOp", "GradientDescent"):
             report = work / f"{method}.json"
             audit_device = ["--audit-device", args.device] if args.device else []

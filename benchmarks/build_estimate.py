@@ -114,9 +114,9 @@ def estimate(doc: dict[str, Any]) -> list[dict[str, Any]]:
         model_s = trainer["first_epoch_s"] + (t.epochs - 1) * trainer["seconds"]
         models, shared = 2, 0
         if a["kind"] == "witches_brew":
-            references = int(a.get("reference_models", 0))
-            shared = references if a.get("shared_references", False) else 0
-            models += int(a.get("surrogates", 1)) + references - shared
+            reference_models = int(a.get("reference_models", 0))
+            shared = reference_models if a.get("shared_references", False) else 0
+            models += int(a.get("surrogates", 1)) + reference_models - shared
         models += 1 if a["kind"] == "gradient_canceling" else 0  # the attacker's clean model
         precision = str(a.get("precision", "fp32"))
         if precision not in rates:

@@ -132,7 +132,7 @@ def measure_variant(name: str, recipe: Any, device: str, seed: int = 0, force_co
     with evaluating_fixture_of(recipe.training):
         accuracy = float(correct(model, split.test_x, split.test_y).float().mean())
         tta = flip_tta_accuracy(model, split.test_x, split.test_y)
-        validation = attack.validate(recipe, model, None, tensors)
+        validation = attack.validate(recipe, model, None, tensors)  # type: ignore[arg-type]  # reads the original only
     later = [b - a for a, b in zip(epochs, epochs[1:])]
     run = stats[0]
     row = {

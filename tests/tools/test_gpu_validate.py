@@ -194,3 +194,43 @@ def test_check_env_names_what_is_missing_and_how_to_carry_it(
     assert gv.main(["--check-env"]) == 1
     err = capsys.readouterr().err
     assert "missing: sklearn_not_here" in err and "pip download --no-deps" in err and "--target /tmp/site" in err
+
+
+@pytest.mark.parametrize(
+    ("selected", "expected"),
+    [
+        (["gradient_canceling"], {"gradient_canceling"}),
+        (["gradient_canceling_low"], {"gradient_canceling_low"}),
+        (["gradient_canceling", "gradient_canceling_low"], {"gradient_canceling", "gradient_canceling_low"}),
+        (["gaussian", "backdoor"], {"gaussian", "backdoor"}),
+    ],
+)
+def test_the_keyword_collects_exactly_the_scenarios_asked_for(
+    gv, tmp_path: Path, selected: list[str], expected: set[str]
+) -> None:
+    """The audit step's `-k`, through pytest's own matching on the conformance suite's real test ids (the
+    `tiny` profile has the same five scenario names): `gradient_canceling` must not also select `_low`."""
+    import subprocess
+
+    collected = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--unlearner",
+            "unlearn_audit.methods:NoOp",
+            "-k",
+            gv.scenario_keyword(selected),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    ids = [line for line in collected.splitlines() if "::" in line]
+    assert ids
+    assert {line.rsplit("-", 2)[-2] for line in ids} == expected
