@@ -199,6 +199,30 @@ HOSTILE = textwrap.dedent(
             opt.zero_grad(); torch.nn.functional.cross_entropy(model(x[i:i + 50]), y[i:i + 50]).backward(); opt.step()
         return model
 
+    def _replace_own_stdout(make):
+        """Put `make(path)` where the job's stdout.txt was (the method's fd 1 keeps the old file)."""
+        path = os.readlink("/proc/self/fd/1")
+        os.unlink(path)
+        make(path)
+
+    def stdout_becomes_a_fifo(model, request):
+        print("before the FIFO")
+        _replace_own_stdout(os.mkfifo)  # the harness's read of it would wait for a writer for ever
+        return model
+
+    def stdout_becomes_sparse(model, request):
+        print("the start of a huge output")
+        sys.stdout.flush()
+        os.ftruncate(1, 1 << 33)  # 8 GiB that use no disk: a whole read would exhaust the harness's memory
+        os.lseek(1, 0, os.SEEK_END)
+        os.write(1, b"the last line")
+        return model
+
+    def stdout_links_to_the_cache(model, request):
+        target = (HERE / "link_target.txt").read_text()  # a file the worker may not read; the harness may
+        _replace_own_stdout(lambda path: os.symlink(target, path))
+        return model
+
     def raises_loudly(model, request):
         print("hello from the method")
         import warnings
@@ -498,3 +522,31 @@ def test_a_failed_unlearn_is_reported_once_with_its_output(hostile: pytest.Pytes
     assert out.count("Traceback (most recent call last)") == 1
     assert out.count("hello from the method") == 1 and out.count("a warning from the method") == 1
     assert out.count("unlearn() failed (see test_budget_respected.py::") == 4
+
+
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("stdout_becomes_a_fifo", "[not read: stdout.txt is not a regular file (a FIFO)]"),
+        ("stdout_links_to_the_cache", "[not read: stdout.txt is not a regular file (a symbolic link)]"),
+        ("stdout_becomes_sparse", "bytes cut ...]"),
+    ],
+)
+def test_result_files_the_method_replaced_are_not_followed_nor_read_whole(
+    hostile: pytest.Pytester, audit_env: Path, method: str, expected: str
+) -> None:
+    """The job's files are in the one folder the method may write: a FIFO there would hang the harness, a
+    link would make it copy a file the worker may not read into the report, a sparse file of 8 GiB would
+    exhaust its memory. None is followed or read whole, and the case gets its verdict."""
+    secret = next(audit_env.rglob("meta.json"))
+    (hostile.path / "link_target.txt").write_text(str(secret))
+    report = hostile.path / "r.json"
+    result = hostile.runpytest(
+        "--unlearner", f"hostile:{method}", "-k", "budget and gaussian", "--audit-report", str(report)
+    )
+    result.assert_outcomes(passed=1)
+    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
+    assert stdout.startswith(expected) if expected.startswith("[not") else expected in stdout
+    assert secret.read_text()[:20] not in stdout and len(stdout) < 5000
+    if method == "stdout_becomes_sparse":
+        assert stdout.endswith("the last line")

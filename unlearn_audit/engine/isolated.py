@@ -18,14 +18,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from unlearn_audit.engine.execute import Execution
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, finish
+from unlearn_audit.engine.untrusted_files import read_result, read_result_tail
 from unlearn_audit.engine.worker import UnlearnerWorker, WorkerFailed, WorkerStartError
 from unlearn_audit.engine.worker_protocol import (
     DATA_FILE,
     MODEL_PREFIX,
+    OUTPUT_LIMIT,
     REPORT_FILE,
     STDERR_FILE,
     STDOUT_FILE,
@@ -33,7 +35,6 @@ from unlearn_audit.engine.worker_protocol import (
     MalformedReport,
     file_sha256,
     parse_report,
-    truncated,
 )
 from unlearn_audit.scenarios.fixture import Fixture
 
@@ -86,13 +87,22 @@ def share_read_only(source: Path, target: Path) -> None:
         target.chmod(0o400)
 
 
-def _read_text(path: Path) -> str:
-    return truncated(path.read_text(errors="replace")) if path.exists() else ""
+REPORT_LIMIT = 16 << 20  # bytes of the worker's report (a short JSON document; a traceback at most)
 
 
 def _captured_output(result_dir: Path) -> dict[str, Any]:
     """What the method printed during the job (the end of each stream), for the outcome's record."""
-    return {"stdout": _read_text(result_dir / STDOUT_FILE), "stderr": _read_text(result_dir / STDERR_FILE)}
+    return {
+        name: read_result_tail(result_dir, file, OUTPUT_LIMIT)
+        for name, file in (("stdout", STDOUT_FILE), ("stderr", STDERR_FILE))
+    }
+
+
+def weights_limit(fixture: Fixture) -> int:
+    """The most bytes returned weights may take: the original's state in float64 (4x its float32 size at
+    most), plus room for the file's header."""
+    state = fixture.original.state_dict().values()
+    return 8 * sum(t.numel() for t in state) + (16 << 20)
 
 
 def run_isolated(
@@ -148,7 +158,7 @@ def run_isolated(
             )
         output = _captured_output(result_dir)
         try:
-            report = parse_report((result_dir / REPORT_FILE).read_text())
+            report = parse_report(read_result(result_dir, REPORT_FILE, REPORT_LIMIT).decode(errors="replace"))
         except (OSError, MalformedReport) as exc:
             return UnlearnOutcome(
                 None,
@@ -163,7 +173,7 @@ def run_isolated(
         state = None
         if report.error is None:
             try:
-                state = load_file(str(result_dir / WEIGHTS_FILE))
+                state = load(read_result(result_dir, WEIGHTS_FILE, weights_limit(fixture)))
             except (OSError, SafetensorError) as exc:
                 report_error = f"the returned weights could not be read ({exc})"
                 return UnlearnOutcome(

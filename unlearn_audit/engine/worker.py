@@ -35,6 +35,7 @@ from typing import Any
 
 from unlearn_audit.engine.options import WorkerOptions
 from unlearn_audit.engine.reaper import end_leftovers
+from unlearn_audit.engine.untrusted_files import read_result_tail
 from unlearn_audit.engine.worker_protocol import WORKER_PRELOAD, encode
 
 HARNESS_ENV_PREFIX = "UNLEARN_AUDIT_"  # the cache path and the harness's settings stay out of the worker
@@ -342,10 +343,10 @@ class UnlearnerWorker:
                 break
 
     def _log_tail(self) -> str:
-        if self.home is None or not (self.home / LOG_FILE).exists():
+        if self.home is None:
             return ""
-        text = (self.home / LOG_FILE).read_text(errors="replace").strip()
-        return f"\nworker log (end):\n{text[-LOG_TAIL:]}" if text else ""
+        text = read_result_tail(self.home, LOG_FILE, LOG_TAIL).strip()
+        return f"\nworker log (end):\n{text}" if text else ""
 
     def _discard(self) -> None:
         self.end_leftovers()  # what escaped its tree when the worker died: still in its session

@@ -44,7 +44,7 @@ WORKER_PRELOAD = (
 )
 """What every worker imports before its method: the forkserver imports it once, a spawned worker itself."""
 
-OUTPUT_LIMIT = 4000  # characters of captured stdout/stderr kept (the end, where the error usually is)
+OUTPUT_LIMIT = 4000  # bytes (characters, in ASCII) of captured stdout/stderr kept (the end, where the error usually is)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -112,10 +112,3 @@ def parse_report(text: str) -> UnlearnReport:
         _optional_str(doc, "spend_problem"),
         tuple(warnings),
     )
-
-
-def truncated(text: str, limit: int = OUTPUT_LIMIT) -> str:
-    """The end of `text`, at most `limit` characters, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"[... {len(text) - limit} characters cut ...]\n" + text[-limit:]
