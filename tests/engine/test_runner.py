@@ -65,15 +65,27 @@ def test_counter_counts_examples_with_autograd_only() -> None:
     assert counter.total == 21, "only forward passes while it is installed count"
 
 
+def test_a_module_called_with_its_input_as_a_keyword_is_counted() -> None:
+    """`layer(input=x)` is `layer(x)`: a forward pre-hook sees no positional argument, the count still does."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with ExampleGradientCounter() as counter:
+        x = torch.randn(6, 4)
+        for layer in model:
+            x = layer(input=x)
+        assert counter.total == 6
+        assert counter.verify() is None
+
+
 def test_counter_removal_is_detected() -> None:
     from torch.nn.modules import module as internals
 
     with ExampleGradientCounter() as counter:
-        saved = dict(internals._global_forward_pre_hooks)
-        internals._global_forward_pre_hooks.clear()
-        assert "removed" in counter.verify()
-        internals._global_forward_pre_hooks.update(saved)
-        assert counter.verify() is None
+        for hooks in (internals._global_forward_pre_hooks, internals._global_forward_hooks):
+            saved = dict(hooks)
+            hooks.clear()
+            assert "removed" in counter.verify()
+            hooks.update(saved)
+            assert counter.verify() is None
         original_call = nn.Module.__call__
         nn.Module.__call__ = lambda self, *a, **k: self.forward(*a, **k)
         try:

@@ -1,15 +1,20 @@
 """The harness's own count of example-gradients, and the proof that it kept counting.
 
-A global forward pre-hook (`torch.nn.modules.module.register_module_forward_pre_hook`) sees every
-forward pass of every module in the process, including models the method builds itself, deep
-copies, and models whose per-module hooks the method cleared. Each module that holds parameters
-counts the examples forwarded with autograd enabled; the spend is the maximum over modules, so a
-method that trains only part of a network (a head on precomputed features) is counted as well.
+A global forward hook (`torch.nn.modules.module.register_module_forward_hook`, with keyword
+arguments) sees every forward pass of every module in the process, including models the method
+builds itself, deep copies, and models whose per-module hooks the method cleared. Each module that
+holds parameters counts the examples forwarded with autograd enabled: the leading dimension of its
+first tensor argument, positional or keyword (`layer(input=x)` counts as `layer(x)` does); the spend is
+the maximum over modules, so a method that trains only part of a network (a head on precomputed
+features) is counted as well. A global forward pre-hook stops a method whose time is up.
 
-A method can still remove the global hook or replace `nn.Module.__call__`. It cannot do so
-silently: `verify()` checks after `unlearn()` that the hook is still registered and that a canary
-forward pass is still counted; a failed verification fails `budget_respected` ("the spend could
-not be verified").
+This is a count of what ordinary code does, not a defence against a method set on hiding its
+compute: the count lives in the method's own process. `verify()` checks after `unlearn()` that both
+hooks are still registered and that canary forward passes are still counted, so that removing the
+hooks for good or replacing `nn.Module.__call__` fails `budget_respected` ("the spend could not be
+verified"). What it cannot see is listed in the trust model: hooks removed and put back, modules run
+outside `nn.Module.__call__` (TorchScript), compute in a forked child, examples moved out of the
+leading dimension or into `torch.func.vmap`, and the counter itself edited.
 """
 
 from __future__ import annotations
@@ -41,19 +46,26 @@ class ExampleGradientCounter:
         self.total = 0
         self._per_module: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         self._handle: Any = None
+        self._count_handle: Any = None
         self._hook_key: int | None = None
+        self._count_key: int | None = None
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Before each forward pass: stop a method whose time is up."""
         if self.cancelled:
             raise UnlearnerCancelled("unlearner exceeded its time limit")
         if time.monotonic() > self.deadline:
             self.cancelled = True
             raise UnlearnerCancelled("unlearner exceeded its time limit")
-        if not torch.is_grad_enabled() or not args or not isinstance(args[0], torch.Tensor) or args[0].dim() == 0:
+
+    def _count(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        """After each forward pass: its examples, if the module has parameters and autograd was on."""
+        if not torch.is_grad_enabled() or next(module.parameters(recurse=False), None) is None:
             return
-        if next(module.parameters(recurse=False), None) is None:
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is None or first.dim() == 0:
             return
-        count = self._per_module.get(module, 0) + int(args[0].shape[0])
+        count = self._per_module.get(module, 0) + int(first.shape[0])
         self._per_module[module] = count
         if count > self.total:
             self.total = count
@@ -62,11 +74,14 @@ class ExampleGradientCounter:
         if self._handle is None:
             self._handle = module_internals.register_module_forward_pre_hook(self._hook)
             self._hook_key = self._handle.id
+            self._count_handle = module_internals.register_module_forward_hook(self._count, with_kwargs=True)
+            self._count_key = self._count_handle.id
         return self
 
     def uninstall(self) -> None:
         if self._handle is not None:
             self._handle.remove()
+            self._count_handle.remove()
             self._handle = None
 
     def __enter__(self) -> ExampleGradientCounter:
@@ -81,23 +96,24 @@ class ExampleGradientCounter:
         Call it while installed, after the method returned: the canary's own examples are not counted
         in `total`.
         """
-        hooks = module_internals._global_forward_pre_hooks
-        if (
-            self._hook_key not in hooks
-            or getattr(hooks[self._hook_key], "__func__", None) is not ExampleGradientCounter._hook
+        for hooks, key, function in (
+            (module_internals._global_forward_pre_hooks, self._hook_key, ExampleGradientCounter._hook),
+            (module_internals._global_forward_hooks, self._count_key, ExampleGradientCounter._count),
         ):
-            return "the harness's global forward hook was removed or replaced"
+            if key not in hooks or getattr(hooks[key], "__func__", None) is not function:
+                return "the harness's global forward hook was removed or replaced"
         total = self.total
         canary = nn.Linear(2, 1)
         try:
             with torch.enable_grad():
                 canary(torch.zeros(3, 2))
+                canary(input=torch.zeros(4, 2))
         except UnlearnerCancelled:
             return None  # the hook ran: it raised because the time was up
         except Exception as exc:  # noqa: BLE001 - a method that broke nn.Module broke the count
             return f"a canary forward pass failed ({type(exc).__name__}: {exc})"
         seen = self._per_module.pop(canary, 0)
         self.total = total
-        if seen != 3:
+        if seen != 7:
             return "forward passes are no longer counted (nn.Module's call path or hooks were bypassed)"
         return None
