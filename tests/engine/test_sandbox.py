@@ -32,6 +32,7 @@ def test_grants_around_a_denied_folder(tmp_path: Path) -> None:
     for name in ("a/x", "a/cache/entries", "a/cache/other", "b"):
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "a" / "file.py").write_text("")
+    (tmp_path / "a" / "current").symlink_to(tmp_path / "a")  # granting it would grant what it opens: all of a/
     granted = grants_around(tmp_path, [tmp_path / "a" / "cache" / "entries"])
     assert set(granted) == {
         tmp_path / "a" / "x",
@@ -67,6 +68,9 @@ def attempt(name, action):
 
 attempt("read cache", lambda: open(os.path.join(cache, "secret.txt")).read())
 attempt("read project", lambda: open(os.path.join(project, "mod.py")).read())
+attempt("read cache through a link", lambda: open(os.path.join(project, "latest", "secret.txt")).read())
+attempt("read the unix socket list", lambda: open("/proc/self/net/unix").read())
+attempt("read own status", lambda: open("/proc/self/status").read())
 attempt("read parent cmdline", lambda: open(f"/proc/{os.getppid()}/cmdline").read())
 attempt("read parent environ", lambda: open(f"/proc/{os.getppid()}/environ", "rb").read())
 attempt("write home", lambda: open(os.path.join(home, "out.txt"), "w").write("x"))
@@ -92,6 +96,7 @@ def run_confined(tmp_path: Path, allow_network: bool = False) -> dict[str, str]:
         folder.mkdir(parents=True)
     (cache / "secret.txt").write_text("the retrain reference")
     (project / "mod.py").write_text("X = 1\n")
+    (project / "latest").symlink_to(cache)  # a link beside the cache, to it (as pytest's `*current` links are)
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(PROBE))
     done = subprocess.run(
@@ -112,6 +117,8 @@ def test_a_confined_process_keeps_what_it_needs_and_nothing_else(tmp_path: Path)
     assert seen["read project"] == "allowed" and seen["write home"] == "allowed"
     assert seen["torch"] == 3.0 and seen["child"] == "1", "torch and child processes still work"
     assert seen["read cache"].startswith("denied"), "the cache, though beneath the granted project"
+    assert seen["read cache through a link"].startswith("denied"), "a link in the project leads to the cache"
+    assert seen["read the unix socket list"].startswith("denied") and seen["read own status"] == "allowed"
     assert seen["read parent cmdline"].startswith("denied")
     assert seen["read parent environ"].startswith("denied")
     assert seen["write project"].startswith("denied")

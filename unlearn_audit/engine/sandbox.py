@@ -102,6 +102,11 @@ SYSTEM_READ = (
     "/sys/fs/cgroup",
     "/dev/shm",
 )
+UNIX_SOCKET_LISTS = ("/proc/self/net", "/proc/thread-self/net")
+"""Never readable, although beneath `/proc/self`: `net/unix` lists the paths of the machine's named UNIX
+sockets, and connecting to one is not something Landlock governs. Without the list, a socket's path is
+not to be found (the folders that hold them, `/tmp` and `/run`, cannot be listed), so that a method cannot
+look up, say, another Python process's fork server, which would fork it a process outside the sandbox."""
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
 GPU_DEVICES = tuple(
     dict.fromkeys(
@@ -178,7 +183,12 @@ class SandboxStatus:
 
 def grants_around(allowed: Path, denied: Iterable[Path]) -> list[Path]:
     """`allowed`, or where a denied path lies beneath it, the entries of `allowed` that lead elsewhere,
-    recursively down to each denied path (Landlock cannot subtract from a grant)."""
+    recursively down to each denied path (Landlock cannot subtract from a grant).
+
+    A symbolic link among those entries is left out: a grant goes to what a path opens, and a link's
+    target may be the denied folder or one above it (pytest's `*current` links beside its temporary
+    folders were: a fork server's child read the fixture cache through one). What a link leads to stays
+    reachable through it wherever its target is granted in its own right."""
     inside = [d for d in denied if d == allowed or allowed in d.parents]
     if not inside:
         return [allowed]
@@ -190,7 +200,8 @@ def grants_around(allowed: Path, denied: Iterable[Path]) -> list[Path]:
         return []
     out: list[Path] = []
     for entry in entries:
-        out.extend(grants_around(entry, inside))
+        if not entry.is_symlink():
+            out.extend(grants_around(entry, inside))
     return out
 
 
@@ -351,6 +362,6 @@ def worker_plan(
         read=tuple(dict.fromkeys(read)),
         write=(home, "/dev/shm"),
         devices=tuple(dict.fromkeys(devices)),  # /dev/nvidia0 is both a driver sign and a glob match
-        deny=tuple(deny),
+        deny=(*deny, *UNIX_SOCKET_LISTS),
         allow_network=allow_network,
     )
