@@ -16,3 +16,7 @@ class MissingExtra(ResourceUnavailable, ImportError):
 
 class RecipeError(ValueError):
     """A scenario recipe that cannot run: an unknown attack kind, a check its attack cannot judge, a bad table."""
+
+
+class UnusableDevice(ValueError):
+    """`--audit-device` names a device this torch cannot use (a CUDA device on a CPU build, say)."""

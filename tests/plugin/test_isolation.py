@@ -223,6 +223,43 @@ HOSTILE = textwrap.dedent(
         _replace_own_stdout(lambda path: os.symlink(target, path))
         return model
 
+    def _outside(here):
+        """Run in a process the fork server forked on the method's request: what can it do?"""
+        code = 100
+        try:  # the cache's folders may be listed (the worker's own sandbox refuses even that); its files not read
+            cache = Path((Path(here) / "cache_path.txt").read_text())
+            next(path for path in cache.rglob("*") if path.is_file()).read_bytes()
+        except OSError:
+            code += 1
+        try:
+            os.kill(int((Path(here) / "harness.pid").read_text()), 0)
+        except OSError:
+            code += 2
+        sys.exit(code)
+
+    def asks_the_fork_server_for_a_process(model, request):
+        """Red-teamed: a worker forked by multiprocessing's fork server knows the server's socket; the server
+        forks whoever asks (private names of the standard library: an attacker's, not the harness's)."""
+        import multiprocessing
+        import multiprocessing.forkserver as fork_server
+        from multiprocessing import resource_tracker
+
+        server = fork_server._forkserver
+        if server._forkserver_address is None:
+            print("no fork server to ask")
+            return model
+        alive_r, _ = os.pipe()
+        tracker_r, _ = os.pipe()
+        server._forkserver_alive_fd = alive_r
+        server.ensure_running = lambda: None
+        resource_tracker._resource_tracker.getfd = lambda: tracker_r
+        resource_tracker._resource_tracker.ensure_running = lambda: None
+        process = multiprocessing.get_context("forkserver").Process(target=_outside, args=(str(HERE),))
+        process.start()
+        process.join(60)
+        print("the fork server's process exited with", process.exitcode)
+        return model
+
     def raises_loudly(model, request):
         print("hello from the method")
         import warnings
@@ -550,3 +587,23 @@ def test_result_files_the_method_replaced_are_not_followed_nor_read_whole(
     assert secret.read_text()[:20] not in stdout and len(stdout) < 5000
     if method == "stdout_becomes_sparse":
         assert stdout.endswith("the last line")
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="refusing signals out of the sandbox needs Landlock ABI 6")
+def test_a_process_the_method_gets_from_the_fork_server_is_confined(hostile: pytest.Pytester) -> None:
+    """Red-teamed: a method asked the fork server (unconfined, reachable through a named socket) for a process,
+    which then listed the fixture cache and outlived the audit. The server now confines every child it forks,
+    before the child runs anything: the cache and the harness are out of its reach (exit code 103, not 100).
+    In a subprocess, so that the fork server is this audit's own."""
+    (hostile.path / "harness.pid").write_text(str(os.getpid()))
+    report = hostile.path / "r.json"
+    hostile.runpytest_subprocess(
+        "--unlearner",
+        "hostile:asks_the_fork_server_for_a_process",
+        "-k",
+        "budget and gaussian",
+        "--audit-report",
+        str(report),
+    )
+    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
+    assert "the fork server's process exited with 103" in stdout, stdout

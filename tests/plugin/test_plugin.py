@@ -135,12 +135,24 @@ def test_bad_spec_under_xdist_on_a_warm_cache_is_a_usage_error_before_any_test(
         (["--audit-update-baseline"], "--audit-update-baseline needs --audit-baseline"),
         (["--audit-threads", "0"], "--audit-threads must be a positive integer"),
         (["--audit-timeout", "-1"], "--audit-timeout must be a positive number"),
+        (["--audit-device", "gpu"], "--audit-device must be a torch device (cpu, cuda, mps, xpu)"),
+        (["--audit-device", "cuda:x"], "--audit-device must be a torch device"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], expected: str) -> None:
     result = pytester.runpytest("--unlearner", f"{METHODS}:NoOp", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert expected in result.stderr.str()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this torch sees a CUDA device")
+def test_a_device_this_torch_cannot_use_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """Not an INTERNALERROR from moving the first model there."""
+    result = pytester.runpytest(
+        "--unlearner", f"{METHODS}:NoOp", "--audit-device", "cuda", "--audit-cache", str(tmp_path / "cache")
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--audit-device cuda: this torch" in result.stderr.str() and "sees no CUDA device" in result.stderr.str()
 
 
 def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytester, tmp_path: Path) -> None:

@@ -43,7 +43,10 @@ def test_same_method_passes_its_own_baseline_and_a_worse_one_fails(
 
     again = run(pytester, "--audit-baseline", str(baseline))
     again.assert_outcomes(passed=1)
-    assert "0 significant regression(s)" in again.stdout.str()
+    assert "0 significant regression(s)" in again.stdout.str() and "no match in the baseline" not in again.stdout.str()
+    # A run that does not match the baseline's settings is judged strictly, and says so.
+    other = run(pytester, "--audit-baseline", str(baseline), "--audit-budget", "0.2")
+    assert "warning: 1 of 1 result(s) have no match in the baseline" in other.stdout.str()
 
     monkeypatch.setenv("MAKE_IT_WORSE", "1")
     report = pytester.path / "worse.json"

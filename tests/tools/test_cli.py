@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from unlearn_audit.scenarios.cache import WEIGHTS_FILE, FixtureCache
 from unlearn_audit.tools.cli import main
@@ -40,26 +43,47 @@ def test_console_script_is_installed() -> None:
     assert out.returncode == 0 and "fixtures" in out.stdout
 
 
+def report(path: Path, score: float, seconds: float) -> Path:
+    result = {
+        "nodeid": "n",
+        "unlearner": "m:M",
+        "check": "utility_preserved",
+        "scenario": "s",
+        "profile": "tiny",
+        "seed": 0,
+        "budget": 0.1,
+        "outcome": "passed",
+        "verdict": "pass",
+        "score": score,
+        "details": {"seconds": seconds, "gap": 0.01},
+    }
+    path.write_text(json.dumps({"schema_version": 1, "results": [result]}))
+    return path
+
+
 def test_diff_lists_every_changed_result_and_ignores_timings(tmp_path: Path) -> None:
-    import json
-
-    def report(path: Path, score: float, seconds: float) -> Path:
-        result = {
-            "nodeid": "n",
-            "unlearner": "m:M",
-            "check": "utility_preserved",
-            "scenario": "s",
-            "profile": "tiny",
-            "seed": 0,
-            "budget": 0.1,
-            "outcome": "passed",
-            "verdict": "pass",
-            "score": score,
-            "details": {"seconds": seconds, "gap": 0.01},
-        }
-        path.write_text(json.dumps({"schema_version": 1, "results": [result]}))
-        return path
-
     same = report(tmp_path / "a.json", 0.9, 1.0), report(tmp_path / "b.json", 0.9, 2.0)
     assert main(["diff", *map(str, same)]) == 0
     assert main(["diff", str(same[0]), str(report(tmp_path / "c.json", 0.8, 1.0))]) == 1
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "no such file"),
+        ("{not json", "not a JSON report"),
+        ('{"schema_version": 3}', "no list of 'results'"),
+        ('{"results": [1]}', "malformed"),
+    ],
+)
+def test_diff_of_a_file_that_is_not_a_report_exits_2_not_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture, content: str | None, expected: str
+) -> None:
+    """Exit 1 means 'the reports differ' to a CI step; a missing or broken file must not say that."""
+    good = report(tmp_path / "good.json", 0.8, 0.9)
+    bad = tmp_path / "bad.json"
+    if content is not None:
+        bad.write_text(content)
+    assert main(["diff", str(good), str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert expected in out and "bad.json" in out and "Traceback" not in out

@@ -26,6 +26,18 @@ def xdist_worker_index(worker: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+"""The torch device types an audit may run on (ROCm builds call their GPUs `cuda` too)."""
+
+
+def check_device_name(text: str) -> str:
+    """`text` if it names a device of `DEVICE_TYPES` (`cuda`, `cuda:1`, ...), else ValueError saying what would."""
+    kind, _, index = text.strip().partition(":")
+    if kind not in DEVICE_TYPES or (index and not index.isdigit()) or text.strip().endswith(":"):
+        raise ValueError(f"not a device of {DEVICE_TYPES}: {text!r}")
+    return text.strip()
+
+
 def resolve_device(requested: str | None, worker: str | None, cuda_device_count: int) -> str:
     """The device string for this process (see the module docstring for the rules)."""
     name = (requested or ("cuda" if cuda_device_count > 0 else "cpu")).strip()

@@ -163,6 +163,7 @@ class SandboxPlan:
     devices: tuple[str, ...]  # read, write and ioctl (device files or folders of them)
     deny: tuple[str, ...] = ()  # never reachable, even beneath a path of `read` or `write`
     allow_network: bool = False
+    list_dirs: tuple[str, ...] = ()  # folders listable beneath each, denied ones among them (their files are not)
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ def _rules(plan: SandboxPlan) -> list[tuple[str, int]]:
                 continue
             for path in grants_around(Path(os.path.realpath(text)), denied):
                 rules.append((str(path), rights))
+    rules.extend((os.path.realpath(text), FS_READ_DIR) for text in plan.list_dirs if os.path.isdir(text))
     return rules
 
 

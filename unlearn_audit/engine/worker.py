@@ -15,6 +15,7 @@ group, including processes the method started.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import multiprocessing
@@ -33,8 +34,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from unlearn_audit.engine.forkserver_guard import BASELINE_ENV, baseline_settings
 from unlearn_audit.engine.options import WorkerOptions
 from unlearn_audit.engine.reaper import end_leftovers
+from unlearn_audit.engine.sandbox import landlock_abi
 from unlearn_audit.engine.untrusted_files import read_result_tail
 from unlearn_audit.engine.worker_protocol import WORKER_PRELOAD, encode
 
@@ -147,6 +150,56 @@ def harness_settings_hidden() -> Iterator[None]:
             os.environ.update(hidden)
 
 
+_workers_root: str | None = None
+
+
+def workers_root() -> str:
+    """The folder of this process's worker homes, made once: the only folder beneath which a child of the
+    fork server may write (`engine.forkserver_guard`), so it exists before the server forks any child."""
+    global _workers_root
+    if _workers_root is None or not os.path.isdir(_workers_root):
+        _workers_root = tempfile.mkdtemp(prefix="unlearn-audit-workers-")
+        atexit.register(shutil.rmtree, _workers_root, ignore_errors=True)
+    return _workers_root
+
+
+def forkserver_baseline(options: WorkerOptions) -> str:
+    """How the fork server should confine its children for workers of `options` ("" for not at all: the
+    sandbox is off, or the kernel has no Landlock)."""
+    if not options.sandbox or landlock_abi() <= 0:
+        return ""
+    return baseline_settings(workers_root(), options.deny, options.allow_network)
+
+
+class _ForkServerConfinement:
+    """How this process's fork server confines its children, fixed when it first starts.
+
+    multiprocessing has one fork server per process, and it reads the baseline only when it starts. A
+    worker asking for another baseline (another cache denied, the sandbox turned off: within one process,
+    only the harness's own tests do that) is spawned instead, so that the server never serves a worker
+    it would confine wrongly. The baseline is compared without its workers root, which is the same for
+    every worker of this process."""
+
+    def __init__(self) -> None:
+        self._first: str | None = None
+
+    @staticmethod
+    def _key(baseline: str) -> str:
+        if not baseline:
+            return ""
+        settings = json.loads(baseline)
+        return json.dumps([sorted(settings["deny"]), settings["allow_network"]])
+
+    def serves(self, baseline: str) -> bool:
+        with _environ_lock:
+            if self._first is None:
+                self._first = self._key(baseline)
+            return self._first == self._key(baseline)
+
+
+_fork_server = _ForkServerConfinement()
+
+
 class UnlearnerWorker:
     def __init__(self, spec: str, options: WorkerOptions = WorkerOptions()) -> None:
         self.spec = spec
@@ -166,8 +219,12 @@ class UnlearnerWorker:
         """Start the process and send the hello; `wait_ready` collects the answer."""
         from unlearn_audit.engine.worker_main import serve
 
-        self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-"))
-        context = worker_context(start_method(self.options.device))
+        method = start_method(self.options.device)
+        baseline = forkserver_baseline(self.options) if method == "forkserver" else ""
+        if method == "forkserver" and not _fork_server.serves(baseline):
+            method = "spawn"  # this process's fork server confines its children otherwise than this worker asks
+        self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-", dir=workers_root()))
+        context = worker_context(method)
         jobs_in, jobs_out = context.Pipe(duplex=False)
         control_in, control_out = context.Pipe(duplex=False)
         o = self.options
@@ -186,7 +243,12 @@ class UnlearnerWorker:
             name=f"unlearn-audit worker {self.spec}",
         )
         with harness_settings_hidden():
-            process.start()
+            if method == "forkserver" and baseline:
+                os.environ[BASELINE_ENV] = baseline  # read by the fork server if this start starts it
+            try:
+                process.start()
+            finally:
+                os.environ.pop(BASELINE_ENV, None)
         jobs_in.close()  # the worker's ends: it holds its own copies now
         control_out.close()
         self.process, self._jobs_out, self._control = process, jobs_out, control_in

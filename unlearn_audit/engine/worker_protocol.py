@@ -41,6 +41,7 @@ WORKER_PRELOAD = (
     "unlearn_audit.engine.sandbox",
     "unlearn_audit.engine.signal_guard",
     "unlearn_audit.engine.worker_main",
+    "unlearn_audit.engine.forkserver_guard",  # last: in the fork server, it confines every child from here on
 )
 """What every worker imports before its method: the forkserver imports it once, a spawned worker itself."""
 

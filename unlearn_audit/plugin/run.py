@@ -238,12 +238,12 @@ class AuditRun:
         """Build the missing fixtures before the tests, with progress shown past pytest's capture."""
         if not needed:
             return
-        from unlearn_audit.errors import RecipeError, ResourceUnavailable
+        from unlearn_audit.errors import RecipeError, ResourceUnavailable, UnusableDevice
         from unlearn_audit.tools.progress import build_with_progress
 
         try:
             audit = self.session
-        except RecipeError as exc:
+        except (RecipeError, UnusableDevice) as exc:
             raise usage_error(str(exc)) from None
         capman = self.config.pluginmanager.getplugin("capturemanager")
         try:
@@ -312,10 +312,20 @@ class AuditRun:
         if s.update_baseline:
             tr.write_line(f"unlearn-audit: baseline written to {s.baseline}")
         elif s.baseline:
-            regressed = [r for r in self.collector.results.values() if (r.baseline or {}).get("regressed")]
+            results = list(self.collector.results.values())
+            regressed = [r for r in results if (r.baseline or {}).get("regressed")]
+            unmatched = [r for r in results if (r.baseline or {}).get("status") == "new"]
             tr.write_line(
                 f"unlearn-audit: compared with baseline {s.baseline}: {len(regressed)} significant regression(s)"
             )
+            if unmatched:
+                tr.write_line(
+                    f"unlearn-audit: warning: {len(unmatched)} of {len(results)} result(s) have no match in the "
+                    "baseline and were judged on their own (a result matches on unlearner, check, scenario, profile, "
+                    "seeds and budget: run with the --audit-seeds, --audit-profile and --audit-budget the baseline "
+                    "was written with)",
+                    yellow=True,
+                )
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from unlearn_audit.engine.devices import DEVICE_TYPES, check_device_name
 from unlearn_audit.plugin.sharding import parse_shard
 from unlearn_audit.protocol import DEFAULT_BUDGET_FRACTION
 from unlearn_audit.scenarios.remote import is_remote, local_path
@@ -56,6 +57,9 @@ ISOLATION_MODES = ("process", "inline")
 
 def usage_error(message: str) -> pytest.UsageError:
     return pytest.UsageError(f"unlearn-audit: {message}")
+
+
+DEVICE_REQUIREMENT = f"a torch device ({', '.join(DEVICE_TYPES)}), or one with an index such as cuda:1"
 
 
 def _option(
@@ -163,7 +167,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         budgets=budgets or (DEFAULT_BUDGET_FRACTION,),
         threads=threads,
         timeout=timeout,
-        device=config.getoption("audit_device"),
+        device=_option(config, "audit_device", check_device_name, lambda d: True, DEVICE_REQUIREMENT),
         cache_dir=(cache if is_remote(cache) else str(local_path(cache).resolve())) if cache else None,
         baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
         update_baseline=update_baseline,

@@ -33,8 +33,25 @@ def _strip(value: Any, ignore: frozenset[str]) -> Any:
     return value
 
 
+class ReportError(ValueError):
+    """A file that is not a readable unlearn-audit JSON report (a usage error, not a difference)."""
+
+
 def load_records(path: Path) -> dict[tuple[Any, ...], ResultRecord]:
-    return {r.key: r for r in (ResultRecord.from_json(d) for d in json.loads(path.read_text())["results"])}
+    """The report's results by their key; ReportError naming the file if it is missing or not a report."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not a JSON report ({exc})") from None
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list):
+        raise ReportError(f"{path}: not an unlearn-audit JSON report (no list of 'results')")
+    try:
+        return {r.key: r for r in (ResultRecord.from_json(d) for d in results)}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(f"{path}: a result it holds is malformed ({type(exc).__name__}: {exc})") from None
 
 
 def diff_reports(old: Path, new: Path, ignore: tuple[str, ...] = ()) -> list[str]:

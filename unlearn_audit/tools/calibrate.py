@@ -508,8 +508,9 @@ METHOD_ORDER = {
 
 def print_scoreboard(rows: list[dict[str, Any]]) -> None:
     """The scoreboard as a rich table on the terminal (passed/seeds, mean score; red where none passed)."""
-    from rich.console import Console
     from rich.table import Table
+
+    from unlearn_audit.tools.consoles import output_console
 
     lines = matrix_markdown(rows).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -520,7 +521,7 @@ def print_scoreboard(rows: list[dict[str, Any]]) -> None:
         cells = [c.strip() for c in line.strip("|").split("|")]
         styled = [cells[0]] + [f"[red]{c}[/]" if " fail" in c or " error" in c else c for c in cells[1:]]
         table.add_row(*styled)
-    Console().print(table)
+    output_console().print(table)
 
 
 def main(args: Any) -> int:

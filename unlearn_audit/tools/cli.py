@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from unlearn_audit.tools.consoles import output_console
+
 if TYPE_CHECKING:
     from unlearn_audit.scenarios.cache import FixtureCache
 
@@ -132,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("new", type=Path)
     d = sub.add_parser(
         "diff",
-        help="list every difference between two JSON reports (verdicts, scores, details); exit 1 if there is one",
+        help="list every difference between two JSON reports (verdicts, scores, details); exit 1 if there is "
+        "one, 2 if a file is not a report",
     )
     d.add_argument("old", type=Path)
     d.add_argument("new", type=Path)
@@ -172,7 +175,7 @@ def _seeds(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = output_console()
     if args.command == "plot":
         from unlearn_audit.tools.plot import main as plot_main
 
@@ -343,11 +346,15 @@ def pack_main(args: argparse.Namespace, cache: FixtureCache, console: Console) -
 
 
 def diff_main(args: argparse.Namespace, console: Console) -> int:
-    from unlearn_audit.reports.diff import diff_reports
+    from unlearn_audit.reports.diff import ReportError, diff_reports
 
-    lines = diff_reports(args.old, args.new, tuple(args.ignore))
+    try:
+        lines = diff_reports(args.old, args.new, tuple(args.ignore))
+    except ReportError as exc:
+        console.print(f"unlearn-audit diff: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
     for line in lines:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"{len(lines)} difference(s)")
     return 1 if lines else 0
 

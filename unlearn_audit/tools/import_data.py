@@ -12,6 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
+from unlearn_audit.tools.consoles import output_console
+
 
 def add_parser(sub: Any) -> None:
     """The `data` command group of the console script."""
@@ -66,8 +68,8 @@ def main(args: argparse.Namespace) -> int:
     from unlearn_audit.profiles.cifar.data import BATCHES_DIR, DATA_ENV, default_data_dir
     from unlearn_audit.profiles.cifar.image_folder import import_image_folder
 
-    console = Console()
-    err = Console(file=sys.stderr)
+    console = output_console()
+    err = output_console(sys.stderr)
     target = args.data_dir.expanduser() / "cifar10" if args.data_dir else default_data_dir()
     err.print(
         f"[bold]unlearn-audit[/]: importing CIFAR-10 from {args.path} into {target}", highlight=False, soft_wrap=True
