@@ -117,6 +117,21 @@ def test_bad_specs(spec: str, why: str) -> None:
         load_spec(spec)
 
 
+@pytest.mark.parametrize(
+    ("spec", "hint"),
+    [
+        ("ua_no_such_pkg_xyz.method:M", "run `python -m pytest` from the folder that holds it"),
+        ("ua_no_such_pkg_xyz/method.py:M", "not by a file path"),
+        ("os.no_such_submodule_xyz:M", None),  # the package is there: no hint about installing it
+    ],
+)
+def test_a_module_that_is_not_found_comes_with_what_to_try(spec: str, hint: str | None) -> None:
+    with pytest.raises(RegistryError) as caught:
+        load_spec(spec, "--unlearner")
+    message = str(caught.value)
+    assert (hint in message) if hint else ("pip install" not in message and "file path" not in message)
+
+
 def test_the_suites_registries_import_no_torch() -> None:
     code = (
         "import sys; import unlearn_audit.attacks.registry, unlearn_audit.profiles.registry, "

@@ -53,6 +53,18 @@ def _unchanged(obj: Any) -> Any:
     return obj
 
 
+def _import_hint(module_name: str, exc: Exception) -> str:
+    """What to try when the module itself (not something it imports) was not found."""
+    if "/" in module_name or module_name.endswith(".py"):
+        return " (a spec names a module by its import path, package.module, not by a file path)"
+    if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
+        return (
+            " (install its package, e.g. `pip install -e .` in its project, or run `python -m pytest` from the "
+            "folder that holds it: plain `pytest` does not put the current folder on the import path)"
+        )
+    return ""
+
+
 def load_spec(spec: str, what: str = "spec") -> Any:
     """The object a `"module:attr"` spec names (`attr` may be dotted: `module:Class.attribute`).
 
@@ -67,6 +79,7 @@ def load_spec(spec: str, what: str = "spec") -> Any:
     except Exception as exc:  # noqa: BLE001 - any import-time failure is the spec's problem
         raise RegistryError(
             f"{what} {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+            + _import_hint(module_name, exc)
         ) from exc
     for part in attr_path.split("."):
         try:

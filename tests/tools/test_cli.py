@@ -87,3 +87,11 @@ def test_diff_of_a_file_that_is_not_a_report_exits_2_not_1(
     assert main(["diff", str(good), str(bad)]) == 2
     out = capsys.readouterr().out
     assert expected in out and "bad.json" in out and "Traceback" not in out
+
+
+def test_version(capsys: pytest.CaptureFixture) -> None:
+    from unlearn_audit import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"unlearn-audit {__version__}"

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit machine-unlearning methods against data poisoning. "
         "Run audits with `pytest --unlearner pkg.mod:Method`; this command manages fixtures.",
     )
+    from unlearn_audit import __version__
+
+    parser.add_argument("--version", action="version", version=f"unlearn-audit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     fx = sub.add_parser("fixtures", help="build, list, verify or clean the cached poisoned fixture models")
     fsub = fx.add_subparsers(dest="action", required=True)
