@@ -24,6 +24,10 @@ from rich.progress import (
 if TYPE_CHECKING:
     from unlearn_audit.engine.session import AuditSession
 
+REPORTED_AFTER_S = 2.0
+"""A fixture's reference measurements that take longer are reported as each ends: on a cold cache they are
+minutes in all (the retrain reference and the original under every check), which were silent before."""
+
 
 def build_with_progress(audit: AuditSession, needed: list[tuple[str, int]]) -> None:
     """Build (or find in the cache) each (scenario, seed) fixture, showing a bar per model being trained."""
@@ -70,8 +74,18 @@ def build_with_progress(audit: AuditSession, needed: list[tuple[str, int]]) -> N
         finally:
             audit.progress = None
     started = time.perf_counter()
-    for scenario, seed in needed:
+    for number, (scenario, seed) in enumerate(needed, 1):
+        began = time.perf_counter()
         audit.prepare_references(scenario, seed)
+        took = time.perf_counter() - began
+        if took >= REPORTED_AFTER_S:  # a measurement that ran (one already stored takes milliseconds)
+            console.print(
+                f"unlearn-audit: reference measurements of {scenario} seed {seed} ({number}/{len(needed)}): "
+                f"{took:.1f} s",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     if missing:
         console.print(
             f"unlearn-audit: reference measurements of {len(needed)} fixture(s) in "
