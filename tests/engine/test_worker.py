@@ -259,3 +259,20 @@ def test_the_sandbox_can_be_turned_off(method: str, package: Path, tmp_path: Pat
             assert out.exists()
             assert worker.sandbox == "none: --audit-sandbox off" or landlock_abi() == 0
         worker.close()
+
+
+def test_the_fork_server_serves_only_workers_of_the_confinement_it_started_with(tmp_path: Path) -> None:
+    """One fork server per process, confined when it starts: a worker asking for another baseline is spawned."""
+    from unlearn_audit.engine.forkserver_guard import baseline_settings
+    from unlearn_audit.engine.worker import _ForkServerConfinement
+
+    root = str(tmp_path / "workers")
+    cache_a, cache_b = baseline_settings(root, ["/a"], False), baseline_settings(root, ["/b"], False)
+    server = _ForkServerConfinement()
+    assert server.serves(cache_a) and server.serves(baseline_settings(root, ["/a"], False))
+    assert not server.serves(cache_b), "another cache denied"
+    assert not server.serves(baseline_settings(root, ["/a"], True)), "the network allowed"
+    assert not server.serves(baseline_settings(str(tmp_path / "other"), ["/a"], False)), "another homes folder"
+    assert not server.serves(""), "the sandbox off"
+    unconfined = _ForkServerConfinement()
+    assert unconfined.serves("") and not unconfined.serves(cache_a)

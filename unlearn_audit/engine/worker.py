@@ -177,8 +177,8 @@ class _ForkServerConfinement:
     multiprocessing has one fork server per process, and it reads the baseline only when it starts. A
     worker asking for another baseline (another cache denied, the sandbox turned off: within one process,
     only the harness's own tests do that) is spawned instead, so that the server never serves a worker
-    it would confine wrongly. The baseline is compared without its workers root, which is the same for
-    every worker of this process."""
+    it would confine wrongly (a new folder of worker homes, after the old one was removed, is another
+    baseline too: the server's children may write only in the old one)."""
 
     def __init__(self) -> None:
         self._first: str | None = None
@@ -188,7 +188,7 @@ class _ForkServerConfinement:
         if not baseline:
             return ""
         settings = json.loads(baseline)
-        return json.dumps([sorted(settings["deny"]), settings["allow_network"]])
+        return json.dumps([settings["workers_root"], sorted(settings["deny"]), settings["allow_network"]])
 
     def serves(self, baseline: str) -> bool:
         with _environ_lock:
