@@ -14,10 +14,14 @@ The child also dies with the server (`PR_SET_PDEATHSIG`), so such a process ends
 A worker then confines itself further, to `sandbox.worker_plan`. A child that cannot be confined
 exits at once: no process runs unconfined.
 
-The harness passes the baseline in the server's environment (`BASELINE_ENV`, JSON), only while the
-server starts (`worker.py`); this module, among the server's preloads, reads it at import. Imported
-anywhere else (a spawned worker, the harness) it does nothing: the variable is absent there, or it
-names another parent.
+The baseline is the one of the worker the harness starts next: the harness writes it to a policy file
+(`write_policy`, atomically) in a folder of its own, which no child of the server may write, before it
+asks the server for a worker; the child reads it the moment it is forked. So one server serves workers
+of any confinement (another cache, the sandbox off: within one process only the harness's own tests
+vary it), and a process a method asks for gets the confinement of the method's own audit. The server
+learns the file's path from its environment (`POLICY_ENV`, only while it starts); this module, among the
+server's preloads, reads it at import. Imported anywhere else (a spawned worker, the harness) it does
+nothing: the variable is absent there, or names another parent.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import os
 import signal
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 from unlearn_audit.engine.sandbox import SandboxPlan, confine
 
-BASELINE_ENV = "UNLEARN_AUDIT_FORKSERVER_BASELINE"
+POLICY_ENV = "UNLEARN_AUDIT_FORKSERVER_POLICY"
 PR_SET_PDEATHSIG = 1
 UNCONFINED_EXIT = 70
 
@@ -52,39 +57,52 @@ def baseline_plan(workers_root: str, deny: Iterable[str], allow_network: bool) -
     )
 
 
-def baseline_settings(workers_root: str, deny: Iterable[str], allow_network: bool) -> str:
-    """The value of `BASELINE_ENV` for a server started by this process."""
-    return json.dumps(
-        {"parent": os.getpid(), "workers_root": workers_root, "deny": list(deny), "allow_network": allow_network}
+def write_policy(path: Path, workers_root: str, deny: Iterable[str] | None, allow_network: bool) -> None:
+    """The confinement of the server's next children (`deny` None: none, the sandbox is off), replacing the
+    file whole, so that a child never reads half of it."""
+    policy = (
+        None if deny is None else {"workers_root": workers_root, "deny": list(deny), "allow_network": allow_network}
     )
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(json.dumps({"confine": policy}))
+    os.replace(part, path)
 
 
-def _confine_child(plan: SandboxPlan, server: int) -> None:
+def policy_environment(path: Path) -> str:
+    """The value of `POLICY_ENV` for a server started by this process."""
+    return json.dumps({"parent": os.getpid(), "policy": str(path)})
+
+
+def _confine_child(policy_file: str, server: int) -> None:
     if os.getppid() != server:
         return  # a grandchild: it inherited its parent's confinement
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     why = "the fork server ended" if os.getppid() != server else ""
     if not why:
-        status = confine(plan)
-        why = "" if status.protections else status.why_not
+        try:
+            policy = json.loads(Path(policy_file).read_text())["confine"]
+        except (OSError, ValueError, KeyError) as exc:
+            policy, why = None, f"its policy {policy_file} is unreadable: {exc}"
+        if policy is not None:
+            status = confine(baseline_plan(policy["workers_root"], policy["deny"], bool(policy["allow_network"])))
+            why = "" if status.protections else status.why_not
     if why:
         os.write(2, f"unlearn-audit: a child of the fork server could not be confined ({why})\n".encode())
         os._exit(UNCONFINED_EXIT)
 
 
 def install_from_environment() -> bool:
-    """In the fork server (the harness's child, started with `BASELINE_ENV`): confine every child it
-    forks from now on. True if installed."""
-    text = os.environ.get(BASELINE_ENV)
+    """In the fork server (the harness's child, started with `POLICY_ENV`): confine every child it forks
+    from now on, as its policy file says at that moment. True if installed."""
+    text = os.environ.get(POLICY_ENV)
     if not text or not sys.platform.startswith("linux"):
         return False
     settings = json.loads(text)
     if settings.get("parent") != os.getppid():
         return False
-    del os.environ[BASELINE_ENV]  # not passed on to what the children start
-    plan = baseline_plan(settings["workers_root"], settings["deny"], bool(settings["allow_network"]))
-    server = os.getpid()
-    os.register_at_fork(after_in_child=lambda: _confine_child(plan, server))
+    del os.environ[POLICY_ENV]  # not passed on to what the children start
+    policy_file, server = str(settings["policy"]), os.getpid()
+    os.register_at_fork(after_in_child=lambda: _confine_child(policy_file, server))
     return True
 
 

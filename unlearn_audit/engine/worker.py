@@ -34,7 +34,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.engine.forkserver_guard import BASELINE_ENV, baseline_settings
+from unlearn_audit.engine.forkserver_guard import POLICY_ENV, policy_environment, write_policy
 from unlearn_audit.engine.options import WorkerOptions
 from unlearn_audit.engine.reaper import end_leftovers
 from unlearn_audit.engine.sandbox import landlock_abi
@@ -151,11 +151,12 @@ def harness_settings_hidden() -> Iterator[None]:
 
 
 _workers_root: str | None = None
+_policy_file: Path | None = None
 
 
 def workers_root() -> str:
     """The folder of this process's worker homes, made once: the only folder beneath which a child of the
-    fork server may write (`engine.forkserver_guard`), so it exists before the server forks any child."""
+    fork server may write (`engine.forkserver_guard`)."""
     global _workers_root
     if _workers_root is None or not os.path.isdir(_workers_root):
         _workers_root = tempfile.mkdtemp(prefix="unlearn-audit-workers-")
@@ -163,41 +164,17 @@ def workers_root() -> str:
     return _workers_root
 
 
-def forkserver_baseline(options: WorkerOptions) -> str:
-    """How the fork server should confine its children for workers of `options` ("" for not at all: the
-    sandbox is off, or the kernel has no Landlock)."""
-    if not options.sandbox or landlock_abi() <= 0:
-        return ""
-    return baseline_settings(workers_root(), options.deny, options.allow_network)
-
-
-class _ForkServerConfinement:
-    """How this process's fork server confines its children, fixed when it first starts.
-
-    multiprocessing has one fork server per process, and it reads the baseline only when it starts. A
-    worker asking for another baseline (another cache denied, the sandbox turned off: within one process,
-    only the harness's own tests do that) is spawned instead, so that the server never serves a worker
-    it would confine wrongly (a new folder of worker homes, after the old one was removed, is another
-    baseline too: the server's children may write only in the old one)."""
-
-    def __init__(self) -> None:
-        self._first: str | None = None
-
-    @staticmethod
-    def _key(baseline: str) -> str:
-        if not baseline:
-            return ""
-        settings = json.loads(baseline)
-        return json.dumps([settings["workers_root"], sorted(settings["deny"]), settings["allow_network"]])
-
-    def serves(self, baseline: str) -> bool:
-        with _environ_lock:
-            if self._first is None:
-                self._first = self._key(baseline)
-            return self._first == self._key(baseline)
-
-
-_fork_server = _ForkServerConfinement()
+def forkserver_policy(options: WorkerOptions) -> Path:
+    """The fork server's policy file, now saying how to confine the worker of `options` (not at all where the
+    sandbox is off or the kernel has no Landlock); in a folder of this process that no worker may write."""
+    global _policy_file
+    if _policy_file is None or not _policy_file.parent.is_dir():
+        folder = tempfile.mkdtemp(prefix="unlearn-audit-forkserver-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _policy_file = Path(folder) / "policy.json"
+    confined = options.sandbox and landlock_abi() > 0
+    write_policy(_policy_file, workers_root(), options.deny if confined else None, options.allow_network)
+    return _policy_file
 
 
 class UnlearnerWorker:
@@ -220,9 +197,6 @@ class UnlearnerWorker:
         from unlearn_audit.engine.worker_main import serve
 
         method = start_method(self.options.device)
-        baseline = forkserver_baseline(self.options) if method == "forkserver" else ""
-        if method == "forkserver" and not _fork_server.serves(baseline):
-            method = "spawn"  # this process's fork server confines its children otherwise than this worker asks
         self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-", dir=workers_root()))
         context = worker_context(method)
         jobs_in, jobs_out = context.Pipe(duplex=False)
@@ -243,12 +217,12 @@ class UnlearnerWorker:
             name=f"unlearn-audit worker {self.spec}",
         )
         with harness_settings_hidden():
-            if method == "forkserver" and baseline:
-                os.environ[BASELINE_ENV] = baseline  # read by the fork server if this start starts it
+            if method == "forkserver":  # the policy its child reads; the file's path, if this start starts it
+                os.environ[POLICY_ENV] = policy_environment(forkserver_policy(self.options))
             try:
                 process.start()
             finally:
-                os.environ.pop(BASELINE_ENV, None)
+                os.environ.pop(POLICY_ENV, None)
         jobs_in.close()  # the worker's ends: it holds its own copies now
         control_out.close()
         self.process, self._jobs_out, self._control = process, jobs_out, control_in
