@@ -26,13 +26,15 @@ import io
 import os
 import re
 import tokenize
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
 
 def _cell(text: Any) -> str:
     """Plain text for a Markdown table cell: one line, pipes escaped."""
@@ -72,8 +74,11 @@ def _field_notes(cls: type) -> dict[str, str]:
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
             name = stmt.target.id
             following = body[i + 1] if i + 1 < len(body) else None
-            if (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-                    and isinstance(following.value.value, str)):
+            if (
+                isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
                 notes[name] = " ".join(following.value.value.split())
             elif stmt.lineno in comments:
                 notes[name] = comments[stmt.lineno]
@@ -124,12 +129,17 @@ def _columns(width: int) -> Iterator[None]:
 
 # -- the generated parts ---------------------------------------------------------------------------
 
+
 def options_table() -> str:
     """`plugin/options.py`'s OPTIONS: the `--unlearner` / `--audit-*` options as pytest registers them."""
     from unlearn_audit.plugin.options import GROUP, OPTIONS
 
-    lines = [f"Every option of the pytest option group `{GROUP}` (`pytest --help` lists them too).", "",
-             "| option | default | meaning |", "|---|---|---|"]
+    lines = [
+        f"Every option of the pytest option group `{GROUP}` (`pytest --help` lists them too).",
+        "",
+        "| option | default | meaning |",
+        "|---|---|---|",
+    ]
     for option in OPTIONS:
         flag = option.flag + (f" {option.metavar}" if option.metavar else "")
         if option.action == "store_true":
@@ -203,8 +213,10 @@ def checks_reference() -> str:
     modules = {name: importlib.import_module(f"unlearn_audit.checks.{name}") for name in _check_names()}
     metrics = {name: _check_metric(name, module) for name, module in modules.items()}
     with_metric = any(metrics.values())
-    summary = ["| check | kind | judged on (profile: scenarios) | question |" + (" score |" if with_metric else ""),
-               "|---|---|---|---|" + ("---|" if with_metric else "")]
+    summary = [
+        "| check | kind | judged on (profile: scenarios) | question |" + (" score |" if with_metric else ""),
+        "|---|---|---|---|" + ("---|" if with_metric else ""),
+    ]
     sections = []
     for name, module in modules.items():
         shown = getattr(_check_declaration(name, module), "name", None) or getattr(module, "NAME", name)
@@ -215,17 +227,21 @@ def checks_reference() -> str:
                 uses.append(f"{profile}: {', '.join(scenarios)}")
         doc = inspect.getdoc(module) or ""
         question = _first_paragraph(doc).split(":", 1)[-1].strip()
-        summary.append(f"| [`{shown}`](#{shown}) | {_check_kind(name, module)} | {_cell('; '.join(uses) or '—')} "
-                       f"| {_cell(question)} |" + (f" {_cell(metrics[name] or '—')} |" if with_metric else ""))
+        summary.append(
+            f"| [`{shown}`](#{shown}) | {_check_kind(name, module)} | {_cell('; '.join(uses) or '—')} "
+            f"| {_cell(question)} |" + (f" {_cell(metrics[name] or '—')} |" if with_metric else "")
+        )
         body = doc.split("\n\n", 1)[1] if "\n\n" in doc else ""
         settings = ["| profile | scenario | recipe settings |", "|---|---|---|"]
         for profile, by_name in recipes.items():
             for scenario, recipe in sorted(by_name.items()):
                 if name in recipe.checks:
                     settings.append(f"| {profile} | {scenario} | {_cell(_options_text(recipe.options(name)))} |")
-        sections.append(f"## `{shown}` {{#{shown}}}\n\n{_first_paragraph(doc)}\n\n{body}\n\n"
-                        f"Settings in the recipes (`fixtures/<profile>/<scenario>.toml`, `[checks.{shown}]`):\n\n"
-                        + "\n".join(settings))
+        sections.append(
+            f"## `{shown}` {{#{shown}}}\n\n{_first_paragraph(doc)}\n\n{body}\n\n"
+            f"Settings in the recipes (`fixtures/<profile>/<scenario>.toml`, `[checks.{shown}]`):\n\n"
+            + "\n".join(settings)
+        )
     return "\n".join(summary) + "\n\n" + "\n\n".join(sections)
 
 
@@ -235,16 +251,20 @@ def protocol_reference() -> str:
 
     parts = [inspect.getdoc(protocol) or ""]
     unlearner = protocol.Unlearner
-    parts.append(f"## `Unlearner`\n\n{inspect.getdoc(unlearner)}\n\n```python\n"
-                 f"def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module: ...\n```")
+    parts.append(
+        f"## `Unlearner`\n\n{inspect.getdoc(unlearner)}\n\n```python\n"
+        f"def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module: ...\n```"
+    )
     for cls in (protocol.UnlearningRequest, protocol.ExampleSet, protocol.Budget, protocol.TrainingRecipe):
         section = f"## `{cls.__name__}`\n\n{inspect.getdoc(cls)}\n\n{_fields_table(cls)}"
         methods = _methods(cls)
         if methods:
             section += f"\n\nMethods:\n\n{methods}"
         parts.append(section)
-    parts.append(f"`DEFAULT_BUDGET_FRACTION = {protocol.DEFAULT_BUDGET_FRACTION!r}`: "
-                 "the budget unless `--audit-budget` says otherwise.")
+    parts.append(
+        f"`DEFAULT_BUDGET_FRACTION = {protocol.DEFAULT_BUDGET_FRACTION!r}`: "
+        "the budget unless `--audit-budget` says otherwise."
+    )
     return "\n\n".join(parts)
 
 
@@ -254,15 +274,18 @@ def report_fields() -> str:
 
     schema_doc = " ".join(_field_doc_of_module_constant(record, "SCHEMA_VERSION").split())
     outcomes = ", ".join(f"`{v}` → `{o}`" for v, o in record.OUTCOME_OF_VERDICT.items())
-    return "\n\n".join([
-        f"`schema_version` is {record.SCHEMA_VERSION}: {schema_doc}",
-        f"Each entry of `results` is a `ResultRecord`: {_first_paragraph(inspect.getdoc(record.ResultRecord))}",
-        _fields_table(record.ResultRecord),
-        f"A result is identified across runs (the baseline gate matches on it) by "
-        f"{', '.join(f'`{k}`' for k in record.KEY_FIELDS)}. A check's verdict becomes the pytest outcome: {outcomes}.",
-        f"The same record travels with each test report as the user properties `{record.CASE_PROPERTY}` (the case, "
-        f"set at collection) and `{record.RESULT_PROPERTY}` (the judged result), so `--junitxml` carries it too.",
-    ])
+    return "\n\n".join(
+        [
+            f"`schema_version` is {record.SCHEMA_VERSION}: {schema_doc}",
+            f"Each entry of `results` is a `ResultRecord`: {_first_paragraph(inspect.getdoc(record.ResultRecord))}",
+            _fields_table(record.ResultRecord),
+            f"A result is identified across runs (the baseline gate matches on it) by "
+            f"{', '.join(f'`{k}`' for k in record.KEY_FIELDS)}. "
+            f"A check's verdict becomes the pytest outcome: {outcomes}.",
+            f"The same record travels with each test report as the user properties `{record.CASE_PROPERTY}` (the case, "
+            f"set at collection) and `{record.RESULT_PROPERTY}` (the judged result), so `--junitxml` carries it too.",
+        ]
+    )
 
 
 def _field_doc_of_module_constant(module: Any, name: str) -> str:
@@ -288,13 +311,20 @@ def profiles_table() -> str:
         t = first.training
         model = ", ".join(f"{k}={v}" for k, v in first.model.items())
         data = ", ".join(f"{k}={v}" for k, v in first.data.items())
-        lines = [f"### `{profile}`", "",
-                 f"Data: {_code(data)}. Model: {_code(model)}. Training (first recipe): {t.optimizer}, lr {t.lr:g}, "
-                 f"batch {t.batch_size}, {t.epochs} epochs, trainer `{t.trainer}`, precision `{t.precision}`.", "",
-                 "| scenario | attack | what is poisoned | checks | clean models |", "|---|---|---|---|---|"]
+        lines = [
+            f"### `{profile}`",
+            "",
+            f"Data: {_code(data)}. Model: {_code(model)}. Training (first recipe): {t.optimizer}, lr {t.lr:g}, "
+            f"batch {t.batch_size}, {t.epochs} epochs, trainer `{t.trainer}`, precision `{t.precision}`.",
+            "",
+            "| scenario | attack | what is poisoned | checks | clean models |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in sorted(recipes.items()):
-            lines.append(f"| `{name}` | `{r.attack.get('kind')}` | {_cell(r.description)} | "
-                         f"{_cell(', '.join(r.checks))} | {r.clean_models} |")
+            lines.append(
+                f"| `{name}` | `{r.attack.get('kind')}` | {_cell(r.description)} | "
+                f"{_cell(', '.join(r.checks))} | {r.clean_models} |"
+            )
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
@@ -375,7 +405,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
 PLACEHOLDER = re.compile(r"^<!-- (" + "|".join(map(re.escape, GENERATORS)) + r") -->[ \t]*$", re.MULTILINE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def generated(name: str) -> str:
     """One generated part (computed once per build)."""
     return GENERATORS[name]()

@@ -9,7 +9,8 @@ how to put the trigger on held-out test inputs. Validation, the poison metric (a
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -35,8 +36,11 @@ class BlendedBackdoor(TriggerAttack):
         x[chosen] = blend(x[chosen], pattern, float(a["blend"]))
         original_labels = y[chosen].clone()
         y[chosen] = int(a["target_class"])
-        return PoisonedTrainingSet(x, y, chosen, ctx.split.train_x,
-                                   secret={"pattern": pattern, "original_labels": original_labels})
+        return PoisonedTrainingSet(
+            x, y, chosen, ctx.split.train_x, secret={"pattern": pattern, "original_labels": original_labels}
+        )
 
-    def apply_trigger(self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    def apply_trigger(
+        self, attack: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
         return blend(tensors["test_x"][mask], tensors["secret.pattern"], float(attack["blend"]))

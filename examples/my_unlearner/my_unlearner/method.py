@@ -72,9 +72,9 @@ __all__ = ["FinetuneThenDampen", "finetune"]
 
 def _run_steps(
     model: nn.Module,
-    data: "ExampleSet",
+    data: ExampleSet,
     optimizer: torch.optim.Optimizer,
-    request: "UnlearningRequest",
+    request: UnlearningRequest,
     *,
     max_examples: int,
     max_steps: int | None = None,
@@ -125,25 +125,31 @@ class FinetuneThenDampen:
     ascent_steps: int = 5
     ascent_lr_scale: float = 0.1
 
-    def unlearn(self, model: nn.Module, request: "UnlearningRequest") -> nn.Module:
+    def unlearn(self, model: nn.Module, request: UnlearningRequest) -> nn.Module:
         budget = request.budget.example_gradients
         recipe = request.recipe
 
         # Phase 1: fine-tune on the retain set with the original recipe.
         finetune_opt = recipe.make_optimizer(model.parameters())
-        spent = _run_steps(model, request.retain, finetune_opt, request,
-                           max_examples=int(self.finetune_share * budget))
+        spent = _run_steps(model, request.retain, finetune_opt, request, max_examples=int(self.finetune_share * budget))
 
         # Phase 2: dampen the forget set with a few small gradient-ascent steps.
         ascent_opt = recipe.make_optimizer(model.parameters(), lr=recipe.lr * self.ascent_lr_scale)
-        spent += _run_steps(model, request.forget, ascent_opt, request,
-                            max_examples=budget - spent, max_steps=self.ascent_steps, ascent=True)
+        spent += _run_steps(
+            model,
+            request.forget,
+            ascent_opt,
+            request,
+            max_examples=budget - spent,
+            max_steps=self.ascent_steps,
+            ascent=True,
+        )
 
         assert spent <= budget, (spent, budget)  # our own bookkeeping; the harness counts too
         return model.eval()
 
 
-def finetune(model: nn.Module, request: "UnlearningRequest") -> nn.Module:
+def finetune(model: nn.Module, request: UnlearningRequest) -> nn.Module:
     """The function form of the protocol: `(model, request) -> model`.
 
     Plain fine-tuning on the retain set with the original recipe for the whole budget -- the
