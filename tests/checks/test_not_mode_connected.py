@@ -161,3 +161,34 @@ def test_the_path_is_measured_once_per_model_and_number_of_points(world) -> None
     assert path_profile(ctx, models["retrain"], 21) is path_profile(ctx, models["retrain"], 21)
     path_profile(ctx, models["retrain"], 5)
     assert memo.computed[-1] == "path-5"
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e20, 1e37, 1e38])
+def test_an_output_layer_scaled_up_is_not_a_barrier(world, scale: float) -> None:
+    """The original with its last layer multiplied by `scale`: the same predictions, no real barrier (the loss
+    is convex in the logits' scale), but losses so large that their rounding swamps a barrier's size. Such a
+    path shows nothing, so it must not pass."""
+    tensors, models = world
+    wrong = torch.arange(M) % 50 == 0  # a few labels wrong, so that losses grow with the scale
+    tensors = {**tensors, "test_y": torch.where(wrong, (tensors["test_y"] + 1) % C, tensors["test_y"])}
+    scaled = copy.deepcopy(models["original"])
+    with torch.no_grad():
+        scaled[-1].weight.mul_(scale)
+        scaled[-1].bias.mul_(scale)
+    fixture = scenario_fixture(tensors, models["original"], models["retrain"])
+    r = run(context(fixture, scaled, OPTIONS, attack=StubPoison()))
+    assert r.verdict == "fail", (r.score, r.stderr, r.reference)
+    assert r.message.startswith(("the unlearned model is still linearly connected", "the loss barrier on the path"))
+    assert evidence.decide([r.details["evidence"]], 0.01).rejected
+    unscaled = run(context(fixture, copy.deepcopy(models["retrained"]), OPTIONS, attack=StubPoison()))
+    assert unscaled.verdict == "pass" and not unscaled.details["evidence"]["unmeasured"]  # the same labels
+
+
+def test_a_seed_not_measured_fails_the_pool(world) -> None:
+    measured = judge(world, "retrained").details["evidence"]
+    broken = {**measured, "score": 1e28, "se": 2e28, "d": -1e28, "unmeasured": "rounding"}
+    assert not evidence.decide([measured, measured], 0.01).rejected
+    decision = evidence.decide([measured, broken], 0.01)
+    assert decision.rejected and "not measured: rounding" in decision.summary
+    old_report = {k: v for k, v in measured.items() if k != "unmeasured"}  # written before the field existed
+    assert not evidence.decide([old_report], 0.01).rejected

@@ -20,7 +20,8 @@ several seeds pooled:
   under the identical measurement, with a margin. Pooling averages over seeds, and population member j
   of the pool is the j-th clean model of every seed, as for ``prediction``.
 - ``shortfall``: a one-sided z-test that a difference `d` (with standard error `se`) is > 0.
-  Pooling adds the differences and their variances.
+  Pooling adds the differences and their variances; a seed whose score could not be measured
+  (`unmeasured` says why) fails the pool.
 - ``any``: several named parts tested at alpha / `divisor` each (Bonferroni), failed if any part
   fails; each part pools on its own.
 - ``exact``: a deterministic verdict (the budget): the pool fails if any seed fails.
@@ -89,8 +90,16 @@ def population(value: float, n: int, references: list[float], margin: float) -> 
     }
 
 
-def shortfall(d: float, se: float, score: float, reference: float) -> Evidence:
-    return {"kind": "shortfall", "d": float(d), "se": float(se), "score": float(score), "reference": float(reference)}
+def shortfall(d: float, se: float, score: float, reference: float, unmeasured: str = "") -> Evidence:
+    """`unmeasured`: why this seed's score shows nothing (empty: it was measured); the pool then fails."""
+    return {
+        "kind": "shortfall",
+        "d": float(d),
+        "se": float(se),
+        "score": float(score),
+        "reference": float(reference),
+        "unmeasured": unmeasured,
+    }
 
 
 def any_of(parts: dict[str, Evidence], divisor: int) -> Evidence:
@@ -194,6 +203,9 @@ def _shortfall(evidence: list[Evidence], alpha: float) -> Decision:
     se = math.sqrt(sum(e["se"] ** 2 for e in evidence))
     score = sum(e["score"] for e in evidence) / len(evidence)
     reference = sum(e["reference"] for e in evidence) / len(evidence)
+    unmeasured = [str(e["unmeasured"]) for e in evidence if e.get("unmeasured")]  # absent in older reports
+    if unmeasured:
+        return Decision(True, score, reference, None, None, f"not measured: {unmeasured[0]}", stderr=se / len(evidence))
     if se > 0:
         z = d / se
         p = float(st.norm.sf(z))
