@@ -17,8 +17,9 @@ evaluation's precision alone could hide a path with no barrier (its standard err
 (z_alpha + z_0.8) of it below the threshold). The lenient rule needs that: an output layer scaled
 up by 1e8 leaves every prediction as it was and has no barrier (the loss is convex in the logits'
 scale), yet rounding made its barrier 0.13 ± 0.49 nats on `tiny`'s backdoor, and nothing at that
-precision is significantly below a threshold of 0.019. Rounding's share is orders of magnitude below
-the threshold for ordinary models (losses of a few nats), in fp32 and in bf16.
+precision is significantly below a threshold of 0.019. For ordinary models (losses of a few nats)
+rounding's share is about 1e-8 nats in fp32 on `tiny` (measured), and about 1e-3 in bf16 on the CIFAR
+profile against a threshold near 0.5 (estimated).
 """
 
 from __future__ import annotations
