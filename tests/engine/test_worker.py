@@ -277,3 +277,25 @@ def test_the_fork_server_confines_each_child_as_the_policy_says_when_it_is_forke
     write_policy(policy, str(tmp_path / "workers"), None, False)  # the sandbox off
     assert json.loads(policy.read_text()) == {"confine": None}
     assert [p.name for p in tmp_path.iterdir()] == ["policy.json"], "no partial file left"
+
+
+def test_a_child_obeys_only_a_policy_file_of_its_own_user(tmp_path: Path) -> None:
+    """Were the policy's folder removed and its name taken, the child must refuse the stranger's file
+    (it exits unconfined-refused), not obey it; a link is not followed."""
+    from unlearn_audit.engine.forkserver_guard import _read_own_policy, write_policy
+
+    policy = tmp_path / "policy.json"
+    write_policy(policy, str(tmp_path / "workers"), ["/cache"], False)
+    assert _read_own_policy(str(policy)) == {
+        "workers_root": str(tmp_path / "workers"),
+        "deny": ["/cache"],
+        "allow_network": False,
+    }
+    link = tmp_path / "link.json"
+    link.symlink_to(policy)
+    with pytest.raises(OSError):
+        _read_own_policy(str(link))
+    if os.geteuid() == 0:  # as root, a file of another user can be made here
+        os.chown(policy, 65534, 65534)
+        with pytest.raises(ValueError, match="another user"):
+            _read_own_policy(str(policy))

@@ -33,6 +33,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from unlearn_audit.engine.sandbox import SandboxPlan, confine
 
@@ -73,6 +74,17 @@ def policy_environment(path: Path) -> str:
     return json.dumps({"parent": os.getpid(), "policy": str(path)})
 
 
+def _read_own_policy(policy_file: str) -> dict[str, Any] | None:
+    """The policy's `confine` entry, from a regular file of this user (not followed through a link): a file
+    anyone else made, were the folder removed and its name taken, is refused, not obeyed."""
+    fd = os.open(policy_file, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as file:
+        if os.fstat(fd).st_uid != os.geteuid():
+            raise ValueError("it belongs to another user")
+        policy = json.loads(file.read())["confine"]
+    return policy if policy is None else dict(policy)
+
+
 def _confine_child(policy_file: str, server: int) -> None:
     if os.getppid() != server:
         return  # a grandchild: it inherited its parent's confinement
@@ -80,7 +92,7 @@ def _confine_child(policy_file: str, server: int) -> None:
     why = "the fork server ended" if os.getppid() != server else ""
     if not why:
         try:
-            policy = json.loads(Path(policy_file).read_text())["confine"]
+            policy = _read_own_policy(policy_file)
         except (OSError, ValueError, KeyError) as exc:
             policy, why = None, f"its policy {policy_file} is unreadable: {exc}"
         if policy is not None:

@@ -168,10 +168,12 @@ def forkserver_policy(options: WorkerOptions) -> Path:
     """The fork server's policy file, now saying how to confine the worker of `options` (not at all where the
     sandbox is off or the kernel has no Landlock); in a folder of this process that no worker may write."""
     global _policy_file
-    if _policy_file is None or not _policy_file.parent.is_dir():
+    if _policy_file is None:
         folder = tempfile.mkdtemp(prefix="unlearn-audit-forkserver-")
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         _policy_file = Path(folder) / "policy.json"
+    # A running server learnt this path when it started: a removed folder is made again in the same place.
+    _policy_file.parent.mkdir(mode=0o700, exist_ok=True)
     confined = options.sandbox and landlock_abi() > 0
     write_policy(_policy_file, workers_root(), options.deny if confined else None, options.allow_network)
     return _policy_file
