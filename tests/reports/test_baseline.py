@@ -59,6 +59,37 @@ def test_same_method_passes_its_own_baseline_and_a_worse_one_fails(
     assert cli_main(["compare", str(baseline), str(baseline)]) == 0
 
 
+def test_a_baseline_of_another_fixture_build_is_not_a_regression(
+    pytester: pytest.Pytester, audit_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline written where another torch or CPU kernel built other weights under the same key: the gate
+    does not call the fixture's difference the method's; the test is judged on its own verdict and the run says
+    why and what to do."""
+    pytester.makepyfile(mymethod=METHOD)
+    pytester.syspathinsert()
+    baseline = pytester.path / "baseline.json"
+    run(pytester, "--audit-baseline", str(baseline), "--audit-update-baseline").assert_outcomes(passed=1)
+    doc = json.loads(baseline.read_text())
+    meta = doc["results"][0]["meta"]
+    entry = json.loads((Path(meta["fixture"]) / "meta.json").read_text())
+    from unlearn_audit.scenarios.provenance import built_with, fixture_id
+
+    assert meta["fixture_id"] == fixture_id(entry) and meta["fixture_built_with"] == built_with(entry)
+    meta["fixture_id"], meta["fixture_built_with"] = "0123456789abcdef", "torch 2.11.0 on cuda (x86_64, NVIDIA H200)"
+    baseline.write_text(json.dumps(doc))
+
+    monkeypatch.setenv("MAKE_IT_WORSE", "1")  # worse enough to regress against a baseline of the same fixture
+    report = pytester.path / "worse.json"
+    gated = run(pytester, "--audit-baseline", str(baseline), "--audit-report", str(report))
+    gated.assert_outcomes(passed=1)
+    out = gated.stdout.str()
+    assert "regression against baseline" not in out
+    assert "1 of 1 result(s) were measured on other builds of their fixtures" in out
+    assert "torch 2.11.0 on cuda" in out and "fixtures pack" in out
+    assert json.loads(report.read_text())["results"][0]["baseline"]["status"] == "other fixture"
+    assert cli_main(["compare", str(baseline), str(report)]) == 0
+
+
 def test_known_failures_are_xfail_against_the_baseline(pytester: pytest.Pytester, audit_env: Path) -> None:
     """NoOp fails its removal checks; against its own baseline those are known failures, so the gate is green."""
     baseline = pytester.path / "noop.json"
@@ -103,6 +134,29 @@ def result(score, stderr, outcome="passed", direction="lower_is_better"):
 )
 def test_compare_rule(new, old, regressed) -> None:
     assert compare(new, old)["regressed"] is regressed
+
+
+def built_on(fixture_ids: list[str], record: dict) -> dict:
+    metas = [{"fixture_id": f, "fixture_built_with": f"build {f}"} for f in fixture_ids]
+    return {**record, "meta": {**metas[0], "per_seed": metas} if len(metas) > 1 else metas[0]}
+
+
+def test_a_result_of_another_fixture_build_is_not_compared() -> None:
+    worse, old = result(0.9, 0.02), result(0.1, 0.02)
+    assert compare(built_on(["a"], worse), built_on(["a"], old))["regressed"]  # same build: the z-test
+    assert compare(worse, built_on(["a"], old))["regressed"]  # a report that does not say: the z-test
+    other = compare(built_on(["b"], worse), built_on(["a"], old))
+    assert not other["regressed"] and other["status"] == "other fixture"
+    assert other["fixture"] == {
+        "baseline": ["a"],
+        "now": ["b"],
+        "baseline_built_with": ["build a"],
+        "built_with": ["build b"],
+    }
+    assert "build a" in other["message"] and "build b" in other["message"]
+    # pooled seeds: one seed's fixture of another build is enough
+    assert compare(built_on(["a", "c"], worse), built_on(["a", "b"], old))["status"] == "other fixture"
+    assert compare(built_on(["a", "b"], worse), built_on(["a", "b"], old))["status"] == "regressed"
 
 
 def test_new_case_is_not_a_regression() -> None:

@@ -72,6 +72,27 @@ def test_build_writes_checksummed_safetensors_and_loads(tmp_path: Path, fast_rec
     assert json.loads((again / META_FILE).read_text())["sha256"] == meta["sha256"]
 
 
+def test_an_entry_records_what_built_it_and_is_named_by_its_files(tmp_path: Path, fast_recipe) -> None:
+    """Another torch or CPU kernel trains other weights under the same key: the entry says what built it, and its
+    id follows its files, not its key."""
+    import torch
+
+    from unlearn_audit.scenarios.provenance import built_with, fixture_id
+
+    path = FixtureCache(tmp_path).get_or_build(fast_recipe, seed=0)
+    meta = json.loads((path / META_FILE).read_text())
+    environment = meta["build_environment"]
+    assert environment["torch"] == torch.__version__ and environment["device"] == "cpu"
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    text = built_with(meta)
+    assert text.startswith(f"torch {torch.__version__} on cpu (") and environment["cpu_capability"] in text
+    assert fixture_id(meta) == fixture_id({**meta, "created": "another day", "build_environment": {}})
+    assert fixture_id(meta) != fixture_id({**meta, "sha256": {**meta["sha256"], WEIGHTS_FILE: "0" * 64}})
+    older = {k: v for k, v in meta.items() if k != "build_environment"}  # built before the environment was kept
+    assert built_with(older) == f"torch {torch.__version__} on cpu (kernels not recorded)"
+    assert fixture_id({}) is None
+
+
 def test_corruption_is_detected_and_rebuilt(tmp_path: Path, fast_recipe) -> None:
     cache = FixtureCache(tmp_path)
     path = cache.get_or_build(fast_recipe, seed=0)

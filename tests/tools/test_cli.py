@@ -67,6 +67,20 @@ def test_diff_lists_every_changed_result_and_ignores_timings(tmp_path: Path) -> 
     assert main(["diff", str(same[0]), str(report(tmp_path / "c.json", 0.8, 1.0))]) == 1
 
 
+def test_diff_says_first_that_a_result_was_measured_on_another_fixture_build(tmp_path: Path, capsys) -> None:
+    def on(path: Path, fixture: str) -> Path:
+        doc = json.loads(path.read_text())
+        doc["results"][0]["meta"] = {"fixture_id": fixture, "fixture_built_with": f"torch on {fixture}"}
+        path.write_text(json.dumps(doc))
+        return path
+
+    old, new = on(report(tmp_path / "a.json", 0.9, 1.0), "avx512"), on(report(tmp_path / "b.json", 0.8, 1.0), "avx2")
+    assert main(["diff", str(old), str(new)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert "fixture avx512 -> avx2 (built with torch on avx512 -> torch on avx2)" in lines[0]
+    assert "score 0.9 -> 0.8" in lines[1]
+
+
 @pytest.mark.parametrize(
     "content, expected",
     [

@@ -35,6 +35,7 @@ from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.measurements import MeasurementStore, numerics
 from unlearn_audit.scenarios.prepared import mark_prepared
+from unlearn_audit.scenarios.provenance import built_with, fixture_id
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
 from unlearn_audit.scenarios.seeds import derived_seed
 
@@ -111,7 +112,9 @@ class AuditSession:
         if key not in self._fixtures:
             recipe = self.recipes[scenario]
             # Fast-trainer (GPU profile) fixtures are built on the audit device; the CPU-sized plain-loop
-            # fixtures (tiny) always on CPU, so that they are identical on every machine.
+            # fixtures (tiny) always on CPU, so that a GPU does not change them. They are still not the same
+            # on every machine (another torch or CPU kernel trains other weights): each result names its
+            # fixture's build (`scenarios.provenance`).
             build_device = self.device if recipe.training.trainer == "fast" else torch.device("cpu")
             path = self.cache.get_or_build(recipe, seed, self.progress_for(scenario, seed), device=build_device)
             fixture = Fixture.load(recipe, seed, path)
@@ -294,6 +297,8 @@ class AuditSession:
             "seed": seed,
             "recipe_hash": recipe.cache_key(seed),
             "fixture": str(fixture.path),
+            "fixture_id": fixture_id(fixture.meta),
+            "fixture_built_with": built_with(fixture.meta),
             "budget_fraction": outcome.budget.fraction,
             "budget_example_gradients": outcome.budget.example_gradients,
             "example_gradients": outcome.example_gradients,

@@ -93,6 +93,7 @@ class AuditCase:
                 score=result.score,
                 stderr=result.stderr,
                 direction=result.direction,
+                meta=meta,
             )
             comparison = compare_with_baseline(current, settings.baseline)
             judged["baseline"] = comparison

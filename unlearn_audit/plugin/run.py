@@ -315,6 +315,7 @@ class AuditRun:
             results = list(self.collector.results.values())
             regressed = [r for r in results if (r.baseline or {}).get("regressed")]
             unmatched = [r for r in results if (r.baseline or {}).get("status") == "new"]
+            other_fixture = [r for r in results if (r.baseline or {}).get("status") == "other fixture"]
             tr.write_line(
                 f"unlearn-audit: compared with baseline {s.baseline}: {len(regressed)} significant regression(s)"
             )
@@ -324,6 +325,15 @@ class AuditRun:
                     "baseline and were judged on their own (a result matches on unlearner, check, scenario, profile, "
                     "seeds and budget: run with the --audit-seeds, --audit-profile and --audit-budget the baseline "
                     "was written with)",
+                    yellow=True,
+                )
+            if other_fixture:
+                from unlearn_audit.reports.baseline import other_fixture_summary
+
+                changes = [(r.baseline or {})["fixture"] for r in other_fixture]
+                tr.write_line(
+                    "unlearn-audit: warning: " + other_fixture_summary(changes, len(results)) + " They were judged "
+                    "on their own verdicts.",
                     yellow=True,
                 )
 

@@ -5,7 +5,8 @@ A result regresses when its score is significantly worse than the baseline's for
 the two scores with standard error sqrt(se_new^2 + se_old^2), at `ALPHA`. Scores without an
 uncertainty (exact counts such as the budget) regress only when their verdict goes from pass
 to fail. An identical rerun therefore never regresses; a change that moves a score by noise
-does not either; a real degradation does.
+does not either; a real degradation does. Results measured on another build of their fixture
+are not compared (see `compare`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from typing import Any
 
 from scipy import stats as st
 
-from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, KEY_FIELDS, SCHEMA_VERSION, ResultRecord, key_of
+from unlearn_audit.reports.record import (
+    COMPATIBLE_SCHEMAS,
+    KEY_FIELDS,
+    SCHEMA_VERSION,
+    ResultRecord,
+    fixture_builds,
+    key_of,
+)
 
 READABLE_SCHEMAS = (1, *COMPATIBLE_SCHEMAS)
 
@@ -69,10 +77,66 @@ def _cached(path: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     return load_baseline(Path(path))
 
 
+def fixture_change(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any] | None:
+    """How the fixture builds of two results differ, or None where they are the same or a report does not say."""
+    now, before = fixture_builds(new), fixture_builds(old)
+    if now is None or before is None or [fid for fid, _ in now] == [fid for fid, _ in before]:
+        return None
+    return {
+        "baseline": [fid for fid, _ in before],
+        "now": [fid for fid, _ in now],
+        "baseline_built_with": sorted({how for _, how in before}),
+        "built_with": sorted({how for _, how in now}),
+    }
+
+
 def compare(new: dict[str, Any], old: dict[str, Any] | None, alpha: float = ALPHA) -> dict[str, Any]:
-    """Regression verdict for one result; both arguments are report results (flat records)."""
+    """Regression verdict for one result; both arguments are report results (flat records).
+
+    A result measured on another build of its fixture than the baseline's (another torch, CPU kernel or
+    GPU trained other weights; `scenarios.provenance`) is not compared: the difference of its scores
+    holds the fixture's change, which no standard error of either score covers, so a z-test would call
+    it the method's. It is judged on its own verdict, with status `other fixture`.
+    """
     if old is None:
         return {"regressed": False, "status": "new", "message": "not in the baseline"}
+    judged = _compare_scores(new, old, alpha)
+    changed = fixture_change(new, old)
+    if changed is None:
+        return judged
+    return {
+        **judged,
+        "regressed": False,
+        "status": "other fixture",
+        "fixture": changed,
+        "message": (
+            "not compared with the baseline: it was measured on another build of this fixture (baseline built with "
+            f"{'; '.join(changed['baseline_built_with'])}; this run's with {'; '.join(changed['built_with'])}). "
+            + OTHER_FIXTURE_ADVICE
+        ),
+    }
+
+
+OTHER_FIXTURE_ADVICE = (
+    "Give both runs the same built fixtures (`unlearn-audit fixtures pack` and `unpack`, or one shared "
+    "--audit-cache), or write the baseline again where the fixtures are built."
+)
+
+
+def other_fixture_summary(changes: list[dict[str, Any]], total: int) -> str:
+    """One line on the results the gate did not compare because their fixtures differ (`changes`: their
+    comparisons' `fixture` entries), for the end of a run and for `unlearn-audit compare`."""
+    before = sorted({how for change in changes for how in change.get("baseline_built_with", [])})
+    now = sorted({how for change in changes for how in change.get("built_with", [])})
+    return (
+        f"{len(changes)} of {total} result(s) were measured on other builds of their fixtures than the baseline's "
+        f"and were not compared (the baseline's built with {'; '.join(before)}; these with {'; '.join(now)}). "
+        + OTHER_FIXTURE_ADVICE
+    )
+
+
+def _compare_scores(new: dict[str, Any], old: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """The one-sided z-test of the module's docstring, on two results of the same fixture."""
     s_new, s_old = new.get("score"), old.get("score")
     se_new, se_old = new.get("stderr") or 0.0, old.get("stderr") or 0.0
     direction = new.get("direction") or old.get("direction") or "lower_is_better"

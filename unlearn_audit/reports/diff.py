@@ -5,7 +5,8 @@ whether anything changed at all. Results are matched on (unlearner, check, scena
 budget); for each, the outcome, verdict, score, uncertainty, reference, rule, message and details
 are compared, except timings (keys named `seconds` or ending in `_seconds`) and any detail key
 given in `ignore`; and what the score measures (metric, unit) where both reports say it (a report
-before schema 3 does not).
+before schema 3 does not). A result measured on another build of its fixture says so first: another
+torch or CPU kernel builds other weights, and that explains a difference of scores on its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.reports.record import ResultRecord
+from unlearn_audit.reports.record import ResultRecord, fixture_builds
 
 COMPARED = ("outcome", "verdict", "score", "stderr", "reference", "reference_stderr", "direction", "rule", "message")
 COMPARED_WHERE_KNOWN = ("metric", "unit")
@@ -62,6 +63,11 @@ def diff_reports(old: Path, new: Path, ignore: tuple[str, ...] = ()) -> list[str
     lines += [f"only in {new}: {k}" for k in sorted(set(b) - set(a), key=str)]
     for key in sorted(set(a) & set(b), key=str):
         ra, rb = a[key], b[key]
+        builds_a, builds_b = fixture_builds(ra.to_json()), fixture_builds(rb.to_json())
+        if builds_a is not None and builds_b is not None and builds_a != builds_b:
+            ids_a, ids_b = (", ".join(fid for fid, _ in b) for b in (builds_a, builds_b))
+            how_a, how_b = ("; ".join(sorted({how for _, how in b})) for b in (builds_a, builds_b))
+            lines.append(f"{key}: fixture {ids_a} -> {ids_b} (built with {how_a} -> {how_b})")
         for name in COMPARED:
             if getattr(ra, name) != getattr(rb, name):
                 lines.append(f"{key}: {name} {getattr(ra, name)!r} -> {getattr(rb, name)!r}")

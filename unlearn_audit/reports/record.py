@@ -102,6 +102,17 @@ def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(value(k) for k in KEY_FIELDS)
 
 
+def fixture_builds(r: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """Each pooled seed's fixture build as (fixture_id, what built it), from a report's result entry; None
+    when the report does not say (written before results named their fixture's build)."""
+    meta = r.get("meta") or {}
+    seeds = meta.get("per_seed") or [meta]
+    builds = [(m.get("fixture_id"), m.get("fixture_built_with")) for m in seeds if isinstance(m, dict)]
+    if not builds or any(not isinstance(fid, str) or not fid for fid, _ in builds):
+        return None
+    return tuple((str(fid), str(how or "?")) for fid, how in builds)
+
+
 def seeds_range(seeds: list[int] | tuple[int, ...]) -> str:
     """Seeds as test ids and the summary table show them: `0`, `0-4` (a run of seeds), `1,5,9`."""
     seeds = list(seeds)

@@ -147,6 +147,7 @@ class FixtureCache:
 
         from unlearn_audit import __version__
         from unlearn_audit.scenarios.build import build_scenario
+        from unlearn_audit.scenarios.provenance import ENVIRONMENT_KEY, build_environment
 
         started = time.perf_counter()
         device = torch.device(device) if device is not None else torch.device("cpu")
@@ -167,6 +168,7 @@ class FixtureCache:
                 "build_spec": recipe.build_spec(seed),
                 "versions": {"unlearn_audit": __version__, "torch": torch.__version__},
                 "device": str(device),
+                ENVIRONMENT_KEY: build_environment(device),
                 "build_seconds": time.perf_counter() - started,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **built.meta,

@@ -383,7 +383,7 @@ def merge_main(args: argparse.Namespace, console: Console) -> int:
 
 
 def compare_main(args: argparse.Namespace, console: Console) -> int:
-    from unlearn_audit.reports.baseline import BaselineError, compare_reports
+    from unlearn_audit.reports.baseline import BaselineError, compare_reports, other_fixture_summary
 
     try:
         rows = compare_reports(args.old, args.new)
@@ -393,7 +393,7 @@ def compare_main(args: argparse.Namespace, console: Console) -> int:
     table = Table(title=f"{args.old} -> {args.new}")
     for col in ("unlearner", "check", "scenario", "seeds", "budget", "old", "new", "z", "status"):
         table.add_column(col)
-    colour = {"regressed": "red", "improved": "green", "missing": "yellow", "new": "yellow"}
+    colour = {"regressed": "red", "improved": "green", "missing": "yellow", "new": "yellow", "other fixture": "yellow"}
 
     def fmt(v, se):  # noqa: ANN001
         return "" if v is None else (f"{v:.3f} ± {se:.3f}" if se else f"{v:.4g}")
@@ -414,6 +414,9 @@ def compare_main(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     regressed = sum(1 for r in rows if r.get("regressed"))
     console.print(f"{regressed} significant regression(s) (one-sided z-test at alpha 0.01 per result)")
+    changes = [r["fixture"] for r in rows if r.get("status") == "other fixture"]
+    if changes:
+        console.print(other_fixture_summary(changes, len(rows)), markup=False, highlight=False, soft_wrap=True)
     return 1 if regressed else 0
 
 
