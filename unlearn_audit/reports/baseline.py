@@ -77,6 +77,13 @@ def _cached(path: str) -> dict[tuple[Any, ...], dict[str, Any]]:
     return load_baseline(Path(path))
 
 
+def failed_in(record: dict[str, Any]) -> bool:
+    """Whether the check failed in a report's result: a failed or errored test, or a failure the report's own
+    baseline gate turned into a known failure (outcome xfailed, verdict fail), so that the report of a gated
+    CI run can serve as the next baseline."""
+    return record.get("outcome") in ("failed", "error") or record.get("verdict") == "fail"
+
+
 def fixture_change(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any] | None:
     """How the fixture builds of two results differ, or None where they are the same or a report does not say."""
     now, before = fixture_builds(new), fixture_builds(old)
@@ -148,6 +155,7 @@ def _compare_scores(new: dict[str, Any], old: dict[str, Any], alpha: float) -> d
         "baseline_score": s_old,
         "baseline_stderr": old.get("stderr"),
         "baseline_outcome": old.get("outcome"),
+        "baseline_failed": failed_in(old),
         "rule": rule,
     }
     if s_new is None or s_old is None:
