@@ -61,7 +61,17 @@ def test_sharded_and_merged_equals_unsharded(pytester: pytest.Pytester, audit_en
     merged = tmp_path / "merged.json"
     assert cli(["merge", *map(str, shards), "--out", str(merged)]) == 1  # failures, as the unsharded run
     assert json.loads(merged.read_text())["options"]["shard"] is None
+    assert "fixtures_of_several_builds" not in json.loads(merged.read_text())  # one cache: one build
     assert diff_reports(whole, merged) == []
+    # A job that built its own fixtures elsewhere (other kernels): the merge says which fixture differs.
+    doc = json.loads(shards[1].read_text())
+    for r in doc["results"]:
+        r["meta"].update(fixture_id="0123456789abcdef", fixture_built_with="torch 2.11.0 on cuda")
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps(doc))
+    several = merge_reports([shards[0], elsewhere])["fixtures_of_several_builds"]
+    assert len(several) == 1 and several[0].startswith("tiny/backdoor seed 0: ")
+    assert "0123456789abcdef (torch 2.11.0 on cuda) in " + str(elsewhere) in several[0]
     with pytest.raises(MergeError, match="is also in"):
         merge_reports([shards[0], shards[0]])
     assert cli(["merge", str(shards[0]), str(whole), "--out", str(tmp_path / "x.json")]) == 2

@@ -2,7 +2,9 @@
 
 The shards must be of one audit: a schema whose results read as today's, the same options apart
 from `shard`, and no result may appear in two of them. The merged report is what an unsharded run
-writes (its results sorted the same way, in today's layout), with `merged_from` naming the shard files.
+writes (its results sorted the same way, in today's layout), with `merged_from` naming the shard
+files. Where shards measured one fixture on different builds of it (jobs that each built their own
+cache on other machines), `fixtures_of_several_builds` says which.
 """
 
 from __future__ import annotations
@@ -57,4 +59,28 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
     merged["merged_from"] = [str(p) for p in paths]
     merged["timings"] = {"session_seconds": [d.get("timings", {}).get("session_seconds") for d in docs]}
     merged["results"] = [r.to_json() for r in ordered]
+    differing = fixtures_of_several_builds([(path, r) for path, r in records.values()])
+    if differing:
+        merged["fixtures_of_several_builds"] = differing
     return merged
+
+
+def fixtures_of_several_builds(records: list[tuple[Path, ResultRecord]]) -> list[str]:
+    """One line per fixture that the shards measured on different builds (each job built its own, on other
+    kernels or another torch): their results are each valid, but not measured on the same models as an
+    unsharded run's would be."""
+    builds: dict[tuple[Any, ...], dict[str, set[str]]] = {}
+    for path, record in records:
+        meta = record.meta or {}
+        for seed_meta in meta.get("per_seed") or [meta]:
+            fid = seed_meta.get("fixture_id") if isinstance(seed_meta, dict) else None
+            if fid:
+                fixture = (record.profile, record.scenario, seed_meta.get("seed"))
+                built = f"{fid} ({seed_meta.get('fixture_built_with', '?')})"
+                builds.setdefault(fixture, {}).setdefault(built, set()).add(str(path))
+    return [
+        f"{profile}/{scenario} seed {seed}: "
+        + "; ".join(f"{built} in {', '.join(sorted(paths))}" for built, paths in sorted(by_build.items()))
+        for (profile, scenario, seed), by_build in sorted(builds.items(), key=str)
+        if len(by_build) > 1
+    ]

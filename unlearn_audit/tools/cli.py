@@ -372,6 +372,14 @@ def merge_main(args: argparse.Namespace, console: Console) -> int:
         console.print(f"unlearn-audit merge: {exc}", markup=False, highlight=False)
         return 2
     write_report(merged, args.out)
+    for line in merged.get("fixtures_of_several_builds", []):
+        console.print(
+            f"warning: the shards measured {line}: give the jobs one shared --audit-cache, or unpack one "
+            "`unlearn-audit fixtures pack` in each, so that every result is measured on the same build",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     outcomes = [r["outcome"] for r in merged["results"]]
     bad = sum(o in ("failed", "error") for o in outcomes)
     console.print(
