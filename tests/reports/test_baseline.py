@@ -162,6 +162,23 @@ def test_a_result_of_another_fixture_build_is_not_compared() -> None:
     assert compare(built_on(["a", "b"], worse), built_on(["a", "b"], old))["status"] == "regressed"
 
 
+@pytest.mark.parametrize(
+    "record, failed",
+    [
+        ({"outcome": "failed", "verdict": "fail"}, True),
+        ({"outcome": "xfailed", "verdict": "fail"}, True),  # a known failure of a gated run
+        ({"outcome": "failed", "verdict": "pass"}, False),  # a regression of a gated run: the check passed
+        ({"outcome": "xfailed", "verdict": "xfail"}, False),  # not judged (the attack did not work)
+        ({"outcome": "error", "verdict": None}, True),  # errored before it was judged
+        ({"outcome": "passed"}, False),  # a schema-1 record without a verdict
+    ],
+)
+def test_what_counts_as_failed_in_the_baseline(record: dict, failed: bool) -> None:
+    from unlearn_audit.reports.baseline import failed_in
+
+    assert failed_in(record) is failed
+
+
 def test_new_case_is_not_a_regression() -> None:
     assert compare(result(0.9, 0.01), None) == {"regressed": False, "status": "new", "message": "not in the baseline"}
 

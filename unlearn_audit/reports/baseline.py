@@ -78,10 +78,14 @@ def _cached(path: str) -> dict[tuple[Any, ...], dict[str, Any]]:
 
 
 def failed_in(record: dict[str, Any]) -> bool:
-    """Whether the check failed in a report's result: a failed or errored test, or a failure the report's own
-    baseline gate turned into a known failure (outcome xfailed, verdict fail), so that the report of a gated
-    CI run can serve as the next baseline."""
-    return record.get("outcome") in ("failed", "error") or record.get("verdict") == "fail"
+    """Whether the check failed in a report's result, by its verdict where the report has one: so that the
+    report of a gated CI run can serve as the next baseline, where the gate recorded a known failure as
+    xfailed (verdict fail) and a regression as failed (verdict pass). A result without a verdict (a test
+    that errored before it was judged) failed when its test failed or errored."""
+    verdict = record.get("verdict")
+    if verdict is not None:
+        return bool(verdict == "fail")
+    return record.get("outcome") in ("failed", "error")
 
 
 def fixture_change(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any] | None:
