@@ -19,7 +19,10 @@ def test_build_list_verify_clean(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "tiny/gaussian seed 0" in out and "attack effective" in out
     assert main(["fixtures", "list", "--cache", str(cache)]) == 0
-    assert "gaussian" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    from unlearn_audit.scenarios.provenance import fixture_id
+
+    assert "gaussian" in listed and str(fixture_id(FixtureCache(cache).entries()[0].meta)) in listed
     assert main(["fixtures", "verify", "--cache", str(cache)]) == 0
     assert "1 intact, 0 corrupt" in capsys.readouterr().out
     entry = FixtureCache(cache).entries()[0]

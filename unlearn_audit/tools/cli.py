@@ -262,8 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         entries = cache.entries()
         table = Table(title=f"fixtures in {cache.root}")
-        for col in ("profile", "scenario", "seed", "key", "built", "build s", "builds", "attack effective"):
-            table.add_column(col)
+        from unlearn_audit.scenarios.provenance import built_with, fixture_id
+
+        columns = ("profile", "scenario", "seed", "key", "fixture id", "built", "built with", "build s", "builds")
+        for col in (*columns, "attack works"):
+            table.add_column(col, no_wrap=col in ("scenario", "built"))
         for e in entries:
             m = e.meta
             table.add_row(
@@ -271,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                 str(m.get("scenario")),
                 str(m.get("seed")),
                 str(m.get("recipe_hash", ""))[:16],
-                str(m.get("created")),
+                str(fixture_id(m)),
+                str(m.get("created", "")).replace("T", " ")[:16],
+                built_with(m),
                 f"{m.get('build_seconds', 0):.1f}",
                 str(len(m.get("build_attempts", [])) or 1),
                 str(m.get("validation", {}).get("effective")),
