@@ -91,6 +91,10 @@ def test_an_entry_records_what_built_it_and_is_named_by_its_files(tmp_path: Path
     older = {k: v for k, v in meta.items() if k != "build_environment"}  # built before the environment was kept
     assert built_with(older) == f"torch {torch.__version__} on cpu (kernels not recorded)"
     assert fixture_id({}) is None
+    on_a_gpu = {"torch": "2.11.0", "device": "cuda", "machine": "x86_64", "gpu": "NVIDIA H200", "cuda": "12.8"}
+    assert built_with({"build_environment": {**on_a_gpu, "cudnn": 91002}}) == (
+        "torch 2.11.0 on cuda (x86_64, NVIDIA H200, CUDA 12.8, cuDNN 91002)"
+    )
 
 
 def test_corruption_is_detected_and_rebuilt(tmp_path: Path, fast_recipe) -> None:

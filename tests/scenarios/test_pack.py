@@ -64,9 +64,13 @@ def test_a_second_cache_audits_from_the_pack_without_building(
     from unlearn_audit.engine.session import AuditOptions, AuditSession
 
     audit = AuditSession(AuditOptions(profile="tiny", cache_dir=second, isolation="inline"))
-    result, _ = audit.run_check("gaussian_leakage", "unlearn_audit.methods:NoOp", "gaussian", 0)
+    result, meta = audit.run_check("gaussian_leakage", "unlearn_audit.methods:NoOp", "gaussian", 0)
     audit.close()
     assert result.verdict == "fail"  # NoOp keeps the poison: the unpacked fixture judges as the original does
+    # The result names the packed build, so a baseline measured on the first cache compares with it.
+    from unlearn_audit.scenarios.provenance import fixture_id
+
+    assert meta["fixture_id"] == fixture_id(json.loads((original / "meta.json").read_text()))
     # Unpacking again keeps what is there.
     assert cli(["fixtures", "unpack", str(archive), "--cache", str(second)]) == 0
 
