@@ -408,12 +408,16 @@ def fixture_summary(cache: Path, profile: str, scenario: str, seed: int = 0) -> 
     metas = sorted(cache.glob(f"{profile}/{scenario}-seed{seed}-*/meta.json"))
     if not metas:
         return None
+    from unlearn_audit.scenarios.provenance import built_with, fixture_id
+
     m = json.loads(metas[-1].read_text())
     v = m.get("validation", {})
     acc = {k: v.get(f"{k}_test_accuracy") for k in ("original", "retrain")}
     return {
         "path": str(metas[-1].parent),
         "device": m.get("device"),
+        "fixture_id": fixture_id(m),  # the build the audits of this run were measured on
+        "built_with": built_with(m),
         "build_seconds": m.get("build_seconds"),
         "train_seconds": m.get("train_seconds", {}),  # with "shared <name>" for the shared models this build trained
         "shared_models": m.get("shared_models", []),

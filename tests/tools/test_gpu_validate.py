@@ -234,3 +234,17 @@ def test_the_keyword_collects_exactly_the_scenarios_asked_for(
     ids = [line for line in collected.splitlines() if "::" in line]
     assert ids
     assert {line.rsplit("-", 2)[-2] for line in ids} == expected
+
+
+def test_a_fixture_summary_names_the_build(gv, tmp_path: Path) -> None:
+    """A later slot on another machine rebuilds the fixtures: the JSON says which build each run audited."""
+    entry = tmp_path / "cifar10-resnet18" / "gaussian-seed0-0123456789abcdef"
+    entry.mkdir(parents=True)
+    environment = {"torch": "2.11.0", "device": "cuda", "machine": "x86_64", "gpu": "NVIDIA H200", "cuda": "12.8"}
+    meta = {"sha256": {"weights.safetensors": "a" * 64}, "build_environment": {**environment, "cudnn": 91002}}
+    (entry / "meta.json").write_text(json.dumps(meta))
+    summary = gv.fixture_summary(tmp_path, "cifar10-resnet18", "gaussian")
+    from unlearn_audit.scenarios.provenance import fixture_id
+
+    assert summary["fixture_id"] == fixture_id(meta)
+    assert summary["built_with"] == "torch 2.11.0 on cuda (x86_64, NVIDIA H200, CUDA 12.8, cuDNN 91002)"
