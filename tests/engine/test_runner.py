@@ -80,12 +80,18 @@ def test_counter_removal_is_detected() -> None:
     from torch.nn.modules import module as internals
 
     with ExampleGradientCounter() as counter:
-        for hooks in (internals._global_forward_pre_hooks, internals._global_forward_hooks):
+        # A method would reach torch's hook tables as this test does; the counter checks what the hooks do.
+        for hooks, lost in (
+            (internals._global_forward_pre_hooks, "time limit no longer stops"),
+            (internals._global_forward_hooks, "no longer counted"),
+        ):
             saved = dict(hooks)
             hooks.clear()
-            assert "removed" in counter.verify()
+            problem = counter.verify()
+            assert problem is not None and "removed" in problem and lost in problem
             hooks.update(saved)
             assert counter.verify() is None
+        assert counter.deadline == float("inf") and not counter.cancelled and counter.total == 0
         original_call = nn.Module.__call__
         nn.Module.__call__ = lambda self, *a, **k: self.forward(*a, **k)
         try:

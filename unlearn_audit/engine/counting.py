@@ -10,8 +10,8 @@ features) is counted as well. A global forward pre-hook stops a method whose tim
 
 This is a count of what ordinary code does, not a defence against a method set on hiding its
 compute: the count lives in the method's own process. `verify()` checks after `unlearn()` that both
-hooks are still registered and that canary forward passes are still counted, so that removing the
-hooks for good or replacing `nn.Module.__call__` fails `budget_respected` ("the spend could not be
+hooks still work: canary forward passes are still counted, and still stopped after a deadline; so
+removing the hooks for good or replacing `nn.Module.__call__` fails `budget_respected` ("the spend could not be
 verified"). What it cannot see is listed in the trust model: hooks removed and put back, modules run
 outside `nn.Module.__call__` (TorchScript), compute in a forked child, examples moved out of the
 leading dimension or into `torch.func.vmap`, and the counter itself edited.
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules import module as module_internals
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 
 class UnlearnerCancelled(RuntimeError):
@@ -47,8 +47,6 @@ class ExampleGradientCounter:
         self._per_module: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
         self._handle: Any = None
         self._count_handle: Any = None
-        self._hook_key: int | None = None
-        self._count_key: int | None = None
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Before each forward pass: stop a method whose time is up."""
@@ -72,10 +70,8 @@ class ExampleGradientCounter:
 
     def install(self) -> ExampleGradientCounter:
         if self._handle is None:
-            self._handle = module_internals.register_module_forward_pre_hook(self._hook)
-            self._hook_key = self._handle.id
-            self._count_handle = module_internals.register_module_forward_hook(self._count, with_kwargs=True)
-            self._count_key = self._count_handle.id
+            self._handle = register_module_forward_pre_hook(self._hook)
+            self._count_handle = register_module_forward_hook(self._count, with_kwargs=True)
         return self
 
     def uninstall(self) -> None:
@@ -91,29 +87,42 @@ class ExampleGradientCounter:
         self.uninstall()
 
     def verify(self) -> str | None:
-        """None if the counter is still registered and still sees forward passes, else what went wrong.
+        """None if the counter still counts and still enforces the deadline, else what went wrong.
 
-        Call it while installed, after the method returned: the canary's own examples are not counted
-        in `total`.
+        Checked by what the hooks do, not by looking them up among torch's own (private) hook tables: canary
+        forward passes, positional and keyword, must be counted, and one after a deadline moved into the
+        past must be stopped. Call it while installed, after the method returned: the canaries' examples
+        are not counted in `total`, and the deadline is put back.
         """
-        for hooks, key, function in (
-            (module_internals._global_forward_pre_hooks, self._hook_key, ExampleGradientCounter._hook),
-            (module_internals._global_forward_hooks, self._count_key, ExampleGradientCounter._count),
-        ):
-            if key not in hooks or getattr(hooks[key], "__func__", None) is not function:
-                return "the harness's global forward hook was removed or replaced"
-        total = self.total
+        total, deadline, cancelled = self.total, self.deadline, self.cancelled
         canary = nn.Linear(2, 1)
         try:
             with torch.enable_grad():
                 canary(torch.zeros(3, 2))
                 canary(input=torch.zeros(4, 2))
         except UnlearnerCancelled:
-            return None  # the hook ran: it raised because the time was up
+            return None  # the pre-hook ran: it raised because the time was up
         except Exception as exc:  # noqa: BLE001 - a method that broke nn.Module broke the count
             return f"a canary forward pass failed ({type(exc).__name__}: {exc})"
-        seen = self._per_module.pop(canary, 0)
-        self.total = total
+        finally:
+            seen = self._per_module.pop(canary, 0)
+            self.total = total
         if seen != 7:
-            return "forward passes are no longer counted (nn.Module's call path or hooks were bypassed)"
-        return None
+            return (
+                "the harness's global forward hook was removed or replaced, or nn.Module's call path bypassed: "
+                "forward passes are no longer counted"
+            )
+        self.deadline = float("-inf")
+        try:
+            canary(torch.zeros(1, 2))
+        except UnlearnerCancelled:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            return f"a canary forward pass failed ({type(exc).__name__}: {exc})"
+        finally:
+            self.deadline, self.cancelled = deadline, cancelled
+            self._per_module.pop(canary, None)
+            self.total = total
+        return (
+            "the harness's global forward hook was removed or replaced: its time limit no longer stops forward passes"
+        )
