@@ -28,7 +28,8 @@ def build_environment(device: Any) -> dict[str, Any]:
 
     environment: dict[str, Any] = {"torch": torch.__version__, "device": device.type, "machine": platform.machine()}
     if device.type == "cpu":
-        environment["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)  # torch >= 2.1
+        environment["cpu_capability"] = capability() if capability is not None else "unknown"
         environment["threads"] = torch.get_num_threads()
     elif device.type == "cuda":
         environment["gpu"] = torch.cuda.get_device_name(device)
