@@ -6,9 +6,20 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# torch.compile's kernel cache of this session only. Measured with torch 2.13 on an AVX-512 machine: CPU
+# kernels that inductor cached in a run under ATEN_CPU_CAPABILITY=avx2 made a later run without it abort
+# (SIGABRT) when it loaded them; the tests run under several capabilities, so none shares another's cache.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="unlearn-audit-tests-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 # pytester's in-process runs restore sys.modules afterwards; a C extension such as torch cannot
 # be imported twice in one process, so import everything heavy once, before any of those runs.
