@@ -75,6 +75,7 @@ def test_a_baseline_of_another_fixture_build_is_not_a_regression(
     from unlearn_audit.scenarios.provenance import built_with, fixture_id
 
     assert meta["fixture_id"] == fixture_id(entry) and meta["fixture_built_with"] == built_with(entry)
+    meta_built_with = meta["fixture_built_with"]
     meta["fixture_id"], meta["fixture_built_with"] = "0123456789abcdef", "torch 2.11.0 on cuda (x86_64, NVIDIA H200)"
     baseline.write_text(json.dumps(doc))
 
@@ -86,6 +87,7 @@ def test_a_baseline_of_another_fixture_build_is_not_a_regression(
     assert "regression against baseline" not in out
     assert "1 of 1 result(s) were measured on other builds of their fixtures" in out
     assert "torch 2.11.0 on cuda" in out and "fixtures pack" in out
+    assert f"unlearn-audit: fixtures built with {meta_built_with}" in out  # which build these verdicts are of
     assert json.loads(report.read_text())["results"][0]["baseline"]["status"] == "other fixture"
     assert cli_main(["compare", str(baseline), str(report)]) == 0
 
