@@ -48,14 +48,15 @@ def fixture_id(meta: dict[str, Any]) -> str | None:
 
 
 def built_with(meta: dict[str, Any]) -> str:
-    """What built the entry, in a few words: 'torch 2.13.0+cpu on cpu (x86_64, AVX512, 2 threads)'."""
+    """What built the entry, in a few words: 'torch 2.13.0+cpu on cpu (x86_64, AVX512, 1 thread)'."""
     environment = meta.get(ENVIRONMENT_KEY)
     if not isinstance(environment, dict):
         versions = meta.get("versions") or {}
         return f"torch {versions.get('torch', '?')} on {meta.get('device', '?')} (kernels not recorded)"
     parts = [str(environment.get("machine", "?"))]
     if environment.get("device") == "cpu":
-        parts += [str(environment.get("cpu_capability", "?")), f"{environment.get('threads', '?')} threads"]
+        threads = environment.get("threads", "?")
+        parts += [str(environment.get("cpu_capability", "?")), f"{threads} thread{'' if threads == 1 else 's'}"]
     elif environment.get("device") == "cuda":
         parts += [str(environment.get("gpu", "?")), f"CUDA {environment.get('cuda')}"]
         parts.append(f"cuDNN {environment.get('cudnn')}")
