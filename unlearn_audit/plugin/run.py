@@ -20,7 +20,7 @@ from unlearn_audit.engine.options import AuditOptions
 from unlearn_audit.plugin.case import AuditCaseParams, case_of
 from unlearn_audit.plugin.settings import AuditSettings, check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
-from unlearn_audit.reports.record import CASE_PROPERTY, fixture_builds
+from unlearn_audit.reports.record import CASE_PROPERTY, builders, builds_measured_on
 from unlearn_audit.scenarios.remote import is_remote
 
 if TYPE_CHECKING:
@@ -307,10 +307,9 @@ class AuditRun:
                 else f"unlearn-audit: the methods ran without a sandbox ({sandbox}); "
                 "copy and tamper detection are the defence"
             )
-        records = self.collector.records()
-        builders = sorted({how for r in records for _, how in fixture_builds(r.to_json()) or ()})
-        if builders:  # another torch or CPU kernel builds other weights: say which build these verdicts are of
-            tr.write_line(f"unlearn-audit: fixtures built with {'; '.join(builders)}")
+        built = builders([b for r in self.collector.records() for b in builds_measured_on(r.to_json()) or ()])
+        if built:  # another torch or CPU kernel builds other weights: say which build these verdicts are of
+            tr.write_line(f"unlearn-audit: fixtures built with {'; '.join(built)}")
         if self.config.getoption("audit_report"):
             tr.write_line(f"unlearn-audit: JSON report written to {self.config.getoption('audit_report')}")
         if s.update_baseline:

@@ -24,7 +24,8 @@ from unlearn_audit.reports.record import (
     KEY_FIELDS,
     SCHEMA_VERSION,
     ResultRecord,
-    fixture_builds,
+    builders,
+    builds_measured_on,
     key_of,
 )
 
@@ -90,14 +91,17 @@ def failed_in(record: dict[str, Any]) -> bool:
 
 def fixture_change(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any] | None:
     """How the fixture builds of two results differ, or None where they are the same or a report does not say."""
-    now, before = fixture_builds(new), fixture_builds(old)
-    if now is None or before is None or [fid for fid, _ in now] == [fid for fid, _ in before]:
+    now, before = builds_measured_on(new), builds_measured_on(old)
+    if now is None or before is None:
+        return None
+    ids_now, ids_before = [b.fixture_id for b in now], [b.fixture_id for b in before]
+    if ids_now == ids_before:
         return None
     return {
-        "baseline": [fid for fid, _ in before],
-        "now": [fid for fid, _ in now],
-        "baseline_built_with": sorted({how for _, how in before}),
-        "built_with": sorted({how for _, how in now}),
+        "baseline": ids_before,
+        "now": ids_now,
+        "baseline_built_with": builders(before),
+        "built_with": builders(now),
     }
 
 

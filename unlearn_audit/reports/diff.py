@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.reports.record import ResultRecord, fixture_builds
+from unlearn_audit.reports.record import ResultRecord, builders, builds_measured_on
 
 COMPARED = ("outcome", "verdict", "score", "stderr", "reference", "reference_stderr", "direction", "rule", "message")
 COMPARED_WHERE_KNOWN = ("metric", "unit")
@@ -63,11 +63,12 @@ def diff_reports(old: Path, new: Path, ignore: tuple[str, ...] = ()) -> list[str
     lines += [f"only in {new}: {k}" for k in sorted(set(b) - set(a), key=str)]
     for key in sorted(set(a) & set(b), key=str):
         ra, rb = a[key], b[key]
-        builds_a, builds_b = fixture_builds(ra.to_json()), fixture_builds(rb.to_json())
-        if builds_a is not None and builds_b is not None and builds_a != builds_b:
-            ids_a, ids_b = (", ".join(fid for fid, _ in b) for b in (builds_a, builds_b))
-            how_a, how_b = ("; ".join(sorted({how for _, how in b})) for b in (builds_a, builds_b))
-            lines.append(f"{key}: fixture {ids_a} -> {ids_b} (built with {how_a} -> {how_b})")
+        builds_a, builds_b = builds_measured_on(ra.to_json()), builds_measured_on(rb.to_json())
+        if builds_a is not None and builds_b is not None:
+            ids_a, ids_b = (", ".join(b.fixture_id for b in builds) for builds in (builds_a, builds_b))
+            if ids_a != ids_b:
+                how_a, how_b = ("; ".join(builders(builds)) for builds in (builds_a, builds_b))
+                lines.append(f"{key}: fixture {ids_a} -> {ids_b} (built with {how_a} -> {how_b})")
         for name in COMPARED:
             if getattr(ra, name) != getattr(rb, name):
                 lines.append(f"{key}: {name} {getattr(ra, name)!r} -> {getattr(rb, name)!r}")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, SCHEMA_VERSION, ResultRecord
+from unlearn_audit.reports.record import COMPATIBLE_SCHEMAS, SCHEMA_VERSION, ResultRecord, builds_measured_on
 
 
 class MergeError(ValueError):
@@ -71,13 +71,10 @@ def fixtures_of_several_builds(records: list[tuple[Path, ResultRecord]]) -> list
     unsharded run's would be."""
     builds: dict[tuple[Any, ...], dict[str, set[str]]] = {}
     for path, record in records:
-        meta = record.meta or {}
-        for seed_meta in meta.get("per_seed") or [meta]:
-            fid = seed_meta.get("fixture_id") if isinstance(seed_meta, dict) else None
-            if fid:
-                fixture = (record.profile, record.scenario, seed_meta.get("seed"))
-                built = f"{fid} ({seed_meta.get('fixture_built_with', '?')})"
-                builds.setdefault(fixture, {}).setdefault(built, set()).add(str(path))
+        for build in builds_measured_on(record.to_json()) or ():
+            fixture = (record.profile, record.scenario, build.seed)
+            built = f"{build.fixture_id} ({build.built_with})"
+            builds.setdefault(fixture, {}).setdefault(built, set()).add(str(path))
     return [
         f"{profile}/{scenario} seed {seed}: "
         + "; ".join(f"{built} in {', '.join(sorted(paths))}" for built, paths in sorted(by_build.items()))

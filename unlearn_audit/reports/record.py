@@ -102,15 +102,28 @@ def key_of(r: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(value(k) for k in KEY_FIELDS)
 
 
-def fixture_builds(r: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
-    """Each pooled seed's fixture build as (fixture_id, what built it), from a report's result entry; None
-    when the report does not say (written before results named their fixture's build)."""
+@dataclass(frozen=True)
+class FixtureBuild:
+    """The build of a fixture that one seed of a result was measured on (`scenarios.provenance`)."""
+
+    seed: int | None
+    fixture_id: str  # equal exactly when two runs used the same weights and data
+    built_with: str  # what built it, in a few words
+
+
+def builds_measured_on(r: dict[str, Any]) -> tuple[FixtureBuild, ...] | None:
+    """Each pooled seed's fixture build, from a report's result entry; None when the report does not say
+    (written before results named their fixture's build)."""
     meta = r.get("meta") or {}
-    seeds = meta.get("per_seed") or [meta]
-    builds = [(m.get("fixture_id"), m.get("fixture_built_with")) for m in seeds if isinstance(m, dict)]
-    if not builds or any(not isinstance(fid, str) or not fid for fid, _ in builds):
+    seeds = [m for m in meta.get("per_seed") or [meta] if isinstance(m, dict)]
+    if not seeds or any(not isinstance(m.get("fixture_id"), str) or not m["fixture_id"] for m in seeds):
         return None
-    return tuple((str(fid), str(how or "?")) for fid, how in builds)
+    return tuple(FixtureBuild(m.get("seed"), m["fixture_id"], str(m.get("fixture_built_with") or "?")) for m in seeds)
+
+
+def builders(builds: tuple[FixtureBuild, ...] | list[FixtureBuild]) -> list[str]:
+    """What built these fixtures, each once, sorted."""
+    return sorted({b.built_with for b in builds})
 
 
 def seeds_range(seeds: list[int] | tuple[int, ...]) -> str:
