@@ -295,6 +295,10 @@ def test_a_child_obeys_only_a_policy_file_of_its_own_user(tmp_path: Path) -> Non
     link.symlink_to(policy)
     with pytest.raises(OSError):
         _read_own_policy(str(link))
+    fifo = tmp_path / "fifo.json"  # would block a child that opened it for reading
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        _read_own_policy(str(fifo))
     if os.geteuid() == 0:  # as root, a file of another user can be made here
         os.chown(policy, 65534, 65534)
         with pytest.raises(ValueError, match="another user"):

@@ -30,6 +30,7 @@ import ctypes
 import json
 import os
 import signal
+import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -77,9 +78,12 @@ def policy_environment(path: Path) -> str:
 def _read_own_policy(policy_file: str) -> dict[str, Any] | None:
     """The policy's `confine` entry, from a regular file of this user (not followed through a link): a file
     anyone else made, were the folder removed and its name taken, is refused, not obeyed."""
-    fd = os.open(policy_file, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(policy_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block the child
     with os.fdopen(fd) as file:
-        if os.fstat(fd).st_uid != os.geteuid():
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("it is not a regular file")
+        if status.st_uid != os.geteuid():
             raise ValueError("it belongs to another user")
         policy = json.loads(file.read())["confine"]
     return policy if policy is None else dict(policy)
