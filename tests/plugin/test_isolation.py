@@ -28,6 +28,7 @@ HOSTILE = textwrap.dedent(
     import torch
     from torch import nn
     from safetensors.torch import load_file
+    from torch.func import functional_call, grad, vmap  # at import: the worker's counted vmap must be in place
 
     HERE = Path(__file__).parent
     try:  # a sandboxed worker may not write here: only the harness process (which must not import us) can
@@ -119,6 +120,25 @@ HOSTILE = textwrap.dedent(
     def clears_global_hooks(model, request):
         torch.nn.modules.module._global_forward_pre_hooks.clear()
         return _train(model, request, 5)
+
+    def _per_example_descent(model, request, vmap):
+        """SGD on per-example gradients (vmap over examples), 2x the budget: an honest method that overspends."""
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        def loss(p, xi, yi):
+            return torch.nn.functional.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+        for x, y in request.retain.batches(64, generator=request.generator, epochs=None,
+                                           max_examples=2 * request.budget.example_gradients):
+            per_example = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+            params = {k: v - 1e-4 * per_example[k].mean(0) for k, v in params.items()}
+        model.load_state_dict(params, strict=False)
+        return model
+
+    def per_example_gradients(model, request):
+        return _per_example_descent(model, request, vmap)
+
+    def puts_the_uncounted_vmap_back(model, request):
+        torch.func.vmap = torch.vmap = torch.func.vmap.__wrapped__
+        return _per_example_descent(model, request, torch.func.vmap)
 
     def sets_float64(model, request):
         torch.set_default_dtype(torch.float64)
@@ -397,6 +417,18 @@ def test_removing_the_global_counter_fails_the_budget(hostile: pytest.Pytester) 
     result = hostile.runpytest("--unlearner", "hostile:clears_global_hooks", "-k", "budget and gaussian")
     result.assert_outcomes(failed=1)
     assert "the spend could not be verified: the harness's global forward hook was removed" in result.stdout.str()
+
+
+def test_per_example_gradients_in_a_vmap_are_counted(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:per_example_gradients", "-k", "budget and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "spent 8622 example-gradients, budget 4311" in result.stdout.str()
+
+
+def test_putting_the_uncounted_vmap_back_fails_the_budget(hostile: pytest.Pytester) -> None:
+    result = hostile.runpytest("--unlearner", "hostile:puts_the_uncounted_vmap_back", "-k", "budget and gaussian")
+    result.assert_outcomes(failed=1)
+    assert "the spend could not be verified: torch.vmap was replaced" in result.stdout.str()
 
 
 def _scores(path: Path, unlearner: str) -> dict[str, tuple[str, float]]:

@@ -4,17 +4,20 @@ A global forward hook (`torch.nn.modules.module.register_module_forward_hook`, w
 arguments) sees every forward pass of every module in the process, including models the method
 builds itself, deep copies, and models whose per-module hooks the method cleared. Each module that
 holds parameters counts the examples forwarded with autograd enabled: the leading dimension of its
-first tensor argument, positional or keyword (`layer(input=x)` counts as `layer(x)` does); the spend is
-the maximum over modules, so a method that trains only part of a network (a head on precomputed
-features) is counted as well. A global forward pre-hook stops a method whose time is up.
+first tensor argument, positional or keyword (`layer(input=x)` counts as `layer(x)` does), or, inside
+`torch.vmap`, one example per lane of the map (`engine.vmap_lanes`: per-example gradients of a batch
+count as the batch); the spend is the maximum over modules, so a method that trains only part of a
+network (a head on precomputed features) is counted as well. A global forward pre-hook stops a method
+whose time is up.
 
 This is a count of what ordinary code does, not a defence against a method set on hiding its
 compute: the count lives in the method's own process. `verify()` checks after `unlearn()` that both
-hooks still work: canary forward passes are still counted, and still stopped after a deadline; so
-removing the hooks for good or replacing `nn.Module.__call__` fails `budget_respected` ("the spend could not be
-verified"). What it cannot see is listed in the trust model: hooks removed and put back, modules run
-outside `nn.Module.__call__` (TorchScript), compute in a forked child, examples moved out of the
-leading dimension or into `torch.func.vmap`, and the counter itself edited.
+hooks still work: canary forward passes are still counted, in and out of a vmap, and still stopped
+after a deadline; so removing the hooks for good, replacing `nn.Module.__call__` or putting the
+uncounted vmap back fails `budget_respected` ("the spend could not be verified"). What it cannot see
+is listed in the trust model: hooks removed and put back, modules run outside `nn.Module.__call__`
+(TorchScript), compute in a forked child, examples moved out of the leading dimension, functorch's
+private vmap, and the counter itself edited.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import weakref
 from typing import Any
 
 import torch
+import torch.func
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+from unlearn_audit.engine import vmap_lanes
 
 
 class UnlearnerCancelled(RuntimeError):
@@ -61,14 +67,20 @@ class ExampleGradientCounter:
         if not torch.is_grad_enabled() or next(module.parameters(recurse=False), None) is None:
             return
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
-        if first is None or first.dim() == 0:
+        if first is None:
             return
-        count = self._per_module.get(module, 0) + int(first.shape[0])
+        examples = vmap_lanes.lanes()  # inside a vmap: one per lane, whatever a lane's tensor looks like
+        if examples is None:
+            if first.dim() == 0:
+                return
+            examples = int(first.shape[0])
+        count = self._per_module.get(module, 0) + examples
         self._per_module[module] = count
         if count > self.total:
             self.total = count
 
     def install(self) -> ExampleGradientCounter:
+        vmap_lanes.install()  # idempotent; a worker installs it earlier, before the method's module is imported
         if self._handle is None:
             self._handle = register_module_forward_pre_hook(self._hook)
             self._count_handle = register_module_forward_hook(self._count, with_kwargs=True)
@@ -90,8 +102,8 @@ class ExampleGradientCounter:
         """None if the counter still counts and still enforces the deadline, else what went wrong.
 
         Checked by what the hooks do, not by looking them up among torch's own (private) hook tables: canary
-        forward passes, positional and keyword, must be counted, and one after a deadline moved into the
-        past must be stopped. Call it while installed, after the method returned: the canaries' examples
+        forward passes, positional, keyword and in a vmap of 5 lanes, must be counted, and one after a deadline
+        moved into the past must be stopped. Call it while installed, after the method returned: the canaries' examples
         are not counted in `total`, and the deadline is put back.
         """
         total, deadline, cancelled = self.total, self.deadline, self.cancelled
@@ -100,6 +112,7 @@ class ExampleGradientCounter:
             with torch.enable_grad():
                 canary(torch.zeros(3, 2))
                 canary(input=torch.zeros(4, 2))
+                torch.func.vmap(canary)(torch.zeros(5, 2))  # 5 lanes of one example each
         except UnlearnerCancelled:
             return None  # the pre-hook ran: it raised because the time was up
         except Exception as exc:  # noqa: BLE001 - a method that broke nn.Module broke the count
@@ -107,7 +120,9 @@ class ExampleGradientCounter:
         finally:
             seen = self._per_module.pop(canary, 0)
             self.total = total
-        if seen != 7:
+        if seen in (9, 12) and not (seen == 12 and vmap_lanes.installed()):
+            return "torch.vmap was replaced by one that does not count its lanes: examples in a vmap are not counted"
+        if seen != 12:  # 3 + 4 + 5 lanes
             return (
                 "the harness's global forward hook was removed or replaced, or nn.Module's call path bypassed: "
                 "forward passes are no longer counted"
