@@ -76,6 +76,34 @@ def test_a_module_called_with_its_input_as_a_keyword_is_counted() -> None:
         assert counter.verify() is None
 
 
+@pytest.mark.parametrize("compile_with", ["trace", "script"])
+def test_a_torchscript_model_counts_for_its_whole_tree(compile_with: str) -> None:
+    """TorchScript runs the submodules without calling them from Python: its own call counts, once."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(6, 4)
+    scripted = torch.jit.trace(model, x) if compile_with == "trace" else torch.jit.script(model)
+    with ExampleGradientCounter() as counter:
+        scripted(x).sum().backward()
+        nn.Sequential(nn.ReLU(), scripted)(torch.randn(5, 4))  # inside a Python model: still counted
+        assert counter.total == 11
+        with torch.no_grad():
+            scripted(x)
+        assert counter.total == 11
+        assert counter.verify() is None
+
+
+def test_a_compiled_model_is_counted_exactly_across_batch_sizes() -> None:
+    """`torch.compile` traces through the hooks (Dynamo's eager backend here: no C++ compiler needed)."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    compiled = torch.compile(model, backend="eager")
+    sizes = [8, 8, 3, 8, 5]
+    with ExampleGradientCounter() as counter:
+        for n in sizes:
+            compiled(torch.randn(n, 4)).sum().backward()
+        assert counter.total == sum(sizes)
+        assert counter.verify() is None
+
+
 def test_counter_removal_is_detected() -> None:
     from torch.nn.modules import module as internals
 

@@ -6,7 +6,8 @@ builds itself, deep copies, and models whose per-module hooks the method cleared
 holds parameters counts the examples forwarded with autograd enabled: the leading dimension of its
 first tensor argument, positional or keyword (`layer(input=x)` counts as `layer(x)` does), or, inside
 `torch.vmap`, one example per lane of the map (`engine.vmap_lanes`: per-example gradients of a batch
-count as the batch); the spend is the maximum over modules, so a method that trains only part of a
+count as the batch). A TorchScript module counts for its whole tree, whose submodules it runs without
+calling them from Python. The spend is the maximum over modules, so a method that trains only part of a
 network (a head on precomputed features) is counted as well. A global forward pre-hook stops a method
 whose time is up.
 
@@ -16,8 +17,8 @@ hooks still work: canary forward passes are still counted, in and out of a vmap,
 after a deadline; so removing the hooks for good, replacing `nn.Module.__call__` or putting the
 uncounted vmap back fails `budget_respected` ("the spend could not be verified"). What it cannot see
 is listed in the trust model: hooks removed and put back, modules run outside `nn.Module.__call__`
-(TorchScript), compute in a forked child, examples moved out of the leading dimension, functorch's
-private vmap, and the counter itself edited.
+(`forward` called directly, or layers as functions of their weights), compute in a forked child, examples moved out of
+the leading dimension, functorch's private vmap, and the counter itself edited.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from unlearn_audit.engine import vmap_lanes
+
+
+def _compiled(module: nn.Module) -> bool:
+    """A TorchScript module (`torch.jit.trace`/`script`) runs its submodules without calling them from Python:
+    only its own call is seen, so it counts for the parameters of its whole tree."""
+    return isinstance(module, torch.jit.ScriptModule)
 
 
 class UnlearnerCancelled(RuntimeError):
@@ -64,7 +71,7 @@ class ExampleGradientCounter:
 
     def _count(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """After each forward pass: its examples, if the module has parameters and autograd was on."""
-        if not torch.is_grad_enabled() or next(module.parameters(recurse=False), None) is None:
+        if not torch.is_grad_enabled() or next(module.parameters(recurse=_compiled(module)), None) is None:
             return
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
         if first is None:
