@@ -6,10 +6,11 @@ builds itself, deep copies, and models whose per-module hooks the method cleared
 holds parameters counts the examples forwarded with autograd enabled: the leading dimension of its
 first tensor argument, positional or keyword (`layer(input=x)` counts as `layer(x)` does), or, inside
 `torch.vmap`, one example per lane of the map (`engine.vmap_lanes`: per-example gradients of a batch
-count as the batch). A TorchScript module counts for its whole tree, whose submodules it runs without
-calling them from Python. The spend is the maximum over modules, so a method that trains only part of a
-network (a head on precomputed features) is counted as well. A global forward pre-hook stops a method
-whose time is up.
+count as the batch), and not again when activation checkpointing recomputes them (`engine.recompute`).
+A TorchScript module counts for its whole tree, whose submodules it runs without calling them from
+Python. The spend is the maximum over modules, so a method that trains only part of a network (a head
+on precomputed features) is counted as well. A global forward pre-hook stops a method whose time is
+up.
 
 This is a count of what ordinary code does, not a defence against a method set on hiding its
 compute: the count lives in the method's own process. `verify()` checks after `unlearn()` that both
@@ -17,8 +18,9 @@ hooks still work: canary forward passes are still counted, in and out of a vmap,
 after a deadline; so removing the hooks for good, replacing `nn.Module.__call__` or putting the
 uncounted vmap back fails `budget_respected` ("the spend could not be verified"). What it cannot see
 is listed in the trust model: hooks removed and put back, modules run outside `nn.Module.__call__`
-(`forward` called directly, or layers as functions of their weights), compute in a forked child, examples moved out of
-the leading dimension, functorch's private vmap, and the counter itself edited.
+(`forward` called directly, or layers as functions of their weights), compute in a forked child,
+examples moved out of the leading dimension, functorch's private vmap, training hidden in a
+checkpoint's recomputation, and the counter itself edited.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ import torch.func
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from unlearn_audit.engine import vmap_lanes
+from unlearn_audit.engine import recompute, vmap_lanes
+
+
+def wrap_torch_transforms() -> None:
+    """Wrap torch's public vmaps and activation checkpointing so that the count sees through them: a lane of
+    a map is an example (`engine.vmap_lanes`), a checkpoint's recomputation is not (`engine.recompute`).
+    Idempotent, results unchanged. Call it before the method's module is imported, so that the names it
+    imports (`from torch.func import vmap`) are the wrapped ones."""
+    vmap_lanes.install()
+    recompute.install()
 
 
 def _compiled(module: nn.Module) -> bool:
@@ -73,6 +84,8 @@ class ExampleGradientCounter:
         """After each forward pass: its examples, if the module has parameters and autograd was on."""
         if not torch.is_grad_enabled() or next(module.parameters(recurse=_compiled(module)), None) is None:
             return
+        if recompute.recomputing():  # a checkpoint rebuilding activations: these examples were counted
+            return
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
         if first is None:
             return
@@ -87,7 +100,7 @@ class ExampleGradientCounter:
             self.total = count
 
     def install(self) -> ExampleGradientCounter:
-        vmap_lanes.install()  # idempotent; a worker installs it earlier, before the method's module is imported
+        wrap_torch_transforms()  # idempotent; a worker calls it earlier, before the method's module is imported
         if self._handle is None:
             self._handle = register_module_forward_pre_hook(self._hook)
             self._count_handle = register_module_forward_hook(self._count, with_kwargs=True)

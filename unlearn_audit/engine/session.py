@@ -178,9 +178,9 @@ class AuditSession:
                 exempt_from_budget=names_reference_retrain(spec),  # the reference itself, not a subclass
             )
             if self.options.isolation == "inline":
-                from unlearn_audit.engine import vmap_lanes
+                from unlearn_audit.engine.counting import wrap_torch_transforms
 
-                vmap_lanes.install()  # before the method's module is imported, as a worker does
+                wrap_torch_transforms()  # before the method's module is imported, as a worker does
                 self._outcomes[key] = run_unlearner(resolve_unlearner(spec), fixture, **run)
             else:
                 from unlearn_audit.engine.isolated import RequestFiles, run_isolated

@@ -210,9 +210,9 @@ def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
     from unlearn_audit.engine import signal_guard
 
     signal_guard.install()  # signals outside the worker: refused, and the job that tried fails
-    from unlearn_audit.engine import vmap_lanes
+    from unlearn_audit.engine.counting import wrap_torch_transforms
 
-    vmap_lanes.install()  # before the method's `from torch.func import vmap`: its lanes count as examples
+    wrap_torch_transforms()  # before the method's `from torch.func import vmap`: the count sees through it
 
     if "check_specs" in hello:  # a short-lived checker: resolve every spec, report, exit
         errors = {}

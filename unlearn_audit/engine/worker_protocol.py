@@ -41,6 +41,7 @@ WORKER_PRELOAD = (
     "unlearn_audit.engine.sandbox",
     "unlearn_audit.engine.signal_guard",
     "unlearn_audit.engine.vmap_lanes",
+    "unlearn_audit.engine.recompute",
     "unlearn_audit.engine.worker_main",
     "unlearn_audit.engine.forkserver_guard",  # last: in the fork server, it confines every child from here on
 )

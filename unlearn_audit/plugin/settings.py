@@ -182,10 +182,10 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
 
 def check_specs_inline(specs: tuple[str, ...]) -> None:
     """`--audit-isolation inline`: import each spec here; a usage error names the first bad one."""
-    from unlearn_audit.engine import vmap_lanes
+    from unlearn_audit.engine.counting import wrap_torch_transforms
     from unlearn_audit.engine.specs import SpecError, check_spec
 
-    vmap_lanes.install()  # before the methods' modules are imported: their `from torch.func import vmap` counts
+    wrap_torch_transforms()  # before the methods' modules are imported: `from torch.func import vmap` counts
     for spec in specs:
         try:
             check_spec(spec)
