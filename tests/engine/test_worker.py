@@ -91,6 +91,31 @@ def test_a_worker_starts_and_exits(method: str, package: Path) -> None:
     assert not worker.alive and not home.exists(), "closed, and its directory removed"
 
 
+def test_every_worker_can_start_processes_of_its_own(method: str, package: Path) -> None:
+    """A method may use multiprocessing as it would elsewhere (a DataLoader's workers, a Pool), in every
+    worker: not only in the first, whose start left the harness's own multiprocessing folder (where
+    the sandbox forbids writing) in the settings every later worker inherits."""
+    spec = module(
+        package,
+        "pool_method",
+        """
+        import multiprocessing, tempfile
+        with multiprocessing.get_context().Pool(1) as pool:  # the default start method, as a DataLoader uses
+            assert pool.map(abs, [-3]) == [3]
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.map(abs, [-4]) == [4]
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """,
+    )
+    for _ in range(2):
+        worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+        worker.start()
+        worker.wait_ready(timeout=120)
+        worker.close()
+
+
 def test_a_spec_that_does_not_resolve_is_a_start_error(method: str, package: Path) -> None:
     worker = UnlearnerWorker(module(package, "no_method", "X = 1\n"), WorkerOptions(device="cpu"))
     worker.start()

@@ -273,6 +273,7 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
     import tempfile
 
     tempfile.tempdir = None  # a forkserver may have looked it up before this process was forked
+    _forget_inherited_multiprocessing_folder()
     log = os.open(os.path.join(home, "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     for fd in (1, 2):
         os.dup2(log, fd)
@@ -289,6 +290,22 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
 
         traceback.print_exc()
     exit_now(status)
+
+
+def _forget_inherited_multiprocessing_folder() -> None:
+    """Let multiprocessing make its folder (for its sockets: a fork server's, a DataLoader's descriptor
+    passing) in this worker's home, like a fresh process would.
+
+    multiprocessing copies the starting process's settings into each Process object, and the harness's
+    include the folder it made when it started its fork server: every worker after the first inherited
+    it, and the sandbox forbids writing there, so a method's `Pool()` or `DataLoader(num_workers=2)`
+    failed with a bare PermissionError. The standard library has no public way to reset the setting;
+    `_config` has held it since Python 3.4, and `tests/engine/test_worker.py` fails if that changes."""
+    import multiprocessing
+
+    settings = getattr(multiprocessing.current_process(), "_config", None)
+    if isinstance(settings, dict):
+        settings.pop("tempdir", None)
 
 
 def exit_now(status: int) -> None:
