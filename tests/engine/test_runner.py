@@ -92,16 +92,26 @@ def test_a_torchscript_model_counts_for_its_whole_tree(compile_with: str) -> Non
         assert counter.verify() is None
 
 
-def test_a_compiled_model_is_counted_exactly_across_batch_sizes() -> None:
-    """`torch.compile` traces through the hooks (Dynamo's eager backend here: no C++ compiler needed)."""
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_a_compiled_model_is_counted_exactly_across_batch_sizes(fullgraph: bool) -> None:
+    """`torch.compile` traces the hooks into its graph (Dynamo's eager backend here: no C++ compiler needed);
+    `fullgraph=True` used to fail on the hook's clock."""
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    compiled = torch.compile(model, backend="eager")
+    compiled = torch.compile(model, backend="eager", fullgraph=fullgraph)
     sizes = [8, 8, 3, 8, 5]
     with ExampleGradientCounter() as counter:
         for n in sizes:
             compiled(torch.randn(n, 4)).sum().backward()
-        assert counter.total == sum(sizes)
+        model(torch.randn(2, 4)).sum().backward()  # the same model, eagerly: one count per module
+        with torch.no_grad():
+            compiled(torch.randn(50, 4))
+        assert counter.total == sum(sizes) + 2
         assert counter.verify() is None
+    compiled(torch.randn(9, 4))
+    assert counter.total == sum(sizes) + 2, "only forward passes while it is installed count"
+    with ExampleGradientCounter() as counter:  # code compiled without the hooks (just now) is not reused
+        compiled(torch.randn(6, 4)).sum().backward()
+        assert counter.total == 6
 
 
 def test_counter_removal_is_detected() -> None:

@@ -116,6 +116,34 @@ def test_every_worker_can_start_processes_of_its_own(method: str, package: Path)
         worker.close()
 
 
+def test_a_sandboxed_worker_keeps_compiler_caches_in_its_home(
+    method: str, package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's (or Triton's default) cache folders lie where the sandbox forbids writing: torch.compile failed."""
+    outside = tmp_path / "shared-inductor-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(outside))
+    spec = module(
+        package,
+        "cache_method",
+        """
+        import os
+        for variable in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH"):
+            folder = os.environ[variable]
+            assert folder.startswith(os.getcwd()), (variable, folder)  # the worker's home
+            os.makedirs(folder, exist_ok=True)
+            open(os.path.join(folder, "built"), "w").write("1")
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """,
+    )
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    worker.close()
+    assert not outside.exists()
+
+
 def test_a_spec_that_does_not_resolve_is_a_start_error(method: str, package: Path) -> None:
     worker = UnlearnerWorker(module(package, "no_method", "X = 1\n"), WorkerOptions(device="cpu"))
     worker.start()

@@ -1,30 +1,33 @@
 """The harness's own count of example-gradients, and the proof that it kept counting.
 
-A global forward hook (`torch.nn.modules.module.register_module_forward_hook`, with keyword
-arguments) sees every forward pass of every module in the process, including models the method
-builds itself, deep copies, and models whose per-module hooks the method cleared. Each module that
-holds parameters counts the examples forwarded with autograd enabled: the leading dimension of its
-first tensor argument, positional or keyword (`layer(input=x)` counts as `layer(x)` does), or, inside
-`torch.vmap`, one example per lane of the map (`engine.vmap_lanes`: per-example gradients of a batch
-count as the batch), and not again when activation checkpointing recomputes them (`engine.recompute`).
-A TorchScript module counts for its whole tree, whose submodules it runs without calling them from
-Python. The spend is the maximum over modules, so a method that trains only part of a network (a head
-on precomputed features) is counted as well. A global forward pre-hook stops a method whose time is
-up.
+A global forward hook (`torch.nn.modules.module.register_module_forward_hook`, with keyword arguments)
+sees every forward pass of every module in the process, including models the method builds itself, deep
+copies, and models whose per-module hooks the method cleared. Each module that holds parameters counts
+the examples forwarded with autograd enabled: the leading dimension of its first tensor argument,
+positional or keyword (`layer(input=x)` counts as `layer(x)` does), or, inside `torch.vmap`, one example
+per lane of the map (`engine.vmap_lanes`: per-example gradients of a batch count as the batch), and not
+again when activation checkpointing recomputes them (`engine.recompute`). A TorchScript module counts
+for its whole tree, whose submodules it runs without calling them from Python. Inside `torch.compile`d
+code the hook is traced into the graph and counts with a tensor operation, so a compiled method runs
+compiled (`fullgraph=True` included) and is counted exactly. The spend is the maximum over modules, so a
+method that trains only part of a network (a head on precomputed features) is counted as well. A global
+forward pre-hook stops a method whose time is up.
 
-This is a count of what ordinary code does, not a defence against a method set on hiding its
-compute: the count lives in the method's own process. `verify()` checks after `unlearn()` that both
-hooks still work: canary forward passes are still counted, in and out of a vmap, and still stopped
-after a deadline; so removing the hooks for good, replacing `nn.Module.__call__` or putting the
-uncounted vmap back fails `budget_respected` ("the spend could not be verified"). What it cannot see
-is listed in the trust model: hooks removed and put back, modules run outside `nn.Module.__call__`
-(`forward` called directly, or layers as functions of their weights), compute in a forked child,
-examples moved out of the leading dimension, functorch's private vmap, training hidden in a
-checkpoint's recomputation, and the counter itself edited.
+This is a count of what ordinary code does, not a defence against a method set on hiding its compute:
+the count lives in the method's own process. `verify()` checks after `unlearn()` that both hooks still
+work: canary forward passes are still counted, in and out of a vmap, and still stopped after a deadline;
+so removing the hooks for good, replacing `nn.Module.__call__` or putting the uncounted vmap back fails
+`budget_respected` ("the spend could not be verified"). What it cannot see is listed in the trust model:
+hooks removed and put back, modules run outside `nn.Module.__call__` (`forward` called directly, or
+layers as functions of their weights), compute in a forked child, examples moved out of the leading
+dimension, functorch's private vmap, training hidden in a checkpoint's recomputation, and the counter
+itself edited.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 import weakref
 from typing import Any
@@ -46,10 +49,13 @@ def wrap_torch_transforms() -> None:
     recompute.install()
 
 
-def _compiled(module: nn.Module) -> bool:
+def _scripted(module: nn.Module) -> bool:
     """A TorchScript module (`torch.jit.trace`/`script`) runs its submodules without calling them from Python:
     only its own call is seen, so it counts for the parameters of its whole tree."""
     return isinstance(module, torch.jit.ScriptModule)
+
+
+_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3; before, hooks stay eager
 
 
 class UnlearnerCancelled(RuntimeError):
@@ -67,22 +73,35 @@ class ExampleGradientCounter:
     def __init__(self, deadline: float = float("inf")) -> None:
         self.deadline = deadline
         self.cancelled = False
-        self.total = 0
+        self._eager_total = 0  # the running maximum of the counts kept in Python
         self._per_module: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+        # Counts of forward passes inside `torch.compile`d code, as tensors the compiled graph adds to (a
+        # Python count would be read while Dynamo traces, so it would guard on it and recompile each step).
+        # Held strongly, so that a compiled module's count outlives it; the counter lives for one unlearn().
+        self._in_graph: dict[nn.Module, torch.Tensor] = {}
+        self._lock = threading.Lock()  # a method's threads count into the same tallies
         self._handle: Any = None
         self._count_handle: Any = None
+
+    @property
+    def total(self) -> int:
+        """The spend: the largest count of any module, counted eagerly and in compiled graphs together."""
+        best = self._eager_total
+        for module, tally in list(self._in_graph.items()):
+            best = max(best, self._per_module.get(module, 0) + int(tally))
+        return best
 
     def _hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         """Before each forward pass: stop a method whose time is up."""
         if self.cancelled:
             raise UnlearnerCancelled("unlearner exceeded its time limit")
-        if time.monotonic() > self.deadline:
+        if not _compiling() and time.monotonic() > self.deadline:  # Dynamo cannot trace a clock
             self.cancelled = True
             raise UnlearnerCancelled("unlearner exceeded its time limit")
 
     def _count(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """After each forward pass: its examples, if the module has parameters and autograd was on."""
-        if not torch.is_grad_enabled() or next(module.parameters(recurse=_compiled(module)), None) is None:
+        if not torch.is_grad_enabled() or next(module.parameters(recurse=_scripted(module)), None) is None:
             return
         if recompute.recomputing():  # a checkpoint rebuilding activations: these examples were counted
             return
@@ -93,15 +112,28 @@ class ExampleGradientCounter:
         if examples is None:
             if first.dim() == 0:
                 return
-            examples = int(first.shape[0])
-        count = self._per_module.get(module, 0) + examples
-        self._per_module[module] = count
-        if count > self.total:
-            self.total = count
+            examples = first.shape[0]
+        if _compiling():  # traced into the compiled graph: the count is one of its tensor operations
+            tally = self._in_graph.get(module)
+            if tally is None:
+                tally = torch.zeros((), dtype=torch.int64, device=first.device)
+                self._in_graph[module] = tally
+            tally.add_(examples)
+            return
+        with self._lock:
+            count = self._per_module.get(module, 0) + int(examples)
+            self._per_module[module] = count
+            if count > self._eager_total:
+                self._eager_total = count
 
     def install(self) -> ExampleGradientCounter:
         wrap_torch_transforms()  # idempotent; a worker calls it earlier, before the method's module is imported
         if self._handle is None:
+            # Dynamo does not guard compiled code on module hooks: code compiled while no counter was installed
+            # (at the method's import, or by the harness in the inline mode) would run uncounted. Forget it all
+            # (nothing was compiled where Dynamo was never imported: importing it would cost about a second).
+            if "torch._dynamo" in sys.modules:
+                torch.compiler.reset()
             self._handle = register_module_forward_pre_hook(self._hook)
             self._count_handle = register_module_forward_hook(self._count, with_kwargs=True)
         return self
@@ -126,7 +158,7 @@ class ExampleGradientCounter:
         moved into the past must be stopped. Call it while installed, after the method returned: the canaries' examples
         are not counted in `total`, and the deadline is put back.
         """
-        total, deadline, cancelled = self.total, self.deadline, self.cancelled
+        total, deadline, cancelled = self._eager_total, self.deadline, self.cancelled
         canary = nn.Linear(2, 1)
         try:
             with torch.enable_grad():
@@ -139,7 +171,7 @@ class ExampleGradientCounter:
             return f"a canary forward pass failed ({type(exc).__name__}: {exc})"
         finally:
             seen = self._per_module.pop(canary, 0)
-            self.total = total
+            self._eager_total = total
         if seen in (9, 12) and not (seen == 12 and vmap_lanes.installed()):
             return "torch.vmap was replaced by one that does not count its lanes: examples in a vmap are not counted"
         if seen != 12:  # 3 + 4 + 5 lanes
@@ -157,7 +189,7 @@ class ExampleGradientCounter:
         finally:
             self.deadline, self.cancelled = deadline, cancelled
             self._per_module.pop(canary, None)
-            self.total = total
+            self._eager_total = total
         return (
             "the harness's global forward hook was removed or replaced: its time limit no longer stops forward passes"
         )

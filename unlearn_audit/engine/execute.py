@@ -60,6 +60,8 @@ def execute(
     error = trace = spend_problem = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
+        # torch says this of any compiled module while global hooks exist: the harness's counter, not the method
+        warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks")
         seed_everything(request.seed)
         started = time.perf_counter()
         with counter:

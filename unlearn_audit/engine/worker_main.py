@@ -270,6 +270,8 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
     os.environ.update(env)
     os.environ["TMPDIR"] = home  # the one place it may write (tempfile reads this, torch's caches follow it)
     os.environ.setdefault("CUDA_CACHE_PATH", os.path.join(home, ".nv"))  # the driver's kernel cache, not ~/.nv
+    if hello.get("sandbox") is not None:  # it may write only here: so must the compilers the method uses
+        os.environ.update(compiler_caches(home))
     import tempfile
 
     tempfile.tempdir = None  # a forkserver may have looked it up before this process was forked
@@ -290,6 +292,19 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
 
         traceback.print_exc()
     exit_now(status)
+
+
+def compiler_caches(home: str) -> dict[str, str]:
+    """Where `torch.compile` (Inductor, and Triton on a GPU) and the CUDA driver keep what they build, inside
+    a sandboxed worker's home. Their defaults or the user's settings (`~/.triton`, a shared
+    `TORCHINDUCTOR_CACHE_DIR`) lie where the sandbox forbids writing: a compiled method failed with
+    `InductorError: PermissionError`. The cache goes with the worker; Inductor's default is already here."""
+    return {
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(home, ".cache", "torchinductor"),
+        "TRITON_HOME": home,
+        "TRITON_CACHE_DIR": os.path.join(home, ".triton", "cache"),
+        "CUDA_CACHE_PATH": os.path.join(home, ".nv"),
+    }
 
 
 def _forget_inherited_multiprocessing_folder() -> None:
