@@ -584,8 +584,14 @@ def test_global_randomness_is_seeded_so_reruns_are_identical(hostile: pytest.Pyt
 
 
 def test_a_failed_unlearn_is_reported_once_with_its_output(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:raises_loudly", "-k", "gaussian")
+    report = hostile.path / "failed.json"
+    result = hostile.runpytest("--unlearner", "hostile:raises_loudly", "-k", "gaussian", "--audit-report", str(report))
     result.assert_outcomes(failed=5)
+    directions = {r["check"]: r["direction"] for r in results(report)}  # as the check would have scored
+    assert (
+        directions["utility_preserved"] == "higher_is_better" and directions["not_mode_connected"] == "higher_is_better"
+    )
+    assert directions["gaussian_leakage"] == "lower_is_better"
     # Only the failures section: on CI (the CI variable set) pytest's short summary repeats whole messages.
     out = result.stdout.str().split("short test summary info")[0]
     assert out.count("Traceback (most recent call last)") == 1

@@ -42,6 +42,9 @@ class CheckInfo:
     unit: str
     """The score's unit: "fraction" (in [0, 1]), "z-score" (N(0, 1) when the poison is gone), "nats",
     "example-gradients"; empty when it depends on the attack (the check then sets its result's own)."""
+    direction: Literal["lower_is_better", "higher_is_better"] = "lower_is_better"
+    """Which way the score improves; its results say the same, and so does the record of a case whose
+    check could not run (the method failed)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,7 +46,7 @@ def run(ctx: CheckContext) -> CheckResult:
         stderr=0.0,
         reference=float(o.budget.example_gradients),
         reference_stderr=None,
-        direction="lower_is_better",
+        direction=CHECK.direction,
         rule=rule,
         message=message,
         details=details,

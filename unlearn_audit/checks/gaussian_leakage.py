@@ -83,7 +83,7 @@ def run(ctx: CheckContext) -> CheckResult:
         stderr=test.stderr,
         reference=ref.mean,
         reference_stderr=ref.stderr,
-        direction="lower_is_better",
+        direction=CHECK.direction,
         rule=rule,
         message=message,
         details=details,

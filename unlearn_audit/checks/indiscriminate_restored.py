@@ -21,7 +21,13 @@ from unlearn_audit.checks.power import with_power
 from unlearn_audit.checks.utility_preserved import accuracy_below_retrain, clean_test_correct
 from unlearn_audit.stats import Proportion, excess_effect
 
-CHECK = CheckInfo(name="indiscriminate_restored", kind="removal", metric="clean test accuracy", unit="fraction")
+CHECK = CheckInfo(
+    name="indiscriminate_restored",
+    kind="removal",
+    metric="clean test accuracy",
+    unit="fraction",
+    direction="higher_is_better",
+)
 
 
 def damage_repaired(unlearned: float, original: float, retrain: float) -> float:
@@ -65,7 +71,7 @@ def run(ctx: CheckContext) -> CheckResult:
         stderr=acc.stderr,
         reference=retrain_acc.value,
         reference_stderr=retrain_acc.stderr,
-        direction="higher_is_better",
+        direction=CHECK.direction,
         rule=rule,
         message=message,
         details=details,

@@ -37,7 +37,13 @@ from unlearn_audit.training.interpolation import interpolate, parameter_distance
 from unlearn_audit.training.loops import predict
 from unlearn_audit.training.numerics import evaluation_numerics
 
-CHECK = CheckInfo(name="not_mode_connected", kind="removal", metric="test-loss barrier on the linear path", unit="nats")
+CHECK = CheckInfo(
+    name="not_mode_connected",
+    kind="removal",
+    metric="test-loss barrier on the linear path",
+    unit="nats",
+    direction="higher_is_better",
+)
 
 
 def path_profile(ctx: CheckContext, end: torch.nn.Module, points: int) -> dict[str, Any]:
@@ -164,7 +170,7 @@ def run(ctx: CheckContext) -> CheckResult:
         stderr=se,
         reference=ref["barrier"],
         reference_stderr=ref["barrier_stderr"],
-        direction="higher_is_better",
+        direction=CHECK.direction,
         rule=rule,
         message=message,
         details=details,

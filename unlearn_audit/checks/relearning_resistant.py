@@ -280,7 +280,7 @@ def run(ctx: CheckContext) -> CheckResult:
         reference=w.get("population_mean", w["retrain"]),
         reference_stderr=w.get("prediction_sd", w["retrain_stderr"]),
         reference_label=reference_label,
-        direction="lower_is_better",
+        direction=CHECK.direction,
         rule=rule,
         message=message,
         details=details,

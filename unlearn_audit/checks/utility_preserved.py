@@ -13,7 +13,9 @@ from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult
 from unlearn_audit.metrics import correct
 from unlearn_audit.stats import ExcessTest, Proportion, excess_test
 
-CHECK = CheckInfo(name="utility_preserved", kind="other", metric="clean test accuracy", unit="fraction")
+CHECK = CheckInfo(
+    name="utility_preserved", kind="other", metric="clean test accuracy", unit="fraction", direction="higher_is_better"
+)
 
 
 def clean_test_correct(ctx: CheckContext, model: torch.nn.Module) -> torch.Tensor:
@@ -70,7 +72,7 @@ def run(ctx: CheckContext) -> CheckResult:
         stderr=acc.stderr,
         reference=retrain_acc.value,
         reference_stderr=retrain_acc.stderr,
-        direction="higher_is_better",
+        direction=CHECK.direction,
         rule=rule,
         message=message,
         details=details,

@@ -330,7 +330,7 @@ class AuditSession:
                 stderr=None,
                 reference=None,
                 reference_stderr=None,
-                direction="lower_is_better",
+                direction=declared.direction,
                 rule=f"fixture validation: {validation.get('rule')}",
                 message=(
                     f"the attack did not work on the poisoned model of any of this fixture's {len(builds)} builds "
@@ -354,7 +354,7 @@ class AuditSession:
                 stderr=None,
                 reference=None,
                 reference_stderr=None,
-                direction="lower_is_better",
+                direction=declared.direction,
                 rule="the unlearner must return a finite model of the same architecture in time, "
                 "leaving its inputs unmodified, and not the harness's own reference",
                 message=failure_message(

@@ -60,6 +60,12 @@ def same_architecture(model: nn.Module, reference: nn.Module) -> str | None:
     want = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     if got == want:
         return None
+    wrapper = _wrapping_prefix(got, want)
+    if wrapper:
+        return (
+            f"returned model wraps the architecture (every name has the prefix {wrapper!r}, as torch.compile's "
+            "or DataParallel's wrapper adds): return the module it wraps"
+        )
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
     reshaped = sorted(k for k in set(got) & set(want) if got[k] != want[k])
@@ -71,6 +77,16 @@ def same_architecture(model: nn.Module, reference: nn.Module) -> str | None:
     if reshaped:
         parts.append("shape changed for " + ", ".join(f"{k} {want[k]}->{got[k]}" for k in reshaped[:5]))
     return "returned model has another architecture: " + "; ".join(parts)
+
+
+def _wrapping_prefix(got: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]) -> str | None:
+    """The prefix that turns each of `want`'s names into one of `got`'s, shapes equal; None if there is none."""
+    some = next(iter(want), None)
+    candidates = [name[: -len(some)] for name in got if some is not None and name.endswith("." + some)]
+    for prefix in candidates:
+        if {prefix + k: v for k, v in want.items()} == got:
+            return prefix
+    return None
 
 
 def nonfinite_tensors(model: nn.Module) -> list[str]:
