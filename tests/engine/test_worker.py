@@ -144,6 +144,31 @@ def test_a_sandboxed_worker_keeps_compiler_caches_in_its_home(
     assert not outside.exists()
 
 
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="named semaphores live in /dev/shm on Linux")
+def test_a_worker_cleans_up_the_semaphores_its_method_made(method: str, package: Path) -> None:
+    """tqdm makes a multiprocessing lock for any progress bar: a named semaphore, which the worker's exit
+    must remove (else the harness's resource tracker warns of "leaked semaphore objects" at the end)."""
+    spec = module(
+        package,
+        "semaphore_method",
+        """
+        import multiprocessing
+        LOCK = multiprocessing.RLock()  # the default context's: named, registered for clean-up
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """,
+    )
+    before = set(os.listdir("/dev/shm"))
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    made = {name for name in set(os.listdir("/dev/shm")) - before if name.startswith("sem.")}
+    worker.close()
+    assert made, "the method's lock is a named semaphore while the worker runs"
+    assert not made & set(os.listdir("/dev/shm")), "and removed when it exits"
+
+
 def test_a_spec_that_does_not_resolve_is_a_start_error(method: str, package: Path) -> None:
     worker = UnlearnerWorker(module(package, "no_method", "X = 1\n"), WorkerOptions(device="cpu"))
     worker.start()

@@ -259,7 +259,9 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
 
     It becomes a session of its own (so that the harness can end it with everything it started), works
     in its private directory with the harness's settings out of its environment, writes its output to
-    the directory's log and never returns: `exit_now` skips the interpreter's teardown.
+    the directory's log, and ends through multiprocessing (`SystemExit` with its status): its clean-up runs,
+    which unregisters the semaphores the method made (tqdm makes one for any progress bar), else the
+    harness's resource tracker warned at the end of the session of "leaked semaphore objects".
     """
     os.setsid()
     from unlearn_audit.engine.reaper import become_subreaper
@@ -291,7 +293,12 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
         import traceback
 
         traceback.print_exc()
-    exit_now(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the method may have closed them
+            pass
+    sys.exit(status)
 
 
 def compiler_caches(home: str) -> dict[str, str]:
@@ -321,15 +328,3 @@ def _forget_inherited_multiprocessing_folder() -> None:
     settings = getattr(multiprocessing.current_process(), "_config", None)
     if isinstance(settings, dict):
         settings.pop("tempdir", None)
-
-
-def exit_now(status: int) -> None:
-    """Leave without the interpreter's teardown: with torch loaded it takes about 0.5 s (measured on
-    2 cores), paid once per worker at the end of every audit, and this process has nothing to save
-    (results travel in the request's files and on the control pipe, already written)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status)
