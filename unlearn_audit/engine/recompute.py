@@ -11,8 +11,8 @@ without private API, so this module wraps the public entry point, `torch.utils.c
 (which `checkpoint_sequential` and libraries that look it up at call time go through): of the runs of
 `fn` that one checkpoint call makes with autograd on, the first counts and later ones are marked as
 recomputations, which the counter skips. Installed in the worker before the method's module is
-imported. A method could mark its own training as recomputation only by reaching into this module,
-which is editing the counter (see the trust model).
+imported. A function that does more when it runs again (training inside its recomputation) is not
+counted for the extra: a determined method's way to hide compute, listed in the trust model.
 """
 
 from __future__ import annotations
