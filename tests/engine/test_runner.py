@@ -114,6 +114,28 @@ def test_a_compiled_model_is_counted_exactly_across_batch_sizes(fullgraph: bool)
         assert counter.total == 6
 
 
+def test_time_major_and_packed_sequences_count_their_batch() -> None:
+    """Modules with `batch_first=False` take (length, batch, features); a packed sequence has no leading batch."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    time_major, batch_first = nn.LSTM(8, 4), nn.LSTM(8, 4, batch_first=True)
+    attention = nn.MultiheadAttention(8, 2)
+    x = torch.randn(5, 6, 8)  # 6 sequences of length 5
+    with ExampleGradientCounter() as counter:
+        time_major(x)[0].sum().backward()
+        assert counter.total == 6
+        time_major(torch.randn(5, 8))[0].sum().backward()  # one unbatched sequence
+        assert counter.total == 7
+        attention(x, x, x)[0].sum().backward()
+        assert counter.total == 7  # 6 for the attention module itself
+        packed = pack_padded_sequence(torch.randn(3, 5, 8), torch.tensor([5, 3, 2]), batch_first=True)
+        batch_first(packed)[0].data.sum().backward()  # uncounted before: no tensor among its arguments
+        assert counter.total == 7  # 3 for this LSTM
+        batch_first(x.transpose(0, 1))[0].sum().backward()
+        assert counter.total == 9
+        assert counter.verify() is None
+
+
 def test_counter_removal_is_detected() -> None:
     from torch.nn.modules import module as internals
 

@@ -36,6 +36,7 @@ import torch
 import torch.func
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.nn.utils.rnn import PackedSequence
 
 from unlearn_audit.engine import recompute, vmap_lanes
 
@@ -53,6 +54,19 @@ def _scripted(module: nn.Module) -> bool:
     """A TorchScript module (`torch.jit.trace`/`script`) runs its submodules without calling them from Python:
     only its own call is seen, so it counts for the parameters of its whole tree."""
     return isinstance(module, torch.jit.ScriptModule)
+
+
+def _batch_size(module: nn.Module, first: torch.Tensor | PackedSequence) -> Any:
+    """How many examples a module's first input holds: its leading dimension, or, for the modules that take
+    time-major input (`batch_first=False`: RNNs, attention, transformer layers), its second where it is
+    batched; a packed sequence's first batch size. None for a scalar."""
+    if isinstance(first, PackedSequence):
+        return first.batch_sizes[0] if first.batch_sizes.numel() else None  # a tensor: no host sync when compiled
+    if first.dim() == 0:
+        return None
+    if getattr(module, "batch_first", True) is False:
+        return first.shape[1] if first.dim() == 3 else 1  # (length, batch, features), or one unbatched sequence
+    return first.shape[0]
 
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3; before, hooks stay eager
@@ -105,14 +119,16 @@ class ExampleGradientCounter:
             return
         if recompute.recomputing():  # a checkpoint rebuilding activations: these examples were counted
             return
-        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, (torch.Tensor, PackedSequence))), None)
         if first is None:
             return
         examples = vmap_lanes.lanes()  # inside a vmap: one per lane, whatever a lane's tensor looks like
         if examples is None:
-            if first.dim() == 0:
+            examples = _batch_size(module, first)
+            if examples is None:
                 return
-            examples = first.shape[0]
+        if isinstance(first, PackedSequence):
+            first = first.data
         if _compiling():  # traced into the compiled graph: the count is one of its tensor operations
             tally = self._in_graph.get(module)
             if tally is None:
