@@ -108,3 +108,31 @@ def test_putting_the_uncounted_vmap_back_fails_the_verification(monkeypatch: pyt
         assert "torch.vmap was replaced" in (counter.verify() or "")
         monkeypatch.undo()
         assert counter.verify() is None
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_compiled_functorch_transforms_are_counted_and_run(per_example: bool) -> None:
+    """Inside a transform a compiled graph may not mutate the count's tensor (Inductor failed on a compiled
+    `vmap(grad(loss))`, and `grad` alone): there the count is kept outside the graph."""
+    from torch.func import functional_call, grad, vmap
+
+    net, x, y = nn.Linear(8, 3), torch.randn(5, 8), torch.randint(0, 3, (5,))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def loss(p: dict, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(net, p, (xs,)), ys)
+
+    if per_example:
+        step = torch.compile(
+            lambda xs, ys: vmap(grad(loss), in_dims=(None, 0, 0))(params, xs[:, None], ys[:, None]), backend="aot_eager"
+        )
+    else:
+        step = torch.compile(lambda xs, ys: grad(loss)(params, xs, ys), backend="aot_eager")
+    expected = step.__wrapped__(x, y) if hasattr(step, "__wrapped__") else None
+    with ExampleGradientCounter() as counter:
+        got = step(x, y)
+        assert counter.total == 5
+        assert counter.verify() is None
+    if expected is not None:
+        for name in got:
+            torch.testing.assert_close(got[name], expected[name])

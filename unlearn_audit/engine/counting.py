@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.nn.utils.rnn import PackedSequence
 
-from unlearn_audit.engine import recompute, vmap_lanes
+from unlearn_audit.engine import recompute, transforms, vmap_lanes
 
 
 def wrap_torch_transforms() -> None:
@@ -47,6 +47,7 @@ def wrap_torch_transforms() -> None:
     Idempotent, results unchanged. Call it before the method's module is imported, so that the names it
     imports (`from torch.func import vmap`) are the wrapped ones."""
     vmap_lanes.install()
+    transforms.install()
     recompute.install()
 
 
@@ -70,6 +71,13 @@ def _batch_size(module: nn.Module, first: torch.Tensor | PackedSequence) -> Any:
 
 
 _compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3; before, hooks stay eager
+
+
+@torch.compiler.disable
+def _count_outside_the_graph(counter: ExampleGradientCounter, module: nn.Module, examples: Any) -> None:
+    """Inside a functorch transform in compiled code, where a graph may not mutate a tensor: Dynamo runs this
+    (and so the transformed code around it) eagerly, and the count is kept in Python."""
+    counter._count_eagerly(module, examples)
 
 
 class UnlearnerCancelled(RuntimeError):
@@ -130,12 +138,18 @@ class ExampleGradientCounter:
         if isinstance(first, PackedSequence):
             first = first.data
         if _compiling():  # traced into the compiled graph: the count is one of its tensor operations
+            if vmap_lanes.lanes() is not None or transforms.inside():  # no mutation allowed there
+                _count_outside_the_graph(self, module, examples)
+                return
             tally = self._in_graph.get(module)
             if tally is None:
                 tally = torch.zeros((), dtype=torch.int64, device=first.device)
                 self._in_graph[module] = tally
             tally.add_(examples)
             return
+        self._count_eagerly(module, examples)
+
+    def _count_eagerly(self, module: nn.Module, examples: Any) -> None:
         with self._lock:
             count = self._per_module.get(module, 0) + int(examples)
             self._per_module[module] = count
