@@ -58,6 +58,14 @@ GOOD = """
     """
 
 
+def start_and_close(spec: str) -> None:
+    """Start a worker for `spec` (its module runs at import), wait until it is ready, close it."""
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    worker.close()
+
+
 def test_start_method_rules(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(START_METHOD_ENV, raising=False)
     assert start_method("cuda") == "spawn" and start_method("cuda:1") == "spawn"
@@ -110,10 +118,7 @@ def test_every_worker_can_start_processes_of_its_own(method: str, package: Path)
         """,
     )
     for _ in range(2):
-        worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
-        worker.start()
-        worker.wait_ready(timeout=120)
-        worker.close()
+        start_and_close(spec)
 
 
 def test_a_sandboxed_worker_keeps_compiler_caches_in_its_home(
@@ -137,10 +142,7 @@ def test_a_sandboxed_worker_keeps_compiler_caches_in_its_home(
                 return model
         """,
     )
-    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
-    worker.start()
-    worker.wait_ready(timeout=120)
-    worker.close()
+    start_and_close(spec)
     assert not outside.exists()
 
 

@@ -407,28 +407,19 @@ def test_a_confined_method_reaches_no_network_no_cache_and_no_other_worker(
     assert "read another worker's directory" not in text
 
 
-def test_stripping_module_hooks_is_still_counted(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:clears_module_hooks", "-k", "budget and gaussian")
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("clears_module_hooks", "spent 6435 example-gradients, budget 4311"),
+        ("clears_global_hooks", "the spend could not be verified: the harness's global forward hook was removed"),
+        ("per_example_gradients", "spent 8622 example-gradients, budget 4311"),  # vmap lanes count as examples
+        ("puts_the_uncounted_vmap_back", "the spend could not be verified: torch.vmap was replaced"),
+    ],
+)
+def test_the_budget_count_survives_what_methods_do_to_it(hostile: pytest.Pytester, method: str, expected: str) -> None:
+    result = hostile.runpytest("--unlearner", f"hostile:{method}", "-k", "budget and gaussian")
     result.assert_outcomes(failed=1)
-    assert "spent 6435 example-gradients, budget 4311" in result.stdout.str()
-
-
-def test_removing_the_global_counter_fails_the_budget(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:clears_global_hooks", "-k", "budget and gaussian")
-    result.assert_outcomes(failed=1)
-    assert "the spend could not be verified: the harness's global forward hook was removed" in result.stdout.str()
-
-
-def test_per_example_gradients_in_a_vmap_are_counted(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:per_example_gradients", "-k", "budget and gaussian")
-    result.assert_outcomes(failed=1)
-    assert "spent 8622 example-gradients, budget 4311" in result.stdout.str()
-
-
-def test_putting_the_uncounted_vmap_back_fails_the_budget(hostile: pytest.Pytester) -> None:
-    result = hostile.runpytest("--unlearner", "hostile:puts_the_uncounted_vmap_back", "-k", "budget and gaussian")
-    result.assert_outcomes(failed=1)
-    assert "the spend could not be verified: torch.vmap was replaced" in result.stdout.str()
+    assert expected in result.stdout.str()
 
 
 def _scores(path: Path, unlearner: str) -> dict[str, tuple[str, float]]:
