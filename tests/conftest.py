@@ -23,11 +23,18 @@ if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
 
 # pytester's in-process runs restore sys.modules afterwards; a C extension such as torch cannot
 # be imported twice in one process, so import everything heavy once, before any of those runs.
-import torch  # noqa: F401
+import functorch  # noqa: F401  (the budget counter wraps its transforms)
+import torch
 
 import unlearn_audit.engine.session  # noqa: F401
 import unlearn_audit.methods  # noqa: F401
 import unlearn_audit.tools.progress  # noqa: F401
+
+# The same for torch's compiler stack, which registers operator libraries that cannot be registered twice: a
+# run that imported it first dropped it, and the next compile failed with "Only a single TORCH_LIBRARY can be
+# used to register the namespace quantized_decomposed". Naming a function to torch.compile imports the stack
+# without compiling anything.
+torch.compile(lambda x: x)
 
 # One torch thread: robust on a busy 2-core CI machine (see unlearn_audit.engine.session.configure_threads).
 torch.set_num_threads(1)
