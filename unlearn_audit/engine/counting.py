@@ -130,15 +130,14 @@ class ExampleGradientCounter:
         first = next((a for a in (*args, *kwargs.values()) if isinstance(a, (torch.Tensor, PackedSequence))), None)
         if first is None:
             return
-        examples = vmap_lanes.lanes()  # inside a vmap: one per lane, whatever a lane's tensor looks like
+        lanes = vmap_lanes.lanes()  # inside a vmap: one per lane, whatever a lane's tensor looks like
+        examples = lanes if lanes is not None else _batch_size(module, first)
         if examples is None:
-            examples = _batch_size(module, first)
-            if examples is None:
-                return
+            return
         if isinstance(first, PackedSequence):
             first = first.data
         if _compiling():  # traced into the compiled graph: the count is one of its tensor operations
-            if vmap_lanes.lanes() is not None or transforms.inside():  # no mutation allowed there
+            if lanes is not None or transforms.inside():  # no mutation allowed there
                 _count_outside_the_graph(self, module, examples)
                 return
             tally = self._in_graph.get(module)
@@ -202,7 +201,7 @@ class ExampleGradientCounter:
         finally:
             seen = self._per_module.pop(canary, 0)
             self._eager_total = total
-        if seen in (9, 12) and not (seen == 12 and vmap_lanes.installed()):
+        if seen == 9 or (seen == 12 and not vmap_lanes.installed()):  # 9: the canary's vmap counted its 2 features
             return "torch.vmap was replaced by one that does not count its lanes: examples in a vmap are not counted"
         if seen != 12:  # 3 + 4 + 5 lanes
             return (
