@@ -20,7 +20,12 @@ def test_package_list_names_every_package_folder() -> None:
     setuptools = _pyproject()["tool"]["setuptools"]
     folders = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "unlearn_audit").rglob("__init__.py")}
     mapped = {name for name in setuptools["package-dir"]}
-    assert set(setuptools["packages"]) == folders | mapped
+    recipe_folders = {
+        f"unlearn_audit.fixtures.{p.name}"
+        for p in (ROOT / "fixtures").iterdir()
+        if p.is_dir() and p.name.isidentifier()
+    }
+    assert set(setuptools["packages"]) == folders | mapped | recipe_folders
     assert setuptools["package-dir"] == {
         "unlearn_audit.conformance": "conformance",
         "unlearn_audit.fixtures": "fixtures",
