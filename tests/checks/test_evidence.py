@@ -119,6 +119,24 @@ def test_any_applies_bonferroni_over_its_parts() -> None:
     assert d.summary.startswith("k=0: ") and "; k=10: " in d.summary and "; k=50: " in d.summary
 
 
+@pytest.mark.parametrize("rejected", [False, True])
+def test_any_shows_the_part_with_the_strongest_evidence_as_one_seed_does(rejected: bool) -> None:
+    """The first part (k=0) is the weakest: pooled or not, the result shows the strongest, failing or passing."""
+    strongest = 4.0 if rejected else 2.0
+    parts = {"k=0": evidence.unit_normal(0.5 * 5, 25), "k=10": evidence.unit_normal(strongest * 5, 25)}
+    parts["k=50"] = evidence.unit_normal(1.0 * 5, 25)
+    d = evidence.decide([evidence.any_of(parts, 3)] * 2, 0.01)
+    assert d.rejected is rejected and d.part == "k=10"
+    assert d.score == pytest.approx(strongest / 5) and d.statistic == pytest.approx(strongest * math.sqrt(2))
+    counts = {  # Newcombe-Wilson gives no p-value: the largest lower bound of the excess
+        f"k={k}": evidence.excess(Proportion(hits, 100), Proportion(10, 100), 0.0, "a")
+        for k, hits in ((0, 12), (10, 30), (50, 20))
+    }
+    assert evidence.decide([evidence.any_of(counts, 3)], 0.01).part == "k=10"
+    unusable = {**parts, "k=50": evidence.unit_normal(math.nan, 25)}  # no usable scores: fails for sure
+    assert evidence.decide([evidence.any_of(unusable, 3)], 0.01).part == "k=50"
+
+
 def test_exact_fails_with_any_failing_seed_and_reports_the_largest_spend() -> None:
     d = evidence.decide([evidence.exact(False, 10.0), evidence.exact(False, 30.0)], 0.01)
     assert not d.rejected and d.score == 30.0 and d.summary == "every one of 2 seeds passed"

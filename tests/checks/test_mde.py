@@ -4,6 +4,7 @@ and the MDE shrinks as seeds are pooled."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -152,6 +153,47 @@ def test_any_reports_each_part_and_the_largest_finite_as_the_checks_mde() -> Non
     assert found is not None and found.parts is not None
     assert found.parts["k=0"] < 0.05 and math.isinf(found.parts["k=50"])
     assert found.value == found.parts["k=10"]
+
+
+def test_a_result_over_parts_shows_the_mde_of_the_part_its_score_is_of() -> None:
+    """A relearning result shows one k's score: beside it that k's MDE, not the largest over k (which reads as
+    'an excess below the MDE failed')."""
+    from unlearn_audit.checks.pooling import pool
+    from unlearn_audit.reports.collector import _mde
+
+    def seed(excess_at_0: float) -> dict:
+        return evidence.any_of(
+            {
+                "k=0": evidence.population(excess_at_0, 324, [0.0] * 25, 0.0),
+                "k=10": evidence.population(0.53, 324, population_values(0.53, 0.049, 25), 0.0),
+            },
+            2,
+        )
+
+    results = [
+        CheckResult(
+            check="relearning_resistant",
+            verdict="fail",
+            score=0.06,
+            stderr=0.013,
+            reference=0.0,
+            reference_stderr=0.0,
+            direction="lower_is_better",
+            rule="r",
+            details={"evidence": seed(0.06)},
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    pooled = pool([0, 1], results, ALPHA)
+    d = pooled.details
+    assert pooled.verdict == "fail" and d["score_part"] == "k=0" and pooled.score == pytest.approx(0.06)
+    assert d["mde_parts"]["k=0"] < 0.06 < d["mde"] == d["mde_parts"]["k=10"]
+    assert _mde(d) == f"{d['mde_parts']['k=0']:.3f}"
+    text = pooled.explain()
+    assert f"MDE        {d['mde_parts']['k=0']:.3g} at k=0, as the score (the largest over the parts: " in text
+    assert "smallest excess over the reference" in text
+    higher = dataclasses.replace(pooled, direction="higher_is_better", details={"mde": 0.1})
+    assert "MDE        0.1: the smallest shortfall below the reference" in higher.explain()
 
 
 def test_with_mde_stores_infinity_as_none_with_a_note() -> None:

@@ -21,6 +21,9 @@ CheckKind = Literal["removal", "other"]
 POWER_TARGET = 0.8
 """A check whose power against the unremoved poison is below this says "low power" (`checks.power`)."""
 
+NONE_DETECTED = f"no excess within the score's range is detected with probability {POWER_TARGET:g}"
+"""What a report says where a test has no MDE within the score's range (`checks.mde`)."""
+
 
 @dataclass(frozen=True)
 class CheckInfo:
@@ -86,21 +89,42 @@ class CheckResult:
             f"  reference  {fmt(self.reference, self.reference_stderr)}  ({self.reference_label})",
             f"  rule       {self.rule}",
         ]
-        mde = self.details.get("mde")
+        mde, part = shown_mde(self.details)
+        gap = "excess over" if self.direction == "lower_is_better" else "shortfall below"
+        unit = f" {self.unit}" if self.unit else ""
+        where = ""
+        if part is not None:
+            largest = self.details.get("mde")
+            where = f" at {part}, as the score" + (
+                f" (the largest over the parts: {largest:.3g})" if isinstance(largest, (int, float)) else ""
+            )
         if isinstance(mde, (int, float)):
-            unit = f" {self.unit}" if self.unit else ""
             lines.append(
-                f"  MDE        {mde:.3g}{unit}: the smallest excess over the reference this test detects with "
+                f"  MDE        {mde:.3g}{unit}{where}: the smallest {gap} the reference this test detects with "
                 f"probability {POWER_TARGET:g}"
             )
-        elif self.details.get("mde_note"):
-            lines.append(f"  MDE        none: {self.details['mde_note']}")
+        elif part is not None or self.details.get("mde_note"):
+            lines.append(f"  MDE        none{where}: {self.details.get('mde_note') or NONE_DETECTED}")
         if self.message:
             lines.append(f"  why        {self.message}")
         shown = {k: v for k, v in self.details.items() if not isinstance(v, (list, dict))}
         if shown:
             lines.append("  details    " + ", ".join(f"{k}={_short(v)}" for k, v in shown.items()))
         return "\n".join(lines)
+
+
+def shown_mde(details: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The MDE that goes with the shown score, and the part it is of (None: the test has no parts).
+
+    A test over parts (the relearning check's attacker sizes k) shows the score of one part (`score_part`), so
+    it shows that part's MDE beside it; `mde` stays the largest over the parts, the excess the test detects at
+    whichever part it occurs. None where the test has no MDE or none within the score's range."""
+    parts, part = details.get("mde_parts"), details.get("score_part")
+    if isinstance(parts, dict) and isinstance(part, str) and part in parts:
+        value = parts[part]
+        return (float(value) if isinstance(value, (int, float)) else None), part
+    mde = details.get("mde")
+    return (float(mde) if isinstance(mde, (int, float)) else None), None
 
 
 def _short(v: Any) -> str:

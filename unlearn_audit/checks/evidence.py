@@ -52,6 +52,7 @@ class Decision:
     summary: str  # one line: the test and its outcome, for the pooled result's message
     stderr: float | None = None
     reference_stderr: float | None = None
+    part: str | None = None  # a test over named parts: the part whose score, reference and statistic these are
 
 
 def unit_normal(total: float, n: int, alternative: str = "two-sided") -> Evidence:
@@ -229,7 +230,8 @@ def _any(evidence: list[Evidence], alpha: float) -> Decision:
     names = list(evidence[0]["parts"])
     parts = {name: decide([e["parts"][name] for e in evidence], alpha / divisor) for name in names}
     failed = [name for name, d in parts.items() if d.rejected]
-    worst = parts[failed[0]] if failed else parts[names[0]]
+    shown = _strongest(parts)
+    worst = parts[shown]
     summary = "; ".join(f"{name}: {d.summary}" for name, d in parts.items())
     return Decision(
         bool(failed),
@@ -240,7 +242,23 @@ def _any(evidence: list[Evidence], alpha: float) -> Decision:
         summary,
         worst.stderr,
         worst.reference_stderr,
+        part=shown,
     )
+
+
+def _strongest(parts: dict[str, Decision]) -> str:
+    """The part with the strongest evidence against the method, which a check over parts reports (as one seed's
+    relearning check reports its worst k): one with no usable scores, else the smallest p-value, else (a test
+    without one: Newcombe-Wilson's lower bound, against the same margin in every part) the largest statistic.
+    The parts share one level, so it is a failing part whenever any part fails."""
+
+    def weakness(name: str) -> tuple[int, float]:
+        d = parts[name]
+        if d.statistic is None:
+            return (0, 0.0) if d.rejected else (2, 0.0)
+        return (1, d.p_value) if d.p_value is not None else (1, -d.statistic)
+
+    return min(parts, key=weakness)
 
 
 def _exact(evidence: list[Evidence], alpha: float) -> Decision:

@@ -37,7 +37,7 @@ from typing import Any
 
 from scipy import stats as st
 
-from unlearn_audit.checks.base import POWER_TARGET, CheckResult
+from unlearn_audit.checks.base import NONE_DETECTED, POWER_TARGET, CheckResult
 from unlearn_audit.checks.evidence import Evidence
 from unlearn_audit.stats import Proportion, excess_test
 
@@ -79,9 +79,6 @@ def with_mde(result: CheckResult, evidence: list[Evidence], alpha: float) -> Che
     if found.parts is not None:
         details["mde_parts"] = found.parts
     return dataclasses.replace(result, details=details)
-
-
-NONE_DETECTED = f"no excess within the score's range is detected with probability {POWER_TARGET:g}"
 
 
 def observed_excess(evidence: Evidence) -> dict[str, float]:

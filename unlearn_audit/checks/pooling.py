@@ -103,6 +103,8 @@ def pool(seeds: list[int], results: list[CheckResult], alpha: float) -> CheckRes
         "pooled_test": decision.summary,
         "per_seed": per_seed,
     }
+    if decision.part is not None:  # a test over parts (attacker sizes k): whose score, reference and MDE are shown
+        details["score_part"] = decision.part
     first = used[0]
     result = CheckResult(
         check=first.check,

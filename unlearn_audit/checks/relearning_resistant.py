@@ -263,6 +263,7 @@ def run(ctx: CheckContext) -> CheckResult:
         message = f"the poison comes back under relearning ({what}): {bad}"
     details = {
         "worst_k": w["k"],
+        "score_part": f"k={w['k']}",  # the part of the evidence whose score is shown (as a pooled result names it)
         "before_relearning": per_size[0]["method_curve"][0][1],
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "relearning": per_size,

@@ -129,9 +129,9 @@ class ReportCollector:
 
         table = Table(
             title=(
-                "unlearn-audit: score ± stderr; reference = retrain under the same measurement "
-                "(the budget for budget_respected); MDE = the smallest excess over the reference "
-                "detected with probability 0.8"
+                "unlearn-audit: score ± stderr (k: the attacker size it is at); reference = retrain under the "
+                "same measurement (the budget for budget_respected); MDE = the smallest excess over (shortfall "
+                "below) the reference detected with probability 0.8"
             ),
             box=box.SIMPLE_HEAD,
             title_justify="left",
@@ -151,7 +151,7 @@ class ReportCollector:
                 str(r.check),
                 str(r.scenario),
                 seeds_text(r),
-                _pm(r.score, r.stderr),
+                _pm(r.score, r.stderr) + (f" ({d['score_part']})" if isinstance(d.get("score_part"), str) else ""),
                 _num(r.reference),
                 _mde(d),
                 _num(_original(r)),
@@ -176,11 +176,14 @@ def _original(r: ResultRecord) -> float | None:
 
 
 def _mde(details: dict[str, Any]) -> str:
-    """The minimal detectable effect; "none" when no excess within the score's range is detected."""
-    mde = details.get("mde")
-    if isinstance(mde, (int, float)):
+    """The minimal detectable effect of the score shown (its part's, for a test over parts such as attacker
+    sizes k); "none" when no excess within the score's range is detected."""
+    from unlearn_audit.checks.base import shown_mde
+
+    mde, part = shown_mde(details)
+    if mde is not None:
         return _num(mde)
-    return "none" if details.get("mde_note") else ""
+    return "none" if part is not None or details.get("mde_note") else ""
 
 
 def _low_power(details: dict[str, Any]) -> bool:
