@@ -21,6 +21,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,12 +96,36 @@ def end_leftovers(worker_pid: int | None) -> list[int]:
     ended = targets + late
     for pid in ended:
         _signal(pid, signal.SIGKILL)
+    _wait_until_dead(ended, KILL_GRACE)
     for pid in ended:
         try:
             os.waitpid(pid, os.WNOHANG)  # ours only where the worker was spawned by this process
         except ChildProcessError:
             pass
     return ended
+
+
+KILL_GRACE = 2.0
+"""Seconds to wait for killed processes to be gone: SIGKILL is delivered when the target next runs, which
+on a loaded machine can be after the worker exited; the job is over only when they are."""
+
+
+def _wait_until_dead(pids: list[int], grace: float) -> None:
+    """Until every one of `pids` is a zombie or gone (a zombie runs nothing), or `grace` seconds passed."""
+    deadline = time.monotonic() + grace
+    waiting = list(pids)
+    while waiting and time.monotonic() < deadline:
+        waiting = [pid for pid in waiting if _running(pid)]
+        if waiting:
+            time.sleep(0.005)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _signal(pid: int, sig: int) -> None:
