@@ -146,13 +146,17 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this torch sees a CUDA device")
-def test_a_device_this_torch_cannot_use_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    """Not an INTERNALERROR from moving the first model there."""
+@pytest.mark.parametrize("extra", [[], ["--collect-only"]])
+def test_a_device_this_torch_cannot_use_is_a_usage_error(
+    pytester: pytest.Pytester, tmp_path: Path, extra: list[str]
+) -> None:
+    """Not an INTERNALERROR from moving the first model there, and before collection (as every bad option)."""
     result = pytester.runpytest(
-        "--unlearner", f"{METHODS}:NoOp", "--audit-device", "cuda", "--audit-cache", str(tmp_path / "cache")
+        "--unlearner", f"{METHODS}:NoOp", "--audit-device", "cuda", "--audit-cache", str(tmp_path / "cache"), *extra
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--audit-device cuda: this torch" in result.stderr.str() and "sees no CUDA device" in result.stderr.str()
+    assert "collected" not in result.stdout.str() and not (tmp_path / "cache").exists()
 
 
 def test_collect_only_lists_readable_ids_without_building(pytester: pytest.Pytester, tmp_path: Path) -> None:

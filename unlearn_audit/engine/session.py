@@ -28,8 +28,9 @@ from unlearn_audit.engine.options import AuditOptions, WorkerOptions
 from unlearn_audit.engine.returned import identical_weights
 from unlearn_audit.engine.runner import UnlearnOutcome, budget_for, run_unlearner
 from unlearn_audit.engine.specs import names_reference_retrain, resolve_unlearner
+from unlearn_audit.engine.usable_device import check_device_usable
 from unlearn_audit.engine.worker import UnlearnerWorker, close_all
-from unlearn_audit.errors import RecipeError, UnusableDevice
+from unlearn_audit.errors import RecipeError
 from unlearn_audit.scenarios.build import validate_attack
 from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.scenarios.fixture import Fixture
@@ -44,23 +45,6 @@ def derived_timeout(fixture: Fixture) -> float:
     """Ten times what training the original model took when the fixture was built, at least 60 s."""
     seconds = float(fixture.meta.get("train_seconds", {}).get("original", 30.0))
     return max(60.0, 10.0 * seconds)
-
-
-def check_device_usable(device: torch.device) -> None:
-    """UnusableDevice, saying why, where this torch cannot run on `device` (before any model is moved there)."""
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise UnusableDevice(
-                f"--audit-device {device}: this torch ({torch.__version__}) sees no CUDA device"
-                + ("" if torch.version.cuda or torch.version.hip else ": it is a CPU build")
-            )
-        if device.index is not None and device.index >= count:
-            raise UnusableDevice(f"--audit-device {device}: this machine has {count} CUDA device(s), 0 to {count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UnusableDevice(f"--audit-device {device}: MPS is not available here")
-    elif device.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise UnusableDevice(f"--audit-device {device}: this torch sees no XPU device")
 
 
 @dataclass

@@ -159,6 +159,15 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         raise usage_error(f"--audit-sandbox must be on or off, got {sandbox!r}")
     if max_memory and isolation == "inline":
         raise usage_error("--audit-max-memory caps a worker process; it cannot apply with --audit-isolation inline")
+    device = _option(config, "audit_device", check_device_name, lambda d: True, DEVICE_REQUIREMENT)
+    if device and device.partition(":")[0] != "cpu":  # asking torch costs its import: not for the CPU
+        from unlearn_audit.engine.usable_device import check_device_usable
+        from unlearn_audit.errors import UnusableDevice
+
+        try:
+            check_device_usable(device)
+        except UnusableDevice as exc:
+            raise usage_error(str(exc)) from None
     return AuditSettings(
         unlearners=specs,
         profile=profile,
@@ -167,7 +176,7 @@ def parse_settings(config: pytest.Config) -> AuditSettings:
         budgets=budgets or (DEFAULT_BUDGET_FRACTION,),
         threads=threads,
         timeout=timeout,
-        device=_option(config, "audit_device", check_device_name, lambda d: True, DEVICE_REQUIREMENT),
+        device=device,
         cache_dir=(cache if is_remote(cache) else str(local_path(cache).resolve())) if cache else None,
         baseline=str(Path(baseline).expanduser().resolve()) if baseline else None,
         update_baseline=update_baseline,
