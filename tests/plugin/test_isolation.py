@@ -285,6 +285,12 @@ HOSTILE = textwrap.dedent(
         import warnings
         warnings.warn("a warning from the method")
         raise RuntimeError("boom from the method")
+
+    def talks_and_returns(model, request):
+        print("hello from a method that works")
+        import warnings
+        warnings.warn("a warning from a method that works")
+        return model
     '''
 )
 
@@ -588,6 +594,21 @@ def test_a_failed_unlearn_is_reported_once_with_its_output(hostile: pytest.Pytes
     assert out.count("Traceback (most recent call last)") == 1
     assert out.count("hello from the method") == 1 and out.count("a warning from the method") == 1
     assert out.count("unlearn() failed (see test_budget_respected.py::") == 4
+
+
+@pytest.mark.parametrize("show", ["-rA", "-s"])
+def test_what_a_working_method_prints_is_shown_once(hostile: pytest.Pytester, show: str) -> None:
+    """As pytest shows a test's own output: in the report of one test of the case (-rA, or under a failure),
+    or at once with -s; not only in the JSON report."""
+    result = hostile.runpytest("--unlearner", "hostile:talks_and_returns", "-k", "gaussian and not relearning", show)
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str().split("short test summary info")[0]
+    assert out.count("hello from a method that works") == 1
+    assert out.count("a warning from a method that works") == 1
+    if show == "-rA":
+        assert "Captured stdout of unlearn() of seed 0 call" in out
+    else:
+        assert "--- stdout of unlearn() of seed 0 ---" in out
 
 
 @pytest.mark.parametrize(

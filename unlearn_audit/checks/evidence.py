@@ -195,6 +195,7 @@ def _population(evidence: list[Evidence], alpha: float) -> Decision:
         f"{'pooled ' if seeds > 1 else ''}{value:.3f} vs {refs} clean models {test.reference_mean:.3f} "
         f"(prediction sd {test.prediction_sd:.3f}), t = {test.t:.2f}, p = {test.p_value:.2g} "
         f"(margin {evidence[0]['margin']:g}, alpha {alpha:.3g}): {'fail' if test.rejected else 'pass'}",
+        stderr=math.sqrt(max(value * (1 - value), 0.0) / trials) if trials else None,  # binomial, all inputs
         reference_stderr=test.prediction_sd,
     )
 

@@ -35,7 +35,7 @@ from unlearn_audit.scenarios.build import validate_attack
 from unlearn_audit.scenarios.cache import FixtureCache
 from unlearn_audit.scenarios.fixture import Fixture
 from unlearn_audit.scenarios.measurements import MeasurementStore, numerics
-from unlearn_audit.scenarios.prepared import mark_prepared
+from unlearn_audit.scenarios.prepared import mark_prepared, marker_path
 from unlearn_audit.scenarios.provenance import built_with, fixture_id
 from unlearn_audit.scenarios.recipes import ScenarioRecipe, load_profile_recipes
 from unlearn_audit.scenarios.seeds import derived_seed
@@ -55,7 +55,7 @@ class AuditSession:
     _outcomes: dict[tuple[str, str, int, float], UnlearnOutcome] = field(default_factory=dict)
     _reported_in: dict[tuple[str, str, int, float | None], str] = field(
         default_factory=dict
-    )  # the test showing a failure in full
+    )  # the test that shows a case's unlearn() in full: its failure (in the message) or its captured output
     _measurements: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = field(
         default_factory=weakref.WeakKeyDictionary
     )
@@ -136,6 +136,12 @@ class AuditSession:
             torch.get_num_threads(),
             numerics(self.device.type),
         )
+
+    def references_stored(self, scenario: str, seed: int) -> bool:
+        """Whether `prepare_references` would only load: the fixture is marked prepared for this environment."""
+        fixture = self.fixture(scenario, seed)
+        marker = marker_path(fixture.path, fixture.recipe.check_options, self.device.type, torch.get_num_threads())
+        return marker is not None and marker.is_file()
 
     def progress_for(self, scenario: str, seed: int) -> Callable[[str, int, int, float], None] | None:
         """A progress callback whose labels name the scenario and seed, or None when the session shows no progress."""
@@ -298,9 +304,12 @@ class AuditSession:
             # A fixture rebuilt after its attack failed validation says which build it is.
             **({"fixture_build_seed": fixture.meta.get("build_seed"), "fixture_builds": len(builds)} if builds else {}),
         }
+        shown_in = self._reported_in.setdefault((spec, scenario, seed, budget), nodeid or "the first test of this case")
         captured = {k: v for k, v in outcome.output.items() if v}
         if captured:
             meta["unlearn_output"] = captured
+            if outcome.ok:  # a failure's message carries it instead (`failure_message`)
+                meta["unlearn_output_in"] = shown_in
         validation = fixture.meta.get("validation", {})
         utility = None
         declared = check_info(check)  # what the score would have measured, for the record of a check that did not run
@@ -341,13 +350,7 @@ class AuditSession:
                 direction=declared.direction,
                 rule="the unlearner must return a finite model of the same architecture in time, "
                 "leaving its inputs unmodified, and not the harness's own reference",
-                message=failure_message(
-                    outcome,
-                    self._reported_in.setdefault(
-                        (spec, scenario, seed, budget), nodeid or "the first test of this case"
-                    ),
-                    nodeid,
-                ),
+                message=failure_message(outcome, shown_in, nodeid),
             )
         else:
             ctx = CheckContext(fixture, outcome, self.check_options(recipe, check), self.measure)

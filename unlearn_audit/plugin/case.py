@@ -79,6 +79,7 @@ class AuditCase:
 
     def judge(self) -> CheckResult:
         result, meta = self.run()
+        self._show_unlearn_output(meta)
         judged: dict[str, Any] = {"result": result.to_json(), "meta": meta}
         settings = self.config.stash[run_key].settings
         comparison = None
@@ -120,3 +121,22 @@ class AuditCase:
         if result.verdict == "skip":
             pytest.skip(text)
         return result
+
+    def _show_unlearn_output(self, meta: dict[str, Any]) -> None:
+        """What the method printed (and warned) in unlearn(), in the report of the one test of its case that
+        shows it: as pytest shows a test's own output (under a failure, with -rA or -rP), and at once with -s.
+        A method that failed has it in its failure message instead."""
+        capture_off = self.config.getoption("capture", default="fd") == "no"
+        for seed_meta in meta.get("per_seed", [meta]):
+            output = seed_meta.get("unlearn_output") or {}
+            if not output or seed_meta.get("unlearn_output_in") != self.node.nodeid:
+                continue
+            label = f"unlearn() of seed {seed_meta.get('seed')}"
+            texts = {name: str(output.get(name) or "") for name in ("stdout", "stderr")}
+            texts["warnings"] = "\n".join(output.get("warnings") or [])
+            for name, text in texts.items():
+                if not text:
+                    continue
+                self.node.add_report_section("call", f"{name} of {label}", text)
+                if capture_off:
+                    print(f"\n--- {name} of {label} ---\n{text.rstrip()}")

@@ -161,7 +161,7 @@ class ReportCollector:
         Console(file=buf, width=width or 120, force_terminal=color, color_system="standard" if color else None).print(
             table
         )
-        return buf.getvalue()
+        return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())  # rich pads every line
 
 
 def _original(r: ResultRecord) -> float | None:
@@ -202,7 +202,7 @@ def _num(v: Any) -> str:
 def _pm(v: Any, se: Any) -> str:
     if v is None:
         return ""
-    return f"{v:.3f} ± {se:.3f}" if se else f"{v:.4g}"
+    return f"{v:.3f} ± {se:.3f}" if se else _num(v)  # no uncertainty (an exact count, or none recorded)
 
 
 def _longrepr_head(report: Any) -> str:
