@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cell(text: Any) -> str:
-    """Plain text for a Markdown table cell: one line, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """Plain text for a Markdown table cell: one line, pipes escaped, and `<`, `>`, `&` as entities (a help
+    text's `<number of GPUs>` is otherwise an unknown HTML tag, which the browser hides)."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
 
 
 def _code(text: Any) -> str:
