@@ -37,7 +37,7 @@ def test_spending_exactly_the_budget_passes_and_one_more_fails(fixture) -> None:
     assert at.verdict == "pass" and at.details["fraction_used"] == pytest.approx(1.0)
     over = judge(fixture, 1001)
     assert over.verdict == "fail"
-    assert over.message == "spent 1001 example-gradients, budget 1000"
+    assert over.message.startswith("spent 1001 example-gradients, budget 1000 (every example forwarded with autograd")
     assert over.details["evidence"] == evidence.exact(True, 1001.0)
     assert "FAIL" in over.explain() and "(budget)" in over.explain()
 

@@ -48,6 +48,9 @@ class CheckInfo:
     direction: Literal["lower_is_better", "higher_is_better"] = "lower_is_better"
     """Which way the score improves; its results say the same, and so does the record of a case whose
     check could not run (the method failed)."""
+    reference: str = "retrain"
+    """What the score is compared with, as a result's `reference_label` names it ("retrain", "budget"); a check
+    whose reference depends on the scenario ("retrain and 24 clean models") sets its result's own."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,13 @@ from typing import Any
 from unlearn_audit.checks import evidence
 from unlearn_audit.checks.base import CheckContext, CheckInfo, CheckResult, Verdict
 
-CHECK = CheckInfo(name="budget_respected", kind="other", metric="example-gradients spent", unit="example-gradients")
+CHECK = CheckInfo(
+    name="budget_respected",
+    kind="other",
+    metric="example-gradients spent",
+    unit="example-gradients",
+    reference="budget",
+)
 
 
 def run(ctx: CheckContext) -> CheckResult:
@@ -35,7 +41,12 @@ def run(ctx: CheckContext) -> CheckResult:
         details["spend_problem"] = o.spend_problem
     else:
         verdict = "fail" if over else "pass"
-        message = f"spent {o.example_gradients} example-gradients, budget {o.budget.example_gradients}" if over else ""
+        message = (
+            f"spent {o.example_gradients} example-gradients, budget {o.budget.example_gradients} (every example "
+            "forwarded with autograd enabled counts, training or not: evaluate under torch.no_grad())"
+            if over
+            else ""
+        )
     details["evidence"] = evidence.exact(verdict == "fail", float(o.example_gradients))
     return CheckResult(
         check=CHECK.name,
@@ -50,5 +61,5 @@ def run(ctx: CheckContext) -> CheckResult:
         rule=rule,
         message=message,
         details=details,
-        reference_label="budget",
+        reference_label=CHECK.reference,
     )

@@ -324,6 +324,7 @@ class AuditSession:
                 reference=None,
                 reference_stderr=None,
                 direction=declared.direction,
+                reference_label=declared.reference,
                 rule=f"fixture validation: {validation.get('rule')}",
                 message=(
                     f"the attack did not work on the poisoned model of any of this fixture's {len(builds)} builds "
@@ -348,6 +349,7 @@ class AuditSession:
                 reference=None,
                 reference_stderr=None,
                 direction=declared.direction,
+                reference_label=declared.reference,
                 rule="the unlearner must return a finite model of the same architecture in time, "
                 "leaving its inputs unmodified, and not the harness's own reference",
                 message=failure_message(outcome, shown_in, nodeid),

@@ -91,7 +91,8 @@ OPTIONS: tuple[AuditOption, ...] = (
         "--audit-update-baseline",
         action="store_true",
         default=False,
-        help="write this run's report to --audit-baseline instead of comparing with it.",
+        help="write this run's report to --audit-baseline instead of comparing with it (written whatever the "
+        "verdicts; the exit status is still that of the checks: non-zero where one fails).",
     ),
     AuditOption(
         "--audit-threads",
