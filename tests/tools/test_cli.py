@@ -15,7 +15,7 @@ from unlearn_audit.tools.cli import main
 
 def test_build_list_verify_clean(tmp_path: Path, capsys) -> None:
     cache = tmp_path / "c"
-    assert main(["fixtures", "build", "--cache", str(cache), "--scenario", "gaussian"]) == 0
+    assert main(["fixtures", "build", "--cache", str(cache), "--scenario", "gaussian", "--seeds", "0-0"]) == 0
     out = capsys.readouterr().out
     assert "tiny/gaussian seed 0" in out and "attack effective" in out
     assert main(["fixtures", "list", "--cache", str(cache)]) == 0
@@ -39,6 +39,9 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
     assert "unknown profile 'nope'" in capsys.readouterr().out
     assert main(["fixtures", "build", "--cache", str(tmp_path), "--scenario", "nope"]) == 2
     assert "unknown scenario" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:  # seeds as --audit-seeds takes them: N >= 1, A-B, A,B,...
+        main(["fixtures", "build", "--cache", str(tmp_path), "--seeds", "0"])
+    assert exited.value.code == 2 and "expected N, A-B or A,B,..." in capsys.readouterr().err
 
 
 def test_console_script_is_installed() -> None:

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unlearn-audit",
         description="Audit machine-unlearning methods against data poisoning. "
-        "Run audits with `pytest --unlearner pkg.mod:Method`; this command manages fixtures.",
+        "Run audits with `pytest --unlearner pkg.mod:Method`; this command builds and moves fixtures, "
+        "calibrates the suite, and reads, compares, merges and plots its JSON reports.",
     )
     from unlearn_audit import __version__
 
@@ -53,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     fx = sub.add_parser("fixtures", help="build, list, verify or clean the cached poisoned fixture models")
     fsub = fx.add_subparsers(dest="action", required=True)
     b = fsub.add_parser("build", help="build (or find) the fixtures of a profile")
-    b.add_argument("--profile", default="tiny")
-    b.add_argument("--seeds", type=int, default=1, help="build seeds 0..N-1 (default 1)")
+    b.add_argument("--profile", default="tiny", help="the profile whose fixtures to build (default tiny)")
+    b.add_argument(
+        "--seeds",
+        type=_seeds,
+        default="1",
+        help="N (seeds 0..N-1), a range A-B or a list A,B,... as --audit-seeds takes it (default 1)",
+    )
     b.add_argument("--scenario", action="append", default=None, help="only this scenario (repeatable)")
     b.add_argument(
         "--device", default=None, help="device for GPU-profile builds (default: cuda if available, else cpu)"
@@ -86,10 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = fsub.add_parser(
         "unpack", help="verify an archive written by `fixtures pack` and add its fixtures to the cache"
     )
-    up.add_argument("archive", type=Path)
+    up.add_argument("archive", type=Path, help="the archive `fixtures pack` wrote")
     _add_cache(up)
     cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
-    cal.add_argument("--profile", default="tiny")
+    cal.add_argument("--profile", default="tiny", help="the profile to calibrate (default tiny)")
     cal.add_argument(
         "--seeds",
         type=_seeds,
@@ -128,20 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
     _add_cache(cal)
     plot = sub.add_parser("plot", help="draw the curves of a JSON report into PNG files (needs the [plot] extra)")
-    plot.add_argument("report", type=Path)
+    plot.add_argument("report", type=Path, help="a JSON report (--audit-report)")
     plot.add_argument(
         "--out", type=Path, default=None, help="output directory (default: <report stem>-plots/ next to it)"
     )
     cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
-    cmp.add_argument("old", type=Path)
-    cmp.add_argument("new", type=Path)
+    cmp.add_argument("old", type=Path, help="the baseline JSON report")
+    cmp.add_argument("new", type=Path, help="the JSON report to judge against it")
     d = sub.add_parser(
         "diff",
         help="list every difference between two JSON reports (verdicts, scores, details); exit 1 if there is "
         "one, 2 if a file is not a report",
     )
-    d.add_argument("old", type=Path)
-    d.add_argument("new", type=Path)
+    d.add_argument("old", type=Path, help="a JSON report")
+    d.add_argument("new", type=Path, help="the JSON report to list the differences of")
     d.add_argument(
         "--ignore",
         action="append",
@@ -154,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="join the --audit-report files of the shards of one audit (--audit-shard i/n); "
         "exit 1 if any test failed or errored, as the unsharded run would",
     )
-    m.add_argument("reports", type=Path, nargs="+")
+    m.add_argument("reports", type=Path, nargs="+", help="the shards' JSON reports")
     m.add_argument("--out", type=Path, required=True, help="where to write the merged report")
     sub.add_parser(
         "deviations", help="print the table of where each profile differs from the papers (from the recipes)"
@@ -227,23 +233,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         scenarios = args.scenario or list(recipes)
         unknown = sorted(set(scenarios) - set(recipes))
-        if unknown or args.seeds < 1:
-            console.print(
-                f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})"
-                if unknown
-                else "[red]--seeds must be >= 1[/]"
-            )
+        if unknown:
+            console.print(f"[red]unknown scenario(s) {unknown}[/] (known: {sorted(recipes)})")
             return 2
+        from unlearn_audit.plugin.settings import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
         audit = AuditSession(AuditOptions(profile=args.profile, cache_dir=cache.root, device=args.device))
         from unlearn_audit.errors import ResourceUnavailable
 
         try:
-            build_with_progress(audit, [(s, seed) for s in scenarios for seed in range(args.seeds)])
+            build_with_progress(audit, [(s, seed) for s in scenarios for seed in seeds])
         except ResourceUnavailable as exc:  # a data set, weights or an optional extra: the message says what to do
             console.print(str(exc), style="red", markup=False)  # the message holds "[cifar]"
             return 2
         for s in scenarios:
-            for seed in range(args.seeds):
+            for seed in seeds:
                 f = audit.fixture(s, seed)
                 v = f.meta.get("validation", {})
                 ok = (
