@@ -129,9 +129,9 @@ class ReportCollector:
 
         table = Table(
             title=(
-                "unlearn-audit: score ± stderr (k: the attacker size it is at); reference = retrain under the "
-                "same measurement (the budget for budget_respected); MDE = the smallest excess over (shortfall "
-                "below) the reference detected with probability 0.8"
+                "unlearn-audit: score ± stderr (at attacker size k); reference: retrain under the same measurement "
+                "(budget_respected: the budget); MDE: the smallest excess over (shortfall below) the reference "
+                "detected with probability 0.8"
             ),
             box=box.SIMPLE_HEAD,
             title_justify="left",
@@ -202,7 +202,9 @@ def _num(v: Any) -> str:
 def _pm(v: Any, se: Any) -> str:
     if v is None:
         return ""
-    return f"{v:.3f} ± {se:.3f}" if se else _num(v)  # no uncertainty (an exact count, or none recorded)
+    if se:
+        return f"{v:.3f} ± {se:.3f}"
+    return f"{v:.0f}" if float(v).is_integer() else _num(v)  # no uncertainty: an exact count, or none recorded
 
 
 def _longrepr_head(report: Any) -> str:
