@@ -231,6 +231,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
             assert key in r
         assert r["meta"]["recipe_hash"] and r["meta"]["device"] == "cpu"
         assert r["metric"] and r["unit"], r["nodeid"]  # what the score measures, for the plots
+        assert r["reference_label"], r["nodeid"]  # what the reference is
     # Each one-seed verdict is what its evidence decides at its level: pooled seeds run the same tests.
     from unlearn_audit.checks.evidence import decide
 
@@ -251,6 +252,7 @@ def test_noop_fails_removal_checks_with_explained_scores(pytester: pytest.Pytest
             by_check[("relearning_resistant", scenario)]["unit"]
             == {"gaussian": "z-score", "backdoor": "fraction"}[scenario]
         )
+        assert by_check[("budget_respected", scenario)]["reference_label"] == "budget"
         relearning = by_check[("relearning_resistant", scenario)]["details"]
         curves, attack = relearning["relearning"], relearning["attack"]
         assert attack["optimizer"] == "adam" and attack["window"] == 10 and attack["steps"] >= 200

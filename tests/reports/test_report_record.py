@@ -102,6 +102,7 @@ def test_the_record_says_what_the_score_measures() -> None:
             "details": {},
             "metric": "clean test accuracy",
             "unit": "fraction",
+            "reference_label": "retrain",
         },
         "meta": {},
     }
@@ -109,6 +110,7 @@ def test_the_record_says_what_the_score_measures() -> None:
     doc = json.loads(json.dumps(collector.document()))
     assert doc["schema_version"] == SCHEMA_VERSION == 3
     assert (doc["results"][0]["metric"], doc["results"][0]["unit"]) == ("clean test accuracy", "fraction")
+    assert doc["results"][0]["reference_label"] == "retrain"
     assert ResultRecord.from_json(doc["results"][0]) == collector.records()[0]
 
 

@@ -133,6 +133,7 @@ def _pooled(cells: list[tuple[str, ResultRecord]], all_seeds: list[int]) -> Resu
         rule=judged["rule"],
         metric=judged["metric"],
         unit=judged["unit"],
+        reference_label=judged.get("reference_label") or "",
         # a failing test's report shows the check's explanation when its message is empty (see the collector)
         message=judged["message"] or (result.explain() if outcome == "failed" else ""),
         details=judged["details"],

@@ -77,6 +77,7 @@ class ReportCollector:
             rule=result.get("rule"),
             metric=result.get("metric") or "",
             unit=result.get("unit") or "",
+            reference_label=result.get("reference_label") or "",
             message=result.get("message") or (_longrepr_head(report) if outcome in ("failed", "error") else ""),
             details=result.get("details", {}),
             meta=judged.get("meta", {}),

@@ -61,6 +61,9 @@ class ResultRecord:
     seeds: list[int] | None = None  # every seed the test pooled
     metric: str = ""  # what `score` measures ("clean test accuracy"); empty in reports before schema 3
     unit: str = ""  # its unit ("fraction", "z-score", "nats", "example-gradients"); see `checks.base.CheckInfo`
+    reference_label: str = (
+        ""  # what `reference` is ("retrain", "retrain and 24 clean models", "budget"); empty in older reports
+    )
 
     def __post_init__(self) -> None:
         if self.seeds is None and self.seed is not None:  # a schema-1 record: one test per seed
