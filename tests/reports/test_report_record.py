@@ -163,3 +163,32 @@ def test_a_pooled_result_keeps_what_its_seeds_measured() -> None:
 
     pooled = pool_check("gaussian_leakage", [0, 1], [seed(1.0), seed(-2.0)], [None, None], 0.01, 0.01)
     assert (pooled.metric, pooled.unit) == ("mean GUS of the forget-set poisons", "z-score")
+
+
+def test_the_original_column_of_a_relearning_result_is_at_the_k_shown() -> None:
+    """One seed: its own k; pooled: the pooled result's k, whichever k each seed alone would show."""
+    from unlearn_audit.reports.collector import _original
+
+    def seed_details(own_k: int) -> dict:
+        curves = [{"k": k, "original": original} for k, original in ((0, 0.1), (10, 0.6), (50, 0.9))]
+        return {"score_part": f"k={own_k}", "original_after_relearning": {0: 0.1, 10: 0.6}[own_k], "relearning": curves}
+
+    one = ResultRecord(nodeid="t", unlearner="u", check="relearning_resistant", scenario="backdoor", profile="tiny",
+                       seed=0, budget=0.1, details=seed_details(10))  # fmt: skip
+    assert _original(one) == 0.6
+    per_seed = [
+        {
+            "seed": s,
+            "verdict": "fail",
+            "score": 0.5,
+            "stderr": 0.1,
+            "reference": 0.2,
+            "reference_stderr": 0.1,
+            "details": seed_details(k),
+        }  # fmt: skip
+        for s, k in ((0, 10), (1, 0))
+    ]
+    pooled = ResultRecord(nodeid="t", unlearner="u", check="relearning_resistant", scenario="backdoor",
+                          profile="tiny", seed=None, seeds=[0, 1], budget=0.1,
+                          details={"score_part": "k=50", "per_seed": per_seed})  # fmt: skip
+    assert _original(pooled) == 0.9

@@ -186,6 +186,7 @@ def run(ctx: CheckContext) -> CheckResult:
             "retrain_stderr": r.stderr,
             "method_curve": mine["curve"],
             "retrain_curve": ref["curve"],
+            "original": o.value,  # the poisoned original under the same attack (the largest effect there is)
         }
         critical: float | None = None
         if null == "proportion" and population_models:
@@ -264,6 +265,7 @@ def run(ctx: CheckContext) -> CheckResult:
     details = {
         "worst_k": w["k"],
         "score_part": f"k={w['k']}",  # the part of the evidence whose score is shown (as a pooled result names it)
+        "original_after_relearning": w["original"],  # at the k shown: the summary table's "original"
         "before_relearning": per_size[0]["method_curve"][0][1],
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "relearning": per_size,
