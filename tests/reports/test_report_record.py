@@ -171,7 +171,7 @@ def test_the_original_column_of_a_relearning_result_is_at_the_k_shown() -> None:
 
     def seed_details(own_k: int) -> dict:
         curves = [{"k": k, "original": original} for k, original in ((0, 0.1), (10, 0.6), (50, 0.9))]
-        return {"score_part": f"k={own_k}", "original_after_relearning": {0: 0.1, 10: 0.6}[own_k], "relearning": curves}
+        return {"score_part": f"k={own_k}", "relearning": curves}
 
     one = ResultRecord(nodeid="t", unlearner="u", check="relearning_resistant", scenario="backdoor", profile="tiny",
                        seed=0, budget=0.1, details=seed_details(10))  # fmt: skip

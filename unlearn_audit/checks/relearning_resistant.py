@@ -265,7 +265,6 @@ def run(ctx: CheckContext) -> CheckResult:
     details = {
         "worst_k": w["k"],
         "score_part": f"k={w['k']}",  # the part of the evidence whose score is shown (as a pooled result names it)
-        "original_after_relearning": w["original"],  # at the k shown: the summary table's "original"
         "before_relearning": per_size[0]["method_curve"][0][1],
         "clean_test_accuracy": clean_test_accuracy(ctx, ctx.model),
         "relearning": per_size,

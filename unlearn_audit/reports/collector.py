@@ -165,10 +165,6 @@ class ReportCollector:
         return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())  # rich pads every line
 
 
-ORIGINAL_KEYS = ("original_gus", "original_attack_success", "original_accuracy", "original_after_relearning")
-"""Where a check's details keep the poisoned original's score under the check's own measurement."""
-
-
 def _original(r: ResultRecord) -> float | None:
     """The poisoned original's score (the mean over the seeds of a pooled test); for a test over attacker
     sizes, at the k whose score is shown."""
@@ -176,9 +172,9 @@ def _original(r: ResultRecord) -> float | None:
     values = []
     for one in per_seed_records(r):
         d = one.details or {}
-        v = next((d[k] for k in ORIGINAL_KEYS if isinstance(d.get(k), (int, float))), None)
+        v = d.get("original_gus", d.get("original_attack_success", d.get("original_accuracy")))
         at_part = [e.get("original") for e in d.get("relearning") or [] if f"k={e.get('k')}" == part]
-        if at_part:  # a pooled result's k may differ from this seed's own
+        if at_part:  # relearning: at the k shown, which for a pooled result may differ from this seed's own
             v = at_part[0]
         if isinstance(v, (int, float)):
             values.append(float(v))
