@@ -116,6 +116,11 @@ def test_the_options_table_has_every_option() -> None:
     for option in OPTIONS:
         assert f"<code>{option.flag}" in table, option.flag
     assert "<code>--audit-sandbox on&#124;off</code>" in table  # a pipe inside a cell does not split it
+    # defaults decided after parsing are named, not shown as "—" (which reads as "none")
+    row = next(line for line in table.splitlines() if "<code>--audit-budget" in line)
+    assert row.split("|")[2].strip() == "0.1"
+    row = next(line for line in table.splitlines() if "<code>--audit-threads" in line)
+    assert row.split("|")[2].strip() == "1"
 
 
 def test_the_checks_reference_has_every_registered_check() -> None:

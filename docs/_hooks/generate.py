@@ -145,6 +145,8 @@ def options_table() -> str:
         flag = option.flag + (f" {option.metavar}" if option.metavar else "")
         if option.action == "store_true":
             default = "off"
+        elif option.shown_default is not None:
+            default = _cell(option.shown_default)
         elif option.default in (None, [], ""):
             default = "—"
         else:

@@ -24,6 +24,9 @@ class AuditOption:
     default: Any = None
     metavar: str | None = None
     action: str | None = None
+    #: What the default is when it is decided after parsing (argparse's own default is then None):
+    #: shown in the documentation's default column, where "—" would read as "no default".
+    shown_default: str | None = None
 
     def argparse_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"default": self.default, "help": self.help}
@@ -60,11 +63,13 @@ OPTIONS: tuple[AuditOption, ...] = (
     AuditOption(
         "--audit-report",
         metavar="PATH",
+        shown_default="no report",
         help="write the JSON audit report (scores, uncertainties, rules, metadata) to PATH.",
     ),
     AuditOption(
         "--audit-cache",
         metavar="DIR|URL",
+        shown_default="$UNLEARN_AUDIT_CACHE, else the user cache dir",
         help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir), or the "
         "fsspec URL of a cache shared between machines: s3://bucket/prefix (read-write, [s3] extra) or "
         "https://... / hf://... (read-only, [http] extra); a remote cache is mirrored into the local one.",
@@ -72,18 +77,21 @@ OPTIONS: tuple[AuditOption, ...] = (
     AuditOption(
         "--audit-timeout",
         metavar="SECONDS",
+        shown_default="10x the training time, at least 60",
         help="time limit of one unlearn() call (default: 10x the fixture's original training time, at least "
         "60 s); an unlearner over it fails its tests.",
     ),
     AuditOption(
         "--audit-budget",
         metavar="FRACTIONS",
+        shown_default=f"{DEFAULT_BUDGET_FRACTION:g}",
         help=f"compute budget as a fraction of the original training (default: {DEFAULT_BUDGET_FRACTION:g}, as in "
         "Pawelczyk et al.); a comma-separated list (e.g. 0.02,0.04,0.1) runs each method at each budget.",
     ),
     AuditOption(
         "--audit-baseline",
         metavar="PATH",
+        shown_default="no comparison",
         help="a previous --audit-report: fail a test when its score is significantly worse than the baseline's "
         "(one-sided z-test on the two scores and their standard errors).",
     ),
@@ -97,12 +105,14 @@ OPTIONS: tuple[AuditOption, ...] = (
     AuditOption(
         "--audit-threads",
         metavar="N",
+        shown_default="1",
         help="torch CPU threads per process, xdist workers included (default: 1; the tiny models gain little "
         "from more, and oversubscribed cores slow torch down tenfold).",
     ),
     AuditOption(
         "--audit-shard",
         metavar="I/N",
+        shown_default="every case",
         help="run only shard I of N of the audit cases (1 <= I <= N; all checks of one unlearner x scenario x "
         "budget stay together, with their seeds), e.g. one CI job each; join the shards' --audit-report "
         "files with `unlearn-audit merge`.",
@@ -110,6 +120,7 @@ OPTIONS: tuple[AuditOption, ...] = (
     AuditOption(
         "--audit-device",
         metavar="DEVICE",
+        shown_default="cuda if available, else cpu",
         help="torch device for unlearning and evaluation, and for building GPU-profile fixtures (default: cuda "
         "if available, else cpu). Plain 'cuda' under pytest-xdist: worker gwN uses cuda:N modulo the "
         "number of GPUs, so -n <number of GPUs> gives each worker its own GPU.",
@@ -141,6 +152,7 @@ OPTIONS: tuple[AuditOption, ...] = (
     AuditOption(
         "--audit-max-memory",
         metavar="SIZE",
+        shown_default="no cap",
         help="cap the memory (address space) a worker may map beyond its start-up, e.g. 4G; a method that "
         "needs more fails its cases (CPU audits only; default: no cap).",
     ),
