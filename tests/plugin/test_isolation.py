@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -255,11 +256,17 @@ HOSTILE = textwrap.dedent(
             os.kill(int((Path(here) / "harness.pid").read_text()), 0)
         except OSError:
             code += 2
+        try:  # the machine's named sockets (another fork server's among them) are not listed to it
+            Path("/proc/net/unix").read_bytes()
+        except OSError:
+            code += 4
         sys.exit(code)
 
-    def asks_the_fork_server_for_a_process(model, request):
+    def asks_the_fork_server_for_a_process(model, request, foreign=False):
         """Red-teamed: a worker forked by multiprocessing's fork server knows the server's socket; the server
-        forks whoever asks (private names of the standard library: an attacker's, not the harness's)."""
+        forks whoever asks (private names of the standard library: an attacker's, not the harness's). With
+        `foreign`, the request carries another pipe than the server's alive pipe, as a request from another
+        audit's worker (which holds its own server's) does."""
         import multiprocessing
         import multiprocessing.forkserver as fork_server
         from multiprocessing import resource_tracker
@@ -268,9 +275,9 @@ HOSTILE = textwrap.dedent(
         if server._forkserver_address is None:
             print("no fork server to ask")
             return model
-        alive_r, _ = os.pipe()
         tracker_r, _ = os.pipe()
-        server._forkserver_alive_fd = alive_r
+        if foreign:
+            server._forkserver_alive_fd = os.pipe()[1]
         server.ensure_running = lambda: None
         resource_tracker._resource_tracker.getfd = lambda: tracker_r
         resource_tracker._resource_tracker.ensure_running = lambda: None
@@ -279,6 +286,9 @@ HOSTILE = textwrap.dedent(
         process.join(60)
         print("the fork server's process exited with", process.exitcode)
         return model
+
+    def asks_another_fork_server_for_a_process(model, request):
+        return asks_the_fork_server_for_a_process(model, request, foreign=True)
 
     def raises_loudly(model, request):
         print("hello from the method")
@@ -643,7 +653,8 @@ def test_result_files_the_method_replaced_are_not_followed_nor_read_whole(
 def test_a_process_the_method_gets_from_the_fork_server_is_confined(hostile: pytest.Pytester) -> None:
     """Red-teamed: a method asked the fork server (unconfined, reachable through a named socket) for a process,
     which then listed the fixture cache and outlived the audit. The server now confines every child it forks,
-    before the child runs anything: the cache and the harness are out of its reach (exit code 103, not 100).
+    before the child runs anything: the cache, the harness and the list of named sockets are out of its reach
+    (exit code 107, not 100).
     In a subprocess, so that the fork server is this audit's own."""
     (hostile.path / "harness.pid").write_text(str(os.getpid()))
     report = hostile.path / "r.json"
@@ -656,4 +667,24 @@ def test_a_process_the_method_gets_from_the_fork_server_is_confined(hostile: pyt
         str(report),
     )
     stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
-    assert "the fork server's process exited with 103" in stdout, stdout
+    assert "the fork server's process exited with 107" in stdout, stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server's guard reads /proc")
+def test_the_fork_server_forks_only_for_its_own_harness(hostile: pytest.Pytester) -> None:
+    """Red-teamed: a process a method got from its own fork server found another audit's server (another
+    session on the machine), whose confinement does not deny this audit's cache, and read the retrain model
+    through it. A request that does not carry the server's own alive pipe is refused: the child exits (71)
+    before it runs anything."""
+    (hostile.path / "harness.pid").write_text(str(os.getpid()))
+    report = hostile.path / "r.json"
+    hostile.runpytest_subprocess(
+        "--unlearner",
+        "hostile:asks_another_fork_server_for_a_process",
+        "-k",
+        "budget and gaussian",
+        "--audit-report",
+        str(report),
+    )
+    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
+    assert "the fork server's process exited with 71" in stdout, stdout

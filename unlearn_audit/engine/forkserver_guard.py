@@ -11,6 +11,17 @@ reads what to run, to a baseline that every worker's own plan fits in (`baseline
 anything but the files of the harness's private folders, write only beneath the folder of worker homes and in
 `/dev/shm`, no signal and no abstract socket out of the sandbox, no TCP unless the audit allows it.
 The child also dies with the server (`PR_SET_PDEATHSIG`), so such a process ends with the harness.
+The baseline reads none of `/proc` but the files torch reads of the process itself: not the list of the
+machine's named sockets (`/proc/net/unix`), nor other processes' command lines.
+
+The server forks only for its own harness (`_asked_by_own_harness`). Any process of the same user can
+connect to its socket, which lies in a folder that can be listed: a method that got a process from its
+own server, confined to that server's baseline, found another audit's server (another session on the
+same machine), whose baseline does not deny this audit's cache, and read the retrain model through it.
+A request carries the write end of the pipe by which the server sees its harness alive; only the harness
+and the processes the server forked for it hold that pipe, so a child whose request carried another
+pipe exits before it runs anything. (The standard library's fork server authenticates its clients
+itself from Python 3.14 on; before, it forks for anyone.)
 A worker then confines itself further, to `sandbox.worker_plan`. A child that cannot be confined
 exits at once: no process runs unconfined.
 
@@ -36,11 +47,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from unlearn_audit.engine.sandbox import SandboxPlan, confine
+from unlearn_audit.engine.sandbox import SYSTEM_READ, UNIX_SOCKET_LISTS, SandboxPlan, confine
 
 POLICY_ENV = "UNLEARN_AUDIT_FORKSERVER_POLICY"
 PR_SET_PDEATHSIG = 1
 UNCONFINED_EXIT = 70
+REFUSED_EXIT = 71  # a child forked for a client that is not the server's harness
 
 
 def baseline_plan(workers_root: str, deny: Iterable[str], allow_network: bool) -> SandboxPlan:
@@ -48,12 +60,13 @@ def baseline_plan(workers_root: str, deny: Iterable[str], allow_network: bool) -
 
     Any folder may be listed, the denied ones too (not their files read): a worker computes its own plan
     by listing the folders on the way to a denied one, which a second layer of Landlock can only do where
-    the first lets it."""
+    the first lets it. Of `/proc`, only what a worker's plan reads (`sandbox.SYSTEM_READ`): the rest tells
+    the paths of named sockets and other processes' command lines, the harness's among them."""
     return SandboxPlan(
-        read=("/",),
+        read=("/", *(path for path in SYSTEM_READ if path.startswith("/proc/"))),
         write=(workers_root, "/dev/shm"),
         devices=("/dev",),
-        deny=tuple(deny),
+        deny=(*deny, "/proc", *UNIX_SOCKET_LISTS),
         allow_network=allow_network,
         list_dirs=("/",),
     )
@@ -89,11 +102,48 @@ def _read_own_policy(policy_file: str) -> dict[str, Any] | None:
     return policy if policy is None else dict(policy)
 
 
-def _confine_child(policy_file: str, server: int) -> None:
+def _open_pipes(access: int) -> dict[int, int]:
+    """This process's descriptors above stdio that are pipes open for `access` (O_RDONLY or O_WRONLY):
+    descriptor -> the pipe's inode (both ends of a pipe share it)."""
+    import fcntl  # POSIX: imported where a fork server runs, not where this module is only imported
+
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2:
+            continue
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == access:
+                found[fd] = os.fstat(fd).st_ino
+        except OSError:  # the descriptor listdir itself used, closed since
+            continue
+    return found
+
+
+def alive_pipe_of_server() -> int | None:
+    """In the fork server, while it imports its preloads: the inode of the pipe by which it sees its harness
+    alive, the one pipe it was started with (the harness keeps the write end and sends it with every
+    request). None where that is not so (then the server cannot tell its harness's requests apart)."""
+    readers = set(_open_pipes(os.O_RDONLY).values())
+    if len(readers) != 1 or readers & set(_open_pipes(os.O_WRONLY).values()):
+        return None
+    return readers.pop()
+
+
+def _asked_by_own_harness(alive_pipe: int | None) -> bool:
+    """In a child just forked: whether the request it was forked for carried the write end of the server's
+    alive pipe (the server itself holds none, so the child holds one only if the request sent it)."""
+    return alive_pipe is None or alive_pipe in _open_pipes(os.O_WRONLY).values()
+
+
+def _confine_child(policy_file: str, server: int, alive_pipe: int | None = None) -> None:
     if os.getppid() != server:
         return  # a grandchild: it inherited its parent's confinement
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     why = "the fork server ended" if os.getppid() != server else ""
+    if not why and not _asked_by_own_harness(alive_pipe):
+        os.write(2, b"unlearn-audit: the fork server refused a process to a client that is not its harness\n")
+        os._exit(REFUSED_EXIT)
     if not why:
         try:
             policy = _read_own_policy(policy_file)
@@ -117,8 +167,8 @@ def install_from_environment() -> bool:
     if settings.get("parent") != os.getppid():
         return False
     del os.environ[POLICY_ENV]  # not passed on to what the children start
-    policy_file, server = str(settings["policy"]), os.getpid()
-    os.register_at_fork(after_in_child=lambda: _confine_child(policy_file, server))
+    policy_file, server, alive_pipe = str(settings["policy"]), os.getpid(), alive_pipe_of_server()
+    os.register_at_fork(after_in_child=lambda: _confine_child(policy_file, server, alive_pipe))
     return True
 
 
