@@ -10,7 +10,6 @@ failing outcome that names it; the session goes on and the next job gets a fresh
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -78,13 +77,15 @@ class RequestFiles:
 
 
 def share_read_only(source: Path, target: Path) -> None:
-    """The request file inside the worker's directory: a hard link (no copy of the data) where the two
-    are on one file system, a copy elsewhere. The worker checks its SHA-256 before use."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-        target.chmod(0o400)
+    """The request file inside the worker's directory: a copy of its own for each job. The worker checks
+    its SHA-256 before use.
+
+    Not a hard link, although that would save the copy: every job of the fixture would share one inode,
+    and its owner may make it writable again (`chmod` is not something Landlock governs). Red-teamed: a
+    method kept a writable link to the inode and flipped a bit of another method's data while that one
+    ran, which failed the other method and passed its own."""
+    shutil.copyfile(source, target)
+    target.chmod(0o400)
 
 
 REPORT_LIMIT = 16 << 20  # bytes of the worker's report (a short JSON document; a traceback at most)
