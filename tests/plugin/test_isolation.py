@@ -290,6 +290,15 @@ HOSTILE = textwrap.dedent(
     def asks_another_fork_server_for_a_process(model, request):
         return asks_the_fork_server_for_a_process(model, request, foreign=True)
 
+    _JOBS_SEEN = []
+
+    def remembers_its_jobs(model, request):
+        """Red-teamed: a method kept one model in a module global and trained it further in each job, each
+        time within that job's budget, and passed checks that the same method starting afresh failed."""
+        print(f"jobs this process ran before: {len(_JOBS_SEEN)}")
+        _JOBS_SEEN.append(request.seed)
+        return model
+
     def raises_loudly(model, request):
         print("hello from the method")
         import warnings
@@ -688,3 +697,21 @@ def test_the_fork_server_forks_only_for_its_own_harness(hostile: pytest.Pytester
     )
     stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
     assert "the fork server's process exited with 71" in stdout, stdout
+
+
+def test_each_job_runs_in_a_fresh_process(hostile: pytest.Pytester) -> None:
+    """Nothing a method keeps in memory reaches its next job (another scenario, seed or budget)."""
+    report = hostile.path / "r.json"
+    hostile.runpytest_subprocess(
+        "--unlearner",
+        "hostile:remembers_its_jobs",
+        "--audit-budget",
+        "0.05,0.1",
+        "-k",
+        "budget_respected and (gaussian or backdoor)",
+        "--audit-report",
+        str(report),
+    )
+    outputs = [r["meta"]["unlearn_output"]["stdout"] for r in results(report)]
+    assert len(outputs) == 4, outputs  # 2 scenarios x 2 budgets: four jobs
+    assert all("jobs this process ran before: 0" in out for out in outputs), outputs

@@ -10,6 +10,7 @@ failing outcome that names it; the session goes on and the next job gets a fresh
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -198,3 +199,5 @@ def run_isolated(
         return finish(execution, state, fixture, budget, device, exempt_from_budget, output)
     finally:
         shutil.rmtree(result_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # (a start that fails now is retried by the next job)
+            worker.renew()  # the next job gets a fresh process: nothing the method kept in memory reaches it

@@ -345,10 +345,11 @@ def worker_plan(
     cuda: bool = False,
     allow_network: bool = False,
     request_dir: str | None = None,
+    keep: str | None = None,
 ) -> SandboxPlan:
     """The worker's plan: its interpreter, import paths and system files to read, `request_dir` (the
-    request data) to read, its `home` to write; `deny` (the fixture cache, the harness's directories)
-    never, even beneath an import path."""
+    request data) to read, its `home` and `keep` (the compilers' caches its spec's next process finds) to
+    write; `deny` (the fixture cache, the harness's directories) never, even beneath an import path."""
     prefixes = {
         sys.prefix,
         sys.base_prefix,
@@ -362,7 +363,7 @@ def worker_plan(
         devices += [str(p) for p in Path("/dev").glob("nvidia[0-9]*")]
     return SandboxPlan(
         read=tuple(dict.fromkeys(read)),
-        write=(home, "/dev/shm"),
+        write=(home, *([keep] if keep else []), "/dev/shm"),
         devices=tuple(dict.fromkeys(devices)),  # /dev/nvidia0 is both a driver sign and a glob match
         deny=(*deny, *UNIX_SOCKET_LISTS),
         allow_network=allow_network,

@@ -8,8 +8,12 @@ or from `spawn` where forking is not safe or not available (see `start_method`).
 and two pipes come from multiprocessing: jobs go in and answers come out as JSON lines, and the
 results as files, so the harness never unpickles anything the worker produced.
 
-A worker is reused across the spec's scenarios, seeds and budgets, and restarted after a crash or
-a timeout. It runs in its own session (process group): a timeout terminates, then kills, the whole
+Each job (one `unlearn()`) runs in a fresh worker process: the spec's next process is started as soon
+as a job ends (`renew`), while the harness evaluates, so that nothing a method keeps in memory (a module
+global, a cache) reaches its next job. Red-teamed: a method that kept training one model across its
+jobs, each within its own budget, passed checks that the same method starting afresh failed. What
+compilers build (`torch.compile`'s caches) is kept for the spec's later processes, in a folder of its
+own. A worker runs in its own session (process group): a timeout terminates, then kills, the whole
 group, including processes the method started.
 """
 
@@ -192,6 +196,8 @@ class UnlearnerWorker:
         self._exit_sent = False
         self.restarts = 0
         self.sandbox: str | None = None  # what confined the worker, as it said when ready (`engine.sandbox`)
+        self.caches: Path | None = None  # the compilers' caches, kept for the spec's later processes
+        self._ready = False
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self, hello_extra: dict[str, Any] | None = None) -> None:
@@ -200,6 +206,9 @@ class UnlearnerWorker:
 
         method = start_method(self.options.device)
         self.home = Path(tempfile.mkdtemp(prefix="unlearn-audit-worker-", dir=workers_root()))
+        if self.caches is None:
+            self.caches = Path(tempfile.mkdtemp(prefix="unlearn-audit-caches-", dir=workers_root()))
+        self._ready = False
         context = worker_context(method)
         jobs_in, jobs_out = context.Pipe(duplex=False)
         control_in, control_out = context.Pipe(duplex=False)
@@ -211,6 +220,7 @@ class UnlearnerWorker:
             "max_memory": o.max_memory,
             "device": o.device,
             "sandbox": {"deny": list(o.deny), "allow_network": o.allow_network} if o.sandbox else None,
+            "caches": str(self.caches),
             **(hello_extra or {}),
         }
         process = context.Process(  # type: ignore[attr-defined]
@@ -245,6 +255,7 @@ class UnlearnerWorker:
             self.close()
             raise WorkerStartError(f"--unlearner {self.spec!r}: unexpected message from the worker: {message}")
         self.sandbox = str(message.get("sandbox") or "none: the worker did not say")
+        self._ready = True
 
     @property
     def alive(self) -> bool:
@@ -252,7 +263,8 @@ class UnlearnerWorker:
         return self.process is not None and self.process.is_alive()
 
     def ensure_started(self) -> None:
-        """Start the worker if it is not running; a replacement for a dead one ends the old one's group first."""
+        """Start the worker if it is not running, and wait until it is ready; a replacement for a dead one ends
+        the old one's group first."""
         if not self.alive:
             if self.process is not None:
                 self.restarts += 1
@@ -260,6 +272,14 @@ class UnlearnerWorker:
                 self._discard()
             self.start()
             self.wait_ready()
+        elif not self._ready:  # started by `renew`
+            self.wait_ready()
+
+    def renew(self) -> None:
+        """End this process, and start the spec's next one now, without waiting for it: its start-up (the
+        method's import; under `spawn`, torch's too) overlaps what the harness does before the next job."""
+        self._end_process()
+        self.start()
 
     def ask_to_exit(self) -> None:
         """Send the exit message once, without waiting (`close` waits). What the method left running is
@@ -273,12 +293,19 @@ class UnlearnerWorker:
                 pass
 
     def close(self) -> None:
-        """Ask the worker to exit; kill it if it does not within a few seconds; remove its directory."""
-        if self.alive:
+        """Ask the worker to exit; kill it if it does not within a few seconds; remove its directories."""
+        self._end_process()
+        if self.caches is not None:
+            shutil.rmtree(self.caches, ignore_errors=True)
+            self.caches = None
+
+    def _end_process(self) -> None:
+        if self.alive and self._ready:  # one still starting reads no message: it is killed at once
             self.ask_to_exit()
             self.process.join(timeout=5)  # type: ignore[union-attr]
         self._kill()
         self._discard()
+        self._ready = False
 
     # -- jobs -------------------------------------------------------------------------------
     def run(self, job: dict[str, Any], timeout: float) -> None:

@@ -186,6 +186,7 @@ def _confine(hello: dict[str, Any]) -> str:
         settings.get("deny", []),
         cuda=device.startswith("cuda"),
         allow_network=bool(settings.get("allow_network")),
+        keep=hello.get("caches"),
     )
     return confine(plan).describe()
 
@@ -271,9 +272,10 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
     os.environ.clear()
     os.environ.update(env)
     os.environ["TMPDIR"] = home  # the one place it may write (tempfile reads this, torch's caches follow it)
-    os.environ.setdefault("CUDA_CACHE_PATH", os.path.join(home, ".nv"))  # the driver's kernel cache, not ~/.nv
-    if hello.get("sandbox") is not None:  # it may write only here: so must the compilers the method uses
-        os.environ.update(compiler_caches(home))
+    caches = str(hello.get("caches") or home)  # kept for the spec's next process (one process per job)
+    os.environ.setdefault("CUDA_CACHE_PATH", os.path.join(caches, ".nv"))  # the driver's kernel cache, not ~/.nv
+    if hello.get("sandbox") is not None:  # it may write only there: so must the compilers the method uses
+        os.environ.update(compiler_caches(caches))
     import tempfile
 
     tempfile.tempdir = None  # a forkserver may have looked it up before this process was forked
@@ -303,9 +305,9 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
 
 def compiler_caches(home: str) -> dict[str, str]:
     """Where `torch.compile` (Inductor, and Triton on a GPU) and the CUDA driver keep what they build, inside
-    a sandboxed worker's home. Their defaults or the user's settings (`~/.triton`, a shared
-    `TORCHINDUCTOR_CACHE_DIR`) lie where the sandbox forbids writing: a compiled method failed with
-    `InductorError: PermissionError`. The cache goes with the worker; Inductor's default is already here."""
+    a folder a sandboxed worker may write (the spec's caches folder, which its next process finds). Their
+    defaults or the user's settings (`~/.triton`, a shared `TORCHINDUCTOR_CACHE_DIR`) lie where the sandbox
+    forbids writing: a compiled method failed with `InductorError: PermissionError`."""
     return {
         "TORCHINDUCTOR_CACHE_DIR": os.path.join(home, ".cache", "torchinductor"),
         "TRITON_HOME": home,
