@@ -7,7 +7,7 @@ Measures, in a fresh temporary cache:
   2. warm full-suite wall time for NoOp (the harness's own cost), target <= 30 s;
   3. warm full-suite wall time for GradientDescent, target <= 60 s;
   4. warm suite of four methods serially and with `-n 2` (pytest-xdist), and the speed-up (target:
-     >= 1.6x on 2 cores), next to the interpreter's start-up with torch imported; the same with every
+     >= 1.5x on 2 cores), next to the interpreter's start-up with torch imported; the same with every
      worker process spawned instead of forked from multiprocessing's forkserver
      (UNLEARN_AUDIT_START_METHOD=spawn);
      and the machine's own limit: two copies of a single-threaded CPU-bound torch loop at once

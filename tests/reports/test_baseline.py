@@ -257,3 +257,27 @@ def test_a_per_seed_baseline_of_schema_1_says_how_to_regenerate(tmp_path: Path) 
 
     with pytest.raises(BaselineError, match=r"one test per seed \(seeds \[0, 1\]\).*--audit-update-baseline"):
         load_baseline(_schema1(tmp_path, [0, 1]))
+
+
+def test_compare_advice_fits_the_file_it_is_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing new report is not created with --audit-update-baseline; a schema-1 baseline's advice keeps its flag."""
+    baseline, missing = _schema1(tmp_path, [0]), tmp_path / "missing.json"
+    assert cli_main(["compare", str(baseline), str(missing)]) == 2
+    said = capsys.readouterr().out.replace("\n", "")
+    assert f"{missing}: no such file (write the report with a pytest run given --audit-report {missing})" in said
+    assert "update-baseline" not in said
+    assert cli_main(["compare", str(missing), str(baseline)]) == 2
+    said = capsys.readouterr().out.replace("\n", "")
+    assert f"{missing}: no such file (write the baseline with a pytest run given --audit-baseline {missing} " in said
+    multi = _schema1(tmp_path, [0, 1])
+    assert cli_main(["compare", str(multi), str(multi)]) == 2
+    said = capsys.readouterr().out.replace("\n", "")
+    regenerate = f"regenerate the baseline with this version: --audit-baseline {multi} --audit-update-baseline"
+    assert regenerate in said and said.startswith(f"unlearn-audit compare: {multi}: written by an older")
+
+
+def test_the_option_names_itself_in_the_plugins_errors(tmp_path: Path) -> None:
+    from unlearn_audit.reports.baseline import BaselineError, load_baseline
+
+    with pytest.raises(BaselineError, match=r"^--audit-baseline \S+missing.json: no such file \(write the baseline"):
+        load_baseline(tmp_path / "missing.json")

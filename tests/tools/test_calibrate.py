@@ -249,3 +249,105 @@ def test_partial_controls_are_counted_above_and_below_the_mde() -> None:
     weak = [(s, "pass", unit_normal(0.5 * n, n)) for s in range(4)]
     (bad,) = partial_control_rows({"results": [pooled_record("PartialRetrain50", weak)]})
     assert "weaker than its stated MDE" in partial_control_notes([bad])[0]
+
+
+def fake_suite(monkeypatch: pytest.MonkeyPatch, status: int, doc: dict | None) -> list[list[str]]:
+    """Replace the sweep's pytest run: record its command, write `doc` as its report (None: none), exit `status`."""
+    import unlearn_audit.tools.calibrate as calibrate
+
+    calls: list[list[str]] = []
+
+    def call(cmd: list[str]) -> int:
+        calls.append(cmd)
+        if doc is not None:
+            Path(cmd[cmd.index("--audit-report") + 1]).write_text(json.dumps(doc))
+        return status
+
+    monkeypatch.setattr(calibrate.subprocess, "call", call)
+    return calls
+
+
+@pytest.mark.parametrize("cache", ["http://127.0.0.1:8765", "s3://bucket/prefix"])
+def test_a_cache_url_reaches_the_suite_as_a_url(
+    cache: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    calls = fake_suite(monkeypatch, 1, REPORT)
+    assert main(["calibrate", "--cache", cache, "--methods", "NoOp", "--out", "out"]) == 0
+    command = calls[0]
+    assert command[command.index("--audit-cache") + 1] == cache
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no local folder named after the URL
+
+
+def test_a_local_cache_path_still_reaches_the_suite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = fake_suite(monkeypatch, 0, REPORT)
+    assert main(["calibrate", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "out")]) == 0
+    assert calls[0][calls[0].index("--audit-cache") + 1] == str(tmp_path / "c")
+
+
+def test_the_ray_engine_gives_its_cells_the_cache_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import unlearn_audit.tools.ray_engine as ray_engine
+
+    seen = []
+
+    def run_cells(cells, address, gpus, log):  # noqa: ANN001, ANN202
+        seen.extend(cells)
+        return [ray_engine.CellResult(c, 4, None, "usage error", 0.0, "node") for c in cells]
+
+    monkeypatch.setattr(ray_engine, "run_cells", run_cells)
+    argv = ["calibrate", "--engine", "ray", "--cache", "s3://bucket/prefix", "--methods", "NoOp", "--seeds", "2"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2  # a cell that did not audit: no tables
+    assert [(c.cache, c.seed) for c in seen] == [("s3://bucket/prefix", 0), ("s3://bucket/prefix", 1)]
+    assert not list((tmp_path / "out").glob("*.md"))
+
+
+def test_a_suite_that_did_not_run_writes_nothing_and_leaves_the_old_report_unread(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "calibration-tiny.json").write_text(json.dumps(REPORT))  # an earlier sweep's
+    (out / "calibration-tiny.md").write_text("earlier tables")
+    argv = ["calibrate", "--methods", "NoSuchMethod", "-k", "tiny-gaussian-", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the suite did not run (pytest exit 4: usage error" in err
+    assert (out / "calibration-tiny.md").read_text() == "earlier tables"
+    assert not (out / "calibration-tiny.summary.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["calibration-tiny.json", "calibration-tiny.md"]
+
+
+@pytest.mark.parametrize(("status", "doc"), [(5, {"results": []}), (3, None), (0, None)])
+def test_no_tests_an_internal_error_or_no_report_is_an_error(
+    status: int, doc: dict | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    fake_suite(monkeypatch, status, doc)
+    assert main(["calibrate", "--out", str(tmp_path / "out")]) == 2
+    assert f"pytest exit {status}" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_failing_checks_are_a_calibration_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_suite(monkeypatch, 1, REPORT)  # NoOp fails its checks: pytest exits 1
+    assert main(["calibrate", "--out", str(tmp_path / "out")]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["calibration-tiny.json", "calibration-tiny.md", "calibration-tiny.summary.json"]
+
+
+def test_from_report_names_the_tables_after_the_reports_profile(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({**REPORT, "options": {"profile": "text"}}))
+    out = tmp_path / "out"
+    assert main(["calibrate", "--from-report", str(report), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["calibration-text.md", "calibration-text.summary.json"]
+    assert main(["calibrate", "--from-report", str(report), "--profile", "text", "--out", str(out)]) == 0
+    assert main(["calibrate", "--from-report", str(report), "--profile", "tiny", "--out", str(tmp_path / "o2")]) == 2
+    assert "is a report of profile 'text', not 'tiny'" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_from_report_of_a_missing_or_broken_file_says_so(tmp_path: Path, capsys) -> None:
+    assert main(["calibrate", "--from-report", str(tmp_path / "nosuch.json"), "--out", str(tmp_path / "o")]) == 2
+    assert f"no such report: {tmp_path / 'nosuch.json'}" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{")
+    assert main(["calibrate", "--from-report", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "not an unlearn-audit JSON report" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

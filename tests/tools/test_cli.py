@@ -28,7 +28,17 @@ def test_build_list_verify_clean(tmp_path: Path, capsys) -> None:
     entry = FixtureCache(cache).entries()[0]
     (entry.path / WEIGHTS_FILE).write_bytes(b"tampered")
     assert main(["fixtures", "verify", "--cache", str(cache)]) == 1
-    assert "CORRUPT" in capsys.readouterr().out
+    verified = capsys.readouterr().out
+    assert "CORRUPT" in verified and "fixtures clean" not in verified  # clean would wipe the intact ones too
+    rebuild = f"unlearn-audit fixtures build --cache {cache} --profile tiny --scenario gaussian --seeds 0-0"
+    assert "rebuilds it by itself" in verified and rebuild in verified.replace("\n", "")
+    with pytest.warns(UserWarning, match="rebuilding corrupt fixture"):
+        assert main(rebuild.split()[1:]) == 0  # the advice works: the corrupt entry is built again
+    capsys.readouterr()
+    assert main(["fixtures", "verify", "--cache", str(cache)]) == 0
+    assert "1 intact, 0 corrupt" in capsys.readouterr().out
+    assert main(["fixtures", "clean", "--profile", "nosuch", "--cache", str(cache)]) == 2
+    assert "unknown profile 'nosuch'" in capsys.readouterr().out and FixtureCache(cache).entries()
     assert main(["fixtures", "clean", "--cache", str(cache)]) == 0
     assert "removed 1 fixture" in capsys.readouterr().out
     assert FixtureCache(cache).entries() == []
@@ -42,6 +52,25 @@ def test_bad_arguments(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exited:  # seeds as --audit-seeds takes them: N >= 1, A-B, A,B,...
         main(["fixtures", "build", "--cache", str(tmp_path), "--seeds", "0"])
     assert exited.value.code == 2 and "expected N, A-B or A,B,..." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["list", "verify", "build", "clean", "unpack"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8765", "s3://bucket/prefix"])
+def test_fixtures_commands_refuse_a_cache_url(
+    action: str, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["fixtures", action, *(["archive.tar"] if action == "unpack" else []), "--cache", url]
+    assert main(argv) == 2
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert f"--cache {url} is a URL, but this command works on a local cache directory only" in out
+    assert "pytest --audit-cache URL" in out
+    assert list(tmp_path.iterdir()) == []  # no folder `http:` / `s3:` made here
+
+
+def test_a_file_url_is_a_local_cache(tmp_path: Path, capsys) -> None:
+    assert main(["fixtures", "list", "--cache", f"file://{tmp_path / 'c'}"]) == 0
+    assert f"no fixtures in {tmp_path / 'c'}" in capsys.readouterr().out.replace("\n", "")
 
 
 def test_console_script_is_installed() -> None:

@@ -15,7 +15,7 @@ import json
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from scipy import stats as st
 
@@ -38,27 +38,35 @@ class BaselineError(ValueError):
     """The baseline file is missing or is not an unlearn-audit report."""
 
 
-def load_baseline(path: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
+def load_baseline(
+    path: Path, role: Literal["option", "old", "new"] = "option"
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The results of a report by key. `role` says whose file it is, so that an error gives advice that fits:
+    "option" (`--audit-baseline`), "old" (compare's baseline) or "new" (compare's report to judge)."""
+    label = f"--audit-baseline {path}" if role == "option" else str(path)
+    if role == "new":
+        what, flags = "report", f"--audit-report {path}"
+    else:
+        what, flags = "baseline", f"--audit-baseline {path} --audit-update-baseline"
     if not path.is_file():
-        raise BaselineError(f"--audit-baseline {path}: no such file (create one with --audit-update-baseline)")
+        raise BaselineError(f"{label}: no such file (write the {what} with a pytest run given {flags})")
     try:
         doc = json.loads(path.read_text())
         results = doc["results"]
         version = doc["schema_version"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise BaselineError(f"--audit-baseline {path}: not an unlearn-audit JSON report ({exc!r})") from None
-    regenerate = f"regenerate the baseline with this version: --audit-baseline {path} --audit-update-baseline"
+        raise BaselineError(f"{label}: not an unlearn-audit JSON report ({exc!r})") from None
+    regenerate = f"regenerate the {what} with this version: {flags}"
     if version not in READABLE_SCHEMAS:
         raise BaselineError(
-            f"--audit-baseline {path}: report schema {version} is not supported (expected {SCHEMA_VERSION}); "
-            + regenerate
+            f"{label}: report schema {version} is not supported (expected {SCHEMA_VERSION}); " + regenerate
         )
     if version == 1:
-        _check_one_seed_per_test(path, results, regenerate)
+        _check_one_seed_per_test(label, results, regenerate)
     return {key_of(r): r for r in results}
 
 
-def _check_one_seed_per_test(path: Path, results: list[dict[str, Any]], regenerate: str) -> None:
+def _check_one_seed_per_test(label: str, results: list[dict[str, Any]], regenerate: str) -> None:
     """A schema-1 report has one test per seed. Its one-seed runs are today's one-seed tests; its
     several-seed runs have no counterpart (today one test pools the seeds), so they cannot be compared."""
     seeds: dict[tuple[Any, ...], set[Any]] = {}
@@ -68,7 +76,7 @@ def _check_one_seed_per_test(path: Path, results: list[dict[str, Any]], regenera
     pooled = sorted({s for group in seeds.values() if len(group) > 1 for s in group}, key=str)
     if pooled:
         raise BaselineError(
-            f"--audit-baseline {path}: written by an older unlearn-audit with one test per seed (seeds "
+            f"{label}: written by an older unlearn-audit with one test per seed (seeds "
             f"{pooled}); tests now pool their seeds into one verdict, so its results cannot be matched; " + regenerate
         )
 
@@ -211,8 +219,8 @@ def compare_with_baseline(record: ResultRecord, baseline_path: str) -> dict[str,
 
 def compare_reports(old_path: Path, new_path: Path) -> list[dict[str, Any]]:
     """Every result of the new report next to the old one (for `unlearn-audit compare`)."""
-    old = load_baseline(old_path)
-    new = load_baseline(new_path)
+    old = load_baseline(old_path, "old")
+    new = load_baseline(new_path, "new")
     rows = []
     for key, r in sorted(new.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         rows.append(

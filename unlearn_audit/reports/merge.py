@@ -1,10 +1,11 @@
 """Join the JSON reports of the shards of one audit (`--audit-shard i/n`) into one report.
 
 The shards must be of one audit: a schema whose results read as today's, the same options apart
-from `shard`, and no result may appear in two of them. The merged report is what an unsharded run
-writes (its results sorted the same way, in today's layout), with `merged_from` naming the shard
-files. Where shards measured one fixture on different builds of it (jobs that each built their own
-cache on other machines), `fixtures_of_several_builds` says which.
+from `shard`, every shard 1..N of one split exactly once, and no result may appear in two of them.
+The merged report is what an unsharded run writes (its results sorted the same way, in today's
+layout), with `merged_from` naming the shard files. Where shards measured one fixture on different
+builds of it (jobs that each built their own cache on other machines), `fixtures_of_several_builds`
+says which.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class MergeError(ValueError):
 
 
 def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MergeError(f"{path}: no such file")
     try:
         doc = json.loads(path.read_text())
         version = doc["schema_version"]
@@ -50,6 +53,7 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
             if record.key in records:
                 raise MergeError(f"{path}: result {record.key} is also in {records[record.key][0]}")
             records[record.key] = (path, record)
+    check_shards(paths, docs)
     ordered = sorted(
         (r for _, r in records.values()), key=lambda r: (str(r.unlearner), str(r.check), str(r.scenario), r.seeds or [])
     )
@@ -63,6 +67,38 @@ def merge_reports(paths: list[Path]) -> dict[str, Any]:
     if differing:
         merged["fixtures_of_several_builds"] = differing
     return merged
+
+
+def check_shards(paths: list[Path], docs: list[dict[str, Any]]) -> None:
+    """Shards (`options.shard` = [i, n]) must be all n of one split, each once: a merge of some of them would
+    look like an unsharded report with cases missing, and one of 1/2 and 2/3 would mix two splits."""
+    shards = [(path, (doc.get("options") or {}).get("shard")) for path, doc in zip(paths, docs)]
+    given = [(path, tuple(shard)) for path, shard in shards if shard]
+    if not given:
+        return
+    unsharded = [str(path) for path, shard in shards if not shard]
+    if unsharded:
+        raise MergeError(f"{', '.join(unsharded)}: not a shard (no --audit-shard), but {given[0][0]} is one")
+    splits = sorted({n for _, (_, n) in given})
+    if len(splits) > 1:
+        raise MergeError(
+            "shards of different splits: "
+            + "; ".join(f"{path} is shard {i}/{n}" for path, (i, n) in given)
+            + " (merge the shards of one --audit-shard I/N run, N the same in all)"
+        )
+    n = splits[0]
+    seen: dict[int, Path] = {}
+    for path, (i, _) in given:
+        if i in seen:
+            raise MergeError(f"{path}: shard {i}/{n} is also in {seen[i]} (give each shard once)")
+        seen[i] = path
+    missing = [i for i in range(1, n + 1) if i not in seen]
+    if missing:
+        raise MergeError(
+            f"missing shard(s) {', '.join(f'{i}/{n}' for i in missing)}: got only "
+            f"{', '.join(f'{i}/{n} ({seen[i]})' for i in sorted(seen))}; a merge of part of the shards would "
+            "read as a whole audit with cases left out"
+        )
 
 
 def fixtures_of_several_builds(records: list[tuple[Path, ResultRecord]]) -> list[str]:

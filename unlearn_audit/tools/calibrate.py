@@ -56,11 +56,12 @@ def run_suite(
     profile: str,
     seeds: str,
     report: Path,
-    cache: Path | None,
+    cache: str | None,
     workers: int | None,
     select: str | None = None,
 ) -> int:
-    """The local engine: one pytest run over every method and seed (`workers` xdist processes)."""
+    """The local engine: one pytest run over every method and seed (`workers` xdist processes); pytest's
+    exit code. `cache` is a directory or a URL, passed on as given."""
     return subprocess.call(suite_command(methods, profile, seeds, report, cache, select, workers))
 
 
@@ -524,20 +525,47 @@ def print_scoreboard(rows: list[dict[str, Any]]) -> None:
     output_console().print(table)
 
 
+class CalibrationError(RuntimeError):
+    """The sweep has no report to tabulate; the message says why. Nothing is written then."""
+
+
+DEFAULT_PROFILE = "tiny"
+
+
 def main(args: Any) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = out / f"calibration-{args.profile}.json"
     started = time.perf_counter()
-    if args.from_report:
-        report = Path(args.from_report)
-    elif getattr(args, "engine", "local") == "ray":
-        from unlearn_audit.tools.ray_engine import RayUnavailable, run_sweep
+    try:
+        if args.from_report:
+            report = Path(args.from_report)
+            doc = read_report(report)
+            profile = report_profile(doc, report, args.profile)
+        else:
+            profile = args.profile or DEFAULT_PROFILE
+            report = out / f"calibration-{profile}.json"
+            run_sweep(args, profile, report)
+            doc = read_report(report)
+    except CalibrationError as exc:
+        print(f"unlearn-audit calibrate: {exc}", file=sys.stderr)
+        return 2
+    write_tables(doc, out, profile)
+    print(f"calibration of profile {profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
+    return 0
+
+
+def run_sweep(args: Any, profile: str, report: Path) -> None:
+    """Run the sweep into `report`, or raise CalibrationError. A report left by an earlier sweep is never read
+    as this one's: the local engine writes to a fresh file that replaces it only once pytest has audited."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    methods = args.methods or REFERENCE_METHODS
+    if getattr(args, "engine", "local") == "ray":
+        from unlearn_audit.tools.ray_engine import RayUnavailable
+        from unlearn_audit.tools.ray_engine import run_sweep as run_ray_sweep
 
         try:
-            status = run_sweep(
-                args.methods or REFERENCE_METHODS,
-                args.profile,
+            status = run_ray_sweep(
+                methods,
+                profile,
                 args.seeds,
                 report,
                 args.cache,
@@ -546,24 +574,56 @@ def main(args: Any) -> int:
                 gpus_per_cell=args.gpus_per_cell,
             )
         except RayUnavailable as exc:
-            print(str(exc), file=sys.stderr)
-            return 2
+            raise CalibrationError(str(exc)) from None
         if status:
-            return status
-    else:
-        run_suite(
-            args.methods or REFERENCE_METHODS,
-            args.profile,
-            args.seeds,
-            report,
-            args.cache,
-            args.workers,
-            getattr(args, "select", None),
+            raise CalibrationError("the Ray sweep did not audit every cell (see above); no tables written")
+        return
+    fresh = report.with_name(report.stem + ".running.json")
+    fresh.unlink(missing_ok=True)
+    status = run_suite(methods, profile, args.seeds, fresh, args.cache, args.workers, getattr(args, "select", None))
+    if status not in SUITE_RAN:
+        fresh.unlink(missing_ok=True)
+        raise CalibrationError(
+            f"the suite did not run (pytest exit {status}: {SUITE_EXIT_CODES.get(status, 'killed or crashed')}; "
+            "its message is above); no tables written"
         )
+    if not fresh.is_file():
+        raise CalibrationError(f"pytest exit {status} but it wrote no report; no tables written")
+    fresh.replace(report)
+    print(f"unlearn-audit calibrate: the sweep's JSON report is {report}")
+
+
+SUITE_RAN = (0, 1)
+"""pytest exit codes of a sweep that audited: 1 only says some checks failed, as the negative controls must."""
+
+SUITE_EXIT_CODES = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+
+
+def read_report(report: Path) -> dict[str, Any]:
+    """The JSON report at `report`, or CalibrationError saying what is wrong with it."""
     if not report.is_file():
-        print(f"no report at {report}: the suite did not run", file=sys.stderr)
-        return 2
-    doc = json.loads(report.read_text())
+        raise CalibrationError(f"no such report: {report}")
+    try:
+        doc = json.loads(report.read_text())
+        doc["results"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CalibrationError(f"{report}: not an unlearn-audit JSON report ({exc})") from None
+    return doc
+
+
+def report_profile(doc: dict[str, Any], report: Path, asked: str | None) -> str:
+    """The profile a report was run on (its options; else its results'), which names the tables; `--profile`
+    may only repeat it, since tables named after another profile would misstate what was measured."""
+    found = (doc.get("options") or {}).get("profile") or next(
+        (r.get("profile") for r in doc["results"] if r.get("profile")), None
+    )
+    if found and asked and asked != found:
+        raise CalibrationError(f"{report} is a report of profile {found!r}, not {asked!r} (leave out --profile)")
+    return str(found or asked or DEFAULT_PROFILE)
+
+
+def write_tables(doc: dict[str, Any], out: Path, profile: str) -> None:
+    """Write `calibration-<profile>.md` and `.summary.json` into `out` (replacing earlier ones) and print them."""
     rows = summarise(doc)
     md = markdown(rows)
     matrix = matrix_markdown(rows)
@@ -571,7 +631,8 @@ def main(args: Any) -> int:
     mdes = mde_rows(doc)
     partial = partial_control_rows(doc)
     retrain = suite_false_failures(doc)
-    (out / f"calibration-{args.profile}.md").write_text(
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"calibration-{profile}.md").write_text(
         "\n".join(
             [
                 matrix,
@@ -583,7 +644,7 @@ def main(args: Any) -> int:
             ]
         )
     )
-    (out / f"calibration-{args.profile}.summary.json").write_text(
+    (out / f"calibration-{profile}.summary.json").write_text(
         json.dumps(finite({"rows": rows, "mde": mdes, "partial_controls": partial, "retrain_suite": retrain}), indent=2)
     )
     print_scoreboard(rows)
@@ -594,5 +655,3 @@ def main(args: Any) -> int:
     for note in seed_notes(rows) + partial_control_notes(partial):
         print("note: " + note)
     print("calibration anchors: " + anchors_line(rows))
-    print(f"calibration of profile {args.profile}: {time.perf_counter() - started:.0f} s; written to {out}/")
-    return 0

@@ -7,7 +7,7 @@ unlearn-audit fixtures clean  [--profile NAME] [--cache DIR]
 unlearn-audit fixtures pack ARCHIVE [--profile P] [--scenario S ...] [--seed N ...] [--measurements] [--cache DIR]
 unlearn-audit fixtures unpack ARCHIVE [--cache DIR]
 unlearn-audit calibrate       [--profile tiny] [--seeds N|A-B] [--methods ...] [-k EXPR] [--out DIR]
-                              [--engine local|ray [--address ADDR]]
+                              [--engine local|ray [--address ADDR]] [--cache DIR|URL] [--from-report REPORT]
 unlearn-audit compare OLD.json NEW.json
 unlearn-audit diff OLD.json NEW.json [--ignore DETAIL_KEY ...]
 unlearn-audit merge SHARD.json ... --out REPORT.json
@@ -31,13 +31,43 @@ if TYPE_CHECKING:
     from unlearn_audit.scenarios.cache import FixtureCache
 
 
-def _add_cache(p: argparse.ArgumentParser) -> None:
+def _add_cache(p: argparse.ArgumentParser, remote: bool = False) -> None:
+    """`--cache`, kept as the text given: a `Path` would turn `s3://b/p` into the local folder `s3:/b/p`."""
+    where = (
+        "fixture cache: a directory, or a URL as --audit-cache takes it (s3://..., http(s)://...)"
+        if remote
+        else "local fixture cache directory"
+    )
     p.add_argument(
         "--cache",
-        type=Path,
         default=None,
-        help="fixture cache directory (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir)",
+        help=f"{where} (default: $UNLEARN_AUDIT_CACHE, else the platform user cache dir)",
     )
+
+
+def local_cache(location: str | None, action: str) -> FixtureCache:
+    """The local cache `fixtures <action>` works on; a URL is refused (it would be read as a folder named
+    `s3:/...`): these commands read and write files on this machine's disk only."""
+    from unlearn_audit.scenarios.cache import FixtureCache
+    from unlearn_audit.scenarios.remote import is_remote, local_path
+
+    if is_remote(location):
+        raise CacheLocationError(
+            f"unlearn-audit fixtures {action}: --cache {location} is a URL, but this command works on a local "
+            "cache directory only. Give --cache a local directory; to use the fixtures of a remote cache, "
+            "pass the URL to the audit (pytest --audit-cache URL)"
+            + (
+                "."
+                if action in ("pack", "unpack")
+                else ", or copy them here with `unlearn-audit fixtures pack` on a machine that has them and "
+                "`unlearn-audit fixtures unpack` here."
+            )
+        )
+    return FixtureCache(local_path(location) if location else None)
+
+
+class CacheLocationError(ValueError):
+    """A --cache a command cannot use; the message says what to give instead."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"unlearn-audit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    fx = sub.add_parser("fixtures", help="build, list, verify or clean the cached poisoned fixture models")
+    fx = sub.add_parser(
+        "fixtures",
+        help="build, list, verify or clean the cached poisoned fixture models, or pack them into an archive and "
+        "unpack it on another machine (a local cache only)",
+    )
     fsub = fx.add_subparsers(dest="action", required=True)
     b = fsub.add_parser("build", help="build (or find) the fixtures of a profile")
     b.add_argument("--profile", default="tiny", help="the profile whose fixtures to build (default tiny)")
@@ -95,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("archive", type=Path, help="the archive `fixtures pack` wrote")
     _add_cache(up)
     cal = sub.add_parser("calibrate", help="run the suite for the reference methods over seeds and tabulate pass rates")
-    cal.add_argument("--profile", default="tiny", help="the profile to calibrate (default tiny)")
+    cal.add_argument(
+        "--profile",
+        default=None,
+        help="the profile to calibrate (default tiny; with --from-report, the report's own, which it may only repeat)",
+    )
     cal.add_argument(
         "--seeds",
         type=_seeds,
@@ -103,8 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="N (seeds 0..N-1), a range A-B or a list A,B,... (default 3); the tests pool them, and each "
         "seed's own verdicts give the one-seed tables",
     )
-    cal.add_argument("--methods", nargs="*", default=None, help="method names in unlearn_audit.methods, or full specs")
-    cal.add_argument("--out", default="calibration", help="directory for the JSON report and the Markdown table")
+    cal.add_argument(
+        "--methods",
+        nargs="*",
+        default=None,
+        help="method names in unlearn_audit.methods, or full specs (default: all the reference methods, "
+        "unlearn_audit.tools.calibrate.REFERENCE_METHODS)",
+    )
+    cal.add_argument(
+        "--out",
+        default="calibration",
+        help="directory for calibration-<profile>.json (the sweep's report), calibration-<profile>.md (the tables) "
+        "and calibration-<profile>.summary.json, replacing earlier ones of the profile (default: calibration)",
+    )
     cal.add_argument("--workers", type=int, default=None, help="pytest-xdist workers (-n) of the local engine")
     cal.add_argument(
         "-k",
@@ -131,14 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GPUs a Ray cell asks for (default: 1 on a profile whose recipes train on the GPU, else 0)",
     )
-    cal.add_argument("--from-report", default=None, help="only tabulate an existing JSON report")
-    _add_cache(cal)
+    cal.add_argument(
+        "--from-report",
+        default=None,
+        metavar="REPORT",
+        help="run nothing: tabulate an existing JSON report into --out (calibration-<profile>.md and "
+        ".summary.json, <profile> being the report's)",
+    )
+    _add_cache(cal, remote=True)
     plot = sub.add_parser("plot", help="draw the curves of a JSON report into PNG files (needs the [plot] extra)")
     plot.add_argument("report", type=Path, help="a JSON report (--audit-report)")
     plot.add_argument(
         "--out", type=Path, default=None, help="output directory (default: <report stem>-plots/ next to it)"
     )
-    cmp = sub.add_parser("compare", help="compare two JSON reports; exit 1 if the new one has a significant regression")
+    cmp = sub.add_parser(
+        "compare",
+        help="compare two JSON reports; exit 1 if the new one has a significant regression, 2 if a file is "
+        "missing or not a report",
+    )
     cmp.add_argument("old", type=Path, help="the baseline JSON report")
     cmp.add_argument("new", type=Path, help="the JSON report to judge against it")
     d = sub.add_parser(
@@ -217,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         from unlearn_audit.tools.calibrate import main as calibrate_main
 
         return calibrate_main(args)
-    from unlearn_audit.scenarios.cache import FixtureCache
-
-    cache = FixtureCache(args.cache)
+    try:
+        cache = local_cache(args.cache, args.action)
+    except CacheLocationError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False, soft_wrap=True)
+        return 2
     if args.action == "build":
         from unlearn_audit.engine.session import AuditOptions, AuditSession, configure_threads
         from unlearn_audit.scenarios.recipes import load_profile_recipes, profile_names
@@ -314,11 +375,23 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[{'red' if problems else 'green'}]{'CORRUPT' if problems else 'ok'}[/] {label}: {path}")
             for p in problems:
                 console.print(f"    {p}")
-        console.print(
-            f"{len(checked) - bad} intact, {bad} corrupt" + (" (run `unlearn-audit fixtures clean`)" if bad else "")
-        )
+        console.print(f"{len(checked) - bad} intact, {bad} corrupt")
+        if bad:
+            console.print(_rebuild_advice(cache), markup=False, highlight=False, soft_wrap=True)
         return 1 if bad else 0
     if args.action == "clean":
+        if args.profile is not None and not _profile_to_clean(cache, args.profile):
+            from unlearn_audit.scenarios.recipes import profile_names
+
+            console.print(
+                f"unlearn-audit fixtures clean: unknown profile {args.profile!r} "
+                f"(known: {', '.join(profile_names())}); nothing removed from {cache.root}",
+                style="red",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            return 2
         shared_count = len(cache.shared_models.entries(args.profile))
         n = cache.clean(args.profile)
         console.print(
@@ -330,6 +403,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.action in ("pack", "unpack"):
         return pack_main(args, cache, console)
     return 2
+
+
+def _rebuild_advice(cache: FixtureCache) -> str:
+    """What to do about corrupt entries: nothing drastic. An audit (or `fixtures build`) that needs a corrupt
+    fixture or shared model moves it aside with a warning and builds it again, so wiping the whole cache
+    (`fixtures clean`) would only throw the intact ones away."""
+    commands = sorted(
+        {
+            f"unlearn-audit fixtures build --cache {cache.root} --profile {e.meta['profile']} "
+            f"--scenario {e.meta['scenario']} --seeds {e.meta['seed']}-{e.meta['seed']}"
+            for e in cache.entries()
+            if {"profile", "scenario", "seed"} <= set(e.meta) and cache.verify_path(e.path)
+        }
+    )
+    advice = "the next audit that needs a corrupt entry rebuilds it by itself (with a warning)"
+    return "\n    ".join([f"{advice}; to rebuild now:", *commands]) if commands else advice
+
+
+def _profile_to_clean(cache: FixtureCache, profile: str) -> bool:
+    """Whether `fixtures clean --profile` names a profile: a known one, or one the cache holds (built by another
+    version). A typo is refused rather than reported as "removed 0 fixture(s)"."""
+    from unlearn_audit.scenarios.recipes import profile_names
+
+    return profile in profile_names() or (cache.root / profile).is_dir()
 
 
 def pack_main(args: argparse.Namespace, cache: FixtureCache, console: Console) -> int:
@@ -406,7 +503,7 @@ def compare_main(args: argparse.Namespace, console: Console) -> int:
     try:
         rows = compare_reports(args.old, args.new)
     except BaselineError as exc:
-        console.print(f"[red]{exc}[/]".replace("--audit-baseline ", ""))
+        console.print(f"unlearn-audit compare: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
         return 2
     table = Table(title=f"{args.old} -> {args.new}")
     for col in ("unlearner", "check", "scenario", "seeds", "budget", "old", "new", "z", "status"):

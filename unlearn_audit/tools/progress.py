@@ -23,6 +23,20 @@ from rich.progress import (
 
 if TYPE_CHECKING:
     from unlearn_audit.engine.session import AuditSession
+    from unlearn_audit.scenarios.cache import FixtureCache
+
+
+def getting_fixtures(cache: FixtureCache, count: int) -> str:
+    """What is about to happen to the fixtures not on this machine yet: with a remote cache most are only
+    downloaded, and a line saying "building" would make a user wait for (or stop) a training that never comes."""
+    remote = cache.remote
+    if remote is None:
+        return f"building {count} fixture(s) into {cache.root} (first run only)"
+    built_where = "here, where it has not" if remote.read_only else "here and publishing them there, where it has not"
+    return (
+        f"fetching {count} fixture(s) from {remote.url} into {cache.root}, or building them {built_where} "
+        "(first run on this machine only)"
+    )
 
 
 def build_with_progress(audit: AuditSession, needed: list[tuple[str, int]]) -> None:
@@ -31,7 +45,7 @@ def build_with_progress(audit: AuditSession, needed: list[tuple[str, int]]) -> N
     console = Console(file=sys.stderr)
     if missing:
         console.print(
-            f"[bold]unlearn-audit[/]: building {len(missing)} fixture(s) into {audit.cache.root} (first run only)",
+            f"[bold]unlearn-audit[/]: {getting_fixtures(audit.cache, len(missing))}",
             soft_wrap=True,  # a log is not a terminal: no line breaks at rich's 80 columns
         )
     with Progress(
