@@ -138,3 +138,22 @@ def test_the_plugin_audits_from_a_web_server(
     )
     result.assert_outcomes(passed=1)
     assert set(served.methods) <= {"GET", "HEAD"}, served.methods
+
+
+def test_the_plugin_names_a_server_that_is_down_in_one_line(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A usage error (exit 4) that names the server, not pytest's INTERNALERROR traceback of 124 lines."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE", str(tmp_path / "local"))
+    result = pytester.runpytest_subprocess(
+        "--unlearner", "unlearn_audit.methods:NoOp", "--audit-cache", f"http://127.0.0.1:{port}", "-k", "gaussian"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--audit-cache: cannot reach the fixture cache http://127.0.0.1:{port}*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()

@@ -21,7 +21,7 @@ from unlearn_audit.plugin.case import AuditCaseParams, case_of
 from unlearn_audit.plugin.settings import AuditSettings, check_specs_inline, parse_settings, usage_error
 from unlearn_audit.plugin.suite import CONFORMANCE_DIR
 from unlearn_audit.reports.record import CASE_PROPERTY, builders, builds_measured_on
-from unlearn_audit.scenarios.remote import is_remote
+from unlearn_audit.scenarios.remote import RemoteCacheError, is_remote
 
 if TYPE_CHECKING:
     from unlearn_audit.engine.session import AuditSession
@@ -254,6 +254,8 @@ class AuditRun:
                 build_with_progress(audit, needed)
         except ResourceUnavailable as exc:  # e.g. an optional extra, pretrained weights or a data set
             raise usage_error(f"cannot build the fixtures of profile {audit.options.profile!r}: {exc}") from None
+        except RemoteCacheError as exc:  # unreachable, or an entry that does not verify: one line, not a traceback
+            raise usage_error(f"--audit-cache: {exc}") from None
 
     # -- xdist ---------------------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
