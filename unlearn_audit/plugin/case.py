@@ -6,6 +6,7 @@ This module imports only pytest; the heavy session (torch) is created on first u
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +102,7 @@ class AuditCase:
         self.node.user_properties.append((RESULT_PROPERTY, json.dumps(judged)))
         for key in ("score", "stderr", "reference", "rule"):
             self.node.user_properties.append((f"audit.{key}", getattr(result, key)))
-        text = result.explain()
+        text = printable(result.explain())  # it quotes what the method raised
         if comparison is not None and comparison.get("regressed"):
             text += "\n" + comparison["message"]
             pytest.fail(text, pytrace=False)
@@ -132,11 +133,20 @@ class AuditCase:
             if not output or seed_meta.get("unlearn_output_in") != self.node.nodeid:
                 continue
             label = f"unlearn() of seed {seed_meta.get('seed')}"
-            texts = {name: str(output.get(name) or "") for name in ("stdout", "stderr")}
-            texts["warnings"] = "\n".join(output.get("warnings") or [])
+            texts = {name: printable(str(output.get(name) or "")) for name in ("stdout", "stderr")}
+            texts["warnings"] = printable("\n".join(output.get("warnings") or []))
             for name, text in texts.items():
                 if not text:
                     continue
                 self.node.add_report_section("call", f"{name} of {label}", text)
                 if capture_off:
                     print(f"\n--- {name} of {label} ---\n{text.rstrip()}")
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters but newline and tab escaped (ESC as `\\x1b`): what a method prints or
+    raises reaches the user's terminal through the harness, and must not move its cursor, clear its
+    screen or draw a fake "PASSED" line over the verdict (red-teamed)."""
+    return "".join(
+        c if c in "\n\t" or unicodedata.category(c) != "Cc" else c.encode("unicode_escape").decode() for c in text
+    )
