@@ -10,7 +10,11 @@ the tree when the worker died first). Read from /proc (Linux); elsewhere only th
 group is ended.
 
 What this cannot catch: a method that clears the worker's subreaper flag, double-forks and calls
-`setsid` in the grandchild leaves a process that is in neither the worker's tree nor its session.
+`setsid` in the grandchild leaves a process that is in neither the worker's tree nor its session. A
+process that forks and exits in a loop without pause outruns the look at /proc (red-teamed: hops a few
+hundred microseconds apart, the exited ones piling up as the worker's zombies); a second pass over the
+children lists did not catch it either. Stopping it needs a kernel-side kill of the whole tree (a cgroup's
+`cgroup.kill`, or `kill(-1)` from inside the worker's Landlock domain), not yet done.
 The harness process is not made a subreaper for its workers' orphans: it has other children (xdist's
 workers, a user's own tests') that it could not tell apart from them.
 """
