@@ -121,10 +121,12 @@ def test_every_worker_can_start_processes_of_its_own(method: str, package: Path)
         start_and_close(spec)
 
 
-def test_a_sandboxed_worker_keeps_compiler_caches_in_its_home(
+def test_a_sandboxed_worker_keeps_compiler_caches_where_its_next_process_finds_them(
     method: str, package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A user's (or Triton's default) cache folders lie where the sandbox forbids writing: torch.compile failed."""
+    """A user's (or Triton's default) cache folders lie where the sandbox forbids writing: torch.compile
+    failed. The caches go to the spec's caches folder, which outlives each process (one per job), so that
+    a compiled method does not compile again in every job."""
     outside = tmp_path / "shared-inductor-cache"
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(outside))
     spec = module(
@@ -134,16 +136,28 @@ def test_a_sandboxed_worker_keeps_compiler_caches_in_its_home(
         import os
         for variable in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH"):
             folder = os.environ[variable]
-            assert folder.startswith(os.getcwd()), (variable, folder)  # the worker's home
+            assert not folder.startswith(os.getcwd()), (variable, folder)  # not the process's own home
             os.makedirs(folder, exist_ok=True)
+            print(variable, "found" if os.path.exists(os.path.join(folder, "built")) else "new")
             open(os.path.join(folder, "built"), "w").write("1")
         class Method:
             def unlearn(self, model, request):
                 return model
         """,
     )
-    start_and_close(spec)
-    assert not outside.exists()
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    worker.start()
+    worker.wait_ready(timeout=120)
+    caches = worker.caches
+    assert caches is not None and (caches / ".cache" / "torchinductor" / "built").exists()
+    worker.renew()  # what the harness does after each job
+    worker.ensure_started()
+    assert worker.home is not None
+    log = (worker.home / "worker.log").read_text()
+    assert "TORCHINDUCTOR_CACHE_DIR found" in log, log  # the next process found what the first built
+    worker.close()
+    assert not caches.exists(), "removed with the worker"
+    assert not outside.exists() or not any(outside.iterdir()), "nothing was built in the user's own cache"
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="named semaphores live in /dev/shm on Linux")
