@@ -658,45 +658,40 @@ def test_result_files_the_method_replaced_are_not_followed_nor_read_whole(
         assert stdout.endswith("the last line")
 
 
-@pytest.mark.skipif(landlock_abi() < 6, reason="refusing signals out of the sandbox needs Landlock ABI 6")
-def test_a_process_the_method_gets_from_the_fork_server_is_confined(hostile: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("method", "exit_code"),
+    [
+        pytest.param(
+            "asks_the_fork_server_for_a_process",
+            107,
+            marks=pytest.mark.skipif(landlock_abi() < 6, reason="refusing signals out of the sandbox needs ABI 6"),
+            id="confined",
+        ),
+        pytest.param(
+            "asks_another_fork_server_for_a_process",
+            71,
+            marks=pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the server's guard reads /proc"),
+            id="another-harness-refused",
+        ),
+    ],
+)
+def test_a_process_the_method_gets_from_a_fork_server(hostile: pytest.Pytester, method: str, exit_code: int) -> None:
     """Red-teamed: a method asked the fork server (unconfined, reachable through a named socket) for a process,
     which then listed the fixture cache and outlived the audit. The server now confines every child it forks,
     before the child runs anything: the cache, the harness and the list of named sockets are out of its reach
     (exit code 107, not 100).
+
+    Red-teamed again: such a process found another audit's server (another session on the machine), whose
+    confinement does not deny this audit's cache, and read the retrain model through it. A request that does
+    not carry the server's own alive pipe is refused: the child exits (71) before it runs anything.
     In a subprocess, so that the fork server is this audit's own."""
     (hostile.path / "harness.pid").write_text(str(os.getpid()))
     report = hostile.path / "r.json"
     hostile.runpytest_subprocess(
-        "--unlearner",
-        "hostile:asks_the_fork_server_for_a_process",
-        "-k",
-        "budget and gaussian",
-        "--audit-report",
-        str(report),
+        "--unlearner", f"hostile:{method}", "-k", "budget_respected and gaussian", "--audit-report", str(report)
     )
     stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
-    assert "the fork server's process exited with 107" in stdout, stdout
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server's guard reads /proc")
-def test_the_fork_server_forks_only_for_its_own_harness(hostile: pytest.Pytester) -> None:
-    """Red-teamed: a process a method got from its own fork server found another audit's server (another
-    session on the machine), whose confinement does not deny this audit's cache, and read the retrain model
-    through it. A request that does not carry the server's own alive pipe is refused: the child exits (71)
-    before it runs anything."""
-    (hostile.path / "harness.pid").write_text(str(os.getpid()))
-    report = hostile.path / "r.json"
-    hostile.runpytest_subprocess(
-        "--unlearner",
-        "hostile:asks_another_fork_server_for_a_process",
-        "-k",
-        "budget and gaussian",
-        "--audit-report",
-        str(report),
-    )
-    stdout = results(report)[0]["meta"]["unlearn_output"]["stdout"]
-    assert "the fork server's process exited with 71" in stdout, stdout
+    assert f"the fork server's process exited with {exit_code}" in stdout, stdout
 
 
 def test_each_job_runs_in_a_fresh_process(hostile: pytest.Pytester) -> None:
