@@ -113,8 +113,9 @@ def _open_pipes(access: int) -> dict[int, int]:
         if fd <= 2:
             continue
         try:
-            if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == access:
-                found[fd] = os.fstat(fd).st_ino
+            status = os.fstat(fd)
+            if stat.S_ISFIFO(status.st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == access:
+                found[fd] = status.st_ino
         except OSError:  # the descriptor listdir itself used, closed since
             continue
     return found
