@@ -329,6 +329,125 @@ def test_a_detached_grandchild_dies_with_its_worker(method: str, package: Path) 
     assert not _alive(daemon), "the detached grandchild outlived its worker"
 
 
+HOPPER = """
+    import os
+    # Red-teamed: a process that forks and exits without pause, each hop in a session of its own, is always
+    # gone from where a look at /proc found it. It counts its hops in a file, and stops when told to.
+    count_file, stop_file = {count!r}, {stop!r}
+    if os.fork() == 0:
+        hops = 0
+        while True:
+            if os.fork():
+                os._exit(0)
+            os.setsid()
+            hops += 1
+            if hops % 20 == 0:
+                if os.path.exists(stop_file):
+                    os._exit(0)
+                with open(count_file, "w") as f:
+                    f.write(str(hops))
+    class Method:
+        def unlearn(self, model, request):
+            return model
+    """
+
+
+def _hops(path: Path) -> int:
+    try:
+        return int(path.read_text() or 0)
+    except (OSError, ValueError):
+        return -1
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="ending a worker's domain needs Landlock to scope signals (ABI 6)")
+def test_a_process_that_forks_and_exits_without_pause_ends_with_its_worker(method: str, package: Path) -> None:
+    """The worker's reaper, in a Landlock domain around the worker's, ends the whole domain with one
+    `kill(-1)`: the hopper stops hopping, and nothing outside the domain (this process) is touched."""
+    import uuid
+
+    name = f"/dev/shm/unlearn-audit-test-hopper-{uuid.uuid4().hex}"
+    count, stop = Path(name + ".count"), Path(name + ".stop")
+    spec = module(package, "hopper_method", HOPPER.format(count=str(count), stop=str(stop)))
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu"))
+    try:
+        worker.start()
+        worker.wait_ready(timeout=120)
+        assert worker._reaper is not None, "the worker named no reaper although Landlock scopes signals"
+        deadline = time.monotonic() + 20
+        while _hops(count) < 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _hops(count) >= 100, "the hopper did not start"
+        worker.close()
+        ended_at = _hops(count)
+        time.sleep(2.0)  # a hop of a process with torch imported takes about a millisecond, 20 about 0.02 s
+        assert _hops(count) == ended_at, "the hopper outlived its worker"
+    finally:
+        stop.touch()  # a hopper that did outlive the test stops within its next 20 hops
+        time.sleep(1.0)
+        count.unlink(missing_ok=True)
+        stop.unlink(missing_ok=True)
+
+
+def test_a_method_may_start_processes_through_a_fork_server_of_its_own(method: str, package: Path) -> None:
+    """The worker drops the harness's fork server's alive pipe; a method that uses multiprocessing's
+    forkserver context gets a server of its own, inside its worker's sandbox, and its processes run."""
+    spec = module(
+        package,
+        "own_fork_server_method",
+        """
+        import multiprocessing, time
+        child = multiprocessing.get_context("forkserver").Process(target=time.sleep, args=(0,))
+        child.start()
+        child.join(60)
+        if child.exitcode != 0:
+            raise RuntimeError(f"the method's own fork server's process exited with {child.exitcode}")
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """,
+    )
+    start_and_close(spec)
+
+
+def test_the_harness_s_own_fork_server_children_are_confined(
+    package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the fork server forks for the harness itself starts confined to the baseline of the worker
+    it would serve: the denied folder's files unreadable, the harness not signalable (ABI 6). A worker drops
+    the server's alive pipe, so that its method cannot ask for such a process (`test_isolation`)."""
+    if not sys.platform.startswith("linux") or landlock_abi() == 0:
+        pytest.skip("the fork server's confinement needs Linux and Landlock")
+    from unlearn_audit.engine.worker import worker_context
+
+    secret, allowed = tmp_path / "cache" / "secret.bin", tmp_path / "open.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(b"retrain model")
+    allowed.write_bytes(b"anyone may read this")
+    monkeypatch.setenv(START_METHOD_ENV, "forkserver")
+    options = WorkerOptions(device="cpu", deny=(str(secret.parent),))
+    worker = UnlearnerWorker(module(package, "confined_neighbour", GOOD), options)
+    worker.start()  # writes the policy its server's next children obey, and starts the server if need be
+    worker.wait_ready(timeout=120)
+    try:
+        context = worker_context("forkserver")
+        probes = {
+            "denied file": (Path.read_bytes, (secret,)),
+            "open file": (Path.read_bytes, (allowed,)),
+            "signal the harness": (os.kill, (os.getpid(), 0)),
+        }
+        exits = {}
+        for what, (target, args) in probes.items():
+            child = context.Process(target=target, args=args)
+            child.start()
+            child.join(60)
+            exits[what] = child.exitcode
+    finally:
+        worker.close()
+    assert exits["open file"] == 0 and exits["denied file"] == 1, exits
+    if landlock_abi() >= 6:
+        assert exits["signal the harness"] == 1, exits
+
+
 def test_the_sandbox_can_be_turned_off(method: str, package: Path, tmp_path: Path) -> None:
     out = tmp_path / "written-from-the-worker"
     spec = module(

@@ -131,6 +131,24 @@ def alive_pipe_of_server() -> int | None:
     return readers.pop()
 
 
+_alive_pipe: int | None = None
+"""In the server, and in each process it forks: the inode of the server's alive pipe (None: unknown)."""
+
+
+def drop_alive_pipe() -> None:
+    """In a worker the server forked: close the server's alive pipe, which the request sent it, before the
+    method runs. The worker never asks the server for a process; without the pipe the method cannot either.
+    With it, a method got a process forked from the server, confined only to the server's baseline and
+    outside the worker's own domain, so that the worker's reaper (`engine.domain_reaper`) could not end it.
+    A method that starts processes through a fork server of its own still can: multiprocessing starts a
+    new server for a process that did not start the one it came from."""
+    if _alive_pipe is None:
+        return
+    for fd, inode in _open_pipes(os.O_WRONLY).items():
+        if inode == _alive_pipe:
+            os.close(fd)
+
+
 def _asked_by_own_harness(alive_pipe: int | None) -> bool:
     """In a child just forked: whether the request it was forked for carried the write end of the server's
     alive pipe (the server itself holds none, so the child holds one only if the request sent it)."""
@@ -168,7 +186,9 @@ def install_from_environment() -> bool:
     if settings.get("parent") != os.getppid():
         return False
     del os.environ[POLICY_ENV]  # not passed on to what the children start
+    global _alive_pipe
     policy_file, server, alive_pipe = str(settings["policy"]), os.getpid(), alive_pipe_of_server()
+    _alive_pipe = alive_pipe
     os.register_at_fork(after_in_child=lambda: _confine_child(policy_file, server, alive_pipe))
     return True
 

@@ -13,8 +13,9 @@ What this cannot catch: a method that clears the worker's subreaper flag, double
 `setsid` in the grandchild leaves a process that is in neither the worker's tree nor its session. A
 process that forks and exits in a loop without pause outruns the look at /proc (red-teamed: hops a few
 hundred microseconds apart, the exited ones piling up as the worker's zombies); a second pass over the
-children lists did not catch it either. Stopping it needs a kernel-side kill of the whole tree (a cgroup's
-`cgroup.kill`, or `kill(-1)` from inside the worker's Landlock domain), not yet done.
+children lists did not catch it either. Where Landlock scopes signals, the kernel ends both
+(`engine.domain_reaper`: `kill(-1)` from a domain around the worker's); this look remains for the
+sandbox off and older kernels.
 The harness process is not made a subreaper for its workers' orphans: it has other children (xdist's
 workers, a user's own tests') that it could not tell apart from them.
 """
@@ -88,15 +89,19 @@ def leftovers_of(worker_pid: int, table: dict[int, ProcessInfo]) -> list[int]:
     return list(dict.fromkeys(below + kin + descendants(kin, table)))
 
 
-def end_leftovers(worker_pid: int | None) -> list[int]:
-    """Stop, then kill, what the worker's method left running; the worker itself stays. Returns the
-    pids ended (stopped first, so that none can start another while the others are killed)."""
+def end_leftovers(worker_pid: int | None, spare: Iterable[int] = ()) -> list[int]:
+    """Stop, then kill, what the worker's method left running; the worker itself, and `spare` (its reaper,
+    `engine.domain_reaper`), stay. Returns the pids ended (stopped first, so that none can start another
+    while the others are killed)."""
     if worker_pid is None or not sys.platform.startswith("linux"):
         return []
-    targets = leftovers_of(worker_pid, process_table())
+    kept = set(spare)
+    targets = [pid for pid in leftovers_of(worker_pid, process_table()) if pid not in kept]
     for pid in targets:
         _signal(pid, signal.SIGSTOP)
-    late = [pid for pid in leftovers_of(worker_pid, process_table()) if pid not in targets]  # forked meanwhile
+    late = [
+        pid for pid in leftovers_of(worker_pid, process_table()) if pid not in targets and pid not in kept
+    ]  # forked meanwhile
     ended = targets + late
     for pid in ended:
         _signal(pid, signal.SIGKILL)

@@ -276,6 +276,28 @@ def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
     return SandboxStatus(abi, tuple(protections), denied=tuple(plan.deny))
 
 
+def scope_signals() -> bool:
+    """Enter a Landlock domain that restricts signals only (ABI >= 6): from now on this process, and what
+    it starts, may signal only processes in this domain or in domains nested in it. True if entered.
+
+    Why: a process in this domain, outside the worker's own nested one, can end everything the worker
+    starts with one `kill(-1)` (`engine.domain_reaper`), and nothing in the nested domain can signal it.
+    """
+    if landlock_abi() < 6:
+        return False
+    libc = _libc()
+    attr = _RulesetAttr(0, 0, SCOPE_SIGNAL)
+    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(24), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return False
+    try:
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            return False
+        return bool(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) == 0)
+    finally:
+        os.close(ruleset)
+
+
 def editable_project_dirs() -> list[str]:
     """The source folders of distributions installed in editable mode (`pip install -e`): their modules
     are imported through a finder, not through `sys.path`, so the import path alone would miss them.

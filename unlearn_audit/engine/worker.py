@@ -38,6 +38,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from unlearn_audit.engine.domain_reaper import ReaperHandle
 from unlearn_audit.engine.forkserver_guard import POLICY_ENV, policy_environment, write_policy
 from unlearn_audit.engine.options import WorkerOptions
 from unlearn_audit.engine.reaper import end_leftovers
@@ -198,6 +199,7 @@ class UnlearnerWorker:
         self.sandbox: str | None = None  # what confined the worker, as it said when ready (`engine.sandbox`)
         self.caches: Path | None = None  # the compilers' caches, kept for the spec's later processes
         self._ready = False
+        self._reaper: ReaperHandle | None = None  # ends what the method started (`engine.domain_reaper`)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self, hello_extra: dict[str, Any] | None = None) -> None:
@@ -209,6 +211,7 @@ class UnlearnerWorker:
         if self.caches is None:
             self.caches = Path(tempfile.mkdtemp(prefix="unlearn-audit-caches-", dir=workers_root()))
         self._ready = False
+        self._reaper = None
         context = worker_context(method)
         jobs_in, jobs_out = context.Pipe(duplex=False)
         control_in, control_out = context.Pipe(duplex=False)
@@ -243,7 +246,7 @@ class UnlearnerWorker:
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Block until the worker resolved its spec; WorkerStartError if it could not."""
         try:
-            message = self._read_message(timeout)
+            message = self._read_answer(timeout)
         except WorkerFailed as exc:
             raise WorkerStartError(
                 f"--unlearner {self.spec!r}: the worker process {exc} while importing the method{self._log_tail()}"
@@ -332,8 +335,27 @@ class UnlearnerWorker:
 
     def end_leftovers(self) -> list[int]:
         """End every process the method started that is still running (`engine.reaper`), however it
-        detached; the worker itself stays."""
-        return end_leftovers(self.process.pid if self.process is not None else None)
+        detached; the worker itself, and its reaper, stay."""
+        spare = (self._reaper.pid,) if self._reaper is not None else ()
+        return end_leftovers(self.process.pid if self.process is not None else None, spare)
+
+    def _read_answer(self, timeout: float) -> dict[str, Any]:
+        """The worker's answer to its hello, after the message that names its reaper (sent before the
+        method's module was imported: the first message is always the worker's own)."""
+        message = self._read_message(timeout)
+        if message.get("event") != "confined":
+            self._kill()
+            raise WorkerFailed(f"sent {message!r} before it said how it was confined")
+        self._reaper = ReaperHandle.adopt(message.get("reaper"), self.process.pid if self.process else None)
+        return self._read_message(timeout)
+
+    def _end_domain(self) -> None:
+        """Have the reaper end the worker and everything it started, at once (the kernel's `kill(-1)` within
+        the worker's domain): what the look at /proc cannot catch, a process that forks and exits without
+        pause, ends too."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.end()
 
     # -- plumbing ---------------------------------------------------------------------------
     def _write(self, message: dict[str, Any]) -> None:
@@ -393,7 +415,8 @@ class UnlearnerWorker:
         p = self.process
         if p is None or p.pid is None:
             return
-        end_leftovers(p.pid)  # first, while the worker's tree still shows what it started
+        self._end_domain()  # where the kernel scopes signals: all of it, the worker too, at once
+        end_leftovers(p.pid)  # else first, while the worker's tree still shows what it started
         for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(p.pid, sig)
@@ -481,7 +504,7 @@ class SpecCheck:
     def finish(self) -> None:
         """WorkerStartError for the first spec that does not resolve."""
         try:
-            message = self.worker._read_message(STARTUP_TIMEOUT)
+            message = self.worker._read_answer(STARTUP_TIMEOUT)
         except WorkerFailed as exc:
             raise WorkerStartError(
                 f"checking the --unlearner specs: the process {exc}{self.worker._log_tail()}"

@@ -191,6 +191,16 @@ def _confine(hello: dict[str, Any]) -> str:
     return confine(plan).describe()
 
 
+def _start_reaper(hello: dict[str, Any]) -> int | None:
+    """The pid of the process that ends everything this worker starts (`engine.domain_reaper`), where the
+    sandbox is on and the kernel scopes signals; None otherwise."""
+    if hello.get("sandbox") is None:
+        return None
+    from unlearn_audit.engine import domain_reaper
+
+    return domain_reaper.start(outside_pid=os.getppid())
+
+
 def _resolve_error(spec: str, exc: BaseException) -> str:
     from unlearn_audit.engine.specs import SpecError
 
@@ -207,7 +217,10 @@ def main(hello: dict[str, Any], jobs: Connection, control: BinaryIO) -> int:
     from unlearn_audit.engine.specs import resolve_unlearner
 
     _limit_memory(hello.get("max_memory"), hello.get("device"))
+    reaper = _start_reaper(hello)  # before the worker's own confinement, in a domain around it
     sandbox = _confine(hello)  # before the method's module is imported: it runs confined from its first line
+    # The first message, always, and before any of the method's code ran: the harness trusts what it names.
+    _send(control, {"event": "confined", "reaper": reaper})
     from unlearn_audit.engine import signal_guard
 
     signal_guard.install()  # signals outside the worker: refused, and the job that tried fails
@@ -279,6 +292,9 @@ def serve(hello: dict[str, Any], jobs: Connection, control: Connection, home: st
     import tempfile
 
     tempfile.tempdir = None  # a forkserver may have looked it up before this process was forked
+    from unlearn_audit.engine.forkserver_guard import drop_alive_pipe
+
+    drop_alive_pipe()  # the method cannot ask the fork server for a process outside this worker's domain
     _forget_inherited_multiprocessing_folder()
     log = os.open(os.path.join(home, "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     for fd in (1, 2):

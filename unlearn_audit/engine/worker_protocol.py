@@ -38,6 +38,7 @@ WORKER_PRELOAD = (
     "unlearn_audit.engine.specs",
     "unlearn_audit.profiles.models",
     "unlearn_audit.engine.reaper",
+    "unlearn_audit.engine.domain_reaper",
     "unlearn_audit.engine.sandbox",
     "unlearn_audit.engine.signal_guard",
     "unlearn_audit.engine.vmap_lanes",
