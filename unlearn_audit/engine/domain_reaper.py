@@ -46,9 +46,14 @@ def start(outside_pid: int) -> int | None:
         return None
     worker = os.getpid()
     verdict_r, verdict_w = os.pipe()
-    with warnings.catch_warnings():  # "fork() in a multi-threaded process": the child runs no other thread
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    try:
+        with warnings.catch_warnings():  # "fork() in a multi-threaded process": the child runs no other thread
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError:  # a process limit: the worker runs on without a reaper, as without Landlock
+        os.close(verdict_r)
+        os.close(verdict_w)
+        return None
     if pid == 0:
         os.close(verdict_r)
         _serve(worker, outside_pid, verdict_w)  # never returns
