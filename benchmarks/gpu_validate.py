@@ -458,7 +458,16 @@ def audit_summary(report: Path) -> dict[str, Any] | None:
         for r in doc.get("results", [])
     ]
     unlearn = {r.get("meta", {}).get("unlearn_seconds") for r in doc.get("results", [])} - {None}
-    return {"tests": tests, "unlearn_seconds": sorted(unlearn)}
+    # each job's wait for its fresh worker process (spawned on CUDA), beyond what the previous job hid
+    waits = {
+        (r.get("scenario"), r.get("meta", {}).get("seed")): r.get("meta", {}).get("worker_wait_seconds")
+        for r in doc.get("results", [])
+    }
+    return {
+        "tests": tests,
+        "unlearn_seconds": sorted(unlearn),
+        "worker_wait_seconds": sorted(w for w in waits.values() if w is not None),
+    }
 
 
 # -- earlier runs (a slot continues where the last one stopped) -------------------------------------

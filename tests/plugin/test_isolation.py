@@ -714,3 +714,5 @@ def test_each_job_runs_in_a_fresh_process(hostile: pytest.Pytester) -> None:
     outputs = [r["meta"]["unlearn_output"]["stdout"] for r in results(report)]
     assert len(outputs) == 4, outputs  # 2 scenarios x 2 budgets: four jobs
     assert all("jobs this process ran before: 0" in out for out in outputs), outputs
+    waits = [r["meta"]["worker_wait_seconds"] for r in results(report)]  # what a fresh process cost each job
+    assert all(isinstance(w, float) and 0 <= w < 300 for w in waits), waits

@@ -11,8 +11,10 @@ failing outcome that names it; the session goes on and the next job gets a fresh
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from unlearn_audit.engine.worker_protocol import (
     file_sha256,
     parse_report,
 )
+from unlearn_audit.protocol import Budget
 from unlearn_audit.scenarios.fixture import Fixture
 
 
@@ -120,13 +123,32 @@ def run_isolated(
 ) -> UnlearnOutcome:
     """Run the unlearner in its worker process on (fixture, budget); the outcome as `finish` vets it."""
     budget = budget_for(fixture, budget_fraction)
-    shared_path, digest = files.for_fixture(fixture)
+    waiting_since = time.monotonic()
     try:
         worker.ensure_started()  # its private directory is where the job's files go (all it may reach)
     except WorkerStartError as exc:
         return UnlearnOutcome(
             None, 0, 0.0, budget, f"the unlearner's worker process could not be restarted: {exc}", exempt_from_budget
         )
+    # What the fresh process per job costs beyond what the previous job's evaluation hid: 0 where the
+    # process started meanwhile was ready (the fork server, or a long evaluation), seconds where it was not.
+    waited = {"worker_wait_seconds": round(time.monotonic() - waiting_since, 3)}
+    outcome = _run_job(worker, fixture, files, budget, seed, timeout, device, exempt_from_budget)
+    return dataclasses.replace(outcome, details={**outcome.details, **waited})
+
+
+def _run_job(
+    worker: UnlearnerWorker,
+    fixture: Fixture,
+    files: RequestFiles,
+    budget: Budget,
+    seed: int,
+    timeout: float,
+    device: torch.device,
+    exempt_from_budget: bool,
+) -> UnlearnOutcome:
+    """One job in a started worker: its files, its run, its result read back and vetted; then a fresh process."""
+    shared_path, digest = files.for_fixture(fixture)
     assert worker.home is not None
     result_dir = Path(tempfile.mkdtemp(prefix="job-", dir=worker.home))
     data_path = result_dir / DATA_FILE
