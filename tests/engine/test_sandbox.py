@@ -42,6 +42,13 @@ def test_grants_around_a_denied_folder(tmp_path: Path) -> None:
     }
     assert grants_around(tmp_path / "b", [tmp_path / "a"]) == [tmp_path / "b"], "unrelated: granted whole"
     assert grants_around(tmp_path / "a", [tmp_path / "a"]) == [], "the denied folder itself: nothing"
+    # red-teamed: a path inside a denied folder (a fake editable distribution named `<cache>/tiny`)
+    assert grants_around(tmp_path / "a" / "cache" / "other", [tmp_path / "a" / "cache"]) == []
+    # a carved folder (the fork server's `/proc`) is left out of a grant above it, not out of one inside it
+    carved = [tmp_path / "a" / "cache"]
+    assert tmp_path / "a" / "cache" / "other" not in grants_around(tmp_path, [], carved)
+    assert tmp_path / "a" / "x" in grants_around(tmp_path, [], carved)
+    assert grants_around(tmp_path / "a" / "cache" / "other", [], carved) == [tmp_path / "a" / "cache" / "other"]
 
 
 def test_no_landlock_says_so_and_goes_on() -> None:

@@ -388,6 +388,110 @@ def test_a_process_that_forks_and_exits_without_pause_ends_with_its_worker(metho
         stop.unlink(missing_ok=True)
 
 
+OUTLIVER = """
+    import ctypes, os, threading, time
+    # Red-teamed: keep the worker alive once its harness is gone (a thread that is not a daemon), clear the
+    # parent-death signal that would end it with the fork server, and leave a process that beats.
+    ctypes.CDLL(None).prctl(1, 0, 0, 0, 0)
+    beat, stop = {beat!r}, {stop!r}
+    if os.fork() == 0:
+        os.setsid()
+        for _ in range(600):
+            if os.path.exists(stop):
+                break
+            with open(beat, "w") as f:
+                f.write(repr(time.time()))
+            time.sleep(0.05)
+        os._exit(0)
+    threading.Thread(target=time.sleep, args=(60,)).start()
+    class Method:
+        def unlearn(self, model, request):
+            return model
+    """
+
+HARNESS = """
+import sys, time
+from unlearn_audit.engine.worker import UnlearnerWorker, WorkerOptions
+worker = UnlearnerWorker(sys.argv[1], WorkerOptions(device="cpu"))
+worker.start()
+worker.wait_ready(timeout=120)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="ending a worker's domain needs Landlock to scope signals (ABI 6)")
+def test_what_a_method_started_ends_with_a_killed_harness(method: str, package: Path) -> None:
+    """The reaper watches the harness as well as the worker: a harness killed outright (a CI job cancelled)
+    takes the method's processes with it, even where the method keeps its worker alive."""
+    import subprocess
+    import uuid
+
+    name = f"/dev/shm/unlearn-audit-test-outliver-{uuid.uuid4().hex}"
+    beat, stop = Path(name + ".beat"), Path(name + ".stop")
+    spec = module(package, "outliver_method", OUTLIVER.format(beat=str(beat), stop=str(stop)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), *sys.path])}
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS, spec], stdout=subprocess.PIPE, env=env)
+    try:
+        assert harness.stdout is not None and harness.stdout.readline().strip() == b"ready"
+        deadline = time.monotonic() + 20
+        while not beat.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert beat.exists(), "the method's process did not start"
+        harness.kill()
+        harness.wait(timeout=30)
+        time.sleep(1.0)
+        last = beat.read_text()
+        time.sleep(1.5)  # it beats every 0.05 s while it lives
+        assert beat.read_text() == last, "the method's process outlived its killed harness"
+    finally:
+        harness.kill()
+        harness.wait(timeout=30)
+        stop.touch()
+        time.sleep(0.5)
+        beat.unlink(missing_ok=True)
+        stop.unlink(missing_ok=True)
+
+
+def test_a_fake_editable_distribution_widens_nothing(method: str, package: Path, tmp_path: Path) -> None:
+    """Red-teamed: a `*.dist-info` folder beside a method's module (on the import path, no code run) named a
+    folder inside the fixture cache, or `/`, as its editable source; the worker granted itself that folder,
+    and under `spawn` the method read the retrain model. Neither is readable now."""
+    if landlock_abi() == 0:
+        pytest.skip("this kernel has no Landlock")
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    (cache / "tiny").mkdir(parents=True)
+    outside.mkdir()
+    (cache / "tiny" / "weights.bin").write_bytes(b"retrain model")
+    (outside / "secret.txt").write_text("a file no plan grants")
+    for name, target in (("evil_cache", cache / "tiny"), ("evil_root", outside)):
+        info = package / f"{name}-0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0\n")
+        (info / "direct_url.json").write_text(f'{{"url": "file://{target}", "dir_info": {{"editable": true}}}}')
+    spec = module(
+        package,
+        "reads_through_fake_distributions",
+        f"""
+        for path in ({str(cache / "tiny" / "weights.bin")!r}, {str(outside / "secret.txt")!r}):
+            try:
+                open(path, "rb").read()
+            except PermissionError:
+                continue
+            raise RuntimeError("read " + path)
+        class Method:
+            def unlearn(self, model, request):
+                return model
+        """,
+    )
+    worker = UnlearnerWorker(spec, WorkerOptions(device="cpu", deny=(str(cache),)))
+    worker.start()
+    try:
+        worker.wait_ready(timeout=120)  # a read that went through fails the import, and with it this
+    finally:
+        worker.close()
+
+
 def test_a_method_may_start_processes_through_a_fork_server_of_its_own(method: str, package: Path) -> None:
     """The worker drops the harness's fork server's alive pipe; a method that uses multiprocessing's
     forkserver context gets a server of its own, inside its worker's sandbox, and its processes run."""

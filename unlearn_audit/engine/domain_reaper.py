@@ -14,12 +14,12 @@ signal the reaper (nor trace it: Landlock forbids tracing a less confined proces
 server, other workers and the rest of the machine lie outside the reaper's domain, which the reaper checks
 before it is of use: a `kill(parent, 0)` must be refused, else it never calls `kill(-1)`.
 
-The reaper waits for one of two things: its worker's exit (a pidfd of the worker; the harness's death ends
-the worker too) or the harness's word (`SIGUSR1` through a pidfd, `ReaperHandle.end`). Then it ends the
-domain and exits. (Not `PR_SET_PDEATHSIG`: the kernel checks a parent-death signal like any other, and
-Landlock refuses it, the dying worker being inside the domain and the reaper outside.) Where there is no
-Landlock ABI 6, the sandbox is off, or the check fails, there is no reaper and the look at /proc remains the
-only defence.
+The reaper waits for one of three things: its worker's exit (a pidfd of the worker), the harness's exit (a
+pidfd of the harness: a worker kept alive by the method outlives its harness) or the harness's word
+(`SIGUSR1` through a pidfd, `ReaperHandle.end`). Then it ends the domain and exits. (Not `PR_SET_PDEATHSIG`:
+the kernel checks a parent-death signal like any other, and Landlock refuses it, the dying worker being
+inside the domain and the reaper outside.) Where there is no Landlock ABI 6, the sandbox is off, or the
+check fails, there is no reaper and the look at /proc remains the only defence.
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ END_GRACE = 2.0
 """Seconds the harness waits for the reaper to have ended the domain and exited."""
 
 
-def start(outside_pid: int) -> int | None:
+def start(outside_pid: int, harness_pid: int | None = None) -> int | None:
     """In the worker, before it confines itself: enter a signal-scoped domain and fork the reaper into it.
     The reaper's pid, or None where a reaper cannot be trusted to reach only this worker's processes
-    (no Landlock ABI 6, or the kernel still let it signal `outside_pid`, a process outside the domain)."""
+    (no Landlock ABI 6, or the kernel still let it signal `outside_pid`, a process outside the domain).
+    The reaper ends the domain when the worker exits or, if given, when `harness_pid` does: red-teamed, a
+    method that kept its worker alive (a thread) and cleared the worker's parent-death signal outlived a
+    harness that was killed."""
     from unlearn_audit.engine.sandbox import scope_signals
 
     if not scope_signals():
@@ -56,7 +59,7 @@ def start(outside_pid: int) -> int | None:
         return None
     if pid == 0:
         os.close(verdict_r)
-        _serve(worker, outside_pid, verdict_w)  # never returns
+        _serve(worker, outside_pid, harness_pid, verdict_w)  # never returns
     os.close(verdict_w)
     with os.fdopen(verdict_r, "rb") as verdict:
         usable = verdict.read(1) == b"1"
@@ -87,7 +90,7 @@ def _end_now(signum: int, frame: object) -> None:
     raise _EndNow
 
 
-def _serve(worker: int, outside_pid: int, verdict_w: int) -> None:
+def _serve(worker: int, outside_pid: int, harness_pid: int | None, verdict_w: int) -> None:
     """The reaper: check that the domain holds, wait for the end, end the domain, exit. Uses no more of
     the forked interpreter than it must (a fork of a process with torch imported)."""
     status = 0
@@ -98,13 +101,18 @@ def _serve(worker: int, outside_pid: int, verdict_w: int) -> None:
         if not cannot_signal(outside_pid):  # kill(-1) would reach too far
             os.write(verdict_w, b"0")
             return
-        worker_gone = os.pidfd_open(worker)  # readable once the worker exited
+        watched = [os.pidfd_open(worker)]  # readable once the worker exited
+        try:
+            watched += [os.pidfd_open(harness_pid)] if harness_pid else []  # and once the harness did
+        except ProcessLookupError:
+            watched = []  # the harness is gone already
         os.write(verdict_w, b"1")
         try:
-            os.closerange(3, worker_gone)  # no pipe of the worker's stays open through this process
-            os.closerange(worker_gone + 1, os.sysconf("SC_OPEN_MAX"))
-            if os.getppid() == worker:  # else the worker exited before its pidfd was taken
-                select.select([worker_gone], [], [])
+            kept = sorted(watched)
+            for low, high in zip([2, *kept], [*kept, os.sysconf("SC_OPEN_MAX")]):
+                os.closerange(low + 1, high)  # no pipe of the worker's stays open through this process
+            if watched and os.getppid() == worker:  # else the worker exited before its pidfd was taken
+                select.select(watched, [], [])
         except _EndNow:
             pass
         os.kill(-1, signal.SIGKILL)  # every process in this domain and those nested in it; not this one

@@ -66,7 +66,8 @@ def baseline_plan(workers_root: str, deny: Iterable[str], allow_network: bool) -
         read=("/", *(path for path in SYSTEM_READ if path.startswith("/proc/"))),
         write=(workers_root, "/dev/shm"),
         devices=("/dev",),
-        deny=(*deny, "/proc", *UNIX_SOCKET_LISTS),
+        deny=(*deny, *UNIX_SOCKET_LISTS),
+        carve=("/proc",),
         allow_network=allow_network,
         list_dirs=("/",),
     )

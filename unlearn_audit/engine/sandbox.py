@@ -161,7 +161,8 @@ class SandboxPlan:
     read: tuple[str, ...]  # read and execute, beneath each
     write: tuple[str, ...]  # read, write, create and remove, beneath each
     devices: tuple[str, ...]  # read, write and ioctl (device files or folders of them)
-    deny: tuple[str, ...] = ()  # never reachable, even beneath a path of `read` or `write`
+    deny: tuple[str, ...] = ()  # never reachable, even beneath a path of `read` or `write`; nothing inside granted
+    carve: tuple[str, ...] = ()  # not reached through a grant above it; reachable where a grant names inside it
     allow_network: bool = False
     list_dirs: tuple[str, ...] = ()  # folders listable beneath each, denied ones among them (their files are not)
 
@@ -182,15 +183,23 @@ class SandboxStatus:
         return f"landlock abi {self.abi}: " + ", ".join(self.protections)
 
 
-def grants_around(allowed: Path, denied: Iterable[Path]) -> list[Path]:
+def grants_around(allowed: Path, denied: Iterable[Path], carved: Iterable[Path] = ()) -> list[Path]:
     """`allowed`, or where a denied path lies beneath it, the entries of `allowed` that lead elsewhere,
     recursively down to each denied path (Landlock cannot subtract from a grant).
 
     A symbolic link among those entries is left out: a grant goes to what a path opens, and a link's
     target may be the denied folder or one above it (pytest's `*current` links beside its temporary
     folders were: a fork server's child read the fixture cache through one). What a link leads to stays
-    reachable through it wherever its target is granted in its own right."""
-    inside = [d for d in denied if d == allowed or allowed in d.parents]
+    reachable through it wherever its target is granted in its own right.
+
+    Nothing inside a denied path is granted (red-teamed: a grant of `<cache>/tiny`, from a fake editable
+    distribution, let a worker read the retrain model). A `carved` path is only left out of a grant above
+    it: a grant that names a path inside it stands (the fork server's baseline: all of `/` but `/proc`,
+    and of `/proc` the process's own files)."""
+    denied = list(denied)
+    if any(d in allowed.parents for d in denied):
+        return []
+    inside = [d for d in (*denied, *carved) if d == allowed or allowed in d.parents]
     if not inside:
         return [allowed]
     if any(d == allowed for d in inside):
@@ -208,6 +217,7 @@ def grants_around(allowed: Path, denied: Iterable[Path]) -> list[Path]:
 
 def _rules(plan: SandboxPlan) -> list[tuple[str, int]]:
     denied = [Path(os.path.realpath(d)) for d in plan.deny]
+    carved = [Path(os.path.realpath(d)) for d in plan.carve]
     rules: list[tuple[str, int]] = []
     for paths, rights in (
         (plan.read, READ),
@@ -217,7 +227,7 @@ def _rules(plan: SandboxPlan) -> list[tuple[str, int]]:
         for text in paths:
             if not os.path.exists(text):
                 continue
-            for path in grants_around(Path(os.path.realpath(text)), denied):
+            for path in grants_around(Path(os.path.realpath(text)), denied, carved):
                 rules.append((str(path), rights))
     rules.extend((os.path.realpath(text), FS_READ_DIR) for text in plan.list_dirs if os.path.isdir(text))
     return rules
@@ -298,16 +308,35 @@ def scope_signals() -> bool:
         os.close(ruleset)
 
 
+def installed_packages_dirs() -> set[Path]:
+    """The folders where pip installs distributions for this interpreter (site-packages, the user's too)."""
+    import site
+    import sysconfig
+
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    folders += [sysconfig.get_paths().get(key, "") for key in ("purelib", "platlib")]
+    return {Path(os.path.realpath(folder)) for folder in folders if folder}
+
+
 def editable_project_dirs() -> list[str]:
     """The source folders of distributions installed in editable mode (`pip install -e`): their modules
     are imported through a finder, not through `sys.path`, so the import path alone would miss them.
-    Read from each distribution's `direct_url.json` (PEP 610)."""
+    Read from each distribution's `direct_url.json` (PEP 610), of distributions that pip installed
+    (in site-packages) only: red-teamed, a `*.dist-info` folder that a method's project put on the import
+    path named `file:///` as its editable source, and the worker granted itself all of the file system."""
     import json
     from importlib.metadata import distributions
     from urllib.parse import unquote, urlparse
 
+    installed = installed_packages_dirs()
     found = []
     for dist in distributions():
+        try:
+            where = Path(os.path.realpath(str(dist.locate_file(""))))
+        except (OSError, TypeError, ValueError):
+            continue
+        if where not in installed:
+            continue
         try:
             text = dist.read_text("direct_url.json")
             info = json.loads(text) if text else {}

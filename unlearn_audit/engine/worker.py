@@ -224,6 +224,7 @@ class UnlearnerWorker:
             "device": o.device,
             "sandbox": {"deny": list(o.deny), "allow_network": o.allow_network} if o.sandbox else None,
             "caches": str(self.caches),
+            "harness_pid": os.getpid(),  # the reaper ends the worker's domain when this process ends
             **(hello_extra or {}),
         }
         process = context.Process(  # type: ignore[attr-defined]

@@ -198,7 +198,8 @@ def _start_reaper(hello: dict[str, Any]) -> int | None:
         return None
     from unlearn_audit.engine import domain_reaper
 
-    return domain_reaper.start(outside_pid=os.getppid())
+    harness = hello.get("harness_pid")
+    return domain_reaper.start(outside_pid=os.getppid(), harness_pid=harness if isinstance(harness, int) else None)
 
 
 def _resolve_error(spec: str, exc: BaseException) -> str:
