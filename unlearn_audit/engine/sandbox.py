@@ -313,8 +313,13 @@ def installed_packages_dirs() -> set[Path]:
     import site
     import sysconfig
 
-    folders = [*site.getsitepackages(), site.getusersitepackages()]
-    folders += [sysconfig.get_paths().get(key, "") for key in ("purelib", "platlib")]
+    folders = [sysconfig.get_paths().get(key, "") for key in ("purelib", "platlib")]
+    for ask in ("getsitepackages", "getusersitepackages"):  # absent from some embedded and old virtualenvs
+        try:
+            found = getattr(site, ask)()
+        except (AttributeError, OSError):
+            continue
+        folders += [found] if isinstance(found, str) else list(found)
     return {Path(os.path.realpath(folder)) for folder in folders if folder}
 
 
