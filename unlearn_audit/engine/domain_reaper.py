@@ -137,12 +137,17 @@ class ReaperHandle:
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or worker_pid is None:
             return None
         try:
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent != worker_pid:
-                return None
-            return cls(pid, os.pidfd_open(pid))
-        except (OSError, IndexError, ValueError, AttributeError):
+            pidfd = os.pidfd_open(pid)  # first: the check below is then of the process the pidfd holds
+        except (OSError, AttributeError):
             return None
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            parent = None
+        if parent != worker_pid:
+            os.close(pidfd)
+            return None
+        return cls(pid, pidfd)
 
     def end(self, grace: float = END_GRACE) -> bool:
         """Tell the reaper to end its domain (it may have, on its worker's death) and wait until it exited;
