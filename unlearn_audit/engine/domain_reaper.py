@@ -29,7 +29,8 @@ import os
 import select
 import signal
 import warnings
-from pathlib import Path
+
+from unlearn_audit.engine.reaper import process_info
 
 END_SIGNALS = {signal.SIGUSR1, signal.SIGTERM, signal.SIGHUP}
 END_GRACE = 2.0
@@ -140,11 +141,8 @@ class ReaperHandle:
             pidfd = os.pidfd_open(pid)  # first: the check below is then of the process the pidfd holds
         except (OSError, AttributeError):
             return None
-        try:
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            parent = None
-        if parent != worker_pid:
+        info = process_info(pid)
+        if info is None or info.ppid != worker_pid:
             os.close(pidfd)
             return None
         return cls(pid, pidfd)

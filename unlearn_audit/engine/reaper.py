@@ -52,19 +52,19 @@ class ProcessInfo:
     sid: int
 
 
+def process_info(pid: int) -> ProcessInfo | None:
+    """One process's parent, group and session from /proc/<pid>/stat; None where it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return ProcessInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]))
+
+
 def process_table() -> dict[int, ProcessInfo]:
     """Every live process (zombies included: they still hold their pid), from /proc/<pid>/stat."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        pid = int(entry.name)
-        table[pid] = ProcessInfo(pid, int(fields[1]), int(fields[2]), int(fields[3]))
-    return table
+    found = (process_info(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return {info.pid: info for info in found if info is not None}
 
 
 def descendants(roots: Iterable[int], table: dict[int, ProcessInfo]) -> list[int]:

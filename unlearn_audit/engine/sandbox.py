@@ -233,6 +233,21 @@ def _rules(plan: SandboxPlan) -> list[tuple[str, int]]:
     return rules
 
 
+def _create_ruleset(libc: ctypes.CDLL, attr: _RulesetAttr, size: int) -> int:
+    """A new ruleset's descriptor (negative on failure, the reason in errno); `size`: the ABI's attr size."""
+    return int(libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)))
+
+
+def _restrict_self(libc: ctypes.CDLL, ruleset: int) -> str:
+    """Enforce `ruleset` on this process (after no-new-privileges, which Landlock requires): '' if done,
+    else what failed."""
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}"
+    if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) < 0:
+        return f"landlock_restrict_self failed: {os.strerror(ctypes.get_errno())}"
+    return ""
+
+
 def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
     """Confine this process (and what it starts) to `plan`; the status says what applied. Never raises
     for a kernel without Landlock: the run then goes on with detection as the defence, and says so."""
@@ -246,7 +261,7 @@ def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
     attr = _RulesetAttr(handled_fs, handled_net, scoped)
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     libc = _libc()
-    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    ruleset = _create_ruleset(libc, attr, size)
     if ruleset < 0:
         return SandboxStatus(abi, why_not=f"landlock_create_ruleset failed: {os.strerror(ctypes.get_errno())}")
     try:
@@ -276,10 +291,9 @@ def confine(plan: SandboxPlan, abi: int | None = None) -> SandboxStatus:
                     )
             finally:
                 os.close(fd)
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return SandboxStatus(abi, why_not=f"prctl(PR_SET_NO_NEW_PRIVS) failed: {os.strerror(ctypes.get_errno())}")
-        if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) < 0:
-            return SandboxStatus(abi, why_not=f"landlock_restrict_self failed: {os.strerror(ctypes.get_errno())}")
+        why = _restrict_self(libc, ruleset)
+        if why:
+            return SandboxStatus(abi, why_not=why)
     finally:
         os.close(ruleset)
     protections = ["fs"] + (["signals", "abstract sockets"] if scoped else []) + (["net"] if handled_net else [])
@@ -296,14 +310,11 @@ def scope_signals() -> bool:
     if landlock_abi() < 6:
         return False
     libc = _libc()
-    attr = _RulesetAttr(0, 0, SCOPE_SIGNAL)
-    ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(24), ctypes.c_uint32(0))
+    ruleset = _create_ruleset(libc, _RulesetAttr(0, 0, SCOPE_SIGNAL), 24)
     if ruleset < 0:
         return False
     try:
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            return False
-        return bool(libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) == 0)
+        return not _restrict_self(libc, ruleset)
     finally:
         os.close(ruleset)
 
